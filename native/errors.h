@@ -1,0 +1,50 @@
+// The one guard between C++ and JavaScript. Every native entry point runs
+// inside `guarded`, which turns any C++ exception into a JS Error carrying
+// only the message (no C++ backtrace). A C++ exception must never reach Node
+// (it would abort the process).
+#pragma once
+#include "pch.h"
+
+namespace usam {
+
+// A usage error detected by our own checks; the message is shown as is.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string CleanTorchMessage(const std::string& what);
+
+template <typename F>
+auto guarded(Napi::Env env, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;  // already a JS error (node-addon-api rethrows it to JS)
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, CleanTorchMessage(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, "universal-sam: unknown native error");
+  }
+}
+
+// ObjectWrap base whose methods are registered through Guard<&T::Method>.
+template <typename T>
+class GuardedWrap : public Napi::ObjectWrap<T> {
+ public:
+  using Napi::ObjectWrap<T>::ObjectWrap;
+  using Method = Napi::Value (T::*)(const Napi::CallbackInfo&);
+  template <Method M>
+  Napi::Value Guard(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] { return (static_cast<T*>(this)->*M)(info); });
+  }
+};
+
+using Function = Napi::Value (*)(const Napi::CallbackInfo&);
+template <Function F>
+Napi::Value GuardFn(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] { return F(info); });
+}
+
+}  // namespace usam

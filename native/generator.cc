@@ -1,0 +1,134 @@
+#include "generator.h"
+
+#include <cstring>
+
+#include "args.h"
+#include "tensor.h"
+
+#ifdef USAM_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
+namespace usam {
+
+at::Generator MakeGenerator(uint64_t seed, const c10::Device& device) {
+  if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
+#ifdef USAM_WITH_CUDA
+  auto gen = at::cuda::detail::createCUDAGenerator(device.index());
+  gen.set_current_seed(seed);
+  return gen;
+#else
+  Fail("no CUDA generator in the CPU flavour");
+#endif
+}
+
+Napi::Function GeneratorWrap::Define(Napi::Env env) {
+  return DefineClass(env, "Generator",
+                     {
+                         InstanceMethod("gaussian", &GeneratorWrap::Guard<&GeneratorWrap::Gaussian>),
+                         InstanceMethod("rademacher", &GeneratorWrap::Guard<&GeneratorWrap::Rademacher>),
+                         InstanceMethod("sphere", &GeneratorWrap::Guard<&GeneratorWrap::Sphere>),
+                         InstanceMethod("uniform", &GeneratorWrap::Guard<&GeneratorWrap::Uniform>),
+                         InstanceMethod("randperm", &GeneratorWrap::Guard<&GeneratorWrap::Randperm>),
+                         InstanceMethod("getState", &GeneratorWrap::Guard<&GeneratorWrap::GetState>),
+                         InstanceMethod("setState", &GeneratorWrap::Guard<&GeneratorWrap::SetState>),
+                         InstanceAccessor("device", &GeneratorWrap::Guard<&GeneratorWrap::Device>, nullptr),
+                     });
+}
+
+GeneratorWrap::GeneratorWrap(const Napi::CallbackInfo& info) : GuardedWrap<GeneratorWrap>(info) {
+  guarded(info.Env(), [&] {
+    double seed = NumberArg(info, 0, "seed");
+    if (seed < 0 || seed != std::floor(seed) || seed > 9007199254740991.0)
+      Fail("argument 'seed' must be a non-negative integer (at most 2^53 - 1)");
+    device_ = ParseDevice(info.Length() > 1 && !info[1].IsUndefined() ? StringArg(info, 1, "device") : "cpu",
+                          "argument 'device'");
+    gen_ = MakeGenerator(static_cast<uint64_t>(seed), device_);
+  });
+}
+
+at::Tensor& GeneratorWrap::Target(const Napi::CallbackInfo& info) {
+  auto& t = TensorWrap::Arg(info, 0, "out");
+  if (!at::isFloatingType(t.scalar_type())) Fail("argument 'out' must be a float32 or float64 tensor");
+  if (t.device() != device_)
+    Fail("argument 'out' is on " + DeviceName(t.device()) + " but this generator draws on " + DeviceName(device_) +
+         "; create the generator with that device");
+  return t;
+}
+
+Napi::Value GeneratorWrap::Gaussian(const Napi::CallbackInfo& info) {
+  auto& t = Target(info);
+  at::NoGradGuard ng;
+  t.normal_(0.0, 1.0, gen_);
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Rademacher(const Napi::CallbackInfo& info) {
+  auto& t = Target(info);
+  at::NoGradGuard ng;
+  t.bernoulli_(0.5, gen_).mul_(2.0).sub_(1.0);
+  return info.Env().Undefined();
+}
+
+// Uniform on the unit sphere of R^P: a gaussian vector over all P coordinates,
+// normalised (the gaussian is rotation invariant).
+Napi::Value GeneratorWrap::Sphere(const Napi::CallbackInfo& info) {
+  auto& t = Target(info);
+  at::NoGradGuard ng;
+  t.normal_(0.0, 1.0, gen_);
+  t.div_(t.norm());
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Uniform(const Napi::CallbackInfo& info) {
+  auto& t = Target(info);
+  double lo = NumberArg(info, 1, "low"), hi = NumberArg(info, 2, "high");
+  if (!(lo < hi)) Fail("uniform(out, low, high) needs low < high");
+  at::NoGradGuard ng;
+  t.uniform_(lo, hi, gen_);
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Randperm(const Napi::CallbackInfo& info) {
+  double n = NumberArg(info, 0, "n");
+  if (n < 0 || n != std::floor(n) || n > 2147483647.0) Fail("argument 'n' must be an integer in [0, 2^31)");
+  if (!device_.is_cpu()) Fail("randperm draws on a CPU generator; create one with device 'cpu'");
+  auto perm = at::randperm(static_cast<int64_t>(n), gen_, at::TensorOptions().dtype(at::kInt));
+  auto out = Napi::Int32Array::New(info.Env(), static_cast<size_t>(n));
+  if (n > 0) std::memcpy(out.Data(), perm.data_ptr<int32_t>(), static_cast<size_t>(n) * sizeof(int32_t));
+  return out;
+}
+
+Napi::Value GeneratorState(Napi::Env env, at::Generator& gen) {
+  at::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    state = gen.get_state();
+  }
+  auto out = Napi::Uint8Array::New(env, static_cast<size_t>(state.numel()));
+  std::memcpy(out.Data(), state.data_ptr(), static_cast<size_t>(state.numel()));
+  return out;
+}
+
+void SetGeneratorState(at::Generator& gen, const Napi::Value& value) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    Fail("argument 'state' must be a Uint8Array from getState()/getRngState()");
+  auto bytes = value.As<Napi::Uint8Array>();
+  auto state = at::empty({static_cast<int64_t>(bytes.ElementLength())}, at::TensorOptions().dtype(at::kByte));
+  std::memcpy(state.data_ptr(), bytes.Data(), bytes.ElementLength());
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+Napi::Value GeneratorWrap::GetState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), gen_); }
+
+Napi::Value GeneratorWrap::SetState(const Napi::CallbackInfo& info) {
+  SetGeneratorState(gen_, info[0]);
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DeviceName(device_));
+}
+
+}  // namespace usam

@@ -1,0 +1,87 @@
+// The network behind a model: layers parsed from a spec, the flat parameter
+// and buffer storage they index into, the forward pass and the loss.
+#pragma once
+#include "errors.h"
+
+namespace usam {
+
+struct ParamSlot {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+  double bound = 0;  // U(-bound, bound) init; bound 0 means constant `fill`
+  double fill = 0;
+};
+
+struct BufferSlot {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+  double fill = 0;
+};
+
+// Collects parameter and buffer slots while layers are parsed, in order.
+struct Slots {
+  std::vector<ParamSlot> params;
+  std::vector<BufferSlot> buffers;
+  std::vector<std::string> counters;  // BatchNorm num_batches_tracked
+  int64_t paramCount = 0, bufferCount = 0;
+  size_t AddParam(std::string name, std::vector<int64_t> shape, double bound, double fill);
+  size_t AddBuffer(std::string name, std::vector<int64_t> shape, double fill);
+  size_t AddCounter(std::string name);
+};
+
+// The state one forward pass sees.
+struct Pass {
+  const std::vector<at::Tensor>& params;   // leaf views of the flat parameters
+  const std::vector<at::Tensor>& buffers;  // views of the flat buffers
+  at::Tensor& counters;
+  bool training;
+  bool updateStats;          // BatchNorm running statistics move in this pass
+  bool twiceDifferentiable;  // avoid kernels without double backward (cuDNN BN)
+  at::Generator& gen;
+};
+
+class Layer {
+ public:
+  explicit Layer(std::string where) : where_(std::move(where)) {}
+  virtual ~Layer() = default;
+  virtual at::Tensor Forward(const at::Tensor& x, Pass& p) const = 0;
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
+};
+
+using LayerList = std::vector<std::unique_ptr<Layer>>;
+
+enum class LossKind { CrossEntropy, Mse };
+
+class Network {
+ public:
+  Network(const Napi::Object& spec, at::ScalarType dtype, c10::Device device, uint64_t seed);
+
+  at::Tensor Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
+  at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
+  void CheckInput(const at::Tensor& x) const;
+  void CheckTarget(const at::Tensor& y, int64_t batch) const;
+
+  at::ScalarType dtype;
+  c10::Device device;
+  bool training = true;
+  Slots slots;
+  at::Tensor flatParams, flatBuffers, counters;
+  std::vector<at::Tensor> params, buffers;
+  at::Generator gen;
+
+ private:
+  LayerList layers_;
+  std::vector<int64_t> inputShape_;
+  LossKind loss_ = LossKind::CrossEntropy;
+  double labelSmoothing_ = 0;
+};
+
+// Runs `layers` in order; a LibTorch error names the layer that raised it.
+at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p);
+
+}  // namespace usam

@@ -1,0 +1,246 @@
+#include "model.h"
+
+#include "addon.h"
+#include "args.h"
+#include "generator.h"
+#include "tensor.h"
+
+namespace usam {
+
+namespace ag = torch::autograd;
+
+Napi::Function ModelWrap::Define(Napi::Env env) {
+  using M = ModelWrap;
+  return DefineClass(env, "Model",
+                     {
+                         InstanceAccessor("numParams", &M::Guard<&M::NumParams>, nullptr),
+                         InstanceAccessor("dtype", &M::Guard<&M::DType>, nullptr),
+                         InstanceAccessor("device", &M::Guard<&M::Device>, nullptr),
+                         InstanceAccessor("training", &M::Guard<&M::Training>, nullptr),
+                         InstanceMethod("paramInfo", &M::Guard<&M::ParamInfo>),
+                         InstanceMethod("bufferInfo", &M::Guard<&M::BufferInfo>),
+                         InstanceMethod("params", &M::Guard<&M::Params>),
+                         InstanceMethod("buffers", &M::Guard<&M::Buffers>),
+                         InstanceMethod("counters", &M::Guard<&M::Counters>),
+                         InstanceMethod("setTraining", &M::Guard<&M::SetTraining>),
+                         InstanceMethod("forward", &M::Guard<&M::Forward>),
+                         InstanceMethod("loss", &M::Guard<&M::Loss>),
+                         InstanceMethod("lossAndGrad", &M::Guard<&M::LossAndGrad>),
+                         InstanceMethod("hvp", &M::Guard<&M::Hvp>),
+                         InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
+                         InstanceMethod("getRngState", &M::Guard<&M::GetRngState>),
+                         InstanceMethod("setRngState", &M::Guard<&M::SetRngState>),
+                         InstanceMethod("dispose", &M::Guard<&M::Dispose>),
+                     });
+}
+
+// new Model(spec, {dtype, device, seed})
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : GuardedWrap<ModelWrap>(info) {
+  guarded(info.Env(), [&] {
+    auto spec = ObjectArg(info, 0, "spec");
+    auto opts = ObjectArg(info, 1, "options");
+    auto dtype = ParseDType(StringField(opts, "dtype", "options"), "options.dtype");
+    auto device = ParseDevice(StringField(opts, "device", "options"), "options.device");
+    auto seed = IntField(opts, "seed", "options", 0);
+    net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(seed));
+    reportedBytes_ = (net_->flatParams.numel() + net_->flatBuffers.numel()) * net_->flatParams.element_size();
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
+  });
+}
+
+void ModelWrap::Finalize(Napi::Env env) {
+  if (reportedBytes_) Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
+  reportedBytes_ = 0;
+  net_.reset();
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  Finalize(info.Env());
+  return info.Env().Undefined();
+}
+
+Network& ModelWrap::Net() {
+  if (!net_) Fail("this model was disposed; it cannot be used after dispose()");
+  return *net_;
+}
+
+Napi::Value ModelWrap::NumParams(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Net().slots.paramCount));
+}
+Napi::Value ModelWrap::DType(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DTypeName(Net().dtype));
+}
+Napi::Value ModelWrap::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DeviceName(Net().device));
+}
+Napi::Value ModelWrap::Training(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), Net().training);
+}
+Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
+  Net().training = BoolArg(info, 0, "training");
+  return info.Env().Undefined();
+}
+
+template <typename SlotT>
+static Napi::Array SlotInfo(Napi::Env env, const std::vector<SlotT>& slots) {
+  auto arr = Napi::Array::New(env, slots.size());
+  for (uint32_t i = 0; i < slots.size(); ++i) {
+    auto o = Napi::Object::New(env);
+    o.Set("name", slots[i].name);
+    auto shape = Napi::Array::New(env, slots[i].shape.size());
+    for (uint32_t k = 0; k < slots[i].shape.size(); ++k) shape.Set(k, static_cast<double>(slots[i].shape[k]));
+    o.Set("shape", shape);
+    o.Set("offset", static_cast<double>(slots[i].offset));
+    o.Set("numel", static_cast<double>(slots[i].numel));
+    arr.Set(i, o);
+  }
+  return arr;
+}
+
+Napi::Value ModelWrap::ParamInfo(const Napi::CallbackInfo& info) { return SlotInfo(info.Env(), Net().slots.params); }
+
+Napi::Value ModelWrap::BufferInfo(const Napi::CallbackInfo& info) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("buffers", SlotInfo(info.Env(), Net().slots.buffers));
+  auto names = Napi::Array::New(info.Env(), Net().slots.counters.size());
+  for (uint32_t i = 0; i < Net().slots.counters.size(); ++i) names.Set(i, Net().slots.counters[i]);
+  o.Set("counters", names);
+  return o;
+}
+
+// The flat buffers themselves (aliases, not copies): writing into them
+// changes the model. Their memory is reported by the model.
+Napi::Value ModelWrap::Params(const Napi::CallbackInfo& info) {
+  return TensorWrap::New(info.Env(), Net().flatParams, false);
+}
+Napi::Value ModelWrap::Buffers(const Napi::CallbackInfo& info) {
+  return TensorWrap::New(info.Env(), Net().flatBuffers, false);
+}
+Napi::Value ModelWrap::Counters(const Napi::CallbackInfo& info) {
+  return TensorWrap::New(info.Env(), Net().counters, false);
+}
+
+std::pair<at::Tensor, at::Tensor> ModelWrap::Batch(const Napi::CallbackInfo& info, size_t first) {
+  auto& net = Net();
+  auto& x = TensorWrap::Arg(info, first, "x");
+  net.CheckInput(x);
+  auto& y = TensorWrap::Arg(info, first + 1, "y");
+  net.CheckTarget(y, x.size(0));
+  return {x, y};
+}
+
+at::Tensor& ModelWrap::FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  auto& net = Net();
+  auto& t = TensorWrap::Arg(info, i, name);
+  CheckFlat(t, name, net.slots.paramCount, net.dtype, net.device);
+  return t;
+}
+
+at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice) {
+  auto& net = Net();
+  at::Tensor out = net.Forward(x, updateStats, twice);
+  return net.Loss(out, y);
+}
+
+// Copies per-parameter results into one flat vector; a parameter that the
+// loss does not depend on gets zeros.
+void ModelWrap::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) {
+  at::NoGradGuard ng;
+  const auto& slots = Net().slots.params;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    at::Tensor dst = out.narrow(0, slots[i].offset, slots[i].numel);
+    if (parts[i].defined())
+      dst.copy_(parts[i].reshape(-1));
+    else
+      dst.zero_();
+  }
+}
+
+// Σ_i <parts_i, v_i> with v split like the parameters; differentiable.
+at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) {
+  const auto& slots = Net().slots.params;
+  at::Tensor total;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (!parts[i].defined()) continue;
+    at::Tensor term = (parts[i] * v.narrow(0, slots[i].offset, slots[i].numel).view(slots[i].shape)).sum();
+    total = total.defined() ? total + term : term;
+  }
+  return total.defined() ? total : at::zeros({}, v.options());
+}
+
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  auto& net = Net();
+  auto& x = TensorWrap::Arg(info, 0, "x");
+  net.CheckInput(x);
+  at::NoGradGuard ng;
+  return TensorWrap::New(info.Env(), net.Forward(x, false, false));
+}
+
+// loss(x, y, updateStats = false): the mean loss, no gradient.
+Napi::Value ModelWrap::Loss(const Napi::CallbackInfo& info) {
+  auto [x, y] = Batch(info, 0);
+  bool update = info.Length() > 2 && !info[2].IsUndefined() ? BoolArg(info, 2, "updateStats") : false;
+  at::NoGradGuard ng;
+  return Napi::Number::New(info.Env(), LossOf(x, y, update, false).item<double>());
+}
+
+// lossAndGrad(x, y, grad, updateStats): writes ∇L(w) into `grad`, returns L(w).
+Napi::Value ModelWrap::LossAndGrad(const Napi::CallbackInfo& info) {
+  auto [x, y] = Batch(info, 0);
+  auto& out = FlatArg(info, 2, "grad");
+  bool update = BoolArg(info, 3, "updateStats");
+  auto& net = Net();
+  at::Tensor loss = LossOf(x, y, update, false);
+  auto grads = ag::grad({loss}, net.params, {}, false, false, /*allow_unused=*/true);
+  WriteFlat(grads, out);
+  return Napi::Number::New(info.Env(), loss.item<double>());
+}
+
+// hvp(x, y, v, out): writes H v into `out` by double backward, returns L(w).
+// BatchNorm running statistics are never touched by an HVP.
+Napi::Value ModelWrap::Hvp(const Napi::CallbackInfo& info) {
+  auto [x, y] = Batch(info, 0);
+  auto& v = FlatArg(info, 2, "v");
+  auto& out = FlatArg(info, 3, "out");
+  auto& net = Net();
+  at::Tensor loss = LossOf(x, y, false, true);
+  auto grads = ag::grad({loss}, net.params, {}, true, /*create_graph=*/true, true);
+  at::Tensor gv = DotFlat(grads, v);
+  if (gv.requires_grad())
+    WriteFlat(ag::grad({gv}, net.params, {}, false, false, true), out);
+  else
+    out.zero_();
+  return Napi::Number::New(info.Env(), loss.item<double>());
+}
+
+// quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
+// third derivative of the loss) into `out`; used by the exact estimator.
+Napi::Value ModelWrap::QuadraticFormGrad(const Napi::CallbackInfo& info) {
+  auto [x, y] = Batch(info, 0);
+  auto& v = FlatArg(info, 2, "v");
+  auto& out = FlatArg(info, 3, "out");
+  auto& net = Net();
+  at::Tensor loss = LossOf(x, y, false, true);
+  auto grads = ag::grad({loss}, net.params, {}, true, true, true);
+  at::Tensor gv = DotFlat(grads, v);
+  if (!gv.requires_grad()) {
+    out.zero_();
+    return Napi::Number::New(info.Env(), 0.0);
+  }
+  auto hv = ag::grad({gv}, net.params, {}, true, true, true);
+  at::Tensor q = DotFlat(hv, v);
+  if (q.requires_grad())
+    WriteFlat(ag::grad({q}, net.params, {}, false, false, true), out);
+  else
+    out.zero_();
+  return Napi::Number::New(info.Env(), q.item<double>());
+}
+
+Napi::Value ModelWrap::GetRngState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), Net().gen); }
+
+Napi::Value ModelWrap::SetRngState(const Napi::CallbackInfo& info) {
+  SetGeneratorState(Net().gen, info[0]);
+  return info.Env().Undefined();
+}
+
+}  // namespace usam

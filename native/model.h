@@ -1,0 +1,50 @@
+// Models built natively from a validated spec. All parameters live in one
+// flat buffer (module parameters are views into it, in PyTorch's order:
+// modules in order, weight then bias); all BatchNorm running statistics live
+// in a second flat buffer. Gradients and HVPs come back as flat vectors.
+#pragma once
+#include "errors.h"
+#include "layers.h"
+
+namespace usam {
+
+class ModelWrap : public GuardedWrap<ModelWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+  void Finalize(Napi::Env env) override;
+
+ private:
+  Napi::Value NumParams(const Napi::CallbackInfo& info);
+  Napi::Value ParamInfo(const Napi::CallbackInfo& info);
+  Napi::Value BufferInfo(const Napi::CallbackInfo& info);
+  Napi::Value Params(const Napi::CallbackInfo& info);
+  Napi::Value Buffers(const Napi::CallbackInfo& info);
+  Napi::Value Counters(const Napi::CallbackInfo& info);
+  Napi::Value DType(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Training(const Napi::CallbackInfo& info);
+  Napi::Value SetTraining(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Loss(const Napi::CallbackInfo& info);
+  Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
+  Napi::Value Hvp(const Napi::CallbackInfo& info);
+  Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);
+  Napi::Value GetRngState(const Napi::CallbackInfo& info);
+  Napi::Value SetRngState(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  Network& Net();
+  // Checks a batch against the model and returns (inputs, targets).
+  std::pair<at::Tensor, at::Tensor> Batch(const Napi::CallbackInfo& info, size_t first);
+  at::Tensor& FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name);
+  // Mean loss of a batch, with a graph when parameters need gradients.
+  at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable);
+  void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
+  at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
+
+  std::unique_ptr<Network> net_;
+  int64_t reportedBytes_ = 0;
+};
+
+}  // namespace usam

@@ -1,0 +1,79 @@
+#include "optim.h"
+
+#include "args.h"
+#include "tensor.h"
+
+namespace usam {
+
+namespace {
+
+void CheckState(const at::Tensor& param, const at::Tensor& t, const char* name) {
+  CheckSameLayout(param, "param", t, name);
+}
+
+// sgdStep(param, grad, momentumBuffer, {lr, momentum, dampening, weightDecay, nesterov, first})
+Napi::Value SgdStep(const Napi::CallbackInfo& info) {
+  auto& w = TensorWrap::Arg(info, 0, "param");
+  auto& g = TensorWrap::Arg(info, 1, "grad");
+  auto& buf = TensorWrap::Arg(info, 2, "momentumBuffer");
+  auto o = ObjectArg(info, 3, "options");
+  CheckState(w, g, "grad");
+  CheckState(w, buf, "momentumBuffer");
+  double lr = NumberField(o, "lr", "sgd"), momentum = NumberField(o, "momentum", "sgd", 0.0);
+  double dampening = NumberField(o, "dampening", "sgd", 0.0), wd = NumberField(o, "weightDecay", "sgd", 0.0);
+  bool nesterov = BoolField(o, "nesterov", "sgd", false), first = BoolField(o, "first", "sgd", false);
+  at::NoGradGuard ng;
+  at::Tensor d = wd != 0 ? g.add(w, wd) : g;
+  if (momentum != 0) {
+    if (first)
+      buf.copy_(d);
+    else
+      buf.mul_(momentum).add_(d, 1.0 - dampening);
+    d = nesterov ? d.add(buf, momentum) : buf;
+  }
+  w.add_(d, -lr);
+  return info.Env().Undefined();
+}
+
+// adamStep(param, grad, expAvg, expAvgSq, {lr, beta1, beta2, eps, weightDecay, decoupled, step})
+// `step` counts from 1; `decoupled` selects AdamW's weight decay.
+Napi::Value AdamStep(const Napi::CallbackInfo& info) {
+  auto& w = TensorWrap::Arg(info, 0, "param");
+  auto& g = TensorWrap::Arg(info, 1, "grad");
+  auto& m = TensorWrap::Arg(info, 2, "expAvg");
+  auto& v = TensorWrap::Arg(info, 3, "expAvgSq");
+  auto o = ObjectArg(info, 4, "options");
+  CheckState(w, g, "grad");
+  CheckState(w, m, "expAvg");
+  CheckState(w, v, "expAvgSq");
+  double lr = NumberField(o, "lr", "adam"), b1 = NumberField(o, "beta1", "adam"), b2 = NumberField(o, "beta2", "adam");
+  double eps = NumberField(o, "eps", "adam"), wd = NumberField(o, "weightDecay", "adam", 0.0);
+  bool decoupled = BoolField(o, "decoupled", "adam", false);
+  int64_t step = IntField(o, "step", "adam", 1);
+  at::NoGradGuard ng;
+  at::Tensor grad = g;
+  if (wd != 0) {
+    if (decoupled)
+      w.mul_(1.0 - lr * wd);
+    else
+      grad = g.add(w, wd);
+  }
+  m.mul_(b1).add_(grad, 1.0 - b1);
+  v.mul_(b2).addcmul_(grad, grad, 1.0 - b2);
+  double bc1 = 1.0 - std::pow(b1, static_cast<double>(step));
+  double bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
+  at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
+  w.addcdiv_(m, denom, -lr / bc1);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+Napi::Object DefineOptim(Napi::Env env) {
+  auto o = Napi::Object::New(env);
+  o.Set("sgdStep", Napi::Function::New(env, &GuardFn<&SgdStep>, "sgdStep"));
+  o.Set("adamStep", Napi::Function::New(env, &GuardFn<&AdamStep>, "adamStep"));
+  return o;
+}
+
+}  // namespace usam

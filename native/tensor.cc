@@ -1,0 +1,217 @@
+#include "tensor.h"
+
+#include <cstring>
+
+#include "addon.h"
+#include "args.h"
+
+namespace usam {
+
+namespace {
+std::string ShapeString(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+}  // namespace
+
+Napi::Function TensorWrap::Define(Napi::Env env) {
+  return DefineClass(env, "Tensor",
+                     {
+                         StaticMethod("fromArray", &GuardFn<&TensorWrap::FromArray>),
+                         StaticMethod("zeros", &GuardFn<&TensorWrap::Zeros>),
+                         InstanceMethod("toArray", &TensorWrap::Guard<&TensorWrap::ToArray>),
+                         InstanceAccessor("shape", &TensorWrap::Guard<&TensorWrap::Shape>, nullptr),
+                         InstanceAccessor("dtype", &TensorWrap::Guard<&TensorWrap::DType>, nullptr),
+                         InstanceAccessor("device", &TensorWrap::Guard<&TensorWrap::Device>, nullptr),
+                         InstanceAccessor("numel", &TensorWrap::Guard<&TensorWrap::Numel>, nullptr),
+                         InstanceAccessor("disposed", &TensorWrap::Guard<&TensorWrap::Disposed>, nullptr),
+                         InstanceMethod("dispose", &TensorWrap::Guard<&TensorWrap::Dispose>),
+                         InstanceMethod("clone", &TensorWrap::Guard<&TensorWrap::Clone>),
+                         InstanceMethod("to", &TensorWrap::Guard<&TensorWrap::To>),
+                         InstanceMethod("item", &TensorWrap::Guard<&TensorWrap::Item>),
+                     });
+}
+
+TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : GuardedWrap<TensorWrap>(info) {
+  guarded(info.Env(), [&] {
+    if (info.Length() != 2 || !info[0].IsExternal())
+      Fail("Tensor cannot be constructed directly; use Tensor.fromArray(data, shape, dtype, device) or Tensor.zeros(...)");
+    tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
+    if (info[1].As<Napi::Boolean>().Value()) {
+      reportedBytes_ = static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
+      Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
+    }
+  });
+}
+
+Napi::Object TensorWrap::New(Napi::Env env, at::Tensor t, bool reportMemory) {
+  auto ext = Napi::External<at::Tensor>::New(env, &t);
+  return Data(env).tensor.New({ext, Napi::Boolean::New(env, reportMemory)});
+}
+
+at::Tensor& TensorWrap::From(const Napi::Value& v, const std::string& name) {
+  auto& ctor = Data(v.Env()).tensor;
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value()))
+    Fail("argument '" + name + "' must be a Tensor");
+  return Unwrap(v.As<Napi::Object>())->Live();
+}
+
+at::Tensor& TensorWrap::Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  try {
+    return From(info[i], name);
+  } catch (const UsageError& e) {
+    std::string msg = e.what();
+    if (msg.rfind("this tensor", 0) == 0) Fail("argument '" + std::string(name) + "': " + msg);
+    throw;
+  }
+}
+
+at::Tensor& TensorWrap::Live() {
+  if (disposed_) Fail("this tensor was disposed; it cannot be used after dispose()");
+  return tensor_;
+}
+
+void TensorWrap::Release(Napi::Env env) {
+  if (disposed_) return;
+  disposed_ = true;
+  tensor_ = at::Tensor();
+  if (reportedBytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
+  reportedBytes_ = 0;
+}
+
+void TensorWrap::Finalize(Napi::Env env) { Release(env); }
+
+Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  if (!info[0].IsTypedArray())
+    Fail("argument 'data' must be a Float32Array, Float64Array, Int32Array or BigInt64Array");
+  auto ta = info[0].As<Napi::TypedArray>();
+  auto shape = ShapeArg(info, 1, "shape");
+  auto dtype = ParseDType(StringArg(info, 2, "dtype"), "argument 'dtype'");
+  auto device = ParseDevice(StringArg(info, 3, "device"), "argument 'device'");
+  at::ScalarType source;
+  switch (ta.TypedArrayType()) {
+    case napi_float32_array: source = at::kFloat; break;
+    case napi_float64_array: source = at::kDouble; break;
+    case napi_int32_array: source = at::kInt; break;
+    case napi_bigint64_array: source = at::kLong; break;
+    default: Fail("argument 'data' must be a Float32Array, Float64Array, Int32Array or BigInt64Array");
+  }
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (numel != static_cast<int64_t>(ta.ElementLength()))
+    Fail("argument 'shape' " + ShapeString(shape) + " holds " + std::to_string(numel) + " elements but 'data' has " +
+         std::to_string(ta.ElementLength()));
+  bool integral = source == at::kInt || source == at::kLong;
+  if (integral != (dtype == at::kLong))
+    Fail("argument 'data' (" + DTypeName(source) + " values) does not fit dtype '" + DTypeName(dtype) +
+         "'; pass a Float32Array/Float64Array for float dtypes and an Int32Array/BigInt64Array for int64");
+  auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  at::Tensor t = at::from_blob(base, shape, at::TensorOptions().dtype(source)).to(dtype, /*non_blocking=*/false,
+                                                                                   /*copy=*/true);
+  if (!device.is_cpu()) t = t.to(device);
+  return New(env, t);
+}
+
+Napi::Value TensorWrap::Zeros(const Napi::CallbackInfo& info) {
+  auto shape = ShapeArg(info, 0, "shape");
+  auto dtype = ParseDType(StringArg(info, 1, "dtype"), "argument 'dtype'");
+  auto device = ParseDevice(StringArg(info, 2, "device"), "argument 'device'");
+  return New(info.Env(), at::zeros(shape, at::TensorOptions().dtype(dtype).device(device)));
+}
+
+Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  at::Tensor t = Live().detach().to(c10::Device(c10::kCPU)).contiguous();
+  size_t n = static_cast<size_t>(t.numel());
+  switch (t.scalar_type()) {
+    case at::kFloat: {
+      auto out = Napi::Float32Array::New(env, n);
+      if (n) std::memcpy(out.Data(), t.data_ptr(), n * sizeof(float));
+      return out;
+    }
+    case at::kDouble: {
+      auto out = Napi::Float64Array::New(env, n);
+      if (n) std::memcpy(out.Data(), t.data_ptr(), n * sizeof(double));
+      return out;
+    }
+    case at::kLong: {
+      auto buf = Napi::ArrayBuffer::New(env, n * sizeof(int64_t));
+      if (n) std::memcpy(buf.Data(), t.data_ptr(), n * sizeof(int64_t));
+      return Napi::TypedArrayOf<int64_t>::New(env, n, buf, 0, napi_bigint64_array);
+    }
+    case at::kByte: {
+      auto out = Napi::Uint8Array::New(env, n);
+      if (n) std::memcpy(out.Data(), t.data_ptr(), n);
+      return out;
+    }
+    default: Fail("toArray: unsupported dtype " + DTypeName(t.scalar_type()));
+  }
+}
+
+Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
+  auto sizes = Live().sizes();
+  auto arr = Napi::Array::New(info.Env(), sizes.size());
+  for (uint32_t i = 0; i < sizes.size(); ++i) arr.Set(i, Napi::Number::New(info.Env(), static_cast<double>(sizes[i])));
+  return arr;
+}
+
+Napi::Value TensorWrap::DType(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DTypeName(Live().scalar_type()));
+}
+
+Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DeviceName(Live().device()));
+}
+
+Napi::Value TensorWrap::Numel(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Live().numel()));
+}
+
+Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+
+Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorWrap::Clone(const Napi::CallbackInfo& info) { return New(info.Env(), Live().detach().clone()); }
+
+Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
+  auto device = ParseDevice(StringArg(info, 0, "device"), "argument 'device'");
+  at::Tensor t = Live().detach();
+  at::ScalarType dtype = t.scalar_type();
+  if (info.Length() > 1 && !info[1].IsUndefined()) dtype = ParseDType(StringArg(info, 1, "dtype"), "argument 'dtype'");
+  return New(info.Env(), t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true));
+}
+
+Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
+  auto& t = Live();
+  if (t.numel() != 1) Fail("item() needs a tensor with exactly one element, this one has shape " + ShapeString(t.sizes()));
+  return Napi::Number::New(info.Env(), t.item<double>());
+}
+
+void CheckSameLayout(const at::Tensor& a, const char* nameA, const at::Tensor& b, const char* nameB) {
+  if (a.sizes() != b.sizes())
+    Fail(std::string("'") + nameA + "' has shape " + ShapeString(a.sizes()) + " but '" + nameB + "' has shape " +
+         ShapeString(b.sizes()) + "; they must match");
+  if (a.scalar_type() != b.scalar_type())
+    Fail(std::string("'") + nameA + "' is " + DTypeName(a.scalar_type()) + " but '" + nameB + "' is " +
+         DTypeName(b.scalar_type()) + "; they must match");
+  if (a.device() != b.device())
+    Fail(std::string("'") + nameA + "' is on " + DeviceName(a.device()) + " but '" + nameB + "' is on " +
+         DeviceName(b.device()) + "; move one with .to(device)");
+}
+
+void CheckFlat(const at::Tensor& t, const char* name, int64_t numel, at::ScalarType dtype, const c10::Device& device) {
+  if (t.dim() != 1 || t.numel() != numel)
+    Fail(std::string("argument '") + name + "' must be a flat vector of " + std::to_string(numel) +
+         " elements, got shape " + ShapeString(t.sizes()));
+  if (t.scalar_type() != dtype)
+    Fail(std::string("argument '") + name + "' must be " + DTypeName(dtype) + ", got " + DTypeName(t.scalar_type()));
+  if (t.device() != device)
+    Fail(std::string("argument '") + name + "' must be on " + DeviceName(device) + ", got " + DeviceName(t.device()));
+}
+
+}  // namespace usam

@@ -1,0 +1,48 @@
+// Tensor handles: a LibTorch tensor owned by a JS object, with explicit
+// dispose() and a finalizer; its memory is reported to V8 so that the GC
+// sees the pressure of native buffers.
+#pragma once
+#include "errors.h"
+
+namespace usam {
+
+class TensorWrap : public GuardedWrap<TensorWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // Wraps `t`. `reportMemory` is false for aliases of memory that another
+  // handle already reports (e.g. the model's flat parameter buffer).
+  static Napi::Object New(Napi::Env env, at::Tensor t, bool reportMemory = true);
+  // The tensor behind argument i, or a clear error naming `name`.
+  static at::Tensor& Arg(const Napi::CallbackInfo& info, size_t i, const char* name);
+  static at::Tensor& From(const Napi::Value& v, const std::string& name);
+
+  explicit TensorWrap(const Napi::CallbackInfo& info);
+  void Finalize(Napi::Env env) override;
+
+ private:
+  static Napi::Value FromArray(const Napi::CallbackInfo& info);
+  static Napi::Value Zeros(const Napi::CallbackInfo& info);
+  Napi::Value ToArray(const Napi::CallbackInfo& info);
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value DType(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Numel(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Item(const Napi::CallbackInfo& info);
+
+  at::Tensor& Live();
+  void Release(Napi::Env env);
+
+  at::Tensor tensor_;
+  bool disposed_ = false;
+  int64_t reportedBytes_ = 0;
+};
+
+// Shorthand for checks between tensor arguments.
+void CheckSameLayout(const at::Tensor& a, const char* nameA, const at::Tensor& b, const char* nameB);
+void CheckFlat(const at::Tensor& t, const char* name, int64_t numel, at::ScalarType dtype, const c10::Device& device);
+
+}  // namespace usam

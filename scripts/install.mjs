@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+// The install step of universal-sam (`npm install`): makes sure a native
+// addon that fits this machine exists. Builds it from source with cmake-js
+// against LibTorch (found by scripts/libtorch.mjs; on Debian, installed with
+// apt when missing and we are root), unless an up-to-date build exists.
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { findLibtorch, describeTried, HOW_TO_PROVIDE } from './libtorch.mjs';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const require = createRequire(import.meta.url);
+const log = (msg) => console.error(`universal-sam: ${msg}`);
+const force = process.argv.includes('--force-source');
+const output = join(root, 'build', 'Release', 'usam.node');
+
+function newestSource() {
+  const files = [join(root, 'CMakeLists.txt'), ...readdirSync(join(root, 'native')).map((f) => join(root, 'native', f))];
+  return Math.max(...files.map((f) => statSync(f).mtimeMs));
+}
+
+function canApt() {
+  return process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0;
+}
+
+function aptInstall(pkgs) {
+  log(`installing Debian packages: ${pkgs.join(' ')} (apt-get, as root)`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env });
+}
+
+function resolveLibtorch() {
+  let { found, tried } = findLibtorch();
+  if (!found && canApt()) {
+    log('no LibTorch found; installing Debian\'s libtorch-dev');
+    aptInstall(['libtorch-dev']);
+    ({ found, tried } = findLibtorch());
+  }
+  if (!found) {
+    log(`no LibTorch found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`);
+    process.exit(1);
+  }
+  log(`LibTorch from ${found.source}: ${found.torchDir}`);
+  return found;
+}
+
+function build(torch) {
+  const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
+  const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version;
+  const args = [cmakeJs, 'compile', '--directory', root, '--out', join(root, 'build'),
+    `--parallel`, String(availableParallelism()),
+    `--CDTorch_DIR=${torch.torchDir}`, `--CDUSAM_PACKAGE_VERSION=${version}`];
+  log(`building the addon from source (cmake-js, LibTorch ${torch.torchDir})`);
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) {
+    log('the native build failed (see above).');
+    process.exit(r.status ?? 1);
+  }
+}
+
+if (!force && existsSync(output) && statSync(output).mtimeMs >= newestSource()) {
+  log(`addon is up to date (${output})`);
+} else {
+  build(resolveLibtorch());
+}
