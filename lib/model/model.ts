@@ -1,0 +1,131 @@
+// A model: the native network plus its flat parameter vector. Everything a
+// SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
+// and the gradient of uᵀHu (a third derivative).
+import type { FloatDType, NativeModel, SlotInfo } from '../native/binding.js';
+import { native } from '../native/load.js';
+import { type Tensor, toFloatArray } from '../tensor.js';
+import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
+
+export interface ModelOptions {
+  dtype?: FloatDType;
+  device?: string;
+  /** Seeds parameter initialisation and dropout masks. */
+  seed?: number;
+}
+
+export interface LossAndGrad {
+  loss: number;
+  grad: Tensor;
+}
+
+export class Model {
+  readonly spec: ModelSpec;
+  readonly native: NativeModel;
+  /** The flat parameter vector itself (not a copy): writes change the model. */
+  readonly params: Tensor;
+  readonly numParams: number;
+  readonly dtype: FloatDType;
+  readonly device: string;
+
+  constructor(spec: ModelSpecInput | ModelSpec, options: ModelOptions = {}) {
+    this.spec = parseModelSpec(spec);
+    const seed = options.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`model options.seed must be a non-negative integer, got ${seed}`);
+    this.native = new (native().Model)(this.spec, { dtype: options.dtype ?? 'float32', device: options.device ?? 'cpu', seed });
+    this.params = this.native.params();
+    this.numParams = this.native.numParams;
+    this.dtype = this.native.dtype;
+    this.device = this.native.device;
+  }
+
+  /** Names, shapes and offsets of the parameters in the flat vector (PyTorch order). */
+  paramInfo(): SlotInfo[] {
+    return this.native.paramInfo();
+  }
+
+  get training(): boolean {
+    return this.native.training;
+  }
+  train(on = true): this {
+    this.native.setTraining(on);
+    return this;
+  }
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** A copy of the flat parameters. */
+  getParams(): Float32Array | Float64Array {
+    return toFloatArray(this.params);
+  }
+
+  /** Overwrites the flat parameters from values or a flat tensor. */
+  setParams(values: ArrayLike<number> | Tensor): void {
+    if (isTensor(values)) {
+      native().ops.copy(this.params, values);
+      return;
+    }
+    if (values.length !== this.numParams)
+      throw new Error(`setParams: got ${values.length} values, the model has ${this.numParams} parameters`);
+    const t = native().Tensor.fromArray(
+      this.dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values),
+      [this.numParams],
+      this.dtype,
+      this.device,
+    );
+    native().ops.copy(this.params, t);
+    t.dispose();
+  }
+
+  /** A zero flat vector like the parameters (same size, dtype, device). */
+  zerosLikeParams(): Tensor {
+    return native().Tensor.zeros([this.numParams], this.dtype, this.device);
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.native.forward(x);
+  }
+
+  /** Mean loss of a batch, without gradient. */
+  loss(x: Tensor, y: Tensor): number {
+    return this.native.loss(x, y, false);
+  }
+
+  /**
+   * L(w) and ∇L(w) of a batch. `updateStats: false` leaves BatchNorm running
+   * statistics untouched (perturbed passes); `out` receives the gradient.
+   */
+  lossAndGrad(x: Tensor, y: Tensor, options: { updateStats?: boolean; out?: Tensor } = {}): LossAndGrad {
+    const grad = options.out ?? this.zerosLikeParams();
+    const loss = this.native.lossAndGrad(x, y, grad, options.updateStats ?? true);
+    return { loss, grad };
+  }
+
+  /** H v by double backward (BatchNorm statistics untouched). */
+  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor): Tensor {
+    const result = out ?? this.zerosLikeParams();
+    this.native.hvp(x, y, v, result);
+    return result;
+  }
+
+  /** q = vᵀHv and ∇_w(vᵀHv), a third derivative of the loss. */
+  quadraticFormGrad(x: Tensor, y: Tensor, v: Tensor, out?: Tensor): { q: number; grad: Tensor } {
+    const grad = out ?? this.zerosLikeParams();
+    const q = this.native.quadraticFormGrad(x, y, v, grad);
+    return { q, grad };
+  }
+
+  /** BatchNorm running statistics as one flat vector (an alias), and their names. */
+  buffers(): { values: Tensor; info: SlotInfo[]; counters: Tensor; counterNames: string[] } {
+    const info = this.native.bufferInfo();
+    return { values: this.native.buffers(), info: info.buffers, counters: this.native.counters(), counterNames: info.counters };
+  }
+
+  dispose(): void {
+    this.native.dispose();
+  }
+}
+
+export function isTensor(v: unknown): v is Tensor {
+  return typeof v === 'object' && v !== null && v instanceof (native().Tensor as unknown as new () => object);
+}

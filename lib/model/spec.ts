@@ -1,0 +1,106 @@
+// Model specs: what a user writes (scalars or pairs, defaults) is validated
+// with zod and normalised into the exact form the native builder reads.
+import { z } from 'zod';
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+/** A size given as n or [h, w]; normalised to [h, w]. */
+const pair = (inner: z.ZodNumber) => z.union([inner, z.tuple([inner, inner])]).transform((v) => (Array.isArray(v) ? v : [v, v]));
+
+const linear = z.object({ type: z.literal('linear'), inFeatures: posInt, outFeatures: posInt, bias: z.boolean().default(true) }).strict();
+const conv2d = z
+  .object({
+    type: z.literal('conv2d'),
+    inChannels: posInt,
+    outChannels: posInt,
+    kernelSize: pair(posInt),
+    stride: pair(posInt).prefault(1),
+    padding: pair(nonNegInt).prefault(0),
+    bias: z.boolean().default(true),
+  })
+  .strict();
+const batchnorm = (type: 'batchnorm1d' | 'batchnorm2d') =>
+  z
+    .object({
+      type: z.literal(type),
+      numFeatures: posInt,
+      eps: z.number().positive().default(1e-5),
+      momentum: z.number().min(0).max(1).default(0.1),
+      affine: z.boolean().default(true),
+    })
+    .strict();
+const simple = (type: 'relu' | 'tanh' | 'flatten') => z.object({ type: z.literal(type) }).strict();
+const gelu = z.object({ type: z.literal('gelu'), approximate: z.enum(['none', 'tanh']).default('none') }).strict();
+const softplus = z.object({ type: z.literal('softplus'), beta: z.number().positive().default(1), threshold: z.number().default(20) }).strict();
+const pool = (type: 'maxpool2d' | 'avgpool2d') =>
+  z
+    .object({ type: z.literal(type), kernelSize: pair(posInt), stride: pair(posInt).optional(), padding: pair(nonNegInt).prefault(0) })
+    .strict()
+    .transform((l) => ({ ...l, stride: l.stride ?? l.kernelSize }));
+const adaptive = z.object({ type: z.literal('adaptiveavgpool2d'), outputSize: pair(posInt) }).strict();
+const dropout = z.object({ type: z.literal('dropout'), p: z.number().min(0).lt(1).default(0.5) }).strict();
+
+export type LayerSpecInput =
+  | z.input<typeof linear>
+  | z.input<typeof conv2d>
+  | z.input<ReturnType<typeof batchnorm>>
+  | z.input<ReturnType<typeof simple>>
+  | z.input<typeof gelu>
+  | z.input<typeof softplus>
+  | z.input<ReturnType<typeof pool>>
+  | z.input<typeof adaptive>
+  | z.input<typeof dropout>
+  | { type: 'residual'; body: LayerSpecInput[]; shortcut?: LayerSpecInput[] };
+
+const residual: z.ZodType<unknown> = z.lazy(() =>
+  z.object({ type: z.literal('residual'), body: z.array(layer).min(1), shortcut: z.array(layer).default([]) }).strict(),
+);
+
+export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
+  linear,
+  conv2d,
+  batchnorm('batchnorm1d'),
+  batchnorm('batchnorm2d'),
+  simple('relu'),
+  simple('tanh'),
+  simple('flatten'),
+  gelu,
+  softplus,
+  pool('maxpool2d'),
+  pool('avgpool2d'),
+  adaptive,
+  dropout,
+  residual as never,
+]);
+
+export const lossSpec = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('cross-entropy'), labelSmoothing: z.number().min(0).max(1).default(0) }).strict(),
+  z.object({ type: z.literal('mse') }).strict(),
+]);
+
+export const modelSpec = z
+  .object({
+    input: z.array(posInt).min(1),
+    layers: z.array(layer).min(1),
+    loss: lossSpec.default({ type: 'cross-entropy', labelSmoothing: 0 }),
+  })
+  .strict();
+
+export type ModelSpecInput = { input: number[]; layers: LayerSpecInput[]; loss?: z.input<typeof lossSpec> };
+export type ModelSpec = z.output<typeof modelSpec>;
+
+/** Validates a spec; the error names each wrong field by its path. */
+export function parseModelSpec(spec: unknown): ModelSpec {
+  const r = modelSpec.safeParse(spec);
+  if (!r.success) throw new Error(`invalid model spec:\n${formatIssues(r.error)}`);
+  return r.data;
+}
+
+export function formatIssues(error: z.ZodError, root = ''): string {
+  return error.issues
+    .map((i) => {
+      const path = [root, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))].join('').replace(/^\./, '');
+      return `  - ${path || '(root)'}: ${i.message}`;
+    })
+    .join('\n');
+}

@@ -1,0 +1,128 @@
+// TypeScript types of the raw addon surface (native/addon.cc registers it).
+// Only lib/ wrappers use these directly.
+
+export type DType = 'float32' | 'float64' | 'int64';
+export type FloatDType = 'float32' | 'float64';
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type FloatArray = Float32Array | Float64Array;
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType | 'uint8';
+  readonly device: string;
+  readonly numel: number;
+  readonly disposed: boolean;
+  toArray(): Float32Array | Float64Array | BigInt64Array | Uint8Array;
+  dispose(): void;
+  clone(): NativeTensor;
+  to(device: string, dtype?: DType): NativeTensor;
+  item(): number;
+}
+
+export interface NativeTensorStatic {
+  fromArray(data: Float32Array | Float64Array | Int32Array | BigInt64Array, shape: number[], dtype: DType, device: string): NativeTensor;
+  zeros(shape: number[], dtype: DType, device: string): NativeTensor;
+}
+
+export interface SlotInfo {
+  name: string;
+  shape: number[];
+  offset: number;
+  numel: number;
+}
+
+export interface NativeModel {
+  readonly numParams: number;
+  readonly dtype: FloatDType;
+  readonly device: string;
+  readonly training: boolean;
+  paramInfo(): SlotInfo[];
+  bufferInfo(): { buffers: SlotInfo[]; counters: string[] };
+  params(): NativeTensor;
+  buffers(): NativeTensor;
+  counters(): NativeTensor;
+  setTraining(training: boolean): void;
+  forward(x: NativeTensor): NativeTensor;
+  loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
+  lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;
+  hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
+  quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
+  getRngState(): Uint8Array;
+  setRngState(state: Uint8Array): void;
+  dispose(): void;
+}
+
+export interface NativeModelOptions {
+  dtype: FloatDType;
+  device: string;
+  seed: number;
+}
+
+export interface NativeGenerator {
+  readonly device: string;
+  gaussian(out: NativeTensor): void;
+  rademacher(out: NativeTensor): void;
+  sphere(out: NativeTensor): void;
+  uniform(out: NativeTensor, low: number, high: number): void;
+  randperm(n: number): Int32Array;
+  getState(): Uint8Array;
+  setState(state: Uint8Array): void;
+}
+
+export interface NativeOps {
+  axpy(y: NativeTensor, a: number, x: NativeTensor): void;
+  scale(x: NativeTensor, a: number): void;
+  addScalar(x: NativeTensor, c: number): void;
+  fill(x: NativeTensor, value: number): void;
+  dot(a: NativeTensor, b: NativeTensor): number;
+  norm(x: NativeTensor): number;
+  sum(x: NativeTensor): number;
+  copy(dst: NativeTensor, src: NativeTensor): void;
+  abs(dst: NativeTensor, src: NativeTensor): void;
+  mul(dst: NativeTensor, a: NativeTensor, b: NativeTensor): void;
+  combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): void;
+  allFinite(x: NativeTensor): boolean;
+}
+
+export interface SgdStepOptions {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+  first: boolean;
+}
+
+export interface AdamStepOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  decoupled: boolean;
+  step: number;
+}
+
+export interface NativeOptim {
+  sgdStep(param: NativeTensor, grad: NativeTensor, momentumBuffer: NativeTensor, options: SgdStepOptions): void;
+  adamStep(param: NativeTensor, grad: NativeTensor, expAvg: NativeTensor, expAvgSq: NativeTensor, options: AdamStepOptions): void;
+}
+
+export interface NativeVersions {
+  addon: string;
+  flavour: 'cpu' | 'cuda';
+  torch: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  threads: number;
+}
+
+export interface Addon {
+  Tensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
+  Model: new (spec: object, options: NativeModelOptions) => NativeModel;
+  Generator: new (seed: number, device?: string) => NativeGenerator;
+  ops: NativeOps;
+  optim: NativeOptim;
+  versions(): NativeVersions;
+  setThreads(n: number): void;
+}

@@ -1,0 +1,53 @@
+// Tensor handles. Tensors stay native; TypeScript holds handles with shape,
+// dtype and device, and copies data in and out with typed arrays.
+import type { DType, Device, FloatDType, NativeTensor } from './native/binding.js';
+import { native } from './native/load.js';
+
+export type Tensor = NativeTensor;
+export type { DType, Device, FloatDType };
+
+export interface TensorOptions {
+  dtype?: DType;
+  device?: Device | string;
+}
+
+type Data = ArrayLike<number> | Float32Array | Float64Array | Int32Array | BigInt64Array;
+
+function asTyped(data: Data, dtype: DType): Float32Array | Float64Array | Int32Array | BigInt64Array {
+  if (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array || data instanceof BigInt64Array)
+    return data;
+  if (dtype === 'int64') {
+    const out = new BigInt64Array(data.length);
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i];
+      if (!Number.isInteger(v)) throw new Error(`tensor: data[${i}] = ${v} is not an integer; int64 tensors take integers`);
+      out[i] = BigInt(v);
+    }
+    return out;
+  }
+  return dtype === 'float32' ? Float32Array.from(data) : Float64Array.from(data);
+}
+
+/** A tensor from values (copied). `shape` defaults to [data.length]; dtype to float32 (int64 for Int32Array/BigInt64Array data). */
+export function tensor(data: Data, shape?: number[], options: TensorOptions = {}): Tensor {
+  const inferred: DType =
+    data instanceof Float64Array ? 'float64' : data instanceof Int32Array || data instanceof BigInt64Array ? 'int64' : 'float32';
+  const dtype = options.dtype ?? inferred;
+  return native().Tensor.fromArray(asTyped(data, dtype), shape ?? [data.length], dtype, options.device ?? 'cpu');
+}
+
+/** Class labels as an int64 tensor. */
+export function labels(data: ArrayLike<number> | Int32Array, options: { device?: Device | string } = {}): Tensor {
+  return tensor(data instanceof Int32Array ? data : Int32Array.from(data), [data.length], { dtype: 'int64', device: options.device });
+}
+
+export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
+  return native().Tensor.zeros(shape, options.dtype ?? 'float32', options.device ?? 'cpu');
+}
+
+/** Float values of a float tensor as numbers (a copy). */
+export function toFloatArray(t: Tensor): Float32Array | Float64Array {
+  const a = t.toArray();
+  if (a instanceof Float32Array || a instanceof Float64Array) return a;
+  throw new Error(`expected a float tensor, got ${t.dtype}`);
+}

@@ -1,0 +1,47 @@
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Model } from '../lib/model/model.js';
+import type { ModelSpecInput } from '../lib/model/spec.js';
+import { labels, tensor, type Tensor } from '../lib/tensor.js';
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const goldenDir = join(repoRoot, '..', 'shared', 'golden');
+
+/** Deterministic pseudo-random numbers for test data (not for the code under test). */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+export function randomBatch(shape: number[], classes: number, seed: number, dtype: 'float32' | 'float64' = 'float64') {
+  const r = rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const x = tensor(Float64Array.from({ length: n }, () => r() * 2 - 1), shape, { dtype });
+  const y = labels(Array.from({ length: shape[0] }, () => Math.floor(r() * classes)));
+  return { x, y };
+}
+
+export function randomVector(n: number, seed: number, dtype: 'float32' | 'float64' = 'float64'): Tensor {
+  const r = rng(seed);
+  return tensor(Float64Array.from({ length: n }, () => r() * 2 - 1), [n], { dtype });
+}
+
+export function float64Model(spec: ModelSpecInput, seed = 1): Model {
+  return new Model(spec, { dtype: 'float64', seed });
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+export function toNumbers(t: Tensor): Float64Array {
+  return Float64Array.from(t.toArray() as Float64Array);
+}
