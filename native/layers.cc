@@ -102,13 +102,38 @@ class BatchNorm : public Layer {
     bool useRunning = !p.training || p.updateStats;
     at::Tensor rm = useRunning ? p.buffers[mean_] : at::Tensor();
     at::Tensor rv = useRunning ? p.buffers[var_] : at::Tensor();
-    bool cudnn = at::globalContext().userEnabledCuDNN() && !p.twiceDifferentiable;
+    if (p.twiceDifferentiable) return Composite(x, p);
+    bool cudnn = at::globalContext().userEnabledCuDNN();
     if (p.training && p.updateStats) p.counters[counter_].add_(1);
     return at::batch_norm(x, affine_ ? p.params[weight_] : at::Tensor(), affine_ ? p.params[bias_] : at::Tensor(), rm,
                           rv, p.training, momentum_, eps_, cudnn);
   }
 
  private:
+  // Batch norm written with elementary ops for passes that differentiate
+  // more than once (HVPs, third-order gradients): LibTorch's fused kernel
+  // has a double backward, but the derivative of that double backward is
+  // wrong (third-order checks against finite differences fail), and cuDNN's
+  // has none. Same numbers as the fused kernel, to rounding. Such passes
+  // never update running statistics.
+  at::Tensor Composite(const at::Tensor& x, Pass& p) const {
+    std::vector<int64_t> dims{0};
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[1] = x.size(1);
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    at::Tensor mean, var;
+    if (p.training) {
+      mean = x.mean(dims, /*keepdim=*/true);
+      var = (x - mean).pow(2).mean(dims, /*keepdim=*/true);
+    } else {
+      mean = p.buffers[mean_].view(shape);
+      var = p.buffers[var_].view(shape);
+    }
+    at::Tensor y = (x - mean) * (var + eps_).rsqrt();
+    if (affine_) y = y * p.params[weight_].view(shape) + p.params[bias_].view(shape);
+    return y;
+  }
+
   int64_t spatialDims_;
   double eps_ = 1e-5, momentum_ = 0.1;
   bool affine_ = true;
