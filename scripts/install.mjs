@@ -3,7 +3,7 @@
 // addon that fits this machine exists. Builds it from source with cmake-js
 // against LibTorch (found by scripts/libtorch.mjs; on Debian, installed with
 // apt when missing and we are root), unless an up-to-date build exists.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
@@ -15,6 +15,9 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
 const log = (msg) => console.error(`universal-sam: ${msg}`);
 const force = process.argv.includes('--force-source');
+// cmake-js builds in build/cmake; the addon is copied to build/Release, where
+// node-gyp (binding.gyp delegates here) and the loader expect it.
+const cmakeDir = join(root, 'build', 'cmake');
 const output = join(root, 'build', 'Release', 'usam.node');
 
 function newestSource() {
@@ -51,7 +54,7 @@ function resolveLibtorch() {
 function build(torch) {
   const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
   const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version;
-  const args = [cmakeJs, 'compile', '--directory', root, '--out', join(root, 'build'),
+  const args = [cmakeJs, 'compile', '--directory', root, '--out', cmakeDir,
     `--parallel`, String(availableParallelism()),
     `--CDTorch_DIR=${torch.torchDir}`, `--CDUSAM_PACKAGE_VERSION=${version}`];
   log(`building the addon from source (cmake-js, LibTorch ${torch.torchDir})`);
@@ -60,6 +63,9 @@ function build(torch) {
     log('the native build failed (see above).');
     process.exit(r.status ?? 1);
   }
+  mkdirSync(dirname(output), { recursive: true });
+  copyFileSync(join(cmakeDir, 'Release', 'usam.node'), output);
+  log(`built ${output}`);
 }
 
 if (!force && existsSync(output) && statSync(output).mtimeMs >= newestSource()) {

@@ -1,0 +1,41 @@
+// The `usam` command line.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadedFrom, native, packageRoot } from '../native/load.js';
+
+const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
+
+Usage:
+  usam version              package, LibTorch and CUDA versions, and which binary was loaded
+  usam --help               this text
+
+Library use (TypeScript): import { Model, mlp, ... } from 'universal-sam'.
+`;
+
+export function packageVersion(): string {
+  return JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (command === 'version' || command === '--version') {
+    const v = native().versions();
+    const from = loadedFrom();
+    process.stdout.write(
+      [
+        `universal-sam ${packageVersion()}`,
+        `addon ${v.addon} (${v.flavour} flavour, ${from.source}: ${from.path})`,
+        `LibTorch ${v.torch}`,
+        `CUDA ${v.cudaAvailable ? `available, ${v.cudaDeviceCount} device(s)` : 'not available'}`,
+        `threads ${v.threads}`,
+      ].join('\n') + '\n',
+    );
+    return 0;
+  }
+  process.stderr.write(`usam: unknown command '${command}'. Run 'usam --help' for the commands.\n`);
+  return 2;
+}
