@@ -1,0 +1,174 @@
+// The sharpness-aware optimizer: one step = the unperturbed pass, the rule
+// of the configured SAM-family member, exact restoration of w, and the base
+// optimizer's update. Tensors stay native; this file only decides.
+import { z } from 'zod';
+import type { Model } from '../model/model.js';
+import { formatIssues } from '../model/spec.js';
+import { ops } from '../ops.js';
+import { generator, type Generator } from '../random.js';
+import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
+import type { Tensor } from '../tensor.js';
+import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
+import { type Batch, type PassCounters, Passes } from './passes.js';
+import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
+import { exactStep } from './rules/exact.js';
+import { frobeniusStep } from './rules/frobenius.js';
+import { samStep } from './rules/sam.js';
+import { zerothOrderStep } from './rules/zeroth-order.js';
+import { schedule, scheduleConfig, warmupConfig } from './schedule.js';
+
+const optimizerOptions = z
+  .object({
+    base: z.unknown(),
+    sharpness: z.unknown().optional(),
+    /** a sharpness-aware step every k steps, plain base steps between */
+    every: z.number().int().positive().default(1),
+    /** seeds the directions u ~ mu */
+    seed: z.number().int().nonnegative().default(0),
+    lrSchedule: scheduleConfig.default({ kind: 'constant' }),
+    rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
+    warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
+  })
+  .strict();
+
+export interface OptimizerOptions {
+  base: BaseConfigInput;
+  sharpness?: SharpnessConfigInput;
+  every?: number;
+  seed?: number;
+  lrSchedule?: z.input<typeof scheduleConfig>;
+  rhoSchedule?: z.input<typeof scheduleConfig>;
+  /** linear learning-rate warm-up over the first steps */
+  warmup?: z.input<typeof warmupConfig>;
+}
+
+export interface StepResult {
+  step: number;
+  /** L(w) before the step (mean over the micro-batches) */
+  loss: number;
+  /** estimate of S(w) (math.md §1); NaN on plain steps */
+  sharpness: number;
+  /** the lambda-weighted term of F(w); NaN on plain steps */
+  penalty: number;
+  lr: number;
+  rho: number;
+  sharpnessAware: boolean;
+  counters: PassCounters;
+}
+
+export class Optimizer {
+  readonly sharpness?: SharpnessConfig;
+  readonly base: BaseOptimizer;
+  readonly every: number;
+  private readonly lr: (t: number) => number;
+  private readonly rho: (t: number) => number;
+  private readonly passes: Passes;
+  private readonly counters: PassCounters = { forward: 0, backward: 0, hvp: 0 };
+  private readonly workspace: Workspace;
+  private readonly gen: Generator;
+  private readonly sampler?: DirectionSampler;
+  private readonly rule?: (ctx: RuleContext) => RuleResult;
+  private steps = 0;
+
+  constructor(
+    readonly model: Model,
+    options: OptimizerOptions,
+  ) {
+    const parsed = optimizerOptions.safeParse(options);
+    if (!parsed.success) throw new Error(`invalid optimizer options:\n${formatIssues(parsed.error)}`);
+    const o = parsed.data;
+    const b = baseConfig.safeParse(o.base);
+    if (!b.success) throw new Error(`invalid base optimizer config:\n${formatIssues(b.error, 'base')}`);
+    this.base = createBaseOptimizer(b.data, model.params);
+    this.every = o.every;
+    this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
+    this.workspace = new Workspace(model);
+    this.passes = new Passes(model, this.counters);
+    this.gen = generator(o.seed, model.device);
+    if (o.sharpness !== undefined) {
+      const s = parseSharpness(o.sharpness);
+      this.sharpness = s;
+      this.rho = schedule(s.rho, o.rhoSchedule);
+      if (s.kind === 'sam' || s.kind === 'asam') {
+        this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta } : { adaptive: false });
+      } else {
+        const family = s.kind === 'frob-sam' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
+        const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube);
+        this.sampler = sampler;
+        const antithetic = s.directions === 'antithetic';
+        if (s.estimator === 'exact') {
+          const exact =
+            s.kind === 'frob-sam'
+              ? ({ form: 'frobenius', lambda: s.lambda, samples: s.samples } as const)
+              : ({ form: 'family', ...familyOf(s), lambda: s.lambda, samples: s.samples } as const);
+          this.rule = (ctx) => exactStep(ctx, exact, sampler);
+        } else if (s.kind === 'frob-sam') {
+          this.rule = (ctx) => frobeniusStep(ctx, { lambda: s.lambda, samples: s.samples, antithetic }, sampler);
+        } else {
+          const { psi, phi } = familyOf(s);
+          this.rule = (ctx) => zerothOrderStep(ctx, { psi, phi, lambda: s.lambda, samples: s.samples, antithetic }, sampler);
+        }
+      }
+    } else {
+      this.rho = () => 0;
+    }
+  }
+
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  /** One optimizer step on a batch, or on micro-batches (gradient accumulation). */
+  step(x: Tensor, y: Tensor): StepResult;
+  step(batches: Batch[]): StepResult;
+  step(a: Tensor | Batch[], b?: Tensor): StepResult {
+    const batches = Array.isArray(a) ? a : [{ x: a, y: b! }];
+    const t = this.steps;
+    const before = { ...this.counters };
+    this.passes.use(batches);
+    const lr = this.lr(t);
+    const rho = this.rho(t);
+    const g0 = this.workspace.get('unperturbed-grad');
+    const loss = this.passes.lossAndGrad(g0, true); // the only pass that moves BatchNorm statistics
+    checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
+    const sharpnessAware = this.rule !== undefined && t % this.every === 0;
+    let grad = g0;
+    let result: RuleResult = { sharpness: NaN, penalty: NaN };
+    if (sharpnessAware) {
+      const w0 = this.workspace.get('saved-params');
+      ops.copy(w0, this.model.params);
+      grad = this.workspace.get('update-grad');
+      result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
+    }
+    if (!ops.allFinite(grad))
+      throw new Error(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`);
+    this.base.step(this.model.params, grad, lr);
+    this.steps++;
+    const counters = {
+      forward: this.counters.forward - before.forward,
+      backward: this.counters.backward - before.backward,
+      hvp: this.counters.hvp - before.hvp,
+    };
+    return { step: t, loss, ...result, lr, rho, sharpnessAware, counters };
+  }
+
+  /** Totals since creation. */
+  totals(): PassCounters {
+    return { ...this.counters };
+  }
+
+  /** The direction generator (its state belongs in checkpoints). */
+  get generator(): Generator {
+    return this.gen;
+  }
+
+  dispose(): void {
+    this.workspace.dispose();
+    this.passes.dispose();
+    this.base.dispose();
+  }
+}
+
+function checkFinite(v: number, message: string): void {
+  if (!Number.isFinite(v)) throw new Error(`${message}; nothing was updated. Lower the learning rate or rho, or check the data.`);
+}

@@ -1,0 +1,89 @@
+// The passes a step makes over its (micro-)batches. With several
+// micro-batches every quantity is the sample-count-weighted mean, so that k
+// micro-batches equal one batch of their concatenation.
+import type { Model } from '../model/model.js';
+import { ops } from '../ops.js';
+import type { Tensor } from '../tensor.js';
+
+export interface Batch {
+  x: Tensor;
+  y: Tensor;
+}
+
+export interface PassCounters {
+  /** forward passes (one per micro-batch per evaluation) */
+  forward: number;
+  /** backward passes (first-order; an HVP counts as its own kind) */
+  backward: number;
+  /** Hessian-vector products, including those inside third-order gradients */
+  hvp: number;
+}
+
+export class Passes {
+  batches: Batch[] = [];
+  weights: number[] = [];
+  private scratch?: Tensor;
+
+  constructor(
+    readonly model: Model,
+    readonly counters: PassCounters,
+  ) {}
+
+  /** The (micro-)batches of the current step. */
+  use(batches: Batch[]): void {
+    if (batches.length === 0) throw new Error('a step needs at least one batch');
+    const sizes = batches.map((b, i) => {
+      const n = b.x.shape[0];
+      if (!Number.isInteger(n) || n < 1) throw new Error(`batches[${i}].x has no batch dimension`);
+      return n;
+    });
+    const total = sizes.reduce((a, b) => a + b, 0);
+    this.weights = sizes.map((n) => n / total);
+    this.batches = batches;
+  }
+
+  /** Accumulates `one(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
+  private accumulate(out: Tensor, one: (b: Batch, out: Tensor) => number): number {
+    if (this.batches.length === 1) return one(this.batches[0], out);
+    this.scratch ??= this.model.zerosLikeParams();
+    let value = one(this.batches[0], out) * this.weights[0];
+    ops.scale(out, this.weights[0]);
+    for (let j = 1; j < this.batches.length; j++) {
+      value += one(this.batches[j], this.scratch) * this.weights[j];
+      ops.axpy(out, this.weights[j], this.scratch);
+    }
+    return value;
+  }
+
+  /** L and ∇L at the current parameters. */
+  lossAndGrad(out: Tensor, updateStats: boolean): number {
+    return this.accumulate(out, (b, o) => {
+      this.counters.forward++;
+      this.counters.backward++;
+      return this.model.native.lossAndGrad(b.x, b.y, o, updateStats);
+    });
+  }
+
+  /** q = vᵀHv and ∇(vᵀHv) at the current parameters. */
+  quadraticFormGrad(v: Tensor, out: Tensor): number {
+    return this.accumulate(out, (b, o) => {
+      this.counters.forward++;
+      this.counters.backward++;
+      this.counters.hvp++;
+      return this.model.native.quadraticFormGrad(b.x, b.y, v, o);
+    });
+  }
+
+  /** H v at the current parameters. */
+  hvp(v: Tensor, out: Tensor): number {
+    return this.accumulate(out, (b, o) => {
+      this.counters.forward++;
+      this.counters.hvp++;
+      return this.model.native.hvp(b.x, b.y, v, o);
+    });
+  }
+
+  dispose(): void {
+    this.scratch?.dispose();
+  }
+}

@@ -1,0 +1,37 @@
+// math.md §2: the zeroth-order objective of any (phi, psi, mu) (Trace-SAM,
+// Det-SAM, custom), from n+1 forward-backward passes.
+//   d_i = (L(w + rho·u_i) − L(w)) / rho²,  m = mean psi(d_i)
+//   grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(d_i)·(g_i − g0)
+import { ops } from '../../ops.js';
+import type { ScalarFunction } from '../../sharpness/functions.js';
+import { atPerturbed, directionSign, finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+
+export interface ZerothOrderOptions {
+  psi: ScalarFunction;
+  phi: ScalarFunction;
+  lambda: number;
+  samples: number;
+  antithetic: boolean;
+}
+
+export function zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): RuleResult {
+  const n = o.samples;
+  const u = ctx.workspace.get('direction');
+  const g = ctx.workspace.list('perturbed-grad-', n);
+  const d: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const sign = directionSign(i, o.antithetic);
+    if (sign === 1) sampler.draw(u, ctx.model.numParams);
+    const li = atPerturbed(ctx, u, sign * ctx.rho, () => ctx.passes.lossAndGrad(g[i], false));
+    d.push((li - ctx.loss) / (ctx.rho * ctx.rho));
+  }
+  const m = d.reduce((s, di) => s + finite(o.psi.f(di), 'psi', di, ctx.step), 0) / n;
+  const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
+  const outer = o.lambda * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
+  const coefficients = d.map((di) => (outer * finite(o.psi.df(di), 'psi (derivative df)', di, ctx.step)) / n);
+  // grad = (1 − Σc_i)·g0 + Σ c_i·g_i, one fused native call
+  ops.combine(ctx.grad, [1 - coefficients.reduce((a, b) => a + b, 0), ...coefficients], [ctx.g0, ...g]);
+  // S(w) = phi(E psi(uᵀHu)) with the curvature samples uᵀHu ≈ 2·d_i
+  const sharpness = o.phi.f(d.reduce((s, di) => s + o.psi.f(2 * di), 0) / n);
+  return { sharpness, penalty };
+}

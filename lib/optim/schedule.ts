@@ -1,0 +1,36 @@
+// Schedules for the learning rate and for rho: a value as a function of the
+// step (or epoch) counter t = 0, 1, 2, ...
+import { z } from 'zod';
+
+export const scheduleConfig = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('constant') }).strict(),
+  z.object({ kind: z.literal('multistep'), milestones: z.array(z.number().int().nonnegative()), gamma: z.number().positive().default(0.1) }).strict(),
+  z.object({ kind: z.literal('cosine'), total: z.number().int().positive(), min: z.number().nonnegative().default(0) }).strict(),
+]);
+
+export const warmupConfig = z.object({ steps: z.number().int().nonnegative().default(0), startFactor: z.number().min(0).max(1).default(0) });
+
+export type ScheduleConfig = z.input<typeof scheduleConfig>;
+
+/** value(t) = base × factor(t), with an optional linear warm-up over the first steps. */
+export function schedule(base: number, config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}) {
+  const c = scheduleConfig.parse(config);
+  const w = warmupConfig.parse(warmup);
+  return (t: number): number => {
+    let v = base;
+    switch (c.kind) {
+      case 'constant':
+        break;
+      case 'multistep':
+        v = base * c.gamma ** c.milestones.filter((m) => t >= m).length;
+        break;
+      case 'cosine': {
+        const p = Math.min(t, c.total) / c.total;
+        v = c.min + (base - c.min) * 0.5 * (1 + Math.cos(Math.PI * p));
+        break;
+      }
+    }
+    if (w.steps > 0 && t < w.steps) v *= w.startFactor + (1 - w.startFactor) * (t / w.steps);
+    return v;
+  };
+}

@@ -1,0 +1,99 @@
+// Sharpness-aware optimizer configs (zod): the (phi, psi, mu) family of
+// math.md §1-3 with its presets, SAM and ASAM (§4), and the estimator (§6).
+import { z } from 'zod';
+import { formatIssues } from '../model/spec.js';
+import { scalarPresets, type ScalarFunction } from './functions.js';
+
+const fn = z.custom<(x: number) => number>((v) => typeof v === 'function', { message: 'must be a function (x: number) => number' });
+
+const scalar = (field: 'psi' | 'phi') =>
+  z.union([
+    z.enum(Object.keys(scalarPresets) as [keyof typeof scalarPresets, ...(keyof typeof scalarPresets)[]]),
+    z
+      .object({ f: fn, df: fn.optional() })
+      .superRefine((v, ctx) => {
+        if (!v.df)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['df'],
+            message: `${field}.df is missing: give the derivative of ${field} too, as { f: (x) => ..., df: (x) => ... }`,
+          });
+        for (const probe of [0, 1]) {
+          const value = v.f(probe);
+          if (typeof value !== 'number')
+            ctx.addIssue({ code: 'custom', path: ['f'], message: `${field}.f(${probe}) returned ${typeof value}, not a number` });
+        }
+      })
+      .transform((v) => v as ScalarFunction),
+  ]);
+
+/** A user sampler: returns one direction u (a flat vector of P numbers) per call. */
+export type UserSampler = (numParams: number) => ArrayLike<number>;
+const userSampler = z.custom<UserSampler>((v) => typeof v === 'function', { message: 'must be a function (numParams) => flat vector' });
+
+export const measure = z.union([z.enum(['gaussian', 'rademacher', 'sphere', 'cube']), userSampler]);
+
+const positive = (what: string) => z.number({ message: `${what} must be a number` }).positive(`${what} must be > 0`);
+const common = {
+  rho: positive('rho'),
+  lambda: z.number({ message: 'lambda must be a finite number' }).finite(),
+  samples: z.number().int().positive('samples must be an integer ≥ 1'),
+  estimator: z.enum(['finite-difference', 'exact']).default('finite-difference'),
+  directions: z.enum(['independent', 'antithetic']).default('independent'),
+  halfCube: positive('halfCube').optional(),
+  mu: measure.optional(),
+};
+
+export const sharpnessConfig = z
+  .discriminatedUnion('kind', [
+    z.object({ kind: z.literal('sam'), rho: common.rho }).strict(),
+    z.object({ kind: z.literal('asam'), rho: common.rho, eta: z.number().nonnegative().default(0.01) }).strict(),
+    z.object({ kind: z.literal('trace-sam'), ...common, samples: common.samples.default(1) }).strict(),
+    z.object({ kind: z.literal('det-sam'), ...common, samples: common.samples.default(1), halfCube: common.halfCube.default(0.05) }).strict(),
+    z
+      .object({ kind: z.literal('frob-sam'), ...common, samples: z.number().int().min(2, 'Frob-SAM needs samples ≥ 2 (it estimates a variance); set samples to 2 or more').default(2) })
+      .strict(),
+    z.object({ kind: z.literal('universal'), ...common, samples: common.samples.default(1), psi: scalar('psi'), phi: scalar('phi') }).strict(),
+  ])
+  .superRefine((c, ctx) => {
+    if ('directions' in c && c.directions === 'antithetic' && c.samples % 2 !== 0)
+      ctx.addIssue({ code: 'custom', path: ['samples'], message: `antithetic directions come in ± pairs: samples must be even, got ${c.samples}` });
+    if ('mu' in c && c.mu === 'cube' && c.kind !== 'det-sam' && c.halfCube === undefined)
+      ctx.addIssue({ code: 'custom', path: ['halfCube'], message: 'mu "cube" needs halfCube (the cube is [-halfCube, halfCube]^P)' });
+  });
+
+export type SharpnessConfigInput = z.input<typeof sharpnessConfig>;
+export type SharpnessConfig = z.output<typeof sharpnessConfig>;
+
+export function parseSharpness(config: unknown, root = 'sharpness'): SharpnessConfig {
+  const r = sharpnessConfig.safeParse(config);
+  if (!r.success) throw new Error(`invalid ${root} config:\n${formatIssues(r.error, root)}`);
+  return r.data;
+}
+
+/** The (phi, psi, mu) of a zeroth-order config (math.md §1 table). */
+export function familyOf(c: Extract<SharpnessConfig, { kind: 'trace-sam' | 'det-sam' | 'universal' }>) {
+  switch (c.kind) {
+    case 'trace-sam':
+      return { psi: scalarPresets.identity, phi: scalarPresets.identity, mu: c.mu ?? 'gaussian' };
+    case 'det-sam':
+      return { psi: scalarPresets['exp-neg-half'], phi: scalarPresets['inverse-square'], mu: c.mu ?? 'cube' };
+    case 'universal':
+      return {
+        psi: typeof c.psi === 'string' ? scalarPresets[c.psi] : c.psi,
+        phi: typeof c.phi === 'string' ? scalarPresets[c.phi] : c.phi,
+        mu: c.mu ?? 'gaussian',
+      };
+  }
+}
+
+type Without<T, K extends string> = Omit<T, K | 'kind'>;
+type Of<K extends SharpnessConfig['kind']> = Without<Extract<SharpnessConfigInput, { kind: K }>, never>;
+
+/** Presets (math.md §1-4). */
+export const sam = (o: Of<'sam'>): SharpnessConfigInput => ({ kind: 'sam', ...o });
+export const asam = (o: Of<'asam'>): SharpnessConfigInput => ({ kind: 'asam', ...o });
+export const traceSam = (o: Of<'trace-sam'>): SharpnessConfigInput => ({ kind: 'trace-sam', ...o });
+export const detSam = (o: Of<'det-sam'>): SharpnessConfigInput => ({ kind: 'det-sam', ...o });
+export const frobSam = (o: Of<'frob-sam'>): SharpnessConfigInput => ({ kind: 'frob-sam', ...o });
+export const universal = (o: Of<'universal'>): SharpnessConfigInput => ({ kind: 'universal', ...o });
