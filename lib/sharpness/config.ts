@@ -4,28 +4,31 @@ import { z } from 'zod';
 import { formatIssues } from '../model/spec.js';
 import { scalarPresets, type ScalarFunction } from './functions.js';
 
-const fn = z.custom<(x: number) => number>((v) => typeof v === 'function', { message: 'must be a function (x: number) => number' });
+const presetNames = Object.keys(scalarPresets).join(', ');
 
+/** psi or phi: a preset name, or a user function given with its derivative. */
 const scalar = (field: 'psi' | 'phi') =>
-  z.union([
-    z.enum(Object.keys(scalarPresets) as [keyof typeof scalarPresets, ...(keyof typeof scalarPresets)[]]),
-    z
-      .object({ f: fn, df: fn.optional() })
-      .superRefine((v, ctx) => {
-        if (!v.df)
-          ctx.addIssue({
-            code: 'custom',
-            path: ['df'],
-            message: `${field}.df is missing: give the derivative of ${field} too, as { f: (x) => ..., df: (x) => ... }`,
-          });
-        for (const probe of [0, 1]) {
-          const value = v.f(probe);
-          if (typeof value !== 'number')
-            ctx.addIssue({ code: 'custom', path: ['f'], message: `${field}.f(${probe}) returned ${typeof value}, not a number` });
-        }
-      })
-      .transform((v) => v as ScalarFunction),
-  ]);
+  z
+    .custom<keyof typeof scalarPresets | { f: (x: number) => number; df?: (x: number) => number }>(() => true)
+    .superRefine((v, ctx) => {
+      if (typeof v === 'string') {
+        if (!(v in scalarPresets)) ctx.addIssue({ code: 'custom', message: `unknown ${field} preset '${v}'; use one of ${presetNames}, or { f, df }` });
+        return;
+      }
+      const o = v as Partial<ScalarFunction> | null;
+      if (typeof o !== 'object' || o === null || typeof o.f !== 'function') {
+        ctx.addIssue({ code: 'custom', message: `${field} must be a preset (${presetNames}) or { f: (x) => number, df: (x) => number }` });
+        return;
+      }
+      if (typeof o.df !== 'function')
+        ctx.addIssue({ code: 'custom', path: ['df'], message: `${field}.df is missing: give the derivative of ${field} too, as { f: (x) => ..., df: (x) => ... }` });
+      for (const probe of [0, 1]) {
+        const value = o.f(probe);
+        if (typeof value !== 'number')
+          ctx.addIssue({ code: 'custom', path: ['f'], message: `${field}.f(${probe}) returned ${typeof value}, not a number` });
+      }
+    })
+    .transform((v) => v as keyof typeof scalarPresets | ScalarFunction);
 
 /** A user sampler: returns one direction u (a flat vector of P numbers) per call. */
 export type UserSampler = (numParams: number) => ArrayLike<number>;
