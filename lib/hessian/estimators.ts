@@ -1,0 +1,136 @@
+// Stochastic estimators from HVPs: Hutchinson and Hutch++ for tr H, E‖Hv‖²
+// for ‖H‖_F², and stochastic Lanczos quadrature (SLQ) for spectral densities
+// and tr f(H) (here Σ log(|λ| + δ), the damped log-determinant), each with
+// its standard error.
+import { ops } from '../ops.js';
+import type { Tensor } from '../tensor.js';
+import { lanczos } from './lanczos.js';
+import type { HessianOperator } from './operator.js';
+
+export interface Estimate {
+  estimate: number;
+  standardError: number;
+  samples: number;
+  hvps: number;
+}
+
+function meanAndError(xs: number[]): { mean: number; se: number } {
+  const n = xs.length;
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  if (n < 2) return { mean, se: NaN };
+  const v = xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1);
+  return { mean, se: Math.sqrt(v / n) };
+}
+
+function checkSamples(samples: number, min: number, what: string): void {
+  if (!Number.isInteger(samples) || samples < min) throw new Error(`${what}: samples must be an integer ≥ ${min}, got ${samples}`);
+}
+
+/** Hutchinson: tr H = E[vᵀHv], v rademacher. */
+export function hutchinson(op: HessianOperator, samples: number, seed: number): Estimate {
+  checkSamples(samples, 2, 'trace');
+  const gen = op.newGenerator(seed);
+  const before = op.hvps;
+  const v = op.zeros(), hv = op.zeros();
+  const xs: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    op.random(gen, 'rademacher', v);
+    xs.push(ops.dot(v, op.apply(v, hv)));
+  }
+  v.dispose();
+  hv.dispose();
+  const { mean, se } = meanAndError(xs);
+  return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
+}
+
+/**
+ * Hutch++ (Meyer et al. 2021) with `samples` HVPs: a third sketch the top of
+ * the spectrum exactly (tr QᵀHQ), a third applies H to it, and a third
+ * estimates the trace of the deflated rest by Hutchinson.
+ */
+export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number): Estimate {
+  checkSamples(samples, 6, "trace({method: 'hutch++'})");
+  const gen = op.newGenerator(seed);
+  const before = op.hvps;
+  const m = Math.floor(samples / 3);
+  const basis: Tensor[] = [];
+  const tmp = op.zeros();
+  try {
+    for (let i = 0; i < m; i++) {
+      const s = op.random(gen, 'rademacher');
+      const q = op.apply(s, op.zeros());
+      s.dispose();
+      for (let pass = 0; pass < 2; pass++) for (const b of basis) ops.axpy(q, -ops.dot(b, q), b);
+      const n = ops.norm(q);
+      if (n <= 1e-12) {
+        q.dispose();
+        continue;
+      }
+      ops.scale(q, 1 / n);
+      basis.push(q);
+    }
+    let exact = 0;
+    for (const q of basis) exact += ops.dot(q, op.apply(q, tmp));
+    const rest = samples - m - basis.length;
+    const xs: number[] = [];
+    const v = op.zeros();
+    for (let i = 0; i < Math.max(rest, 2); i++) {
+      op.random(gen, 'rademacher', v);
+      for (const b of basis) ops.axpy(v, -ops.dot(b, v), b); // (I − QQᵀ)v
+      xs.push(ops.dot(v, op.apply(v, tmp)));
+    }
+    v.dispose();
+    const { mean, se } = meanAndError(xs);
+    return { estimate: exact + mean, standardError: se, samples, hvps: op.hvps - before };
+  } finally {
+    tmp.dispose();
+    for (const b of basis) b.dispose();
+  }
+}
+
+/** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
+export function frobeniusSquared(op: HessianOperator, samples: number, seed: number): Estimate {
+  checkSamples(samples, 2, 'frobeniusSquared');
+  const gen = op.newGenerator(seed);
+  const before = op.hvps;
+  const v = op.zeros(), hv = op.zeros();
+  const xs: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    op.random(gen, 'gaussian', v);
+    op.apply(v, hv);
+    xs.push(ops.dot(hv, hv));
+  }
+  v.dispose();
+  hv.dispose();
+  const { mean, se } = meanAndError(xs);
+  return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
+}
+
+export interface QuadratureRun {
+  nodes: number[];
+  weights: number[];
+}
+
+/** SLQ: `runs` Lanczos runs of `steps` steps from random unit vectors; nodes θ_j with weights y_j[0]². */
+export function quadrature(op: HessianOperator, steps: number, runs: number, seed: number): { runs: QuadratureRun[]; hvps: number } {
+  if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer ≥ 1, got ${steps}`);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be an integer ≥ 1, got ${runs}`);
+  const gen = op.newGenerator(seed);
+  const before = op.hvps;
+  const out: QuadratureRun[] = [];
+  for (let r = 0; r < runs; r++) {
+    const v = op.random(gen, 'rademacher');
+    const run = lanczos(op, v, steps);
+    v.dispose();
+    out.push({ nodes: run.ritz.map((x) => x.value), weights: run.ritz.map((x) => x.first * x.first) });
+  }
+  return { runs: out, hvps: op.hvps - before };
+}
+
+/** tr f(H) ≈ size · mean over runs of Σ_j w_j f(θ_j). */
+export function spectralSum(op: HessianOperator, f: (lambda: number) => number, steps: number, runs: number, seed: number): Estimate {
+  const q = quadrature(op, steps, runs, seed);
+  const xs = q.runs.map((r) => op.size * r.nodes.reduce((s, t, j) => s + r.weights[j] * f(t), 0));
+  const { mean, se } = meanAndError(xs);
+  return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps };
+}

@@ -1,0 +1,241 @@
+// The Hessian probe API: hessian(model, data, {mode}) returns an object whose
+// probes all run on native HVPs and report the HVPs they used. Results are
+// plain JSON-serialisable objects.
+import type { Model } from '../model/model.js';
+import { ops } from '../ops.js';
+import type { Batch } from '../optim/passes.js';
+import { sampleInto } from '../random.js';
+import { measure, type UserSampler } from '../sharpness/config.js';
+import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
+import type { Tensor } from '../tensor.js';
+import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
+import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
+import { symmetricEigen } from './linalg.js';
+import { HessianOperator } from './operator.js';
+
+export interface HessianOptions {
+  /** BatchNorm/dropout behaviour of the passes: batch statistics ('train') or running ones ('eval'). */
+  mode: 'train' | 'eval';
+  /** restrict every probe to the parameters of these modules (names as in paramInfo(), e.g. '0', '3.body.1') */
+  modules?: string[];
+}
+
+/** The full Hessian is refused above this many rows unless full({maxSize}) says otherwise. */
+export const FULL_HESSIAN_LIMIT = 4096;
+
+export type SharpnessProbe =
+  | { measure: 'trace' | 'frobenius' | 'det'; samples?: number; halfCube?: number; seed?: number }
+  | {
+      psi: ScalarPresetName | ScalarFunction;
+      phi: ScalarPresetName | ScalarFunction;
+      mu?: 'gaussian' | 'rademacher' | 'sphere' | 'cube' | UserSampler;
+      halfCube?: number;
+      samples?: number;
+      seed?: number;
+    };
+
+function isBatch(d: unknown): d is Batch {
+  return typeof d === 'object' && d !== null && 'x' in d && 'y' in d;
+}
+
+export function hessian(model: Model, data: Batch | Iterable<Batch>, options: HessianOptions): Hessian {
+  if (!options || (options.mode !== 'train' && options.mode !== 'eval'))
+    throw new Error("hessian: options.mode must be 'train' or 'eval' (BatchNorm and dropout behave differently)");
+  const batches = isBatch(data) ? [data] : Array.from(data);
+  if (batches.length === 0) throw new Error('hessian: the data has no batches');
+  batches.forEach((b, i) => {
+    if (!isBatch(b)) throw new Error(`hessian: data[${i}] is not a batch {x, y}`);
+  });
+  return new Hessian(new HessianOperator(model, batches, options.mode === 'train', options.modules));
+}
+
+export class Hessian {
+  constructor(readonly operator: HessianOperator) {}
+
+  /** Dimension of the (restricted) Hessian. */
+  get size(): number {
+    return this.operator.size;
+  }
+  /** HVPs used by all probes so far. */
+  get hvps(): number {
+    return this.operator.hvps;
+  }
+
+  private vector(v: Tensor | ArrayLike<number>): { t: Tensor; owned: boolean } {
+    if (typeof (v as Tensor).toArray === 'function') return { t: v as Tensor, owned: false };
+    return { t: this.operator.fromValues(v as ArrayLike<number>), owned: true };
+  }
+
+  /** H v (a new flat tensor). */
+  hvp(v: Tensor | ArrayLike<number>): Tensor {
+    const { t, owned } = this.vector(v);
+    const restricted = this.operator.restrict(t.clone());
+    const out = this.operator.apply(restricted, this.operator.zeros());
+    restricted.dispose();
+    if (owned) t.dispose();
+    return out;
+  }
+
+  /** uᵀ H u. */
+  quadraticForm(u: Tensor | ArrayLike<number>): number {
+    const hu = this.hvp(u);
+    const { t, owned } = this.vector(u);
+    const q = ops.dot(t, hu);
+    hu.dispose();
+    if (owned) t.dispose();
+    return q;
+  }
+
+  eigenvalues(options: EigenOptions = {}): EigenResult {
+    return eigenvalues(this.operator, options);
+  }
+
+  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Estimate & { method: string } {
+    const method = o.method ?? 'hutchinson';
+    const samples = o.samples ?? 100;
+    const r = method === 'hutch++' ? hutchPlusPlus(this.operator, samples, o.seed ?? 0) : hutchinson(this.operator, samples, o.seed ?? 0);
+    return { method, ...r };
+  }
+
+  frobeniusSquared(o: { samples?: number; seed?: number } = {}): Estimate {
+    return frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0);
+  }
+
+  /**
+   * Spectral density by SLQ: the quadrature nodes and weights of each run
+   * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
+   */
+  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } = {}) {
+    const q = quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0);
+    const all = q.runs.flatMap((r) => r.nodes);
+    const lo = Math.min(...all), hi = Math.max(...all);
+    const span = Math.max(hi - lo, 1e-12);
+    const sigma = o.sigma ?? span / 100;
+    const points = o.gridPoints ?? 400;
+    const grid = Array.from({ length: points }, (_, i) => lo - 0.05 * span + (1.1 * span * i) / (points - 1));
+    const density = grid.map((x) => {
+      let s = 0;
+      for (const r of q.runs) r.nodes.forEach((t, j) => (s += r.weights[j] * Math.exp(-((x - t) ** 2) / (2 * sigma * sigma))));
+      return s / (q.runs.length * sigma * Math.sqrt(2 * Math.PI));
+    });
+    return { runs: q.runs as QuadratureRun[], grid, density, sigma, size: this.size, hvps: q.hvps };
+  }
+
+  /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
+  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number }): Estimate & { damping: number } {
+    if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
+    const r = spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0);
+    return { damping: o.damping, ...r };
+  }
+
+  /** The full (restricted) Hessian, symmetrised, from `size` HVPs; refused above `maxSize` rows. */
+  full(o: { maxSize?: number } = {}): { size: number; matrix: number[]; asymmetry: number; hvps: number } {
+    const limit = o.maxSize ?? FULL_HESSIAN_LIMIT;
+    const n = this.size;
+    if (n > limit)
+      throw new Error(`full(): the Hessian has ${n} rows, above the limit of ${limit}; restrict it with options.modules or pass full({maxSize: ${n}})`);
+    const before = this.hvps;
+    const H = new Float64Array(n * n);
+    const e = this.operator.zeros();
+    const out = this.operator.zeros();
+    const P = this.operator.model.numParams;
+    const unit = new Float64Array(P);
+    for (let j = 0; j < n; j++) {
+      const idx = this.operator.indices(j);
+      unit[idx] = 1;
+      const ej = this.operator.fromValues(unit);
+      unit[idx] = 0;
+      this.operator.apply(ej, out);
+      ej.dispose();
+      const col = out.toArray() as Float64Array | Float32Array;
+      for (let i = 0; i < n; i++) H[i * n + j] = col[this.operator.indices(i)];
+    }
+    e.dispose();
+    out.dispose();
+    let asymmetry = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < i; j++) {
+        asymmetry = Math.max(asymmetry, Math.abs(H[i * n + j] - H[j * n + i]));
+        const m = (H[i * n + j] + H[j * n + i]) / 2;
+        H[i * n + j] = m;
+        H[j * n + i] = m;
+      }
+    return { size: n, matrix: Array.from(H), asymmetry, hvps: this.hvps - before };
+  }
+
+  /** Exact spectral quantities from full(): eigenvalues, trace, ‖H‖_F², extremes, Σ log(|λ| + damping). */
+  spectrum(o: { damping?: number; maxSize?: number } = {}) {
+    const f = this.full(o);
+    const { values } = symmetricEigen(f.matrix, f.size);
+    let trace = 0, frob = 0;
+    for (let i = 0; i < f.size; i++) trace += f.matrix[i * f.size + i];
+    for (const h of f.matrix) frob += h * h;
+    const damping = o.damping;
+    return {
+      eigenvalues: Array.from(values),
+      trace,
+      frobeniusSquared: frob,
+      maxEigenvalue: values[f.size - 1],
+      minEigenvalue: values[0],
+      ...(damping !== undefined ? { damping, logAbsDetDamped: values.reduce((s, l) => s + Math.log(Math.abs(l) + damping), 0) } : {}),
+      hvps: f.hvps,
+    };
+  }
+
+  /**
+   * S = phi(mean_i psi(u_iᵀ H u_i)) with exact quadratic forms (math §1), or a
+   * named measure: trace (tr H), frobenius (½·SampleVar(uᵀHu) = ‖H‖_F²),
+   * det (the Det-SAM measure with its cube).
+   */
+  sharpness(config: SharpnessProbe): { estimate: number; standardError?: number; samples: number; hvps: number } {
+    const samples = config.samples ?? 100;
+    if (!Number.isInteger(samples) || samples < 2) throw new Error(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
+    let psi: ScalarFunction, phi: ScalarFunction, mu: NonNullable<Extract<SharpnessProbe, { psi: unknown }>['mu']>;
+    let frobenius = false;
+    if ('measure' in config) {
+      if (config.measure === 'det') {
+        psi = resolveScalar('exp-neg-half');
+        phi = resolveScalar('inverse-square');
+        mu = 'cube';
+      } else {
+        psi = phi = resolveScalar('identity');
+        mu = 'gaussian';
+        frobenius = config.measure === 'frobenius';
+      }
+    } else {
+      psi = resolveScalar(config.psi);
+      phi = resolveScalar(config.phi);
+      mu = measure.parse(config.mu ?? 'gaussian');
+    }
+    const op = this.operator;
+    const gen = op.newGenerator(config.seed ?? 0);
+    const before = op.hvps;
+    const u = op.zeros();
+    const q: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      if (typeof mu === 'function') {
+        const t = op.fromValues(mu(op.model.numParams));
+        ops.copy(u, t);
+        t.dispose();
+      } else sampleInto(gen, mu, u, config.halfCube ?? 0.05);
+      op.restrict(u);
+      q.push(this.quadraticForm(u));
+    }
+    u.dispose();
+    const n = q.length;
+    const mean = q.reduce((a, b) => a + b, 0) / n;
+    if (frobenius) {
+      const v = q.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1);
+      return { estimate: v / 2, samples: n, hvps: op.hvps - before };
+    }
+    const vals = q.map((x) => psi.f(x));
+    const m = vals.reduce((a, b) => a + b, 0) / n;
+    const sd = Math.sqrt(vals.reduce((s, x) => s + (x - m) ** 2, 0) / (n - 1) / n);
+    // delta method: SE(phi(m)) ≈ |phi'(m)|·SE(m)
+    return { estimate: phi.f(m), standardError: Math.abs(phi.df(m)) * sd, samples: n, hvps: op.hvps - before };
+  }
+
+  dispose(): void {
+    this.operator.dispose();
+  }
+}

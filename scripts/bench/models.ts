@@ -1,0 +1,28 @@
+// The benchmark models (issue: tiny, MLP, CNN on 28×28 inputs, batch 128),
+// shared by the benchmarks and their PyTorch twin (scripts/bench/pytorch_steps.py).
+import { cnn, mlp } from '../../lib/model/presets.js';
+import type { ModelSpecInput } from '../../lib/model/spec.js';
+
+export const BENCH_MODELS: Record<'tiny' | 'mlp' | 'cnn', { spec: ModelSpecInput; input: number[] }> = {
+  tiny: { spec: mlp({ layers: [784, 32, 10], activation: 'tanh' }), input: [784] },
+  mlp: { spec: mlp({ layers: [784, 128, 128, 128, 128, 128, 10], activation: 'relu' }), input: [784] },
+  cnn: { spec: cnn({ input: [1, 28, 28], channels: [32, 64], hidden: 128, classes: 10 }), input: [1, 28, 28] },
+};
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median wall time (ms) of fn over `repeats` runs after `warmup` runs. */
+export function timeMs(fn: () => void, repeats: number, warmup = 3): number {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return median(times);
+}

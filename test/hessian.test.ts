@@ -1,0 +1,142 @@
+// The Hessian probe API against exact spectra (full Hessians from P HVPs).
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js';
+import { hessian } from '../lib/hessian/hessian.js';
+import { mlp } from '../lib/model/presets.js';
+import { tensor } from '../lib/tensor.js';
+import { float64Model, goldenDir, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
+
+const g = readGolden(hessianGolden, join(goldenDir, 'hessian-mlp-tanh-s1.json'));
+const { model, x, y } = goldenSetup(g, g.params);
+const H = hessian(model, { x, y }, { mode: 'train' });
+const exact = g.eigenvalues; // ascending, P = 435
+
+const within3SE = (r: { estimate: number; standardError: number }, truth: number) =>
+  expect(Math.abs(r.estimate - truth)).toBeLessThan(3 * r.standardError);
+
+describe('eigenvalues', () => {
+  it('Lanczos top-5 and bottom-5 within 1e-6 of the full spectrum, with residuals and HVP counts', () => {
+    const r = H.eigenvalues({ k: 5, which: 'both', tol: 1e-9 });
+    expect(maxAbsDiff(r.largest!, exact.slice(-5).reverse())).toBeLessThan(1e-6);
+    expect(maxAbsDiff(r.smallest!, exact.slice(0, 5))).toBeLessThan(1e-6);
+    expect(r.largestResiduals!.every((x) => x < 1e-6)).toBe(true);
+    expect(r.converged).toBe(true);
+    expect(r.hvps).toBe(r.iterations);
+    expect(r.hvps).toBeLessThan(exact.length);
+  });
+
+  it('power iteration with deflation (the baseline) finds the top eigenvalue, with more HVPs', () => {
+    const power = H.eigenvalues({ k: 1, method: 'power', tol: 1e-10, maxIter: 5000 });
+    const lanczos = H.eigenvalues({ k: 1, tol: 1e-8 });
+    expect(Math.abs(power.largest![0] - exact[exact.length - 1])).toBeLessThan(1e-4);
+    expect(power.hvps).toBeGreaterThan(lanczos.hvps);
+  });
+});
+
+describe('stochastic estimators (within 3 standard errors of the exact values)', () => {
+  it('Hutchinson and Hutch++ trace', () => {
+    within3SE(H.trace({ samples: 300, seed: 1 }), g.trace);
+    const pp = H.trace({ method: 'hutch++', samples: 150, seed: 2 });
+    within3SE(pp, g.trace);
+    expect(pp.hvps).toBe(150);
+  });
+
+  it('Frobenius norm squared', () => {
+    within3SE(H.frobeniusSquared({ samples: 300, seed: 3 }), g.frobeniusSquared);
+  });
+
+  it('SLQ log|det| (damped) and the density against the exact spectrum', () => {
+    // log(|λ| + δ) is steep near the many tiny eigenvalues: the quadrature's
+    // bias shrinks with the number of Lanczos steps (about 200 for δ = 1e-3
+    // on this 435-parameter model), the run-to-run error with the runs.
+    const ld = H.logAbsDet({ damping: g.damping, steps: 200, runs: 10, seed: 4 });
+    within3SE(ld, g.logAbsDetDamped);
+    expect(ld.hvps).toBe(200 * 10);
+    const smooth = H.logAbsDet({ damping: 0.1, steps: 60, runs: 10, seed: 5 });
+    within3SE(smooth, exact.reduce((s, l) => s + Math.log(Math.abs(l) + 0.1), 0));
+    // the quadrature's CDF against the exact eigenvalue counts; inside the
+    // dense cluster around 0 its resolution is the weight of one node, which
+    // more Lanczos steps shrink
+    const cdfError = (d: { runs: { nodes: number[]; weights: number[] }[] }, t: number) => {
+      const slq = d.runs.reduce((s, r) => s + r.nodes.reduce((a, node, j) => a + (node <= t ? r.weights[j] : 0), 0), 0) / d.runs.length;
+      return Math.abs(slq - exact.filter((l) => l <= t).length / exact.length);
+    };
+    const d = H.density({ steps: 60, runs: 10, seed: 5 });
+    for (const r of d.runs) expect(r.weights.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 10);
+    for (const t of [-1, -0.5, -0.1, 0.1, 0.5, 1]) expect(cdfError(d, t)).toBeLessThan(0.02);
+    const fine = H.density({ steps: 100, runs: 10, seed: 5 });
+    for (const t of [-0.01, 0.01]) expect(cdfError(fine, t)).toBeLessThan(0.05);
+    // the smoothed density integrates to 1
+    const step = d.grid[1] - d.grid[0];
+    expect(d.density.reduce((a, b) => a + b, 0) * step).toBeCloseTo(1, 2);
+  });
+
+  it('sharpness(config) with exact quadratic forms', () => {
+    within3SE(H.sharpness({ measure: 'trace', samples: 300, seed: 6 }) as { estimate: number; standardError: number }, g.trace);
+    const custom = H.sharpness({ psi: 'identity', phi: { f: (m) => 2 * m, df: () => 2 }, mu: 'rademacher', samples: 300, seed: 7 });
+    within3SE(custom as { estimate: number; standardError: number }, 2 * g.trace);
+    const frob = H.sharpness({ measure: 'frobenius', samples: 2000, seed: 8 });
+    expect(Math.abs(frob.estimate - g.frobeniusSquared) / g.frobeniusSquared).toBeLessThan(0.1);
+  });
+});
+
+describe('operator', () => {
+  it('quadraticForm and hvp agree with the file', () => {
+    const hv = toNumbers(H.hvp(g.hvpProbe.v));
+    expect(maxAbsDiff(hv, g.hvpProbe.Hv)).toBeLessThan(1e-10);
+    const q = H.quadraticForm(g.hvpProbe.v);
+    expect(Math.abs(q - g.hvpProbe.v.reduce((s, v, i) => s + v * g.hvpProbe.Hv[i], 0))).toBeLessThan(1e-10);
+  });
+
+  it('the dataset-averaged HVP equals the HVP of the concatenated batch', () => {
+    const m = float64Model(mlp({ layers: [4, 6, 3], activation: 'tanh' }), 2);
+    const { x: bx, y: by } = randomBatch([10, 4], 3, 9);
+    const xs = toNumbers(bx), ys = Array.from(by.toArray() as BigInt64Array, Number);
+    const part = (a: number, b: number) => ({
+      x: tensor(xs.slice(a * 4, b * 4), [b - a, 4], { dtype: 'float64' }),
+      y: tensor(Int32Array.from(ys.slice(a, b)), [b - a], { dtype: 'int64' }),
+    });
+    const v = randomVector(m.numParams, 1);
+    const whole = toNumbers(hessian(m, { x: bx, y: by }, { mode: 'eval' }).hvp(v));
+    const loader = function* () {
+      yield part(0, 3);
+      yield part(3, 4);
+      yield part(4, 10);
+    };
+    const averaged = toNumbers(hessian(m, loader(), { mode: 'eval' }).hvp(v));
+    expect(maxAbsDiff(averaged, whole)).toBeLessThan(1e-14);
+  });
+
+  it('per-layer probes are the principal block of the full Hessian', () => {
+    const full = H.full({ maxSize: 500 });
+    const layer = hessian(model, { x, y }, { mode: 'train', modules: ['2'] });
+    const info = model.paramInfo().filter((p) => p.name.startsWith('2.'));
+    const offset = info[0].offset;
+    const n = info.reduce((s, p) => s + p.numel, 0);
+    expect(layer.size).toBe(n);
+    const block = layer.full();
+    let diff = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) diff = Math.max(diff, Math.abs(block.matrix[i * n + j] - full.matrix[(offset + i) * full.size + offset + j]));
+    expect(diff).toBeLessThan(1e-12);
+    let traceBlock = 0;
+    for (let i = 0; i < n; i++) traceBlock += block.matrix[i * n + i];
+    within3SE(layer.trace({ samples: 300, seed: 1 }), traceBlock);
+    const top = layer.eigenvalues({ k: 1, tol: 1e-10 }).largest![0];
+    expect(Math.abs(top - layer.spectrum().maxEigenvalue)).toBeLessThan(1e-8);
+    expect(() => hessian(model, { x, y }, { mode: 'train', modules: ['9'] })).toThrow(/no parameters under '9'/);
+  });
+
+  it('full() refuses above its size limit and says the limit', () => {
+    expect(() => H.full({ maxSize: 100 })).toThrow(/435 rows, above the limit of 100/);
+  });
+
+  it('mode is explicit; results are plain JSON; every probe reports its HVPs', () => {
+    expect(() => hessian(model, { x, y }, {} as never)).toThrow(/mode must be 'train' or 'eval'/);
+    const r = H.trace({ samples: 10 });
+    expect(JSON.parse(JSON.stringify(r))).toEqual(r);
+    const e = H.eigenvalues({ k: 2 });
+    expect(JSON.parse(JSON.stringify(e))).toEqual(e);
+    expect(r.hvps).toBe(10);
+  });
+});
