@@ -36,13 +36,29 @@ function aptInstall(pkgs) {
   execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env });
 }
 
-function resolveLibtorch() {
-  let { found, tried } = findLibtorch();
-  if (!found && canApt()) {
-    log('no LibTorch found; installing Debian\'s libtorch-dev');
-    aptInstall(['libtorch-dev']);
-    ({ found, tried } = findLibtorch());
+const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
+
+// Debian packages this machine lacks: LibTorch when nothing provides it (and
+// a build is needed), and the default real data set, Fashion-MNIST.
+function installMissingPackages(needTorch) {
+  const missing = [];
+  if (needTorch && !findLibtorch().found) missing.push('libtorch-dev');
+  if (!existsSync(FASHION_MNIST)) missing.push('dataset-fashion-mnist');
+  if (missing.length === 0) return;
+  if (canApt()) {
+    try {
+      aptInstall(missing);
+    } catch (e) {
+      log(`apt-get could not install ${missing.join(' ')}: ${e.message}`);
+    }
+  } else if (missing.includes('dataset-fashion-mnist')) {
+    log(`Fashion-MNIST (the default data set) is not in ${FASHION_MNIST}: install Debian's dataset-fashion-mnist ` +
+      '(sudo apt-get install dataset-fashion-mnist), or pass --data-dir to usam train.');
   }
+}
+
+function resolveLibtorch() {
+  const { found, tried } = findLibtorch();
   if (!found) {
     log(`no LibTorch found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`);
     process.exit(1);
@@ -68,8 +84,7 @@ function build(torch) {
   log(`built ${output}`);
 }
 
-if (!force && existsSync(output) && statSync(output).mtimeMs >= newestSource()) {
-  log(`addon is up to date (${output})`);
-} else {
-  build(resolveLibtorch());
-}
+const upToDate = !force && existsSync(output) && statSync(output).mtimeMs >= newestSource();
+installMissingPackages(!upToDate);
+if (upToDate) log(`addon is up to date (${output})`);
+else build(resolveLibtorch());

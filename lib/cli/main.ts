@@ -2,12 +2,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadedFrom, native, packageRoot } from '../native/load.js';
+import { reportCommand } from './report.js';
+import { trainCommand } from './train.js';
 
 const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 
 Usage:
-  usam version              package, LibTorch and CUDA versions, and which binary was loaded
-  usam --help               this text
+  usam train [flags]              train a model (usam train --help for the flags)
+  usam report RUN_DIR... --out F  an HTML page of charts comparing runs
+  usam version                    package, LibTorch and CUDA versions, and which binary was loaded
+  usam --help                     this text
 
 Library use (TypeScript): import { Model, mlp, ... } from 'universal-sam'.
 `;
@@ -22,6 +26,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  if (command === 'train') return trainCommand(argv.slice(1));
+  if (command === 'report') return reportCommand(argv.slice(1));
   if (command === 'version' || command === '--version') {
     const v = native().versions();
     const from = loadedFrom();

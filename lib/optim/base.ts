@@ -46,6 +46,8 @@ export interface BaseOptimizer {
   step(params: Tensor, grad: Tensor, lr: number): void;
   /** Step count and state buffers (momentum, Adam moments), for checkpoints. */
   state(): BaseOptimizerState;
+  /** Sets the step count (the buffers of state() are written in place by the caller). */
+  restoreStep(step: number): void;
   dispose(): void;
 }
 
@@ -62,6 +64,7 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): Base
         steps++;
       },
       state: () => ({ kind: c.kind, step: steps, buffers: [momentum] }),
+      restoreStep: (step) => void (steps = step),
       dispose: () => momentum.dispose(),
     };
   }
@@ -77,6 +80,7 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): Base
       native().optim.adamStep(params, grad, expAvg, expAvgSq, { ...c, lr, weightDecay, decoupled, step: steps });
     },
     state: () => ({ kind: c.kind, step: steps, buffers: [expAvg, expAvgSq] }),
+    restoreStep: (step) => void (steps = step),
     dispose: () => {
       expAvg.dispose();
       expAvgSq.dispose();

@@ -157,9 +157,17 @@ export class Optimizer {
     return { ...this.counters };
   }
 
-  /** The direction generator (its state belongs in checkpoints). */
-  get generator(): Generator {
-    return this.gen;
+  /** Everything a resumed run needs to continue bit for bit (buffers are live tensors). */
+  state(): { steps: number; baseStep: number; buffers: Tensor[]; generator: Uint8Array } {
+    const b = this.base.state();
+    return { steps: this.steps, baseStep: b.step, buffers: b.buffers, generator: this.gen.getState() };
+  }
+
+  /** Restores counters and the direction generator; write the buffers of state() before or after. */
+  restore(s: { steps: number; baseStep: number; generator: Uint8Array }): void {
+    this.steps = s.steps;
+    this.base.restoreStep(s.baseStep);
+    this.gen.setState(s.generator);
   }
 
   dispose(): void {

@@ -1,0 +1,90 @@
+// `usam train`: flags (or a JSON config validated by the same schema), a
+// worker thread that trains, a progress bar, and Ctrl-C that stops after the
+// current step with a resumable checkpoint.
+import { readFileSync } from 'node:fs';
+import { trainConfig } from '../train/config.js';
+import { trainInWorker } from '../train/run.js';
+import type { EpochMetrics } from '../train/trainer.js';
+import { flagHelp, parseFlags } from './flags.js';
+
+export const TRAIN_HELP = `usam train [flags] | --config FILE.json | --resume RUN_DIR
+
+Trains a model with any optimizer of the SAM family and writes RUN_DIR (--out):
+config.json, metrics.jsonl (one JSON line per epoch) and checkpoint.safetensors.
+With no flags: an MLP with Frob-SAM on Fashion-MNIST for 3 epochs.
+Ctrl-C stops after the current step and leaves a checkpoint; --resume continues it.
+
+Flags:
+${flagHelp(trainConfig)}
+  --config FILE.json                          a JSON object with the same fields (camelCase); flags override it
+  --resume RUN_DIR                            continue the run saved in RUN_DIR
+  --quiet                                     no progress bar
+`;
+
+function bar(fraction: number, width = 24): string {
+  const full = Math.round(fraction * width);
+  return '█'.repeat(full) + '░'.repeat(width - full);
+}
+
+export async function trainCommand(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(TRAIN_HELP);
+    return 0;
+  }
+  const { values, extra } = parseFlags(trainConfig, argv, ['--config', '--resume', '--quiet']);
+  let config: object;
+  if (typeof extra['--resume'] === 'string') {
+    if (Object.keys(values).length > 0 || extra['--config']) throw new Error('--resume takes no other flags: the run continues with its saved config');
+    config = { resume: extra['--resume'] };
+  } else {
+    let fromFile: object = {};
+    if (extra['--config'] !== undefined) {
+      if (extra['--config'] === true) throw new Error('--config needs a file name');
+      try {
+        fromFile = JSON.parse(readFileSync(extra['--config'], 'utf8'));
+      } catch (e) {
+        throw new Error(`--config ${extra['--config']}: ${(e as Error).message}`);
+      }
+    }
+    config = { ...fromFile, ...values };
+  }
+  const quiet = extra['--quiet'] === true || !process.stderr.isTTY;
+  let interrupted = 0;
+  const run = trainInWorker(config as never, {
+    onReady: (r) => process.stderr.write(`usam: training ${r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`),
+    onStep: (s) => {
+      if (quiet) return;
+      const line = `epoch ${s.epoch + 1}/${s.epochs} ${bar(s.batch / s.batches)} ${s.batch}/${s.batches}  loss ${s.loss.toFixed(4)}  ${s.stepsPerSecond.toFixed(1)} steps/s`;
+      process.stderr.write(`\r${line}\x1b[K`);
+    },
+    onEpoch: (m: EpochMetrics) => {
+      if (!quiet) process.stderr.write('\r\x1b[K');
+      const sharp = m.sharpness === null ? '' : `  sharpness ${m.sharpness.toPrecision(4)}`;
+      const probe = m.probe ? `  tr H ${m.probe.trace.toPrecision(4)}  λmax ${m.probe.maxEigenvalue.toPrecision(4)}` : '';
+      process.stderr.write(
+        `epoch ${m.epoch + 1}: train loss ${m.trainLoss.toFixed(4)}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,
+      );
+    },
+  });
+  const onSignal = () => {
+    interrupted++;
+    if (interrupted === 1) {
+      process.stderr.write('\nusam: stopping after the current step (Ctrl-C again to abort without a checkpoint)\n');
+      run.stop();
+    } else process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const r = await run.done;
+    if (r.stopped) {
+      process.stderr.write(`usam: stopped at epoch ${r.progress.epoch + 1}, step ${r.progress.batch}; resume with: usam train --resume ${r.out}\n`);
+      return 130;
+    }
+    process.stderr.write(`usam: done; metrics in ${r.out}/metrics.jsonl, checkpoint ${r.checkpoint}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,141 @@
+// In-memory datasets (float32 features, int32 labels), the readers that make
+// them, and the transformations with the reference's semantics: the first
+// fraction of the training set, label noise that flips a seeded random
+// fraction of labels to a different class, per-channel normalisation.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { readCifar } from './cifar.js';
+import { readIdx } from './idx.js';
+import { Prng } from './prng.js';
+
+export interface Dataset {
+  name: string;
+  /** count × prod(shape) features */
+  x: Float32Array;
+  y: Int32Array;
+  /** per-sample shape: [features] or [channels, height, width] */
+  shape: number[];
+  classes: number;
+}
+
+export const count = (d: Dataset) => d.y.length;
+export const sampleSize = (d: Dataset) => d.shape.reduce((a, b) => a * b, 1);
+
+export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
+
+function bytesToUnit(bytes: Uint8Array): Float32Array {
+  const out = new Float32Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i] / 255;
+  return out;
+}
+
+function findFile(dir: string, names: string[], what: string): string {
+  for (const n of names) {
+    const p = join(dir, n);
+    if (existsSync(p)) return p;
+  }
+  throw new Error(`${what}: none of ${names.join(', ')} found in ${dir}`);
+}
+
+/** MNIST-format IDX pairs (MNIST, Fashion-MNIST), raw or gzipped. */
+export function readIdxDataset(dir: string, split: 'train' | 'test', name: string): Dataset {
+  const prefix = split === 'train' ? 'train' : 't10k';
+  const imgFile = findFile(dir, [`${prefix}-images-idx3-ubyte.gz`, `${prefix}-images-idx3-ubyte`, `${prefix}-images.idx3-ubyte`], `${name} ${split} images`);
+  const lblFile = findFile(dir, [`${prefix}-labels-idx1-ubyte.gz`, `${prefix}-labels-idx1-ubyte`, `${prefix}-labels.idx1-ubyte`], `${name} ${split} labels`);
+  const images = readIdx(imgFile);
+  const labels = readIdx(lblFile);
+  if (images.dims.length !== 3) throw new Error(`${imgFile}: expected 3 dimensions (count, rows, cols), got ${images.dims.length}`);
+  if (labels.dims.length !== 1 || labels.dims[0] !== images.dims[0])
+    throw new Error(`${lblFile}: ${labels.dims[0]} labels for ${images.dims[0]} images in ${imgFile}`);
+  const y = Int32Array.from(labels.data);
+  const classes = Math.max(...y) + 1;
+  return { name, x: bytesToUnit(images.data), y, shape: [1, images.dims[1], images.dims[2]], classes: Math.max(classes, 10) };
+}
+
+export function fashionMnist(split: 'train' | 'test', dir = FASHION_MNIST_DIR): Dataset {
+  if (!existsSync(dir))
+    throw new Error(
+      `Fashion-MNIST not found in ${dir}. Install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; npm install does it when run as root), or pass --data-dir with the IDX files.`,
+    );
+  return readIdxDataset(dir, split, 'fashion-mnist');
+}
+
+export function cifar(variant: 'cifar10' | 'cifar100', split: 'train' | 'test', dir: string): Dataset {
+  const sub = variant === 'cifar10' ? 'cifar-10-batches-bin' : 'cifar-100-binary';
+  const base = existsSync(join(dir, sub)) ? join(dir, sub) : dir;
+  const files =
+    variant === 'cifar10'
+      ? split === 'train'
+        ? [1, 2, 3, 4, 5].map((i) => join(base, `data_batch_${i}.bin`))
+        : [join(base, 'test_batch.bin')]
+      : [join(base, split === 'train' ? 'train.bin' : 'test.bin')];
+  const r = readCifar(files, variant);
+  return { name: variant, x: bytesToUnit(r.images), y: r.labels, shape: [3, 32, 32], classes: variant === 'cifar10' ? 10 : 100 };
+}
+
+/** Gaussian class clusters: a learnable synthetic set. */
+export function synthetic(o: { count: number; shape: number[]; classes: number; seed: number; noise?: number; split?: 'train' | 'test' }): Dataset {
+  const rng = new Prng(o.seed, 0x5eed); // the class means depend on the seed only
+  const samples = new Prng(o.seed, o.split === 'test' ? 0x7e57 : 0x7a1);
+  const size = o.shape.reduce((a, b) => a * b, 1);
+  const gauss = (r: Prng) => Math.sqrt(-2 * Math.log(1 - r.next())) * Math.cos(2 * Math.PI * r.next());
+  const means = Array.from({ length: o.classes }, () => Float32Array.from({ length: size }, () => gauss(rng)));
+  const x = new Float32Array(o.count * size);
+  const y = new Int32Array(o.count);
+  for (let i = 0; i < o.count; i++) {
+    const c = samples.int(o.classes);
+    y[i] = c;
+    for (let k = 0; k < size; k++) x[i * size + k] = means[c][k] + (o.noise ?? 1) * gauss(samples);
+  }
+  return { name: 'synthetic', x, y, shape: o.shape, classes: o.classes };
+}
+
+/** The first `fraction` of the samples (the reference's subset semantics). */
+export function subset(d: Dataset, fraction: number): Dataset {
+  if (!(fraction > 0 && fraction <= 1)) throw new Error(`subset fraction must be in (0, 1], got ${fraction}`);
+  const n = Math.max(1, Math.floor(count(d) * fraction));
+  return { ...d, x: d.x.slice(0, n * sampleSize(d)), y: d.y.slice(0, n) };
+}
+
+/**
+ * Label noise: floor(fraction·N) samples, chosen by a seeded permutation, get
+ * a label drawn uniformly from the other classes (never their own).
+ */
+export function withLabelNoise(d: Dataset, fraction: number, seed: number): { dataset: Dataset; flipped: Int32Array } {
+  if (!(fraction >= 0 && fraction <= 1)) throw new Error(`label noise fraction must be in [0, 1], got ${fraction}`);
+  const rng = new Prng(seed, 0x1abe1);
+  const n = Math.floor(count(d) * fraction);
+  const flipped = rng.permutation(count(d)).slice(0, n).sort();
+  const y = d.y.slice();
+  for (const i of flipped) y[i] = (y[i] + 1 + rng.int(d.classes - 1)) % d.classes;
+  return { dataset: { ...d, y }, flipped };
+}
+
+/** Per-channel mean and standard deviation over a dataset. */
+export function channelStats(d: Dataset): { mean: number[]; std: number[] } {
+  const channels = d.shape.length === 3 ? d.shape[0] : 1;
+  const per = sampleSize(d) / channels;
+  const sum = new Float64Array(channels), sq = new Float64Array(channels);
+  for (let i = 0; i < count(d); i++)
+    for (let c = 0; c < channels; c++)
+      for (let k = 0; k < per; k++) {
+        const v = d.x[i * sampleSize(d) + c * per + k];
+        sum[c] += v;
+        sq[c] += v * v;
+      }
+  const n = count(d) * per;
+  const mean = Array.from(sum, (s) => s / n);
+  return { mean, std: Array.from(sq, (s, c) => Math.sqrt(Math.max(s / n - mean[c] ** 2, 1e-12))) };
+}
+
+/** (x − mean_c) / std_c per channel (a new dataset). */
+export function normalize(d: Dataset, stats: { mean: number[]; std: number[] }): Dataset {
+  const channels = stats.mean.length;
+  const per = sampleSize(d) / channels;
+  const x = new Float32Array(d.x.length);
+  for (let i = 0; i < d.x.length; i++) {
+    const c = Math.floor((i % sampleSize(d)) / per);
+    x[i] = (d.x[i] - stats.mean[c]) / stats.std[c];
+  }
+  return { ...d, x };
+}

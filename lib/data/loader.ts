@@ -1,0 +1,88 @@
+// Batches from an in-memory dataset. The order of epoch e is a permutation
+// drawn from a stream seeded by (seed, e), and the augmentation of batch b of
+// epoch e from (seed, e, b): any position of any epoch can be resumed
+// exactly without storing generator state.
+import type { FloatDType } from '../native/binding.js';
+import type { Batch } from '../optim/passes.js';
+import { tensor } from '../tensor.js';
+import { count, type Dataset, sampleSize } from './dataset.js';
+import { Prng } from './prng.js';
+
+export interface LoaderOptions {
+  batchSize: number;
+  shuffle?: boolean;
+  seed?: number;
+  dropLast?: boolean;
+  /** CIFAR augmentation: pad 4 and random 32×32 crop, random horizontal flip */
+  augment?: 'crop-flip';
+  dtype?: FloatDType;
+  device?: string;
+}
+
+export class DataLoader {
+  readonly batchSize: number;
+  constructor(
+    readonly dataset: Dataset,
+    readonly options: LoaderOptions,
+  ) {
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new Error(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
+    this.batchSize = options.batchSize;
+    if (options.augment && dataset.shape.length !== 3) throw new Error(`augment '${options.augment}' needs image data [C, H, W]`);
+  }
+
+  /** Batches per epoch. */
+  get length(): number {
+    const n = count(this.dataset);
+    return this.options.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  order(epoch: number): Int32Array {
+    const n = count(this.dataset);
+    return this.options.shuffle ? new Prng(this.options.seed ?? 0, 0x0dde5, epoch).permutation(n) : Int32Array.from({ length: n }, (_, i) => i);
+  }
+
+  /** Batch `index` of epoch `epoch`. */
+  batch(epoch: number, index: number, order = this.order(epoch)): Batch {
+    const d = this.dataset;
+    const size = sampleSize(d);
+    const from = index * this.batchSize;
+    const to = Math.min(from + this.batchSize, order.length);
+    if (from >= to) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
+    const xs = new Float32Array((to - from) * size);
+    const ys = new Int32Array(to - from);
+    const rng = this.options.augment ? new Prng(this.options.seed ?? 0, 0xa06, epoch, index) : undefined;
+    for (let k = from; k < to; k++) {
+      const i = order[k];
+      const src = d.x.subarray(i * size, (i + 1) * size);
+      const dst = xs.subarray((k - from) * size, (k - from + 1) * size);
+      if (rng) cropFlip(src, dst, d.shape, rng);
+      else dst.set(src);
+      ys[k - from] = d.y[i];
+    }
+    const dtype = this.options.dtype ?? 'float32';
+    return {
+      x: tensor(dtype === 'float64' ? Float64Array.from(xs) : xs, [to - from, ...d.shape], { dtype, device: this.options.device }),
+      y: tensor(ys, [to - from], { dtype: 'int64', device: this.options.device }),
+    };
+  }
+
+  /** The batches of one epoch, from `start` on. */
+  *epoch(epoch: number, start = 0): Generator<Batch> {
+    const order = this.order(epoch);
+    for (let b = start; b < this.length; b++) yield this.batch(epoch, b, order);
+  }
+}
+
+/** Zero-pad by 4, crop back to H×W at a random offset, flip horizontally with probability ½. */
+function cropFlip(src: Float32Array, dst: Float32Array, shape: number[], rng: Prng): void {
+  const [c, h, w] = shape;
+  const dy = rng.int(9) - 4, dx = rng.int(9) - 4;
+  const flip = rng.next() < 0.5;
+  for (let ch = 0; ch < c; ch++)
+    for (let yy = 0; yy < h; yy++)
+      for (let xx = 0; xx < w; xx++) {
+        const sy = yy + dy, sx0 = flip ? w - 1 - xx : xx;
+        const sx = sx0 + dx;
+        dst[(ch * h + yy) * w + xx] = sy >= 0 && sy < h && sx >= 0 && sx < w ? src[(ch * h + sy) * w + sx] : 0;
+      }
+}

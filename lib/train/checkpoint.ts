@@ -1,0 +1,111 @@
+// Checkpoints: parameters, BatchNorm buffers and optimizer buffers as named
+// tensors in safetensors (parameter names as PyTorch's state_dict), and in
+// its metadata the training config, the position in training and every RNG
+// state, so that a resumed run continues bit for bit.
+import type { Model } from '../model/model.js';
+import { native } from '../native/load.js';
+import { ops } from '../ops.js';
+import type { Optimizer } from '../optim/optimizer.js';
+import type { Tensor } from '../tensor.js';
+import { readSafetensors, type StData, stTensor, type StTensor, encodeSafetensors, writeAtomic } from './safetensors.js';
+
+export const CHECKPOINT_FORMAT = 'usam-checkpoint/1';
+
+/** Where training stands: the next batch to run is `batch` of `epoch`. */
+export interface Progress {
+  epoch: number;
+  batch: number;
+  globalStep: number;
+  /** running sums of the unfinished epoch, so its metrics come out the same after a resume */
+  lossSum: number;
+  sharpnessSum: number;
+  sharpnessCount: number;
+  steps: number;
+}
+
+const OPTIMIZER_BUFFERS: Record<string, string[]> = { sgd: ['momentum_buffer'], adam: ['exp_avg', 'exp_avg_sq'], adamw: ['exp_avg', 'exp_avg_sq'] };
+
+const b64 = (a: Uint8Array) => Buffer.from(a).toString('base64');
+const unb64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
+
+function flatArray(t: Tensor): Float32Array | Float64Array {
+  return t.toArray() as Float32Array | Float64Array;
+}
+
+export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer, config: unknown, progress: Progress): void {
+  const tensors: Record<string, StTensor> = {};
+  const params = flatArray(model.params);
+  for (const p of model.paramInfo()) tensors[p.name] = stTensor(params.slice(p.offset, p.offset + p.numel), p.shape);
+  const { values, info, counters, counterNames } = model.buffers();
+  const buffers = flatArray(values);
+  for (const b of info) tensors[b.name] = stTensor(buffers.slice(b.offset, b.offset + b.numel), b.shape);
+  const counts = counters.toArray() as BigInt64Array;
+  counterNames.forEach((n, i) => (tensors[n] = stTensor(counts.slice(i, i + 1), [])));
+  const o = optimizer.state();
+  const names = OPTIMIZER_BUFFERS[optimizer.base.config.kind];
+  o.buffers.forEach((t, i) => (tensors[`optimizer.${names[i]}`] = stTensor(flatArray(t), [t.numel])));
+  const metadata = {
+    format: CHECKPOINT_FORMAT,
+    config: JSON.stringify(config),
+    progress: JSON.stringify(progress),
+    optimizer: JSON.stringify({ kind: optimizer.base.config.kind, steps: o.steps, baseStep: o.baseStep, generator: b64(o.generator) }),
+    modelRng: b64(model.native.getRngState()),
+    dtype: model.dtype,
+  };
+  writeAtomic(file, encodeSafetensors(tensors, metadata));
+}
+
+export interface LoadedCheckpoint {
+  config: unknown;
+  progress: Progress;
+  /** Writes the checkpoint's state into a model and optimizer built from `config`. */
+  restore(model: Model, optimizer: Optimizer): void;
+}
+
+export function loadCheckpoint(file: string): LoadedCheckpoint {
+  const { tensors, metadata } = readSafetensors(file);
+  if (metadata.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a universal-sam checkpoint (format '${metadata.format ?? 'none'}')`);
+  const parse = (key: string) => {
+    try {
+      return JSON.parse(metadata[key]);
+    } catch {
+      throw new Error(`${file}: metadata '${key}' is missing or corrupt`);
+    }
+  };
+  const config = parse('config');
+  const progress = parse('progress') as Progress;
+  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string };
+  const need = (name: string, numel: number): StData => {
+    const t = tensors[name];
+    if (!t) throw new Error(`${file}: tensor '${name}' is missing`);
+    if (t.data.length !== numel) throw new Error(`${file}: tensor '${name}' has ${t.data.length} values, the model needs ${numel}`);
+    return t.data;
+  };
+  return {
+    config,
+    progress,
+    restore(model, optimizer) {
+      const fill = (target: Tensor, parts: { name: string; offset: number; numel: number }[]) => {
+        const values = model.dtype === 'float64' ? new Float64Array(target.numel) : new Float32Array(target.numel);
+        for (const p of parts) values.set(need(p.name, p.numel) as Float32Array | Float64Array, p.offset);
+        const t = native().Tensor.fromArray(values, [target.numel], model.dtype, model.device);
+        ops.copy(target, t);
+        t.dispose();
+      };
+      fill(model.params, model.paramInfo());
+      const { values, info, counters, counterNames } = model.buffers();
+      if (values.numel > 0) fill(values, info);
+      if (counterNames.length > 0) {
+        const counts = BigInt64Array.from(counterNames, (n) => (need(n, 1) as BigInt64Array)[0]);
+        const t = native().Tensor.fromArray(counts, [counts.length], 'int64', model.device);
+        ops.copy(counters, t);
+        t.dispose();
+      }
+      if (opt.kind !== optimizer.base.config.kind) throw new Error(`${file}: the checkpoint's optimizer is ${opt.kind}, not ${optimizer.base.config.kind}`);
+      const state = optimizer.state();
+      OPTIMIZER_BUFFERS[opt.kind].forEach((name, i) => fill(state.buffers[i], [{ name: `optimizer.${name}`, offset: 0, numel: state.buffers[i].numel }]));
+      optimizer.restore({ steps: opt.steps, baseStep: opt.baseStep, generator: unb64(opt.generator) });
+      model.native.setRngState(unb64(metadata.modelRng));
+    },
+  };
+}

@@ -1,0 +1,169 @@
+// The training configuration: one zod schema behind `usam train` flags, JSON
+// config files and the TypeScript API, and the objects it builds.
+import { z } from 'zod';
+import { channelStats, cifar, type Dataset, fashionMnist, normalize, readIdxDataset, subset, synthetic, withLabelNoise } from '../data/dataset.js';
+import { cnn, mlp, resnet18 } from '../model/presets.js';
+import { formatIssues, type ModelSpecInput } from '../model/spec.js';
+import type { OptimizerOptions } from '../optim/optimizer.js';
+import type { SharpnessConfigInput } from '../sharpness/config.js';
+
+export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as const;
+
+export const trainConfig = z
+  .object({
+    model: z.enum(['mlp', 'tiny', 'cnn', 'resnet18']).default('mlp'),
+    /** hidden widths of the MLP */
+    hidden: z.array(z.number().int().positive()).default([128]),
+    dataset: z.enum(['fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'synthetic']).default('fashion-mnist'),
+    dataDir: z.string().optional(),
+    optimizer: z.enum(OPTIMIZERS).default('frob-sam'),
+    /** base optimizer under a SAM-family rule */
+    base: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
+    lr: z.number().positive().default(0.05),
+    momentum: z.number().min(0).default(0.9),
+    weightDecay: z.number().min(0).default(5e-4),
+    nesterov: z.boolean().default(false),
+    rho: z.number().positive().optional(),
+    lambda: z.number().finite().optional(),
+    samples: z.number().int().positive().optional(),
+    estimator: z.enum(['finite-difference', 'exact']).default('finite-difference'),
+    directions: z.enum(['independent', 'antithetic']).default('independent'),
+    halfCube: z.number().positive().optional(),
+    eta: z.number().min(0).optional(),
+    /** a sharpness-aware step every k steps */
+    every: z.number().int().positive().default(1),
+    epochs: z.number().int().positive().default(3),
+    batchSize: z.number().int().positive().default(128),
+    lrSchedule: z.enum(['constant', 'cosine', 'multistep']).default('cosine'),
+    milestones: z.array(z.number().int().nonnegative()).default([]),
+    gamma: z.number().positive().default(0.1),
+    warmupSteps: z.number().int().nonnegative().default(0),
+    rhoSchedule: z.enum(['constant', 'cosine']).default('constant'),
+    labelNoise: z.number().min(0).max(1).default(0),
+    subset: z.number().gt(0).max(1).default(1),
+    /** Hessian probes (trace, ‖H‖_F², λmax) every N epochs; 0: never */
+    probeEvery: z.number().int().nonnegative().default(0),
+    probeSamples: z.number().int().min(2).default(20),
+    device: z.string().default('cpu'),
+    dtype: z.enum(['float32', 'float64']).default('float32'),
+    seed: z.number().int().nonnegative().default(0),
+    threads: z.number().int().positive().optional(),
+    out: z.string().default('runs/latest'),
+  })
+  .strict();
+
+export type TrainConfigInput = z.input<typeof trainConfig>;
+export type TrainConfig = z.output<typeof trainConfig>;
+
+export function parseTrainConfig(raw: unknown): TrainConfig {
+  const r = trainConfig.safeParse(raw);
+  if (!r.success) throw new Error(`invalid training config:\n${formatIssues(r.error)}`);
+  return r.data;
+}
+
+/**
+ * Defaults of the SAM-family hyperparameters for training. The perturbation
+ * of the zeroth-order rules has norm ≈ rho·sqrt(P) (gaussian u over all P
+ * coordinates), so their rho is small for networks of ~1e5 parameters; these
+ * values train the default MLP on Fashion-MNIST stably (docs/training.md).
+ */
+export const SHARPNESS_DEFAULTS = {
+  sam: { rho: 0.05 },
+  asam: { rho: 0.5, eta: 0.01 },
+  'trace-sam': { rho: 0.002, lambda: 1, samples: 1 },
+  'det-sam': { rho: 1, lambda: 0.01, samples: 1, halfCube: 0.003 },
+  'frob-sam': { rho: 0.005, lambda: 0.001, samples: 2 },
+};
+
+export function sharpnessOf(c: TrainConfig): SharpnessConfigInput | undefined {
+  if (c.optimizer === 'sgd' || c.optimizer === 'adam' || c.optimizer === 'adamw') return undefined;
+  const d: Record<string, number> = SHARPNESS_DEFAULTS[c.optimizer];
+  const rho = c.rho ?? d.rho;
+  switch (c.optimizer) {
+    case 'sam':
+      return { kind: 'sam', rho };
+    case 'asam':
+      return { kind: 'asam', rho, eta: c.eta ?? d.eta };
+    default: {
+      const common = { rho, lambda: c.lambda ?? d.lambda, samples: c.samples ?? d.samples, estimator: c.estimator, directions: c.directions };
+      if (c.optimizer === 'det-sam') return { kind: 'det-sam', ...common, halfCube: c.halfCube ?? d.halfCube };
+      return { kind: c.optimizer, ...common };
+    }
+  }
+}
+
+export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): OptimizerOptions {
+  const baseKind = c.optimizer === 'adam' || c.optimizer === 'adamw' ? c.optimizer : c.base;
+  const base =
+    baseKind === 'sgd'
+      ? ({ kind: 'sgd', lr: c.lr, momentum: c.momentum, weightDecay: c.weightDecay, nesterov: c.nesterov } as const)
+      : ({ kind: baseKind, lr: c.lr, weightDecay: c.weightDecay } as const);
+  const total = c.epochs * stepsPerEpoch;
+  const lrSchedule =
+    c.lrSchedule === 'cosine'
+      ? ({ kind: 'cosine', total } as const)
+      : c.lrSchedule === 'multistep'
+        ? ({ kind: 'multistep', milestones: c.milestones.map((e) => e * stepsPerEpoch), gamma: c.gamma } as const)
+        : ({ kind: 'constant' } as const);
+  return {
+    base,
+    sharpness: sharpnessOf(c),
+    every: c.every,
+    seed: c.seed,
+    lrSchedule,
+    rhoSchedule: c.rhoSchedule === 'cosine' ? { kind: 'cosine', total } : { kind: 'constant' },
+    warmup: { steps: c.warmupSteps },
+  };
+}
+
+export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; flipped: number } {
+  let train: Dataset, test: Dataset;
+  switch (c.dataset) {
+    case 'fashion-mnist':
+      train = fashionMnist('train', c.dataDir);
+      test = fashionMnist('test', c.dataDir);
+      break;
+    case 'mnist':
+      if (!c.dataDir) throw new Error('dataset mnist needs --data-dir (a folder with the MNIST IDX files)');
+      train = readIdxDataset(c.dataDir, 'train', 'mnist');
+      test = readIdxDataset(c.dataDir, 'test', 'mnist');
+      break;
+    case 'cifar10':
+    case 'cifar100':
+      if (!c.dataDir) throw new Error(`dataset ${c.dataset} needs --data-dir (a folder with the CIFAR binary files)`);
+      train = cifar(c.dataset, 'train', c.dataDir);
+      test = cifar(c.dataset, 'test', c.dataDir);
+      break;
+    case 'synthetic':
+      // the same class means (from the seed), different samples
+      train = synthetic({ count: 2048, shape: [1, 28, 28], classes: 10, seed: c.seed, noise: 2, split: 'train' });
+      test = synthetic({ count: 512, shape: [1, 28, 28], classes: 10, seed: c.seed, noise: 2, split: 'test' });
+      break;
+  }
+  const stats = channelStats(train);
+  train = normalize(subset(train, c.subset), stats);
+  test = normalize(test, stats);
+  let flipped = 0;
+  if (c.labelNoise > 0) {
+    const r = withLabelNoise(train, c.labelNoise, c.seed);
+    train = r.dataset;
+    flipped = r.flipped.length;
+  }
+  return { train, test, flipped };
+}
+
+export function modelSpecOf(c: TrainConfig, d: Dataset): ModelSpecInput {
+  const [ch, h, w] = d.shape.length === 3 ? d.shape : [1, 1, d.shape[0]];
+  const features = ch * h * w;
+  const flat = (spec: ModelSpecInput): ModelSpecInput => ({ ...spec, input: d.shape, layers: d.shape.length === 3 ? [{ type: 'flatten' }, ...spec.layers] : spec.layers });
+  switch (c.model) {
+    case 'mlp':
+      return flat(mlp({ layers: [features, ...c.hidden, d.classes], activation: 'relu' }));
+    case 'tiny':
+      return flat(mlp({ layers: [features, 32, d.classes], activation: 'tanh' }));
+    case 'cnn':
+      return cnn({ input: [ch, h, w], classes: d.classes });
+    case 'resnet18':
+      return resnet18({ input: [ch, h, w], classes: d.classes });
+  }
+}

@@ -1,0 +1,45 @@
+// Evaluation: mean cross-entropy, top-1 and top-5 accuracy of a model on a
+// dataset, in eval mode, from the logits of one forward pass per batch.
+import { DataLoader } from '../data/loader.js';
+import type { Dataset } from '../data/dataset.js';
+import type { Model } from '../model/model.js';
+
+export interface Evaluation {
+  loss: number;
+  top1: number;
+  top5: number;
+  count: number;
+}
+
+export function evaluate(model: Model, data: Dataset, batchSize = 1000): Evaluation {
+  const wasTraining = model.training;
+  model.eval();
+  const loader = new DataLoader(data, { batchSize, dtype: model.dtype, device: model.device });
+  let loss = 0, top1 = 0, top5 = 0, n = 0;
+  try {
+    for (const { x, y } of loader.epoch(0)) {
+      const out = model.forward(x);
+      const logits = out.toArray() as Float32Array | Float64Array;
+      const labels = y.toArray() as BigInt64Array;
+      const classes = out.shape[1];
+      for (let i = 0; i < labels.length; i++) {
+        const row = logits.subarray(i * classes, (i + 1) * classes);
+        const label = Number(labels[i]);
+        let max = -Infinity;
+        for (const v of row) max = Math.max(max, v);
+        let sum = 0;
+        for (const v of row) sum += Math.exp(v - max);
+        loss += Math.log(sum) + max - row[label];
+        let above = 0; // classes scored above the true one
+        for (const v of row) if (v > row[label]) above++;
+        if (above === 0) top1++;
+        if (above < 5) top5++;
+      }
+      n += labels.length;
+      for (const t of [x, y, out]) t.dispose();
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return { loss: loss / n, top1: top1 / n, top5: top5 / n, count: n };
+}

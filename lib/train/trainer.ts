@@ -1,0 +1,233 @@
+// The trainer: epochs over a shuffled loader with any optimizer of the
+// family, evaluation, optional Hessian probes, metrics as JSON lines, and a
+// checkpoint at every epoch end and whenever it is asked to stop — from
+// which a resumed run continues bit for bit.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Dataset } from '../data/dataset.js';
+import { DataLoader } from '../data/loader.js';
+import { hessian } from '../hessian/hessian.js';
+import { Model } from '../model/model.js';
+import { native } from '../native/load.js';
+import { Optimizer } from '../optim/optimizer.js';
+import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
+import { datasetsOf, modelSpecOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
+import { evaluate, type Evaluation } from './evaluate.js';
+import { writeAtomic } from './safetensors.js';
+
+export interface EpochMetrics {
+  epoch: number;
+  step: number;
+  trainLoss: number;
+  sharpness: number | null;
+  test: Evaluation;
+  lr: number;
+  rho: number;
+  seconds: number;
+  stepsPerSecond: number;
+  probe?: {
+    trace: number;
+    traceStandardError: number;
+    frobeniusSquared: number;
+    maxEigenvalue: number;
+    density?: { grid: number[]; values: number[] };
+    hvps: number;
+  };
+}
+
+export interface StepInfo {
+  epoch: number;
+  batch: number;
+  batches: number;
+  epochs: number;
+  loss: number;
+  stepsPerSecond: number;
+}
+
+export interface TrainEvents {
+  onStep?(s: StepInfo): void;
+  onEpoch?(m: EpochMetrics): void;
+  /** asked before every step; true stops after checkpointing */
+  shouldStop?(): boolean;
+}
+
+export interface TrainResult {
+  stopped: boolean;
+  out: string;
+  checkpoint: string;
+  metrics: EpochMetrics[];
+  progress: Progress;
+}
+
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+export const METRICS_FILE = 'metrics.jsonl';
+export const CONFIG_FILE = 'config.json';
+
+function checkWritable(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new Error(`output directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
+}
+
+export class Trainer {
+  readonly config: TrainConfig;
+  readonly out: string;
+  readonly model: Model;
+  readonly optimizer: Optimizer;
+  readonly loader: DataLoader;
+  readonly data: { train: Dataset; test: Dataset; flipped: number };
+  private progress: Progress = { epoch: 0, batch: 0, globalStep: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0 };
+
+  /** A new run (out must not hold one), or with `resume` the run saved in `out`. */
+  constructor(config: TrainConfigInput | { resume: string }) {
+    const resuming = 'resume' in config;
+    const out = resolve(resuming ? config.resume : parseTrainConfig(config).out);
+    const checkpointFile = join(out, CHECKPOINT_FILE);
+    const loaded = resuming ? loadCheckpoint(checkpointFile) : undefined;
+    this.config = parseTrainConfig(loaded ? { ...(loaded.config as object), out } : config);
+    this.out = out;
+    if (!resuming && existsSync(checkpointFile))
+      throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
+    if (this.config.threads) native().setThreads(this.config.threads);
+    // everything that can fail on bad input fails before anything is written
+    this.data = datasetsOf(this.config);
+    this.model = new Model(modelSpecOf(this.config, this.data.train), { dtype: this.config.dtype, device: this.config.device, seed: this.config.seed });
+    this.loader = new DataLoader(this.data.train, {
+      batchSize: this.config.batchSize,
+      shuffle: true,
+      seed: this.config.seed,
+      augment: this.config.dataset.startsWith('cifar') ? 'crop-flip' : undefined,
+      dtype: this.config.dtype,
+      device: this.config.device,
+    });
+    this.optimizer = new Optimizer(this.model, optimizerOptionsOf(this.config, this.loader.length));
+    if (loaded) {
+      loaded.restore(this.model, this.optimizer);
+      this.progress = loaded.progress;
+    } else {
+      const created = !existsSync(out);
+      checkWritable(out);
+      try {
+        writeAtomic(join(out, CONFIG_FILE), [Buffer.from(JSON.stringify(this.config, null, 2) + '\n')]);
+      } catch (e) {
+        if (created) rmSync(out, { recursive: true, force: true });
+        throw new Error(`cannot write to ${out}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  get checkpointFile(): string {
+    return join(this.out, CHECKPOINT_FILE);
+  }
+
+  private save(): void {
+    saveCheckpoint(this.checkpointFile, this.model, this.optimizer, this.config, this.progress);
+  }
+
+  /** Metrics lines of finished epochs (a resumed run drops lines past its checkpoint). */
+  private metricsSoFar(): EpochMetrics[] {
+    const file = join(this.out, METRICS_FILE);
+    if (!existsSync(file)) return [];
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
+    const kept = lines.filter((m) => m.epoch < this.progress.epoch);
+    if (kept.length !== lines.length) writeFileSync(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
+    return kept;
+  }
+
+  run(events: TrainEvents = {}): TrainResult {
+    const c = this.config;
+    const metrics = this.metricsSoFar();
+    const p = this.progress;
+    const started = Date.now();
+    let stepsThisRun = 0;
+    while (p.epoch < c.epochs) {
+      const epochStart = Date.now();
+      const order = this.loader.order(p.epoch);
+      this.model.train();
+      let last = { lr: 0, rho: 0 };
+      for (; p.batch < this.loader.length; p.batch++) {
+        if (events.shouldStop?.()) {
+          this.save();
+          return { stopped: true, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
+        }
+        const { x, y } = this.loader.batch(p.epoch, p.batch, order);
+        let r;
+        try {
+          r = this.optimizer.step(x, y);
+        } catch (e) {
+          throw new Error(`epoch ${p.epoch}, batch ${p.batch}: ${(e as Error).message}`);
+        } finally {
+          x.dispose();
+          y.dispose();
+        }
+        p.globalStep++;
+        p.steps++;
+        p.lossSum += r.loss;
+        if (Number.isFinite(r.sharpness)) {
+          p.sharpnessSum += r.sharpness;
+          p.sharpnessCount++;
+        }
+        stepsThisRun++;
+        last = { lr: r.lr, rho: r.rho };
+        events.onStep?.({
+          epoch: p.epoch,
+          batch: p.batch + 1,
+          batches: this.loader.length,
+          epochs: c.epochs,
+          loss: r.loss,
+          stepsPerSecond: stepsThisRun / Math.max((Date.now() - started) / 1000, 1e-9),
+        });
+      }
+      const m: EpochMetrics = {
+        epoch: p.epoch,
+        step: p.globalStep,
+        trainLoss: p.lossSum / Math.max(p.steps, 1),
+        sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
+        test: evaluate(this.model, this.data.test),
+        lr: last.lr,
+        rho: last.rho,
+        seconds: (Date.now() - epochStart) / 1000,
+        stepsPerSecond: p.steps / Math.max((Date.now() - epochStart) / 1000, 1e-9),
+      };
+      if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = this.probe(p.epoch);
+      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0 });
+      this.save();
+      appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
+      metrics.push(m);
+      events.onEpoch?.(m);
+    }
+    return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
+  }
+
+  /** Trace, ‖H‖_F² and λmax of the training loss on a fixed probe batch (eval mode). */
+  private probe(epoch: number): NonNullable<EpochMetrics['probe']> {
+    const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
+    const h = hessian(this.model, batch, { mode: 'eval' });
+    try {
+      const trace = h.trace({ samples: this.config.probeSamples, seed: epoch });
+      const frob = h.frobeniusSquared({ samples: this.config.probeSamples, seed: epoch + 1 });
+      const top = h.eigenvalues({ k: 1, tol: 1e-3, maxIter: 40, seed: epoch });
+      const d = h.density({ steps: 30, runs: 1, seed: epoch, gridPoints: 120 });
+      return {
+        trace: trace.estimate,
+        traceStandardError: trace.standardError,
+        frobeniusSquared: frob.estimate,
+        maxEigenvalue: top.largest![0],
+        density: { grid: d.grid, values: d.density },
+        hvps: h.hvps,
+      };
+    } finally {
+      h.dispose();
+      batch.x.dispose();
+      batch.y.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+    this.model.dispose();
+  }
+}

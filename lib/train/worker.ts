@@ -1,0 +1,29 @@
+// The training thread: runs a Trainer off the main thread and reports to it.
+// The main thread asks it to stop through a shared flag, read between steps.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Trainer } from './trainer.js';
+
+const { config, stop } = workerData as { config: object; stop: SharedArrayBuffer };
+const flag = new Int32Array(stop);
+const post = (m: object) => parentPort!.postMessage(m);
+
+try {
+  const trainer = new Trainer(config as never);
+  post({ type: 'ready', out: trainer.out, batches: trainer.loader.length, params: trainer.model.numParams, config: trainer.config });
+  let lastPost = 0;
+  const result = trainer.run({
+    onStep: (s) => {
+      const now = Date.now();
+      if (now - lastPost >= 100 || s.batch === s.batches) {
+        lastPost = now;
+        post({ type: 'step', step: s });
+      }
+    },
+    onEpoch: (m) => post({ type: 'epoch', metrics: m }),
+    shouldStop: () => Atomics.load(flag, 0) === 1,
+  });
+  trainer.dispose();
+  post({ type: 'done', result: { stopped: result.stopped, out: result.out, checkpoint: result.checkpoint, progress: result.progress } });
+} catch (e) {
+  post({ type: 'error', message: e instanceof Error ? e.message : String(e) });
+}
