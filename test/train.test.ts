@@ -1,0 +1,141 @@
+// Training end to end: resume equals the uninterrupted run bit for bit,
+// Fashion-MNIST learns, bad input fails cleanly, the report, and the CLI.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FASHION_MNIST_DIR } from '../lib/data/dataset.js';
+import { encodeIdx } from '../lib/data/idx.js';
+import type { TrainConfigInput } from '../lib/train/config.js';
+import { renderReport, readRun } from '../lib/train/report.js';
+import { Trainer, type TrainResult } from '../lib/train/trainer.js';
+import { repoRoot } from './helpers.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'usam-train-'));
+
+describe('resume', () => {
+  const cases: TrainConfigInput[] = [
+    { optimizer: 'frob-sam', model: 'mlp', hidden: [32] },
+    { optimizer: 'sam', model: 'cnn', base: 'adam', lr: 0.001, subset: 0.25 },
+  ];
+  for (const extra of cases) {
+    it(`${extra.optimizer} on ${extra.model}: a run stopped mid-epoch and resumed equals the uninterrupted run bit for bit (float32, CPU)`, () => {
+      const base: TrainConfigInput = { dataset: 'synthetic', epochs: 2, batchSize: 64, seed: 3, ...extra };
+      const whole = new Trainer({ ...base, out: join(tmp(), 'whole') });
+      const a = whole.run();
+      const stoppedDir = join(tmp(), 'stopped');
+      let steps = 0;
+      const first = new Trainer({ ...base, out: stoppedDir });
+      const s = first.run({ shouldStop: () => steps++ === Math.floor(first.loader.length * 1.5) });
+      expect(s.stopped).toBe(true);
+      expect(s.progress.epoch).toBe(1);
+      first.dispose();
+      const resumed = new Trainer({ resume: stoppedDir });
+      const b: TrainResult = resumed.run();
+      expect(b.stopped).toBe(false);
+      const pa = whole.model.getParams(), pb = resumed.model.getParams();
+      expect(Buffer.from(pb.buffer).equals(Buffer.from(pa.buffer))).toBe(true);
+      expect(b.metrics.map((m) => [m.trainLoss, m.test.loss])).toEqual(a.metrics.map((m) => [m.trainLoss, m.test.loss]));
+      expect(readFileSync(join(stoppedDir, 'metrics.jsonl'), 'utf8').trim().split('\n').length).toBe(2);
+    });
+  }
+});
+
+describe('Fashion-MNIST', () => {
+  it.skipIf(!existsSync(FASHION_MNIST_DIR))('2 epochs of Frob-SAM on a subset reach a test accuracy far above chance', () => {
+    const t = new Trainer({ dataset: 'fashion-mnist', epochs: 2, subset: 0.1, out: join(tmp(), 'fm'), probeEvery: 2, probeSamples: 4 });
+    const r = t.run();
+    const last = r.metrics[1];
+    expect(last.test.count).toBe(10000);
+    expect(last.test.top1).toBeGreaterThan(0.7); // chance: 0.1
+    expect(last.test.top5).toBeGreaterThan(0.95);
+    expect(last.trainLoss).toBeLessThan(r.metrics[0].trainLoss);
+    expect(last.probe!.maxEigenvalue).toBeGreaterThan(0);
+  });
+});
+
+describe('bad input: a clear error and no partial output', () => {
+  it('a missing data folder, a corrupt data file, a wrong config field, an unwritable output directory', () => {
+    const root = tmp();
+    const out = join(root, 'run');
+    expect(() => new Trainer({ dataset: 'mnist', dataDir: join(root, 'nowhere'), out })).toThrow(/mnist train images: none of/);
+    const bad = join(root, 'corrupt');
+    mkdirSync(bad);
+    const img = encodeIdx([10, 28, 28], new Uint8Array(7840));
+    writeFileSync(join(bad, 'train-images-idx3-ubyte'), img.subarray(0, 500));
+    writeFileSync(join(bad, 'train-labels-idx1-ubyte'), encodeIdx([10], new Uint8Array(10)));
+    expect(() => new Trainer({ dataset: 'mnist', dataDir: bad, out })).toThrow(/truncated or corrupt/);
+    expect(() => new Trainer({ dataset: 'synthetic', epochs: 0, out } as never)).toThrow(/epochs/);
+    expect(() => new Trainer({ dataset: 'synthetic', learningRate: 0.1, out } as never)).toThrow(/learningRate/);
+    expect(existsSync(out)).toBe(false);
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'x');
+    expect(() => new Trainer({ dataset: 'synthetic', out: join(file, 'run') })).toThrow(/not writable/);
+    const locked = join(root, 'locked');
+    mkdirSync(locked);
+    chmodSync(locked, 0o500);
+    if (process.getuid?.() !== 0) expect(() => new Trainer({ dataset: 'synthetic', out: join(locked, 'run') })).toThrow(/not writable/);
+    expect(readdirSync(root).sort()).toEqual(['a-file', 'corrupt', 'locked']);
+  });
+
+  it('refuses to overwrite a run', () => {
+    const out = join(tmp(), 'r');
+    new Trainer({ dataset: 'synthetic', epochs: 1, out, hidden: [8] }).run();
+    expect(() => new Trainer({ dataset: 'synthetic', out })).toThrow(/already holds a run .* --resume/);
+  });
+});
+
+describe('report', () => {
+  it('writes one page whose SVG charts compare the runs', () => {
+    const dirs = ['frob-sam', 'sgd'].map((optimizer) => {
+      const out = join(tmp(), optimizer);
+      new Trainer({ dataset: 'synthetic', epochs: 3, optimizer, out, hidden: [16], probeEvery: 3, probeSamples: 3 } as never).run();
+      return out;
+    });
+    const html = renderReport(dirs.map(readRun));
+    expect(html.startsWith('<!doctype html>')).toBe(true);
+    const svgs = html.match(/<svg[\s\S]*?<\/svg>/g) ?? [];
+    expect(svgs.length).toBeGreaterThanOrEqual(8);
+    const titles = svgs.map((s) => /aria-label="([^"]+)"/.exec(s)![1]);
+    expect(titles).toEqual(expect.arrayContaining(['training loss', 'test loss', 'test top-1 accuracy', 'Hessian trace (Hutchinson)', 'Hessian spectral density (SLQ)']));
+    const loss = svgs[titles.indexOf('test loss')];
+    const lines = [...loss.matchAll(/<polyline class="series" data-name="([^"]+)"[^>]*points="([^"]+)"/g)];
+    expect(lines.map((l) => l[1])).toEqual(['frob-sam', 'sgd']);
+    for (const l of lines) {
+      const pts = l[2].split(' ').map((p) => p.split(',').map(Number));
+      expect(pts.length).toBe(3);
+      expect(pts.flat().every(Number.isFinite)).toBe(true);
+    }
+    expect((html.match(/<svg/g) ?? []).length).toBe((html.match(/<\/svg>/g) ?? []).length);
+  });
+});
+
+describe('usam CLI', () => {
+  const usam = join(repoRoot, 'scripts', 'usam.mjs');
+  it('train stops on SIGINT with a checkpoint, resumes, and report writes the page', async () => {
+    const out = join(tmp(), 'cli');
+    const child = spawn(process.execPath, [usam, 'train', '--dataset', 'synthetic', '--epochs', '12', '--hidden', '16', '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    const code = await new Promise<number | null>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('epoch 1:') && !child.killed) child.kill('SIGINT');
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    expect(err).toMatch(/stopping after the current step/);
+    expect(code).toBe(130);
+    expect(existsSync(join(out, 'checkpoint.safetensors'))).toBe(true);
+    const resumed = spawnSync(process.execPath, [usam, 'train', '--resume', out], { encoding: 'utf8' });
+    expect(resumed.status).toBe(0);
+    expect(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length).toBe(12);
+    const html = join(out, 'report.html');
+    const rep = spawnSync(process.execPath, [usam, 'report', out, '--out', html], { encoding: 'utf8' });
+    expect(rep.status).toBe(0);
+    expect(readFileSync(html, 'utf8')).toMatch(/<svg/);
+    const bad = spawnSync(process.execPath, [usam, 'train', '--momentum', '-1', '--out', join(out, 'x')], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/momentum/);
+  });
+});
