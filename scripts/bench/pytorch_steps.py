@@ -1,0 +1,142 @@
+"""PyTorch-Python twin of the benchmark: the same models and update rules
+(math.md §2-5), written the idiomatic PyTorch way (per-parameter loops,
+torch.optim.SGD), timed on the same LibTorch (Debian's python3-torch).
+
+usage: python3 pytorch_steps.py MODEL OPTIMIZER STEPS THREADS
+prints one JSON line: {"medianMs": ..., "forwardBackwardMs": ..., "peakRssKb": ...}
+"""
+import json
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+model_name, optimizer, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+
+def make_model(name):
+    if name == "tiny":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh(), nn.Linear(32, 10))
+    if name == "mlp":
+        layers = [nn.Flatten(), nn.Linear(784, 128), nn.ReLU()]
+        for _ in range(4):
+            layers += [nn.Linear(128, 128), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(128, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+model = make_model(model_name)
+params = [p for p in model.parameters()]
+opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+x = torch.randn(128, 1, 28, 28)
+y = torch.randint(0, 10, (128,))
+bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def set_stats(update):
+    # the usual SAM-repository idiom: momentum 0 freezes the running statistics
+    for m in bns:
+        if update:
+            m.momentum = m.backup_momentum
+        else:
+            m.backup_momentum = m.momentum
+            m.momentum = 0
+
+
+def loss_and_grad():
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.item()
+
+
+def grads():
+    return [p.grad.detach().clone() for p in params]
+
+
+def sam_step(rho=0.05):
+    loss_and_grad()
+    norm = torch.norm(torch.stack([p.grad.norm() for p in params]))
+    with torch.no_grad():
+        es = [rho * p.grad / (norm + 1e-7) for p in params]
+        for p, e in zip(params, es):
+            p.add_(e)
+    set_stats(False)
+    loss_and_grad()
+    set_stats(True)
+    with torch.no_grad():
+        for p, e in zip(params, es):
+            p.sub_(e)
+    opt.step()
+
+
+def zeroth_order_step(kind, n, rho, lam, half_cube=0.05):
+    loss0 = loss_and_grad()
+    g0 = grads()
+    w0 = [p.detach().clone() for p in params]
+    set_stats(False)
+    losses, gs = [], []
+    for _ in range(n):
+        with torch.no_grad():
+            for p in params:
+                u = torch.randn_like(p) if kind != "det" else torch.empty_like(p).uniform_(-half_cube, half_cube)
+                p.add_(u, alpha=rho)
+        losses.append(loss_and_grad())
+        gs.append(grads())
+        with torch.no_grad():
+            for p, w in zip(params, w0):
+                p.copy_(w)
+    set_stats(True)
+    with torch.no_grad():
+        if kind == "frob":
+            mean = sum(losses) / n
+            c = lam / rho ** 2 / (n - 1)
+            coef0, coefs = 1.0, [c * (l - mean) for l in losses]
+        else:
+            d = [(l - loss0) / rho ** 2 for l in losses]
+            if kind == "trace":
+                coefs = [lam / n for _ in d]
+            else:  # det: psi = exp(-x/2), phi = m^-2
+                import math
+                m = sum(math.exp(-di / 2) for di in d) / n
+                coefs = [lam * (-2 * m ** -3) * (-0.5 * math.exp(-di / 2)) / n for di in d]
+            coef0 = 1 - sum(coefs)
+        for k, p in enumerate(params):
+            p.grad = coef0 * g0[k] + sum(c * g[k] for c, g in zip(coefs, gs))
+    opt.step()
+
+
+STEP = {
+    "sgd": lambda: (loss_and_grad(), opt.step()),
+    "sam": sam_step,
+    "trace-sam": lambda: zeroth_order_step("trace", 1, 0.01, 1.0),
+    "det-sam": lambda: zeroth_order_step("det", 1, 1.0, 0.01),
+    "frob-sam": lambda: zeroth_order_step("frob", 2, 0.005, 0.001),
+}[optimizer]
+
+
+def median_ms(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    m = len(times) // 2
+    return times[m] if len(times) % 2 else (times[m - 1] + times[m]) / 2
+
+
+step_ms = median_ms(STEP, steps)
+fb_ms = median_ms(loss_and_grad, steps)
+print(json.dumps({"medianMs": step_ms, "forwardBackwardMs": fb_ms, "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
