@@ -29,6 +29,8 @@ Napi::Function GeneratorWrap::Define(Napi::Env env) {
                          InstanceMethod("rademacher", &GeneratorWrap::Guard<&GeneratorWrap::Rademacher>),
                          InstanceMethod("sphere", &GeneratorWrap::Guard<&GeneratorWrap::Sphere>),
                          InstanceMethod("uniform", &GeneratorWrap::Guard<&GeneratorWrap::Uniform>),
+                         InstanceMethod("fillAsync", &GeneratorWrap::Guard<&GeneratorWrap::FillAsync>),
+                         InstanceMethod("wait", &GeneratorWrap::Guard<&GeneratorWrap::Wait>),
                          InstanceMethod("randperm", &GeneratorWrap::Guard<&GeneratorWrap::Randperm>),
                          InstanceMethod("getState", &GeneratorWrap::Guard<&GeneratorWrap::GetState>),
                          InstanceMethod("setState", &GeneratorWrap::Guard<&GeneratorWrap::SetState>),
@@ -56,27 +58,52 @@ at::Tensor& GeneratorWrap::Target(const Napi::CallbackInfo& info) {
   return t;
 }
 
-Napi::Value GeneratorWrap::Gaussian(const Napi::CallbackInfo& info) {
-  auto& t = Target(info);
+namespace {
+void Fill(at::Generator& gen, GeneratorWrap::Kind kind, at::Tensor& t, double lo, double hi) {
   at::NoGradGuard ng;
-  t.normal_(0.0, 1.0, gen_);
+  switch (kind) {
+    case GeneratorWrap::Kind::Gaussian:
+      t.normal_(0.0, 1.0, gen);
+      break;
+    case GeneratorWrap::Kind::Rademacher:
+      t.bernoulli_(0.5, gen).mul_(2.0).sub_(1.0);
+      break;
+    case GeneratorWrap::Kind::Sphere:
+      // uniform on the unit sphere of R^P: a gaussian over all P coordinates,
+      // normalised (the gaussian is rotation invariant)
+      t.normal_(0.0, 1.0, gen);
+      t.div_(t.norm());
+      break;
+    case GeneratorWrap::Kind::Uniform:
+      t.uniform_(lo, hi, gen);
+      break;
+  }
+}
+}  // namespace
+
+void GeneratorWrap::Settle() {
+  if (pending_.valid()) pending_.get();  // rethrows a failure of the background fill
+}
+
+void GeneratorWrap::Finalize(Napi::Env) {
+  if (pending_.valid()) pending_.wait();
+}
+
+Napi::Value GeneratorWrap::Gaussian(const Napi::CallbackInfo& info) {
+  Settle();
+  Fill(gen_, Kind::Gaussian, Target(info), 0, 0);
   return info.Env().Undefined();
 }
 
 Napi::Value GeneratorWrap::Rademacher(const Napi::CallbackInfo& info) {
-  auto& t = Target(info);
-  at::NoGradGuard ng;
-  t.bernoulli_(0.5, gen_).mul_(2.0).sub_(1.0);
+  Settle();
+  Fill(gen_, Kind::Rademacher, Target(info), 0, 0);
   return info.Env().Undefined();
 }
 
-// Uniform on the unit sphere of R^P: a gaussian vector over all P coordinates,
-// normalised (the gaussian is rotation invariant).
 Napi::Value GeneratorWrap::Sphere(const Napi::CallbackInfo& info) {
-  auto& t = Target(info);
-  at::NoGradGuard ng;
-  t.normal_(0.0, 1.0, gen_);
-  t.div_(t.norm());
+  Settle();
+  Fill(gen_, Kind::Sphere, Target(info), 0, 0);
   return info.Env().Undefined();
 }
 
@@ -84,8 +111,36 @@ Napi::Value GeneratorWrap::Uniform(const Napi::CallbackInfo& info) {
   auto& t = Target(info);
   double lo = NumberArg(info, 1, "low"), hi = NumberArg(info, 2, "high");
   if (!(lo < hi)) Fail("uniform(out, low, high) needs low < high");
-  at::NoGradGuard ng;
-  t.uniform_(lo, hi, gen_);
+  Settle();
+  Fill(gen_, Kind::Uniform, t, lo, hi);
+  return info.Env().Undefined();
+}
+
+// fillAsync(out, kind, low?, high?): draws into `out` on a background thread
+// (overlapping a forward-backward pass on the other core); `out` must not be
+// read until wait(). Used to prefetch the next direction u ~ mu.
+Napi::Value GeneratorWrap::FillAsync(const Napi::CallbackInfo& info) {
+  at::Tensor t = Target(info);
+  std::string name = StringArg(info, 1, "kind");
+  Kind kind;
+  if (name == "gaussian") kind = Kind::Gaussian;
+  else if (name == "rademacher") kind = Kind::Rademacher;
+  else if (name == "sphere") kind = Kind::Sphere;
+  else if (name == "uniform") kind = Kind::Uniform;
+  else Fail("argument 'kind' must be 'gaussian', 'rademacher', 'sphere' or 'uniform', got '" + name + "'");
+  double lo = 0, hi = 0;
+  if (kind == Kind::Uniform) {
+    lo = NumberArg(info, 2, "low");
+    hi = NumberArg(info, 3, "high");
+    if (!(lo < hi)) Fail("fillAsync(out, 'uniform', low, high) needs low < high");
+  }
+  Settle();
+  pending_ = std::async(std::launch::async, [this, kind, t, lo, hi]() mutable { Fill(gen_, kind, t, lo, hi); });
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Wait(const Napi::CallbackInfo& info) {
+  Settle();
   return info.Env().Undefined();
 }
 
@@ -93,6 +148,7 @@ Napi::Value GeneratorWrap::Randperm(const Napi::CallbackInfo& info) {
   double n = NumberArg(info, 0, "n");
   if (n < 0 || n != std::floor(n) || n > 2147483647.0) Fail("argument 'n' must be an integer in [0, 2^31)");
   if (!device_.is_cpu()) Fail("randperm draws on a CPU generator; create one with device 'cpu'");
+  Settle();
   auto perm = at::randperm(static_cast<int64_t>(n), gen_, at::TensorOptions().dtype(at::kInt));
   auto out = Napi::Int32Array::New(info.Env(), static_cast<size_t>(n));
   if (n > 0) std::memcpy(out.Data(), perm.data_ptr<int32_t>(), static_cast<size_t>(n) * sizeof(int32_t));
@@ -120,9 +176,13 @@ void SetGeneratorState(at::Generator& gen, const Napi::Value& value) {
   gen.set_state(state);
 }
 
-Napi::Value GeneratorWrap::GetState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), gen_); }
+Napi::Value GeneratorWrap::GetState(const Napi::CallbackInfo& info) {
+  Settle();
+  return GeneratorState(info.Env(), gen_);
+}
 
 Napi::Value GeneratorWrap::SetState(const Napi::CallbackInfo& info) {
+  Settle();
   SetGeneratorState(gen_, info[0]);
   return info.Env().Undefined();
 }

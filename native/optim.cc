@@ -1,6 +1,7 @@
 #include "optim.h"
 
 #include "args.h"
+#include "fused.h"
 #include "tensor.h"
 
 namespace usam {
@@ -22,16 +23,7 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   double lr = NumberField(o, "lr", "sgd"), momentum = NumberField(o, "momentum", "sgd", 0.0);
   double dampening = NumberField(o, "dampening", "sgd", 0.0), wd = NumberField(o, "weightDecay", "sgd", 0.0);
   bool nesterov = BoolField(o, "nesterov", "sgd", false), first = BoolField(o, "first", "sgd", false);
-  at::NoGradGuard ng;
-  at::Tensor d = wd != 0 ? g.add(w, wd) : g;
-  if (momentum != 0) {
-    if (first)
-      buf.copy_(d);
-    else
-      buf.mul_(momentum).add_(d, 1.0 - dampening);
-    d = nesterov ? d.add(buf, momentum) : buf;
-  }
-  w.add_(d, -lr);
+  FusedSgd(w, g, buf, {lr, momentum, dampening, wd, nesterov, first});
   return info.Env().Undefined();
 }
 

@@ -64,6 +64,9 @@ export interface NativeGenerator {
   rademacher(out: NativeTensor): void;
   sphere(out: NativeTensor): void;
   uniform(out: NativeTensor, low: number, high: number): void;
+  /** Draws into `out` on a background thread; `out` must not be read before wait(). */
+  fillAsync(out: NativeTensor, kind: 'gaussian' | 'rademacher' | 'sphere' | 'uniform', low?: number, high?: number): void;
+  wait(): void;
   randperm(n: number): Int32Array;
   getState(): Uint8Array;
   setState(state: Uint8Array): void;
@@ -80,7 +83,8 @@ export interface NativeOps {
   copy(dst: NativeTensor, src: NativeTensor): void;
   abs(dst: NativeTensor, src: NativeTensor): void;
   mul(dst: NativeTensor, a: NativeTensor, b: NativeTensor): void;
-  combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): void;
+  /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
+  combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): number;
   allFinite(x: NativeTensor): boolean;
 }
 

@@ -67,6 +67,7 @@ export class Optimizer {
   private readonly workspace: Workspace;
   private readonly gen: Generator;
   private readonly sampler?: DirectionSampler;
+  private readonly drawsPerStep: number = 0;
   private readonly rule?: (ctx: RuleContext) => RuleResult;
   private steps = 0;
 
@@ -93,9 +94,11 @@ export class Optimizer {
         this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta } : { adaptive: false });
       } else {
         const family = s.kind === 'frob-sam' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
-        const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube);
+        const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube, () => model.zerosLikeParams());
         this.sampler = sampler;
         const antithetic = s.directions === 'antithetic';
+        // antithetic pairs share one draw; the exact estimator draws every direction
+        this.drawsPerStep = antithetic && s.estimator !== 'exact' ? s.samples / 2 : s.samples;
         if (s.estimator === 'exact') {
           const exact =
             s.kind === 'frob-sam'
@@ -129,9 +132,10 @@ export class Optimizer {
     const lr = this.lr(t);
     const rho = this.rho(t);
     const g0 = this.workspace.get('unperturbed-grad');
+    const sharpnessAware = this.rule !== undefined && t % this.every === 0;
+    if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = this.passes.lossAndGrad(g0, true); // the only pass that moves BatchNorm statistics
     checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
-    const sharpnessAware = this.rule !== undefined && t % this.every === 0;
     let grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     if (sharpnessAware) {
@@ -140,7 +144,8 @@ export class Optimizer {
       grad = this.workspace.get('update-grad');
       result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
     }
-    if (!ops.allFinite(grad))
+    const finite = result.gradSum !== undefined ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
+    if (!finite)
       throw new Error(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`);
     this.base.step(this.model.params, grad, lr);
     this.steps++;
@@ -149,7 +154,7 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return { step: t, loss, ...result, lr, rho, sharpnessAware, counters };
+    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, sharpnessAware, counters };
   }
 
   /** Totals since creation. */
@@ -171,6 +176,7 @@ export class Optimizer {
   }
 
   dispose(): void {
+    this.sampler?.dispose();
     this.workspace.dispose();
     this.passes.dispose();
     this.base.dispose();

@@ -2,8 +2,11 @@
 (math.md §2-5), written the idiomatic PyTorch way (per-parameter loops,
 torch.optim.SGD), timed on the same LibTorch (Debian's python3-torch).
 
-usage: python3 pytorch_steps.py MODEL OPTIMIZER STEPS THREADS
-prints one JSON line: {"medianMs": ..., "forwardBackwardMs": ..., "peakRssKb": ...}
+usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS
+then, on standard input, one command a line (the protocol of step-runner.ts):
+  step K   -> a JSON list of K step times (ms)
+  fb K     -> a JSON list of K forward-backward times (ms)
+  info     -> {"peakRssKb", "threads", "torch"}
 """
 import json
 import resource
@@ -14,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-model_name, optimizer, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -123,20 +126,28 @@ STEP = {
 }[optimizer]
 
 
-def median_ms(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def times_ms(fn, k):
+    out = []
+    for _ in range(k):
         t = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    m = len(times) // 2
-    return times[m] if len(times) % 2 else (times[m - 1] + times[m]) / 2
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
-step_ms = median_ms(STEP, steps)
-fb_ms = median_ms(loss_and_grad, steps)
-print(json.dumps({"medianMs": step_ms, "forwardBackwardMs": fb_ms, "threads": torch.get_num_threads(),
-                  "torch": torch.__version__, "peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+for _ in range(2):  # warm-up
+    STEP()
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "step":
+        print(json.dumps(times_ms(STEP, int(cmd[1]))), flush=True)
+    elif cmd[0] == "fb":
+        print(json.dumps(times_ms(loss_and_grad, int(cmd[1]))), flush=True)
+    elif cmd[0] == "info":
+        print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    else:
+        break

@@ -1,13 +1,17 @@
 // One benchmark cell in its own process (so that its peak RSS is its own):
-//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER STEPS
-// prints {"medianMs", "forwardBackwardMs", "peakRssKb", "params"}.
+//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER
+// then the protocol of pytorch_steps.py on standard input:
+//   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
+//   info -> {"peakRssKb", "threads", "params", "torch"}
+import { createInterface } from 'node:readline';
 import { Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../../lib/sharpness/config.js';
 import { labels, tensor } from '../../lib/tensor.js';
-import { BENCH_MODELS, timeMs } from './models.js';
+import { BENCH_MODELS } from './models.js';
 
+/** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */
 export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
   sgd: undefined,
   sam: { kind: 'sam', rho: 0.05 },
@@ -16,24 +20,29 @@ export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
   'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
 };
 
-const [modelName, optimizer, stepsArg] = process.argv.slice(2) as ['tiny' | 'mlp' | 'cnn', string, string];
+const [modelName, optimizer] = process.argv.slice(2) as ['tiny' | 'mlp' | 'cnn', string];
 const { spec, input } = BENCH_MODELS[modelName];
 const model = new Model(spec, { dtype: 'float32', seed: 0 });
 const n = 128 * input.reduce((a, b) => a * b, 1);
 let s = 1;
-const gauss = () => {
-  s = (s * 16807) % 2147483647;
-  const u = s / 2147483647;
-  s = (s * 16807) % 2147483647;
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * (s / 2147483647));
-};
-const x = tensor(Float32Array.from({ length: n }, gauss), [128, ...input]);
+const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;
+const x = tensor(Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform())), [128, ...input]);
 const y = labels(Array.from({ length: 128 }, (_, i) => (i * 7) % 10));
 const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 }, sharpness: BENCH_RULES[optimizer], seed: 0 });
-const steps = Number(stepsArg);
-const medianMs = timeMs(() => opt.step(x, y), steps, 2);
 const grad = model.zerosLikeParams();
-const forwardBackwardMs = timeMs(() => model.native.lossAndGrad(x, y, grad, true), steps, 2);
-console.log(
-  JSON.stringify({ medianMs, forwardBackwardMs, peakRssKb: process.resourceUsage().maxRSS, params: model.numParams, threads: native().versions().threads }),
-);
+const times = (fn: () => void, k: number) =>
+  Array.from({ length: k }, () => {
+    const t = process.hrtime.bigint();
+    fn();
+    return Number(process.hrtime.bigint() - t) / 1e6;
+  });
+for (let i = 0; i < 2; i++) opt.step(x, y); // warm-up
+console.log(JSON.stringify({ ready: true }));
+for await (const line of createInterface({ input: process.stdin })) {
+  const [cmd, k] = line.split(' ');
+  if (cmd === 'step') console.log(JSON.stringify(times(() => opt.step(x, y), Number(k))));
+  else if (cmd === 'fb') console.log(JSON.stringify(times(() => model.native.lossAndGrad(x, y, grad, true), Number(k))));
+  else if (cmd === 'info')
+    console.log(JSON.stringify({ peakRssKb: process.resourceUsage().maxRSS, threads: native().versions().threads, params: model.numParams, torch: native().versions().torch }));
+  else break;
+}

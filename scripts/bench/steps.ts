@@ -1,11 +1,15 @@
-// npm run bench [-- --json] [-- --steps N] [-- --models tiny,mlp,cnn]
+// npm run bench [-- --json] [--rounds R] [--steps K] [--models tiny,mlp,cnn]
 // Median ms per optimizer step, ours against the same update rules in
-// PyTorch-Python on Debian's python3-torch (the same LibTorch 1.13.1), with
-// the same thread count, measured in this run; and ours over (n+1) × one
-// forward-backward of the same model (n perturbed passes per step).
-import { execFileSync } from 'node:child_process';
+// PyTorch-Python on Debian's python3-torch (the same LibTorch 1.13.1) with the
+// same thread count, measured in this run: both run as persistent processes
+// and take turns (R rounds of K steps each), so that a slow phase of the
+// machine hits both alike. Also ours over (n+1) × one forward-backward of the
+// same model (n perturbed passes per step), and peak RSS for the memory target.
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './models.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -15,55 +19,105 @@ const opt = (name: string, fallback: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;
 };
-const steps = opt('--steps', '10');
+const rounds = Number(opt('--rounds', '5'));
+const steps = Number(opt('--steps', '6'));
 const models = opt('--models', 'tiny,mlp,cnn').split(',');
-const optimizers = ['sgd', 'sam', 'trace-sam', 'det-sam', 'frob-sam'];
+const optimizers = opt('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 const python = process.env.PYTHON ?? '/usr/bin/python3';
 
-interface Cell {
-  medianMs: number;
-  forwardBackwardMs: number;
-  peakRssKb: number;
-  params?: number;
-  threads: number;
+class Peer {
+  private readonly lines: string[] = [];
+  private waiting?: (line: string) => void;
+  private readonly child: ChildProcessWithoutNullStreams;
+  constructor(cmd: string, argv: string[], env: NodeJS.ProcessEnv) {
+    this.child = spawn(cmd, argv, { cwd: root, env });
+    this.child.stderr.on('data', (d) => process.stderr.write(d));
+    createInterface({ input: this.child.stdout }).on('line', (l) => {
+      if (this.waiting) {
+        const w = this.waiting;
+        this.waiting = undefined;
+        w(l);
+      } else this.lines.push(l);
+    });
+  }
+  private next(): Promise<string> {
+    const l = this.lines.shift();
+    return l !== undefined ? Promise.resolve(l) : new Promise((r) => (this.waiting = r));
+  }
+  async ask<T>(cmd?: string): Promise<T> {
+    if (cmd) this.child.stdin.write(cmd + '\n');
+    return JSON.parse(await this.next()) as T;
+  }
+  close(): void {
+    this.child.stdin.end('quit\n');
+  }
 }
 
-const run = (cmd: string, argv: string[]): Cell => JSON.parse(execFileSync(cmd, argv, { cwd: root, encoding: 'utf8' }).trim().split('\n').at(-1)!);
+interface Info {
+  peakRssKb: number;
+  threads: number;
+  params?: number;
+}
 
-const rows: Record<string, unknown>[] = [];
+const rows: Record<string, number | string>[] = [];
+const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
-    const ours = run(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, steps]);
-    const torch = run(python, [join(here, 'pytorch_steps.py'), model, o, steps, String(ours.threads)]);
+    const probe = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o], process.env);
+    await probe.ask();
+    const threads = (await probe.ask<Info>('info')).threads;
+    probe.close();
+    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o], env(threads));
+    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads)], env(threads));
+    await Promise.all([ours.ask(), torch.ask()]);
+    const t = { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      const pairs: [Peer, number[], string][] = [
+        [ours, t.ours, `step ${steps}`],
+        [torch, t.torch, `step ${steps}`],
+        [ours, t.oursFb, `fb ${steps}`],
+        [torch, t.torchFb, `fb ${steps}`],
+      ];
+      if (r % 2 === 1) pairs.reverse();
+      for (const [peer, into, cmd] of pairs) into.push(...(await peer.ask<number[]>(cmd)));
+    }
+    const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
+    ours.close();
+    torch.close();
     const row = {
       model,
       optimizer: o,
-      medianMs: ours.medianMs,
-      pytorchMs: torch.medianMs,
-      oursOverPytorch: ours.medianMs / torch.medianMs,
-      forwardBackwardMs: ours.forwardBackwardMs,
+      medianMs: median(t.ours),
+      pytorchMs: median(t.torch),
+      oursOverPytorch: median(t.ours) / median(t.torch),
+      forwardBackwardMs: median(t.oursFb),
+      pytorchForwardBackwardMs: median(t.torchFb),
       passes: PASSES[o],
-      oursOverPasses: ours.medianMs / (PASSES[o] * ours.forwardBackwardMs),
-      peakRssKb: ours.peakRssKb,
-      pytorchPeakRssKb: torch.peakRssKb,
-      params: ours.params,
-      threads: ours.threads,
+      oursOverPasses: median(t.ours) / (PASSES[o] * median(t.oursFb)),
+      peakRssKb: oi.peakRssKb,
+      pytorchPeakRssKb: ti.peakRssKb,
+      params: oi.params ?? 0,
+      threads,
     };
     rows.push(row);
     if (json) console.log(JSON.stringify(row));
     else
       console.log(
-        `${model.padEnd(5)} ${o.padEnd(10)} ours ${ours.medianMs.toFixed(2).padStart(8)} ms  pytorch ${torch.medianMs.toFixed(2).padStart(8)} ms  ratio ${row.oursOverPytorch.toFixed(3)}  ` +
-          `ours/(${PASSES[o]}×fb ${ours.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(ours.peakRssKb / 1024).toFixed(0)} MiB`,
+        `${model.padEnd(5)} ${o.padEnd(10)} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
+          `ours/(${PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
       );
   }
 
-// memory: Frob-SAM's peak RSS against SGD's + 4·P·bytes + 10%
-if (!json)
+if (!json) {
+  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads})`);
   for (const model of models) {
-    const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd')!;
-    const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam')!;
+    const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd');
+    const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam');
+    if (!sgd || !frob) continue;
     const limitKb = ((sgd.peakRssKb as number) + (4 * (sgd.params as number) * 4) / 1024) * 1.1;
-    console.log(`memory ${model}: Frob-SAM peak ${(frob.peakRssKb as number / 1024).toFixed(1)} MiB, limit (SGD + 4·P·4 B) × 1.1 = ${(limitKb / 1024).toFixed(1)} MiB → ${(frob.peakRssKb as number) <= limitKb ? 'ok' : 'OVER'}`);
+    console.log(
+      `memory ${model}: Frob-SAM peak RSS ${((frob.peakRssKb as number) / 1024).toFixed(1)} MiB, SGD ${((sgd.peakRssKb as number) / 1024).toFixed(1)} MiB, limit (SGD + 4·P·4 B)·1.1 = ${(limitKb / 1024).toFixed(1)} MiB → ${(frob.peakRssKb as number) <= limitKb ? 'within' : 'OVER'}`,
+    );
   }
+}

@@ -29,6 +29,8 @@ export interface RuleResult {
   sharpness: number;
   /** the term that lambda multiplies in the objective F(w) = L(w) + lambda·penalty */
   penalty: number;
+  /** Σ of the gradient's entries when the rule computed it (a free NaN/Inf check) */
+  gradSum?: number;
 }
 
 /** Flat buffers reused across steps, allocated on first use. */
@@ -52,16 +54,52 @@ export class Workspace {
   }
 }
 
-/** Draws directions u ~ mu into a flat buffer. */
+/**
+ * Draws directions u ~ mu into flat buffers. Within a step, the next draw of
+ * a built-in measure is prefetched on a background thread while the current
+ * forward-backward pass runs (begin() announces how many draws the step
+ * makes, so no prefetch outlives the step and checkpoints stay exact). The
+ * sequence of draws is the same as drawing synchronously.
+ */
 export class DirectionSampler {
+  private remaining = 0;
+  private scheduled = false;
+  private buffer?: Tensor;
+
   constructor(
     private readonly mu: 'gaussian' | 'rademacher' | 'sphere' | 'cube' | UserSampler,
     private readonly gen: Generator,
     private readonly halfCube: number | undefined,
+    private readonly newBuffer: () => Tensor,
   ) {}
 
+  /** The step is about to make `draws` draws: start the first one now. */
+  begin(draws: number): void {
+    if (typeof this.mu !== 'string' || process.env.USAM_NO_PREFETCH) return;
+    this.remaining = draws;
+    if (!this.scheduled && this.remaining > 0) this.schedule();
+  }
+
+  private schedule(): void {
+    this.buffer ??= this.newBuffer();
+    if (this.mu === 'cube') {
+      const a = this.halfCube ?? NaN;
+      if (!(a > 0)) throw new Error(`halfCube must be > 0 for the cube measure, got ${this.halfCube}`);
+      this.gen.fillAsync(this.buffer, 'uniform', -a, a);
+    } else this.gen.fillAsync(this.buffer, this.mu as 'gaussian' | 'rademacher' | 'sphere');
+    this.scheduled = true;
+    this.remaining--;
+  }
+
   draw(out: Tensor, numParams: number): void {
-    if (typeof this.mu === 'string') return sampleInto(this.gen, this.mu, out, this.halfCube);
+    if (typeof this.mu === 'string') {
+      if (!this.scheduled) return sampleInto(this.gen, this.mu, out, this.halfCube);
+      this.gen.wait();
+      ops.copy(out, this.buffer!);
+      this.scheduled = false;
+      if (this.remaining > 0) this.schedule();
+      return;
+    }
     const u = this.mu(numParams);
     if (!u || u.length !== numParams)
       throw new Error(`sharpness.mu: the user sampler returned ${u?.length ?? 'nothing'} numbers; it must return a flat vector of ${numParams}`);
@@ -74,6 +112,11 @@ export class DirectionSampler {
     if (!ops.allFinite(t)) throw new Error('sharpness.mu: the user sampler returned NaN or Inf');
     ops.copy(out, t);
     t.dispose();
+  }
+
+  dispose(): void {
+    if (this.scheduled) this.gen.wait();
+    this.buffer?.dispose();
   }
 }
 

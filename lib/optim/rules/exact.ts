@@ -28,16 +28,16 @@ export function exactStep(ctx: RuleContext, o: ExactOptions, sampler: DirectionS
     const mean = half.reduce((a, b) => a + b, 0) / n;
     const rho2 = ctx.rho * ctx.rho;
     const c = (o.lambda * rho2) / (n - 1);
-    ops.combine(ctx.grad, [1, ...half.map((x) => 0.5 * c * (x - mean))], [ctx.g0, ...h]);
+    const gradSum = ops.combine(ctx.grad, [1, ...half.map((x) => 0.5 * c * (x - mean))], [ctx.g0, ...h]);
     const sampleVar = half.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1);
     // ‖H‖_F² = ½·Var(q) = 2·Var(q/2)
-    return { sharpness: 2 * sampleVar, penalty: 0.5 * rho2 * sampleVar };
+    return { sharpness: 2 * sampleVar, penalty: 0.5 * rho2 * sampleVar, gradSum };
   }
   const m = half.reduce((s, x) => s + finite(o.psi.f(x), 'psi', x, ctx.step), 0) / n;
   const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
   const outer = o.lambda * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
   const coefficients = half.map((x) => (0.5 * outer * finite(o.psi.df(x), 'psi (derivative df)', x, ctx.step)) / n);
-  ops.combine(ctx.grad, [1, ...coefficients], [ctx.g0, ...h]);
+  const gradSum = ops.combine(ctx.grad, [1, ...coefficients], [ctx.g0, ...h]);
   const sharpness = o.phi.f(half.reduce((s, x) => s + o.psi.f(2 * x), 0) / n);
-  return { sharpness, penalty };
+  return { sharpness, penalty, gradSum };
 }

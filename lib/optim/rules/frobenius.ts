@@ -21,8 +21,8 @@ export function frobeniusStep(
   }
   const mean = losses.reduce((a, b) => a + b, 0) / n;
   const c = o.lambda / rho2 / (n - 1);
-  ops.combine(ctx.grad, [1, ...losses.map((l) => c * (l - mean))], [ctx.g0, ...g]);
+  const gradSum = ops.combine(ctx.grad, [1, ...losses.map((l) => c * (l - mean))], [ctx.g0, ...g]);
   const sampleVar = losses.reduce((s, l) => s + (l - mean) ** 2, 0) / (n - 1);
   // ‖H‖_F² = ½·Var(uᵀHu) with uᵀHu ≈ 2·(L_i − L)/rho²: ½·4·Var(L_i)/rho⁴
-  return { sharpness: (2 * sampleVar) / (rho2 * rho2), penalty: (0.5 * sampleVar) / rho2 };
+  return { sharpness: (2 * sampleVar) / (rho2 * rho2), penalty: (0.5 * sampleVar) / rho2, gradSum };
 }

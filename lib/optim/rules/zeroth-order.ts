@@ -30,8 +30,8 @@ export function zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler
   const outer = o.lambda * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
   const coefficients = d.map((di) => (outer * finite(o.psi.df(di), 'psi (derivative df)', di, ctx.step)) / n);
   // grad = (1 − Σc_i)·g0 + Σ c_i·g_i, one fused native call
-  ops.combine(ctx.grad, [1 - coefficients.reduce((a, b) => a + b, 0), ...coefficients], [ctx.g0, ...g]);
+  const gradSum = ops.combine(ctx.grad, [1 - coefficients.reduce((a, b) => a + b, 0), ...coefficients], [ctx.g0, ...g]);
   // S(w) = phi(E psi(uᵀHu)) with the curvature samples uᵀHu ≈ 2·d_i
   const sharpness = o.phi.f(d.reduce((s, di) => s + o.psi.f(2 * di), 0) / n);
-  return { sharpness, penalty };
+  return { sharpness, penalty, gradSum };
 }

@@ -1,0 +1,23 @@
+// Fused loops over flat vectors: each reads its inputs once and writes once,
+// where the equivalent chain of ATen ops makes a pass (and often a temporary)
+// per operation. CPU float/double contiguous tensors take the loops; other
+// tensors (CUDA) take ATen ops with the same results.
+#pragma once
+#include "pch.h"
+
+namespace usam {
+
+// dst = Σ_i c[i]·xs[i]; returns Σ_k dst[k] in double (finite exactly when
+// every element of dst is: the NaN/Inf check comes free).
+double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::vector<at::Tensor>& xs);
+
+struct SgdParams {
+  double lr, momentum, dampening, weightDecay;
+  bool nesterov, first;
+};
+
+// PyTorch's SGD: d = g + wd·w; b = first ? d : μ·b + (1−dampening)·d;
+// w −= lr·(nesterov ? d + μ·b : b)   (momentum 0: w −= lr·d)
+void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p);
+
+}  // namespace usam
