@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { findLibtorch, describeTried, HOW_TO_PROVIDE } from './libtorch.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -100,7 +100,34 @@ function build(torch) {
   log(`built ${output}`);
 }
 
-const upToDate = !force && existsSync(output) && statSync(output).mtimeMs >= newestSource();
-installMissingPackages(!upToDate);
-if (upToDate) log(`addon is up to date (${output})`);
-else build(resolveLibtorch());
+// A prebuilt binary that loads here (the loader's own check, from dist/) makes
+// the build unnecessary; prebuilds come in published packages only.
+function loadablePrebuild() {
+  const loader = join(root, 'dist', 'native', 'load.js');
+  if (!existsSync(join(root, 'prebuilds')) || !existsSync(loader)) return null;
+  const script =
+    `import(${JSON.stringify(pathToFileURL(loader).href)}).then((m) => {` +
+    `const r = m.loadAddonFrom(m.addonCandidates().filter((c) => c.source === 'prebuild'));` +
+    `process.stdout.write(JSON.stringify({ ...r.from, versions: r.addon.versions() })); })`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    log(`no prebuilt binary fits this machine:\n${r.stderr.split('\n').filter((l) => l.includes('  - ') || l.includes('      ')).join('\n')}`);
+    return null;
+  }
+  return JSON.parse(r.stdout);
+}
+
+const hasLocalBuild = existsSync(output) && statSync(output).mtimeMs >= newestSource();
+let prebuilt = null;
+if (!force && !hasLocalBuild) {
+  installMissingPackages(false);
+  if (!findLibtorch().found && canApt()) installMissingPackages(true);
+  prebuilt = loadablePrebuild();
+}
+if (prebuilt) log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour}, LibTorch ${prebuilt.versions.torch})`);
+else {
+  const upToDate = !force && hasLocalBuild;
+  installMissingPackages(!upToDate);
+  if (upToDate) log(`addon is up to date (${output})`);
+  else build(resolveLibtorch());
+}

@@ -5,7 +5,11 @@ import { existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
-export const SYSTEM_TORCH_DIRS = [
+// USAM_SYSTEM_TORCH_DIRS (':'-separated) replaces the list (tests use it to
+// simulate a machine without LibTorch).
+export const SYSTEM_TORCH_DIRS = process.env.USAM_SYSTEM_TORCH_DIRS !== undefined
+  ? process.env.USAM_SYSTEM_TORCH_DIRS.split(':').filter(Boolean)
+  : [
   '/usr/lib/x86_64-linux-gnu/cmake/Torch',
   '/usr/lib/aarch64-linux-gnu/cmake/Torch',
   '/usr/lib/cmake/Torch',
@@ -59,6 +63,15 @@ export function findLibtorch(env = process.env) {
     if (hit) return { found: hit, tried };
   }
   return { found: null, tried };
+}
+
+/** The folder holding libtorch.so for a folder holding TorchConfig.cmake, or null. */
+export function libtorchLibDir(torchDir) {
+  // LibTorch archives and Python wheels: <root>/share/cmake/Torch -> <root>/lib;
+  // Debian: /usr/lib/<triplet>/cmake/Torch -> /usr/lib/<triplet>
+  for (const dir of [join(torchDir, '..', '..', '..', 'lib'), join(torchDir, '..', '..')])
+    if (existsSync(join(dir, 'libtorch.so'))) return dir;
+  return null;
 }
 
 export function describeTried(tried) {

@@ -7,8 +7,10 @@
 // When none loads, one error lists every candidate and why it failed.
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { describeTried, findLibtorch, HOW_TO_PROVIDE, libtorchLibDir } from '../../scripts/libtorch.mjs';
 import type { Addon } from './binding.js';
 
 /** The package root: lib/native/ and dist/native/ both sit two levels below it. */
@@ -45,14 +47,44 @@ export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = pro
 }
 
 export class AddonLoadError extends Error {
-  constructor(readonly attempts: Attempt[]) {
+  constructor(
+    readonly attempts: Attempt[],
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    const { found, tried } = findLibtorch(env);
     super(
-      'universal-sam: no native addon could be loaded. Tried:\n' +
+      'universal-sam: no native addon could be loaded. Binaries tried:\n' +
         attempts.map((a) => `  - ${a.source}: ${a.path}\n      ${a.error}`).join('\n') +
-        '\nRun `npm install` (or `npm run build:native`) in the package to build it from source; it needs LibTorch ' +
-        '(Debian: apt-get install libtorch-dev; or set LIBTORCH / Torch_DIR; or a Python torch).',
+        (found
+          ? `\nLibTorch: found (${found.source}) at ${found.torchDir}.`
+          : `\nLibTorch: not found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`) +
+        '\nThen run `npm install` (or `npm run build:native`) in the package to fetch a prebuilt binary or build one.',
     );
     this.name = 'AddonLoadError';
+  }
+}
+
+const SYSTEM_LIB_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib', '/usr/local/lib'];
+
+/**
+ * A prebuilt binary was linked on another machine: its RPATH does not point
+ * at this machine's LibTorch. Loading the LibTorch found here (LIBTORCH,
+ * Torch_DIR, a Python torch) with RTLD_GLOBAL first lets the binary's
+ * dependencies resolve to it by soname.
+ */
+function preloadLibtorch(flavour: string | undefined): void {
+  const { found } = findLibtorch();
+  const dir = found ? libtorchLibDir(found.torchDir) : null;
+  if (!dir || SYSTEM_LIB_DIRS.includes(dir)) return;
+  const libs = ['libc10.so', 'libtorch_cpu.so', ...(flavour === 'cuda' ? ['libc10_cuda.so', 'libtorch_cuda.so'] : []), 'libtorch.so'];
+  for (const lib of libs) {
+    const path = join(dir, lib);
+    if (!existsSync(path)) continue;
+    try {
+      process.dlopen({ exports: {} } as NodeJS.Module, path, constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL);
+    } catch {
+      // not an addon ("did not self-register"): the library stays loaded, which is all we want
+    }
   }
 }
 
@@ -71,6 +103,7 @@ export function loadAddonFrom(candidates: Candidate[]): { addon: Addon; from: Ca
       continue;
     }
     try {
+      if (c.source === 'prebuild') preloadLibtorch(c.flavour);
       const addon = require(c.path) as Addon;
       const v = addon.versions();
       if (c.torch && !v.torch.startsWith(c.torch + '.')) {
