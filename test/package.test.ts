@@ -1,7 +1,7 @@
 // Distribution: the packed package installs without a compiler and loads its
 // prebuilt binary; the loader's error names every place it looked.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -90,5 +90,15 @@ describe('loader errors', () => {
     expect(msg).toMatch(/python torch \(python3\): (not found|cannot import torch)/);
     expect(msg).toMatch(/system \(\/nonexistent\/cmake\/Torch\): no TorchConfig\.cmake/);
     expect(msg).toMatch(/apt-get install libtorch-dev/);
+  });
+});
+
+describe('scripts/gpu-check.sh (its CPU-side parts)', () => {
+  it('is valid bash, and on a machine without a CUDA torch stops with a clear summary', () => {
+    expect(spawnSync('bash', ['-n', join(repoRoot, 'scripts/gpu-check.sh')]).status).toBe(0);
+    const out = mkdtempSync(join(tmpdir(), 'usam-gpu-'));
+    const r = spawnSync('bash', [join(repoRoot, 'scripts/gpu-check.sh'), 'run', out], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, PYTHON: '/usr/bin/python3' } });
+    expect(r.status).toBe(1);
+    expect(readFileSync(join(out, 'summary.md'), 'utf8')).toMatch(/needs python3 with a CUDA torch and a visible GPU/);
   });
 });

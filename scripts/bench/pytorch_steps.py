@@ -2,7 +2,7 @@
 (math.md §2-5), written the idiomatic PyTorch way (per-parameter loops,
 torch.optim.SGD), timed on the same LibTorch (Debian's python3-torch).
 
-usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS
+usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS [DEVICE]
 then, on standard input, one command a line (the protocol of step-runner.ts):
   step K   -> a JSON list of K step times (ms)
   fb K     -> a JSON list of K forward-backward times (ms)
@@ -18,11 +18,36 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
 
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def resnet18(classes=10):
+    layers, c = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()], 64
+    for stage, width in enumerate([64, 128, 256, 512]):
+        layers += [BasicBlock(c, width, 1 if stage == 0 else 2), BasicBlock(width, width, 1)]
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
 def make_model(name):
+    if name == "resnet18":
+        return resnet18()
     if name == "tiny":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh(), nn.Linear(32, 10))
     if name == "mlp":
@@ -36,11 +61,11 @@ def make_model(name):
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-model = make_model(model_name)
+model = make_model(model_name).to(device)
 params = [p for p in model.parameters()]
 opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-x = torch.randn(128, 1, 28, 28)
-y = torch.randint(0, 10, (128,))
+x = torch.randn(128, *((3, 32, 32) if model_name == "resnet18" else (1, 28, 28)), device=device)
+y = torch.randint(0, 10, (128,), device=device)
 bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
@@ -131,6 +156,8 @@ def times_ms(fn, k):
     for _ in range(k):
         t = time.perf_counter()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         out.append((time.perf_counter() - t) * 1000)
     return out
 

@@ -1,5 +1,5 @@
 // One benchmark cell in its own process (so that its peak RSS is its own):
-//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER
+//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER [DEVICE]
 // then the protocol of pytorch_steps.py on standard input:
 //   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
 //   info -> {"peakRssKb", "threads", "params", "torch"}
@@ -9,7 +9,7 @@ import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../../lib/sharpness/config.js';
 import { labels, tensor } from '../../lib/tensor.js';
-import { BENCH_MODELS } from './models.js';
+import { BENCH_MODELS, type BenchModel } from './models.js';
 
 /** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */
 export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
@@ -20,20 +20,23 @@ export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
   'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
 };
 
-const [modelName, optimizer] = process.argv.slice(2) as ['tiny' | 'mlp' | 'cnn', string];
+const [modelName, optimizer, device = 'cpu'] = process.argv.slice(2) as [BenchModel, string, string?];
 const { spec, input } = BENCH_MODELS[modelName];
-const model = new Model(spec, { dtype: 'float32', seed: 0 });
+const model = new Model(spec, { dtype: 'float32', seed: 0, device });
 const n = 128 * input.reduce((a, b) => a * b, 1);
 let s = 1;
 const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;
-const x = tensor(Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform())), [128, ...input]);
-const y = labels(Array.from({ length: 128 }, (_, i) => (i * 7) % 10));
+const x = tensor(Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform())), [128, ...input], { device });
+const y = labels(Array.from({ length: 128 }, (_, i) => (i * 7) % 10), { device });
 const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 }, sharpness: BENCH_RULES[optimizer], seed: 0 });
 const grad = model.zerosLikeParams();
+// on CUDA, a reduction read back to the host waits for the queued kernels
+const sync = device === 'cpu' ? () => {} : () => void native().ops.sum(model.params);
 const times = (fn: () => void, k: number) =>
   Array.from({ length: k }, () => {
     const t = process.hrtime.bigint();
     fn();
+    sync();
     return Number(process.hrtime.bigint() - t) / 1e6;
   });
 for (let i = 0; i < 2; i++) opt.step(x, y); // warm-up

@@ -1,4 +1,4 @@
-// npm run bench [-- --json] [--rounds R] [--steps K] [--models tiny,mlp,cnn]
+// npm run bench [-- --json] [--rounds R] [--steps K] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda]
 // Median ms per optimizer step, ours against the same update rules in
 // PyTorch-Python on Debian's python3-torch (the same LibTorch 1.13.1) with the
 // same thread count, measured in this run: both run as persistent processes
@@ -24,7 +24,8 @@ const steps = Number(opt('--steps', '6'));
 const models = opt('--models', 'tiny,mlp,cnn').split(',');
 const optimizers = opt('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
-const python = process.env.PYTHON ?? '/usr/bin/python3';
+const device = opt('--device', 'cpu');
+const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'python3');
 
 class Peer {
   private readonly lines: string[] = [];
@@ -64,12 +65,12 @@ const rows: Record<string, number | string>[] = [];
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
-    const probe = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o], process.env);
+    const probe = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device], process.env);
     await probe.ask();
     const threads = (await probe.ask<Info>('info')).threads;
     probe.close();
-    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o], env(threads));
-    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads)], env(threads));
+    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device], env(threads));
+    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device], env(threads));
     await Promise.all([ours.ask(), torch.ask()]);
     const t = { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] };
     for (let r = 0; r < rounds; r++) {

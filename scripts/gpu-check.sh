@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU check of universal-sam, in one go on a machine with an NVIDIA GPU
+# and a CUDA build of PyTorch (its LibTorch 2.x is what the addon links).
+#
+#   scripts/gpu-check.sh pack            (here) gpu-carry.tar.xz: node, node_modules, dist
+#   scripts/gpu-check.sh run [OUT_DIR]   (there) build the CUDA flavour, run the CUDA
+#                                        tests, benchmark ResNet-18, write OUT_DIR/summary.md
+#
+# The GPU machine needs python3 with a CUDA torch, cmake and a C++ compiler;
+# node comes in the archive. Everything is written under OUT_DIR (default
+# $OUT, else ./gpu-check-out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+
+if [ "$mode" = pack ]; then
+  npx tsc -p tsconfig.build.json
+  stage=$(mktemp -d)
+  mkdir -p "$stage/bin"
+  cp "$(command -v node)" "$stage/bin/node"
+  tar -C . --exclude=node_modules/typescript --exclude=node_modules/.cache -cf "$stage/tree.tar" node_modules dist
+  tar -C "$stage" -cJf gpu-carry.tar.xz bin tree.tar
+  rm -rf "$stage"
+  echo "gpu-check: wrote gpu-carry.tar.xz ($(du -h gpu-carry.tar.xz | cut -f1)); carry it with the checkout and run: bash scripts/gpu-check.sh run"
+  exit 0
+fi
+[ "$mode" = run ] || { echo "usage: scripts/gpu-check.sh pack | run [OUT_DIR]" >&2; exit 2; }
+
+out=${2:-${OUT:-gpu-check-out}}
+mkdir -p "$out"
+summary="$out/summary.md"
+: > "$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+if [ -f gpu-carry.tar.xz ]; then
+  tmp=$(mktemp -d)
+  tar -C "$tmp" -xJf gpu-carry.tar.xz
+  tar -xf "$tmp/tree.tar"
+  export PATH="$tmp/bin:$PATH"
+fi
+command -v node >/dev/null || { say "gpu-check: no node (run 'scripts/gpu-check.sh pack' where node is, and carry gpu-carry.tar.xz)"; exit 1; }
+
+python=${PYTHON:-python3}
+if ! prefix=$("$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.utils.cmake_prefix_path)' 2>"$out/torch.err"); then
+  say "gpu-check: needs python3 with a CUDA torch and a visible GPU: $(tail -1 "$out/torch.err")"
+  exit 1
+fi
+torch_version=$("$python" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))')
+say "# universal-sam GPU check"
+say ""
+say "- machine: $(nproc) cores; torch/CUDA/GPU: $torch_version"
+
+# 1. the CUDA flavour, built against the Python torch's LibTorch
+start=$(date +%s)
+if ! Torch_DIR="$prefix/Torch" node scripts/install.mjs --force-source > "$out/build.log" 2>&1; then
+  say "- build: FAILED (see build.log)"; tail -30 "$out/build.log"; exit 1
+fi
+flavour=$(node -e "const v=require('./build/Release/usam.node').versions(); console.log(v.flavour + ' ' + v.torch + ' cuda=' + v.cudaAvailable + ' devices=' + v.cudaDeviceCount)")
+say "- build: $(( $(date +%s) - start )) s, addon: $flavour"
+
+# 2. the CUDA tests (and the whole suite: they must agree with the CPU)
+set +e
+USAM_REQUIRE_CUDA=1 node node_modules/vitest/vitest.mjs run test/cuda.test.ts > "$out/cuda-tests.txt" 2>&1
+cuda_rc=$?
+set -e
+say "- CUDA tests: $(grep -E 'Tests +[0-9]' "$out/cuda-tests.txt" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | xargs) (exit $cuda_rc)"
+
+# 3. ResNet-18 (CIFAR shape, batch 128): SAM and Frob-SAM steps, ours vs PyTorch on the same card
+say ""
+say "| optimizer | ours ms/step | PyTorch ms/step | ours/PyTorch | ours fwd-bwd ms | ours/((n+1)·fwd-bwd) |"
+say "|---|---|---|---|---|---|"
+node scripts/run-ts.mjs scripts/bench/steps.ts --json --models resnet18 --optimizers sgd,sam,frob-sam --device cuda --rounds 3 --steps 10 > "$out/bench.jsonl" 2> "$out/bench.err" || true
+node -e '
+  const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse);
+  for (const r of rows) console.log(`| ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} | ${r.forwardBackwardMs.toFixed(2)} | ${r.oursOverPasses.toFixed(3)} |`);
+' "$out/bench.jsonl" | tee -a "$summary"
+[ -s "$out/bench.jsonl" ] || say "(benchmark failed: see bench.err)"
+say ""
+say "Raw: build.log, cuda-tests.txt, bench.jsonl."
+exit $cuda_rc

@@ -1,0 +1,94 @@
+// CUDA: tensors, models, optimizers and probes on the GPU agree with the CPU
+// (float64). Run by scripts/gpu-check.sh on a CUDA build; on a CPU build or a
+// machine without a GPU the whole file is reported as skipped (USAM_REQUIRE_CUDA=1
+// turns that into a failure).
+import { describe, expect, it } from 'vitest';
+import { hessian } from '../lib/hessian/hessian.js';
+import { Model } from '../lib/model/model.js';
+import { cnn, mlp } from '../lib/model/presets.js';
+import { native } from '../lib/native/load.js';
+import { Optimizer } from '../lib/optim/optimizer.js';
+import { generator } from '../lib/random.js';
+import { tensor, zeros } from '../lib/tensor.js';
+import { maxAbsDiff, randomBatch, rng, toNumbers } from './helpers.js';
+
+const v = native().versions();
+const hasCuda = v.cudaAvailable && v.cudaDeviceCount > 0;
+
+describe('CUDA availability', () => {
+  it(`reports the flavour (${v.flavour}) and CUDA devices (${v.cudaDeviceCount})`, () => {
+    if (process.env.USAM_REQUIRE_CUDA) expect(hasCuda).toBe(true);
+    expect(v.cudaDeviceCount).toBeGreaterThanOrEqual(0);
+    if (!hasCuda) expect(() => zeros([2], { device: 'cuda' })).toThrow(/CPU flavour|no CUDA device/);
+  });
+});
+
+describe.skipIf(!hasCuda)('on CUDA (skipped: no CUDA device in this build or machine)', () => {
+  it('tensors round-trip and refuse devices that do not exist', () => {
+    const t = tensor(new Float64Array([1, 2, 3]), [3], { device: 'cuda' });
+    expect(t.device).toBe('cuda:0');
+    expect(Array.from(t.toArray() as Float64Array)).toEqual([1, 2, 3]);
+    expect(() => zeros([1], { device: 'cuda:99' })).toThrow(/only \d+ CUDA device/);
+  });
+
+  for (const [name, spec, shape] of [
+    ['MLP', mlp({ layers: [5, 7, 3], activation: 'tanh', batchNorm: true }), [9, 5]],
+    ['CNN', cnn({ input: [1, 8, 8], channels: [3], hidden: 5, classes: 3 }), [6, 1, 8, 8]],
+  ] as const) {
+    it(`${name}: loss, gradient, HVP and third-order gradient equal the CPU (float64)`, () => {
+      const cpu = new Model(spec, { dtype: 'float64', seed: 2 });
+      const gpu = new Model(spec, { dtype: 'float64', seed: 2, device: 'cuda' });
+      gpu.setParams(cpu.getParams());
+      const { x, y } = randomBatch([...shape], 3, 4);
+      const [xg, yg] = [x.to('cuda'), y.to('cuda')];
+      const a = cpu.lossAndGrad(x, y), b = gpu.lossAndGrad(xg, yg);
+      expect(Math.abs(a.loss - b.loss)).toBeLessThan(1e-12);
+      expect(maxAbsDiff(toNumbers(a.grad), toNumbers(b.grad))).toBeLessThan(1e-12);
+      const r = rng(5);
+      const vv = Float64Array.from({ length: cpu.numParams }, () => r() - 0.5);
+      const hv = toNumbers(cpu.hvp(x, y, tensor(vv))), hvg = toNumbers(gpu.hvp(xg, yg, tensor(vv, undefined, { device: 'cuda' })));
+      expect(maxAbsDiff(hv, hvg)).toBeLessThan(1e-10);
+      const q = cpu.quadraticFormGrad(x, y, tensor(vv)), qg = gpu.quadraticFormGrad(xg, yg, tensor(vv, undefined, { device: 'cuda' }));
+      expect(Math.abs(q.q - qg.q)).toBeLessThan(1e-10);
+      expect(maxAbsDiff(toNumbers(q.grad), toNumbers(qg.grad))).toBeLessThan(1e-9);
+    });
+  }
+
+  it('every optimizer of the family steps the same on CUDA as on the CPU (same directions)', () => {
+    const spec = mlp({ layers: [5, 7, 3], activation: 'gelu' });
+    const { x, y } = randomBatch([8, 5], 3, 6);
+    for (const kind of ['sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as const) {
+      const run = (device: string) => {
+        const m = new Model(spec, { dtype: 'float64', seed: 1, device });
+        let k = 0;
+        const mu = (p: number) => {
+          const r = rng(100 + k++);
+          return Float64Array.from({ length: p }, () => r() - 0.5);
+        };
+        const sharpness = kind === 'sam' || kind === 'asam' ? { kind, rho: 0.05 } : { kind, rho: 0.05, lambda: 0.1, samples: 2, mu };
+        const o = new Optimizer(m, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness: sharpness as never });
+        for (let i = 0; i < 3; i++) o.step(device === 'cpu' ? x : x.to(device), device === 'cpu' ? y : y.to(device));
+        return m.getParams();
+      };
+      expect(maxAbsDiff(run('cpu'), run('cuda')), kind).toBeLessThan(1e-10);
+    }
+  });
+
+  it('samplers draw on the GPU; probes agree with the CPU', () => {
+    const g = generator(3, 'cuda');
+    const u = zeros([1000], { dtype: 'float64', device: 'cuda' });
+    g.gaussian(u);
+    g.fillAsync(u, 'sphere');
+    g.wait();
+    expect(native().ops.norm(u)).toBeCloseTo(1, 10);
+    const spec = mlp({ layers: [4, 6, 3], activation: 'tanh' });
+    const cpu = new Model(spec, { dtype: 'float64', seed: 3 });
+    const gpu = new Model(spec, { dtype: 'float64', seed: 3, device: 'cuda' });
+    gpu.setParams(cpu.getParams());
+    const { x, y } = randomBatch([10, 4], 3, 8);
+    const a = hessian(cpu, { x, y }, { mode: 'eval' }).spectrum();
+    const b = hessian(gpu, { x: x.to('cuda'), y: y.to('cuda') }, { mode: 'eval' }).spectrum();
+    expect(Math.abs(a.trace - b.trace)).toBeLessThan(1e-10);
+    expect(Math.abs(a.maxEigenvalue - b.maxEigenvalue)).toBeLessThan(1e-10);
+  });
+});
