@@ -25,3 +25,27 @@ export {
   type UserSampler,
 } from './sharpness/config.js';
 export { scalarPresets, type ScalarFunction } from './sharpness/functions.js';
+export { hessian, Hessian, FULL_HESSIAN_LIMIT, type HessianOptions, type SharpnessProbe } from './hessian/hessian.js';
+export type { EigenOptions, EigenResult } from './hessian/eigen.js';
+export type { Estimate } from './hessian/estimators.js';
+export { readIdx, parseIdx, encodeIdx } from './data/idx.js';
+export { readCifar } from './data/cifar.js';
+export {
+  cifar,
+  fashionMnist,
+  readIdxDataset,
+  synthetic,
+  subset,
+  withLabelNoise,
+  normalize,
+  channelStats,
+  FASHION_MNIST_DIR,
+  type Dataset,
+} from './data/dataset.js';
+export { DataLoader, type LoaderOptions } from './data/loader.js';
+export { Trainer, type EpochMetrics, type TrainEvents, type TrainResult, type StepInfo } from './train/trainer.js';
+export { trainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './train/config.js';
+export { trainInWorker, type WorkerRun } from './train/run.js';
+export { evaluate, type Evaluation } from './train/evaluate.js';
+export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
+export { readRun, renderReport } from './train/report.js';
