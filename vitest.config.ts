@@ -1,5 +1,29 @@
 import { defineConfig } from 'vitest/config';
 
+interface Task {
+  type: string;
+  mode?: string;
+  result?: { state?: string };
+  tasks?: Task[];
+}
+
+/** Ends the run with the plain line 'N passed, N failed, N skipped'. */
+const summaryLine = {
+  onFinished(files: Task[] = []) {
+    const count = { passed: 0, failed: 0, skipped: 0 };
+    const walk = (t: Task) => {
+      if (t.type === 'test') {
+        if (t.mode === 'skip' || t.mode === 'todo' || t.result?.state === 'skip') count.skipped++;
+        else if (t.result?.state === 'pass') count.passed++;
+        else count.failed++;
+      }
+      t.tasks?.forEach(walk);
+    };
+    files.forEach(walk);
+    process.stdout.write(`\n${count.passed} passed, ${count.failed} failed, ${count.skipped} skipped\n`);
+  },
+};
+
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
@@ -7,8 +31,8 @@ export default defineConfig({
     // timings sane and LibTorch's thread pool uncontended.
     fileParallelism: false,
     pool: 'forks',
-    testTimeout: 120_000,
+    testTimeout: 180_000,
     hookTimeout: 120_000,
-    reporters: ['default'],
+    reporters: ['default', summaryLine],
   },
 });

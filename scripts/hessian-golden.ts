@@ -5,57 +5,43 @@
 // file. One JSON line per file; exits 1 above 1e-8.
 import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js';
 import { hessian } from '../lib/hessian/hessian.js';
+import { goldenMain } from './golden-cli.js';
 
-const TOLERANCE = 1e-8;
-const files = process.argv.slice(2);
-if (files.length === 0) {
-  console.error('usage: npm run --silent hessian-golden -- FILE...');
-  process.exit(2);
-}
-let failed = false;
-for (const file of files) {
-  try {
-    const g = readGolden(hessianGolden, file);
-    const { model, x, y } = goldenSetup(g, g.params);
-    const h = hessian(model, { x, y }, { mode: 'train' });
-    const s = h.spectrum({ damping: g.damping, maxSize: g.numParams });
-    const lanczos = h.eigenvalues({ k: 1, which: 'both', tol: 1e-10 });
-    const hutch = h.trace({ method: 'hutchinson', samples: 200, seed: 0 });
-    const diffs = [
-      Math.abs(s.trace - g.trace),
-      Math.abs(s.frobeniusSquared - g.frobeniusSquared),
-      Math.abs(s.maxEigenvalue - g.maxEigenvalue),
-      Math.abs(s.minEigenvalue - g.minEigenvalue),
-      Math.abs(s.logAbsDetDamped! - g.logAbsDetDamped),
-      ...s.eigenvalues.map((l, i) => Math.abs(l - g.eigenvalues[i])),
-    ];
-    const maxAbsDiff = Math.max(...diffs);
-    console.log(
-      JSON.stringify({
-        file,
-        trace: s.trace,
-        frobeniusSquared: s.frobeniusSquared,
-        maxEigenvalue: s.maxEigenvalue,
-        minEigenvalue: s.minEigenvalue,
-        logAbsDetDamped: s.logAbsDetDamped,
-        damping: g.damping,
-        lanczos: {
-          maxEigenvalue: lanczos.largest![0],
-          minEigenvalue: lanczos.smallest![0],
-          hvps: lanczos.hvps,
-          iterations: lanczos.iterations,
-        },
-        hutchinsonTrace: { estimate: hutch.estimate, standardError: hutch.standardError, samples: hutch.samples, hvps: hutch.hvps },
-        fullHvps: s.hvps,
-        maxAbsDiff,
-      }),
-    );
-    if (!(maxAbsDiff <= TOLERANCE)) failed = true;
-    h.dispose();
-    model.dispose();
-  } catch (e) {
-    console.log(JSON.stringify({ file, maxAbsDiff: null, error: (e as Error).message }));
-    failed = true;
-  }
-}
-process.exit(failed ? 1 : 0);
+goldenMain('npm run --silent hessian-golden -- FILE...', 1e-8, (file) => {
+  const g = readGolden(hessianGolden, file);
+  const { model, x, y } = goldenSetup(g, g.params);
+  const h = hessian(model, { x, y }, { mode: 'train' });
+  const s = h.spectrum({ damping: g.damping, maxSize: g.numParams });
+  const lanczos = h.eigenvalues({ k: 1, which: 'both', tol: 1e-10 });
+  const hutch = h.trace({ method: 'hutchinson', samples: 200, seed: 0 });
+  const diffs = [
+    Math.abs(s.trace - g.trace),
+    Math.abs(s.frobeniusSquared - g.frobeniusSquared),
+    Math.abs(s.maxEigenvalue - g.maxEigenvalue),
+    Math.abs(s.minEigenvalue - g.minEigenvalue),
+    Math.abs(s.logAbsDetDamped! - g.logAbsDetDamped),
+    ...s.eigenvalues.map((l, i) => Math.abs(l - g.eigenvalues[i])),
+  ];
+  const maxAbsDiff = Math.max(...diffs);
+  const record = {
+    file,
+    trace: s.trace,
+    frobeniusSquared: s.frobeniusSquared,
+    maxEigenvalue: s.maxEigenvalue,
+    minEigenvalue: s.minEigenvalue,
+    logAbsDetDamped: s.logAbsDetDamped,
+    damping: g.damping,
+    lanczos: {
+      maxEigenvalue: lanczos.largest![0],
+      minEigenvalue: lanczos.smallest![0],
+      hvps: lanczos.hvps,
+      iterations: lanczos.iterations,
+    },
+    hutchinsonTrace: { estimate: hutch.estimate, standardError: hutch.standardError, samples: hutch.samples, hvps: hutch.hvps },
+    fullHvps: s.hvps,
+    maxAbsDiff,
+  };
+  h.dispose();
+  model.dispose();
+  return record;
+});
