@@ -52,16 +52,17 @@ export function lineChart(title: string, xLabel: string, series: Series[]): stri
   const ticks = [0, 0.25, 0.5, 0.75, 1];
   const grid = ticks
     .map((f) => {
-      const y = y0 + f * (y1 - y0);
+      let y = y0 + f * (y1 - y0);
+      if (Math.abs(y) < 1e-9 * Math.max(Math.abs(y0), Math.abs(y1))) y = 0; // no 9.5e-168 labels
       return `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/><text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end" font-size="10">${fmt(y)}</text>`;
     })
     .join('');
-  const xticks = ticks
-    .map((f) => {
-      const x = x0 + f * (x1 - x0);
-      return `<text x="${sx(x)}" y="${H - B + 14}" text-anchor="middle" font-size="10">${fmt(x)}</text>`;
-    })
-    .join('');
+  // integer x (epochs): ticks on whole numbers only
+  const integral = all.every(([x]) => Number.isInteger(x));
+  const xs = integral
+    ? Array.from({ length: Math.floor((x1 - x0) / Math.max(1, Math.ceil((x1 - x0) / 8))) + 1 }, (_, i) => x0 + i * Math.max(1, Math.ceil((x1 - x0) / 8)))
+    : ticks.map((f) => x0 + f * (x1 - x0));
+  const xticks = xs.map((x) => `<text x="${sx(x)}" y="${H - B + 14}" text-anchor="middle" font-size="10">${fmt(x)}</text>`).join('');
   const lines = series
     .map((s, i) => {
       const pts = s.points.filter(([, y]) => Number.isFinite(y));
@@ -72,7 +73,7 @@ export function lineChart(title: string, xLabel: string, series: Series[]): stri
     })
     .join('');
   const legend = series
-    .map((s, i) => `<text x="${L + 8}" y="${T + 14 + 13 * i}" font-size="11" fill="${COLORS[i % COLORS.length]}">${esc(s.name)}</text>`)
+    .map((s, i) => `<text x="${W - R - 6}" y="${T + 14 + 13 * i}" text-anchor="end" font-size="11" fill="${COLORS[i % COLORS.length]}">${esc(s.name)}</text>`)
     .join('');
   return (
     `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">` +
