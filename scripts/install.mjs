@@ -42,7 +42,7 @@ const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 // a build is needed), and the default real data set, Fashion-MNIST.
 function installMissingPackages(needTorch) {
   const missing = [];
-  if (needTorch && !findLibtorch().found) missing.push('libtorch-dev');
+  if (needTorch) missing.push('libtorch-dev');
   if (!existsSync(FASHION_MNIST)) missing.push('dataset-fashion-mnist');
   // Debian's LibTorch calls the BLAS of the libblas.so.3 alternative; the
   // reference BLAS it falls back to is ~10-20× slower than OpenBLAS on the
@@ -118,16 +118,10 @@ function loadablePrebuild() {
 }
 
 const hasLocalBuild = existsSync(output) && statSync(output).mtimeMs >= newestSource();
-let prebuilt = null;
-if (!force && !hasLocalBuild) {
-  installMissingPackages(false);
-  if (!findLibtorch().found && canApt()) installMissingPackages(true);
-  prebuilt = loadablePrebuild();
-}
+// one apt-get run for everything this machine lacks (LibTorch is needed by a
+// prebuilt binary and by a source build alike)
+installMissingPackages(!force && hasLocalBuild ? false : !findLibtorch().found);
+const prebuilt = !force && !hasLocalBuild ? loadablePrebuild() : null;
 if (prebuilt) log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour}, LibTorch ${prebuilt.versions.torch})`);
-else {
-  const upToDate = !force && hasLocalBuild;
-  installMissingPackages(!upToDate);
-  if (upToDate) log(`addon is up to date (${output})`);
-  else build(resolveLibtorch());
-}
+else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);
+else build(resolveLibtorch());
