@@ -142,7 +142,11 @@ export class Optimizer {
       const w0 = this.workspace.get('saved-params');
       ops.copy(w0, this.model.params);
       grad = this.workspace.get('update-grad');
-      result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
+      try {
+        result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
+      } finally {
+        ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
+      }
     }
     const finite = result.gradSum !== undefined ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)

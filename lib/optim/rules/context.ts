@@ -55,16 +55,19 @@ export class Workspace {
 }
 
 /**
- * Draws directions u ~ mu into flat buffers. Within a step, the next draw of
- * a built-in measure is prefetched on a background thread while the current
- * forward-backward pass runs (begin() announces how many draws the step
- * makes, so no prefetch outlives the step and checkpoints stay exact). The
- * sequence of draws is the same as drawing synchronously.
+ * Draws directions u ~ mu. Within a step, the next draw of a built-in
+ * measure is made on a background thread while the current forward-backward
+ * pass runs, into the other of two buffers (so nothing is copied); begin()
+ * announces how many draws the step makes, so no prefetch outlives the step
+ * and checkpoints stay exact. The sequence of draws is the same as drawing
+ * synchronously. A direction returned by next() stays valid until the next
+ * call but one.
  */
 export class DirectionSampler {
   private remaining = 0;
-  private scheduled = false;
-  private buffer?: Tensor;
+  private pending: number | null = null; // buffer index being filled in the background
+  private turn = 0; // buffer index the next fill goes to
+  private readonly buffers: Tensor[] = [];
 
   constructor(
     private readonly mu: 'gaussian' | 'rademacher' | 'sphere' | 'cube' | UserSampler,
@@ -77,32 +80,45 @@ export class DirectionSampler {
   begin(draws: number): void {
     if (typeof this.mu !== 'string' || process.env.USAM_NO_PREFETCH) return;
     this.remaining = draws;
-    if (!this.scheduled && this.remaining > 0) this.schedule();
+    if (this.pending === null && this.remaining > 0) this.schedule();
+  }
+
+  private buffer(i: number): Tensor {
+    while (this.buffers.length <= i) this.buffers.push(this.newBuffer());
+    return this.buffers[i];
   }
 
   private schedule(): void {
-    this.buffer ??= this.newBuffer();
+    const out = this.buffer(this.turn);
     if (this.mu === 'cube') {
       const a = this.halfCube ?? NaN;
       if (!(a > 0)) throw new Error(`halfCube must be > 0 for the cube measure, got ${this.halfCube}`);
-      this.gen.fillAsync(this.buffer, 'uniform', -a, a);
-    } else this.gen.fillAsync(this.buffer, this.mu as 'gaussian' | 'rademacher' | 'sphere');
-    this.scheduled = true;
+      this.gen.fillAsync(out, 'uniform', -a, a);
+    } else this.gen.fillAsync(out, this.mu as 'gaussian' | 'rademacher' | 'sphere');
+    this.pending = this.turn;
+    this.turn ^= 1;
     this.remaining--;
   }
 
-  draw(out: Tensor, numParams: number): void {
+  /** The next direction u (a flat vector owned by the sampler). */
+  next(numParams: number): Tensor {
     if (typeof this.mu === 'string') {
-      if (!this.scheduled) return sampleInto(this.gen, this.mu, out, this.halfCube);
+      if (this.pending === null) {
+        const out = this.buffer(this.turn);
+        this.turn ^= 1;
+        sampleInto(this.gen, this.mu, out, this.halfCube);
+        return out;
+      }
       this.gen.wait();
-      ops.copy(out, this.buffer!);
-      this.scheduled = false;
+      const u = this.buffers[this.pending];
+      this.pending = null;
       if (this.remaining > 0) this.schedule();
-      return;
+      return u;
     }
     const u = this.mu(numParams);
     if (!u || u.length !== numParams)
       throw new Error(`sharpness.mu: the user sampler returned ${u?.length ?? 'nothing'} numbers; it must return a flat vector of ${numParams}`);
+    const out = this.buffer(0);
     const t = native().Tensor.fromArray(
       out.dtype === 'float64' ? Float64Array.from(u) : Float32Array.from(u),
       [numParams],
@@ -112,11 +128,12 @@ export class DirectionSampler {
     if (!ops.allFinite(t)) throw new Error('sharpness.mu: the user sampler returned NaN or Inf');
     ops.copy(out, t);
     t.dispose();
+    return out;
   }
 
   dispose(): void {
-    if (this.scheduled) this.gen.wait();
-    this.buffer?.dispose();
+    if (this.pending !== null) this.gen.wait();
+    for (const b of this.buffers) b.dispose();
   }
 }
 
@@ -132,12 +149,10 @@ export function directionSign(i: number, antithetic: boolean): 1 | -1 {
   return antithetic && i % 2 === 1 ? -1 : 1;
 }
 
-/** params ← w0 + scale·u, then the pass, then params ← w0 exactly. */
-export function atPerturbed<T>(ctx: RuleContext, u: Tensor, scale: number, pass: () => T): T {
-  ops.axpy(ctx.model.params, scale, u);
-  try {
-    return pass();
-  } finally {
-    ops.copy(ctx.model.params, ctx.w0);
-  }
+/**
+ * params ← w0 + scale·u (one fused pass, whatever params held before). The
+ * optimizer restores params ← w0 exactly once, after the rule.
+ */
+export function perturb(ctx: RuleContext, u: Tensor, scale: number): void {
+  ops.combine(ctx.model.params, [1, scale], [ctx.w0, u]);
 }

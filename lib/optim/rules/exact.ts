@@ -17,12 +17,10 @@ export type ExactOptions =
 
 export function exactStep(ctx: RuleContext, o: ExactOptions, sampler: DirectionSampler): RuleResult {
   const n = o.samples;
-  const u = ctx.workspace.get('direction');
   const h = ctx.workspace.list('perturbed-grad-', n);
   const half: number[] = [];
   for (let i = 0; i < n; i++) {
-    sampler.draw(u, ctx.model.numParams);
-    half.push(ctx.passes.quadraticFormGrad(u, h[i]) / 2);
+    half.push(ctx.passes.quadraticFormGrad(sampler.next(ctx.model.numParams), h[i]) / 2);
   }
   if (o.form === 'frobenius') {
     const mean = half.reduce((a, b) => a + b, 0) / n;

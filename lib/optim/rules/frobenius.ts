@@ -2,7 +2,8 @@
 //   F = L + (lambda/rho²)·½·SampleVar_i[L_i]
 //   grad = g0 + (lambda/rho²)·(1/(n−1))·Σ_i (L_i − L̄)·g_i
 import { ops } from '../../ops.js';
-import { atPerturbed, directionSign, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import type { Tensor } from '../../tensor.js';
+import { perturb, directionSign, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export function frobeniusStep(
   ctx: RuleContext,
@@ -11,13 +12,14 @@ export function frobeniusStep(
 ): RuleResult {
   const n = o.samples;
   const rho2 = ctx.rho * ctx.rho;
-  const u = ctx.workspace.get('direction');
   const g = ctx.workspace.list('perturbed-grad-', n);
   const losses: number[] = [];
+  let u: Tensor | undefined;
   for (let i = 0; i < n; i++) {
     const sign = directionSign(i, o.antithetic);
-    if (sign === 1) sampler.draw(u, ctx.model.numParams);
-    losses.push(atPerturbed(ctx, u, sign * ctx.rho, () => ctx.passes.lossAndGrad(g[i], false)));
+    if (sign === 1) u = sampler.next(ctx.model.numParams);
+    perturb(ctx, u!, sign * ctx.rho);
+    losses.push(ctx.passes.lossAndGrad(g[i], false));
   }
   const mean = losses.reduce((a, b) => a + b, 0) / n;
   const c = o.lambda / rho2 / (n - 1);

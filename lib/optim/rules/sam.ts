@@ -3,7 +3,7 @@
 //   ASAM: T = eta + |w|;  e = rho·T²⊙g0 / (‖T⊙g0‖ + 1e-7)
 //   grad = ∇L(w + e)
 import { ops } from '../../ops.js';
-import { atPerturbed, type RuleContext, type RuleResult } from './context.js';
+import { perturb, type RuleContext, type RuleResult } from './context.js';
 
 export function samStep(ctx: RuleContext, o: { adaptive: false } | { adaptive: true; eta: number }): RuleResult {
   const e = ctx.workspace.get('direction');
@@ -19,7 +19,8 @@ export function samStep(ctx: RuleContext, o: { adaptive: false } | { adaptive: t
     ops.copy(e, ctx.g0);
     ops.scale(e, ctx.rho / (ops.norm(ctx.g0) + 1e-7));
   }
-  const perturbedLoss = atPerturbed(ctx, e, 1, () => ctx.passes.lossAndGrad(ctx.grad, false));
+  perturb(ctx, e, 1);
+  const perturbedLoss = ctx.passes.lossAndGrad(ctx.grad, false);
   const sharpness = perturbedLoss - ctx.loss;
   return { sharpness, penalty: sharpness };
 }

@@ -3,8 +3,9 @@
 //   d_i = (L(w + rho·u_i) − L(w)) / rho²,  m = mean psi(d_i)
 //   grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(d_i)·(g_i − g0)
 import { ops } from '../../ops.js';
+import type { Tensor } from '../../tensor.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
-import { atPerturbed, directionSign, finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import { perturb, directionSign, finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export interface ZerothOrderOptions {
   psi: ScalarFunction;
@@ -16,13 +17,14 @@ export interface ZerothOrderOptions {
 
 export function zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): RuleResult {
   const n = o.samples;
-  const u = ctx.workspace.get('direction');
   const g = ctx.workspace.list('perturbed-grad-', n);
   const d: number[] = [];
+  let u: Tensor | undefined;
   for (let i = 0; i < n; i++) {
     const sign = directionSign(i, o.antithetic);
-    if (sign === 1) sampler.draw(u, ctx.model.numParams);
-    const li = atPerturbed(ctx, u, sign * ctx.rho, () => ctx.passes.lossAndGrad(g[i], false));
+    if (sign === 1) u = sampler.next(ctx.model.numParams);
+    perturb(ctx, u!, sign * ctx.rho);
+    const li = ctx.passes.lossAndGrad(g[i], false);
     d.push((li - ctx.loss) / (ctx.rho * ctx.rho));
   }
   const m = d.reduce((s, di) => s + finite(o.psi.f(di), 'psi', di, ctx.step), 0) / n;
