@@ -115,7 +115,8 @@ describe('usam CLI', () => {
   const usam = join(repoRoot, 'scripts', 'usam.mjs');
   it('train stops on SIGINT with a checkpoint, resumes, and report writes the page', async () => {
     const out = join(tmp(), 'cli');
-    const child = spawn(process.execPath, [usam, 'train', '--dataset', 'synthetic', '--epochs', '12', '--hidden', '16', '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // from another working directory: the training thread must find its own modules
+    const child = spawn(process.execPath, [usam, 'train', '--dataset', 'synthetic', '--epochs', '12', '--hidden', '16', '--out', out], { cwd: tmp(), stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     const code = await new Promise<number | null>((resolve) => {
       child.stderr.on('data', (d: Buffer) => {

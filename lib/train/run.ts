@@ -26,7 +26,10 @@ export function trainInWorker(config: TrainConfigInput | { resume: string }, han
   const url = new URL(dev ? './worker.ts' : './worker.js', import.meta.url);
   // from TypeScript sources (development), the thread registers tsx first
   const worker = dev
-    ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true, workerData: { config, stop } })
+    ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, {
+        eval: true,
+        workerData: { config, stop },
+      })
     : new Worker(url, { workerData: { config, stop } });
   const done = new Promise<Awaited<WorkerRun['done']>>((resolve, reject) => {
     let settled = false;
