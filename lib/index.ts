@@ -49,3 +49,4 @@ export { trainInWorker, type WorkerRun } from './train/run.js';
 export { evaluate, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
 export { readRun, renderReport } from './train/report.js';
+export { cuda } from './cuda.js';

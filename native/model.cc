@@ -26,6 +26,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("forward", &M::Guard<&M::Forward>),
                          InstanceMethod("loss", &M::Guard<&M::Loss>),
                          InstanceMethod("lossAndGrad", &M::Guard<&M::LossAndGrad>),
+                         InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
                          InstanceMethod("getRngState", &M::Guard<&M::GetRngState>),
@@ -136,9 +137,10 @@ at::Tensor& ModelWrap::FlatArg(const Napi::CallbackInfo& info, size_t i, const c
   return t;
 }
 
-at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice) {
+at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice, at::Tensor* output) {
   auto& net = Net();
   at::Tensor out = net.Forward(x, updateStats, twice);
+  if (output) *output = out;
   return net.Loss(out, y);
 }
 
@@ -190,9 +192,17 @@ Napi::Value ModelWrap::LossAndGrad(const Napi::CallbackInfo& info) {
   auto& out = FlatArg(info, 2, "grad");
   bool update = BoolArg(info, 3, "updateStats");
   auto& net = Net();
-  at::Tensor loss = LossOf(x, y, update, false);
+  at::Tensor output;
+  at::Tensor loss = LossOf(x, y, update, false, &output);
   auto grads = ag::grad({loss}, net.params, {}, false, false, /*allow_unused=*/true);
   WriteFlat(grads, out);
+  // training accuracy for free: the logits are at hand
+  if (y.scalar_type() == at::kLong && output.dim() == 2) {
+    at::NoGradGuard ng;
+    lastCorrect_ = output.argmax(1).eq(y).sum().item<int64_t>();
+  } else {
+    lastCorrect_ = -1;
+  }
   return Napi::Number::New(info.Env(), loss.item<double>());
 }
 
@@ -234,6 +244,10 @@ Napi::Value ModelWrap::QuadraticFormGrad(const Napi::CallbackInfo& info) {
   else
     out.zero_();
   return Napi::Number::New(info.Env(), q.item<double>());
+}
+
+Napi::Value ModelWrap::LastCorrect(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(lastCorrect_));
 }
 
 Napi::Value ModelWrap::GetRngState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), Net().gen); }

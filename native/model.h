@@ -28,6 +28,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Loss(const Napi::CallbackInfo& info);
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
+  Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);
   Napi::Value GetRngState(const Napi::CallbackInfo& info);
@@ -39,12 +40,15 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   std::pair<at::Tensor, at::Tensor> Batch(const Napi::CallbackInfo& info, size_t first);
   at::Tensor& FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name);
   // Mean loss of a batch, with a graph when parameters need gradients.
-  at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable);
+  // `output`, when given, receives the model's outputs.
+  at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,
+                    at::Tensor* output = nullptr);
   void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;
+  int64_t lastCorrect_ = -1;  // correctly classified samples of the last lossAndGrad (cross-entropy)
 };
 
 }  // namespace usam

@@ -39,7 +39,7 @@ describe('safetensors', () => {
     const x = tensor(Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), [6, 4]);
     const y = labels([0, 1, 2, 0, 1, 2]);
     oa.step(x, y);
-    saveCheckpoint(join(dir, 'c.safetensors'), a, oa, { any: 1 }, { epoch: 2, batch: 3, globalStep: 9, lossSum: 1.5, sharpnessSum: 0, sharpnessCount: 0, steps: 3 });
+    saveCheckpoint(join(dir, 'c.safetensors'), a, oa, { any: 1 }, { epoch: 2, batch: 3, globalStep: 9, lossSum: 1.5, sharpnessSum: 0, sharpnessCount: 0, steps: 3, correct: 0, seen: 0 });
     const b = new Model(spec, { dtype: 'float32', seed: 99 });
     const ob = new Optimizer(b, { base: { kind: 'adam', lr: 0.01 }, sharpness: { kind: 'frob-sam', rho: 0.05, lambda: 0.1 }, seed: 0 });
     const ck = loadCheckpoint(join(dir, 'c.safetensors'));

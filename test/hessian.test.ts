@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js';
+import { DataLoader } from '../lib/data/loader.js';
 import { hessian } from '../lib/hessian/hessian.js';
 import { mlp } from '../lib/model/presets.js';
 import { tensor } from '../lib/tensor.js';
@@ -106,6 +107,11 @@ describe('operator', () => {
     };
     const averaged = toNumbers(hessian(m, loader(), { mode: 'eval' }).hvp(v));
     expect(maxAbsDiff(averaged, whole)).toBeLessThan(1e-14);
+    // a DataLoader is such an iterable of batches
+    const ds = { name: 'd', x: Float32Array.from(xs), y: Int32Array.from(ys), shape: [4], classes: 3 };
+    const viaLoader = toNumbers(hessian(m, new DataLoader(ds, { batchSize: 4, dtype: 'float64' }), { mode: 'eval' }).hvp(v));
+    const wholeF32 = toNumbers(hessian(m, { x: tensor(Float64Array.from(Float32Array.from(xs)), [10, 4], { dtype: 'float64' }), y: by }, { mode: 'eval' }).hvp(v));
+    expect(maxAbsDiff(viaLoader, wholeF32)).toBeLessThan(1e-14);
   });
 
   it('per-layer probes are the principal block of the full Hessian', () => {

@@ -193,6 +193,24 @@ describe('steps', () => {
     const every = new Optimizer(model, { base, sharpness: configs[0], every: 3 });
     expect([0, 1, 2, 3, 4].map(() => every.step(x, y).sharpnessAware)).toEqual([true, false, false, true, false]);
   });
+
+  it('reports the training accuracy of the unperturbed pass and warms rho up', () => {
+    const { x, y } = randomBatch([12, 5], 3, 9);
+    const model = float64Model(mlp({ layers: [5, 6, 3] }), 3);
+    const logits = toNumbers(model.forward(x));
+    const labels = Array.from(y.toArray() as BigInt64Array, Number);
+    let correct = 0;
+    for (let i = 0; i < 12; i++) {
+      const row = logits.slice(i * 3, i * 3 + 3);
+      if (row.indexOf(Math.max(...row)) === labels[i]) correct++;
+    }
+    const opt = new Optimizer(model, { base, sharpness: configs[4], rhoWarmup: { steps: 2 } });
+    const r = opt.step(x, y);
+    expect([r.correct, r.count]).toEqual([correct, 12]);
+    expect([r.rho, r.sharpnessAware]).toEqual([0, false]); // rho 0: a plain step
+    expect(opt.step(x, y).rho).toBeCloseTo(0.025, 15);
+    expect(opt.step(x, y).rho).toBe(0.05);
+  });
 });
 
 describe('bad configurations and bad numbers', () => {

@@ -1,5 +1,6 @@
 // Tensor handles, flat-vector operations and samplers.
 import { describe, expect, it } from 'vitest';
+import { cuda } from '../lib/cuda.js';
 import { native } from '../lib/native/load.js';
 import { ops } from '../lib/ops.js';
 import { generator, sampleInto } from '../lib/random.js';
@@ -113,8 +114,10 @@ describe('samplers', () => {
     expect(generator(4).randperm(10).slice().sort()).toEqual(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
   });
 
-  it('reports versions', () => {
+  it('reports versions and CUDA availability', () => {
     const v = native().versions();
+    expect(cuda.isAvailable()).toBe(v.cudaAvailable);
+    expect(cuda.deviceCount()).toBe(v.cudaDeviceCount);
     expect(v.torch).toMatch(/^\d+\.\d+\.\d+$/);
     expect(['cpu', 'cuda']).toContain(v.flavour);
   });

@@ -54,7 +54,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     onReady: (r) => process.stderr.write(`usam: training ${r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`),
     onStep: (s) => {
       if (quiet) return;
-      const line = `epoch ${s.epoch + 1}/${s.epochs} ${bar(s.batch / s.batches)} ${s.batch}/${s.batches}  loss ${s.loss.toFixed(4)}  ${s.stepsPerSecond.toFixed(1)} steps/s`;
+      const acc = s.accuracy === null ? '' : `  acc ${(100 * s.accuracy).toFixed(1)}%`;
+      const line = `epoch ${s.epoch + 1}/${s.epochs} ${bar(s.batch / s.batches)} ${s.batch}/${s.batches}  loss ${s.loss.toFixed(4)}${acc}  ${s.stepsPerSecond.toFixed(1)} steps/s`;
       process.stderr.write(`\r${line}\x1b[K`);
     },
     onEpoch: (m: EpochMetrics) => {
@@ -62,7 +63,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       const sharp = m.sharpness === null ? '' : `  sharpness ${m.sharpness.toPrecision(4)}`;
       const probe = m.probe ? `  tr H ${m.probe.trace.toPrecision(4)}  λmax ${m.probe.maxEigenvalue.toPrecision(4)}` : '';
       process.stderr.write(
-        `epoch ${m.epoch + 1}: train loss ${m.trainLoss.toFixed(4)}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,
+        `epoch ${m.epoch + 1}: train loss ${m.trainLoss.toFixed(4)}${m.trainAccuracy === null ? '' : ` (${(100 * m.trainAccuracy).toFixed(2)}%)`}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,
       );
     },
   });

@@ -66,6 +66,11 @@ export class DataLoader {
     };
   }
 
+  /** The batches of epoch 0 in order: a loader is an Iterable<Batch> (e.g. for hessian()). */
+  [Symbol.iterator](): Iterator<Batch> {
+    return this.epoch(0);
+  }
+
   /** The batches of one epoch, from `start` on. */
   *epoch(epoch: number, start = 0): Generator<Batch> {
     const order = this.order(epoch);

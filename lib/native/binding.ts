@@ -45,6 +45,8 @@ export interface NativeModel {
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
   lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;
+  /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
+  readonly lastCorrect: number;
   hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   getRngState(): Uint8Array;

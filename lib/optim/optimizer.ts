@@ -28,6 +28,7 @@ const optimizerOptions = z
     lrSchedule: scheduleConfig.default({ kind: 'constant' }),
     rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
     warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
+    rhoWarmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
   })
   .strict();
 
@@ -40,6 +41,8 @@ export interface OptimizerOptions {
   rhoSchedule?: z.input<typeof scheduleConfig>;
   /** linear learning-rate warm-up over the first steps */
   warmup?: z.input<typeof warmupConfig>;
+  /** linear rho warm-up over the first steps */
+  rhoWarmup?: z.input<typeof warmupConfig>;
 }
 
 export interface StepResult {
@@ -52,6 +55,10 @@ export interface StepResult {
   penalty: number;
   lr: number;
   rho: number;
+  /** correctly classified samples at w (the unperturbed pass), null without class labels */
+  correct: number | null;
+  /** samples in the step */
+  count: number;
   sharpnessAware: boolean;
   counters: PassCounters;
 }
@@ -89,7 +96,7 @@ export class Optimizer {
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
       this.sharpness = s;
-      this.rho = schedule(s.rho, o.rhoSchedule);
+      this.rho = schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
       if (s.kind === 'sam' || s.kind === 'asam') {
         this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta } : { adaptive: false });
       } else {
@@ -132,9 +139,11 @@ export class Optimizer {
     const lr = this.lr(t);
     const rho = this.rho(t);
     const g0 = this.workspace.get('unperturbed-grad');
-    const sharpnessAware = this.rule !== undefined && t % this.every === 0;
+    // rho 0 (e.g. the first step of a rho warm-up) means no perturbation: a plain step
+    const sharpnessAware = this.rule !== undefined && t % this.every === 0 && rho > 0;
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = this.passes.lossAndGrad(g0, true); // the only pass that moves BatchNorm statistics
+    const correct = this.passes.correct;
     checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
     let grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
@@ -158,7 +167,8 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, sharpnessAware, counters };
+    const count = batches.reduce((n, b) => n + b.x.shape[0], 0);
+    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, correct, count, sharpnessAware, counters };
   }
 
   /** Totals since creation. */

@@ -55,13 +55,22 @@ export class Passes {
     return value;
   }
 
+  /** Correctly classified samples in the last lossAndGrad over all micro-batches (null without class labels). */
+  correct: number | null = null;
+
   /** L and ∇L at the current parameters. */
   lossAndGrad(out: Tensor, updateStats: boolean): number {
-    return this.accumulate(out, (b, o) => {
+    let correct: number | null = 0;
+    const loss = this.accumulate(out, (b, o) => {
       this.counters.forward++;
       this.counters.backward++;
-      return this.model.native.lossAndGrad(b.x, b.y, o, updateStats);
+      const l = this.model.native.lossAndGrad(b.x, b.y, o, updateStats);
+      const c = this.model.native.lastCorrect;
+      correct = c >= 0 && correct !== null ? correct + c : null;
+      return l;
     });
+    this.correct = correct;
+    return loss;
   }
 
   /** q = vᵀHv and ∇(vᵀHv) at the current parameters. */

@@ -21,6 +21,9 @@ export interface Progress {
   sharpnessSum: number;
   sharpnessCount: number;
   steps: number;
+  /** correctly classified / seen training samples of the unfinished epoch */
+  correct: number;
+  seen: number;
 }
 
 const OPTIMIZER_BUFFERS: Record<string, string[]> = { sgd: ['momentum_buffer'], adam: ['exp_avg', 'exp_avg_sq'], adamw: ['exp_avg', 'exp_avg_sq'] };

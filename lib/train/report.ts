@@ -86,6 +86,7 @@ export function lineChart(title: string, xLabel: string, series: Series[]): stri
 const EPOCH_CHARTS: [string, (m: EpochMetrics) => number | null | undefined][] = [
   ['training loss', (m) => m.trainLoss],
   ['test loss', (m) => m.test.loss],
+  ['training accuracy', (m) => m.trainAccuracy],
   ['test top-1 accuracy', (m) => m.test.top1],
   ['test top-5 accuracy', (m) => m.test.top5],
   ['sharpness estimate S(w) (mean over the epoch)', (m) => m.sharpness],

@@ -19,6 +19,8 @@ export interface EpochMetrics {
   epoch: number;
   step: number;
   trainLoss: number;
+  /** accuracy on the training batches, at the weights of each step (before its update) */
+  trainAccuracy: number | null;
   sharpness: number | null;
   test: Evaluation;
   lr: number;
@@ -41,6 +43,8 @@ export interface StepInfo {
   batches: number;
   epochs: number;
   loss: number;
+  /** running training accuracy of the epoch */
+  accuracy: number | null;
   stepsPerSecond: number;
 }
 
@@ -79,7 +83,7 @@ export class Trainer {
   readonly optimizer: Optimizer;
   readonly loader: DataLoader;
   readonly data: { train: Dataset; test: Dataset; flipped: number };
-  private progress: Progress = { epoch: 0, batch: 0, globalStep: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0 };
+  private progress: Progress = { epoch: 0, batch: 0, globalStep: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 };
 
   /** A new run (out must not hold one), or with `resume` the run saved in `out`. */
   constructor(config: TrainConfigInput | { resume: string }) {
@@ -106,7 +110,7 @@ export class Trainer {
     this.optimizer = new Optimizer(this.model, optimizerOptionsOf(this.config, this.loader.length));
     if (loaded) {
       loaded.restore(this.model, this.optimizer);
-      this.progress = loaded.progress;
+      this.progress = { ...loaded.progress, correct: loaded.progress.correct ?? 0, seen: loaded.progress.seen ?? 0 };
     } else {
       const created = !existsSync(out);
       checkWritable(out);
@@ -166,6 +170,10 @@ export class Trainer {
         p.globalStep++;
         p.steps++;
         p.lossSum += r.loss;
+        if (r.correct !== null) {
+          p.correct += r.correct;
+          p.seen += r.count;
+        }
         if (Number.isFinite(r.sharpness)) {
           p.sharpnessSum += r.sharpness;
           p.sharpnessCount++;
@@ -178,6 +186,7 @@ export class Trainer {
           batches: this.loader.length,
           epochs: c.epochs,
           loss: r.loss,
+          accuracy: p.seen > 0 ? p.correct / p.seen : null,
           stepsPerSecond: stepsThisRun / Math.max((Date.now() - started) / 1000, 1e-9),
         });
       }
@@ -185,6 +194,7 @@ export class Trainer {
         epoch: p.epoch,
         step: p.globalStep,
         trainLoss: p.lossSum / Math.max(p.steps, 1),
+        trainAccuracy: p.seen > 0 ? p.correct / p.seen : null,
         sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
         test: evaluate(this.model, this.data.test),
         lr: last.lr,
@@ -193,7 +203,7 @@ export class Trainer {
         stepsPerSecond: p.steps / Math.max((Date.now() - epochStart) / 1000, 1e-9),
       };
       if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = this.probe(p.epoch);
-      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0 });
+      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 });
       this.save();
       appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
       metrics.push(m);
