@@ -26,21 +26,26 @@ function checkSamples(samples: number, min: number, what: string): void {
   if (!Number.isInteger(samples) || samples < min) throw new Error(`${what}: samples must be an integer ≥ ${min}, got ${samples}`);
 }
 
-/** Hutchinson: tr H = E[vᵀHv], v rademacher. */
-export function hutchinson(op: HessianOperator, samples: number, seed: number): Estimate {
-  checkSamples(samples, 2, 'trace');
+/** The mean of f(v, Hv) over `samples` random v, with its standard error. */
+function sampleMean(op: HessianOperator, samples: number, seed: number, kind: 'rademacher' | 'gaussian', f: (v: Tensor, hv: Tensor) => number): Estimate {
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const v = op.zeros(), hv = op.zeros();
   const xs: number[] = [];
   for (let i = 0; i < samples; i++) {
-    op.random(gen, 'rademacher', v);
-    xs.push(ops.dot(v, op.apply(v, hv)));
+    op.random(gen, kind, v);
+    xs.push(f(v, op.apply(v, hv)));
   }
   v.dispose();
   hv.dispose();
   const { mean, se } = meanAndError(xs);
   return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
+}
+
+/** Hutchinson: tr H = E[vᵀHv], v rademacher. */
+export function hutchinson(op: HessianOperator, samples: number, seed: number): Estimate {
+  checkSamples(samples, 2, 'trace');
+  return sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv));
 }
 
 /**
@@ -91,19 +96,7 @@ export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number
 /** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
 export function frobeniusSquared(op: HessianOperator, samples: number, seed: number): Estimate {
   checkSamples(samples, 2, 'frobeniusSquared');
-  const gen = op.newGenerator(seed);
-  const before = op.hvps;
-  const v = op.zeros(), hv = op.zeros();
-  const xs: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    op.random(gen, 'gaussian', v);
-    op.apply(v, hv);
-    xs.push(ops.dot(hv, hv));
-  }
-  v.dispose();
-  hv.dispose();
-  const { mean, se } = meanAndError(xs);
-  return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
+  return sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv));
 }
 
 export interface QuadratureRun {

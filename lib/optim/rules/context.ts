@@ -78,7 +78,7 @@ export class DirectionSampler {
 
   /** The step is about to make `draws` draws: start the first one now. */
   begin(draws: number): void {
-    if (typeof this.mu !== 'string' || process.env.USAM_NO_PREFETCH) return;
+    if (typeof this.mu !== 'string') return;
     this.remaining = draws;
     if (this.pending === null && this.remaining > 0) this.schedule();
   }
@@ -144,9 +144,22 @@ export function finite(value: number, field: string, at: number, step: number): 
   return value;
 }
 
-/** Sign of direction i: antithetic directions pair u with −u. */
-export function directionSign(i: number, antithetic: boolean): 1 | -1 {
-  return antithetic && i % 2 === 1 ? -1 : 1;
+/**
+ * The n perturbed passes of the zeroth-order rules: L_i = L(w + rho·s_i·u_i)
+ * and g_i = ∇L there (g_i written into the returned buffers). Antithetic
+ * directions pair each draw u with −u (s_i = ±1), independent ones draw every u.
+ */
+export function perturbedPasses(ctx: RuleContext, sampler: DirectionSampler, n: number, antithetic: boolean): { losses: number[]; grads: Tensor[] } {
+  const grads = ctx.workspace.list('perturbed-grad-', n);
+  const losses: number[] = [];
+  let u: Tensor | undefined;
+  for (let i = 0; i < n; i++) {
+    const negate = antithetic && i % 2 === 1;
+    if (!negate) u = sampler.next(ctx.model.numParams);
+    perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
+    losses.push(ctx.passes.lossAndGrad(grads[i], false));
+  }
+  return { losses, grads };
 }
 
 /**

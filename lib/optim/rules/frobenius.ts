@@ -2,8 +2,7 @@
 //   F = L + (lambda/rho²)·½·SampleVar_i[L_i]
 //   grad = g0 + (lambda/rho²)·(1/(n−1))·Σ_i (L_i − L̄)·g_i
 import { ops } from '../../ops.js';
-import type { Tensor } from '../../tensor.js';
-import { perturb, directionSign, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import { perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export function frobeniusStep(
   ctx: RuleContext,
@@ -12,15 +11,7 @@ export function frobeniusStep(
 ): RuleResult {
   const n = o.samples;
   const rho2 = ctx.rho * ctx.rho;
-  const g = ctx.workspace.list('perturbed-grad-', n);
-  const losses: number[] = [];
-  let u: Tensor | undefined;
-  for (let i = 0; i < n; i++) {
-    const sign = directionSign(i, o.antithetic);
-    if (sign === 1) u = sampler.next(ctx.model.numParams);
-    perturb(ctx, u!, sign * ctx.rho);
-    losses.push(ctx.passes.lossAndGrad(g[i], false));
-  }
+  const { losses, grads: g } = perturbedPasses(ctx, sampler, n, o.antithetic);
   const mean = losses.reduce((a, b) => a + b, 0) / n;
   const c = o.lambda / rho2 / (n - 1);
   const gradSum = ops.combine(ctx.grad, [1, ...losses.map((l) => c * (l - mean))], [ctx.g0, ...g]);

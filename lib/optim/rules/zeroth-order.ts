@@ -3,9 +3,8 @@
 //   d_i = (L(w + rho·u_i) − L(w)) / rho²,  m = mean psi(d_i)
 //   grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(d_i)·(g_i − g0)
 import { ops } from '../../ops.js';
-import type { Tensor } from '../../tensor.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
-import { perturb, directionSign, finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import { finite, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export interface ZerothOrderOptions {
   psi: ScalarFunction;
@@ -17,16 +16,8 @@ export interface ZerothOrderOptions {
 
 export function zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): RuleResult {
   const n = o.samples;
-  const g = ctx.workspace.list('perturbed-grad-', n);
-  const d: number[] = [];
-  let u: Tensor | undefined;
-  for (let i = 0; i < n; i++) {
-    const sign = directionSign(i, o.antithetic);
-    if (sign === 1) u = sampler.next(ctx.model.numParams);
-    perturb(ctx, u!, sign * ctx.rho);
-    const li = ctx.passes.lossAndGrad(g[i], false);
-    d.push((li - ctx.loss) / (ctx.rho * ctx.rho));
-  }
+  const { losses, grads: g } = perturbedPasses(ctx, sampler, n, o.antithetic);
+  const d = losses.map((li) => (li - ctx.loss) / (ctx.rho * ctx.rho));
   const m = d.reduce((s, di) => s + finite(o.psi.f(di), 'psi', di, ctx.step), 0) / n;
   const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
   const outer = o.lambda * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
