@@ -145,12 +145,12 @@ export class Optimizer {
     const loss = this.passes.lossAndGrad(g0, true); // the only pass that moves BatchNorm statistics
     const correct = this.passes.correct;
     checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
-    let grad = g0;
+    const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     if (sharpnessAware) {
       const w0 = this.workspace.get('saved-params');
       ops.copy(w0, this.model.params);
-      grad = this.workspace.get('update-grad');
+      // the rules write the update over g0 once they no longer need it (one flat vector less)
       try {
         result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
       } finally {

@@ -19,7 +19,8 @@ export interface RuleContext {
   g0: Tensor;
   /** L(w) */
   loss: number;
-  /** where the rule writes the gradient handed to the base optimizer */
+  /** where the rule writes the gradient handed to the base optimizer; it is g0's
+   *  buffer, so a rule writes it only when done with g0 (combine may alias its first term) */
   grad: Tensor;
   workspace: Workspace;
 }
