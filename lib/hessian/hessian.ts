@@ -1,7 +1,7 @@
 // The Hessian probe API: hessian(model, data, {mode}) returns an object whose
 // probes all run on native HVPs and report the HVPs they used. Results are
 // plain JSON-serialisable objects.
-import type { Model } from '../model/model.js';
+import { isTensor, type Model } from '../model/model.js';
 import { ops } from '../ops.js';
 import type { Batch } from '../optim/passes.js';
 import { sampleInto } from '../random.js';
@@ -61,28 +61,26 @@ export class Hessian {
     return this.operator.hvps;
   }
 
-  private vector(v: Tensor | ArrayLike<number>): { t: Tensor; owned: boolean } {
-    if (typeof (v as Tensor).toArray === 'function') return { t: v as Tensor, owned: false };
-    return { t: this.operator.fromValues(v as ArrayLike<number>), owned: true };
+  /** v as a flat tensor restricted to the operator's subspace (a copy: the caller's v is left alone). */
+  private restricted(v: Tensor | ArrayLike<number>): Tensor {
+    return this.operator.restrict(isTensor(v) ? v.clone() : this.operator.fromValues(v));
   }
 
   /** H v (a new flat tensor). */
   hvp(v: Tensor | ArrayLike<number>): Tensor {
-    const { t, owned } = this.vector(v);
-    const restricted = this.operator.restrict(t.clone());
-    const out = this.operator.apply(restricted, this.operator.zeros());
-    restricted.dispose();
-    if (owned) t.dispose();
+    const u = this.restricted(v);
+    const out = this.operator.apply(u, this.operator.zeros());
+    u.dispose();
     return out;
   }
 
-  /** uᵀ H u. */
+  /** uᵀ H u (of the restricted u). */
   quadraticForm(u: Tensor | ArrayLike<number>): number {
-    const hu = this.hvp(u);
-    const { t, owned } = this.vector(u);
-    const q = ops.dot(t, hu);
+    const r = this.restricted(u);
+    const hu = this.operator.apply(r, this.operator.zeros());
+    const q = ops.dot(r, hu);
+    r.dispose();
     hu.dispose();
-    if (owned) t.dispose();
     return q;
   }
 
@@ -136,7 +134,6 @@ export class Hessian {
       throw new Error(`full(): the Hessian has ${n} rows, above the limit of ${limit}; restrict it with options.modules or pass full({maxSize: ${n}})`);
     const before = this.hvps;
     const H = new Float64Array(n * n);
-    const e = this.operator.zeros();
     const out = this.operator.zeros();
     const P = this.operator.model.numParams;
     const unit = new Float64Array(P);
@@ -150,7 +147,6 @@ export class Hessian {
       const col = out.toArray() as Float64Array | Float32Array;
       for (let i = 0; i < n; i++) H[i * n + j] = col[this.operator.indices(i)];
     }
-    e.dispose();
     out.dispose();
     let asymmetry = 0;
     for (let i = 0; i < n; i++)
@@ -211,6 +207,7 @@ export class Hessian {
     const gen = op.newGenerator(config.seed ?? 0);
     const before = op.hvps;
     const u = op.zeros();
+    const hu = op.zeros();
     const q: number[] = [];
     for (let i = 0; i < samples; i++) {
       if (typeof mu === 'function') {
@@ -219,9 +216,10 @@ export class Hessian {
         t.dispose();
       } else sampleInto(gen, mu, u, config.halfCube ?? 0.05);
       op.restrict(u);
-      q.push(this.quadraticForm(u));
+      q.push(ops.dot(u, op.apply(u, hu)));
     }
     u.dispose();
+    hu.dispose();
     const n = q.length;
     const mean = q.reduce((a, b) => a + b, 0) / n;
     if (frobenius) {

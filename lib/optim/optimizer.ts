@@ -167,8 +167,7 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    const count = batches.reduce((n, b) => n + b.x.shape[0], 0);
-    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, correct, count, sharpnessAware, counters };
+    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, correct, count: this.passes.count, sharpnessAware, counters };
   }
 
   /** Totals since creation. */

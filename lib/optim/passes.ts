@@ -22,6 +22,8 @@ export interface PassCounters {
 export class Passes {
   batches: Batch[] = [];
   weights: number[] = [];
+  /** samples over all micro-batches of the step */
+  count = 0;
   private scratch?: Tensor;
 
   constructor(
@@ -39,6 +41,7 @@ export class Passes {
     });
     const total = sizes.reduce((a, b) => a + b, 0);
     this.weights = sizes.map((n) => n / total);
+    this.count = total;
     this.batches = batches;
   }
 
