@@ -1,5 +1,5 @@
 // Public API of universal-sam (re-exports only).
-export type { DType, Device, FloatDType, SlotInfo } from './native/binding.js';
+export type { DType, Device, FloatDType, HvpMethod, SlotInfo } from './native/binding.js';
 export { AddonLoadError, addonCandidates, loadedFrom, native } from './native/load.js';
 export { labels, tensor, toFloatArray, zeros, type Tensor, type TensorOptions } from './tensor.js';
 export { ops } from './ops.js';

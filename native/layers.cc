@@ -34,6 +34,42 @@ using Pair = std::vector<int64_t>;
 // for the weight and U(±1/sqrt(fan_in)) for the bias, both U(±1/sqrt(fan_in)).
 double FanInBound(int64_t fanIn) { return 1.0 / std::sqrt(static_cast<double>(fanIn)); }
 
+void CheckImages(const std::string& where, const at::Tensor& x) {
+  if (x.dim() != 4) Fail(where + ": expected a 4-D [N, C, H, W] input, got " + std::to_string(x.dim()) + "-D");
+}
+
+// a + b, where an undefined tensor stands for zero.
+at::Tensor Plus(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
+// The reverse step of a layer whose input does not depend on the parameters
+// and which has no parameters itself: nothing to propagate.
+Dual NothingUpstream(const Dual&) { return {}; }
+
+// Tangent and reverse step of a parameter-free linear map f: R{y} = f(ẋ),
+// and the reverse step applies the vector-Jacobian product of f (taken from
+// autograd on a one-op graph; f is linear, so it does not depend on x) to
+// both the gradient and its tangent.
+Dual LinearMapDual(const Dual& x, const at::Tensor& y, const std::function<at::Tensor(const at::Tensor&)>& f,
+                   DualBackward& backward) {
+  if (!x.tangent.defined()) {
+    backward = NothingUpstream;
+    return {y, {}};
+  }
+  backward = [x0 = x.value, f](const Dual& g) -> Dual {
+    at::AutoGradMode on(true);
+    at::Tensor leaf = x0.detach().requires_grad_(true);
+    at::Tensor out = f(leaf);
+    auto dx = torch::autograd::grad({out}, {leaf}, {g.value}, /*retain_graph=*/true);
+    auto dxt = torch::autograd::grad({out}, {leaf}, {g.tangent});
+    return {dx[0], dxt[0]};
+  };
+  return {y, f(x.tangent)};
+}
+
 class Linear : public Layer {
  public:
   Linear(const Napi::Object& o, const std::string& where, const std::string& prefix, Slots& s) : Layer(where) {
@@ -45,6 +81,32 @@ class Linear : public Layer {
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     return at::linear(x, p.params[weight_], hasBias_ ? p.params[bias_] : at::Tensor());
+  }
+  // y = x Wᵀ + b, R{y} = ẋ Wᵀ + x Vᵀ + v_b; reverse: ∂x = g W,
+  // R{∂x} = ġ W + g V, (Hv)_W = ġᵀ x + gᵀ ẋ, (Hv)_b = Σ ġ.
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    const at::Tensor& w = p.pass.params[weight_];
+    const at::Tensor& vw = p.v[weight_];
+    // leading dimensions fold into the batch, as in at::linear
+    std::vector<int64_t> outShape = x.value.sizes().vec();
+    outShape.back() = w.size(0);
+    at::Tensor x2 = x.value.reshape({-1, w.size(1)});
+    at::Tensor xt2 = x.tangent.defined() ? x.tangent.reshape({-1, w.size(1)}) : at::Tensor();
+    at::Tensor y = hasBias_ ? at::addmm(p.pass.params[bias_], x2, w.t()) : at::mm(x2, w.t());
+    at::Tensor yt = hasBias_ ? at::addmm(p.v[bias_], x2, vw.t()) : at::mm(x2, vw.t());
+    if (xt2.defined()) yt.addmm_(xt2, w.t());
+    backward = [this, &p, x2, xt2, inShape = x.value.sizes().vec()](const Dual& g) -> Dual {
+      const at::Tensor& w = p.pass.params[weight_];
+      const at::Tensor& vw = p.v[weight_];
+      at::Tensor g2 = g.value.reshape({-1, w.size(0)}), gt2 = g.tangent.reshape({-1, w.size(0)});
+      at::Tensor hw = p.hv[weight_];
+      at::mm_out(hw, gt2.t(), x2);
+      if (xt2.defined()) hw.addmm_(g2.t(), xt2);
+      if (hasBias_) at::sum_out(p.hv[bias_], gt2, {0});
+      if (!xt2.defined()) return {};
+      return {g2.mm(w).view(inShape), gt2.mm(w).addmm_(g2, vw).view(inShape)};
+    };
+    return {y.view(outShape), yt.view(outShape)};
   }
 
  private:
@@ -58,20 +120,21 @@ class Linear : public Layer {
 // (a third of an HVP's time on the benchmark CNN); with this backward every
 // derivative of every order is again a forward convolution (mkldnn).
 struct Conv2dStride1 : public torch::autograd::Function<Conv2dStride1> {
+  // No bias argument: an undefined tensor input breaks autograd::Function
+  // ("tensor does not have a device"), so the caller adds the bias.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const at::Tensor& b, int64_t padH, int64_t padW) {
+                            int64_t padH, int64_t padW) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["padH"] = padH;
     ctx->saved_data["padW"] = padW;
-    ctx->saved_data["bias"] = b.defined();
-    return at::conv2d(x, w, b, {1, 1}, {padH, padW});
+    return at::conv2d(x, w, {}, {1, 1}, {padH, padW});
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1], &g = grads[0];
     int64_t padH = ctx->saved_data["padH"].toInt(), padW = ctx->saved_data["padW"].toInt();
-    at::Tensor gx, gw, gb;
+    at::Tensor gx, gw;
     // ∂/∂x: correlation of g with the flipped kernel, channels swapped
     if (ctx->needs_input_grad(0))
       gx = at::conv2d(g, w.flip({2, 3}).transpose(0, 1), {}, {1, 1}, {w.size(2) - 1 - padH, w.size(3) - 1 - padW});
@@ -79,8 +142,7 @@ struct Conv2dStride1 : public torch::autograd::Function<Conv2dStride1> {
     // with the batch as channels
     if (ctx->needs_input_grad(1))
       gw = at::conv2d(x.transpose(0, 1), g.transpose(0, 1), {}, {1, 1}, {padH, padW}).transpose(0, 1);
-    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = g.sum({0, 2, 3});
-    return {gx, gw, gb, at::Tensor(), at::Tensor()};
+    return {gx, gw, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -101,12 +163,47 @@ class Conv2d : public Layer {
     const at::Tensor& w = p.params[weight_];
     bool unitStride = stride_[0] == 1 && stride_[1] == 1;
     bool paddingFits = padding_[0] < w.size(2) && padding_[1] < w.size(3);
-    if (p.twiceDifferentiable && unitStride && paddingFits)
-      return Conv2dStride1::apply(x, w, bias, padding_[0], padding_[1]);
+    if (p.twiceDifferentiable && unitStride && paddingFits) {
+      at::Tensor y = Conv2dStride1::apply(x, w, padding_[0], padding_[1]);
+      return bias.defined() ? y + bias.view({1, -1, 1, 1}) : y;
+    }
     return at::conv2d(x, w, bias, stride_, padding_);
+  }
+  // The Linear rule with convolutions: R{y} = conv(ẋ, W) + conv(x, V) + v_b;
+  // reverse: ∂x = convᵀ(g, W), R{∂x} = convᵀ(ġ, W) + convᵀ(g, V),
+  // (Hv)_W = ∂_W⟨ġ, conv(x, W)⟩ + ∂_W⟨g, conv(ẋ, W)⟩, (Hv)_b = Σ ġ.
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    const at::Tensor& w = p.pass.params[weight_];
+    const at::Tensor& vw = p.v[weight_];
+    at::Tensor y = at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_);
+    at::Tensor yt = at::conv2d(x.value, vw, hasBias_ ? p.v[bias_] : at::Tensor(), stride_, padding_);
+    if (x.tangent.defined()) yt.add_(at::conv2d(x.tangent, w, {}, stride_, padding_));
+    backward = [this, &p, x](const Dual& g) -> Dual {
+      const at::Tensor& w = p.pass.params[weight_];
+      const at::Tensor& vw = p.v[weight_];
+      bool upstream = x.tangent.defined();
+      // ∂_W of ⟨ġ, conv(x, W)⟩ + ⟨g, conv(ẋ, W)⟩ is one weight gradient over
+      // the two batches stacked
+      at::Tensor gs = upstream ? at::cat({g.tangent, g.value}) : g.tangent;
+      at::Tensor xs = upstream ? at::cat({x.value, x.tangent}) : x.value;
+      p.hv[weight_].copy_(std::get<1>(ConvBackward(gs, xs, w, {false, true, false})));
+      if (hasBias_) at::sum_out(p.hv[bias_], g.tangent, {0, 2, 3});
+      if (!upstream) return {};
+      at::Tensor dx = std::get<0>(ConvBackward(g.value, x.value, w, {true, false, false}));
+      // convᵀ(ġ, W) + convᵀ(g, V) is one input gradient of a convolution with
+      // the two kernels stacked along the output channels
+      at::Tensor dxt = std::get<0>(ConvBackward(at::cat({g.tangent, g.value}, 1), x.value, at::cat({w, vw}), {true, false, false}));
+      return {dx, dxt};
+    };
+    return {y, yt};
   }
 
  private:
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> ConvBackward(const at::Tensor& g, const at::Tensor& x,
+                                                              const at::Tensor& w, std::array<bool, 3> mask) const {
+    return at::convolution_backward(g, x, w, c10::nullopt, stride_, padding_, {1, 1}, false, {0, 0}, 1, mask);
+  }
+
   size_t weight_ = 0, bias_ = 0;
   bool hasBias_ = true;
   Pair stride_, padding_;
@@ -131,10 +228,7 @@ class BatchNorm : public Layer {
     counter_ = s.AddCounter(prefix + "num_batches_tracked");
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
-    int64_t want = spatialDims_ == 2 ? 4 : 2;
-    if (!(x.dim() == want || (spatialDims_ == 1 && x.dim() == 3)))
-      Fail(where() + ": expected a " + (spatialDims_ == 2 ? "4-D [N, C, H, W]" : "2-D [N, C] or 3-D [N, C, L]") +
-           " input, got " + std::to_string(x.dim()) + "-D");
+    CheckRank(x);
     // Batch statistics in training mode; running statistics are read in eval
     // mode and written only when the pass asks for it.
     bool useRunning = !p.training || p.updateStats;
@@ -146,8 +240,75 @@ class BatchNorm : public Layer {
     return at::batch_norm(x, affine_ ? p.params[weight_] : at::Tensor(), affine_ ? p.params[bias_] : at::Tensor(), rm,
                           rv, p.training, momentum_, eps_, cudnn);
   }
+  // With x̂ = (x − μ)·r, r = (σ² + ε)^(−1/2), y = γ x̂ + β and batch
+  // statistics (m(·) is the mean over the reduced dimensions):
+  //   R{x̂} = r (ẋ − m(ẋ) − x̂ m(x̂ ẋ)),  R{r}/r = −r m(x̂ ẋ),  R{y} = γ R{x̂} + v_γ x̂ + v_β;
+  //   with h = γ g:  ∂x = r (h − m(h) − x̂ m(h x̂)),
+  //   R{∂x} = (R{r}/r) ∂x + r (ḣ − m(ḣ) − R{x̂} m(h x̂) − x̂ m(ḣ x̂ + h R{x̂})),  ḣ = γ ġ + v_γ g;
+  //   (Hv)_γ = Σ (ġ x̂ + g R{x̂}),  (Hv)_β = Σ ġ.
+  // With running statistics μ and r are constants and the m(·) terms vanish.
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    CheckRank(x.value);
+    std::vector<int64_t> dims{0};
+    std::vector<int64_t> shape(static_cast<size_t>(x.value.dim()), 1);
+    shape[1] = x.value.size(1);
+    for (int64_t d = 2; d < x.value.dim(); ++d) dims.push_back(d);
+    auto mean = [dims](const at::Tensor& t) { return t.mean(dims, /*keepdim=*/true); };
+    bool batchStats = p.pass.training;
+    at::Tensor gamma, vgamma;
+    if (affine_) {
+      gamma = p.pass.params[weight_].view(shape);
+      vgamma = p.v[weight_].view(shape);
+    }
+    at::Tensor xhat, r;
+    if (batchStats) {
+      at::Tensor xc = x.value - mean(x.value);
+      r = (mean(xc * xc) + eps_).rsqrt();
+      xhat = xc * r;
+    } else {
+      r = (p.pass.buffers[var_].view(shape) + eps_).rsqrt();
+      xhat = (x.value - p.pass.buffers[mean_].view(shape)) * r;
+    }
+    at::Tensor xhatT, rDotOverR;
+    if (x.tangent.defined()) {
+      if (batchStats) {
+        at::Tensor a = mean(xhat * x.tangent);
+        xhatT = (x.tangent - mean(x.tangent) - xhat * a) * r;
+        rDotOverR = -a * r;
+      } else {
+        xhatT = x.tangent * r;
+      }
+    }
+    at::Tensor y = affine_ ? xhat * gamma + p.pass.params[bias_].view(shape) : xhat;
+    at::Tensor yt = xhatT;
+    if (affine_) yt = Plus(xhatT.defined() ? xhatT * gamma : at::Tensor(), xhat * vgamma + p.v[bias_].view(shape));
+    backward = [this, &p, dims, mean, batchStats, gamma, vgamma, xhat, xhatT, r, rDotOverR](const Dual& g) -> Dual {
+      if (affine_) {
+        at::Tensor hg = g.tangent * xhat;
+        if (xhatT.defined()) hg.addcmul_(g.value, xhatT);
+        at::sum_out(p.hv[weight_], hg, dims);
+        at::sum_out(p.hv[bias_], g.tangent, dims);
+      }
+      if (!xhatT.defined()) return {};
+      at::Tensor h = affine_ ? g.value * gamma : g.value;
+      at::Tensor ht = affine_ ? g.tangent * gamma + g.value * vgamma : g.tangent;
+      if (!batchStats) return {h * r, ht * r};
+      at::Tensor mhx = mean(h * xhat);
+      at::Tensor dx = (h - mean(h) - xhat * mhx) * r;
+      at::Tensor dxt = (ht - mean(ht) - xhatT * mhx - xhat * mean(ht * xhat + h * xhatT)) * r + rDotOverR * dx;
+      return {dx, dxt};
+    };
+    return {y, yt};
+  }
 
  private:
+  void CheckRank(const at::Tensor& x) const {
+    int64_t want = spatialDims_ == 2 ? 4 : 2;
+    if (!(x.dim() == want || (spatialDims_ == 1 && x.dim() == 3)))
+      Fail(where() + ": expected a " + (spatialDims_ == 2 ? "4-D [N, C, H, W]" : "2-D [N, C] or 3-D [N, C, L]") +
+           " input, got " + std::to_string(x.dim()) + "-D");
+  }
+
   // Batch norm written with elementary ops for passes that differentiate
   // more than once (HVPs, third-order gradients): LibTorch's fused kernel
   // has a double backward, but the derivative of that double backward is
@@ -199,8 +360,59 @@ class Activation : public Layer {
     }
     return x;
   }
+  // R{y} = f'(x) ẋ; reverse: ∂x = f'(x) g, R{∂x} = f'(x) ġ + f''(x) ẋ g.
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    at::Tensor y = Forward(x.value, p.pass);
+    if (!x.tangent.defined()) {
+      backward = NothingUpstream;
+      return {y, {}};
+    }
+    if (act_ == Act::Relu) {  // f'' = 0; f' is the mask y > 0
+      backward = [y](const Dual& g) -> Dual {
+        return {at::threshold_backward(g.value, y, 0), at::threshold_backward(g.tangent, y, 0)};
+      };
+      return {y, at::threshold_backward(x.tangent, y, 0)};
+    }
+    auto [d1, d2] = Slopes(x.value, y);
+    at::Tensor xt = x.tangent;
+    backward = [d1 = d1, d2xt = d2 * xt](const Dual& g) -> Dual {
+      return {g.value * d1, g.tangent * d1 + g.value * d2xt};
+    };
+    return {y, d1 * xt};
+  }
 
  private:
+  // f'(x) and f''(x) of the smooth activations, given y = f(x).
+  std::pair<at::Tensor, at::Tensor> Slopes(const at::Tensor& x, const at::Tensor& y) const {
+    switch (act_) {
+      case Act::Tanh: {
+        at::Tensor d1 = 1 - y * y;
+        return {d1, -2 * y * d1};
+      }
+      case Act::Gelu: {  // f = x Φ(x): f' = Φ + x φ, f'' = φ (2 − x²)
+        at::Tensor phi = at::exp(-0.5 * x * x) * (1.0 / std::sqrt(2 * M_PI));
+        at::Tensor cdf = 0.5 * (1 + at::erf(x * M_SQRT1_2));
+        return {cdf + x * phi, phi * (2 - x * x)};
+      }
+      case Act::GeluTanh: {  // f = x (1 + t) / 2, t = tanh(u), u = k (x + c x³)
+        const double k = std::sqrt(2 / M_PI), c = 0.044715;
+        at::Tensor x2 = x * x;
+        at::Tensor t = at::tanh(k * (x + c * x * x2));
+        at::Tensor du = k * (1 + 3 * c * x2), ddu = (6 * k * c) * x;
+        at::Tensor sech2 = 1 - t * t;
+        return {0.5 * (1 + t) + 0.5 * x * sech2 * du, sech2 * (du - x * t * du * du + 0.5 * x * ddu)};
+      }
+      case Act::Softplus: {  // f' = σ(βx), f'' = β σ (1 − σ); linear above the threshold
+        at::Tensor z = x * beta_;
+        at::Tensor sig = at::sigmoid(z);
+        at::Tensor linear = z > threshold_;
+        return {at::where(linear, at::ones_like(sig), sig), at::where(linear, at::zeros_like(sig), beta_ * sig * (1 - sig))};
+      }
+      case Act::Relu: break;
+    }
+    Fail(where() + ": no second derivative for this activation");
+  }
+
   Act act_;
   double beta_ = 1, threshold_ = 20;
 };
@@ -217,9 +429,31 @@ class Pool2d : public Layer {
       if (padding_[i] * 2 > kernel_[i]) Fail(where + ".padding must be at most half of kernelSize");
   }
   at::Tensor Forward(const at::Tensor& x, Pass&) const override {
-    if (x.dim() != 4) Fail(where() + ": expected a 4-D [N, C, H, W] input, got " + std::to_string(x.dim()) + "-D");
+    CheckImages(where(), x);
     return kind_ == PoolKind::Max ? at::max_pool2d(x, kernel_, stride_, padding_)
                                   : at::avg_pool2d(x, kernel_, stride_, padding_);
+  }
+  // Max pooling routes values, tangents and gradients through the same
+  // argmax; average pooling is linear.
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    if (kind_ == PoolKind::Avg)
+      return LinearMapDual(x, Forward(x.value, p.pass), [this](const at::Tensor& t) {
+        return at::avg_pool2d(t, kernel_, stride_, padding_);
+      }, backward);
+    CheckImages(where(), x.value);
+    auto [y, idx] = at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_);
+    if (!x.tangent.defined()) {
+      backward = NothingUpstream;
+      return {y, {}};
+    }
+    at::Tensor yt = x.tangent.flatten(2).gather(2, idx.flatten(2)).view_as(y);
+    backward = [this, x0 = x.value, idx = idx](const Dual& g) -> Dual {
+      auto route = [&](const at::Tensor& t) {
+        return at::max_pool2d_with_indices_backward(t, x0, kernel_, stride_, padding_, {1, 1}, false, idx);
+      };
+      return {route(g.value), route(g.tangent)};
+    };
+    return {y, yt};
   }
 
  private:
@@ -233,11 +467,15 @@ class AdaptiveAvgPool2d : public Layer {
     output_ = IntListField(o, "outputSize", where, 2, 1);
   }
   at::Tensor Forward(const at::Tensor& x, Pass&) const override {
-    if (x.dim() != 4) Fail(where() + ": expected a 4-D [N, C, H, W] input, got " + std::to_string(x.dim()) + "-D");
+    CheckImages(where(), x);
     // Global pooling as a mean: the same numbers, and a kernel with cheap
     // double backward (needed by HVPs).
     if (output_[0] == 1 && output_[1] == 1) return x.mean({2, 3}, /*keepdim=*/true);
     return at::adaptive_avg_pool2d(x, output_);
+  }
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    return LinearMapDual(x, Forward(x.value, p.pass), [this](const at::Tensor& t) { return at::adaptive_avg_pool2d(t, output_); },
+                         backward);
   }
 
  private:
@@ -248,6 +486,16 @@ class Flatten : public Layer {
  public:
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x.flatten(1); }
+  Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
+    if (!x.tangent.defined()) {
+      backward = NothingUpstream;
+      return {x.value.flatten(1), {}};
+    }
+    backward = [shape = x.value.sizes().vec()](const Dual& g) -> Dual {
+      return {g.value.reshape(shape), g.tangent.reshape(shape)};
+    };
+    return {x.value.flatten(1), x.tangent.flatten(1)};
+  }
 };
 
 class Dropout : public Layer {
@@ -258,13 +506,29 @@ class Dropout : public Layer {
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     if (!p.training || p_ == 0) return x;
-    // The mask comes from the model's own generator, so a seeded model and
-    // a restored RNG state reproduce it exactly.
-    at::Tensor keep = at::empty_like(x).bernoulli_(1.0 - p_, p.gen);
-    return x * keep.div_(1.0 - p_);
+    return x * Mask(x, p);
+  }
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    if (!p.pass.training || p_ == 0) {
+      backward = x.tangent.defined() ? DualBackward([](const Dual& g) { return g; }) : DualBackward(NothingUpstream);
+      return x;
+    }
+    at::Tensor keep = Mask(x.value, p.pass);
+    if (!x.tangent.defined()) {
+      backward = NothingUpstream;
+      return {x.value * keep, {}};
+    }
+    backward = [keep](const Dual& g) -> Dual { return {g.value * keep, g.tangent * keep}; };
+    return {x.value * keep, x.tangent * keep};
   }
 
  private:
+  // keep / (1 − p), drawn from the model's own generator, so a seeded model
+  // and a restored RNG state reproduce it exactly.
+  at::Tensor Mask(const at::Tensor& x, Pass& p) const {
+    return at::empty_like(x).bernoulli_(1.0 - p_, p.gen).div_(1.0 - p_);
+  }
+
   double p_ = 0.5;
 };
 
@@ -280,13 +544,30 @@ class Residual : public Layer {
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     at::Tensor main = RunLayers(body_, x, p);
     at::Tensor skip = shortcut_.empty() ? x : RunLayers(shortcut_, x, p);
-    if (main.sizes() != skip.sizes())
-      Fail(where() + ": body output " + c10::str(main.sizes()) + " and shortcut output " + c10::str(skip.sizes()) +
-           " differ; give the block a shortcut that matches (e.g. a 1x1 conv with stride)");
+    CheckShapes(main, skip);
     return main + skip;
+  }
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    DualBackward bodyBack, skipBack;
+    Dual main = RunLayersDual(body_, x, p, bodyBack);
+    Dual skip = shortcut_.empty() ? x : RunLayersDual(shortcut_, x, p, skipBack);
+    CheckShapes(main.value, skip.value);
+    if (shortcut_.empty())
+      skipBack = x.tangent.defined() ? DualBackward([](const Dual& g) { return g; }) : DualBackward(NothingUpstream);
+    backward = [bodyBack, skipBack](const Dual& g) -> Dual {
+      Dual a = bodyBack(g), b = skipBack(g);
+      return {Plus(a.value, b.value), Plus(a.tangent, b.tangent)};
+    };
+    return {main.value + skip.value, Plus(main.tangent, skip.tangent)};
   }
 
  private:
+  void CheckShapes(const at::Tensor& main, const at::Tensor& skip) const {
+    if (main.sizes() != skip.sizes())
+      Fail(where() + ": body output " + c10::str(main.sizes()) + " and shortcut output " + c10::str(skip.sizes()) +
+           " differ; give the block a shortcut that matches (e.g. a 1x1 conv with stride)");
+  }
+
   LayerList body_, shortcut_;
 };
 
@@ -329,14 +610,34 @@ LayerList ParseList(const Napi::Value& v, const std::string& where, const std::s
 
 }  // namespace
 
-at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p) {
-  for (const auto& layer : layers) {
-    try {
-      x = layer->Forward(x, p);
-    } catch (const c10::Error& e) {
-      Fail(layer->where() + ": " + CleanTorchMessage(e.what_without_backtrace()));
-    }
+namespace {
+// Runs one layer's step; a LibTorch error names the layer that raised it.
+template <typename F>
+auto Named(const Layer& layer, F&& step) -> decltype(step()) {
+  try {
+    return step();
+  } catch (const c10::Error& e) {
+    Fail(layer.where() + ": " + CleanTorchMessage(e.what_without_backtrace()));
   }
+}
+}  // namespace
+
+at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p) {
+  for (const auto& layer : layers) x = Named(*layer, [&] { return layer->Forward(x, p); });
+  return x;
+}
+
+Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& backward) {
+  std::vector<DualBackward> steps(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) x = Named(*layers[i], [&] { return layers[i]->ForwardDual(x, p, steps[i]); });
+  backward = [&layers, steps = std::move(steps)](const Dual& grad) -> Dual {
+    Dual g = grad;
+    for (size_t i = steps.size(); i-- > 0;) {
+      if (!g.value.defined()) return {};  // nothing upstream depends on the parameters
+      g = Named(*layers[i], [&] { return steps[i](g); });
+    }
+    return g;
+  };
   return x;
 }
 
@@ -417,6 +718,44 @@ void Network::CheckTarget(const at::Tensor& y, int64_t batch) const {
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
   Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen};
   return RunLayers(layers_, x, pass);
+}
+
+double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out) {
+  at::NoGradGuard ng;
+  Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
+  std::vector<at::Tensor> vParts, hvParts;
+  for (const auto& s : slots.params) {
+    vParts.push_back(v.narrow(0, s.offset, s.numel).view(s.shape));
+    hvParts.push_back(out.narrow(0, s.offset, s.numel).view(s.shape));
+  }
+  DualPass dual{pass, vParts, hvParts};
+  DualBackward backward;
+  Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
+  Dual g;
+  double loss = LossDual(z, y, g);
+  backward(g);
+  return loss;
+}
+
+// Cross-entropy with label smoothing ε over C classes, mean over N samples:
+// ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
+// R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
+// ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
+double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad) const {
+  double loss = Loss(z.value, y).item<double>();  // also checks shapes and labels
+  at::Tensor zt = z.tangent.defined() ? z.tangent : at::zeros_like(z.value);
+  if (loss_ == LossKind::Mse) {
+    double scale = 2.0 / static_cast<double>(z.value.numel());
+    grad = {(z.value - y) * scale, zt * scale};
+    return loss;
+  }
+  int64_t n = z.value.size(0), classes = z.value.size(1);
+  at::Tensor p = at::softmax(z.value, 1);
+  at::Tensor g = labelSmoothing_ > 0 ? p - labelSmoothing_ / static_cast<double>(classes) : p.clone();
+  g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - labelSmoothing_), g.options()));
+  at::Tensor gt = p * (zt - (p * zt).sum(1, /*keepdim=*/true));
+  grad = {g.div_(static_cast<double>(n)), gt.div_(static_cast<double>(n))};
+  return loss;
 }
 
 at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {

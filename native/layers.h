@@ -42,11 +42,34 @@ struct Pass {
   at::Generator& gen;
 };
 
+// A value and its directional derivative along the parameter direction v
+// (Pearlmutter's R{·} operator). An undefined tangent means the value does
+// not depend on the parameters (the network's input).
+struct Dual {
+  at::Tensor value, tangent;
+};
+
+// A layer's reverse step in a forward-over-reverse HVP: maps (∂L/∂y, R{∂L/∂y})
+// of the layer's output to those of its input and writes the layer's blocks
+// of H·v on the way. Returns an undefined Dual when the input does not
+// depend on the parameters (nothing upstream needs it).
+using DualBackward = std::function<Dual(const Dual& grad)>;
+
+// The state of one forward-over-reverse pass: the forward pass's state, the
+// direction v and the output H·v, both split like the parameters.
+struct DualPass {
+  Pass& pass;
+  const std::vector<at::Tensor>& v;
+  std::vector<at::Tensor>& hv;
+};
+
 class Layer {
  public:
   explicit Layer(std::string where) : where_(std::move(where)) {}
   virtual ~Layer() = default;
   virtual at::Tensor Forward(const at::Tensor& x, Pass& p) const = 0;
+  // The forward pass with tangents: returns (y, R{y}) and sets `backward`.
+  virtual Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const = 0;
   const std::string& where() const { return where_; }
 
  private:
@@ -63,6 +86,10 @@ class Network {
 
   at::Tensor Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
   at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
+  // H·v into `out` by forward-over-reverse differentiation (one forward pass
+  // carrying tangents, one reverse pass carrying their R{·}); returns L(w).
+  // Running statistics are not touched.
+  double Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out);
   void CheckInput(const at::Tensor& x) const;
   void CheckTarget(const at::Tensor& y, int64_t batch) const;
 
@@ -76,6 +103,9 @@ class Network {
 
  private:
   LayerList layers_;
+  // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
+  double LossDual(const Dual& z, const at::Tensor& target, Dual& grad) const;
+
   std::vector<int64_t> inputShape_;
   LossKind loss_ = LossKind::CrossEntropy;
   double labelSmoothing_ = 0;
@@ -83,5 +113,7 @@ class Network {
 
 // Runs `layers` in order; a LibTorch error names the layer that raised it.
 at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p);
+// The same with tangents; `backward` runs the layers' reverse steps in reverse.
+Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& backward);
 
 }  // namespace usam

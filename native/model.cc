@@ -206,13 +206,23 @@ Napi::Value ModelWrap::LossAndGrad(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), loss.item<double>());
 }
 
-// hvp(x, y, v, out): writes H v into `out` by double backward, returns L(w).
-// BatchNorm running statistics are never touched by an HVP.
+// hvp(x, y, v, out, method = 'forward-over-reverse'): writes H v into `out`,
+// returns L(w). Forward-over-reverse (Network::Hvp) does about 2/3 of the
+// matrix work of double backward through autograd, which is kept as an
+// independent second method. BatchNorm running statistics are never touched.
 Napi::Value ModelWrap::Hvp(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = FlatArg(info, 2, "v");
   auto& out = FlatArg(info, 3, "out");
   auto& net = Net();
+  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
+  if (method == "forward-over-reverse") {
+    // the reverse pass writes blocks of `out` while it still reads v
+    bool aliased = at::get_overlap_status(out, v) != at::MemOverlapStatus::No;
+    return Napi::Number::New(info.Env(), net.Hvp(x, y, aliased ? v.clone() : v, out));
+  }
+  if (method != "double-backward")
+    Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
   at::Tensor loss = LossOf(x, y, false, true);
   auto grads = ag::grad({loss}, net.params, {}, true, /*create_graph=*/true, true);
   at::Tensor gv = DotFlat(grads, v);

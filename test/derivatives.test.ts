@@ -2,10 +2,11 @@
 // differences in float64, on an MLP with BatchNorm and on a small CNN.
 import { describe, expect, it } from 'vitest';
 import type { Model } from '../lib/model/model.js';
+import type { ModelSpecInput } from '../lib/model/spec.js';
 import { cnn, mlp } from '../lib/model/presets.js';
 import { ops } from '../lib/ops.js';
 import { tensor, type Tensor } from '../lib/tensor.js';
-import { float64Model, randomBatch, randomVector, toNumbers } from './helpers.js';
+import { float64Model, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 
 const cases = [
   {
@@ -37,7 +38,46 @@ const cases = [
       ),
     batch: () => randomBatch([9, 4], 3, 13),
   },
+  {
+    name: 'residual CNN (stride-2 and bias-free convs, avg/adaptive pools, MSE)',
+    make: () => float64Model(residualSpec(false), 6),
+    batch: () => regressionBatch(),
+  },
 ];
+
+/**
+ * Every layer type in one model: BatchNorm without affine on the raw input,
+ * convs with stride 2 and without bias, residual blocks with and without a
+ * shortcut, average and (non-global) adaptive pooling, dropout, MSE loss.
+ */
+function residualSpec(dropout: boolean): ModelSpecInput {
+  const conv = (i: number, o: number, k: number, extra: object = {}) =>
+    ({ type: 'conv2d', inChannels: i, outChannels: o, kernelSize: k, ...extra }) as const;
+  return {
+    input: [2, 8, 8],
+    layers: [
+      { type: 'batchnorm2d', numFeatures: 2, affine: false },
+      conv(2, 3, 3, { stride: 2, padding: 1 }),
+      { type: 'residual', body: [conv(3, 3, 3, { padding: 1, bias: false }), { type: 'batchnorm2d', numFeatures: 3 }, { type: 'relu' }] },
+      {
+        type: 'residual',
+        body: [conv(3, 4, 1, { stride: 2 }), { type: 'tanh' }],
+        shortcut: [{ type: 'avgpool2d', kernelSize: 2 }, conv(3, 4, 1, { bias: false })],
+      },
+      { type: 'adaptiveavgpool2d', outputSize: [2, 1] },
+      { type: 'flatten' },
+      ...(dropout ? [{ type: 'dropout', p: 0.3 } as const] : []),
+      { type: 'linear', inFeatures: 8, outFeatures: 3 },
+    ],
+    loss: { type: 'mse' },
+  };
+}
+
+function regressionBatch() {
+  const { x } = randomBatch([5, 2, 8, 8], 3, 14);
+  const y = tensor(Float64Array.from({ length: 15 }, (_, i) => Math.sin(i)), [5, 3], { dtype: 'float64' });
+  return { x, y };
+}
 
 /** f evaluated at w ± eps·d, parameters restored exactly afterwards. */
 function centralDifference<T>(model: Model, d: Tensor, eps: number, f: () => T): [T, T] {
@@ -110,5 +150,68 @@ describe.each(cases)('$name', ({ make, batch }) => {
       const exact = ops.dot(grad, d);
       expect(Math.abs((qp - qm) / (2 * eps) - exact)).toBeLessThan(1e-6 * Math.max(1, Math.abs(exact)));
     }
+  });
+});
+
+// The default HVP (hand-written forward-over-reverse rules per layer) against
+// LibTorch's autograd differentiating the gradient: two independent ways to
+// the same numbers, on every layer type, in train and eval mode.
+describe('forward-over-reverse HVP equals double backward', () => {
+  const models: { name: string; make: () => Model; batch: () => { x: Tensor; y: Tensor } }[] = [
+    ...cases,
+    { name: 'residual CNN with dropout', make: () => float64Model(residualSpec(true), 6), batch: regressionBatch },
+    {
+      name: 'tanh-GELU and a softplus past its threshold',
+      make: () =>
+        float64Model(
+          {
+            input: [4],
+            layers: [
+              { type: 'linear', inFeatures: 4, outFeatures: 6 },
+              { type: 'gelu', approximate: 'tanh' },
+              { type: 'linear', inFeatures: 6, outFeatures: 5 },
+              { type: 'softplus', beta: 2, threshold: 0.5 },
+              { type: 'linear', inFeatures: 5, outFeatures: 3 },
+            ],
+          },
+          7,
+        ),
+      batch: () => randomBatch([9, 4], 3, 15),
+    },
+  ];
+  describe.each(models)('$name', ({ make, batch }) => {
+    it.each([true, false])('training = %s', (training) => {
+      const model = make();
+      model.train(training);
+      const { x, y } = batch();
+      const v = randomVector(model.numParams, 500);
+      const state = model.native.getRngState(); // the same dropout mask for both
+      const a = toNumbers(model.hvp(x, y, v));
+      model.native.setRngState(state);
+      const b = toNumbers(model.hvp(x, y, v, undefined, { method: 'double-backward' }));
+      const scale = Math.max(...b.map(Math.abs));
+      expect(scale).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(a, b)).toBeLessThan(1e-13 * scale);
+    });
+  });
+
+  it('writes H v over v itself when out is v', () => {
+    const { make, batch } = cases[1];
+    const model = make();
+    const { x, y } = batch();
+    const v = randomVector(model.numParams, 501);
+    const expected = toNumbers(model.hvp(x, y, v));
+    model.hvp(x, y, v, v);
+    expect(maxAbsDiff(toNumbers(v), expected)).toBe(0);
+  });
+
+  it('rejects an unknown method, naming it and the choices', () => {
+    const { make, batch } = cases[0];
+    const model = make();
+    const { x, y } = batch();
+    const v = randomVector(model.numParams, 502);
+    expect(() => model.hvp(x, y, v, undefined, { method: 'exact' as never })).toThrow(
+      "argument 'method' is 'exact'; use 'forward-over-reverse' or 'double-backward'",
+    );
   });
 });

@@ -2,6 +2,7 @@
 // probes all run on native HVPs and report the HVPs they used. Results are
 // plain JSON-serialisable objects.
 import { isTensor, type Model } from '../model/model.js';
+import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Batch } from '../optim/passes.js';
 import { sampleInto } from '../random.js';
@@ -18,6 +19,8 @@ export interface HessianOptions {
   mode: 'train' | 'eval';
   /** restrict every probe to the parameters of these modules (names as in paramInfo(), e.g. '0', '3.body.1') */
   modules?: string[];
+  /** how each HVP is computed (default 'forward-over-reverse'; 'double-backward' is LibTorch's autograd) */
+  hvpMethod?: HvpMethod;
 }
 
 /** The full Hessian is refused above this many rows unless full({maxSize}) says otherwise. */
@@ -46,7 +49,9 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: He
   batches.forEach((b, i) => {
     if (!isBatch(b)) throw new Error(`hessian: data[${i}] is not a batch {x, y}`);
   });
-  return new Hessian(new HessianOperator(model, batches, options.mode === 'train', options.modules));
+  if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
+    throw new Error(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
+  return new Hessian(new HessianOperator(model, batches, options.mode === 'train', options.modules, options.hvpMethod));
 }
 
 export class Hessian {

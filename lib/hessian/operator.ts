@@ -1,8 +1,9 @@
 // The Hessian of a model's loss on fixed data as a linear operator on flat
-// vectors: H v by double backward (the sample-count-weighted mean over the
+// vectors: H v by the model's HVP (the sample-count-weighted mean over the
 // batches), optionally restricted to the parameters of named modules (the
 // principal block H_SS, acting on vectors that are zero outside S).
 import type { Model } from '../model/model.js';
+import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import { type Batch, Passes } from '../optim/passes.js';
@@ -25,6 +26,7 @@ export class HessianOperator {
     batches: Batch[],
     readonly training: boolean,
     modules?: string[],
+    readonly method?: HvpMethod,
   ) {
     this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 });
     this.passes.use(batches);
@@ -71,7 +73,7 @@ export class HessianOperator {
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
-      this.passes.hvp(v, out);
+      this.passes.hvp(v, out, this.method);
     } finally {
       this.model.train(wasTraining);
     }

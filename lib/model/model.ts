@@ -1,7 +1,7 @@
 // A model: the native network plus its flat parameter vector. Everything a
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
-import type { FloatDType, NativeModel, SlotInfo } from '../native/binding.js';
+import type { FloatDType, HvpMethod, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
@@ -101,10 +101,13 @@ export class Model {
     return { loss, grad };
   }
 
-  /** H v by double backward (BatchNorm statistics untouched). */
-  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor): Tensor {
+  /**
+   * H v of the batch's mean loss (BatchNorm statistics untouched); by
+   * forward-over-reverse unless `method` says 'double-backward'. `out` may be v.
+   */
+  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod } = {}): Tensor {
     const result = out ?? this.zerosLikeParams();
-    this.native.hvp(x, y, v, result);
+    this.native.hvp(x, y, v, result, options.method);
     return result;
   }
 

@@ -5,6 +5,12 @@ export type DType = 'float32' | 'float64' | 'int64';
 export type FloatDType = 'float32' | 'float64';
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type FloatArray = Float32Array | Float64Array;
+/**
+ * How an HVP is computed: 'forward-over-reverse' (default; hand-written
+ * tangent rules per layer, about 2/3 of the matrix work of double backward)
+ * or 'double-backward' (LibTorch's autograd differentiating the gradient).
+ */
+export type HvpMethod = 'forward-over-reverse' | 'double-backward';
 
 export interface NativeTensor {
   readonly shape: number[];
@@ -47,7 +53,7 @@ export interface NativeModel {
   lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
-  hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
+  hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): number;
   quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;

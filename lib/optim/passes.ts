@@ -2,6 +2,7 @@
 // micro-batches every quantity is the sample-count-weighted mean, so that k
 // micro-batches equal one batch of their concatenation.
 import type { Model } from '../model/model.js';
+import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 
@@ -87,11 +88,11 @@ export class Passes {
   }
 
   /** H v at the current parameters. */
-  hvp(v: Tensor, out: Tensor): number {
+  hvp(v: Tensor, out: Tensor, method?: HvpMethod): number {
     return this.accumulate(out, (b, o) => {
       this.counters.forward++;
       this.counters.hvp++;
-      return this.model.native.hvp(b.x, b.y, v, o);
+      return this.model.native.hvp(b.x, b.y, v, o, method);
     });
   }
 
