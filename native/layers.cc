@@ -1,6 +1,7 @@
 #include "layers.h"
 
 #include "args.h"
+#include "batchnorm.h"
 #include "generator.h"
 
 namespace usam {
@@ -182,17 +183,17 @@ class Conv2d : public Layer {
       const at::Tensor& w = p.pass.params[weight_];
       const at::Tensor& vw = p.v[weight_];
       bool upstream = x.tangent.defined();
-      // ∂_W of ⟨ġ, conv(x, W)⟩ + ⟨g, conv(ẋ, W)⟩ is one weight gradient over
-      // the two batches stacked
-      at::Tensor gs = upstream ? at::cat({g.tangent, g.value}) : g.tangent;
-      at::Tensor xs = upstream ? at::cat({x.value, x.tangent}) : x.value;
-      p.hv[weight_].copy_(std::get<1>(ConvBackward(gs, xs, w, {false, true, false})));
+      // Separate calls rather than one over stacked operands: stacking the
+      // batches or kernels costs the copies and, measured on the CPU, made
+      // the convolutions themselves slower.
+      at::Tensor& hw = p.hv[weight_];
+      hw.copy_(std::get<1>(ConvBackward(g.tangent, x.value, w, {false, true, false})));
+      if (upstream) hw.add_(std::get<1>(ConvBackward(g.value, x.tangent, w, {false, true, false})));
       if (hasBias_) at::sum_out(p.hv[bias_], g.tangent, {0, 2, 3});
       if (!upstream) return {};
       at::Tensor dx = std::get<0>(ConvBackward(g.value, x.value, w, {true, false, false}));
-      // convᵀ(ġ, W) + convᵀ(g, V) is one input gradient of a convolution with
-      // the two kernels stacked along the output channels
-      at::Tensor dxt = std::get<0>(ConvBackward(at::cat({g.tangent, g.value}, 1), x.value, at::cat({w, vw}), {true, false, false}));
+      at::Tensor dxt = std::get<0>(ConvBackward(g.tangent, x.value, w, {true, false, false}));
+      dxt.add_(std::get<0>(ConvBackward(g.value, x.value, vw, {true, false, false})));
       return {dx, dxt};
     };
     return {y, yt};
@@ -240,65 +241,24 @@ class BatchNorm : public Layer {
     return at::batch_norm(x, affine_ ? p.params[weight_] : at::Tensor(), affine_ ? p.params[bias_] : at::Tensor(), rm,
                           rv, p.training, momentum_, eps_, cudnn);
   }
-  // With x̂ = (x − μ)·r, r = (σ² + ε)^(−1/2), y = γ x̂ + β and batch
-  // statistics (m(·) is the mean over the reduced dimensions):
-  //   R{x̂} = r (ẋ − m(ẋ) − x̂ m(x̂ ẋ)),  R{r}/r = −r m(x̂ ẋ),  R{y} = γ R{x̂} + v_γ x̂ + v_β;
-  //   with h = γ g:  ∂x = r (h − m(h) − x̂ m(h x̂)),
-  //   R{∂x} = (R{r}/r) ∂x + r (ḣ − m(ḣ) − R{x̂} m(h x̂) − x̂ m(ḣ x̂ + h R{x̂})),  ḣ = γ ġ + v_γ g;
-  //   (Hv)_γ = Σ (ġ x̂ + g R{x̂}),  (Hv)_β = Σ ġ.
-  // With running statistics μ and r are constants and the m(·) terms vanish.
+  // The tangent rules and their fused CPU kernels live in batchnorm.cc.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     CheckRank(x.value);
-    std::vector<int64_t> dims{0};
-    std::vector<int64_t> shape(static_cast<size_t>(x.value.dim()), 1);
-    shape[1] = x.value.size(1);
-    for (int64_t d = 2; d < x.value.dim(); ++d) dims.push_back(d);
-    auto mean = [dims](const at::Tensor& t) { return t.mean(dims, /*keepdim=*/true); };
-    bool batchStats = p.pass.training;
-    at::Tensor gamma, vgamma;
+    BatchNormDualArgs args;
     if (affine_) {
-      gamma = p.pass.params[weight_].view(shape);
-      vgamma = p.v[weight_].view(shape);
+      args.gamma = p.pass.params[weight_], args.beta = p.pass.params[bias_];
+      args.vgamma = p.v[weight_], args.vbeta = p.v[bias_];
     }
-    at::Tensor xhat, r;
-    if (batchStats) {
-      at::Tensor xc = x.value - mean(x.value);
-      r = (mean(xc * xc) + eps_).rsqrt();
-      xhat = xc * r;
-    } else {
-      r = (p.pass.buffers[var_].view(shape) + eps_).rsqrt();
-      xhat = (x.value - p.pass.buffers[mean_].view(shape)) * r;
-    }
-    at::Tensor xhatT, rDotOverR;
-    if (x.tangent.defined()) {
-      if (batchStats) {
-        at::Tensor a = mean(xhat * x.tangent);
-        xhatT = (x.tangent - mean(x.tangent) - xhat * a) * r;
-        rDotOverR = -a * r;
-      } else {
-        xhatT = x.tangent * r;
-      }
-    }
-    at::Tensor y = affine_ ? xhat * gamma + p.pass.params[bias_].view(shape) : xhat;
-    at::Tensor yt = xhatT;
-    if (affine_) yt = Plus(xhatT.defined() ? xhatT * gamma : at::Tensor(), xhat * vgamma + p.v[bias_].view(shape));
-    backward = [this, &p, dims, mean, batchStats, gamma, vgamma, xhat, xhatT, r, rDotOverR](const Dual& g) -> Dual {
-      if (affine_) {
-        at::Tensor hg = g.tangent * xhat;
-        if (xhatT.defined()) hg.addcmul_(g.value, xhatT);
-        at::sum_out(p.hv[weight_], hg, dims);
-        at::sum_out(p.hv[bias_], g.tangent, dims);
-      }
-      if (!xhatT.defined()) return {};
-      at::Tensor h = affine_ ? g.value * gamma : g.value;
-      at::Tensor ht = affine_ ? g.tangent * gamma + g.value * vgamma : g.tangent;
-      if (!batchStats) return {h * r, ht * r};
-      at::Tensor mhx = mean(h * xhat);
-      at::Tensor dx = (h - mean(h) - xhat * mhx) * r;
-      at::Tensor dxt = (ht - mean(ht) - xhatT * mhx - xhat * mean(ht * xhat + h * xhatT)) * r + rDotOverR * dx;
-      return {dx, dxt};
+    args.runningMean = p.pass.buffers[mean_], args.runningVar = p.pass.buffers[var_];
+    args.eps = eps_;
+    args.batchStats = p.pass.training;
+    auto state = std::make_shared<BatchNormDualState>();
+    Dual y = BatchNormForwardDual(x, args, *state);
+    backward = [this, &p, args, state](const Dual& g) -> Dual {
+      at::Tensor none;
+      return BatchNormBackwardDual(g, args, *state, affine_ ? p.hv[weight_] : none, affine_ ? p.hv[bias_] : none);
     };
-    return {y, yt};
+    return y;
   }
 
  private:

@@ -127,6 +127,8 @@ export interface NativeVersions {
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   threads: number;
+  /** freed tensor memory is kept for reuse (glibc malloc tuned at load; USAM_MALLOC_TUNING=0 turns it off) */
+  mallocTuned: boolean;
 }
 
 export interface Addon {

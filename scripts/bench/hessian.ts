@@ -1,59 +1,123 @@
-// npm run bench:hessian [-- --json]
-// On the MLP and the CNN of the benchmark (batch 128, 28×28 inputs):
+// npm run bench:hessian [-- --json] [-- --probe-at 100,469] [-- --seeds K]
+// On the MLP and the CNN of the step benchmark (batch 128, Fashion-MNIST),
+// trained by plain SGD (lr 0.05) and probed at the steps of --probe-at
+// (default: after 100 steps and after one epoch, 469 steps), so that the
+// Hessians are those of models in training, not at initialisation:
 //  - HVPs that Lanczos and power iteration need to reach 1e-3 relative error
-//    on the top eigenvalue (target: Lanczos ≤ 1/3 of power iteration);
-//  - the time of one HVP over the time of one gradient (target ≤ 2.5×).
+//    on the top eigenvalue, the median over --seeds start vectors (default 5)
+//    (target: Lanczos ≤ 1/3 of power iteration), with λ2/λ1, which decides
+//    how fast power iteration can be (its error falls like (λ2/λ1)^(2k));
+//  - at the last probe, the time of one HVP over the time of one gradient,
+//    both on the same batch, timed alternately (median of 20 each; target
+//    ≤ 2.5×), for the default forward-over-reverse HVP and for double backward.
+import { count, fashionMnist, sampleSize } from '../../lib/data/dataset.js';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
+import type { HvpMethod } from '../../lib/native/binding.js';
 import { native } from '../../lib/native/load.js';
 import { labels, tensor } from '../../lib/tensor.js';
-import { BENCH_MODELS, timeMs } from './models.js';
+import { BENCH_MODELS, median } from './models.js';
 
-const json = process.argv.includes('--json');
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const option = (name: string, fallback: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const at = args.indexOf('--probe-at');
+const probeAt = (at >= 0 ? args[at + 1] : '100,469').split(',').map(Number);
+const seeds = option('--seeds', 5);
+const batchSize = 128;
+const data = fashionMnist('train');
+
+function batch(index: number, input: number[]) {
+  const size = sampleSize(data);
+  const from = (index * batchSize) % (count(data) - batchSize);
+  return {
+    x: tensor(data.x.slice(from * size, (from + batchSize) * size), [batchSize, ...input]),
+    y: labels(Array.from(data.y.subarray(from, from + batchSize))),
+  };
+}
+
+/** Median times (ms) of fns run alternately, so that drift of the machine hits all alike. */
+function alternate(fns: (() => void)[], repeats: number, warmup = 3): number[] {
+  const times: number[][] = fns.map(() => []);
+  for (let r = 0; r < warmup + repeats; r++)
+    fns.forEach((fn, i) => {
+      const t0 = process.hrtime.bigint();
+      fn();
+      if (r >= warmup) times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    });
+  return times.map(median);
+}
+
 const rows: Record<string, unknown>[] = [];
 for (const name of ['mlp', 'cnn'] as const) {
   const { spec, input } = BENCH_MODELS[name];
   const model = new Model(spec, { dtype: 'float32', seed: 0 });
-  const batch = 128;
-  const n = batch * input.reduce((a, b) => a * b, 1);
-  let s = 12345;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  const x = tensor(Float32Array.from({ length: n }, rand), [batch, ...input]);
-  const y = labels(Array.from({ length: batch }, (_, i) => i % 10));
-  // a few plain SGD steps so that the Hessian is not the one at initialisation
   const grad = model.zerosLikeParams();
-  for (let i = 0; i < 20; i++) {
-    model.native.lossAndGrad(x, y, grad, true);
-    native().ops.axpy(model.params, -0.05, grad);
+  let step = 0;
+  let probe = batch(0, input);
+  for (const until of probeAt) {
+    for (; step < until; step++) {
+      const b = batch(step, input);
+      model.native.lossAndGrad(b.x, b.y, grad, true);
+      native().ops.axpy(model.params, -0.05, grad);
+    }
+    probe = batch(step, input);
+    const h = hessian(model, probe, { mode: 'train' });
+    const [l1, l2] = h.eigenvalues({ k: 2, tol: 1e-7, maxIter: 300 }).largest!;
+    const target = (e: number[]) => Math.abs(e[e.length - 1] - l1) <= 1e-3 * Math.abs(l1);
+    const lanczos: number[] = [], power: number[] = [];
+    for (let seed = 1; seed <= seeds; seed++) {
+      lanczos.push(h.eigenvalues({ k: 1, tol: 1e-12, maxIter: 300, stop: target, seed }).hvps);
+      power.push(h.eigenvalues({ k: 1, method: 'power', tol: 1e-12, maxIter: 3000, stop: target, seed }).hvps);
+    }
+    rows.push({
+      kind: 'eigen',
+      model: name,
+      step,
+      topEigenvalue: l1,
+      secondOverTop: l2 / l1,
+      lanczosHvps: median(lanczos),
+      powerHvps: median(power),
+      lanczosOverPower: median(lanczos) / median(power),
+      lanczosBySeed: lanczos,
+      powerBySeed: power,
+    });
   }
-  const h = hessian(model, { x, y }, { mode: 'train' });
-  const reference = h.eigenvalues({ k: 1, tol: 1e-7, maxIter: 300 }).largest![0];
-  const target = (e: number[]) => Math.abs(e[e.length - 1] - reference) <= 1e-3 * Math.abs(reference);
-  const lanczos = h.eigenvalues({ k: 1, tol: 1e-12, maxIter: 300, stop: target, seed: 1 });
-  const power = h.eigenvalues({ k: 1, method: 'power', tol: 1e-12, maxIter: 3000, stop: target, seed: 1 });
   const v = model.zerosLikeParams();
   native().ops.fill(v, 1e-2);
   const out = model.zerosLikeParams();
-  const gradMs = timeMs(() => model.native.lossAndGrad(x, y, out, false), 20);
-  const hvpMs = timeMs(() => model.native.hvp(x, y, v, out), 20);
+  const hvp = (method: HvpMethod) => () => model.native.hvp(probe.x, probe.y, v, out, method);
+  const [gradMs, hvpMs, doubleBackwardMs] = alternate(
+    [() => model.native.lossAndGrad(probe.x, probe.y, out, false), hvp('forward-over-reverse'), hvp('double-backward')],
+    20,
+  );
   rows.push({
+    kind: 'time',
     model: name,
+    step,
     params: model.numParams,
-    topEigenvalue: reference,
-    lanczosHvps: lanczos.hvps,
-    powerHvps: power.hvps,
-    lanczosOverPower: lanczos.hvps / power.hvps,
     gradMs,
     hvpMs,
     hvpOverGrad: hvpMs / gradMs,
+    doubleBackwardOverGrad: doubleBackwardMs / gradMs,
   });
 }
-if (json) for (const r of rows) console.log(JSON.stringify(r));
+const versions = native().versions();
+if (json) for (const r of rows) console.log(JSON.stringify({ ...r, threads: versions.threads, mallocTuned: versions.mallocTuned }));
 else {
-  console.log(`threads: ${native().versions().threads}, LibTorch ${native().versions().torch}`);
-  console.log('model  params   λmax       Lanczos HVPs  power HVPs  ratio (≤0.33)  grad ms  HVP ms  HVP/grad (≤2.5)');
-  for (const r of rows)
+  const f = (r: Record<string, unknown>, k: string, d: number) => (r[k] as number).toFixed(d);
+  console.log(`threads: ${versions.threads}, LibTorch ${versions.torch}, malloc tuned: ${versions.mallocTuned}; SGD on Fashion-MNIST, ${seeds} seeds`);
+  console.log('model  step  λmax      λ2/λ1   Lanczos HVPs  power HVPs  ratio (≤0.33)');
+  for (const r of rows.filter((r) => r.kind === 'eigen'))
     console.log(
-      `${String(r.model).padEnd(6)} ${String(r.params).padEnd(8)} ${(r.topEigenvalue as number).toFixed(4).padEnd(10)} ${String(r.lanczosHvps).padEnd(13)} ${String(r.powerHvps).padEnd(11)} ${(r.lanczosOverPower as number).toFixed(3).padEnd(14)} ${(r.gradMs as number).toFixed(2).padEnd(8)} ${(r.hvpMs as number).toFixed(2).padEnd(7)} ${(r.hvpOverGrad as number).toFixed(2)}`,
+      `${String(r.model).padEnd(6)} ${String(r.step).padEnd(5)} ${f(r, 'topEigenvalue', 4).padEnd(9)} ${f(r, 'secondOverTop', 3).padEnd(7)} ${String(r.lanczosHvps).padEnd(13)} ${String(r.powerHvps).padEnd(11)} ${f(r, 'lanczosOverPower', 3)}`,
+    );
+  console.log('model  step  params   grad ms  HVP ms  HVP/grad (≤2.5)  double-backward/grad');
+  for (const r of rows.filter((r) => r.kind === 'time'))
+    console.log(
+      `${String(r.model).padEnd(6)} ${String(r.step).padEnd(5)} ${String(r.params).padEnd(8)} ${f(r, 'gradMs', 2).padEnd(8)} ${f(r, 'hvpMs', 2).padEnd(7)} ${f(r, 'hvpOverGrad', 2).padEnd(16)} ${f(r, 'doubleBackwardOverGrad', 2)}`,
     );
 }
