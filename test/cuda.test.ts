@@ -46,8 +46,18 @@ describe.skipIf(!hasCuda)('on CUDA (skipped: no CUDA device in this build or mac
       expect(maxAbsDiff(toNumbers(a.grad), toNumbers(b.grad))).toBeLessThan(1e-12);
       const r = rng(5);
       const vv = Float64Array.from({ length: cpu.numParams }, () => r() - 0.5);
-      const hv = toNumbers(cpu.hvp(x, y, tensor(vv))), hvg = toNumbers(gpu.hvp(xg, yg, tensor(vv, undefined, { device: 'cuda' })));
-      expect(maxAbsDiff(hv, hvg)).toBeLessThan(1e-10);
+      // forward-over-reverse on the GPU runs BatchNorm's composite tangent
+      // rules, on the CPU the fused kernels; double backward is a third way
+      for (const training of [true, false]) {
+        cpu.train(training);
+        gpu.train(training);
+        const vg = tensor(vv, undefined, { device: 'cuda' });
+        const hv = toNumbers(cpu.hvp(x, y, tensor(vv))), hvg = toNumbers(gpu.hvp(xg, yg, vg));
+        expect(maxAbsDiff(hv, hvg), `training=${training}`).toBeLessThan(1e-10);
+        expect(maxAbsDiff(hv, toNumbers(gpu.hvp(xg, yg, vg, undefined, { method: 'double-backward' }))), `training=${training}`).toBeLessThan(1e-10);
+      }
+      cpu.train(true);
+      gpu.train(true);
       const q = cpu.quadraticFormGrad(x, y, tensor(vv)), qg = gpu.quadraticFormGrad(xg, yg, tensor(vv, undefined, { device: 'cuda' }));
       expect(Math.abs(q.q - qg.q)).toBeLessThan(1e-10);
       expect(maxAbsDiff(toNumbers(q.grad), toNumbers(qg.grad))).toBeLessThan(1e-9);

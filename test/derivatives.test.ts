@@ -161,6 +161,25 @@ describe('forward-over-reverse HVP equals double backward', () => {
     ...cases,
     { name: 'residual CNN with dropout', make: () => float64Model(residualSpec(true), 6), batch: regressionBatch },
     {
+      name: 'BatchNorm1d over [N, C, L] inputs',
+      make: () =>
+        float64Model(
+          {
+            input: [3, 4],
+            layers: [
+              { type: 'batchnorm1d', numFeatures: 3 },
+              { type: 'flatten' },
+              { type: 'linear', inFeatures: 12, outFeatures: 5 },
+              { type: 'batchnorm1d', numFeatures: 5, affine: false },
+              { type: 'softplus' },
+              { type: 'linear', inFeatures: 5, outFeatures: 3 },
+            ],
+          },
+          8,
+        ),
+      batch: () => randomBatch([7, 3, 4], 3, 16),
+    },
+    {
       name: 'tanh-GELU and a softplus past its threshold',
       make: () =>
         float64Model(

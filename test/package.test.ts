@@ -93,6 +93,23 @@ describe('loader errors', () => {
   });
 });
 
+describe('memory reuse', () => {
+  // glibc only: the addon keeps freed tensor memory for reuse unless told not to
+  const mallocTuned = (env: NodeJS.ProcessEnv) => {
+    const script = `import { native } from ${JSON.stringify(join(repoRoot, 'lib/native/load.ts'))}; console.log(native().versions().mallocTuned);`;
+    const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
+    for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env: merged, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    return r.stdout.trim();
+  };
+  it('is on by default, off with USAM_MALLOC_TUNING=0, and left alone when the user tunes malloc', () => {
+    expect(mallocTuned({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: undefined })).toBe('true');
+    expect(mallocTuned({ USAM_MALLOC_TUNING: '0' })).toBe('false');
+    expect(mallocTuned({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=1000000' })).toBe('false');
+  });
+});
+
 describe('scripts/gpu-check.sh (its CPU-side parts)', () => {
   it('is valid bash, and on a machine without a CUDA torch stops with a clear summary', () => {
     expect(spawnSync('bash', ['-n', join(repoRoot, 'scripts/gpu-check.sh')]).status).toBe(0);
