@@ -202,7 +202,7 @@ class Conv2d : public Layer {
  private:
   std::tuple<at::Tensor, at::Tensor, at::Tensor> ConvBackward(const at::Tensor& g, const at::Tensor& x,
                                                               const at::Tensor& w, std::array<bool, 3> mask) const {
-    return at::convolution_backward(g, x, w, c10::nullopt, stride_, padding_, {1, 1}, false, {0, 0}, 1, mask);
+    return at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride_, padding_, {1, 1}, false, {0, 0}, 1, mask);
   }
 
   size_t weight_ = 0, bias_ = 0;
