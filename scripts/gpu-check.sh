@@ -4,7 +4,7 @@
 #
 #   scripts/gpu-check.sh pack            (here) gpu-carry.tar.xz: node, node_modules, dist
 #   scripts/gpu-check.sh run [OUT_DIR]   (there) build the CUDA flavour, run the CUDA
-#                                        tests, benchmark ResNet-18, write OUT_DIR/summary.md
+#                                        tests, benchmark ResNet-18 (steps, HVP/grad), write OUT_DIR/summary.md
 #
 # The GPU machine needs python3 with a CUDA torch, cmake and a C++ compiler;
 # node comes in the archive. Everything is written under OUT_DIR (default
@@ -75,6 +75,17 @@ node -e '
   for (const r of rows) console.log(`| ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} | ${r.forwardBackwardMs.toFixed(2)} | ${r.oursOverPasses.toFixed(3)} |`);
 ' "$out/bench.jsonl" | tee -a "$summary"
 [ -s "$out/bench.jsonl" ] || say "(benchmark failed: see bench.err)"
+
+# 4. ResNet-18 HVP over gradient on the card (forward-over-reverse and double backward)
 say ""
-say "Raw: build.log, cuda-tests.txt, bench.jsonl."
+say "| model | grad ms | HVP ms | HVP/grad | double-backward/grad |"
+say "|---|---|---|---|---|"
+node scripts/run-ts.mjs scripts/bench/hessian.ts --json --timing-only --models resnet18 --device cuda > "$out/hessian.jsonl" 2> "$out/hessian.err" || true
+node -e '
+  const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse);
+  for (const r of rows) console.log(`| ${r.model} | ${r.gradMs.toFixed(2)} | ${r.hvpMs.toFixed(2)} | ${r.hvpOverGrad.toFixed(3)} | ${r.doubleBackwardOverGrad.toFixed(3)} |`);
+' "$out/hessian.jsonl" | tee -a "$summary"
+[ -s "$out/hessian.jsonl" ] || say "(HVP benchmark failed: see hessian.err)"
+say ""
+say "Raw: build.log, cuda-tests.txt, bench.jsonl, hessian.jsonl."
 exit $cuda_rc

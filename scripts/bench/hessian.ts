@@ -10,13 +10,15 @@
 //  - at the last probe, the time of one HVP over the time of one gradient,
 //    both on the same batch, timed alternately (median of 20 each; target
 //    ≤ 2.5×), for the default forward-over-reverse HVP and for double backward.
+// --timing-only [--models resnet18] [--device cuda]: only the timing, on a
+// seeded random batch (the GPU check: scripts/gpu-check.sh).
 import { count, fashionMnist, sampleSize } from '../../lib/data/dataset.js';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
 import type { HvpMethod } from '../../lib/native/binding.js';
 import { native } from '../../lib/native/load.js';
-import { labels, tensor } from '../../lib/tensor.js';
-import { BENCH_MODELS, median } from './models.js';
+import { labels, type Tensor, tensor } from '../../lib/tensor.js';
+import { BENCH_MODELS, type BenchModel, median } from './models.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -27,15 +29,33 @@ const option = (name: string, fallback: number) => {
 const at = args.indexOf('--probe-at');
 const probeAt = (at >= 0 ? args[at + 1] : '100,469').split(',').map(Number);
 const seeds = option('--seeds', 5);
+const text = (name: string, fallback: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const timingOnly = args.includes('--timing-only');
+const models = text('--models', 'mlp,cnn').split(',') as BenchModel[];
+const device = text('--device', 'cpu');
 const batchSize = 128;
-const data = fashionMnist('train');
+const data = timingOnly ? undefined : fashionMnist('train');
 
 function batch(index: number, input: number[]) {
+  if (!data) throw new Error('no dataset in --timing-only mode');
   const size = sampleSize(data);
   const from = (index * batchSize) % (count(data) - batchSize);
   return {
     x: tensor(data.x.slice(from * size, (from + batchSize) * size), [batchSize, ...input]),
     y: labels(Array.from(data.y.subarray(from, from + batchSize))),
+  };
+}
+
+function randomBatch(input: number[]) {
+  const n = batchSize * input.reduce((a, b) => a * b, 1);
+  let s = 12345;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+  return {
+    x: tensor(Float32Array.from({ length: n }, rand), [batchSize, ...input], { device }),
+    y: labels(Array.from({ length: batchSize }, (_, i) => i % 10), { device }),
   };
 }
 
@@ -52,9 +72,36 @@ function alternate(fns: (() => void)[], repeats: number, warmup = 3): number[] {
 }
 
 const rows: Record<string, unknown>[] = [];
-for (const name of ['mlp', 'cnn'] as const) {
+
+/** One gradient, one HVP by each method, alternately on the same batch. */
+function timeHvp(name: string, model: Model, probe: { x: Tensor; y: Tensor }, step: number) {
+  const v = model.zerosLikeParams();
+  native().ops.fill(v, 1e-2);
+  const out = model.zerosLikeParams();
+  const hvp = (method: HvpMethod) => () => model.native.hvp(probe.x, probe.y, v, out, method);
+  const [gradMs, hvpMs, doubleBackwardMs] = alternate(
+    [() => model.native.lossAndGrad(probe.x, probe.y, out, false), hvp('forward-over-reverse'), hvp('double-backward')],
+    20,
+  );
+  rows.push({
+    kind: 'time',
+    model: name,
+    step,
+    params: model.numParams,
+    gradMs,
+    hvpMs,
+    hvpOverGrad: hvpMs / gradMs,
+    doubleBackwardOverGrad: doubleBackwardMs / gradMs,
+  });
+}
+
+for (const name of models) {
   const { spec, input } = BENCH_MODELS[name];
-  const model = new Model(spec, { dtype: 'float32', seed: 0 });
+  const model = new Model(spec, { dtype: 'float32', seed: 0, device });
+  if (timingOnly) {
+    timeHvp(name, model, randomBatch(input), 0);
+    continue;
+  }
   const grad = model.zerosLikeParams();
   let step = 0;
   let probe = batch(0, input);
@@ -86,24 +133,7 @@ for (const name of ['mlp', 'cnn'] as const) {
       powerBySeed: power,
     });
   }
-  const v = model.zerosLikeParams();
-  native().ops.fill(v, 1e-2);
-  const out = model.zerosLikeParams();
-  const hvp = (method: HvpMethod) => () => model.native.hvp(probe.x, probe.y, v, out, method);
-  const [gradMs, hvpMs, doubleBackwardMs] = alternate(
-    [() => model.native.lossAndGrad(probe.x, probe.y, out, false), hvp('forward-over-reverse'), hvp('double-backward')],
-    20,
-  );
-  rows.push({
-    kind: 'time',
-    model: name,
-    step,
-    params: model.numParams,
-    gradMs,
-    hvpMs,
-    hvpOverGrad: hvpMs / gradMs,
-    doubleBackwardOverGrad: doubleBackwardMs / gradMs,
-  });
+  timeHvp(name, model, probe, step);
 }
 const versions = native().versions();
 if (json) for (const r of rows) console.log(JSON.stringify({ ...r, threads: versions.threads, mallocTuned: versions.mallocTuned }));
