@@ -36,15 +36,11 @@ void ForChannel(int64_t n, int64_t C, int64_t S, int64_t c, F&& each) {
   }
 }
 
-// [N, C, *] → (N, C, S)
-std::tuple<int64_t, int64_t, int64_t> Dims(const at::Tensor& x) {
-  return {x.size(0), x.size(1), x.numel() / (x.size(0) * x.size(1))};
-}
-
 template <typename T>
 void ForwardCpu(const at::Tensor& x, const at::Tensor& xt, const BatchNormDualArgs& args, at::Tensor& y,
                 at::Tensor& yt, BatchNormDualState& st) {
-  auto [N, C, S] = Dims(x);
+  // plain locals, not a structured binding: lambdas capture them (C++17)
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
   const double count = static_cast<double>(N * S);
   const T* px = x.data_ptr<T>();
   const T* pxt = xt.defined() ? xt.data_ptr<T>() : nullptr;
@@ -97,7 +93,8 @@ void BackwardCpu(const at::Tensor& g, const at::Tensor& gt, const BatchNormDualA
                  const BatchNormDualState& st, at::Tensor& hvGamma, at::Tensor& hvBeta, at::Tensor& dx,
                  at::Tensor& dxt) {
   const at::Tensor &x = st.x, &xt = st.xt;
-  auto [N, C, S] = Dims(x);
+  // plain locals, not a structured binding: lambdas capture them (C++17)
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
   const double count = static_cast<double>(N * S);
   const T *px = x.data_ptr<T>(), *pg = g.data_ptr<T>(), *pgt = gt.data_ptr<T>();
   const T* pxt = xt.defined() ? xt.data_ptr<T>() : nullptr;

@@ -52,7 +52,9 @@ struct Dual {
 // A layer's reverse step in a forward-over-reverse HVP: maps (∂L/∂y, R{∂L/∂y})
 // of the layer's output to those of its input and writes the layer's blocks
 // of H·v on the way. Returns an undefined Dual when the input does not
-// depend on the parameters (nothing upstream needs it).
+// depend on the parameters (nothing upstream needs it). Closures may hold
+// references to the layer and to the DualPass: they run, and are dropped,
+// within the Network::Hvp call that made them.
 using DualBackward = std::function<Dual(const Dual& grad)>;
 
 // The state of one forward-over-reverse pass: the forward pass's state, the

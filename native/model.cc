@@ -217,9 +217,16 @@ Napi::Value ModelWrap::Hvp(const Napi::CallbackInfo& info) {
   auto& net = Net();
   std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
   if (method == "forward-over-reverse") {
-    // the reverse pass writes blocks of `out` while it still reads v
-    bool aliased = at::get_overlap_status(out, v) != at::MemOverlapStatus::No;
-    return Napi::Number::New(info.Env(), net.Hvp(x, y, aliased ? v.clone() : v, out));
+    // The reverse pass writes blocks of `out` while it still reads v, the
+    // parameters and the statistics: if `out` is any of them (e.g.
+    // model.params), compute into a fresh vector and copy at the end.
+    auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
+    if (!overlaps(v) && !overlaps(net.flatParams) && !overlaps(net.flatBuffers))
+      return Napi::Number::New(info.Env(), net.Hvp(x, y, v, out));
+    at::Tensor fresh = at::empty_like(out);
+    double loss = net.Hvp(x, y, v, fresh);
+    out.copy_(fresh);
+    return Napi::Number::New(info.Env(), loss);
   }
   if (method != "double-backward")
     Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");

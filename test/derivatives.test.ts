@@ -214,13 +214,16 @@ describe('forward-over-reverse HVP equals double backward', () => {
     });
   });
 
-  it('writes H v over v itself when out is v', () => {
-    const { make, batch } = cases[1];
+  it('writes H v over v itself, or over the parameters it reads, when out is one of them', () => {
+    const { make, batch } = cases[1]; // conv, BatchNorm, linear: each reads its parameters after writing its block
     const model = make();
     const { x, y } = batch();
     const v = randomVector(model.numParams, 501);
     const expected = toNumbers(model.hvp(x, y, v));
-    model.hvp(x, y, v, v);
+    model.hvp(x, y, v, model.params);
+    expect(maxAbsDiff(toNumbers(model.params), expected)).toBe(0);
+    const other = make();
+    other.hvp(x, y, v, v);
     expect(maxAbsDiff(toNumbers(v), expected)).toBe(0);
   });
 
