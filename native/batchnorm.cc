@@ -230,11 +230,11 @@ Dual BatchNormBackwardDual(const Dual& g, const BatchNormDualArgs& args, const B
   at::Tensor gv = g.value.contiguous(), gt = g.tangent.contiguous();
   at::Tensor dx, dxt;
   if (st.xt.defined()) dx = at::empty_like(st.x), dxt = at::empty_like(st.x);
-  // the kernel writes per-channel results through raw pointers: contiguous
-  // views of the flat H·v (they are, being narrow() of a flat vector)
-  at::Tensor hg = args.gamma.defined() ? hvGamma : at::Tensor(), hb = args.gamma.defined() ? hvBeta : at::Tensor();
+  // the kernel writes per-channel results through raw pointers into
+  // hvGamma and hvBeta: contiguous views of the flat H·v (narrow() of a flat
+  // vector), undefined without affine
   AT_DISPATCH_FLOATING_TYPES(st.x.scalar_type(), "BatchNormBackwardDual",
-                             [&] { BackwardCpu<scalar_t>(gv, gt, args, st, hg, hb, dx, dxt); });
+                             [&] { BackwardCpu<scalar_t>(gv, gt, args, st, hvGamma, hvBeta, dx, dxt); });
   if (!dx.defined()) return {};
   return {dx, dxt};
 }

@@ -8,7 +8,8 @@
 namespace usam {
 
 // dst = Σ_i c[i]·xs[i]; returns Σ_k dst[k] in double (finite exactly when
-// every element of dst is: the NaN/Inf check comes free).
+// every element of dst is, short of float64 sums past ~1.8e308: the NaN/Inf
+// check comes free).
 double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::vector<at::Tensor>& xs);
 
 struct SgdParams {

@@ -50,6 +50,12 @@ at::Tensor Plus(const at::Tensor& a, const at::Tensor& b) {
 // and which has no parameters itself: nothing to propagate.
 Dual NothingUpstream(const Dual&) { return {}; }
 
+// The reverse step of an identity map of x.
+DualBackward IdentityBackward(const Dual& x) {
+  if (!x.tangent.defined()) return NothingUpstream;
+  return [](const Dual& g) { return g; };
+}
+
 // Tangent and reverse step of a parameter-free linear map f: R{y} = f(ẋ),
 // and the reverse step applies the vector-Jacobian product of f (taken from
 // autograd on a one-op graph; f is linear, so it does not depend on x) to
@@ -470,7 +476,7 @@ class Dropout : public Layer {
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     if (!p.pass.training || p_ == 0) {
-      backward = x.tangent.defined() ? DualBackward([](const Dual& g) { return g; }) : DualBackward(NothingUpstream);
+      backward = IdentityBackward(x);
       return x;
     }
     at::Tensor keep = Mask(x.value, p.pass);
@@ -512,8 +518,7 @@ class Residual : public Layer {
     Dual main = RunLayersDual(body_, x, p, bodyBack);
     Dual skip = shortcut_.empty() ? x : RunLayersDual(shortcut_, x, p, skipBack);
     CheckShapes(main.value, skip.value);
-    if (shortcut_.empty())
-      skipBack = x.tangent.defined() ? DualBackward([](const Dual& g) { return g; }) : DualBackward(NothingUpstream);
+    if (shortcut_.empty()) skipBack = IdentityBackward(x);
     backward = [bodyBack, skipBack](const Dual& g) -> Dual {
       Dual a = bodyBack(g), b = skipBack(g);
       return {Plus(a.value, b.value), Plus(a.tangent, b.tangent)};

@@ -141,7 +141,8 @@ Napi::Value AllFinite(const Napi::CallbackInfo& info) {
   at::NoGradGuard ng;
   // One reduction instead of isfinite(x).all() (8× faster): a double sum is
   // finite exactly when every element is (NaN propagates, ±Inf stays or
-  // becomes NaN, and float32 values cannot overflow a double sum).
+  // becomes NaN, and float32 values cannot overflow a double sum; float64
+  // values summing past ~1.8e308 would also read as non-finite).
   return Napi::Boolean::New(info.Env(), std::isfinite(x.sum(at::kDouble).item<double>()));
 }
 

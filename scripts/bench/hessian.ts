@@ -12,63 +12,36 @@
 //    ≤ 2.5×), for the default forward-over-reverse HVP and for double backward.
 // --timing-only [--models resnet18] [--device cuda]: only the timing, on a
 // seeded random batch (the GPU check: scripts/gpu-check.sh).
-import { count, fashionMnist, sampleSize } from '../../lib/data/dataset.js';
+import { count, type Dataset, fashionMnist, sampleSize, synthetic } from '../../lib/data/dataset.js';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
 import type { HvpMethod } from '../../lib/native/binding.js';
 import { native } from '../../lib/native/load.js';
 import { labels, type Tensor, tensor } from '../../lib/tensor.js';
-import { BENCH_MODELS, type BenchModel, median } from './models.js';
+import { alternate, BENCH_MODELS, type BenchModel, median } from './models.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
-const option = (name: string, fallback: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-};
-const at = args.indexOf('--probe-at');
-const probeAt = (at >= 0 ? args[at + 1] : '100,469').split(',').map(Number);
-const seeds = option('--seeds', 5);
-const text = (name: string, fallback: string) => {
+const timingOnly = args.includes('--timing-only');
+const option = (name: string, fallback: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;
 };
-const timingOnly = args.includes('--timing-only');
-const models = text('--models', 'mlp,cnn').split(',') as BenchModel[];
-const device = text('--device', 'cpu');
+const probeAt = option('--probe-at', '100,469').split(',').map(Number);
+const seeds = Number(option('--seeds', '5'));
+const models = option('--models', 'mlp,cnn').split(',') as BenchModel[];
+const device = option('--device', 'cpu');
 const batchSize = 128;
-const data = timingOnly ? undefined : fashionMnist('train');
+const fashion = timingOnly ? undefined : fashionMnist('train');
 
-function batch(index: number, input: number[]) {
-  if (!data) throw new Error('no dataset in --timing-only mode');
+/** Batch `index` of the data, in the model's input shape. */
+function batch(data: Dataset, index: number, input: number[]) {
   const size = sampleSize(data);
-  const from = (index * batchSize) % (count(data) - batchSize);
+  const from = (index * batchSize) % Math.max(1, count(data) - batchSize);
   return {
-    x: tensor(data.x.slice(from * size, (from + batchSize) * size), [batchSize, ...input]),
-    y: labels(Array.from(data.y.subarray(from, from + batchSize))),
+    x: tensor(data.x.slice(from * size, (from + batchSize) * size), [batchSize, ...input], { device }),
+    y: labels(Array.from(data.y.subarray(from, from + batchSize)), { device }),
   };
-}
-
-function randomBatch(input: number[]) {
-  const n = batchSize * input.reduce((a, b) => a * b, 1);
-  let s = 12345;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  return {
-    x: tensor(Float32Array.from({ length: n }, rand), [batchSize, ...input], { device }),
-    y: labels(Array.from({ length: batchSize }, (_, i) => i % 10), { device }),
-  };
-}
-
-/** Median times (ms) of fns run alternately, so that drift of the machine hits all alike. */
-function alternate(fns: (() => void)[], repeats: number, warmup = 3): number[] {
-  const times: number[][] = fns.map(() => []);
-  for (let r = 0; r < warmup + repeats; r++)
-    fns.forEach((fn, i) => {
-      const t0 = process.hrtime.bigint();
-      fn();
-      if (r >= warmup) times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
-    });
-  return times.map(median);
 }
 
 const rows: Record<string, unknown>[] = [];
@@ -98,20 +71,20 @@ function timeHvp(name: string, model: Model, probe: { x: Tensor; y: Tensor }, st
 for (const name of models) {
   const { spec, input } = BENCH_MODELS[name];
   const model = new Model(spec, { dtype: 'float32', seed: 0, device });
-  if (timingOnly) {
-    timeHvp(name, model, randomBatch(input), 0);
+  if (!fashion) {
+    timeHvp(name, model, batch(synthetic({ count: batchSize, shape: input, classes: 10, seed: 1 }), 0, input), 0);
     continue;
   }
   const grad = model.zerosLikeParams();
   let step = 0;
-  let probe = batch(0, input);
+  let probe = batch(fashion, 0, input);
   for (const until of probeAt) {
     for (; step < until; step++) {
-      const b = batch(step, input);
+      const b = batch(fashion, step, input);
       model.native.lossAndGrad(b.x, b.y, grad, true);
       native().ops.axpy(model.params, -0.05, grad);
     }
-    probe = batch(step, input);
+    probe = batch(fashion, step, input);
     const h = hessian(model, probe, { mode: 'train' });
     const [l1, l2] = h.eigenvalues({ k: 2, tol: 1e-7, maxIter: 300 }).largest!;
     const target = (e: number[]) => Math.abs(e[e.length - 1] - l1) <= 1e-3 * Math.abs(l1);
@@ -139,8 +112,9 @@ const versions = native().versions();
 if (json) for (const r of rows) console.log(JSON.stringify({ ...r, threads: versions.threads, mallocTuned: versions.mallocTuned }));
 else {
   const f = (r: Record<string, unknown>, k: string, d: number) => (r[k] as number).toFixed(d);
-  console.log(`threads: ${versions.threads}, LibTorch ${versions.torch}, malloc tuned: ${versions.mallocTuned}; SGD on Fashion-MNIST, ${seeds} seeds`);
-  console.log('model  step  λmax      λ2/λ1   Lanczos HVPs  power HVPs  ratio (≤0.33)');
+  const data = fashion ? `SGD on Fashion-MNIST, ${seeds} seeds` : 'a synthetic batch, timing only';
+  console.log(`threads: ${versions.threads}, LibTorch ${versions.torch}, malloc tuned: ${versions.mallocTuned}; ${data}`);
+  if (fashion) console.log('model  step  λmax      λ2/λ1   Lanczos HVPs  power HVPs  ratio (≤0.33)');
   for (const r of rows.filter((r) => r.kind === 'eigen'))
     console.log(
       `${String(r.model).padEnd(6)} ${String(r.step).padEnd(5)} ${f(r, 'topEigenvalue', 4).padEnd(9)} ${f(r, 'secondOverTop', 3).padEnd(7)} ${String(r.lanczosHvps).padEnd(13)} ${String(r.powerHvps).padEnd(11)} ${f(r, 'lanczosOverPower', 3)}`,

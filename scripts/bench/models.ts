@@ -19,14 +19,14 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Median wall time (ms) of fn over `repeats` runs after `warmup` runs. */
-export function timeMs(fn: () => void, repeats: number, warmup = 3): number {
-  for (let i = 0; i < warmup; i++) fn();
-  const times: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const t0 = process.hrtime.bigint();
-    fn();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  return median(times);
+/** Median times (ms) of fns run alternately, so that drift of the machine hits all alike. */
+export function alternate(fns: (() => void)[], repeats: number, warmup = 3): number[] {
+  const times: number[][] = fns.map(() => []);
+  for (let r = 0; r < warmup + repeats; r++)
+    fns.forEach((fn, i) => {
+      const t0 = process.hrtime.bigint();
+      fn();
+      if (r >= warmup) times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    });
+  return times.map(median);
 }
