@@ -7,10 +7,16 @@
 #include "tensor.h"
 #include "vecops.h"
 
-#if defined(__GLIBC__)
-#include <malloc.h>
+#include "build_info.h"
+
+#include <dlfcn.h>
+#include <sched.h>
 
 #include <cstdlib>
+#include <thread>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
 #endif
 
 #ifndef USAM_VERSION
@@ -45,6 +51,39 @@ static bool TuneMalloc() {
 #endif
 }
 
+// What this binary was built against, as text in the file itself: the loader
+// reads it before loading (an addon linked against another LibTorch than the
+// one in the process would crash instead of throwing). `used` keeps it in a
+// stripped prebuild.
+extern "C" __attribute__((used, visibility("default"))) const char usam_build_info[] =
+    USAM_BUILD_INFO_MARKER USAM_BUILD_INFO_JSON USAM_BUILD_INFO_MARKER;
+
+// The LibTorch file this process really loaded (not the one we were built
+// against, though the loader makes them the same).
+static std::string LoadedLibrary(const void* symbol) {
+  Dl_info info{};
+  if (dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "";
+  return info.dli_fname;
+}
+
+// PyTorch's default: one intra-op thread per core this process may use.
+// LibTorch 1.13 as Debian builds it starts with one. OMP_NUM_THREADS or
+// MKL_NUM_THREADS, when set, are LibTorch's to honour; setThreads() and
+// `--threads` override either way. Once per process: worker threads share it.
+static int DefaultThreads() {
+  static int threads = [] {
+    if (std::getenv("OMP_NUM_THREADS") || std::getenv("MKL_NUM_THREADS")) return 0;
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    if (n < 1) n = static_cast<int>(std::thread::hardware_concurrency());
+    if (n < 1) return 0;
+    at::set_num_threads(n);
+    return n;
+  }();
+  return threads;
+}
+
 static Napi::Value Versions(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto o = Napi::Object::New(env);
@@ -56,6 +95,9 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   o.Set("cudaDeviceCount", static_cast<double>(at::hasCUDA() ? at::getNumGPUs() : 0));
   o.Set("threads", static_cast<double>(at::get_num_threads()));
   o.Set("mallocTuned", TuneMalloc());
+  o.Set("defaultThreads", static_cast<double>(DefaultThreads()));
+  o.Set("build", USAM_BUILD_INFO_JSON);
+  o.Set("torchLibrary", LoadedLibrary(reinterpret_cast<const void*>(&at::get_num_threads)));
   return o;
 }
 
@@ -69,6 +111,7 @@ static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   TuneMalloc();
+  DefaultThreads();
   auto* data = new AddonData();
   env.SetInstanceData(data);
   auto tensor = TensorWrap::Define(env);

@@ -3,22 +3,34 @@
 // addon that fits this machine exists. Builds it from source with cmake-js
 // against LibTorch (found by scripts/libtorch.mjs; on Debian, installed with
 // apt when missing and we are root), unless an up-to-date build exists.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { findLibtorch, describeTried, HOW_TO_PROVIDE } from './libtorch.mjs';
+import { describeLibtorch, describeTried, findLibtorch, HOW_TO_PROVIDE, readBuildInfo } from './libtorch.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
 const log = (msg) => console.error(`universal-sam: ${msg}`);
 const force = process.argv.includes('--force-source');
-// cmake-js builds in build/cmake; the addon is copied to build/Release, where
-// node-gyp (binding.gyp delegates here) and the loader expect it.
-const cmakeDir = join(root, 'build', 'cmake');
-const output = join(root, 'build', 'Release', 'usam.node');
+// --out DIR: write the addon to DIR/usam.node instead of build/Release (CI
+// builds one binary per LibTorch side by side).
+const outIndex = process.argv.indexOf('--out');
+const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1] ?? '') : join(root, 'build', 'Release');
+// A prebuild (npm run prebuild sets USAM_PREBUILD=1) carries no RUNPATH to
+// this machine's LibTorch: the loader loads the user's.
+const kind = process.env.USAM_PREBUILD === '1' ? 'prebuild' : 'local';
+// The addon lands in build/Release by default, where node-gyp (binding.gyp
+// delegates here) and the loader expect it.
+const output = join(outDir, 'usam.node');
+// cmake-js builds in build/cmake/<kind>-<LibTorch>: one CMake cache per
+// LibTorch, so switching between them neither reuses another's cached
+// library paths nor recompiles from scratch when switching back.
+const cmakeDirFor = (torch) =>
+  join(root, 'build', 'cmake', `${kind}-${createHash('sha256').update(torch.libDir).digest('hex').slice(0, 12)}`);
 
 function newestSource() {
   const files = [join(root, 'CMakeLists.txt'), ...readdirSync(join(root, 'native')).map((f) => join(root, 'native', f))];
@@ -79,24 +91,28 @@ function resolveLibtorch() {
     log(`no LibTorch found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`);
     process.exit(1);
   }
-  log(`LibTorch from ${found.source}: ${found.torchDir}`);
+  log(`${describeLibtorch(found)}, from ${found.source} (${found.where})`);
   return found;
 }
 
 function build(torch) {
+  const cmakeDir = cmakeDirFor(torch);
   const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
   const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version;
   const args = [cmakeJs, 'compile', '--directory', root, '--out', cmakeDir,
     `--parallel`, String(availableParallelism()),
-    `--CDTorch_DIR=${torch.torchDir}`, `--CDUSAM_PACKAGE_VERSION=${version}`];
-  log(`building the addon from source (cmake-js, LibTorch ${torch.torchDir})`);
+    `--CDTorch_DIR=${torch.torchDir}`, `--CDUSAM_PACKAGE_VERSION=${version}`,
+    `--CDUSAM_PREBUILD=${kind === 'prebuild' ? 'ON' : 'OFF'}`];
+  log(`building the ${torch.cuda ? 'cuda' : 'cpu'} flavour from source (cmake-js, ${describeLibtorch(torch)})`);
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) {
     log('the native build failed (see above).');
     process.exit(r.status ?? 1);
   }
   mkdirSync(dirname(output), { recursive: true });
-  copyFileSync(join(cmakeDir, 'Release', 'usam.node'), output);
+  // copy, then rename: a process that has the old binary loaded keeps its mapping
+  copyFileSync(join(cmakeDir, 'Release', 'usam.node'), `${output}.tmp`);
+  renameSync(`${output}.tmp`, output);
   log(`built ${output}`);
 }
 
@@ -117,10 +133,19 @@ function loadablePrebuild() {
   return JSON.parse(r.stdout);
 }
 
-const hasLocalBuild = existsSync(output) && statSync(output).mtimeMs >= newestSource();
+// Up to date: newer than every source, and built against the LibTorch that a
+// build would use now (installing another torch, or setting PYTHON, rebuilds).
+function upToDate(torch) {
+  if (!existsSync(output) || statSync(output).mtimeMs < newestSource()) return false;
+  const info = readBuildInfo(output);
+  return Boolean(torch && info && info.kind === kind && info.torchLibDir === torch.libDir);
+}
+
+const torchNow = findLibtorch().found;
+const hasLocalBuild = upToDate(torchNow);
 // one apt-get run for everything this machine lacks (LibTorch is needed by a
 // prebuilt binary and by a source build alike)
-installMissingPackages(!force && hasLocalBuild ? false : !findLibtorch().found);
+installMissingPackages(!force && hasLocalBuild ? false : !torchNow);
 const prebuilt = !force && !hasLocalBuild ? loadablePrebuild() : null;
 if (prebuilt) log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour}, LibTorch ${prebuilt.versions.torch})`);
 else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);

@@ -129,6 +129,12 @@ export interface NativeVersions {
   threads: number;
   /** freed tensor memory is kept for reuse (glibc malloc tuned at load; USAM_MALLOC_TUNING=0 turns it off) */
   mallocTuned: boolean;
+  /** intra-op threads set at load (one per usable core, as PyTorch does); 0 when OMP_NUM_THREADS / MKL_NUM_THREADS decided */
+  defaultThreads: number;
+  /** what the binary was built against, as JSON (scripts/libtorch.mjs readBuildInfo reads the same from the file) */
+  build: string;
+  /** the LibTorch file this process really loaded (libtorch_cpu) */
+  torchLibrary: string;
 }
 
 export interface Addon {

@@ -1,16 +1,41 @@
 // The only place that loads the native addon. Candidates, in order:
 //   1. USAM_ADDON (an explicit path to a .node file),
-//   2. prebuilt binaries under prebuilds/<platform>-<arch>/ (CUDA flavour
-//      first, then CPU; each must load and report the LibTorch version its
-//      file name was tagged with),
+//   2. prebuilt binaries under prebuilds/<platform>-<arch>/, named
+//      usam.<flavour>.torch<major.minor>.node, ordered by the LibTorch they
+//      fit (the first LibTorch this environment points at first; CUDA before
+//      CPU for the same one),
 //   3. the local source build, build/Release/usam.node.
-// When none loads, one error lists every candidate and why it failed.
-import { existsSync, readdirSync } from 'node:fs';
+//
+// Every binary carries its build info (flavour, LibTorch version and folder;
+// native/build_info.h.in), read from the file before anything is loaded. A
+// local build runs with exactly the LibTorch it was linked against; a prebuild
+// with a LibTorch found on this machine of the same major.minor (and CUDA for
+// the cuda flavour). That LibTorch is loaded first, by path, so nothing found
+// earlier on the library path can stand in for it. A binary is refused when
+// this process already holds another LibTorch, and is test-loaded in a child
+// process before it is loaded here (once per binary and LibTorch: a stamp in
+// the temp folder remembers it), because an ABI mismatch segfaults instead of
+// throwing. When none loads, one error lists every candidate and why it
+// failed, and every LibTorch on the machine.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { constants } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { constants, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeTried, findLibtorch, HOW_TO_PROVIDE, libtorchLibDir } from '../../scripts/libtorch.mjs';
+import {
+  type BuildInfo,
+  type LibtorchLibrary,
+  describeLibtorch,
+  describeTried,
+  findAllLibtorch,
+  HOW_TO_PROVIDE,
+  libtorchAt,
+  libtorchFiles,
+  majorMinor,
+  readBuildInfo,
+} from '../../scripts/libtorch.mjs';
 import type { Addon } from './binding.js';
 
 /** The package root: lib/native/ and dist/native/ both sit two levels below it. */
@@ -27,6 +52,14 @@ export interface Attempt extends Candidate {
   error: string;
 }
 
+/** What was loaded: the binary, what it was built against, and the LibTorch it runs with. */
+export interface Loaded {
+  addon: Addon;
+  from: Candidate;
+  build: BuildInfo;
+  libtorch: LibtorchLibrary;
+}
+
 /** Prebuilds are named usam.<flavour>.torch<major.minor>.node (scripts/prebuild.mjs). */
 const PREBUILD_NAME = /^usam\.(cpu|cuda)\.torch(\d+\.\d+)\.node$/;
 
@@ -35,12 +68,19 @@ export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = pro
   if (env.USAM_ADDON) list.push({ path: resolve(env.USAM_ADDON), source: 'USAM_ADDON' });
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   if (existsSync(dir)) {
-    const found = readdirSync(dir)
+    const prebuilds = readdirSync(dir)
       .map((f) => ({ f, m: PREBUILD_NAME.exec(f) }))
       .filter((e) => e.m)
-      .map(({ f, m }) => ({ path: join(dir, f), source: 'prebuild' as const, flavour: m![1], torch: m![2] }))
-      .sort((a, b) => (a.flavour === b.flavour ? b.torch.localeCompare(a.torch) : a.flavour === 'cuda' ? -1 : 1));
-    list.push(...found);
+      .map(({ f, m }) => ({ path: join(dir, f), source: 'prebuild' as const, flavour: m![1], torch: m![2] }));
+    if (prebuilds.length > 0) {
+      // rank by the LibTorch each fits: the environment's first choice first
+      const { all } = findAllLibtorch(env);
+      const rank = (c: Candidate) => {
+        const i = all.findIndex((t) => majorMinor(t.version) === c.torch && (c.flavour !== 'cuda' || t.cuda));
+        return (i < 0 ? all.length : i) * 2 + (c.flavour === 'cuda' ? 0 : 1);
+      };
+      list.push(...prebuilds.sort((a, b) => rank(a) - rank(b)));
+    }
   }
   list.push({ path: join(root, 'build', 'Release', 'usam.node'), source: 'local build' });
   return list;
@@ -51,12 +91,12 @@ export class AddonLoadError extends Error {
     readonly attempts: Attempt[],
     env: NodeJS.ProcessEnv = process.env,
   ) {
-    const { found, tried } = findLibtorch(env);
+    const { all, tried } = findAllLibtorch(env);
     super(
       'universal-sam: no native addon could be loaded. Binaries tried:\n' +
         attempts.map((a) => `  - ${a.source}: ${a.path}\n      ${a.error}`).join('\n') +
-        (found
-          ? `\nLibTorch: found (${found.source}) at ${found.torchDir}.`
+        (all.length > 0
+          ? `\nLibTorch on this machine:\n${all.map((t) => `  - ${describeLibtorch(t)}, from ${t.source} (${t.where})`).join('\n')}`
           : `\nLibTorch: not found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`) +
         '\nThen run `npm install` (or `npm run build:native`) in the package to fetch a prebuilt binary or build one.',
     );
@@ -64,26 +104,101 @@ export class AddonLoadError extends Error {
   }
 }
 
-const SYSTEM_LIB_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib', '/usr/local/lib'];
+const realpath = (p: string): string => {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+};
 
-/**
- * A prebuilt binary was linked on another machine: its RPATH does not point
- * at this machine's LibTorch. Loading the LibTorch found here (LIBTORCH,
- * Torch_DIR, a Python torch) with RTLD_GLOBAL first lets the binary's
- * dependencies resolve to it by soname.
- */
-function preloadLibtorch(flavour: string | undefined): void {
-  const { found } = findLibtorch();
-  const dir = found ? libtorchLibDir(found.torchDir) : null;
-  if (!dir || SYSTEM_LIB_DIRS.includes(dir)) return;
-  const libs = ['libc10.so', 'libtorch_cpu.so', ...(flavour === 'cuda' ? ['libc10_cuda.so', 'libtorch_cuda.so'] : []), 'libtorch.so'];
+/** The LibTorch a binary must run with, or why there is none. */
+function libtorchFor(info: BuildInfo, env: NodeJS.ProcessEnv): LibtorchLibrary | string {
+  const built = `built against LibTorch ${info.torch} (${info.flavour}) at ${info.torchLibDir}`;
+  if (info.kind === 'local') {
+    const here = libtorchAt(info.torchLibDir);
+    if (!here) return `${built}, which is no longer there; rebuild it (npm run build:native)`;
+    if (here.version && majorMinor(here.version) !== majorMinor(info.torch))
+      return `${built}, which now holds LibTorch ${here.version}; rebuild it (npm run build:native)`;
+    return here;
+  }
+  const { all } = findAllLibtorch(env);
+  const fits = all.find((t) => majorMinor(t.version) === majorMinor(info.torch) && (info.flavour !== 'cuda' || t.cuda));
+  if (fits) return fits;
+  const here = all.length > 0 ? all.map(describeLibtorch).join('; ') : 'none';
+  return `prebuilt against LibTorch ${majorMinor(info.torch)} (${info.flavour}), and no LibTorch ${majorMinor(info.torch)}` +
+    `${info.flavour === 'cuda' ? ' with CUDA' : ''} is on this machine (found: ${here})`;
+}
+
+/** Folders of the LibTorch libraries already mapped into this process (another addon, an earlier load). */
+function libtorchDirsInProcess(): string[] {
+  let maps: string;
+  try {
+    maps = readFileSync('/proc/self/maps', 'utf8');
+  } catch {
+    return [];
+  }
+  const dirs = new Set<string>();
+  for (const line of maps.split('\n')) {
+    const path = line.slice(line.indexOf('/'));
+    if (line.includes('/') && /^lib(c10|torch_cpu)\.so/.test(basename(path))) dirs.add(realpath(dirname(path)));
+  }
+  return [...dirs];
+}
+
+// Run in a child process: load the LibTorch libraries by path (global
+// symbols), then the addon; print its versions().
+const CHILD_LOAD = `
+const { libs, addon } = JSON.parse(process.argv[1]);
+const flags = require('os').constants.dlopen.RTLD_NOW | require('os').constants.dlopen.RTLD_GLOBAL;
+for (const lib of libs) {
+  try { process.dlopen({ exports: {} }, lib, flags); }
+  catch (e) { if (!/did not self-register/.test(e.message)) { console.error(e.message); process.exit(2); } }
+}
+process.stdout.write(JSON.stringify(require(addon).versions()));`;
+
+/** Test-loads a binary in a child process; null when it loaded, else why not. */
+function loadsInChild(addonPath: string, libs: string[]): string | null {
+  const id = (p: string) => {
+    const s = statSync(p);
+    return [realpath(p), s.size, s.mtimeMs];
+  };
+  const key = createHash('sha256')
+    .update(JSON.stringify([id(addonPath), libs.map(id), process.execPath, process.versions.modules]))
+    .digest('hex');
+  const stampDir = join(tmpdir(), 'universal-sam-load-checks');
+  const stamp = join(stampDir, key.slice(0, 32));
+  if (existsSync(stamp)) return null;
+  const r = spawnSync(process.execPath, ['-e', CHILD_LOAD, JSON.stringify({ libs, addon: addonPath })], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  if (r.error) return `could not be test-loaded in a child process: ${r.error.message}`;
+  if (r.signal)
+    return `crashed (${r.signal}) when test-loaded in a child process, so it was not loaded here: the binary and ` +
+      `LibTorch ${libs.length > 0 ? `in ${dirname(libs[0])} ` : ''}do not fit together (an ABI mismatch); rebuild it (npm run build:native)`;
+  if (r.status !== 0) {
+    const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+    const reason = lines.find((l) => /^Error:|error/i.test(l)) ?? lines.at(-1) ?? `exit code ${r.status}`;
+    return `failed to load in a child process: ${reason.replace(/^Error: /, '')}`;
+  }
+  try {
+    mkdirSync(stampDir, { recursive: true });
+    writeFileSync(stamp, r.stdout);
+  } catch {
+    // no stamp: the next process checks again
+  }
+  return null;
+}
+
+function loadLibrariesGlobally(libs: string[]): void {
+  const flags = constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL;
   for (const lib of libs) {
-    const path = join(dir, lib);
-    if (!existsSync(path)) continue;
     try {
-      process.dlopen({ exports: {} } as NodeJS.Module, path, constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL);
-    } catch {
-      // not an addon ("did not self-register"): the library stays loaded, which is all we want
+      process.dlopen({ exports: {} } as NodeJS.Module, lib, flags);
+    } catch (e) {
+      // a plain library is no addon ("did not self-register"): it stays loaded, which is all we want
+      if (!(e instanceof Error) || !/did not self-register/.test(e.message)) throw e;
     }
   }
 }
@@ -93,32 +208,54 @@ function firstLine(e: unknown): string {
   return msg.split('\n')[0];
 }
 
+/** Loads one candidate, or throws why it cannot be loaded. */
+function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv): Loaded {
+  if (!existsSync(c.path)) throw new Error('file does not exist');
+  const build = readBuildInfo(c.path);
+  if (!build)
+    throw new Error('has no universal-sam build info (not a universal-sam binary, or built by an older version); rebuild it (npm run build:native)');
+  if (c.flavour && (build.flavour !== c.flavour || majorMinor(build.torch) !== c.torch))
+    throw new Error(`is named for ${c.flavour} LibTorch ${c.torch} but was built as ${build.flavour} against LibTorch ${build.torch}`);
+  const libtorch = libtorchFor(build, env);
+  if (typeof libtorch === 'string') throw new Error(libtorch);
+
+  const other = libtorchDirsInProcess().filter((d) => d !== libtorch.libDir);
+  if (other.length > 0)
+    throw new Error(
+      `needs ${describeLibtorch(libtorch)}, but this process already has the LibTorch in ${other.join(', ')} loaded ` +
+        `(${libtorchAt(other[0]) ? describeLibtorch(libtorchAt(other[0])!) : 'another LibTorch'}); two LibTorch builds cannot share a process. ` +
+        'Load universal-sam before the other LibTorch user, or make both use the same LibTorch.',
+    );
+
+  const libs = libtorchFiles(libtorch.libDir, build.flavour);
+  const childError = loadsInChild(c.path, libs);
+  if (childError) throw new Error(childError);
+
+  loadLibrariesGlobally(libs);
+  const addon = createRequire(import.meta.url)(c.path) as Addon;
+  const v = addon.versions();
+  if (majorMinor(v.torch) !== majorMinor(build.torch))
+    throw new Error(`built against LibTorch ${build.torch} but reports LibTorch ${v.torch}`);
+  const loadedDir = v.torchLibrary ? realpath(dirname(v.torchLibrary)) : libtorch.libDir;
+  if (loadedDir !== libtorch.libDir)
+    throw new Error(`was meant to run with ${describeLibtorch(libtorch)} but LibTorch came from ${loadedDir}`);
+  return { addon, from: c, build, libtorch };
+}
+
 /** Tries each candidate in order; returns the first that loads and fits. */
-export function loadAddonFrom(candidates: Candidate[]): { addon: Addon; from: Candidate } {
-  const require = createRequire(import.meta.url);
+export function loadAddonFrom(candidates: Candidate[], env: NodeJS.ProcessEnv = process.env): Loaded {
   const attempts: Attempt[] = [];
   for (const c of candidates) {
-    if (!existsSync(c.path)) {
-      attempts.push({ ...c, error: 'file does not exist' });
-      continue;
-    }
     try {
-      if (c.source === 'prebuild') preloadLibtorch(c.flavour);
-      const addon = require(c.path) as Addon;
-      const v = addon.versions();
-      if (c.torch && !v.torch.startsWith(c.torch + '.')) {
-        attempts.push({ ...c, error: `built for LibTorch ${c.torch} but loaded LibTorch ${v.torch}` });
-        continue;
-      }
-      return { addon, from: c };
+      return loadCandidate(c, env);
     } catch (e) {
       attempts.push({ ...c, error: firstLine(e) });
     }
   }
-  throw new AddonLoadError(attempts);
+  throw new AddonLoadError(attempts, env);
 }
 
-let cached: { addon: Addon; from: Candidate } | undefined;
+let cached: Loaded | undefined;
 
 /** The loaded addon (loaded once per thread). */
 export function native(): Addon {
@@ -126,8 +263,8 @@ export function native(): Addon {
   return cached.addon;
 }
 
-/** Which candidate was loaded. */
-export function loadedFrom(): Candidate {
+/** Which candidate was loaded, what it was built against, and the LibTorch it runs with. */
+export function loadedFrom(): Candidate & { build: BuildInfo; libtorch: LibtorchLibrary } {
   native();
-  return cached!.from;
+  return { ...cached!.from, build: cached!.build, libtorch: cached!.libtorch };
 }
