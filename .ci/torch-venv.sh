@@ -15,12 +15,14 @@ if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c 'import torch' 2>/dev/null; 
 fi
 "$python" -m venv "$dir"
 pip=("$dir/bin/python" -m pip install --retries 0 --timeout 5 --quiet --no-cache-dir --disable-pip-version-check)
+# pip's configured local indexes lack a folder for most names and say so once per name
+quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 case "$flavour" in
   cpu)
-    "${pip[@]}" 'torch==2.13.0+cpu' numpy safetensors ;;
+    quiet "${pip[@]}" 'torch==2.13.0+cpu' numpy safetensors ;;
   cuda)
-    "${pip[@]}" typing-extensions filelock sympy networkx jinja2 fsspec numpy safetensors
-    "${pip[@]}" --no-deps 'torch==2.14.1' \
+    quiet "${pip[@]}" typing-extensions filelock sympy networkx jinja2 fsspec numpy safetensors
+    quiet "${pip[@]}" --no-deps 'torch==2.14.1' \
       nvidia-cuda-runtime nvidia-cublas nvidia-cudnn-cu13 nvidia-nccl-cu13 nvidia-cusparse nvidia-cufft \
       nvidia-curand nvidia-cusolver nvidia-nvjitlink nvidia-cusparselt-cu13 nvidia-nvshmem-cu13 \
       nvidia-cufile nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-nvtx ;;

@@ -120,11 +120,12 @@ function build(torch) {
 // the build unnecessary; prebuilds come in published packages only.
 function loadablePrebuild() {
   const loader = join(root, 'dist', 'native', 'load.js');
-  if (!existsSync(join(root, 'prebuilds')) || !existsSync(loader)) return null;
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (!existsSync(dir) || !readdirSync(dir).some((f) => f.endsWith('.node')) || !existsSync(loader)) return null;
   const script =
     `import(${JSON.stringify(pathToFileURL(loader).href)}).then((m) => {` +
     `const r = m.loadAddonFrom(m.addonCandidates().filter((c) => c.source === 'prebuild'));` +
-    `process.stdout.write(JSON.stringify({ ...r.from, versions: r.addon.versions() })); })`;
+    `process.stdout.write(JSON.stringify({ ...r.from, versions: r.addon.versions(), libtorch: r.libtorch })); })`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
   if (r.status !== 0) {
     log(`no prebuilt binary fits this machine:\n${r.stderr.split('\n').filter((l) => l.includes('  - ') || l.includes('      ')).join('\n')}`);
@@ -147,6 +148,7 @@ const hasLocalBuild = upToDate(torchNow);
 // prebuilt binary and by a source build alike)
 installMissingPackages(!force && hasLocalBuild ? false : !torchNow);
 const prebuilt = !force && !hasLocalBuild ? loadablePrebuild() : null;
-if (prebuilt) log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour}, LibTorch ${prebuilt.versions.torch})`);
+if (prebuilt)
+  log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour} flavour, LibTorch ${prebuilt.versions.torch} from ${prebuilt.libtorch.libDir})`);
 else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);
 else build(resolveLibtorch());

@@ -1,14 +1,47 @@
-// Distribution: the packed package installs without a compiler and loads its
-// prebuilt binary; the loader's error names every place it looked.
+// Distribution and loading: the packed package installs without a compiler
+// and loads the prebuilt binary that fits the LibTorch it finds; the loader
+// never loads a binary next to another LibTorch, test-loads in a child
+// process, and its errors name what it looked at; a build never mixes two
+// LibTorch installations.
+//
+// Some checks need binaries or LibTorch installations beyond the one this
+// suite runs on. CI provides them (.ci/run); elsewhere those checks are
+// reported as skipped, naming the variable:
+//   USAM_TEST_PREBUILDS       a folder of real prebuilds (npm run prebuild -- --out DIR)
+//   USAM_TEST_BUILDS          ':'-separated local builds against other LibTorch versions
+//   USAM_TEST_TORCH_PYTHONS   ':'-separated Pythons with PyTorch 2.x (their LibTorch)
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/native/load.js';
+import { loadedFrom, native } from '../lib/native/load.js';
+import { readBuildInfo } from '../scripts/libtorch.mjs';
 import { repoRoot } from './helpers.js';
 
-/** A folder whose only programs are node, npm and sh (npm runs scripts with it): no compiler, cmake or apt-get. */
+const listFromEnv = (name: string) => (process.env[name] ?? '').split(':').filter(Boolean);
+const prebuildDir = process.env.USAM_TEST_PREBUILDS;
+const otherBuilds = listFromEnv('USAM_TEST_BUILDS').filter((p) => existsSync(p));
+const torchPythons = listFromEnv('USAM_TEST_TORCH_PYTHONS').filter((p) => existsSync(p));
+const platform = `${process.platform}-${process.arch}`;
+const loaded = loadedFrom();
+
+/** torch.__version__ and torch.version.cuda of a Python: what its LibTorch is, by PyTorch's own word. */
+function pythonTorch(python: string): { version: string; cuda: boolean } {
+  const r = spawnSync(python, ['-c', 'import torch, json; print(json.dumps([torch.__version__, torch.version.cuda]))'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${python} cannot import torch: ${r.stderr}`);
+  const [version, cuda] = JSON.parse(r.stdout) as [string, string | null];
+  return { version, cuda: cuda !== null };
+}
+
+/** The LibTorch of Debian's libtorch-dev, by dpkg's word, or null when it is not installed. */
+function debianTorch(): { version: string; cuda: boolean } | null {
+  const r = spawnSync('dpkg-query', ['-W', '-f=${Status} ${Version}', 'libtorch-dev'], { encoding: 'utf8' });
+  const m = /install ok installed (\d+\.\d+\.\d+)/.exec(r.stdout ?? '');
+  return m ? { version: m[1], cuda: false } : null;
+}
+
+/** A folder whose only programs are node, npm and sh (npm runs scripts with it): no compiler, cmake, apt-get or python. */
 function bareBin(): string {
   const bin = mkdtempSync(join(tmpdir(), 'usam-bin-'));
   symlinkSync(process.execPath, join(bin, 'node'));
@@ -18,22 +51,64 @@ function bareBin(): string {
   return bin;
 }
 
+/** The environment of a user's shell with only node and npm, and PYTHON as given. */
+function userEnv(python?: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: bareBin(), npm_config_loglevel: 'error' };
+  for (const k of Object.keys(env))
+    if ((k.startsWith('npm_') && k !== 'npm_config_loglevel' && k !== 'npm_config_cache') || k.startsWith('USAM_') || k === 'VITEST')
+      delete env[k];
+  delete env.PYTHON;
+  if (python) env.PYTHON = python;
+  return env;
+}
+
+/** Runs an ES module script with node, from `cwd`; returns its JSON output. */
+function runModule(script: string, cwd: string, env: NodeJS.ProcessEnv): { status: number | null; out: unknown; stderr: string } {
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd, env, encoding: 'utf8' });
+  let out: unknown = null;
+  try {
+    out = JSON.parse(r.stdout);
+  } catch {
+    out = r.stdout;
+  }
+  return { status: r.status, out, stderr: r.stderr };
+}
+
+/** Runs TypeScript from the checkout (the loader as the library has it) in a fresh process. */
+function runTs(script: string, env: NodeJS.ProcessEnv = process.env) {
+  return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env, encoding: 'utf8' });
+}
+
+const loaderPath = JSON.stringify(join(repoRoot, 'lib/native/load.ts'));
+
 describe('npm pack → install → load from the prebuild', () => {
-  it('installs the tarball into a fresh directory with no compiler on PATH and loads the prebuilt binary', () => {
+  // Real prebuilds when CI made them; else the binary this suite runs on, under its prebuild name.
+  const prebuilds = prebuildDir
+    ? readdirSync(prebuildDir).filter((f) => /^usam\.(cpu|cuda)\.torch\d+\.\d+\.node$/.test(f)).map((f) => join(prebuildDir, f))
+    : [];
+  const what = prebuildDir
+    ? `the prebuilds in USAM_TEST_PREBUILDS (${prebuilds.map((p) => basename(p)).join(', ')})`
+    : 'the binary this suite runs on, as a prebuild (USAM_TEST_PREBUILDS not set: real prebuilds untested)';
+
+  it(`installs ${what} with no compiler on PATH and loads the one that fits each LibTorch`, () => {
     const work = mkdtempSync(join(tmpdir(), 'usam-pack-'));
-    if (!existsSync(join(repoRoot, 'dist', 'index.js'))) {
-      const tsc = spawnSync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: repoRoot });
-      expect(tsc.status).toBe(0);
-    }
-    // stage the package as `npm run prebuild` leaves it: the binary named by flavour and LibTorch version
     const stage = join(work, 'stage');
-    for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'binding.gyp', 'dist', 'lib', 'native', 'scripts'])
+    for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'binding.gyp', 'lib', 'native', 'scripts'])
       cpSync(join(repoRoot, f), join(stage, f), { recursive: true });
-    const v = native().versions();
-    const [major, minor] = v.torch.split('.');
-    const prebuild = `usam.${v.flavour}.torch${major}.${minor}.node`;
-    mkdirSync(join(stage, 'prebuilds', `${process.platform}-${process.arch}`), { recursive: true });
-    cpSync(join(repoRoot, 'build/Release/usam.node'), join(stage, 'prebuilds', `${process.platform}-${process.arch}`, prebuild));
+    // dist/ compiled now from these sources (a stale dist/ in the checkout must not stand in)
+    const tsc = spawnSync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(stage, 'dist')], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    });
+    expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+    const staged = join(stage, 'prebuilds', platform);
+    mkdirSync(staged, { recursive: true });
+    const binaries = prebuilds.length > 0 ? prebuilds : [loaded.path];
+    for (const b of binaries) {
+      const info = readBuildInfo(b)!;
+      const [major, minor] = info.torch.split('.');
+      cpSync(b, join(staged, `usam.${info.flavour}.torch${major}.${minor}.node`));
+    }
     const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: stage, encoding: 'utf8' });
     expect(pack.status, pack.stderr).toBe(0);
     const tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz'))!);
@@ -41,72 +116,202 @@ describe('npm pack → install → load from the prebuild', () => {
     const app = join(work, 'app');
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, type: 'module' }));
-    const env: NodeJS.ProcessEnv = { ...process.env, PATH: bareBin(), npm_config_loglevel: 'error' };
-    for (const k of Object.keys(env)) if (k.startsWith('npm_') && k !== 'npm_config_loglevel' && k !== 'npm_config_cache') delete env[k];
+    const env = userEnv();
     expect(spawnSync('/bin/sh', ['-c', 'command -v c++ g++ gcc cc cmake'], { env, encoding: 'utf8' }).stdout.trim()).toBe('');
     const install = spawnSync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env, encoding: 'utf8' });
     expect(install.status, install.stdout + install.stderr + JSON.stringify(install.error)).toBe(0);
-    expect(install.stdout + install.stderr).toMatch(/using the prebuilt binary .*usam\.(cpu|cuda)\.torch/);
+    expect(install.stdout + install.stderr).toMatch(/using the prebuilt binary .*usam\.(cpu|cuda)\.torch.* from \//);
     expect(existsSync(join(app, 'node_modules/universal-sam/build'))).toBe(false);
 
-    const use = spawnSync(
-      'node',
-      [
-        '--input-type=module',
-        '-e',
-        `import { loadedFrom, Model, mlp, tensor, labels } from 'universal-sam';
+    // Each LibTorch environment: the default one (no PYTHON: Debian's libtorch-dev, by dpkg's word), and
+    // each Python with torch 2.x (by torch's word). With no real prebuilds the one binary is tried as it is.
+    const v = native().versions();
+    const environments: { python?: string; torch: { version: string; cuda: boolean } }[] =
+      prebuilds.length === 0
+        ? [{ torch: { version: v.torch, cuda: v.flavour === 'cuda' } }]
+        : [...(debianTorch() ? [{ torch: debianTorch()! }] : []), ...torchPythons.map((python) => ({ python, torch: pythonTorch(python) }))];
+    let checked = 0;
+    for (const { python, torch } of environments) {
+      const [major, minor] = torch.version.split('.');
+      const flavour = torch.cuda ? 'cuda' : 'cpu';
+      const expected = `usam.${flavour}.torch${major}.${minor}.node`;
+      if (!binaries.some((b) => readBuildInfo(b)!.flavour === flavour && readBuildInfo(b)!.torch.startsWith(`${major}.${minor}.`))) continue;
+      const use = runModule(
+        `import { loadedFrom, Model, Optimizer, mlp, tensor, labels, cuda, native } from 'universal-sam';
          const m = new Model(mlp({ layers: [3, 4, 2] }), { dtype: 'float64', seed: 1 });
-         const loss = m.loss(tensor(new Float64Array(6).fill(0.5), [2, 3]), labels([0, 1]));
-         console.log(JSON.stringify({ from: loadedFrom(), loss }));`,
-      ],
-      { cwd: app, env, encoding: 'utf8' },
-    );
-    expect(use.status, use.stderr).toBe(0);
-    const out = JSON.parse(use.stdout);
-    expect(out.from.source).toBe('prebuild');
-    expect(out.from.path).toContain(prebuild);
-    expect(out.loss).toBeGreaterThan(0);
+         const x = tensor(new Float64Array(6).map((_, i) => Math.sin(i)), [2, 3]), y = labels([0, 1]);
+         const opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'frob-sam', rho: 0.05, lambda: 0.1 }, seed: 2 });
+         const before = m.loss(x, y);
+         for (let i = 0; i < 5; i++) opt.step(x, y);
+         let cudaError = null;
+         try { new Model(mlp({ layers: [3, 2] }), { device: 'cuda' }); } catch (e) { cudaError = e instanceof Error ? e.message : 'not an Error'; }
+         console.log(JSON.stringify({ from: loadedFrom(), v: native().versions(), before, after: m.loss(x, y), cuda: cuda.isAvailable(), cudaError }));`,
+        app,
+        userEnv(python),
+      );
+      expect(use.status, `${python ?? 'default'}: ${use.stderr}`).toBe(0);
+      const out = use.out as { from: { source: string; path: string; libtorch: { libDir: string } }; v: { torch: string; flavour: string }; before: number; after: number; cuda: boolean; cudaError: string | null };
+      expect(out.from.source).toBe('prebuild');
+      expect(basename(out.from.path)).toBe(expected);
+      expect(out.v.torch.startsWith(`${major}.${minor}.`)).toBe(true);
+      expect(out.v.flavour).toBe(flavour);
+      if (python) expect(out.from.libtorch.libDir.startsWith(dirname(dirname(python)))).toBe(true);
+      expect(out.after).toBeLessThan(out.before);
+      if (!out.cuda) expect(out.cudaError).toMatch(/no CUDA device is available|CPU flavour/);
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(0);
   });
 });
 
-describe('loader errors', () => {
+describe('loader', () => {
   it('with no binary that loads and no LibTorch, the one error names every candidate and every place it looked', () => {
     const empty = mkdtempSync(join(tmpdir(), 'usam-empty-'));
     const garbage = join(empty, 'garbage.node');
     writeFileSync(garbage, 'not a shared object');
     const script = `
-      import { addonCandidates, loadAddonFrom } from ${JSON.stringify(join(repoRoot, 'lib/native/load.ts'))};
+      import { addonCandidates, loadAddonFrom } from ${loaderPath};
       try { loadAddonFrom(addonCandidates(${JSON.stringify(empty)})); } catch (e) { console.log(e.message); process.exit(3); }`;
     const env: NodeJS.ProcessEnv = { PATH: dirname(process.execPath) === '/usr/bin' ? bareBin() : dirname(process.execPath), HOME: process.env.HOME, USAM_ADDON: garbage, USAM_SYSTEM_TORCH_DIRS: '/nonexistent/cmake/Torch' };
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env, encoding: 'utf8' });
+    const r = runTs(script, env);
     expect(r.status, r.stderr).toBe(3);
     const msg = r.stdout;
     expect(msg).toMatch(/no native addon could be loaded/);
-    expect(msg).toContain(`USAM_ADDON: ${garbage}`);
+    expect(msg).toContain(`USAM_ADDON: ${garbage}\n      has no universal-sam build info`);
     expect(msg).toMatch(/local build: .*build\/Release\/usam\.node\n\s+file does not exist/);
     expect(msg).toMatch(/LibTorch: not found\. Looked in:/);
     expect(msg).toMatch(/LIBTORCH \(environment\): not set/);
     expect(msg).toMatch(/Torch_DIR \(environment\): not set/);
     expect(msg).toMatch(/python torch \(python3\): (not found|cannot import torch)/);
     expect(msg).toMatch(/system \(\/nonexistent\/cmake\/Torch\): no TorchConfig\.cmake/);
+    expect(msg).toMatch(/pip install torch/);
     expect(msg).toMatch(/apt-get install libtorch-dev/);
+  });
+
+  it('reads what a binary was built against from the file, and loads exactly that LibTorch', () => {
+    const info = readBuildInfo(loaded.path)!;
+    expect(info).not.toBeNull();
+    const v = native().versions();
+    expect(JSON.parse(v.build)).toEqual(info);
+    expect(v.torch).toBe(info.torch);
+    expect(v.flavour).toBe(info.flavour);
+    // the library really mapped into this process is the one the binary records
+    expect(dirname(v.torchLibrary)).toBe(loaded.libtorch.libDir);
+    if (info.kind === 'local') expect(loaded.libtorch.libDir).toBe(info.torchLibDir);
+    const maps = readFileSync('/proc/self/maps', 'utf8');
+    const torchLibs = new Set(maps.split('\n').filter((l) => /\/lib(torch_cpu|c10)\.so/.test(l)).map((l) => dirname(l.slice(l.indexOf('/')))));
+    expect([...torchLibs].length).toBe(1);
+  });
+
+  const hasCc = spawnSync('sh', ['-c', 'command -v cc']).status === 0;
+  it.skipIf(!hasCc)(`a binary that crashes when loaded is refused with an error, in a child process, and the caller lives${hasCc ? '' : ' (skipped: no C compiler)'}`, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-crash-'));
+    const info = JSON.stringify(readBuildInfo(loaded.path)).replace(/["\\]/g, '\\$&');
+    // a shared object with valid build info whose constructor segfaults, as an ABI mismatch does
+    writeFileSync(
+      join(dir, 'crash.c'),
+      `#include <signal.h>
+       __attribute__((used)) const char info[] = "<<universal-sam-build-info>>${info}<<universal-sam-build-info>>";
+       __attribute__((constructor)) static void crash(void) { raise(SIGSEGV); }`,
+    );
+    const cc = spawnSync('cc', ['-shared', '-fPIC', '-o', join(dir, 'crash.node'), join(dir, 'crash.c')], { encoding: 'utf8' });
+    expect(cc.status, cc.stderr).toBe(0);
+    const r = runTs(`
+      import { loadAddonFrom } from ${loaderPath};
+      try { loadAddonFrom([{ path: ${JSON.stringify(join(dir, 'crash.node'))}, source: 'USAM_ADDON' }]); }
+      catch (e) { console.log(e.message); process.exit(3); }`);
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stdout).toMatch(/crashed \(SIGSEGV\) when test-loaded in a child process, so it was not loaded here/);
+  });
+
+  const other = otherBuilds.find((b) => readBuildInfo(b)?.torchLibDir !== loaded.build.torchLibDir);
+  it.skipIf(!other)(
+    `a binary built against another LibTorch than the one this process holds gets an error naming both${other ? '' : ' (skipped: USAM_TEST_BUILDS has no build against another LibTorch)'}`,
+    () => {
+      const theirs = readBuildInfo(other!)!;
+      const r = runTs(`
+        import { loadAddonFrom } from ${loaderPath};
+        loadAddonFrom([{ path: ${JSON.stringify(loaded.path)}, source: 'USAM_ADDON' }]);
+        try { loadAddonFrom([{ path: ${JSON.stringify(other)}, source: 'USAM_ADDON' }]); }
+        catch (e) { console.log(e.message); process.exit(3); }`);
+      expect(r.status, r.stderr).toBe(3);
+      expect(r.stdout).toContain(`needs LibTorch ${theirs.torch.split('+')[0]}`);
+      expect(r.stdout).toContain(theirs.torchLibDir);
+      expect(r.stdout).toContain(`this process already has the LibTorch in ${loaded.libtorch.libDir} loaded`);
+      expect(r.stdout).toContain(`LibTorch ${loaded.build.torch}`);
+    },
+  );
+
+  const foreignPrebuild = prebuildDir
+    ? readdirSync(prebuildDir).map((f) => join(prebuildDir, f)).find((p) => readBuildInfo(p) && !readBuildInfo(p)!.torch.startsWith('1.13.'))
+    : undefined;
+  it.skipIf(!foreignPrebuild)(
+    `a prebuild with no fitting LibTorch on the machine gets an error naming its LibTorch and the machine's${foreignPrebuild ? '' : ' (skipped: USAM_TEST_PREBUILDS has no 2.x prebuild)'}`,
+    () => {
+      const info = readBuildInfo(foreignPrebuild!)!;
+      const [major, minor] = info.torch.split('.');
+      const r = runTs(
+        `import { loadAddonFrom } from ${loaderPath};
+         try { loadAddonFrom([{ path: ${JSON.stringify(foreignPrebuild)}, source: 'prebuild', flavour: '${info.flavour}', torch: '${major}.${minor}' }]); }
+         catch (e) { console.log(e.message); process.exit(3); }`,
+        { ...userEnv(), PATH: dirname(process.execPath) },
+      );
+      expect(r.status, r.stderr).toBe(3);
+      expect(r.stdout).toContain(`prebuilt against LibTorch ${major}.${minor} (${info.flavour}), and no LibTorch ${major}.${minor}`);
+      expect(r.stdout).toMatch(/found: LibTorch 1\.13\.\d \(cpu\) at \/usr\/lib\/x86_64-linux-gnu/);
+    },
+  );
+});
+
+describe('the build uses one LibTorch, whole', () => {
+  const cpuPython = torchPythons.find((p) => !pythonTorch(p).cuda);
+  const debian = '/usr/lib/x86_64-linux-gnu/cmake/Caffe2';
+  it.skipIf(!cpuPython || !existsSync(debian))(
+    `stops at configure time when the Caffe2 targets would come from another LibTorch, naming both${cpuPython && existsSync(debian) ? '' : ' (skipped: needs Debian\'s libtorch-dev and a torch 2.x CPU Python in USAM_TEST_TORCH_PYTHONS)'}`,
+    () => {
+      const torch = spawnSync(cpuPython!, ['-c', 'import torch.utils; print(torch.utils.cmake_prefix_path)'], { encoding: 'utf8' }).stdout.trim();
+      const build = mkdtempSync(join(tmpdir(), 'usam-cmake-'));
+      const r = spawnSync('cmake', ['-S', repoRoot, '-B', build, `-DTorch_DIR=${torch}/Torch`, `-DCaffe2_DIR=${debian}`], { encoding: 'utf8' });
+      expect(r.status).not.toBe(0);
+      const out = r.stdout + r.stderr;
+      expect(out).toMatch(/this build would mix two LibTorch installations/);
+      expect(out).toContain(`${dirname(dirname(torch))}/lib`);
+      expect(out).toContain('/usr/lib/x86_64-linux-gnu');
+    },
+  );
+});
+
+describe('usam version', () => {
+  it('prints the flavour, the LibTorch version and folder it runs with, and what it was built against', () => {
+    const r = spawnSync(process.execPath, [join(repoRoot, 'scripts/usam.mjs'), 'version'], { cwd: repoRoot, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const v = native().versions();
+    expect(r.stdout).toContain(`(${v.flavour} flavour, ${loaded.source}: ${loaded.path})`);
+    expect(r.stdout).toContain(`LibTorch ${v.torch} (${v.flavour}) at ${loaded.libtorch.libDir}`);
+    expect(r.stdout).toContain(`built against LibTorch ${loaded.build.torch} at ${loaded.build.torchLibDir}`);
   });
 });
 
-describe('memory reuse', () => {
-  // glibc only: the addon keeps freed tensor memory for reuse unless told not to
-  const mallocTuned = (env: NodeJS.ProcessEnv) => {
-    const script = `import { native } from ${JSON.stringify(join(repoRoot, 'lib/native/load.ts'))}; console.log(native().versions().mallocTuned);`;
+describe('process settings', () => {
+  const versionsIn = (env: NodeJS.ProcessEnv) => {
     const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
     for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env: merged, encoding: 'utf8' });
+    const r = runTs(`import { native } from ${loaderPath}; console.log(JSON.stringify(native().versions()));`, merged);
     expect(r.status, r.stderr).toBe(0);
-    return r.stdout.trim();
+    return JSON.parse(r.stdout) as { mallocTuned: boolean; threads: number; defaultThreads: number };
   };
-  it('is on by default, off with USAM_MALLOC_TUNING=0, and left alone when the user tunes malloc', () => {
-    expect(mallocTuned({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: undefined })).toBe('true');
-    expect(mallocTuned({ USAM_MALLOC_TUNING: '0' })).toBe('false');
-    expect(mallocTuned({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=1000000' })).toBe('false');
+  it('memory reuse is on by default, off with USAM_MALLOC_TUNING=0, and left alone when the user tunes malloc', () => {
+    expect(versionsIn({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: undefined }).mallocTuned).toBe(true);
+    expect(versionsIn({ USAM_MALLOC_TUNING: '0' }).mallocTuned).toBe(false);
+    expect(versionsIn({ USAM_MALLOC_TUNING: undefined, GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=1000000' }).mallocTuned).toBe(false);
+  });
+  it('a process uses one thread per usable core by default, and OMP_NUM_THREADS when set', () => {
+    const byDefault = versionsIn({ OMP_NUM_THREADS: undefined, MKL_NUM_THREADS: undefined });
+    expect(byDefault.threads).toBe(availableParallelism());
+    expect(byDefault.defaultThreads).toBe(availableParallelism());
+    const told = versionsIn({ OMP_NUM_THREADS: '1', MKL_NUM_THREADS: undefined });
+    expect(told.threads).toBe(1);
+    expect(told.defaultThreads).toBe(0);
   });
 });
 

@@ -35,9 +35,10 @@ export async function main(argv: string[]): Promise<number> {
       [
         `universal-sam ${packageVersion()}`,
         `addon ${v.addon} (${v.flavour} flavour, ${from.source}: ${from.path})`,
-        `LibTorch ${v.torch}`,
-        `CUDA ${v.cudaAvailable ? `available, ${v.cudaDeviceCount} device(s)` : 'not available'}`,
-        `threads ${v.threads}`,
+        `LibTorch ${v.torch} (${v.flavour}) at ${from.libtorch.libDir}`,
+        `built against LibTorch ${from.build.torch} at ${from.build.torchLibDir} (${from.build.kind} build${from.build.cuda ? `, CUDA ${from.build.cuda}` : ''})`,
+        `CUDA ${v.cudaAvailable ? `available, ${v.cudaDeviceCount} device(s)` : v.flavour === 'cuda' ? 'not available (no GPU or driver visible)' : 'not available (cpu flavour)'}`,
+        `threads ${v.threads}${v.defaultThreads === 0 ? ' (from OMP_NUM_THREADS / MKL_NUM_THREADS)' : ''}`,
       ].join('\n') + '\n',
     );
     return 0;

@@ -1,0 +1,128 @@
+// Small float64 models that between them hold every layer type, with a batch
+// each: the cases of the derivative checks (test/derivatives.test.ts) and of
+// the cross-check against PyTorch (test/pytorch-twin.test.ts).
+import type { Model } from '../lib/model/model.js';
+import type { ModelSpecInput } from '../lib/model/spec.js';
+import { cnn, mlp } from '../lib/model/presets.js';
+import { tensor, type Tensor } from '../lib/tensor.js';
+import { float64Model, randomBatch } from './helpers.js';
+
+export interface ModelCase {
+  name: string;
+  make: () => Model;
+  batch: () => { x: Tensor; y: Tensor };
+}
+
+export const derivativeCases: ModelCase[] = [
+  {
+    name: 'MLP with BatchNorm (train mode)',
+    make: () => float64Model(mlp({ layers: [5, 8, 7, 3], activation: 'tanh', batchNorm: true }), 3),
+    batch: () => randomBatch([12, 5], 3, 11),
+  },
+  {
+    name: 'small CNN (conv, BN, relu, maxpool, fc)',
+    make: () => float64Model(cnn({ input: [2, 6, 6], channels: [3, 4], hidden: 6, classes: 3 }), 4),
+    batch: () => randomBatch([6, 2, 6, 6], 3, 12),
+  },
+  {
+    name: 'GELU / softplus MLP with label smoothing',
+    make: () =>
+      float64Model(
+        {
+          input: [4],
+          layers: [
+            { type: 'linear', inFeatures: 4, outFeatures: 6 },
+            { type: 'gelu' },
+            { type: 'linear', inFeatures: 6, outFeatures: 5 },
+            { type: 'softplus', beta: 2 },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+          loss: { type: 'cross-entropy', labelSmoothing: 0.1 },
+        },
+        5,
+      ),
+    batch: () => randomBatch([9, 4], 3, 13),
+  },
+  {
+    name: 'residual CNN (stride-2 and bias-free convs, avg/adaptive pools, MSE)',
+    make: () => float64Model(residualSpec(false), 6),
+    batch: () => regressionBatch(),
+  },
+];
+
+/**
+ * Every layer type in one model: BatchNorm without affine on the raw input,
+ * convs with stride 2 and without bias, residual blocks with and without a
+ * shortcut, average and (non-global) adaptive pooling, dropout, MSE loss.
+ */
+function residualSpec(dropout: boolean): ModelSpecInput {
+  const conv = (i: number, o: number, k: number, extra: object = {}) =>
+    ({ type: 'conv2d', inChannels: i, outChannels: o, kernelSize: k, ...extra }) as const;
+  return {
+    input: [2, 8, 8],
+    layers: [
+      { type: 'batchnorm2d', numFeatures: 2, affine: false },
+      conv(2, 3, 3, { stride: 2, padding: 1 }),
+      { type: 'residual', body: [conv(3, 3, 3, { padding: 1, bias: false }), { type: 'batchnorm2d', numFeatures: 3 }, { type: 'relu' }] },
+      {
+        type: 'residual',
+        body: [conv(3, 4, 1, { stride: 2 }), { type: 'tanh' }],
+        shortcut: [{ type: 'avgpool2d', kernelSize: 2 }, conv(3, 4, 1, { bias: false })],
+      },
+      { type: 'adaptiveavgpool2d', outputSize: [2, 1] },
+      { type: 'flatten' },
+      ...(dropout ? [{ type: 'dropout', p: 0.3 } as const] : []),
+      { type: 'linear', inFeatures: 8, outFeatures: 3 },
+    ],
+    loss: { type: 'mse' },
+  };
+}
+
+function regressionBatch() {
+  const { x } = randomBatch([5, 2, 8, 8], 3, 14);
+  const y = tensor(Float64Array.from({ length: 15 }, (_, i) => Math.sin(i)), [5, 3], { dtype: 'float64' });
+  return { x, y };
+}
+
+/** The derivative cases, and models with dropout, BatchNorm1d over [N, C, L], tanh-GELU and softplus past its threshold. */
+export const hvpCases: ModelCase[] = [
+...derivativeCases,
+  { name: 'residual CNN with dropout', make: () => float64Model(residualSpec(true), 6), batch: regressionBatch },
+  {
+    name: 'BatchNorm1d over [N, C, L] inputs',
+    make: () =>
+      float64Model(
+        {
+          input: [3, 4],
+          layers: [
+            { type: 'batchnorm1d', numFeatures: 3 },
+            { type: 'flatten' },
+            { type: 'linear', inFeatures: 12, outFeatures: 5 },
+            { type: 'batchnorm1d', numFeatures: 5, affine: false },
+            { type: 'softplus' },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+        },
+        8,
+      ),
+    batch: () => randomBatch([7, 3, 4], 3, 16),
+  },
+  {
+    name: 'tanh-GELU and a softplus past its threshold',
+    make: () =>
+      float64Model(
+        {
+          input: [4],
+          layers: [
+            { type: 'linear', inFeatures: 4, outFeatures: 6 },
+            { type: 'gelu', approximate: 'tanh' },
+            { type: 'linear', inFeatures: 6, outFeatures: 5 },
+            { type: 'softplus', beta: 2, threshold: 0.5 },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+        },
+        7,
+      ),
+    batch: () => randomBatch([9, 4], 3, 15),
+  },
+];
