@@ -71,7 +71,7 @@ say "| optimizer | ours ms/step | PyTorch ms/step | ours/PyTorch | ours fwd-bwd 
 say "|---|---|---|---|---|---|"
 node scripts/run-ts.mjs scripts/bench/steps.ts --json --models resnet18 --optimizers sgd,sam,frob-sam --device cuda --rounds 3 --steps 10 > "$out/bench.jsonl" 2> "$out/bench.err" || true
 node -e '
-  const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse);
+  const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse).filter((r) => r.optimizer);
   for (const r of rows) console.log(`| ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} | ${r.forwardBackwardMs.toFixed(2)} | ${r.oursOverPasses.toFixed(3)} |`);
 ' "$out/bench.jsonl" | tee -a "$summary"
 [ -s "$out/bench.jsonl" ] || say "(benchmark failed: see bench.err)"

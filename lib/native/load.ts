@@ -146,11 +146,20 @@ function libtorchDirsInProcess(): string[] {
   return [...dirs];
 }
 
-// Run in a child process: load the LibTorch libraries by path (global
-// symbols), then the addon; print its versions().
+// How LibTorch's libraries are loaded ahead of the addon: now, with global
+// symbols, and never unloaded. process.dlopen() closes a library that does
+// not register as an addon, and without RTLD_NODELETE (glibc's 0x1000; Node's
+// os.constants.dlopen lacks it) that unloads it again, so the addon's
+// dependencies would be looked up on the system path instead (measured: a
+// torch 2.13 prebuild then bound Debian's libtorch_cpu.so.1.13 and died of
+// SIGBUS).
+const RTLD_NODELETE = 0x1000;
+const PRELOAD_FLAGS = constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL | RTLD_NODELETE;
+
+// Run in a child process: load the LibTorch libraries by path as above,
+// then the addon; print its versions().
 const CHILD_LOAD = `
-const { libs, addon } = JSON.parse(process.argv[1]);
-const flags = require('os').constants.dlopen.RTLD_NOW | require('os').constants.dlopen.RTLD_GLOBAL;
+const { libs, addon, flags } = JSON.parse(process.argv[1]);
 for (const lib of libs) {
   try { process.dlopen({ exports: {} }, lib, flags); }
   catch (e) { if (!/did not self-register/.test(e.message)) { console.error(e.message); process.exit(2); } }
@@ -169,7 +178,7 @@ function loadsInChild(addonPath: string, libs: string[]): string | null {
   const stampDir = join(tmpdir(), 'universal-sam-load-checks');
   const stamp = join(stampDir, key.slice(0, 32));
   if (existsSync(stamp)) return null;
-  const r = spawnSync(process.execPath, ['-e', CHILD_LOAD, JSON.stringify({ libs, addon: addonPath })], {
+  const r = spawnSync(process.execPath, ['-e', CHILD_LOAD, JSON.stringify({ libs, addon: addonPath, flags: PRELOAD_FLAGS })], {
     encoding: 'utf8',
     timeout: 300_000,
   });
@@ -192,12 +201,11 @@ function loadsInChild(addonPath: string, libs: string[]): string | null {
 }
 
 function loadLibrariesGlobally(libs: string[]): void {
-  const flags = constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL;
   for (const lib of libs) {
     try {
-      process.dlopen({ exports: {} } as NodeJS.Module, lib, flags);
+      process.dlopen({ exports: {} } as NodeJS.Module, lib, PRELOAD_FLAGS);
     } catch (e) {
-      // a plain library is no addon ("did not self-register"): it stays loaded, which is all we want
+      // a plain library is no addon ("did not self-register"): RTLD_NODELETE keeps it loaded, which is all we want
       if (!(e instanceof Error) || !/did not self-register/.test(e.message)) throw e;
     }
   }

@@ -6,7 +6,7 @@ usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS [DEVICE]
 then, on standard input, one command a line (the protocol of step-runner.ts):
   step K   -> a JSON list of K step times (ms)
   fb K     -> a JSON list of K forward-backward times (ms)
-  info     -> {"peakRssKb", "threads", "torch"}
+  info     -> {"peakRssKb", "threads", "torch", "torchLibrary"}
 """
 import json
 import resource
@@ -16,6 +16,15 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+def torch_library():
+    """The libtorch_cpu file this process mapped (which LibTorch runs the ops)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "libtorch_cpu.so" in line:
+                return line.split()[-1]
+    return ""
+
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
@@ -175,6 +184,7 @@ for line in sys.stdin:
         print(json.dumps(times_ms(loss_and_grad, int(cmd[1]))), flush=True)
     elif cmd[0] == "info":
         print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                          "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+                          "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "torchLibrary": torch_library()}), flush=True)
     else:
         break

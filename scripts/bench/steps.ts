@@ -1,7 +1,11 @@
 // npm run bench [-- --json] [--rounds R] [--steps K] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda]
 // Median ms per optimizer step, ours against the same update rules in
-// PyTorch-Python on Debian's python3-torch (the same LibTorch 1.13.1) with the
-// same thread count, measured in this run: both run as persistent processes
+// PyTorch-Python on the same LibTorch with the same thread count: PYTHON
+// chooses the PyTorch (default Debian's python3-torch, LibTorch 1.13), and
+// ours must run on that PyTorch's LibTorch (a build against it, e.g.
+// USAM_ADDON=... or the local build made with the same PYTHON); the header
+// says which two ran, and the run stops when their versions differ. Measured
+// in this run: both run as persistent processes
 // and take turns (R rounds of K steps each), so that a slow phase of the
 // machine hits both alike. Also ours over (n+1) × one forward-backward of the
 // same model (n perturbed passes per step), and peak RSS for the memory target.
@@ -59,6 +63,25 @@ interface Info {
   peakRssKb: number;
   threads: number;
   params?: number;
+  torch: string;
+  torchLibrary?: string;
+}
+
+// Which LibTorch each side runs on: a ratio means something only on the same one.
+{
+  const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), 'tiny', 'sgd', device], process.env);
+  const torch = new Peer(python, [join(here, 'pytorch_steps.py'), 'tiny', 'sgd', '1', device], process.env);
+  await Promise.all([ours.ask(), torch.ask()]);
+  const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
+  ours.close();
+  torch.close();
+  const header = `ours: LibTorch ${oi.torch} (${oi.torchLibrary}); PyTorch: ${python}, torch ${ti.torch} (${ti.torchLibrary})`;
+  if (json) console.log(JSON.stringify({ oursTorch: oi.torch, oursLibrary: oi.torchLibrary, pytorchTorch: ti.torch, pytorchLibrary: ti.torchLibrary, python }));
+  else console.log(header);
+  if (oi.torch.split('.').slice(0, 2).join('.') !== ti.torch.split('.').slice(0, 2).join('.')) {
+    console.error(`bench: ours and PyTorch run on different LibTorch versions (${header}); build ours against PYTHON's torch (PYTHON=${python} npm run build:native) or set USAM_ADDON`);
+    process.exit(2);
+  }
 }
 
 const rows: Record<string, number | string>[] = [];
