@@ -57,6 +57,7 @@ if ! Torch_DIR="$prefix/Torch" node scripts/install.mjs --force-source > "$out/b
 fi
 flavour=$(node -e "const v=require('./build/Release/usam.node').versions(); console.log(v.flavour + ' ' + v.torch + ' cuda=' + v.cudaAvailable + ' devices=' + v.cudaDeviceCount)")
 say "- build: $(( $(date +%s) - start )) s, addon: $flavour"
+say "- usam version: $(node scripts/usam.mjs version | paste -sd ';' -)"
 
 # 2. the CUDA tests (and the whole suite: they must agree with the CPU)
 set +e

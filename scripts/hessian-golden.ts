@@ -1,5 +1,6 @@
-// npm run --silent hessian-golden -- FILE...
-// For each hessian-*.json golden file: the exact quantities from full(), the
+// npm run --silent hessian-golden [-- FILE...]
+// For each hessian-*.json golden file (by default the repository's, in
+// test/fixtures/golden): the exact quantities from full(), the
 // Lanczos extreme eigenvalues with their HVP counts, the Hutchinson trace
 // with its standard error, and maxAbsDiff of the exact quantities against the
 // file. One JSON line per file; exits 1 above 1e-8.
@@ -7,7 +8,7 @@ import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js'
 import { hessian } from '../lib/hessian/hessian.js';
 import { goldenMain } from './golden-cli.js';
 
-goldenMain('npm run --silent hessian-golden -- FILE...', 1e-8, (file) => {
+goldenMain('npm run --silent hessian-golden [-- FILE...]', 1e-8, (name) => name.startsWith('hessian-'), (file) => {
   const g = readGolden(hessianGolden, file);
   const { model, x, y } = goldenSetup(g, g.params);
   const h = hessian(model, { x, y }, { mode: 'train' });

@@ -16,10 +16,16 @@ const v = native().versions();
 const hasCuda = v.cudaAvailable && v.cudaDeviceCount > 0;
 
 describe('CUDA availability', () => {
-  it(`reports the flavour (${v.flavour}) and CUDA devices (${v.cudaDeviceCount})`, () => {
+  it(`the ${v.flavour} flavour with ${v.cudaDeviceCount} CUDA device(s) accepts or refuses 'cuda' accordingly`, () => {
     if (process.env.USAM_REQUIRE_CUDA) expect(hasCuda).toBe(true);
-    expect(v.cudaDeviceCount).toBeGreaterThanOrEqual(0);
-    if (!hasCuda) expect(() => zeros([2], { device: 'cuda' })).toThrow(/CPU flavour|no CUDA device/);
+    expect(JSON.parse(v.build).flavour).toBe(v.flavour);
+    if (v.flavour === 'cpu') expect(v.cudaAvailable).toBe(false);
+    if (hasCuda) expect(zeros([2], { device: 'cuda' }).device).toBe('cuda:0');
+    else {
+      const why = v.flavour === 'cpu' ? /is 'cuda' but this build of universal-sam is the CPU flavour/ : /is 'cuda' but no CUDA device is available; use 'cpu'/;
+      expect(() => zeros([2], { device: 'cuda' })).toThrow(why);
+      expect(() => new Model(mlp({ layers: [3, 2] }), { device: 'cuda' })).toThrow(why);
+    }
   });
 });
 

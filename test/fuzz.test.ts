@@ -8,6 +8,8 @@ import { labels, tensor, zeros, type Tensor } from '../lib/tensor.js';
 import { rng } from './helpers.js';
 
 const addon = native();
+// devices that must be refused here: 'cuda' itself only where no CUDA device is usable
+const unusableCuda = addon.versions().cudaAvailable ? ['cuda:99'] : ['cuda', 'cuda:0'];
 
 function disposed(): Tensor {
   const t = zeros([3], { dtype: 'float64' });
@@ -45,7 +47,7 @@ describe('malformed calls become JS errors', () => {
     { name: 'ops.dot', call: (a) => addon.ops.dot(...(a as [Tensor, Tensor])), valid: () => [flat(), flat()], bad: [wrongFlat, wrongFlat] },
     { name: 'ops.mul', call: (a) => addon.ops.mul(...(a as [Tensor, Tensor, Tensor])), valid: () => [flat(), flat(), flat()], bad: [wrongFlat, wrongFlat, wrongFlat] },
     { name: 'ops.copy', call: (a) => addon.ops.copy(...(a as [Tensor, Tensor])), valid: () => [flat(), flat()], bad: [wrongFlat, wrongFlat] },
-    { name: 'Tensor.fromArray', call: (a) => addon.Tensor.fromArray(...(a as [Float64Array, number[], 'float64', string])), valid: () => [new Float64Array(6), [2, 3], 'float64', 'cpu'], bad: [() => [undefined, [1, 2], 'abc', new Uint16Array(6), new Int32Array(6)], () => [undefined, [7], [2, -3], ['2', 3], 6, [2.5, 2]], () => [undefined, 'float16', 'int64', 7], () => [undefined, 'gpu', 'cuda', 'cuda:0', 'cuda:x', 3]] },
+    { name: 'Tensor.fromArray', call: (a) => addon.Tensor.fromArray(...(a as [Float64Array, number[], 'float64', string])), valid: () => [new Float64Array(6), [2, 3], 'float64', 'cpu'], bad: [() => [undefined, [1, 2], 'abc', new Uint16Array(6), new Int32Array(6)], () => [undefined, [7], [2, -3], ['2', 3], 6, [2.5, 2]], () => [undefined, 'float16', 'int64', 7], () => [undefined, 'gpu', ...unusableCuda, 'cuda:x', 3]] },
     { name: 'optim.sgdStep', call: (a) => addon.optim.sgdStep(...(a as Parameters<typeof addon.optim.sgdStep>)), valid: () => [flat(), flat(), flat(), { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false, first: true }], bad: [wrongFlat, wrongFlat, wrongFlat, () => [undefined, {}, { lr: 'x' }, { lr: 0.1, nesterov: 'yes' }, 5]] },
     { name: 'new Model', call: (a) => new addon.Model(...(a as [object, { dtype: 'float64'; device: string; seed: number }])), valid: () => [model.spec, { dtype: 'float64', device: 'cpu', seed: 1 }], bad: [() => [undefined, null, 5, {}, { input: [4] }, { input: [4], layers: 'x' }], () => [undefined, {}, { dtype: 'float64', device: 'cpu', seed: -1 }, { dtype: 'int64', device: 'cpu', seed: 1 }, { dtype: 'float64', device: 'tpu', seed: 1 }]] },
   ];

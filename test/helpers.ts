@@ -5,7 +5,10 @@ import type { ModelSpecInput } from '../lib/model/spec.js';
 import { labels, tensor, type Tensor } from '../lib/tensor.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-export const goldenDir = join(repoRoot, '..', 'shared', 'golden');
+/** The golden cases of the reference implementation, kept in the repository (a clone has no ../shared). */
+export const goldenDir = join(repoRoot, 'test', 'fixtures', 'golden');
+/** The team's shared golden folder beside the checkout, when there is one: an optional extra input. */
+export const sharedGoldenDir = join(repoRoot, '..', 'shared', 'golden');
 
 /** Deterministic pseudo-random numbers for test data (not for the code under test). */
 export function rng(seed: number): () => number {
