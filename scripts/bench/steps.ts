@@ -1,4 +1,4 @@
-// npm run bench [-- --json] [--rounds R] [--steps K] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda]
+// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda]
 // Median ms per optimizer step, ours against the same update rules in
 // PyTorch-Python on the same LibTorch with the same thread count: PYTHON
 // chooses the PyTorch (default Debian's python3-torch, LibTorch 1.13), and
@@ -30,6 +30,12 @@ const optimizers = opt('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').spl
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 const device = opt('--device', 'cpu');
 const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'python3');
+// One intra-op thread on each side by default. Both peers stay alive and take
+// turns, and an idle OpenMP pool spins for a while after each parallel region:
+// on this 2-core VM two 2-thread peers stole each other's cores (tiny SGD
+// step 12.7 ms at 2 threads against ≈1 ms at 1). Use --threads N on a machine
+// with cores to spare.
+const threads = Number(opt('--threads', '1'));
 
 class Peer {
   private readonly lines: string[] = [];
@@ -88,10 +94,6 @@ const rows: Record<string, number | string>[] = [];
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
-    const probe = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device], process.env);
-    await probe.ask();
-    const threads = (await probe.ask<Info>('info')).threads;
-    probe.close();
     const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device], env(threads));
     const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device], env(threads));
     await Promise.all([ours.ask(), torch.ask()]);
