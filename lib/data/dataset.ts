@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { readCifar } from './cifar.js';
 import { readIdx } from './idx.js';
 import { Prng } from './prng.js';
+import { extent } from '../extent.js';
 
 export interface Dataset {
   name: string;
@@ -48,7 +49,7 @@ export function readIdxDataset(dir: string, split: 'train' | 'test', name: strin
   if (labels.dims.length !== 1 || labels.dims[0] !== images.dims[0])
     throw new Error(`${lblFile}: ${labels.dims[0]} labels for ${images.dims[0]} images in ${imgFile}`);
   const y = Int32Array.from(labels.data);
-  const classes = Math.max(...y) + 1;
+  const classes = extent(y).max + 1;
   return { name, x: bytesToUnit(images.data), y, shape: [1, images.dims[1], images.dims[2]], classes: Math.max(classes, 10) };
 }
 

@@ -3,6 +3,7 @@
 import { ops } from '../ops.js';
 import { lanczos } from './lanczos.js';
 import type { HessianOperator } from './operator.js';
+import { extent } from '../extent.js';
 
 export interface EigenOptions {
   k?: number;
@@ -46,7 +47,7 @@ export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenRes
     const maxIter = o.maxIter ?? Math.min(op.size, Math.max(100, 6 * k));
     const wanted = (ritz: { value: number }[], residuals: number[]) => {
       const m = ritz.length;
-      const scale = Math.max(...ritz.map((r) => Math.abs(r.value)), 1e-300);
+      const scale = Math.max(extent(ritz.map((r) => Math.abs(r.value))).max, 1e-300);
       const idx: number[] = [];
       if (which !== 'smallest') for (let i = 0; i < Math.min(k, m); i++) idx.push(m - 1 - i);
       if (which !== 'largest') for (let i = 0; i < Math.min(k, m); i++) idx.push(i);

@@ -13,6 +13,7 @@ import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
 import { HessianOperator } from './operator.js';
+import { extent } from '../extent.js';
 
 export interface HessianOptions {
   /** BatchNorm/dropout behaviour of the passes: batch statistics ('train') or running ones ('eval'). */
@@ -111,7 +112,7 @@ export class Hessian {
   density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } = {}) {
     const q = quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0);
     const all = q.runs.flatMap((r) => r.nodes);
-    const lo = Math.min(...all), hi = Math.max(...all);
+    const { min: lo, max: hi } = extent(all);
     const span = Math.max(hi - lo, 1e-12);
     const sigma = o.sigma ?? span / 100;
     const points = o.gridPoints ?? 400;

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CONFIG_FILE, type EpochMetrics, METRICS_FILE } from './trainer.js';
+import { extent } from '../extent.js';
 
 export interface Run {
   name: string;
@@ -43,8 +44,8 @@ export function lineChart(title: string, xLabel: string, series: Series[]): stri
   const W = 460, H = 280, L = 60, R = 12, T = 28, B = 40;
   const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y));
   if (all.length === 0) return '';
-  let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  let { min: x0, max: x1 } = extent(all.map((p) => p[0]));
+  let { min: y0, max: y1 } = extent(all.map((p) => p[1]));
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
   if (y0 === y1) [y0, y1] = [y0 - Math.abs(y0 || 1) * 0.1, y1 + Math.abs(y1 || 1) * 0.1];
   const sx = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
