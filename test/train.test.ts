@@ -79,6 +79,17 @@ describe('bad input: a clear error and no partial output', () => {
     expect(readdirSync(root).sort()).toEqual(['a-file', 'corrupt', 'locked']);
   });
 
+  it('writes an epoch\'s metrics line before the checkpoint that records the epoch', () => {
+    const out = join(tmp(), 'order');
+    const t = new Trainer({ dataset: 'synthetic', epochs: 1, out, hidden: [8] });
+    // the checkpoint cannot be written (a folder holds its name): the line must be there already
+    mkdirSync(join(out, 'checkpoint.safetensors'));
+    expect(() => t.run()).toThrow();
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+    expect(lines.length).toBe(1);
+    expect(JSON.parse(lines[0]).epoch).toBe(0);
+  });
+
   it('refuses to overwrite a run', () => {
     const out = join(tmp(), 'r');
     new Trainer({ dataset: 'synthetic', epochs: 1, out, hidden: [8] }).run();

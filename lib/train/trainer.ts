@@ -204,9 +204,12 @@ export class Trainer {
       };
       if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = this.probe(p.epoch);
       Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 });
-      this.save();
+      // The line first, then the checkpoint that records the epoch as done: a
+      // crash between them leaves an older checkpoint, and resuming from it
+      // drops the line and redoes the epoch; the other order lost the line.
       appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
       metrics.push(m);
+      this.save();
       events.onEpoch?.(m);
     }
     return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
