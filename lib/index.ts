@@ -48,5 +48,6 @@ export { trainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput 
 export { trainInWorker, type WorkerRun } from './train/run.js';
 export { evaluate, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
+export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './train/safetensors.js';
 export { readRun, renderReport } from './train/report.js';
 export { cuda } from './cuda.js';

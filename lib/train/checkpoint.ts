@@ -7,7 +7,7 @@ import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor.js';
-import { readSafetensors, type StData, stTensor, type StTensor, encodeSafetensors, writeAtomic } from './safetensors.js';
+import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'usam-checkpoint/1';
 
@@ -55,7 +55,8 @@ export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer,
     modelRng: b64(model.native.getRngState()),
     dtype: model.dtype,
   };
-  writeAtomic(file, encodeSafetensors(tensors, metadata));
+  // the checksum lets loading refuse a file damaged after it was written
+  writeSafetensors(file, tensors, metadata, { checksum: true });
 }
 
 export interface LoadedCheckpoint {
