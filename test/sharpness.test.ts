@@ -108,6 +108,70 @@ describe('finite differences vs the exact estimator', () => {
     }
   });
 
+  // math.md §6: lambda means the same in both estimators. One float64 SGD step
+  // (lr 1, no momentum) with a fixed direction u; the penalty part of the
+  // update, (w0 − w1) − g0, of antithetic finite differences (the pair ±u)
+  // against the exact estimator (u once).
+  const stepSetup = () => {
+    const make = () => float64Model(mlp({ layers: [4, 6, 3], activation: 'tanh' }), 8);
+    const { x, y } = randomBatch([10, 4], 3, 3);
+    const g0 = toNumbers(make().lossAndGrad(x, y).grad);
+    const penaltyStep = (config: SharpnessConfigInput) => {
+      const model = make();
+      const w0 = model.getParams();
+      new Optimizer(model, { base: { kind: 'sgd', lr: 1 }, sharpness: config }).step(x, y);
+      const w1 = model.getParams();
+      return w0.map((w, i) => w - w1[i] - g0[i]);
+    };
+    return { make, x, y, g0, penaltyStep };
+  };
+
+  it('Trace-SAM (linear psi): one step moves w alike with either estimator at equal lambda, to O(rho²)', () => {
+    const { g0, penaltyStep } = stepSetup();
+    const r = rng(91);
+    const u = g0.map(() => r() * 2 - 1); // g0ᵀu ≠ 0: the ± pair cancels the first-order leak
+    const errors = [1e-2, 1e-3].map((rho) => {
+      const fd = penaltyStep({ kind: 'trace-sam', rho, lambda: 0.5, samples: 2, directions: 'antithetic', mu: () => Array.from(u) });
+      const exact = penaltyStep({ kind: 'trace-sam', rho, lambda: 0.5, samples: 1, estimator: 'exact', mu: () => Array.from(u) });
+      return maxAbsDiff(fd, exact) / Math.max(...exact.map(Math.abs));
+    });
+    // measured 2.4e-4 and 2.4e-6; before lambda meant the same, the exact step was 1/rho² (1e4, 1e6) times larger
+    expect(errors[1]).toBeLessThan(1e-4);
+    expect(errors[1]).toBeLessThan(errors[0] / 50);
+  });
+
+  // For a nonlinear psi the two estimators do not meet as rho → 0: with
+  // g0ᵀu = 0, d_± = q/2 ± rho·T/6 + O(rho²) (T = ∇³L[u,u,u]), and
+  // psi'(d_±)·(g_± − g0) = (psi' ± psi''·rho·T/6)·(±rho·Hu + ½rho²·∇q) + O(rho³):
+  // the pair adds lambda·phi'·rho²·psi''(q/2)·(T/6)·Hu to the exact rule's
+  // step, a term of the same order. This test measures that term.
+  it('Det-SAM (nonlinear psi): the finite-difference step differs from the exact one by lambda·phi\'·rho²·psi\'\'(q/2)·(T/6)·Hu', () => {
+    const { make, x, y, g0, penaltyStep } = stepSetup();
+    const r = rng(91);
+    let u = g0.map(() => r() * 2 - 1);
+    const along = u.reduce((s, v, i) => s + v * g0[i], 0) / g0.reduce((s, v) => s + v * v, 0);
+    u = u.map((v, i) => v - along * g0[i]); // ⊥ g0: no first-order leak
+    const model = make();
+    const ut = tensor(u, undefined, { dtype: 'float64' });
+    const hu = toNumbers(model.hvp(x, y, ut));
+    const { q, grad: gq } = model.quadraticFormGrad(x, y, ut);
+    const T = toNumbers(gq).reduce((s, v, i) => s + v * u[i], 0);
+    const lambda = 0.5;
+    const psi = (d: number) => Math.exp(-d / 2);
+    const psi2 = (d: number) => 0.25 * Math.exp(-d / 2);
+    const phi1 = (m: number) => -2 * m ** -3;
+    const errors = [1e-2, 1e-3].map((rho) => {
+      const fd = penaltyStep({ kind: 'det-sam', rho, lambda, samples: 2, directions: 'antithetic', mu: () => Array.from(u) });
+      const exact = penaltyStep({ kind: 'det-sam', rho, lambda, samples: 1, estimator: 'exact', mu: () => Array.from(u) });
+      const predicted = hu.map((h) => lambda * phi1(psi(q / 2)) * rho * rho * psi2(q / 2) * (T / 6) * h);
+      const observed = fd.map((f, i) => f - exact[i]);
+      return maxAbsDiff(observed, predicted) / Math.max(...predicted.map(Math.abs));
+    });
+    // measured 3.6e-3 and 3.6e-5: the term is the whole difference, to O(rho²)
+    expect(errors[1]).toBeLessThan(1e-3);
+    expect(errors[1]).toBeLessThan(errors[0] / 20);
+  });
+
   it('on an MLP the two estimators agree as rho → 0 (antithetic directions)', () => {
     const make = () => float64Model(mlp({ layers: [4, 6, 3], activation: 'tanh' }), 8);
     const { x, y } = randomBatch([10, 4], 3, 3);

@@ -1,12 +1,16 @@
 // math.md §6: the exact (second-order) estimator. q_i = u_iᵀHu_i comes from
 // an HVP, and its gradient ∇q_i (a third derivative) from autograd, so the
-// objective is differentiated exactly, with no rho and no first-order leak:
-//   (phi, psi):  F = L + lambda·phi(m),  m = (1/n)·Σ psi(q_i/2)
-//                grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(q_i/2)·½∇q_i
+// objective is differentiated exactly, with no first-order leak. Both forms
+// carry rho², so that lambda means what it means for the finite-difference
+// rules (§2 folds the 1/rho² of d_i into lambda: their penalty gradient is
+// lambda·phi'·psi'·(g_i − g0) ≈ lambda·phi'·psi'·½rho²·∇q_i):
+//   (phi, psi):  F = L + lambda·rho²·phi(m),  m = (1/n)·Σ psi(q_i/2)
+//                grad = g0 + lambda·rho²·phi'(m)·(1/n)·Σ psi'(q_i/2)·½∇q_i
 //   Frobenius:   F = L + lambda·rho²·½·SampleVar(q_i/2)
-//                (the second-order part of §3's L_i − L = rho²·q_i/2, so
-//                lambda keeps its meaning across estimators)
+//                (the second-order part of §3's L_i − L = rho²·q_i/2)
 //                grad = g0 + lambda·rho²·(1/(n−1))·Σ (q_i/2 − mean)·½∇q_i
+// `penalty` reports the measure's estimate as the finite-difference rules do
+// (phi(m); ½·rho²·SampleVar(q/2) for Frobenius), so the two are comparable.
 import { ops } from '../../ops.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
 import { finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
@@ -33,7 +37,7 @@ export function exactStep(ctx: RuleContext, o: ExactOptions, sampler: DirectionS
   }
   const m = half.reduce((s, x) => s + finite(o.psi.f(x), 'psi', x, ctx.step), 0) / n;
   const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
-  const outer = o.lambda * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
+  const outer = o.lambda * ctx.rho * ctx.rho * finite(o.phi.df(m), 'phi (derivative df)', m, ctx.step);
   const coefficients = half.map((x) => (0.5 * outer * finite(o.psi.df(x), 'psi (derivative df)', x, ctx.step)) / n);
   const gradSum = ops.combine(ctx.grad, [1, ...coefficients], [ctx.g0, ...h]);
   const sharpness = o.phi.f(half.reduce((s, x) => s + o.psi.f(2 * x), 0) / n);
