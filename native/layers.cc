@@ -238,12 +238,17 @@ class BatchNorm : public Layer {
     CheckRank(x);
     // Batch statistics in training mode; running statistics are read in eval
     // mode and written only when the pass asks for it.
-    bool useRunning = !p.training || p.updateStats;
+    bool gather = p.training && p.updateStats && p.stats != nullptr;
+    if (gather) {
+      at::NoGradGuard ng;
+      p.stats->Add(mean_, var_, counter_, momentum_, x.detach());
+    }
+    bool useRunning = !p.training || (p.updateStats && !gather);
     at::Tensor rm = useRunning ? p.buffers[mean_] : at::Tensor();
     at::Tensor rv = useRunning ? p.buffers[var_] : at::Tensor();
     if (p.twiceDifferentiable) return Composite(x, p);
     bool cudnn = at::globalContext().userEnabledCuDNN();
-    if (p.training && p.updateStats) p.counters[counter_].add_(1);
+    if (p.training && p.updateStats && !gather) p.counters[counter_].add_(1);
     return at::batch_norm(x, affine_ ? p.params[weight_] : at::Tensor(), affine_ ? p.params[bias_] : at::Tensor(), rm,
                           rv, p.training, momentum_, eps_, cudnn);
   }
@@ -680,8 +685,50 @@ void Network::CheckTarget(const at::Tensor& y, int64_t batch) const {
   }
 }
 
+void StatsAccumulator::Add(size_t meanBuffer, size_t varBuffer, size_t counter, double momentum, const at::Tensor& x) {
+  std::vector<int64_t> dims{0};
+  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  at::Tensor xd = x.to(at::kDouble);
+  int64_t n = x.numel() / x.size(1);
+  std::vector<int64_t> channel(static_cast<size_t>(x.dim()), 1);
+  channel[1] = x.size(1);
+  at::Tensor mean = xd.mean(dims);
+  at::Tensor m2 = (xd - mean.view(channel)).pow(2).sum(dims);
+  for (auto& e : entries) {
+    if (e.meanBuffer != meanBuffer) continue;
+    // Chan et al.: pool (count, mean, M2) of two parts
+    int64_t total = e.stats.count + n;
+    at::Tensor delta = mean - e.stats.mean;
+    e.stats.m2 = e.stats.m2 + m2 + delta.pow(2) * (static_cast<double>(e.stats.count) * n / total);
+    e.stats.mean = e.stats.mean + delta * (static_cast<double>(n) / total);
+    e.stats.count = total;
+    return;
+  }
+  entries.push_back({meanBuffer, varBuffer, counter, momentum, {n, mean, m2}});
+}
+
+void Network::BeginStats() { stats_ = std::make_unique<StatsAccumulator>(); }
+
+void Network::DiscardStats() { stats_.reset(); }
+
+void Network::CommitStats() {
+  if (!stats_) Fail("commitStats() without beginStats()");
+  at::NoGradGuard ng;
+  for (const auto& e : stats_->entries) {
+    const auto& s = e.stats;
+    // the unbiased variance of the pooled data, as batch_norm's running update uses
+    at::Tensor var = s.count > 1 ? s.m2 / static_cast<double>(s.count - 1) : s.m2;
+    at::Tensor& rm = buffers[e.meanBuffer];
+    at::Tensor& rv = buffers[e.varBuffer];
+    rm.mul_(1 - e.momentum).add_(s.mean.to(rm.scalar_type()), e.momentum);
+    rv.mul_(1 - e.momentum).add_(var.to(rv.scalar_type()), e.momentum);
+    counters[static_cast<int64_t>(e.counter)].add_(1);
+  }
+  stats_.reset();
+}
+
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
-  Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen};
+  Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
   return RunLayers(layers_, x, pass);
 }
 

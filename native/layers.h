@@ -32,6 +32,25 @@ struct Slots {
 };
 
 // The state one forward pass sees.
+// BatchNorm batch statistics gathered over several passes (the micro-batches
+// of one step) and applied to the running statistics once: the mean and the
+// unbiased variance of the whole step's data, pooled from each pass's count,
+// mean and biased variance (Chan et al.), one momentum update and one
+// num_batches_tracked increment, as for one batch of their concatenation.
+struct BatchStats {
+  int64_t count = 0;
+  at::Tensor mean, m2;  // per channel, float64: running mean and sum of squared deviations
+};
+struct StatsAccumulator {
+  struct Entry {
+    size_t meanBuffer, varBuffer, counter;
+    double momentum;
+    BatchStats stats;
+  };
+  std::vector<Entry> entries;
+  void Add(size_t meanBuffer, size_t varBuffer, size_t counter, double momentum, const at::Tensor& x);
+};
+
 struct Pass {
   const std::vector<at::Tensor>& params;   // leaf views of the flat parameters
   const std::vector<at::Tensor>& buffers;  // views of the flat buffers
@@ -40,6 +59,9 @@ struct Pass {
   bool updateStats;          // BatchNorm running statistics move in this pass
   bool twiceDifferentiable;  // avoid kernels without double backward (cuDNN BN)
   at::Generator& gen;
+  // When set (and updateStats), BatchNorm gathers its batch statistics here
+  // instead of moving the running statistics; Network::CommitStats applies them.
+  StatsAccumulator* stats = nullptr;
 };
 
 // A value and its directional derivative along the parameter direction v
@@ -94,6 +116,12 @@ class Network {
   double Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out);
   void CheckInput(const at::Tensor& x) const;
   void CheckTarget(const at::Tensor& y, int64_t batch) const;
+  // Statistics over several passes: BeginStats, then passes with updateStats
+  // gather instead of updating, then CommitStats moves the running
+  // statistics once (DiscardStats: not at all).
+  void BeginStats();
+  void CommitStats();
+  void DiscardStats();
 
   at::ScalarType dtype;
   c10::Device device;
@@ -108,6 +136,7 @@ class Network {
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
   double LossDual(const Dual& z, const at::Tensor& target, Dual& grad) const;
 
+  std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;
   LossKind loss_ = LossKind::CrossEntropy;
   double labelSmoothing_ = 0;

@@ -26,6 +26,9 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("forward", &M::Guard<&M::Forward>),
                          InstanceMethod("loss", &M::Guard<&M::Loss>),
                          InstanceMethod("lossAndGrad", &M::Guard<&M::LossAndGrad>),
+                         InstanceMethod("beginStats", &M::Guard<&M::BeginStats>),
+                         InstanceMethod("commitStats", &M::Guard<&M::CommitStats>),
+                         InstanceMethod("discardStats", &M::Guard<&M::DiscardStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
@@ -184,6 +187,21 @@ Napi::Value ModelWrap::Loss(const Napi::CallbackInfo& info) {
   bool update = info.Length() > 2 && !info[2].IsUndefined() ? BoolArg(info, 2, "updateStats") : false;
   at::NoGradGuard ng;
   return Napi::Number::New(info.Env(), LossOf(x, y, update, false).item<double>());
+}
+
+// beginStats() / commitStats() / discardStats(): BatchNorm statistics over
+// several passes (micro-batches), applied to the running statistics once.
+Napi::Value ModelWrap::BeginStats(const Napi::CallbackInfo& info) {
+  Net().BeginStats();
+  return info.Env().Undefined();
+}
+Napi::Value ModelWrap::CommitStats(const Napi::CallbackInfo& info) {
+  Net().CommitStats();
+  return info.Env().Undefined();
+}
+Napi::Value ModelWrap::DiscardStats(const Napi::CallbackInfo& info) {
+  Net().DiscardStats();
+  return info.Env().Undefined();
 }
 
 // lossAndGrad(x, y, grad, updateStats): writes ∇L(w) into `grad`, returns L(w).

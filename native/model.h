@@ -28,6 +28,9 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Loss(const Napi::CallbackInfo& info);
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);
+  Napi::Value BeginStats(const Napi::CallbackInfo& info);
+  Napi::Value CommitStats(const Napi::CallbackInfo& info);
+  Napi::Value DiscardStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);

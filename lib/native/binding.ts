@@ -51,6 +51,10 @@ export interface NativeModel {
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
   lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;
+  /** BatchNorm statistics over several passes, applied to the running statistics once (commit) or not at all (discard). */
+  beginStats(): void;
+  commitStats(): void;
+  discardStats(): void;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
   hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): number;

@@ -132,6 +132,29 @@ export class Optimizer {
   step(x: Tensor, y: Tensor): StepResult;
   step(batches: Batch[]): StepResult;
   step(a: Tensor | Batch[], b?: Tensor): StepResult {
+    // A step that fails (NaN/Inf, a bad user function) changes nothing: the
+    // parameters are restored by the step itself, and the BatchNorm
+    // statistics, their counters and the direction generator here.
+    const buffers = (this.statistics ??= this.model.buffers());
+    const saved = { values: buffers.values.clone(), counters: buffers.counters.clone(), generator: this.gen.getState() };
+    try {
+      return this.stepOnce(a, b);
+    } catch (e) {
+      this.sampler?.abort();
+      ops.copy(buffers.values, saved.values);
+      ops.copy(buffers.counters, saved.counters);
+      this.gen.setState(saved.generator);
+      throw e;
+    } finally {
+      saved.values.dispose();
+      saved.counters.dispose();
+    }
+  }
+
+  /** The model's BatchNorm statistics and counters (live aliases), saved around each step. */
+  private statistics?: ReturnType<Model['buffers']>;
+
+  private stepOnce(a: Tensor | Batch[], b?: Tensor): StepResult {
     const batches = Array.isArray(a) ? a : [{ x: a, y: b! }];
     const t = this.steps;
     const before = { ...this.counters };

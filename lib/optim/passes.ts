@@ -62,8 +62,28 @@ export class Passes {
   /** Correctly classified samples in the last lossAndGrad over all micro-batches (null without class labels). */
   correct: number | null = null;
 
-  /** L and ∇L at the current parameters. */
+  /**
+   * L and ∇L at the current parameters. With updateStats, BatchNorm's running
+   * statistics move once, by the mean and unbiased variance of all the
+   * micro-batches together (as for one batch of their concatenation); each
+   * micro-batch is still normalised by its own batch statistics, as in
+   * PyTorch's gradient accumulation.
+   */
   lossAndGrad(out: Tensor, updateStats: boolean): number {
+    const pooled = updateStats && this.batches.length > 1;
+    if (!pooled) return this.lossAndGradOnce(out, updateStats);
+    this.model.native.beginStats();
+    try {
+      const loss = this.lossAndGradOnce(out, true);
+      this.model.native.commitStats();
+      return loss;
+    } catch (e) {
+      this.model.native.discardStats();
+      throw e;
+    }
+  }
+
+  private lossAndGradOnce(out: Tensor, updateStats: boolean): number {
     let correct: number | null = 0;
     const loss = this.accumulate(out, (b, o) => {
       this.counters.forward++;

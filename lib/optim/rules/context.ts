@@ -132,8 +132,15 @@ export class DirectionSampler {
     return out;
   }
 
-  dispose(): void {
+  /** A failed step: wait for a fill in flight and forget the step's remaining draws (the caller restores the generator). */
+  abort(): void {
     if (this.pending !== null) this.gen.wait();
+    this.pending = null;
+    this.remaining = 0;
+  }
+
+  dispose(): void {
+    this.abort();
     for (const b of this.buffers) b.dispose();
   }
 }
@@ -158,7 +165,10 @@ export function perturbedPasses(ctx: RuleContext, sampler: DirectionSampler, n: 
     const negate = antithetic && i % 2 === 1;
     if (!negate) u = sampler.next(ctx.model.numParams);
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
-    losses.push(ctx.passes.lossAndGrad(grads[i], false));
+    const loss = ctx.passes.lossAndGrad(grads[i], false);
+    if (!Number.isFinite(loss))
+      throw new Error(`step ${ctx.step}: the perturbed loss L(w ${negate ? '−' : '+'} rho·u_${antithetic ? i >> 1 : i}) is ${loss} (rho ${ctx.rho}); nothing was updated. Lower rho or the learning rate.`);
+    losses.push(loss);
   }
   return { losses, grads };
 }
