@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { describeLibtorch, describeTried, findLibtorch, HOW_TO_PROVIDE, readBuildInfo } from './libtorch.mjs';
+import { clearLibtorchSearches, describeLibtorch, describeTried, findLibtorch, HOW_TO_PROVIDE, majorMinor, readBuildInfo } from './libtorch.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
@@ -19,7 +19,11 @@ const force = process.argv.includes('--force-source');
 // --out DIR: write the addon to DIR/usam.node instead of build/Release (CI
 // builds one binary per LibTorch side by side).
 const outIndex = process.argv.indexOf('--out');
-const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1] ?? '') : join(root, 'build', 'Release');
+if (outIndex > 0 && !process.argv[outIndex + 1]) {
+  log('--out needs a folder: node scripts/install.mjs --out DIR');
+  process.exit(2);
+}
+const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1]) : join(root, 'build', 'Release');
 // A prebuild (npm run prebuild sets USAM_PREBUILD=1) carries no RUNPATH to
 // this machine's LibTorch: the loader loads the user's.
 const kind = process.env.USAM_PREBUILD === '1' ? 'prebuild' : 'local';
@@ -64,6 +68,7 @@ function installMissingPackages(needTorch) {
   if (canApt()) {
     try {
       aptInstall(missing);
+      clearLibtorchSearches();
     } catch (e) {
       log(`apt-get could not install ${missing.join(' ')}: ${e.message}`);
     }
@@ -118,7 +123,7 @@ function build(torch) {
 
 // A prebuilt binary that loads here (the loader's own check, from dist/) makes
 // the build unnecessary; prebuilds come in published packages only.
-function loadablePrebuild() {
+function loadablePrebuild(torch) {
   const loader = join(root, 'dist', 'native', 'load.js');
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   if (!existsSync(dir) || !readdirSync(dir).some((f) => f.endsWith('.node')) || !existsSync(loader)) return null;
@@ -131,7 +136,12 @@ function loadablePrebuild() {
     log(`no prebuilt binary fits this machine:\n${r.stderr.split('\n').filter((l) => l.includes('  - ') || l.includes('      ')).join('\n')}`);
     return null;
   }
-  return JSON.parse(r.stdout);
+  const found = JSON.parse(r.stdout);
+  if (torch && found.libtorch.libDir !== torch.libDir) {
+    log(`the prebuilt binaries fit ${found.libtorch.libDir}, not ${describeLibtorch(torch)}: building for the latter`);
+    return null;
+  }
+  return found;
 }
 
 // Up to date: newer than every source, and built against the LibTorch that a
@@ -139,15 +149,23 @@ function loadablePrebuild() {
 function upToDate(torch) {
   if (!existsSync(output) || statSync(output).mtimeMs < newestSource()) return false;
   const info = readBuildInfo(output);
-  return Boolean(torch && info && info.kind === kind && info.torchLibDir === torch.libDir);
+  // the same folder, and still the same LibTorch in it (pip upgrades in place)
+  return Boolean(
+    torch && info && info.kind === kind && info.torchLibDir === torch.libDir &&
+      majorMinor(info.torch) === majorMinor(torch.version) && info.flavour === (torch.cuda ? 'cuda' : 'cpu'),
+  );
 }
 
-const torchNow = findLibtorch().found;
+let torchNow = findLibtorch().found;
 const hasLocalBuild = upToDate(torchNow);
 // one apt-get run for everything this machine lacks (LibTorch is needed by a
 // prebuilt binary and by a source build alike)
 installMissingPackages(!force && hasLocalBuild ? false : !torchNow);
-const prebuilt = !force && !hasLocalBuild ? loadablePrebuild() : null;
+torchNow ??= findLibtorch().found;
+// a prebuild only for the LibTorch a build would use now (not one that merely
+// loads with another LibTorch on the machine), and never when a build was
+// asked for (--out, a prebuild of our own)
+const prebuilt = !force && !hasLocalBuild && outIndex < 0 && kind === 'local' ? loadablePrebuild(torchNow) : null;
 if (prebuilt)
   log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour} flavour, LibTorch ${prebuilt.versions.torch} from ${prebuilt.libtorch.libDir})`);
 else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);

@@ -24,6 +24,7 @@ export interface BuildInfo {
 }
 export const SYSTEM_TORCH_DIRS: string[];
 export function findAllLibtorch(env?: NodeJS.ProcessEnv): { all: LibtorchFound[]; tried: LibtorchAttempt[] };
+export function clearLibtorchSearches(): void;
 export function findLibtorch(env?: NodeJS.ProcessEnv): { found: LibtorchFound | null; tried: LibtorchAttempt[] };
 export function libtorchLibDir(torchDir: string): string | null;
 export function libtorchAt(libDir: string): LibtorchLibrary | null;

@@ -12,9 +12,10 @@ import { join } from 'node:path';
 
 // USAM_SYSTEM_TORCH_DIRS (':'-separated) replaces the list (tests use it to
 // simulate a machine without LibTorch).
-export const SYSTEM_TORCH_DIRS = process.env.USAM_SYSTEM_TORCH_DIRS !== undefined
-  ? process.env.USAM_SYSTEM_TORCH_DIRS.split(':').filter(Boolean)
-  : [
+const systemTorchDirs = (env) => env.USAM_SYSTEM_TORCH_DIRS !== undefined
+  ? env.USAM_SYSTEM_TORCH_DIRS.split(':').filter(Boolean)
+  : SYSTEM_TORCH_DIRS;
+export const SYSTEM_TORCH_DIRS = [
   '/usr/lib/x86_64-linux-gnu/cmake/Torch',
   '/usr/lib/aarch64-linux-gnu/cmake/Torch',
   '/usr/lib/cmake/Torch',
@@ -68,9 +69,18 @@ export function libtorchAt(libDir) {
  * The torch package folder of a Python, found without importing torch
  * (importing takes seconds; the spec lookup milliseconds).
  */
-function pythonTorchPackage(py) {
+function pythonTorchPackage(py, env) {
   const code = 'import importlib.util as u; s = u.find_spec("torch"); print(s.submodule_search_locations[0] if s else "")';
-  return execFileSync(py, ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 }).trim();
+  return execFileSync(py, ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000, env }).trim();
+}
+
+// One search per environment and process: the loader asks several times
+// while ranking and checking candidates, and each asks up to three Pythons.
+const searches = new Map();
+
+/** Forget earlier searches (after installing a LibTorch). */
+export function clearLibtorchSearches() {
+  searches.clear();
 }
 
 /**
@@ -79,6 +89,13 @@ function pythonTorchPackage(py) {
  * where tried lists the places that gave none.
  */
 export function findAllLibtorch(env = process.env) {
+  const key = JSON.stringify(['LIBTORCH', 'Torch_DIR', 'PYTHON', 'PATH', 'USAM_SYSTEM_TORCH_DIRS'].map((k) => env[k] ?? null));
+  if (!searches.has(key)) searches.set(key, searchLibtorch(env));
+  const { all, tried } = searches.get(key);
+  return { all: all.map((t) => ({ ...t })), tried: tried.map((t) => ({ ...t })) };
+}
+
+function searchLibtorch(env) {
   const all = [];
   const tried = [];
   const consider = (source, where, torchDir, missing) => {
@@ -101,7 +118,7 @@ export function findAllLibtorch(env = process.env) {
   for (const py of pythons) {
     let pkg;
     try {
-      pkg = pythonTorchPackage(py);
+      pkg = pythonTorchPackage(py, env);
     } catch (e) {
       tried.push({ source: 'python torch', where: py, why: e.code === 'ENOENT' ? 'not found' : 'cannot run it' });
       continue;
@@ -115,7 +132,7 @@ export function findAllLibtorch(env = process.env) {
       : `torch at ${pkg} has no share/cmake/Torch/TorchConfig.cmake (this torch ships no C++ CMake files)`);
   }
 
-  for (const dir of SYSTEM_TORCH_DIRS) consider('system', dir, dir, hasConfig(dir) ? undefined : 'no TorchConfig.cmake');
+  for (const dir of systemTorchDirs(env)) consider('system', dir, dir, hasConfig(dir) ? undefined : 'no TorchConfig.cmake');
   return { all, tried };
 }
 

@@ -12,7 +12,7 @@
 //   USAM_TEST_TORCH_PYTHONS   ':'-separated Pythons with PyTorch 2.x (their LibTorch)
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadedFrom, native } from '../lib/native/load.js';
@@ -169,16 +169,22 @@ describe('loader', () => {
     const empty = mkdtempSync(join(tmpdir(), 'usam-empty-'));
     const garbage = join(empty, 'garbage.node');
     writeFileSync(garbage, 'not a shared object');
+    // USAM_ADDON is the only candidate when set; without it, the local build is
     const script = `
       import { addonCandidates, loadAddonFrom } from ${loaderPath};
-      try { loadAddonFrom(addonCandidates(${JSON.stringify(empty)})); } catch (e) { console.log(e.message); process.exit(3); }`;
+      for (const env of [process.env, { ...process.env, USAM_ADDON: '' }]) {
+        try { loadAddonFrom(addonCandidates(${JSON.stringify(empty)}, env)); } catch (e) { console.log(e.message); }
+      }
+      process.exit(3);`;
     const env: NodeJS.ProcessEnv = { PATH: dirname(process.execPath) === '/usr/bin' ? bareBin() : dirname(process.execPath), HOME: process.env.HOME, USAM_ADDON: garbage, USAM_SYSTEM_TORCH_DIRS: '/nonexistent/cmake/Torch' };
     const r = runTs(script, env);
     expect(r.status, r.stderr).toBe(3);
     const msg = r.stdout;
     expect(msg).toMatch(/no native addon could be loaded/);
-    expect(msg).toContain(`USAM_ADDON: ${garbage}\n      has no universal-sam build info`);
-    expect(msg).toMatch(/local build: .*build\/Release\/usam\.node\n\s+file does not exist/);
+    const [exclusive, fallback] = msg.split('universal-sam: no native addon could be loaded.').slice(1);
+    expect(exclusive).toContain(`USAM_ADDON: ${garbage}\n      has no universal-sam build info`);
+    expect(exclusive).not.toMatch(/local build/);
+    expect(fallback).toMatch(/local build: .*build\/Release\/usam\.node\n\s+file does not exist/);
     expect(msg).toMatch(/LibTorch: not found\. Looked in:/);
     expect(msg).toMatch(/LIBTORCH \(environment\): not set/);
     expect(msg).toMatch(/Torch_DIR \(environment\): not set/);
@@ -187,6 +193,34 @@ describe('loader', () => {
     expect(msg).toMatch(/pip install torch/);
     expect(msg).toMatch(/apt-get install libtorch-dev/);
   });
+
+  it.skipIf(torchPythons.length === 0)(
+    `ranks the local build and the prebuilds by the environment's LibTorch${torchPythons.length ? '' : ' (skipped: no USAM_TEST_TORCH_PYTHONS)'}`,
+    () => {
+      const root = mkdtempSync(join(tmpdir(), 'usam-rank-'));
+      const dir = join(root, 'prebuilds', platform);
+      mkdirSync(dir, { recursive: true });
+      for (const name of ['usam.cpu.torch1.13.node', 'usam.cpu.torch2.13.node', 'usam.cuda.torch2.14.node']) writeFileSync(join(dir, name), '');
+      mkdirSync(join(root, 'build', 'Release'), { recursive: true });
+      cpSync(loaded.path, join(root, 'build', 'Release', 'usam.node')); // built against the suite's LibTorch
+      const order = (python?: string) =>
+        JSON.parse(
+          runTs(
+            `import { addonCandidates } from ${loaderPath};
+             console.log(JSON.stringify(addonCandidates(${JSON.stringify(root)}, ${JSON.stringify({ PATH: dirname(process.execPath), ...(python ? { PYTHON: python } : {}) })}).map((c) => c.source === 'local build' ? 'local' : c.flavour + c.torch)));`,
+          ).stdout,
+        ) as string[];
+      for (const python of torchPythons) {
+        const t = pythonTorch(python);
+        const first = `${t.cuda ? 'cuda' : 'cpu'}${t.version.split('.').slice(0, 2).join('.')}`;
+        const ranked = order(python);
+        // the environment's first LibTorch first: the local build when it was made for it, else the prebuild that fits it
+        expect(ranked[0]).toBe(loaded.libtorch.libDir.startsWith(dirname(dirname(python))) ? 'local' : first);
+        expect(ranked).toContain('local');
+      }
+      if (debianTorch()) expect(order().slice(0, 2)).toEqual(loaded.build.torch.startsWith('1.13.') ? ['local', 'cpu1.13'] : ['cpu1.13', expect.any(String)]);
+    },
+  );
 
   it('reads what a binary was built against from the file, and loads exactly that LibTorch', () => {
     const info = readBuildInfo(loaded.path)!;
@@ -307,8 +341,11 @@ describe('process settings', () => {
   });
   it('a process uses one thread per usable core by default, and OMP_NUM_THREADS when set', () => {
     const byDefault = versionsIn({ OMP_NUM_THREADS: undefined, MKL_NUM_THREADS: undefined });
-    expect(byDefault.threads).toBe(availableParallelism());
-    expect(byDefault.defaultThreads).toBe(availableParallelism());
+    // nproc counts the cores this process may run on (its affinity), as the addon does
+    const cores = Number(spawnSync('nproc', { encoding: 'utf8' }).stdout.trim());
+    expect(cores).toBeGreaterThan(0);
+    expect(byDefault.threads).toBe(cores);
+    expect(byDefault.defaultThreads).toBe(cores);
     const told = versionsIn({ OMP_NUM_THREADS: '1', MKL_NUM_THREADS: undefined });
     expect(told.threads).toBe(1);
     expect(told.defaultThreads).toBe(0);

@@ -1,10 +1,10 @@
-// The only place that loads the native addon. Candidates, in order:
-//   1. USAM_ADDON (an explicit path to a .node file),
-//   2. prebuilt binaries under prebuilds/<platform>-<arch>/, named
-//      usam.<flavour>.torch<major.minor>.node, ordered by the LibTorch they
-//      fit (the first LibTorch this environment points at first; CUDA before
-//      CPU for the same one),
-//   3. the local source build, build/Release/usam.node.
+// The only place that loads the native addon. Candidates:
+//   - USAM_ADDON (an explicit path to a .node file): when set, the only one;
+//   - else the prebuilt binaries under prebuilds/<platform>-<arch>/ (named
+//     usam.<flavour>.torch<major.minor>.node) and the local source build
+//     (build/Release/usam.node), ordered by the LibTorch they fit: the first
+//     LibTorch this environment points at first (the local build before a
+//     prebuild for the same one, CUDA before CPU).
 //
 // Every binary carries its build info (flavour, LibTorch version and folder;
 // native/build_info.h.in), read from the file before anything is loaded. A
@@ -64,26 +64,29 @@ export interface Loaded {
 const PREBUILD_NAME = /^usam\.(cpu|cuda)\.torch(\d+\.\d+)\.node$/;
 
 export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = process.env): Candidate[] {
-  const list: Candidate[] = [];
-  if (env.USAM_ADDON) list.push({ path: resolve(env.USAM_ADDON), source: 'USAM_ADDON' });
+  // an explicit binary is the only candidate: falling back would hide that it does not load
+  if (env.USAM_ADDON) return [{ path: resolve(env.USAM_ADDON), source: 'USAM_ADDON' }];
+  const local: Candidate = { path: join(root, 'build', 'Release', 'usam.node'), source: 'local build' };
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-  if (existsSync(dir)) {
-    const prebuilds = readdirSync(dir)
-      .map((f) => ({ f, m: PREBUILD_NAME.exec(f) }))
-      .filter((e) => e.m)
-      .map(({ f, m }) => ({ path: join(dir, f), source: 'prebuild' as const, flavour: m![1], torch: m![2] }));
-    if (prebuilds.length > 0) {
-      // rank by the LibTorch each fits: the environment's first choice first
-      const { all } = findAllLibtorch(env);
-      const rank = (c: Candidate) => {
-        const i = all.findIndex((t) => majorMinor(t.version) === c.torch && (c.flavour !== 'cuda' || t.cuda));
-        return (i < 0 ? all.length : i) * 2 + (c.flavour === 'cuda' ? 0 : 1);
-      };
-      list.push(...prebuilds.sort((a, b) => rank(a) - rank(b)));
-    }
-  }
-  list.push({ path: join(root, 'build', 'Release', 'usam.node'), source: 'local build' });
-  return list;
+  const prebuilds: Candidate[] = existsSync(dir)
+    ? readdirSync(dir)
+        .map((f) => ({ f, m: PREBUILD_NAME.exec(f) }))
+        .filter((e) => e.m)
+        .map(({ f, m }) => ({ path: join(dir, f), source: 'prebuild' as const, flavour: m![1], torch: m![2] }))
+    : [];
+  if (prebuilds.length === 0) return [local];
+  // rank by the LibTorch each fits: the environment's first choice first;
+  // for the same LibTorch the local build (made for it), then CUDA, then CPU
+  const { all } = findAllLibtorch(env);
+  const localInfo = existsSync(local.path) ? readBuildInfo(local.path) : null;
+  const rank = (c: Candidate) => {
+    const i =
+      c.source === 'local build'
+        ? all.findIndex((t) => localInfo !== null && t.libDir === localInfo.torchLibDir)
+        : all.findIndex((t) => majorMinor(t.version) === c.torch && (c.flavour !== 'cuda' || t.cuda));
+    return (i < 0 ? all.length : i) * 3 + (c.source === 'local build' ? 0 : c.flavour === 'cuda' ? 1 : 2);
+  };
+  return [...prebuilds, local].sort((a, b) => rank(a) - rank(b));
 }
 
 export class AddonLoadError extends Error {
@@ -166,18 +169,38 @@ for (const lib of libs) {
 }
 process.stdout.write(JSON.stringify(require(addon).versions()));`;
 
+/**
+ * The folder of this user's test-load stamps (mode 0700, owned by the user),
+ * or null when it cannot be had safely: then every process checks again.
+ */
+function stampFolder(): string | null {
+  const dir = join(tmpdir(), `universal-sam-load-checks-${process.getuid?.() ?? 'user'}`);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const s = statSync(dir);
+    if (!s.isDirectory() || (process.getuid && s.uid !== process.getuid()) || (s.mode & 0o077) !== 0) return null;
+    return dir;
+  } catch {
+    return null;
+  }
+}
+
 /** Test-loads a binary in a child process; null when it loaded, else why not. */
 function loadsInChild(addonPath: string, libs: string[]): string | null {
   const id = (p: string) => {
     const s = statSync(p);
     return [realpath(p), s.size, s.mtimeMs];
   };
+  // what else decides how the libraries resolve: the dynamic loader's
+  // variables, and a wheel's nvidia/*/lib folders (pip replaces files there)
+  const nvidia = join(dirname(libs[0] ?? addonPath), '..', '..', 'nvidia');
+  const nvidiaDirs = existsSync(nvidia) ? readdirSync(nvidia).map((d) => join(nvidia, d, 'lib')).filter((d) => existsSync(d)).map(id) : [];
   const key = createHash('sha256')
-    .update(JSON.stringify([id(addonPath), libs.map(id), process.execPath, process.versions.modules]))
+    .update(JSON.stringify([id(addonPath), libs.map(id), nvidiaDirs, process.env.LD_LIBRARY_PATH ?? '', process.env.LD_PRELOAD ?? '', process.execPath, process.versions.modules]))
     .digest('hex');
-  const stampDir = join(tmpdir(), 'universal-sam-load-checks');
-  const stamp = join(stampDir, key.slice(0, 32));
-  if (existsSync(stamp)) return null;
+  const stampDir = stampFolder();
+  const stamp = stampDir ? join(stampDir, key.slice(0, 32)) : null;
+  if (stamp && existsSync(stamp)) return null;
   const r = spawnSync(process.execPath, ['-e', CHILD_LOAD, JSON.stringify({ libs, addon: addonPath, flags: PRELOAD_FLAGS })], {
     encoding: 'utf8',
     timeout: 300_000,
@@ -192,13 +215,15 @@ function loadsInChild(addonPath: string, libs: string[]): string | null {
     return `failed to load in a child process: ${reason.replace(/^Error: /, '')}`;
   }
   try {
-    mkdirSync(stampDir, { recursive: true });
-    writeFileSync(stamp, r.stdout);
+    if (stamp) writeFileSync(stamp, r.stdout, { flag: 'wx', mode: 0o600 });
   } catch {
-    // no stamp: the next process checks again
+    // no stamp (or another process wrote it first): the next process checks again
   }
   return null;
 }
+
+/** LibTorch folders this loader has loaded into the process (they stay: RTLD_NODELETE). */
+const preloadedHere = new Set<string>();
 
 function loadLibrariesGlobally(libs: string[]): void {
   for (const lib of libs) {
@@ -228,18 +253,23 @@ function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv): Loaded {
   if (typeof libtorch === 'string') throw new Error(libtorch);
 
   const other = libtorchDirsInProcess().filter((d) => d !== libtorch.libDir);
-  if (other.length > 0)
+  if (other.length > 0) {
+    const held = libtorchAt(other[0]) ? describeLibtorch(libtorchAt(other[0])!) : `the LibTorch in ${other[0]}`;
     throw new Error(
-      `needs ${describeLibtorch(libtorch)}, but this process already has the LibTorch in ${other.join(', ')} loaded ` +
-        `(${libtorchAt(other[0]) ? describeLibtorch(libtorchAt(other[0])!) : 'another LibTorch'}); two LibTorch builds cannot share a process. ` +
-        'Load universal-sam before the other LibTorch user, or make both use the same LibTorch.',
+      `needs ${describeLibtorch(libtorch)}, but this process already has the LibTorch in ${other.join(', ')} loaded (${held})` +
+        (preloadedHere.has(other[0])
+          ? ', which universal-sam loaded for a candidate listed above that then failed; fix or remove that one. '
+          : ', loaded by another library of this process. ') +
+        `Two LibTorch builds cannot share a process: build universal-sam against that one (LIBTORCH or Torch_DIR=<its folder>, then npm run build:native).`,
     );
+  }
 
   const libs = libtorchFiles(libtorch.libDir, build.flavour);
   const childError = loadsInChild(c.path, libs);
   if (childError) throw new Error(childError);
 
   loadLibrariesGlobally(libs);
+  preloadedHere.add(libtorch.libDir);
   const addon = createRequire(import.meta.url)(c.path) as Addon;
   const v = addon.versions();
   if (majorMinor(v.torch) !== majorMinor(build.torch))
