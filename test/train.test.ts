@@ -13,6 +13,7 @@ import { Trainer, type TrainResult } from '../lib/train/trainer.js';
 import { repoRoot } from './helpers.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'usam-train-'));
+const asRoot = process.getuid?.() === 0;
 
 describe('resume', () => {
   const cases: TrainConfigInput[] = [
@@ -75,7 +76,7 @@ describe('bad input: a clear error and no partial output', () => {
     const locked = join(root, 'locked');
     mkdirSync(locked);
     chmodSync(locked, 0o500);
-    if (process.getuid?.() !== 0) expect(() => new Trainer({ dataset: 'synthetic', out: join(locked, 'run') })).toThrow(/not writable/);
+    if (!asRoot) expect(() => new Trainer({ dataset: 'synthetic', out: join(locked, 'run') })).toThrow(/not writable/);
     expect(readdirSync(root).sort()).toEqual(['a-file', 'corrupt', 'locked']);
   });
 
@@ -88,6 +89,37 @@ describe('bad input: a clear error and no partial output', () => {
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
     expect(lines.length).toBe(1);
     expect(JSON.parse(lines[0]).epoch).toBe(0);
+  });
+
+  // root writes through mode 0500: as root, the same check runs as the unprivileged user 'nobody'
+  const nobody = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+  const nobodyReads = asRoot && spawnSync('setpriv', [...nobody, 'test', '-r', join(repoRoot, 'lib/train/trainer.ts')]).status === 0;
+  it.skipIf(!asRoot || !nobodyReads)(
+    `as root: an output folder the user cannot write to is refused (checked as 'nobody')${!asRoot ? ' (skipped: not root; the test above checks it directly)' : nobodyReads ? '' : ' (skipped: nobody cannot read the checkout)'}`,
+    () => {
+      const root = tmp();
+      chmodSync(root, 0o755);
+      const locked = join(root, 'locked');
+      mkdirSync(locked, { mode: 0o500 });
+      const r = spawnSync(
+        'setpriv',
+        [...nobody, 'env', 'HOME=/tmp', process.execPath, '--import', 'tsx', '--input-type=module', '-e',
+          `import { Trainer } from ${JSON.stringify(join(repoRoot, 'lib/train/trainer.ts'))};
+           try { new Trainer({ dataset: 'synthetic', out: ${JSON.stringify(join(locked, 'run'))} }); } catch (e) { console.log(e.message); }`],
+        { cwd: repoRoot, encoding: 'utf8' },
+      );
+      expect(r.stdout + r.stderr).toMatch(/output directory .*locked\/run is not writable \(EACCES\)/);
+    },
+  );
+
+  it('stops a run whose loss has grown far past its start, naming lr, rho and lambda; --divergence 0 lets it run', () => {
+    const config: TrainConfigInput = { dataset: 'synthetic', epochs: 10, hidden: [16], lr: 1, momentum: 0.9, optimizer: 'frob-sam', rho: 0.01, lambda: 0.02, lrSchedule: 'constant' };
+    const out = join(tmp(), 'diverging');
+    expect(() => new Trainer({ ...config, out }).run()).toThrow(
+      /training diverged at epoch \d+, step \d+: the mean training loss of the last 50 steps is .*× that of the first 50 .*--divergence 10, 0 turns the check off\)\. Lower --lr 1, --rho 0\.01, --lambda 0\.02\./,
+    );
+    const r = new Trainer({ ...config, divergence: 0, out: join(tmp(), 'unchecked') }).run();
+    expect(r.metrics.at(-1)!.trainLoss).toBeGreaterThan(1000 * r.metrics[0].trainLoss); // it did diverge, finitely
   });
 
   it('refuses to overwrite a run', () => {

@@ -24,6 +24,8 @@ export interface Progress {
   /** correctly classified / seen training samples of the unfinished epoch */
   correct: number;
   seen: number;
+  /** mean training loss of the run's first DIVERGENCE_WINDOW steps (the divergence check's yardstick) */
+  startLoss?: number;
 }
 
 const OPTIMIZER_BUFFERS: Record<string, string[]> = { sgd: ['momentum_buffer'], adam: ['exp_avg', 'exp_avg_sq'], adamw: ['exp_avg', 'exp_avg_sq'] };

@@ -48,6 +48,8 @@ export const trainConfig = z
     dtype: z.enum(['float32', 'float64']).default('float32'),
     seed: z.number().int().nonnegative().default(0),
     threads: z.number().int().positive().optional(),
+    /** stop when the mean training loss of the last 50 steps exceeds this many times that of the first 50; 0: never */
+    divergence: z.number().min(0).default(10),
     out: z.string().default('runs/latest'),
   })
   .strict();

@@ -65,6 +65,8 @@ export interface TrainResult {
 
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
 export const METRICS_FILE = 'metrics.jsonl';
+/** Steps whose mean training loss the divergence check compares. */
+export const DIVERGENCE_WINDOW = 50;
 export const CONFIG_FILE = 'config.json';
 
 function checkWritable(dir: string): void {
@@ -141,10 +143,39 @@ export class Trainer {
     return kept;
   }
 
+  /**
+   * Stops a run whose training loss has grown far past where it started
+   * (config.divergence × the mean of the first DIVERGENCE_WINDOW steps,
+   * compared with the mean of the last DIVERGENCE_WINDOW): a loss that only
+   * grows wastes the rest of the run, though each step is finite.
+   */
+  private checkDivergence(recent: number[], loss: number, rho: number): void {
+    const c = this.config;
+    const p = this.progress;
+    recent.push(loss);
+    if (recent.length > DIVERGENCE_WINDOW) recent.shift();
+    if (p.startLoss === undefined) {
+      if (recent.length === DIVERGENCE_WINDOW) p.startLoss = recent.reduce((a, b) => a + b, 0) / DIVERGENCE_WINDOW;
+      return;
+    }
+    if (c.divergence === 0 || recent.length < DIVERGENCE_WINDOW) return;
+    const mean = recent.reduce((a, b) => a + b, 0) / DIVERGENCE_WINDOW;
+    if (mean > c.divergence * p.startLoss) {
+      const lambda = this.optimizer.sharpness && 'lambda' in this.optimizer.sharpness ? `, --lambda ${this.optimizer.sharpness.lambda}` : '';
+      throw new Error(
+        `training diverged at epoch ${p.epoch}, step ${p.globalStep}: the mean training loss of the last ${DIVERGENCE_WINDOW} steps is ` +
+          `${mean.toPrecision(4)}, ${(mean / p.startLoss).toPrecision(3)}× that of the first ${DIVERGENCE_WINDOW} (${p.startLoss.toPrecision(4)}; ` +
+          `the limit is --divergence ${c.divergence}, 0 turns the check off). Lower --lr ${c.lr}, --rho ${rho}${lambda}. ` +
+          `The last checkpoint (${this.checkpointFile}) holds the run before it.`,
+      );
+    }
+  }
+
   run(events: TrainEvents = {}): TrainResult {
     const c = this.config;
     const metrics = this.metricsSoFar();
     const p = this.progress;
+    const recent: number[] = [];
     const started = Date.now();
     let stepsThisRun = 0;
     while (p.epoch < c.epochs) {
@@ -180,6 +211,7 @@ export class Trainer {
         }
         stepsThisRun++;
         last = { lr: r.lr, rho: r.rho };
+        this.checkDivergence(recent, r.loss, r.rho);
         events.onStep?.({
           epoch: p.epoch,
           batch: p.batch + 1,
