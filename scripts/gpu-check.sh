@@ -32,6 +32,12 @@ summary="$out/summary.md"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
 
+python=${PYTHON:-python3}
+if ! prefix=$("$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.utils.cmake_prefix_path)' 2>"$out/torch.err"); then
+  say "gpu-check: needs python3 with a CUDA torch and a visible GPU: $(tail -1 "$out/torch.err")"
+  exit 1
+fi
+# only now, on a machine that can run the check, unpack node and node_modules
 if [ -f gpu-carry.tar.xz ]; then
   tmp=$(mktemp -d)
   tar -C "$tmp" -xJf gpu-carry.tar.xz
@@ -40,11 +46,6 @@ if [ -f gpu-carry.tar.xz ]; then
 fi
 command -v node >/dev/null || { say "gpu-check: no node (run 'scripts/gpu-check.sh pack' where node is, and carry gpu-carry.tar.xz)"; exit 1; }
 
-python=${PYTHON:-python3}
-if ! prefix=$("$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.utils.cmake_prefix_path)' 2>"$out/torch.err"); then
-  say "gpu-check: needs python3 with a CUDA torch and a visible GPU: $(tail -1 "$out/torch.err")"
-  exit 1
-fi
 torch_version=$("$python" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))')
 say "# universal-sam GPU check"
 say ""

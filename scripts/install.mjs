@@ -15,7 +15,10 @@ import { clearLibtorchSearches, describeLibtorch, describeTried, findLibtorch, H
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
 const log = (msg) => console.error(`universal-sam: ${msg}`);
+// --force-source: build now, whatever exists. npm's --build-from-source
+// (npm_config_build_from_source): no prebuilt binary (an up-to-date local build stays).
 const force = process.argv.includes('--force-source');
+const fromSource = ['true', '1'].includes(process.env.npm_config_build_from_source ?? '');
 // --out DIR: write the addon to DIR/usam.node instead of build/Release (CI
 // builds one binary per LibTorch side by side).
 const outIndex = process.argv.indexOf('--out');
@@ -41,12 +44,17 @@ function newestSource() {
   return Math.max(...files.map((f) => statSync(f).mtimeMs));
 }
 
+// USAM_NO_APT=1: never run apt-get (print the command instead).
+const noApt = process.env.USAM_NO_APT === '1';
+
 function canApt() {
-  return process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0;
+  return !noApt && process.platform === 'linux' && process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0;
 }
 
+const aptCommand = (pkgs) => `apt-get update && apt-get install -y --no-install-recommends ${pkgs.join(' ')}`;
+
 function aptInstall(pkgs) {
-  log(`installing Debian packages: ${pkgs.join(' ')} (apt-get, as root)`);
+  log(`installing the Debian packages this machine lacks, as root (USAM_NO_APT=1 turns this off): ${aptCommand(pkgs)}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
   execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env });
@@ -72,8 +80,12 @@ function installMissingPackages(needTorch) {
     } catch (e) {
       log(`apt-get could not install ${missing.join(' ')}: ${e.message}`);
     }
-  } else if (missing.includes('libopenblas0-pthread') && !missing.includes('libtorch-dev')) {
-    log('LibTorch uses the reference BLAS here; `sudo apt-get install libopenblas0-pthread` makes training ~10× faster.');
+  } else {
+    log(`this machine lacks Debian packages that universal-sam uses (${missing.join(', ')}); to install them: sudo ${aptCommand(missing)}` +
+      (noApt ? ' (not run: USAM_NO_APT=1)' : ''));
+  }
+  if (missing.includes('libopenblas0-pthread') && !missing.includes('libtorch-dev') && !canApt()) {
+    log('LibTorch uses the reference BLAS here; libopenblas0-pthread makes training ~10× faster.');
   }
   if (!canApt() && missing.includes('dataset-fashion-mnist')) {
     log(`Fashion-MNIST (the default data set) is not in ${FASHION_MNIST}: install Debian's dataset-fashion-mnist ` +
@@ -165,7 +177,7 @@ torchNow ??= findLibtorch().found;
 // a prebuild only for the LibTorch a build would use now (not one that merely
 // loads with another LibTorch on the machine), and never when a build was
 // asked for (--out, a prebuild of our own)
-const prebuilt = !force && !hasLocalBuild && outIndex < 0 && kind === 'local' ? loadablePrebuild(torchNow) : null;
+const prebuilt = !force && !fromSource && !hasLocalBuild && outIndex < 0 && kind === 'local' ? loadablePrebuild(torchNow) : null;
 if (prebuilt)
   log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour} flavour, LibTorch ${prebuilt.versions.torch} from ${prebuilt.libtorch.libDir})`);
 else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);
