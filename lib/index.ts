@@ -11,7 +11,7 @@ export { symmetricEigen, tridiagonalEigen } from './hessian/linalg.js';
 export { Optimizer, type OptimizerOptions, type StepResult } from './optim/optimizer.js';
 export { createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './optim/base.js';
 export { schedule, type ScheduleConfig } from './optim/schedule.js';
-export type { Batch, PassCounters } from './optim/passes.js';
+export type { Batch, PassCounters } from './model/passes.js';
 export {
   asam,
   detSam,

@@ -3,7 +3,7 @@
 // epoch e from (seed, e, b): any position of any epoch can be resumed
 // exactly without storing generator state.
 import type { FloatDType } from '../native/binding.js';
-import type { Batch } from '../optim/passes.js';
+import type { Batch } from '../model/passes.js';
 import { tensor } from '../tensor.js';
 import { count, type Dataset, sampleSize } from './dataset.js';
 import { Prng } from './prng.js';

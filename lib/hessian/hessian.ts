@@ -4,7 +4,7 @@
 import { isTensor, type Model } from '../model/model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
-import type { Batch } from '../optim/passes.js';
+import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
 import { measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';

@@ -6,7 +6,7 @@ import type { Model } from '../model/model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
-import { type Batch, Passes } from '../optim/passes.js';
+import { type Batch, Passes } from '../model/passes.js';
 import { type Generator, generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 

@@ -9,7 +9,7 @@ import { generator, type Generator } from '../random.js';
 import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
 import type { Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
-import { type Batch, type PassCounters, Passes } from './passes.js';
+import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
 import { exactStep } from './rules/exact.js';
 import { frobeniusStep } from './rules/frobenius.js';

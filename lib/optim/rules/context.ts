@@ -5,7 +5,7 @@ import { type Generator, sampleInto } from '../../random.js';
 import type { UserSampler } from '../../sharpness/config.js';
 import { native } from '../../native/load.js';
 import type { Tensor } from '../../tensor.js';
-import type { Passes } from '../passes.js';
+import type { Passes } from '../../model/passes.js';
 
 export interface RuleContext {
   model: Model;

@@ -1,7 +1,10 @@
-// The passes a step makes over its (micro-)batches. With several
-// micro-batches every quantity is the sample-count-weighted mean, so that k
-// micro-batches equal one batch of their concatenation.
-import type { Model } from '../model/model.js';
+// The passes over a batch or its micro-batches, and the Batch type: used by
+// the optimizer's steps, the Hessian operator and the data loader, so it sits
+// in the model layer below them. With several micro-batches every quantity
+// is the sample-count-weighted mean (one batch of their concatenation for a
+// model without BatchNorm; BatchNorm normalises each micro-batch by its own
+// statistics, and its running statistics move once, pooled).
+import type { Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
