@@ -32,5 +32,6 @@ export function describeLibtorch(t: LibtorchLibrary): string;
 export function describeTried(tried: LibtorchAttempt[]): string;
 export const HOW_TO_PROVIDE: string;
 export function readBuildInfo(binaryPath: string): BuildInfo | null;
+export function realpath(p: string): string;
 export function majorMinor(version: string | null | undefined): string;
 export function libtorchFiles(libDir: string, flavour: string): string[];

@@ -26,7 +26,8 @@ export const SYSTEM_TORCH_DIRS = [
 
 const hasConfig = (dir) => existsSync(join(dir, 'TorchConfig.cmake'));
 
-const realpath = (p) => {
+/** The real path, or the path itself when it cannot be resolved. */
+export const realpath = (p) => {
   try {
     return realpathSync(p);
   } catch {

@@ -5,10 +5,8 @@ import type { ModelSpecInput } from '../lib/model/spec.js';
 import { labels, tensor, type Tensor } from '../lib/tensor.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-/** The golden cases of the reference implementation, kept in the repository (a clone has no ../shared). */
-export const goldenDir = join(repoRoot, 'test', 'fixtures', 'golden');
-/** The team's shared golden folder beside the checkout, when there is one: an optional extra input. */
-export const sharedGoldenDir = join(repoRoot, '..', 'shared', 'golden');
+/** The golden cases of the reference implementation, kept in the repository (what the golden commands read by default). */
+export { fixtureGoldenDir as goldenDir } from '../scripts/golden-cli.js';
 
 /** Deterministic pseudo-random numbers for test data (not for the code under test). */
 export function rng(seed: number): () => number {

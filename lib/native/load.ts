@@ -19,7 +19,7 @@
 // failed, and every LibTorch on the machine.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -35,6 +35,7 @@ import {
   libtorchFiles,
   majorMinor,
   readBuildInfo,
+  realpath,
 } from '../../scripts/libtorch.mjs';
 import type { Addon } from './binding.js';
 
@@ -107,13 +108,6 @@ export class AddonLoadError extends Error {
   }
 }
 
-const realpath = (p: string): string => {
-  try {
-    return realpathSync(p);
-  } catch {
-    return p;
-  }
-};
 
 /** The LibTorch a binary must run with, or why there is none. */
 function libtorchFor(info: BuildInfo, env: NodeJS.ProcessEnv): LibtorchLibrary | string {

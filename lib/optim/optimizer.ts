@@ -135,24 +135,30 @@ export class Optimizer {
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
     // statistics, their counters and the direction generator here.
-    const buffers = (this.statistics ??= this.model.buffers());
-    const saved = { values: buffers.values.clone(), counters: buffers.counters.clone(), generator: this.gen.getState() };
+    // Only what exists is saved: no copies for a model without BatchNorm, no
+    // generator state for a rule without directions (a step is a hot path).
+    this.statistics ??= this.model.buffers().counterNames.length > 0 ? this.model.buffers() : null;
+    const stats = this.statistics;
+    const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
+    const generator = this.sampler ? this.gen.getState() : null;
     try {
       return this.stepOnce(a, b);
     } catch (e) {
       this.sampler?.abort();
-      ops.copy(buffers.values, saved.values);
-      ops.copy(buffers.counters, saved.counters);
-      this.gen.setState(saved.generator);
+      if (stats && saved) {
+        ops.copy(stats.values, saved.values);
+        ops.copy(stats.counters, saved.counters);
+      }
+      if (generator) this.gen.setState(generator);
       throw e;
     } finally {
-      saved.values.dispose();
-      saved.counters.dispose();
+      saved?.values.dispose();
+      saved?.counters.dispose();
     }
   }
 
-  /** The model's BatchNorm statistics and counters (live aliases), saved around each step. */
-  private statistics?: ReturnType<Model['buffers']>;
+  /** The model's BatchNorm statistics and counters (live aliases), saved around each step; null without BatchNorm. */
+  private statistics?: ReturnType<Model['buffers']> | null;
 
   private stepOnce(a: Tensor | Batch[], b?: Tensor): StepResult {
     const batches = Array.isArray(a) ? a : [{ x: a, y: b! }];

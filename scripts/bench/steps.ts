@@ -13,6 +13,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { majorMinor } from '../libtorch.mjs';
 import { median } from './models.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -84,7 +85,7 @@ interface Info {
   const header = `ours: LibTorch ${oi.torch} (${oi.torchLibrary}); PyTorch: ${python}, torch ${ti.torch} (${ti.torchLibrary})`;
   if (json) console.log(JSON.stringify({ oursTorch: oi.torch, oursLibrary: oi.torchLibrary, pytorchTorch: ti.torch, pytorchLibrary: ti.torchLibrary, python }));
   else console.log(header);
-  if (oi.torch.split('.').slice(0, 2).join('.') !== ti.torch.split('.').slice(0, 2).join('.')) {
+  if (majorMinor(oi.torch) !== majorMinor(ti.torch)) {
     console.error(`bench: ours and PyTorch run on different LibTorch versions (${header}); build ours against PYTHON's torch (PYTHON=${python} npm run build:native) or set USAM_ADDON`);
     process.exit(2);
   }
