@@ -611,7 +611,8 @@ Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& b
   return x;
 }
 
-Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device device_, uint64_t seed)
+Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device device_, uint64_t initSeed,
+                 uint64_t dropoutSeed)
     : dtype(dtype_), device(device_) {
   if (dtype != at::kFloat && dtype != at::kDouble) Fail("model dtype must be 'float32' or 'float64'");
   inputShape_ = IntListField(spec, "input", "spec", 0, 1);
@@ -638,13 +639,14 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
   flatParams = at::empty({slots.paramCount}, opts);
   flatBuffers = at::empty({slots.bufferCount}, opts);
   counters = at::zeros({static_cast<int64_t>(slots.counters.size())}, opts.dtype(at::kLong));
-  gen = MakeGenerator(seed, device);
+  gen = MakeGenerator(dropoutSeed, device);
+  at::Generator init = MakeGenerator(initSeed, device);
 
   at::NoGradGuard ng;
   for (const auto& s : slots.params) {
     at::Tensor view = flatParams.narrow(0, s.offset, s.numel).view(s.shape);
     if (s.bound > 0)
-      view.uniform_(-s.bound, s.bound, gen);
+      view.uniform_(-s.bound, s.bound, init);
     else
       view.fill_(s.fill);
     // A leaf that aliases the flat buffer: autograd differentiates with

@@ -106,7 +106,9 @@ enum class LossKind { CrossEntropy, Mse };
 
 class Network {
  public:
-  Network(const Napi::Object& spec, at::ScalarType dtype, c10::Device device, uint64_t seed);
+  // Two streams: one initialises the parameters, the other (kept as `gen`)
+  // draws dropout masks, so masks never replay the words that made w₀.
+  Network(const Napi::Object& spec, at::ScalarType dtype, c10::Device device, uint64_t initSeed, uint64_t dropoutSeed);
 
   at::Tensor Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
   at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
@@ -129,7 +131,7 @@ class Network {
   Slots slots;
   at::Tensor flatParams, flatBuffers, counters;
   std::vector<at::Tensor> params, buffers;
-  at::Generator gen;
+  at::Generator gen;  // dropout masks
 
  private:
   LayerList layers_;

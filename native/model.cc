@@ -38,15 +38,18 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                      });
 }
 
-// new Model(spec, {dtype, device, seed})
+// new Model(spec, {dtype, device, initSeed, dropoutSeed}): the two streams'
+// seeds, derived from the user's one seed in lib/random.ts
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : GuardedWrap<ModelWrap>(info) {
   guarded(info.Env(), [&] {
     auto spec = ObjectArg(info, 0, "spec");
     auto opts = ObjectArg(info, 1, "options");
     auto dtype = ParseDType(StringField(opts, "dtype", "options"), "options.dtype");
     auto device = ParseDevice(StringField(opts, "device", "options"), "options.device");
-    auto seed = IntField(opts, "seed", "options", 0);
-    net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(seed));
+    auto initSeed = IntField(opts, "initSeed", "options", 0);
+    auto dropoutSeed = IntField(opts, "dropoutSeed", "options", 0);
+    net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(initSeed),
+                                     static_cast<uint64_t>(dropoutSeed));
     reportedBytes_ = (net_->flatParams.numel() + net_->flatBuffers.numel()) * net_->flatParams.element_size();
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
   });

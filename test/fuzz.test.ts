@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
+import type { NativeModelOptions } from '../lib/native/binding.js';
 import { labels, tensor, zeros, type Tensor } from '../lib/tensor.js';
 import { rng } from './helpers.js';
 
@@ -49,7 +50,7 @@ describe('malformed calls become JS errors', () => {
     { name: 'ops.copy', call: (a) => addon.ops.copy(...(a as [Tensor, Tensor])), valid: () => [flat(), flat()], bad: [wrongFlat, wrongFlat] },
     { name: 'Tensor.fromArray', call: (a) => addon.Tensor.fromArray(...(a as [Float64Array, number[], 'float64', string])), valid: () => [new Float64Array(6), [2, 3], 'float64', 'cpu'], bad: [() => [undefined, [1, 2], 'abc', new Uint16Array(6), new Int32Array(6)], () => [undefined, [7], [2, -3], ['2', 3], 6, [2.5, 2]], () => [undefined, 'float16', 'int64', 7], () => [undefined, 'gpu', ...unusableCuda, 'cuda:x', 3]] },
     { name: 'optim.sgdStep', call: (a) => addon.optim.sgdStep(...(a as Parameters<typeof addon.optim.sgdStep>)), valid: () => [flat(), flat(), flat(), { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false, first: true }], bad: [wrongFlat, wrongFlat, wrongFlat, () => [undefined, {}, { lr: 'x' }, { lr: 0.1, nesterov: 'yes' }, 5]] },
-    { name: 'new Model', call: (a) => new addon.Model(...(a as [object, { dtype: 'float64'; device: string; seed: number }])), valid: () => [model.spec, { dtype: 'float64', device: 'cpu', seed: 1 }], bad: [() => [undefined, null, 5, {}, { input: [4] }, { input: [4], layers: 'x' }], () => [undefined, {}, { dtype: 'float64', device: 'cpu', seed: -1 }, { dtype: 'int64', device: 'cpu', seed: 1 }, { dtype: 'float64', device: 'tpu', seed: 1 }]] },
+    { name: 'new Model', call: (a) => new addon.Model(...(a as [object, NativeModelOptions])), valid: () => [model.spec, { dtype: 'float64', device: 'cpu', initSeed: 1, dropoutSeed: 2 }], bad: [() => [undefined, null, 5, {}, { input: [4] }, { input: [4], layers: 'x' }], () => [undefined, {}, { dtype: 'float64', device: 'cpu', initSeed: -1, dropoutSeed: 2 }, { dtype: 'float64', device: 'cpu', initSeed: 1 }, { dtype: 'int64', device: 'cpu', initSeed: 1, dropoutSeed: 2 }, { dtype: 'float64', device: 'tpu', initSeed: 1, dropoutSeed: 2 }]] },
   ];
 
   it('the valid forms of every entry point work', () => {
@@ -96,7 +97,7 @@ describe('malformed calls become JS errors', () => {
       const s = structuredClone(model.spec) as unknown as Record<string, unknown>;
       mutations[Math.floor(r() * mutations.length)](s);
       expect(() => new Model(s as never)).toThrow(/invalid model spec/);
-      expect(() => new addon.Model(s, { dtype: 'float64', device: 'cpu', seed: 0 })).toThrow(/spec|layers|input|loss/);
+      expect(() => new addon.Model(s, { dtype: 'float64', device: 'cpu', initSeed: 0, dropoutSeed: 0 })).toThrow(/spec|layers|input|loss/);
     }
   });
 

@@ -3,13 +3,14 @@
 // and the gradient of uᵀHu (a third derivative).
 import type { FloatDType, HvpMethod, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
+import { streamSeed } from '../random.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
 
 export interface ModelOptions {
   dtype?: FloatDType;
   device?: string;
-  /** Seeds parameter initialisation and dropout masks. */
+  /** Seeds parameter initialisation and dropout masks (two independent streams derived from it). */
   seed?: number;
 }
 
@@ -31,7 +32,12 @@ export class Model {
     this.spec = parseModelSpec(spec);
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`model options.seed must be a non-negative integer, got ${seed}`);
-    this.native = new (native().Model)(this.spec, { dtype: options.dtype ?? 'float32', device: options.device ?? 'cpu', seed });
+    this.native = new (native().Model)(this.spec, {
+      dtype: options.dtype ?? 'float32',
+      device: options.device ?? 'cpu',
+      initSeed: streamSeed(seed, 'init'),
+      dropoutSeed: streamSeed(seed, 'dropout'),
+    });
     this.params = this.native.params();
     this.numParams = this.native.numParams;
     this.dtype = this.native.dtype;

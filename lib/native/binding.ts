@@ -67,7 +67,9 @@ export interface NativeModel {
 export interface NativeModelOptions {
   dtype: FloatDType;
   device: string;
-  seed: number;
+  /** seeds of the initialisation and dropout streams (lib/random.ts streamSeed) */
+  initSeed: number;
+  dropoutSeed: number;
 }
 
 export interface NativeGenerator {

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Model } from '../model/model.js';
 import { formatIssues } from '../model/spec.js';
 import { ops } from '../ops.js';
-import { generator, type Generator } from '../random.js';
+import { generator, streamSeed, type Generator } from '../random.js';
 import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
 import type { Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
@@ -23,7 +23,7 @@ const optimizerOptions = z
     sharpness: z.unknown().optional(),
     /** a sharpness-aware step every k steps, plain base steps between */
     every: z.number().int().positive().default(1),
-    /** seeds the directions u ~ mu */
+    /** seeds the directions u ~ mu (their own stream: streamSeed(seed, 'directions')) */
     seed: z.number().int().nonnegative().default(0),
     lrSchedule: scheduleConfig.default({ kind: 'constant' }),
     rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
@@ -92,7 +92,7 @@ export class Optimizer {
     this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
     this.passes = new Passes(model, this.counters);
-    this.gen = generator(o.seed, model.device);
+    this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
       this.sharpness = s;

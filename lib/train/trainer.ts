@@ -10,6 +10,7 @@ import { hessian } from '../hessian/hessian.js';
 import { Model } from '../model/model.js';
 import { native } from '../native/load.js';
 import { Optimizer } from '../optim/optimizer.js';
+import { streamSeed } from '../random.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelSpecOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { evaluate, type Evaluation } from './evaluate.js';
@@ -252,10 +253,12 @@ export class Trainer {
     const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
     const h = hessian(this.model, batch, { mode: 'eval' });
     try {
-      const trace = h.trace({ samples: this.config.probeSamples, seed: epoch });
-      const frob = h.frobeniusSquared({ samples: this.config.probeSamples, seed: epoch + 1 });
-      const top = h.eigenvalues({ k: 1, tol: 1e-3, maxIter: 40, seed: epoch });
-      const d = h.density({ steps: 30, runs: 1, seed: epoch, gridPoints: 120 });
+      // one probe stream per (epoch, estimator): no estimator reuses another's vectors
+      const seed = (k: number) => streamSeed(this.config.seed, 'probes', 4 * epoch + k);
+      const trace = h.trace({ samples: this.config.probeSamples, seed: seed(0) });
+      const frob = h.frobeniusSquared({ samples: this.config.probeSamples, seed: seed(1) });
+      const top = h.eigenvalues({ k: 1, tol: 1e-3, maxIter: 40, seed: seed(2) });
+      const d = h.density({ steps: 30, runs: 1, seed: seed(3), gridPoints: 120 });
       return {
         trace: trace.estimate,
         traceStandardError: trace.standardError,
