@@ -5,6 +5,7 @@
 #include "model.h"
 #include "optim.h"
 #include "tensor.h"
+#include "linalg.h"
 #include "vecops.h"
 
 #include "build_info.h"
@@ -125,6 +126,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Generator", generator);
   exports.Set("ops", DefineVecOps(env));
   exports.Set("optim", DefineOptim(env));
+  exports.Set("linalg", DefineLinalg(env));
   exports.Set("versions", Napi::Function::New(env, &GuardFn<&Versions>, "versions"));
   exports.Set("setThreads", Napi::Function::New(env, &GuardFn<&SetThreads>, "setThreads"));
   return exports;

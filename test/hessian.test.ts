@@ -27,6 +27,36 @@ describe('eigenvalues', () => {
     expect(r.hvps).toBeLessThan(exact.length);
   });
 
+  it('without reorthogonalisation (three vectors) the same eigenvalues, ghost copies removed', () => {
+    for (const seed of [0, 1, 2]) {
+      const r = H.eigenvalues({ k: 5, which: 'both', tol: 1e-9, reorthogonalize: 'none', maxIter: 435, seed });
+      expect(r.reorthogonalization).toBe('none');
+      expect(r.converged).toBe(true);
+      // copies of λ1 and λ2 appear by ~60 steps; kept, they would take two of the five places
+      expect(maxAbsDiff(r.largest!, exact.slice(-5).reverse())).toBeLessThan(1e-9);
+      expect(maxAbsDiff(r.smallest!, exact.slice(0, 5))).toBeLessThan(1e-9);
+      expect(r.vectorBytes).toBe(4 * 435 * 8);
+    }
+  });
+
+  it('the kept basis is sized before any HVP and held against maxBasisBytes', () => {
+    const budget = 10 * 435 * 8; // room for 8 basis vectors
+    const before = H.hvps;
+    expect(() => H.eigenvalues({ k: 5, tol: 1e-9, maxIter: 100, reorthogonalize: 'full', maxBasisBytes: budget })).toThrow(
+      /full reorthogonalisation of 100 steps keeps 101 basis vectors of 435 float64 values: 0\.4 MB, over the budget of 0\.0 MB \(maxBasisBytes\); raise maxBasisBytes, take fewer steps \(maxIter\/steps\), or use reorthogonalize: 'none'/,
+    );
+    expect(H.hvps).toBe(before);
+    const auto = H.eigenvalues({ k: 5, tol: 1e-9, maxIter: 435, maxBasisBytes: budget });
+    expect(auto.reorthogonalization).toBe('none');
+    expect(auto.note).toMatch(/over the budget .* ran without reorthogonalisation/);
+    expect(maxAbsDiff(auto.largest!, exact.slice(-5).reverse())).toBeLessThan(1e-9);
+    const fits = H.eigenvalues({ k: 1, maxIter: 5, maxBasisBytes: 7 * 435 * 8 });
+    expect(fits.reorthogonalization).toBe('full');
+    expect(fits.vectorBytes).toBe(7 * 435 * 8);
+    expect(fits.note).toBeUndefined();
+    expect(() => H.eigenvalues({ reorthogonalize: 'partial' as 'full' })).toThrow(/reorthogonalize is 'partial'; use 'full', 'none' or 'auto'/);
+  });
+
   it('power iteration with deflation (the baseline) finds the top eigenvalue, with more HVPs', () => {
     const power = H.eigenvalues({ k: 1, method: 'power', tol: 1e-10, maxIter: 5000 });
     const lanczos = H.eigenvalues({ k: 1, tol: 1e-8 });
@@ -56,6 +86,10 @@ describe('stochastic estimators (within 3 standard errors of the exact values)',
     expect(ld.hvps).toBe(200 * 10);
     const smooth = H.logAbsDet({ damping: 0.1, steps: 60, runs: 10, seed: 5 });
     within3SE(smooth, exact.reduce((s, l) => s + Math.log(Math.abs(l) + 0.1), 0));
+    // without reorthogonalisation (three vectors) the quadrature holds as well
+    const plain = H.logAbsDet({ damping: 0.1, steps: 60, runs: 10, seed: 5, reorthogonalize: 'none' });
+    expect(plain.reorthogonalization).toBe('none');
+    within3SE(plain, exact.reduce((s, l) => s + Math.log(Math.abs(l) + 0.1), 0));
     // the quadrature's CDF against the exact eigenvalue counts; inside the
     // dense cluster around 0 its resolution is the weight of one node, which
     // more Lanczos steps shrink

@@ -1,11 +1,14 @@
-// Extreme eigenvalues of the Hessian: Lanczos with full reorthogonalisation
-// (the method), and power iteration with deflation (the slow baseline).
+// Extreme eigenvalues of the Hessian: Lanczos (the method; with full
+// reorthogonalisation when its basis fits the memory budget, else the
+// three-term recurrence with its ghost copies removed), and power iteration
+// with deflation (the slow baseline).
 import { ops } from '../ops.js';
-import { lanczos } from './lanczos.js';
+import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
+import { tridiagonalEigen } from './linalg.js';
 import type { HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
-export interface EigenOptions {
+export interface EigenOptions extends LanczosMemoryOptions {
   k?: number;
   which?: 'largest' | 'smallest' | 'both';
   /** stop when every wanted Ritz pair has ‖Hx − θx‖ ≤ tol·max|θ| */
@@ -28,6 +31,50 @@ export interface EigenResult {
   converged: boolean;
   iterations: number;
   hvps: number;
+  /** Lanczos: 'full' (the basis kept) or 'none' (three vectors; ghost copies removed) */
+  reorthogonalization?: 'full' | 'none';
+  /** bytes of the flat vectors held at most */
+  vectorBytes?: number;
+  /** why the run fell back from full reorthogonalisation */
+  note?: string;
+}
+
+type Ritz = Pick<LanczosRun, 'ritz' | 'residuals'>;
+
+/**
+ * Ritz pairs of a run without reorthogonalisation, ghosts removed
+ * (after Cullum & Willoughby 1985): copies of one converged eigenvalue
+ * collapse to one, and a single unconverged Ritz value (residual above
+ * `converged`) that is also an eigenvalue of T with its first row and column
+ * deleted is spurious: a copy still forming. A single converged value is kept
+ * (the test alone would drop genuine eigenvalues that have no copy yet).
+ */
+export function withoutGhosts(run: Ritz, alpha: number[], beta: number[], scale: number, converged: number): Ritz {
+  const m = run.ritz.length;
+  if (m < 2) return run;
+  const tol = 1e-10 * scale;
+  const reduced = tridiagonalEigen(alpha.slice(1, m), beta.slice(1, m - 1), false).values;
+  const ritz: Ritz['ritz'] = [];
+  const residuals: number[] = [];
+  for (let i = 0; i < m; ) {
+    // a cluster of copies: nearly converged values within their residuals (and
+    // rounding) of each other; an unconverged value's residual is too wide a
+    // window (it would swallow its genuine neighbours)
+    const copies = (a: number, b: number) =>
+      Math.max(run.residuals[a], run.residuals[b]) <= 1e-6 * scale && run.ritz[b].value - run.ritz[a].value <= tol + run.residuals[a] + run.residuals[b];
+    let end = i + 1;
+    while (end < m && copies(end - 1, end)) end++;
+    let best = i;
+    for (let j = i + 1; j < end; j++) if (run.residuals[j] < run.residuals[best]) best = j;
+    const value = run.ritz[best].value;
+    const spurious = end - i === 1 && run.residuals[best] > converged && reduced.some((r) => Math.abs(r - value) <= tol);
+    if (!spurious) {
+      ritz.push(run.ritz[best]);
+      residuals.push(run.residuals[best]);
+    }
+    i = end;
+  }
+  return { ritz, residuals };
 }
 
 export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenResult {
@@ -45,29 +92,44 @@ export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenRes
       return powerIteration(op, start, k, tol, o.maxIter ?? 1000, before, o.stop);
     }
     const maxIter = o.maxIter ?? Math.min(op.size, Math.max(100, 6 * k));
-    const wanted = (ritz: { value: number }[], residuals: number[]) => {
+    const scaleOf = (ritz: { value: number }[]) => Math.max(extent(ritz.map((r) => Math.abs(r.value))).max, 1e-300);
+    // with the basis kept every Ritz value is genuine; without it, ghosts go first
+    const clean = (r: Ritz & Pick<LanczosRun, 'alpha' | 'beta' | 'reorthogonalization'>): Ritz =>
+      r.reorthogonalization === 'none' ? withoutGhosts(r, r.alpha, r.beta, scaleOf(r.ritz), tol * scaleOf(r.ritz)) : r;
+    const wanted = ({ ritz, residuals }: Ritz) => {
       const m = ritz.length;
-      const scale = Math.max(extent(ritz.map((r) => Math.abs(r.value))).max, 1e-300);
+      const scale = scaleOf(ritz);
       const idx: number[] = [];
       if (which !== 'smallest') for (let i = 0; i < Math.min(k, m); i++) idx.push(m - 1 - i);
       if (which !== 'largest') for (let i = 0; i < Math.min(k, m); i++) idx.push(i);
-      return { ok: m >= k && idx.every((i) => residuals[i] <= tol * scale), scale, idx };
+      return { ok: m >= k && idx.every((i) => residuals[i] <= tol * scale), idx };
     };
-    const run = lanczos(op, start, maxIter, ({ ritz, residuals }) => {
-      const w = wanted(ritz, residuals);
-      return w.ok || (o.stop?.(w.idx.map((i) => ritz[i].value)) ?? false);
-    });
-    const m = run.ritz.length;
-    const take = (indices: number[]) => ({ values: indices.map((i) => run.ritz[i].value), residuals: indices.map((i) => run.residuals[i]) });
+    const run = lanczos(
+      op,
+      start,
+      maxIter,
+      (r) => {
+        const c = clean(r);
+        const w = wanted(c);
+        return w.ok || (o.stop?.(w.idx.map((i) => c.ritz[i].value)) ?? false);
+      },
+      o,
+    );
+    const final = clean(run);
+    const m = final.ritz.length;
+    const take = (indices: number[]) => ({ values: indices.map((i) => final.ritz[i].value), residuals: indices.map((i) => final.residuals[i]) });
     const top = take(Array.from({ length: Math.min(k, m) }, (_, i) => m - 1 - i));
     const bottom = take(Array.from({ length: Math.min(k, m) }, (_, i) => i));
     return {
       method: 'lanczos',
       ...(which !== 'smallest' ? { largest: top.values, largestResiduals: top.residuals } : {}),
       ...(which !== 'largest' ? { smallest: bottom.values, smallestResiduals: bottom.residuals } : {}),
-      converged: wanted(run.ritz, run.residuals).ok || run.steps === op.size,
+      converged: wanted(final).ok || (run.steps === op.size && run.reorthogonalization === 'full'),
       iterations: run.steps,
       hvps: op.hvps - before,
+      reorthogonalization: run.reorthogonalization,
+      vectorBytes: run.vectorBytes,
+      ...(run.note ? { note: run.note } : {}),
     };
   } finally {
     start.dispose();

@@ -4,7 +4,7 @@
 // its standard error.
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
-import { lanczos } from './lanczos.js';
+import { lanczos, type LanczosMemoryOptions } from './lanczos.js';
 import type { HessianOperator } from './operator.js';
 
 export interface Estimate {
@@ -104,26 +104,46 @@ export interface QuadratureRun {
   weights: number[];
 }
 
+export interface Quadrature {
+  runs: QuadratureRun[];
+  hvps: number;
+  reorthogonalization: 'full' | 'none';
+  vectorBytes: number;
+  note?: string;
+}
+
 /** SLQ: `runs` Lanczos runs of `steps` steps from random unit vectors; nodes θ_j with weights y_j[0]². */
-export function quadrature(op: HessianOperator, steps: number, runs: number, seed: number): { runs: QuadratureRun[]; hvps: number } {
+export function quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}): Quadrature {
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer ≥ 1, got ${steps}`);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be an integer ≥ 1, got ${runs}`);
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const out: QuadratureRun[] = [];
+  let last: ReturnType<typeof lanczos> | undefined;
   for (let r = 0; r < runs; r++) {
     const v = op.random(gen, 'rademacher');
-    const run = lanczos(op, v, steps);
-    v.dispose();
-    out.push({ nodes: run.ritz.map((x) => x.value), weights: run.ritz.map((x) => x.first * x.first) });
+    try {
+      last = lanczos(op, v, steps, undefined, memory);
+    } finally {
+      v.dispose();
+    }
+    out.push({ nodes: last.ritz.map((x) => x.value), weights: last.ritz.map((x) => x.first * x.first) });
   }
-  return { runs: out, hvps: op.hvps - before };
+  const { reorthogonalization, vectorBytes, note } = last!;
+  return { runs: out, hvps: op.hvps - before, reorthogonalization, vectorBytes, ...(note ? { note } : {}) };
 }
 
 /** tr f(H) ≈ size · mean over runs of Σ_j w_j f(θ_j). */
-export function spectralSum(op: HessianOperator, f: (lambda: number) => number, steps: number, runs: number, seed: number): Estimate {
-  const q = quadrature(op, steps, runs, seed);
+export function spectralSum(
+  op: HessianOperator,
+  f: (lambda: number) => number,
+  steps: number,
+  runs: number,
+  seed: number,
+  memory: LanczosMemoryOptions = {},
+): Estimate & Omit<Quadrature, 'runs' | 'hvps'> {
+  const q = quadrature(op, steps, runs, seed, memory);
   const xs = q.runs.map((r) => op.size * r.nodes.reduce((s, t, j) => s + r.weights[j] * f(t), 0));
   const { mean, se } = meanAndError(xs);
-  return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps };
+  return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps, reorthogonalization: q.reorthogonalization, vectorBytes: q.vectorBytes, ...(q.note ? { note: q.note } : {}) };
 }

@@ -12,6 +12,7 @@ import type { Tensor } from '../tensor.js';
 import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
+import type { LanczosMemoryOptions } from './lanczos.js';
 import { HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
@@ -109,8 +110,8 @@ export class Hessian {
    * Spectral density by SLQ: the quadrature nodes and weights of each run
    * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
    */
-  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } = {}) {
-    const q = quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0);
+  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+    const q = quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o);
     const all = q.runs.flatMap((r) => r.nodes);
     const { min: lo, max: hi } = extent(all);
     const span = Math.max(hi - lo, 1e-12);
@@ -122,13 +123,14 @@ export class Hessian {
       for (const r of q.runs) r.nodes.forEach((t, j) => (s += r.weights[j] * Math.exp(-((x - t) ** 2) / (2 * sigma * sigma))));
       return s / (q.runs.length * sigma * Math.sqrt(2 * Math.PI));
     });
-    return { runs: q.runs as QuadratureRun[], grid, density, sigma, size: this.size, hvps: q.hvps };
+    const { reorthogonalization, vectorBytes, note } = q;
+    return { runs: q.runs as QuadratureRun[], grid, density, sigma, size: this.size, hvps: q.hvps, reorthogonalization, vectorBytes, ...(note ? { note } : {}) };
   }
 
   /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
-  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number }): Estimate & { damping: number } {
+  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
     if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
-    const r = spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0);
+    const r = spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o);
     return { damping: o.damping, ...r };
   }
 

@@ -1,10 +1,30 @@
-// Lanczos with full reorthogonalisation: the Krylov basis of H from a start
-// vector, the tridiagonal T = QᵀHQ, and its Ritz pairs. Serves both the
-// extreme eigenvalues and stochastic Lanczos quadrature.
+// Lanczos: the Krylov basis of H from a start vector, the tridiagonal
+// T = QᵀHQ, and its Ritz pairs. Serves both the extreme eigenvalues and
+// stochastic Lanczos quadrature.
+//
+// Full reorthogonalisation keeps every basis vector: (steps + 1) flat vectors
+// of the model's size (≈100 × 45 MB for ResNet-18 in float32). The memory is
+// estimated before anything is allocated and held against a budget; above it
+// the run either stops with a message ('full') or ('auto', the default) runs
+// the three-term recurrence, which keeps three vectors and reorthogonalises
+// only against the previous two. Without full reorthogonalisation, converged
+// Ritz values reappear as copies ("ghosts") in finite precision; eigen.ts
+// removes them (Cullum–Willoughby), and SLQ's quadrature is unaffected in
+// expectation (the copies split the weight of one node).
+import { totalmem } from 'node:os';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { HessianOperator } from './operator.js';
+
+export type Reorthogonalization = 'full' | 'none' | 'auto';
+
+export interface LanczosMemoryOptions {
+  /** 'full' keeps the basis (refused above the budget), 'none' keeps three vectors, 'auto' (default): full when it fits */
+  reorthogonalize?: Reorthogonalization;
+  /** the most bytes the kept basis may take (default: a quarter of this machine's memory) */
+  maxBasisBytes?: number;
+}
 
 export interface LanczosRun {
   alpha: number[];
@@ -14,27 +34,61 @@ export interface LanczosRun {
   /** |beta_m · y_last|: the residual norm ‖H x − θ x‖ of each Ritz pair */
   residuals: number[];
   steps: number;
+  reorthogonalization: 'full' | 'none';
+  /** bytes of the flat vectors the run held at most */
+  vectorBytes: number;
+  /** why the run did not reorthogonalise fully, when it did not by choice of 'auto' */
+  note?: string;
 }
 
-function ritzOf(alpha: number[], beta: number[], lastBeta: number) {
+export function ritzOf(alpha: number[], beta: number[], lastBeta: number) {
   const m = alpha.length;
   const { values, vectors } = tridiagonalEigen(alpha, beta.slice(0, m - 1));
   const ritz = Array.from(values, (value, j) => ({ value, first: vectors![j], last: vectors![(m - 1) * m + j] }));
   return { ritz, residuals: ritz.map((r) => Math.abs(lastBeta * r.last)) };
 }
 
+const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+
+/**
+ * Which reorthogonalisation a run of `steps` steps gets, and the bytes of the
+ * vectors it will hold, decided before any allocation.
+ */
+export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}) {
+  const mode = o.reorthogonalize ?? 'auto';
+  if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
+    throw new Error(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
+  const budget = o.maxBasisBytes ?? Math.floor(totalmem() / 4);
+  if (!(budget > 0)) throw new Error(`maxBasisBytes must be a positive number of bytes, got ${budget}`);
+  const vector = op.model.numParams * (op.model.dtype === 'float64' ? 8 : 4);
+  // the basis (steps + 1 vectors at most) and the work vector; three-term: q_{j-1}, q_j, w, and the start copy
+  const full = (steps + 2) * vector;
+  const threeTerm = 4 * vector;
+  const describe = `full reorthogonalisation of ${steps} steps keeps ${steps + 1} basis vectors of ${op.model.numParams} ${op.model.dtype} values: ${formatBytes(full)}, over the budget of ${formatBytes(budget)} (maxBasisBytes)`;
+  if (mode === 'none') return { reorthogonalization: 'none' as const, vectorBytes: threeTerm };
+  if (full <= budget) return { reorthogonalization: 'full' as const, vectorBytes: full };
+  if (mode === 'full')
+    throw new Error(
+      `lanczos: ${describe}; raise maxBasisBytes, take fewer steps (maxIter/steps), or use reorthogonalize: 'none' (three vectors, ${formatBytes(threeTerm)})`,
+    );
+  return { reorthogonalization: 'none' as const, vectorBytes: threeTerm, note: `${describe}: ran without reorthogonalisation (three vectors, ${formatBytes(threeTerm)})` };
+}
+
 /**
  * Runs up to `maxSteps` Lanczos steps from `start` (normalised here).
- * `done(ritz, residuals)` is asked after every step whether to stop.
+ * `done` is asked after every step, with the Ritz pairs so far, whether to stop.
  */
 export function lanczos(
   op: HessianOperator,
   start: Tensor,
   maxSteps: number,
-  done?: (run: Pick<LanczosRun, 'ritz' | 'residuals'>) => boolean,
+  done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,
+  memory: LanczosMemoryOptions = {},
 ): LanczosRun {
   const steps = Math.min(maxSteps, op.size);
-  const basis: Tensor[] = [];
+  const plan = planLanczos(op, steps, memory);
+  const keepAll = plan.reorthogonalization === 'full';
+  const basis: Tensor[] = []; // all vectors (full), or q_{j-1}, q_j (three-term)
   const alpha: number[] = [];
   const beta: number[] = [];
   const q = start.clone();
@@ -44,23 +98,36 @@ export function lanczos(
   let lastBeta = 0;
   try {
     for (let j = 0; j < steps; j++) {
-      op.apply(basis[j], w);
-      const a = ops.dot(basis[j], w);
+      const current = basis[basis.length - 1];
+      op.apply(current, w);
+      const a = ops.dot(current, w);
       alpha.push(a);
-      // full reorthogonalisation, twice ("twice is enough"), against all basis vectors
-      for (let pass = 0; pass < 2; pass++)
+      if (keepAll) {
+        // full reorthogonalisation, twice ("twice is enough"), against all basis vectors
+        for (let pass = 0; pass < 2; pass++) for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+      } else {
+        // the three-term recurrence w − α q_j − β q_{j−1}, then once more against
+        // those two (local reorthogonalisation: it costs two dots)
+        ops.axpy(w, -a, current);
+        if (basis.length > 1) ops.axpy(w, -beta[beta.length - 1], basis[0]);
         for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+      }
       lastBeta = ops.norm(w);
       const isLast = j + 1 === steps || lastBeta <= 1e-12 * Math.max(1, Math.abs(a));
-      if (!isLast && done && done(ritzOf(alpha, beta, lastBeta))) break;
+      if (!isLast && done && done({ ...ritzOf(alpha, beta, lastBeta), alpha, beta, reorthogonalization: plan.reorthogonalization })) break;
       if (isLast) break;
       beta.push(lastBeta);
-      const next = w.clone();
+      let next: Tensor;
+      if (keepAll || basis.length < 2) next = w.clone();
+      else {
+        next = basis.shift()!; // reuse q_{j−1}'s memory for q_{j+1}
+        ops.copy(next, w);
+      }
       ops.scale(next, 1 / lastBeta);
       basis.push(next);
     }
     const { ritz, residuals } = ritzOf(alpha, beta, lastBeta);
-    return { alpha, beta, ritz, residuals, steps: alpha.length };
+    return { alpha, beta, ritz, residuals, steps: alpha.length, ...plan };
   } finally {
     w.dispose();
     for (const t of basis) t.dispose();

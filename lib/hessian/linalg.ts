@@ -1,6 +1,10 @@
-// Dense symmetric eigen-decomposition in float64 (Householder reduction to
-// tridiagonal form, then the implicit QL algorithm), used for full Hessians
-// and for the small tridiagonal matrices of Lanczos.
+// Dense symmetric eigen-decomposition in float64: in JavaScript (Householder
+// reduction to tridiagonal form, then the implicit QL algorithm) for small
+// matrices, where a native call costs more than it saves, and by LAPACK through
+// LibTorch (native/linalg.cc) from LAPACK_MIN_SIZE rows on, where the O(n³)
+// loop in JavaScript falls behind (scripts/bench/eigen.ts measures both).
+// Used for full Hessians and for the tridiagonal matrices of Lanczos.
+import { native } from '../native/load.js';
 
 export interface Eigen {
   /** Eigenvalues in ascending order. */
@@ -9,9 +13,20 @@ export interface Eigen {
   vectors?: Float64Array;
 }
 
+export type EigenBackend = 'auto' | 'js' | 'lapack';
+
+/** From this many rows on, 'auto' hands the problem to LAPACK (measured: docs/benchmarks.md). */
+export const LAPACK_MIN_SIZE = 24;
+
+function useLapack(n: number, backend: EigenBackend): boolean {
+  if (backend !== 'auto' && backend !== 'js' && backend !== 'lapack') throw new Error(`eigen backend is '${String(backend)}'; use 'auto', 'js' or 'lapack'`);
+  return backend === 'lapack' || (backend === 'auto' && n >= LAPACK_MIN_SIZE);
+}
+
 /** Eigenvalues (and optionally vectors) of the symmetric n×n row-major matrix `a` (not modified). */
-export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = false): Eigen {
+export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = false, backend: EigenBackend = 'auto'): Eigen {
   if (a.length !== n * n) throw new Error(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
+  if (useLapack(n, backend)) return native().linalg.symmetricEigen(Float64Array.from(a), n, wantVectors);
   const v = Float64Array.from(a);
   const d = new Float64Array(n);
   const e = new Float64Array(n);
@@ -25,8 +40,15 @@ export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = fa
  * Eigen-decomposition of the symmetric tridiagonal matrix with diagonal
  * `alpha` and off-diagonal `beta` (beta[i] couples i and i+1).
  */
-export function tridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<number>, wantVectors = true): Eigen {
+export function tridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<number>, wantVectors = true, backend: EigenBackend = 'auto'): Eigen {
   const n = alpha.length;
+  if (beta.length !== n - 1 && !(n === 0 && beta.length === 0)) throw new Error(`tridiagonalEigen: ${n} diagonal entries need ${n - 1} off-diagonal ones, got ${beta.length}`);
+  if (useLapack(n, backend)) {
+    const dense = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) dense[i * n + i] = alpha[i];
+    for (let i = 0; i + 1 < n; i++) dense[(i + 1) * n + i] = dense[i * n + i + 1] = beta[i];
+    return native().linalg.symmetricEigen(dense, n, wantVectors);
+  }
   const d = Float64Array.from(alpha);
   const e = new Float64Array(n);
   for (let i = 1; i < n; i++) e[i] = beta[i - 1];

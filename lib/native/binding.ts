@@ -137,10 +137,15 @@ export interface NativeVersions {
   mallocTuned: boolean;
   /** intra-op threads set at load (one per usable core, as PyTorch does); 0 when OMP_NUM_THREADS / MKL_NUM_THREADS decided */
   defaultThreads: number;
-  /** what the binary was built against, as JSON (scripts/libtorch.mjs readBuildInfo reads the same from the file) */
+  /** what the binary was built against, as JSON (readBuildInfo in ./libtorch.mjs reads the same from the file) */
   build: string;
   /** the LibTorch file this process really loaded (libtorch_cpu) */
   torchLibrary: string;
+}
+
+export interface NativeLinalg {
+  /** Eigenvalues (ascending) and optionally eigenvectors (column j of the row-major result) of a symmetric n×n float64 matrix, by LAPACK; reads the lower triangle. */
+  symmetricEigen(a: Float64Array, n: number, wantVectors: boolean): { values: Float64Array; vectors?: Float64Array };
 }
 
 export interface Addon {
@@ -149,6 +154,7 @@ export interface Addon {
   Generator: new (seed: number, device?: string) => NativeGenerator;
   ops: NativeOps;
   optim: NativeOptim;
+  linalg: NativeLinalg;
   versions(): NativeVersions;
   setThreads(n: number): void;
 }
