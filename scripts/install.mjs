@@ -1,16 +1,28 @@
 #!/usr/bin/env node
 // The install step of universal-sam (`npm install`): makes sure a native
 // addon that fits this machine exists. Builds it from source with cmake-js
-// against LibTorch (found by scripts/libtorch.mjs; on Debian, installed with
-// apt when missing and we are root), unless an up-to-date build exists.
+// against LibTorch (found by lib/native/libtorch.mjs; on Debian, installed
+// with apt when missing and we are root), unless an up-to-date build exists.
+// Then records what its search found beside the local build, so that loading
+// a prebuild asks no Python (lib/native/libtorch.mjs, the install's record).
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { clearLibtorchSearches, describeLibtorch, describeTried, findLibtorch, HOW_TO_PROVIDE, majorMinor, readBuildInfo } from './libtorch.mjs';
+import {
+  clearLibtorchSearches,
+  describeLibtorch,
+  describeTried,
+  findLibtorch,
+  HOW_TO_PROVIDE,
+  libtorchRecordPath,
+  majorMinor,
+  readBuildInfo,
+  writeLibtorchRecord,
+} from '../lib/native/libtorch.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
@@ -36,6 +48,12 @@ const output = join(outDir, 'usam.node');
 // cmake-js builds in build/cmake/<kind>-<LibTorch>: one CMake cache per
 // LibTorch, so switching between them neither reuses another's cached
 // library paths nor recompiles from scratch when switching back.
+// The record of what the search found, for the loader of this package: only
+// when the addon lands where the loader looks (not with --out). Removed first:
+// the prebuild check below must search afresh, and an install that stops
+// halfway leaves none (the loader then searches).
+const record = outIndex < 0 ? libtorchRecordPath(root) : null;
+if (record) rmSync(record, { force: true });
 const cmakeDirFor = (torch) =>
   join(root, 'build', 'cmake', `${kind}-${createHash('sha256').update(torch.libDir).digest('hex').slice(0, 12)}`);
 
@@ -182,3 +200,11 @@ if (prebuilt)
   log(`using the prebuilt binary ${prebuilt.path} (${prebuilt.versions.flavour} flavour, LibTorch ${prebuilt.versions.torch} from ${prebuilt.libtorch.libDir})`);
 else if (!force && hasLocalBuild) log(`addon is up to date (${output})`);
 else build(resolveLibtorch());
+
+if (record) {
+  try {
+    writeLibtorchRecord(record);
+  } catch (e) {
+    log(`could not record the LibTorch found in ${record} (${e.message}): loading a prebuild will search for it each time`);
+  }
+}

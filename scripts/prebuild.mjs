@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run prebuild [-- --out DIR]: builds the addon with prebuildify (node-gyp
 // → binding.gyp → the CMake build, with USAM_PREBUILD=1: no RUNPATH to this
-// machine's LibTorch) against the LibTorch found (scripts/libtorch.mjs: set
+// machine's LibTorch) against the LibTorch found (lib/native/libtorch.mjs: set
 // LIBTORCH, Torch_DIR or PYTHON to choose), and names it after what it is:
 // DIR/usam.<flavour>.torch<major.minor>.node (DIR defaults to
 // prebuilds/<platform>-<arch>). Run it once per LibTorch to ship: cpu on
@@ -17,7 +17,7 @@ import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readBuildInfo } from './libtorch.mjs';
+import { readBuildInfo } from '../lib/native/libtorch.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadedFrom, native } from '../lib/native/load.js';
-import { readBuildInfo } from '../scripts/libtorch.mjs';
+import { readBuildInfo } from '../lib/native/libtorch.mjs';
 import { repoRoot } from './helpers.js';
 
 const listFromEnv = (name: string) => (process.env[name] ?? '').split(':').filter(Boolean);
@@ -121,7 +121,10 @@ describe('npm pack → install → load from the prebuild', () => {
     const install = spawnSync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env, encoding: 'utf8' });
     expect(install.status, install.stdout + install.stderr + JSON.stringify(install.error)).toBe(0);
     expect(install.stdout + install.stderr).toMatch(/using the prebuilt binary .*usam\.(cpu|cuda)\.torch.* from \//);
-    expect(existsSync(join(app, 'node_modules/universal-sam/build'))).toBe(false);
+    // nothing built: build/ holds only the record of the LibTorch the install found, which loading then uses instead of asking Python
+    const installed = join(app, 'node_modules/universal-sam');
+    expect(readdirSync(join(installed, 'build'), { recursive: true }).sort()).toEqual(['Release', join('Release', 'usam.libtorch.json')]);
+    const recorded = (JSON.parse(readFileSync(join(installed, 'build/Release/usam.libtorch.json'), 'utf8')) as { found: { libDir: string }[] }).found;
 
     // Each LibTorch environment: the default one (no PYTHON: Debian's libtorch-dev, by dpkg's word), and
     // each Python with torch 2.x (by torch's word). With no real prebuilds the one binary is tried as it is.
@@ -156,6 +159,7 @@ describe('npm pack → install → load from the prebuild', () => {
       expect(out.v.torch.startsWith(`${major}.${minor}.`)).toBe(true);
       expect(out.v.flavour).toBe(flavour);
       if (python) expect(out.from.libtorch.libDir.startsWith(dirname(dirname(python)))).toBe(true);
+      else expect(out.from.libtorch.libDir).toBe(recorded[0].libDir);
       expect(out.after).toBeLessThan(out.before);
       if (!out.cuda) expect(out.cudaError).toMatch(/no CUDA device is available|CPU flavour/);
       checked++;

@@ -1,20 +1,48 @@
-// LibTorch installations on this machine, and what a binary was built
-// against. Shared by the install step (plain JS: it runs before TypeScript is
-// compiled) and the loader (lib/native/load.ts).
+// @ts-check
+// LibTorch installations on this machine, what a binary was built against,
+// and the install's record of what it found. Shared by the install step
+// (plain JS: it runs before TypeScript is compiled) and the loader
+// (lib/native/load.ts). The types are JSDoc, checked by tsc (allowJs), which
+// also emits this file and its declarations into dist/native/ beside the
+// loader (tsc would not copy a hand-written declaration file).
 //
 // Where LibTorch comes from, in order: LIBTORCH or Torch_DIR from the
 // environment; a Python torch (PYTHON, then python3); the system (Debian's
 // libtorch-dev). The first found is the one a build uses; the loader may
 // match a prebuilt binary to any of them.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+/**
+ * A place the search looked that gave no LibTorch, and why.
+ * @typedef {{ source: string, where: string, why: string }} LibtorchAttempt
+ */
+/**
+ * A LibTorch library folder: its version (from TorchConfigVersion.cmake) and whether it is a CUDA build.
+ * @typedef {{ libDir: string, version: string | null, cuda: boolean }} LibtorchLibrary
+ */
+/**
+ * A LibTorch the search found: how (source: 'LIBTORCH', 'Torch_DIR', 'python torch' or 'system'; where:
+ * the variable's value, the interpreter or the folder) and its CMake folder.
+ * @typedef {LibtorchLibrary & { source: string, where: string, torchDir: string }} LibtorchFound
+ */
+/**
+ * Every LibTorch this environment points at, in the order of preference, and the places that gave none.
+ * @typedef {{ all: LibtorchFound[], tried: LibtorchAttempt[] }} LibtorchSearch
+ */
+/**
+ * What a binary was built against (CMake embeds it: native/build_info.h.in).
+ * @typedef {{ flavour: 'cpu' | 'cuda', torch: string, torchLibDir: string, cuda: string, kind: 'local' | 'prebuild', addon: string }} BuildInfo
+ */
 
 // USAM_SYSTEM_TORCH_DIRS (':'-separated) replaces the list (tests use it to
 // simulate a machine without LibTorch).
+/** @param {NodeJS.ProcessEnv} env */
 const systemTorchDirs = (env) => env.USAM_SYSTEM_TORCH_DIRS !== undefined
   ? env.USAM_SYSTEM_TORCH_DIRS.split(':').filter(Boolean)
   : SYSTEM_TORCH_DIRS;
+/** @type {string[]} */
 export const SYSTEM_TORCH_DIRS = [
   '/usr/lib/x86_64-linux-gnu/cmake/Torch',
   '/usr/lib/aarch64-linux-gnu/cmake/Torch',
@@ -24,9 +52,14 @@ export const SYSTEM_TORCH_DIRS = [
   '/opt/libtorch/share/cmake/Torch',
 ];
 
+/** @param {string} dir */
 const hasConfig = (dir) => existsSync(join(dir, 'TorchConfig.cmake'));
 
-/** The real path, or the path itself when it cannot be resolved. */
+/**
+ * The real path, or the path itself when it cannot be resolved.
+ * @param {string} p
+ * @returns {string}
+ */
 export const realpath = (p) => {
   try {
     return realpathSync(p);
@@ -35,7 +68,11 @@ export const realpath = (p) => {
   }
 };
 
-/** The folder holding libtorch.so for a folder holding TorchConfig.cmake, or null. */
+/**
+ * The folder holding libtorch.so for a folder holding TorchConfig.cmake, or null.
+ * @param {string} torchDir
+ * @returns {string | null}
+ */
 export function libtorchLibDir(torchDir) {
   // LibTorch archives and Python wheels: <root>/share/cmake/Torch -> <root>/lib;
   // Debian: /usr/lib/<triplet>/cmake/Torch -> /usr/lib/<triplet>
@@ -45,7 +82,11 @@ export function libtorchLibDir(torchDir) {
   return null;
 }
 
-/** The version in a TorchConfigVersion.cmake ("2.13.0"), or null. */
+/**
+ * The version in a TorchConfigVersion.cmake ("2.13.0"), or null.
+ * @param {string} torchDir
+ * @returns {string | null}
+ */
 function configVersion(torchDir) {
   try {
     return /set\(PACKAGE_VERSION "([^"]+)"\)/.exec(readFileSync(join(torchDir, 'TorchConfigVersion.cmake'), 'utf8'))?.[1] ?? null;
@@ -58,6 +99,8 @@ function configVersion(torchDir) {
  * What a LibTorch library folder holds: { libDir, version, cuda } (version
  * from the TorchConfigVersion.cmake beside it, null when there is none;
  * cuda: it has libtorch_cuda.so), or null when there is no libtorch.so.
+ * @param {string | null} libDir
+ * @returns {LibtorchLibrary | null}
  */
 export function libtorchAt(libDir) {
   if (!libDir || !existsSync(join(libDir, 'libtorch.so'))) return null;
@@ -67,16 +110,69 @@ export function libtorchAt(libDir) {
 }
 
 /**
+ * The Pythons the search asks, in order.
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {string[]}
+ */
+const pythonsOf = (env) => [...new Set([...(env.PYTHON ? [env.PYTHON] : []), 'python3', '/usr/bin/python3'])];
+
+/**
  * The torch package folder of a Python, found without importing torch
  * (importing takes seconds; the spec lookup milliseconds).
+ * @param {string} py
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {string}
  */
 function pythonTorchPackage(py, env) {
   const code = 'import importlib.util as u; s = u.find_spec("torch"); print(s.submodule_search_locations[0] if s else "")';
   return execFileSync(py, ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000, env }).trim();
 }
 
+/**
+ * The file a command name runs: the first executable file of that name on
+ * PATH, or the path itself (resolved) when it names one; null when none.
+ * @param {string} command
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {string | null}
+ */
+function commandPath(command, env) {
+  if (command.includes('/')) return resolve(command);
+  for (const dir of (env.PATH ?? '').split(':')) {
+    const path = resolve(dir || '.', command);
+    try {
+      accessSync(path, constants.X_OK);
+      if (statSync(path).isFile()) return path;
+    } catch {
+      // not here: the next folder
+    }
+  }
+  return null;
+}
+
+// What decides a search besides the files it finds, as far as it can be told
+// without running Python: the variables it reads, where Python looks for
+// packages (PYTHONPATH, PYTHONHOME, the user's site-packages under HOME or
+// PYTHONUSERBASE), and the file each Python it asks resolves to. Not PATH
+// itself, only what it resolves: npm runs the install with its own folders
+// put in front of the user's PATH. (A shim that picks a Python by folder,
+// as pyenv's does, is one file here: the record keeps what the install found.)
+const SEARCH_VARIABLES = ['LIBTORCH', 'Torch_DIR', 'PYTHON', 'USAM_SYSTEM_TORCH_DIRS', 'PYTHONPATH', 'PYTHONHOME', 'PYTHONUSERBASE', 'PYTHONNOUSERSITE', 'HOME'];
+
+/**
+ * What decides the result of a search in this environment, as far as it can be told without running Python.
+ * @param {NodeJS.ProcessEnv} [env]
+ * @returns {{ variables: Record<string, string | null>, pythons: [string, string | null][] }}
+ */
+export function searchKey(env = process.env) {
+  return {
+    variables: Object.fromEntries(SEARCH_VARIABLES.map((k) => [k, env[k] ?? null])),
+    pythons: pythonsOf(env).map((py) => [py, commandPath(py, env)]),
+  };
+}
+
 // One search per environment and process: the loader asks several times
 // while ranking and checking candidates, and each asks up to three Pythons.
+/** @type {Map<string, LibtorchSearch>} */
 const searches = new Map();
 
 /** Forget earlier searches (after installing a LibTorch). */
@@ -85,20 +181,29 @@ export function clearLibtorchSearches() {
 }
 
 /**
- * Every LibTorch this environment points at, in the order of preference.
- * Returns { all: [{source, where, torchDir, libDir, version, cuda}], tried: [{source, where, why}] }
- * where tried lists the places that gave none.
+ * Every LibTorch this environment points at, in the order of preference,
+ * and the places that gave none (runs the Pythons: use the install's record
+ * where it is valid, readLibtorchRecord).
+ * @param {NodeJS.ProcessEnv} [env]
+ * @returns {LibtorchSearch}
  */
 export function findAllLibtorch(env = process.env) {
-  const key = JSON.stringify(['LIBTORCH', 'Torch_DIR', 'PYTHON', 'PATH', 'USAM_SYSTEM_TORCH_DIRS'].map((k) => env[k] ?? null));
-  if (!searches.has(key)) searches.set(key, searchLibtorch(env));
-  const { all, tried } = searches.get(key);
-  return { all: all.map((t) => ({ ...t })), tried: tried.map((t) => ({ ...t })) };
+  const key = JSON.stringify(searchKey(env));
+  let search = searches.get(key);
+  if (!search) searches.set(key, (search = searchLibtorch(env)));
+  return { all: search.all.map((t) => ({ ...t })), tried: search.tried.map((t) => ({ ...t })) };
 }
 
+/**
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {LibtorchSearch}
+ */
 function searchLibtorch(env) {
+  /** @type {LibtorchFound[]} */
   const all = [];
+  /** @type {LibtorchAttempt[]} */
   const tried = [];
+  /** @type {(source: string, where: string, torchDir: string, missing?: string) => void} */
   const consider = (source, where, torchDir, missing) => {
     const info = torchDir && hasConfig(torchDir) ? libtorchAt(libtorchLibDir(torchDir)) : null;
     if (!info) {
@@ -115,13 +220,12 @@ function searchLibtorch(env) {
   if (env.Torch_DIR) consider('Torch_DIR', env.Torch_DIR, env.Torch_DIR);
   else tried.push({ source: 'Torch_DIR', where: 'environment', why: 'not set' });
 
-  const pythons = [...new Set([env.PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean))];
-  for (const py of pythons) {
+  for (const py of pythonsOf(env)) {
     let pkg;
     try {
       pkg = pythonTorchPackage(py, env);
     } catch (e) {
-      tried.push({ source: 'python torch', where: py, why: e.code === 'ENOENT' ? 'not found' : 'cannot run it' });
+      tried.push({ source: 'python torch', where: py, why: /** @type {NodeJS.ErrnoException} */ (e).code === 'ENOENT' ? 'not found' : 'cannot run it' });
       continue;
     }
     if (!pkg) {
@@ -137,17 +241,29 @@ function searchLibtorch(env) {
   return { all, tried };
 }
 
-/** The LibTorch a build uses: the first found. Returns { found: {source, where, torchDir, libDir, version, cuda} | null, tried }. */
+/**
+ * The LibTorch a build uses: the first found.
+ * @param {NodeJS.ProcessEnv} [env]
+ * @returns {{ found: LibtorchFound | null, tried: LibtorchAttempt[] }}
+ */
 export function findLibtorch(env = process.env) {
   const { all, tried } = findAllLibtorch(env);
   return { found: all[0] ?? null, tried };
 }
 
-/** "LibTorch 2.13.0 (cpu) at /…/torch/lib" */
+/**
+ * "LibTorch 2.13.0 (cpu) at /…/torch/lib"
+ * @param {LibtorchLibrary} t
+ * @returns {string}
+ */
 export function describeLibtorch(t) {
   return `LibTorch ${t.version ?? '(unknown version)'} (${t.cuda ? 'cuda' : 'cpu'}) at ${t.libDir}`;
 }
 
+/**
+ * @param {LibtorchAttempt[]} tried
+ * @returns {string}
+ */
 export function describeTried(tried) {
   return tried.map((t) => `  - ${t.source} (${t.where}): ${t.why}`).join('\n');
 }
@@ -161,6 +277,97 @@ export const HOW_TO_PROVIDE = [
 ].join('\n');
 
 // ---------------------------------------------------------------------------
+// The install's record. Asking the Pythons costs every load of a prebuild
+// (measured on 2 busy cores: 207 ms for two Pythons, against 2 ms to check a
+// record); so `npm install` records what its search found
+// beside the binary the loader uses (build/Release/usam.libtorch.json), and
+// the loader takes it instead of searching while it is valid: the same
+// search key (searchKey), and every LibTorch it found still has the same
+// libtorch_cpu.so (pip and apt replace that file when they upgrade it).
+// A LibTorch installed since, where none was before, is not seen until the
+// next `npm install` (or when the record has no LibTorch that fits).
+const RECORD_FORMAT = 1;
+
+/**
+ * Where the install records its search for the package in root: beside the local build.
+ * @param {string} root
+ * @returns {string}
+ */
+export const libtorchRecordPath = (root) => join(root, 'build', 'Release', 'usam.libtorch.json');
+
+/**
+ * dev, ino, size and mtime of a file (as strings: exact beyond 2^53), or that it is missing.
+ * @param {string} path
+ */
+function fileIdentity(path) {
+  try {
+    const s = statSync(path, { bigint: true });
+    return { path, dev: String(s.dev), ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs) };
+  } catch {
+    return { path, missing: true };
+  }
+}
+
+/** @param {LibtorchLibrary} t */
+const libraryIdentity = (t) => fileIdentity(join(t.libDir, 'libtorch_cpu.so'));
+
+/**
+ * Searches (findAllLibtorch) and records the result in file, with what
+ * decided it: written to a temporary file and renamed, so a reader never
+ * sees half a record.
+ * @param {string} file
+ * @param {NodeJS.ProcessEnv} [env]
+ */
+export function writeLibtorchRecord(file, env = process.env) {
+  const { all, tried } = findAllLibtorch(env);
+  const record = { format: RECORD_FORMAT, key: searchKey(env), found: all.map((t) => ({ ...t, library: libraryIdentity(t) })), tried };
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`);
+  renameSync(tmp, file);
+}
+
+/** @param {unknown} t */
+const isRecordedLibtorch = (t) => {
+  const r = /** @type {Record<string, unknown>} */ (t);
+  return typeof t === 'object' && t !== null &&
+    ['source', 'where', 'torchDir', 'libDir'].every((k) => typeof r[k] === 'string') &&
+    (r.version === null || typeof r.version === 'string') && typeof r.cuda === 'boolean';
+};
+
+/** @param {unknown} t */
+const isAttempt = (t) => typeof t === 'object' && t !== null &&
+  ['source', 'where', 'why'].every((k) => typeof (/** @type {Record<string, unknown>} */ (t))[k] === 'string');
+
+/**
+ * The search recorded in file when it is still valid for this environment,
+ * else null (no record, a damaged one, another search key, or a LibTorch
+ * library changed or gone): then search (findAllLibtorch).
+ * @param {string} file
+ * @param {NodeJS.ProcessEnv} [env]
+ * @returns {LibtorchSearch | null}
+ */
+export function readLibtorchRecord(file, env = process.env) {
+  let record;
+  try {
+    record = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof record !== 'object' || record === null || record.format !== RECORD_FORMAT) return null;
+  if (!Array.isArray(record.found) || !record.found.every(isRecordedLibtorch)) return null;
+  if (!Array.isArray(record.tried) || !record.tried.every(isAttempt)) return null;
+  if (JSON.stringify(record.key) !== JSON.stringify(searchKey(env))) return null;
+  /** @type {(LibtorchFound & { library: unknown })[]} */
+  const found = record.found;
+  if (!found.every((t) => JSON.stringify(t.library) === JSON.stringify(libraryIdentity(t)))) return null;
+  return {
+    all: found.map(({ source, where, torchDir, libDir, version, cuda }) => ({ source, where, torchDir, libDir, version, cuda })),
+    tried: record.tried.map((/** @type {LibtorchAttempt} */ { source, where, why }) => ({ source, where, why })),
+  };
+}
+
+// ---------------------------------------------------------------------------
 // Build info: CMake embeds a JSON object between two markers in every binary
 // (native/build_info.h.in), readable without loading the binary.
 const MARKER = '<<universal-sam-build-info>>';
@@ -169,6 +376,8 @@ const MARKER = '<<universal-sam-build-info>>';
  * {flavour, torch, torchLibDir, cuda, kind: 'local'|'prebuild', addon} of a
  * binary, or null when the file has none (not a universal-sam binary, or one
  * built before build info existed).
+ * @param {string} binaryPath
+ * @returns {BuildInfo | null}
  */
 export function readBuildInfo(binaryPath) {
   let bytes;
@@ -189,10 +398,19 @@ export function readBuildInfo(binaryPath) {
   }
 }
 
-/** The major.minor of a version string: "2.13.0+cpu" -> "2.13". */
+/**
+ * The major.minor of a version string: "2.13.0+cpu" -> "2.13".
+ * @param {string | null | undefined} version
+ * @returns {string}
+ */
 export const majorMinor = (version) => (version ?? '').split('.').slice(0, 2).join('.');
 
-/** The libraries to load, in dependency order, for a flavour ('cpu' | 'cuda') from a LibTorch folder. */
+/**
+ * The libraries to load, in dependency order, for a flavour ('cpu' | 'cuda') from a LibTorch folder.
+ * @param {string} libDir
+ * @param {string} flavour
+ * @returns {string[]}
+ */
 export function libtorchFiles(libDir, flavour) {
   const names = ['libc10.so', 'libtorch_cpu.so', ...(flavour === 'cuda' ? ['libc10_cuda.so', 'libtorch_cuda.so'] : []), 'libtorch.so'];
   return names.map((n) => join(libDir, n)).filter((p) => existsSync(p));

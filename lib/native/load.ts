@@ -17,6 +17,11 @@
 // the temp folder remembers it), because an ABI mismatch segfaults instead of
 // throwing. When none loads, one error lists every candidate and why it
 // failed, and every LibTorch on the machine.
+//
+// Which LibTorch this environment points at (to rank the candidates and to
+// choose a prebuild's) comes from the record `npm install` left beside the
+// local build while it is valid (readLibtorchRecord in ./libtorch.mjs), so
+// loading runs no Python; else from a search, which asks the Pythons.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -26,6 +31,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   type BuildInfo,
+  type LibtorchFound,
   type LibtorchLibrary,
   describeLibtorch,
   describeTried,
@@ -33,10 +39,12 @@ import {
   HOW_TO_PROVIDE,
   libtorchAt,
   libtorchFiles,
+  libtorchRecordPath,
   majorMinor,
   readBuildInfo,
+  readLibtorchRecord,
   realpath,
-} from '../../scripts/libtorch.mjs';
+} from './libtorch.mjs';
 import type { Addon } from './binding.js';
 
 /** The package root: lib/native/ and dist/native/ both sit two levels below it. */
@@ -78,7 +86,7 @@ export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = pro
   if (prebuilds.length === 0) return [local];
   // rank by the LibTorch each fits: the environment's first choice first;
   // for the same LibTorch the local build (made for it), then CUDA, then CPU
-  const { all } = findAllLibtorch(env);
+  const { all } = readLibtorchRecord(libtorchRecordPath(root), env) ?? findAllLibtorch(env);
   const localInfo = existsSync(local.path) ? readBuildInfo(local.path) : null;
   const rank = (c: Candidate) => {
     const i =
@@ -109,8 +117,12 @@ export class AddonLoadError extends Error {
 }
 
 
-/** The LibTorch a binary must run with, or why there is none. */
-function libtorchFor(info: BuildInfo, env: NodeJS.ProcessEnv): LibtorchLibrary | string {
+/**
+ * The LibTorch a binary must run with, or why there is none. A prebuild's is
+ * the first LibTorch of this environment that fits it: from the install's
+ * record in root when valid, else from a search.
+ */
+export function libtorchFor(info: BuildInfo, env: NodeJS.ProcessEnv = process.env, root = packageRoot): LibtorchLibrary | string {
   const built = `built against LibTorch ${info.torch} (${info.flavour}) at ${info.torchLibDir}`;
   if (info.kind === 'local') {
     const here = libtorchAt(info.torchLibDir);
@@ -119,8 +131,12 @@ function libtorchFor(info: BuildInfo, env: NodeJS.ProcessEnv): LibtorchLibrary |
       return `${built}, which now holds LibTorch ${here.version}; rebuild it (npm run build:native)`;
     return here;
   }
+  const fitting = (all: LibtorchFound[]) => all.find((t) => majorMinor(t.version) === majorMinor(info.torch) && (info.flavour !== 'cuda' || t.cuda));
+  const recorded = fitting(readLibtorchRecord(libtorchRecordPath(root), env)?.all ?? []);
+  if (recorded) return recorded;
+  // a record without one that fits does not decide: a fitting LibTorch may have been installed since
   const { all } = findAllLibtorch(env);
-  const fits = all.find((t) => majorMinor(t.version) === majorMinor(info.torch) && (info.flavour !== 'cuda' || t.cuda));
+  const fits = fitting(all);
   if (fits) return fits;
   const here = all.length > 0 ? all.map(describeLibtorch).join('; ') : 'none';
   return `prebuilt against LibTorch ${majorMinor(info.torch)} (${info.flavour}), and no LibTorch ${majorMinor(info.torch)}` +
@@ -236,14 +252,14 @@ function firstLine(e: unknown): string {
 }
 
 /** Loads one candidate, or throws why it cannot be loaded. */
-function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv): Loaded {
+function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv, root: string): Loaded {
   if (!existsSync(c.path)) throw new Error('file does not exist');
   const build = readBuildInfo(c.path);
   if (!build)
     throw new Error('has no universal-sam build info (not a universal-sam binary, or built by an older version); rebuild it (npm run build:native)');
   if (c.flavour && (build.flavour !== c.flavour || majorMinor(build.torch) !== c.torch))
     throw new Error(`is named for ${c.flavour} LibTorch ${c.torch} but was built as ${build.flavour} against LibTorch ${build.torch}`);
-  const libtorch = libtorchFor(build, env);
+  const libtorch = libtorchFor(build, env, root);
   if (typeof libtorch === 'string') throw new Error(libtorch);
 
   const other = libtorchDirsInProcess().filter((d) => d !== libtorch.libDir);
@@ -274,12 +290,12 @@ function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv): Loaded {
   return { addon, from: c, build, libtorch };
 }
 
-/** Tries each candidate in order; returns the first that loads and fits. */
-export function loadAddonFrom(candidates: Candidate[], env: NodeJS.ProcessEnv = process.env): Loaded {
+/** Tries each candidate in order; returns the first that loads and fits (root: the package whose install record to use). */
+export function loadAddonFrom(candidates: Candidate[], env: NodeJS.ProcessEnv = process.env, root = packageRoot): Loaded {
   const attempts: Attempt[] = [];
   for (const c of candidates) {
     try {
-      return loadCandidate(c, env);
+      return loadCandidate(c, env, root);
     } catch (e) {
       attempts.push({ ...c, error: firstLine(e) });
     }

@@ -13,7 +13,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { majorMinor } from '../libtorch.mjs';
+import { majorMinor } from '../../lib/native/libtorch.mjs';
 import { median } from './models.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
