@@ -102,6 +102,24 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// memory(): live JavaScript-held tensors and the C heap (glibc's mallinfo2:
+// bytes in use, bytes free but kept, bytes in mmapped chunks), for leak tests
+// and the soak benchmark: growth of `inUse` is memory kept, growth of `free`
+// is the allocator holding on to what was given back.
+static Napi::Value Memory(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto o = Napi::Object::New(env);
+  o.Set("liveTensors", static_cast<double>(TensorWrap::LiveCount()));
+  o.Set("liveTensorBytes", static_cast<double>(TensorWrap::LiveBytes()));
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 m = mallinfo2();
+  o.Set("mallocInUse", static_cast<double>(m.uordblks + m.hblkhd));
+  o.Set("mallocFree", static_cast<double>(m.fordblks));
+  o.Set("mallocMmapped", static_cast<double>(m.hblkhd));
+#endif
+  return o;
+}
+
 static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1)
@@ -128,6 +146,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("optim", DefineOptim(env));
   exports.Set("linalg", DefineLinalg(env));
   exports.Set("versions", Napi::Function::New(env, &GuardFn<&Versions>, "versions"));
+  exports.Set("memory", Napi::Function::New(env, &GuardFn<&Memory>, "memory"));
   exports.Set("setThreads", Napi::Function::New(env, &GuardFn<&SetThreads>, "setThreads"));
   return exports;
 }

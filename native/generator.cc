@@ -1,6 +1,10 @@
 #include "generator.h"
 
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include "args.h"
 #include "tensor.h"
@@ -21,6 +25,54 @@ at::Generator MakeGenerator(uint64_t seed, const c10::Device& device) {
   Fail("no CUDA generator in the CPU flavour");
 #endif
 }
+
+namespace {
+
+// One long-lived thread runs every background fill, in submission order.
+// With std::async every draw started a thread of its own, and each new
+// thread that enters one of ATen's OpenMP regions (the sphere's norm) builds
+// an OpenMP thread team for itself; one thread pays both once. The object is
+// never destroyed: the thread waits for work until the process ends.
+class FillThread {
+ public:
+  static FillThread& Get() {
+    static FillThread* instance = new FillThread();
+    return *instance;
+  }
+
+  std::future<void> Submit(std::function<void()> work) {
+    std::packaged_task<void()> task(std::move(work));
+    auto done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    return done;
+  }
+
+ private:
+  FillThread() { std::thread([this] { Run(); }).detach(); }
+
+  void Run() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();  // an exception is stored in the future, rethrown by Settle()
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> queue_;
+};
+
+}  // namespace
 
 Napi::Function GeneratorWrap::Define(Napi::Env env) {
   return DefineClass(env, "Generator",
@@ -135,7 +187,7 @@ Napi::Value GeneratorWrap::FillAsync(const Napi::CallbackInfo& info) {
     if (!(lo < hi)) Fail("fillAsync(out, 'uniform', low, high) needs low < high");
   }
   Settle();
-  pending_ = std::async(std::launch::async, [this, kind, t, lo, hi]() mutable { Fill(gen_, kind, t, lo, hi); });
+  pending_ = FillThread::Get().Submit([this, kind, t, lo, hi]() mutable { Fill(gen_, kind, t, lo, hi); });
   return info.Env().Undefined();
 }
 

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include <atomic>
+
 #include <cstring>
 
 #include "addon.h"
@@ -33,11 +35,20 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                      });
 }
 
+namespace {
+std::atomic<int64_t> liveCount{0}, liveBytes{0};
+}
+
+int64_t TensorWrap::LiveCount() { return liveCount.load(); }
+int64_t TensorWrap::LiveBytes() { return liveBytes.load(); }
+
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : GuardedWrap<TensorWrap>(info) {
   guarded(info.Env(), [&] {
     if (info.Length() != 2 || !info[0].IsExternal())
       Fail("Tensor cannot be constructed directly; use Tensor.fromArray(data, shape, dtype, device) or Tensor.zeros(...)");
     tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
+    liveCount++;
+    liveBytes += static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
     if (info[1].As<Napi::Boolean>().Value()) {
       reportedBytes_ = static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
       Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
@@ -75,6 +86,10 @@ at::Tensor& TensorWrap::Live() {
 void TensorWrap::Release(Napi::Env env) {
   if (disposed_) return;
   disposed_ = true;
+  if (tensor_.defined()) {
+    liveCount--;
+    liveBytes -= static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
+  }
   tensor_ = at::Tensor();
   if (reportedBytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reportedBytes_);
   reportedBytes_ = 0;

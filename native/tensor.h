@@ -12,6 +12,10 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   // Wraps `t`. `reportMemory` is false for aliases of memory that another
   // handle already reports (e.g. the model's flat parameter buffer).
   static Napi::Object New(Napi::Env env, at::Tensor t, bool reportMemory = true);
+  // Tensors handed to JavaScript and not yet disposed or collected, and the
+  // bytes they span (views count their own extent): what a leak test counts.
+  static int64_t LiveCount();
+  static int64_t LiveBytes();
   // The tensor behind argument i, or a clear error naming `name`.
   static at::Tensor& Arg(const Napi::CallbackInfo& info, size_t i, const char* name);
   static at::Tensor& From(const Napi::Value& v, const std::string& name);

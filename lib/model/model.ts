@@ -126,11 +126,21 @@ export class Model {
 
   /** BatchNorm running statistics as one flat vector (an alias), and their names. */
   buffers(): { values: Tensor; info: SlotInfo[]; counters: Tensor; counterNames: string[] } {
-    const info = this.native.bufferInfo();
-    return { values: this.native.buffers(), info: info.buffers, counters: this.native.counters(), counterNames: info.counters };
+    // made once and owned by the model (disposed with it): a fresh pair of
+    // views per call, left to the garbage collector, piled up in a training
+    // loop, whose finalizers only run when the event loop turns
+    if (!this.bufferViews) {
+      const info = this.native.bufferInfo();
+      this.bufferViews = { values: this.native.buffers(), info: info.buffers, counters: this.native.counters(), counterNames: info.counters };
+    }
+    return this.bufferViews;
   }
+  private bufferViews?: { values: Tensor; info: SlotInfo[]; counters: Tensor; counterNames: string[] };
 
   dispose(): void {
+    this.bufferViews?.values.dispose();
+    this.bufferViews?.counters.dispose();
+    this.bufferViews = undefined;
     this.native.dispose();
   }
 }

@@ -156,5 +156,7 @@ export interface Addon {
   optim: NativeOptim;
   linalg: NativeLinalg;
   versions(): NativeVersions;
+  /** live JavaScript-held tensors, and the C heap by glibc's mallinfo2 (absent elsewhere) */
+  memory(): { liveTensors: number; liveTensorBytes: number; mallocInUse?: number; mallocFree?: number; mallocMmapped?: number };
   setThreads(n: number): void;
 }

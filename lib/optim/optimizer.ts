@@ -137,7 +137,7 @@ export class Optimizer {
     // statistics, their counters and the direction generator here.
     // Only what exists is saved: no copies for a model without BatchNorm, no
     // generator state for a rule without directions (a step is a hot path).
-    this.statistics ??= this.model.buffers().counterNames.length > 0 ? this.model.buffers() : null;
+    if (this.statistics === undefined) this.statistics = this.model.buffers().counterNames.length > 0 ? this.model.buffers() : null;
     const stats = this.statistics;
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
     const generator = this.sampler ? this.gen.getState() : null;
