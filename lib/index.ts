@@ -3,6 +3,7 @@ export type { DType, Device, FloatDType, HvpMethod, SlotInfo } from './native/bi
 export { AddonLoadError, addonCandidates, loadedFrom, native } from './native/load.js';
 export { labels, tensor, toFloatArray, zeros, type Tensor, type TensorOptions } from './tensor.js';
 export { ops } from './ops.js';
+export { scope } from './scope.js';
 export { generator, sampleInto, streamSeed, type BuiltinMeasure, type Generator, type StreamPurpose } from './random.js';
 export { Model, type LossAndGrad, type ModelOptions } from './model/model.js';
 export { cnn, mlp, resnet18, type CnnOptions, type MlpOptions } from './model/presets.js';

@@ -120,6 +120,19 @@ static Napi::Value Memory(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// trimMemory(): gives the whole free pages glibc keeps back to the system
+// (malloc_trim: the heap's top, and free pages inside it by madvise); true
+// when some were released. The trainer calls it at the end of each epoch; a
+// long custom loop may too. (The pages stay counted as free heap in memory():
+// the resident size is what drops.)
+static Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+#if defined(__GLIBC__)
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1)
@@ -147,6 +160,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("linalg", DefineLinalg(env));
   exports.Set("versions", Napi::Function::New(env, &GuardFn<&Versions>, "versions"));
   exports.Set("memory", Napi::Function::New(env, &GuardFn<&Memory>, "memory"));
+  exports.Set("trimMemory", Napi::Function::New(env, &GuardFn<&TrimMemory>, "trimMemory"));
   exports.Set("setThreads", Napi::Function::New(env, &GuardFn<&SetThreads>, "setThreads"));
   return exports;
 }

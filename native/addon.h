@@ -8,6 +8,12 @@ struct AddonData {
   Napi::FunctionReference tensor;
   Napi::FunctionReference model;
   Napi::FunctionReference generator;
+  // Open scope() calls, innermost last: weak references to the tensors made
+  // while each was open (tensor.cc BeginScope/EndScope).
+  std::vector<std::vector<Napi::ObjectReference>> scopes;
+  // > 0 while the library makes tensors its objects own (a model's
+  // parameters, an optimizer's buffers): those belong to no scope.
+  int persistentDepth = 0;
 };
 
 inline AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }

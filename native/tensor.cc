@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include <cstring>
@@ -22,6 +23,9 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                      {
                          StaticMethod("fromArray", &GuardFn<&TensorWrap::FromArray>),
                          StaticMethod("zeros", &GuardFn<&TensorWrap::Zeros>),
+                         StaticMethod("beginScope", &GuardFn<&TensorWrap::BeginScope>),
+                         StaticMethod("endScope", &GuardFn<&TensorWrap::EndScope>),
+                         StaticMethod("persistent", &GuardFn<&TensorWrap::Persistent>),
                          InstanceMethod("toArray", &TensorWrap::Guard<&TensorWrap::ToArray>),
                          InstanceAccessor("shape", &TensorWrap::Guard<&TensorWrap::Shape>, nullptr),
                          InstanceAccessor("dtype", &TensorWrap::Guard<&TensorWrap::DType>, nullptr),
@@ -49,6 +53,9 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : GuardedWrap<TensorWrap>
     tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
     liveCount++;
     liveBytes += static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
+    auto& data = Data(info.Env());
+    if (!data.scopes.empty() && data.persistentDepth == 0)
+      data.scopes.back().push_back(Napi::Weak(info.This().As<Napi::Object>()));
     if (info[1].As<Napi::Boolean>().Value()) {
       reportedBytes_ = static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
       Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
@@ -127,6 +134,47 @@ Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
                                                                                    /*copy=*/true);
   if (!device.is_cpu()) t = t.to(device);
   return New(env, t);
+}
+
+Napi::Value TensorWrap::BeginScope(const Napi::CallbackInfo& info) {
+  Data(info.Env()).scopes.emplace_back();
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorWrap::EndScope(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto& scopes = Data(env).scopes;
+  if (scopes.empty()) Fail("endScope() without a matching beginScope()");
+  // null: keep everything (handed to the enclosing scope)
+  bool keepAll = info.Length() > 0 && info[0].IsNull();
+  if (!keepAll && (info.Length() < 1 || !info[0].IsArray())) Fail("argument 'keep' must be an array of tensors or null");
+  auto keepList = keepAll ? Napi::Array::New(env) : info[0].As<Napi::Array>();
+  std::vector<TensorWrap*> keep;
+  for (uint32_t i = 0; i < keepList.Length(); ++i) {
+    Napi::Value v = keepList.Get(i);
+    if (v.IsObject() && v.As<Napi::Object>().InstanceOf(Data(env).tensor.Value())) keep.push_back(Unwrap(v.As<Napi::Object>()));
+  }
+  std::vector<Napi::ObjectReference> made = std::move(scopes.back());
+  scopes.pop_back();
+  for (auto& ref : made) {
+    Napi::Object o = ref.Value();
+    if (o.IsEmpty()) continue;  // already collected
+    TensorWrap* t = Unwrap(o);
+    if (keepAll || std::find(keep.begin(), keep.end(), t) != keep.end()) {
+      if (!scopes.empty()) scopes.back().push_back(std::move(ref));
+    } else {
+      t->Release(env);
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value TensorWrap::Persistent(const Napi::CallbackInfo& info) {
+  auto& depth = Data(info.Env()).persistentDepth;
+  if (info.Length() < 1 || !info[0].IsBoolean()) Fail("argument 'on' must be a boolean");
+  if (info[0].As<Napi::Boolean>().Value()) depth++;
+  else if (depth > 0) depth--;
+  return info.Env().Undefined();
 }
 
 Napi::Value TensorWrap::Zeros(const Napi::CallbackInfo& info) {

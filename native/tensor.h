@@ -25,6 +25,13 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
 
  private:
   static Napi::Value FromArray(const Napi::CallbackInfo& info);
+  // Tensor.beginScope(), Tensor.endScope(keep: Tensor[]): every tensor made in
+  // between and still alive is disposed at the end, except those in `keep`
+  // (handed to the enclosing scope, when there is one).
+  static Napi::Value BeginScope(const Napi::CallbackInfo& info);
+  static Napi::Value EndScope(const Napi::CallbackInfo& info);
+  // Tensor.persistent(on): tensors made while on belong to no scope.
+  static Napi::Value Persistent(const Napi::CallbackInfo& info);
   static Napi::Value Zeros(const Napi::CallbackInfo& info);
   Napi::Value ToArray(const Napi::CallbackInfo& info);
   Napi::Value Shape(const Napi::CallbackInfo& info);

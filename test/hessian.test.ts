@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js';
 import { DataLoader } from '../lib/data/loader.js';
 import { hessian } from '../lib/hessian/hessian.js';
-import { mlp } from '../lib/model/presets.js';
+import { Model } from '../lib/model/model.js';
+import { cnn, mlp } from '../lib/model/presets.js';
 import { tensor } from '../lib/tensor.js';
 import { float64Model, goldenDir, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 
@@ -220,8 +221,17 @@ describe('operator', () => {
     expect(() => H.full({ maxSize: 100 })).toThrow(/435 rows, above the limit of 100/);
   });
 
-  it('mode is explicit; results are plain JSON; every probe reports its HVPs', () => {
-    expect(() => hessian(model, { x, y }, {} as never)).toThrow(/mode must be 'train' or 'eval'/);
+  it('mode defaults to eval where it changes nothing and is required where it does; results are plain JSON; every probe reports its HVPs', () => {
+    // this MLP has neither BatchNorm nor dropout: no options needed, the same Hessian
+    const v = g.hvpProbe.v;
+    expect(maxAbsDiff(toNumbers(hessian(model, { x, y }).hvp(v)), toNumbers(H.hvp(v)))).toBe(0);
+    expect(() => hessian(model, { x, y }, { mode: 'test' as 'eval' })).toThrow(/options.mode is 'test'; use 'train' or 'eval'/);
+    const bn = new Model(cnn({ input: [1, 6, 6], channels: [2], hidden: 3, classes: 2 }), { dtype: 'float64' });
+    const bx = randomBatch([4, 1, 6, 6], 2, 5);
+    expect(() => hessian(bn, bx)).toThrow(/has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval'/);
+    const dropout = new Model({ input: [4], layers: [{ type: 'linear', inFeatures: 4, outFeatures: 3 }, { type: 'dropout', p: 0.2 }, { type: 'linear', inFeatures: 3, outFeatures: 2 }] });
+    expect(() => hessian(dropout, randomBatch([3, 4], 2, 6, 'float32'))).toThrow(/BatchNorm or dropout/);
+    expect(() => hessian(bn, bx, { mode: 'eval' }).dispose()).not.toThrow();
     const r = H.trace({ samples: 10 });
     expect(JSON.parse(JSON.stringify(r))).toEqual(r);
     const e = H.eigenvalues({ k: 2 });

@@ -34,9 +34,10 @@ describe('live tensors', () => {
     expect(live()).toBe(before + 2); // the flat parameters and g
     g.dispose();
     m.dispose();
-    expect(live()).toBe(before + 1); // m.params is the model's alias, disposed with its wrapper by the collector
+    expect(live()).toBe(before); // m.params, the model's own alias, goes with the model
     const mem = native().memory();
-    if (process.platform === 'linux') expect(mem.mallocInUse).toBeGreaterThan(0);
+    // glibc's counters (AddressSanitizer replaces malloc, and its mallinfo2 reads 0)
+    if (process.platform === 'linux' && !/asan/.test(process.env.LD_PRELOAD ?? '')) expect(mem.mallocInUse).toBeGreaterThan(0);
   });
 
   for (const [name, spec] of [

@@ -2,10 +2,12 @@
 // probes all run on native HVPs and report the HVPs they used. Results are
 // plain JSON-serialisable objects.
 import { isTensor, type Model } from '../model/model.js';
+import { modeMatters } from '../model/spec.js';
 import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
+import { track } from '../scope.js';
 import { measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
 import type { Tensor } from '../tensor.js';
@@ -17,7 +19,11 @@ import { HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
 export interface HessianOptions {
-  /** BatchNorm/dropout behaviour of the passes: batch statistics ('train') or running ones ('eval'). */
+  /**
+   * BatchNorm/dropout behaviour of the passes: batch statistics ('train') or
+   * running ones ('eval'). Default 'eval'; required for a model with
+   * BatchNorm or dropout, where the two are different functions.
+   */
   mode: 'train' | 'eval';
   /** restrict every probe to the parameters of these modules (names as in paramInfo(), e.g. '0', '3.body.1') */
   modules?: string[];
@@ -43,9 +49,16 @@ function isBatch(d: unknown): d is Batch {
   return typeof d === 'object' && d !== null && 'x' in d && 'y' in d;
 }
 
-export function hessian(model: Model, data: Batch | Iterable<Batch>, options: HessianOptions): Hessian {
-  if (!options || (options.mode !== 'train' && options.mode !== 'eval'))
-    throw new Error("hessian: options.mode must be 'train' or 'eval' (BatchNorm and dropout behave differently)");
+export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Partial<HessianOptions> = {}): Hessian {
+  if (options === null || typeof options !== 'object') throw new Error('hessian: options must be an object like {mode: \'eval\'}');
+  // eval by default, as PyHessian does; where BatchNorm or dropout make the
+  // two modes different functions, the choice is the caller's to make
+  if (options.mode === undefined && modeMatters(model.spec))
+    throw new Error(
+      "hessian: this model has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval' (running statistics, no dropout: the model as evaluated) or 'train' (batch statistics and dropout masks: the model as trained)",
+    );
+  const mode = options.mode ?? 'eval';
+  if (mode !== 'train' && mode !== 'eval') throw new Error(`hessian: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
   const batches = isBatch(data) ? [data] : Array.from(data);
   if (batches.length === 0) throw new Error('hessian: the data has no batches');
   batches.forEach((b, i) => {
@@ -53,11 +66,13 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: He
   });
   if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
     throw new Error(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
-  return new Hessian(new HessianOperator(model, batches, options.mode === 'train', options.modules, options.hvpMethod));
+  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod));
 }
 
 export class Hessian {
-  constructor(readonly operator: HessianOperator) {}
+  constructor(readonly operator: HessianOperator) {
+    track(this);
+  }
 
   /** Dimension of the (restricted) Hessian. */
   get size(): number {
@@ -241,6 +256,11 @@ export class Hessian {
     return { estimate: phi.f(m), standardError: Math.abs(phi.df(m)) * sd, samples: n, hvps: op.hvps - before };
   }
 
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Frees the operator's buffers (not the model); disposing twice is harmless. */
   dispose(): void {
     this.operator.dispose();
   }

@@ -9,6 +9,7 @@ import { ops } from '../ops.js';
 import { type Batch, Passes } from '../model/passes.js';
 import { type Generator, generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
+import { persistent } from '../scope.js';
 
 export class HessianOperator {
   /** HVPs used so far (each over all batches). */
@@ -48,7 +49,7 @@ export class HessianOperator {
     }
     this.size = starts.length;
     this.indices = (i) => starts[i];
-    this.mask = this.fromValues(maskValues);
+    this.mask = persistent(() => this.fromValues(maskValues));
   }
 
   /** A zero vector of the model's size, dtype and device. */
@@ -70,6 +71,7 @@ export class HessianOperator {
 
   /** out = H v (restricted). */
   apply(v: Tensor, out: Tensor): Tensor {
+    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
@@ -94,7 +96,10 @@ export class HessianOperator {
     return generator(seed, this.model.device);
   }
 
+  private disposed = false;
+
   dispose(): void {
+    this.disposed = true;
     this.mask?.dispose();
     this.passes.dispose();
   }

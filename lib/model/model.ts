@@ -6,6 +6,7 @@ import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
+import { persistent, track } from '../scope.js';
 
 export interface ModelOptions {
   dtype?: FloatDType;
@@ -38,10 +39,11 @@ export class Model {
       initSeed: streamSeed(seed, 'init'),
       dropoutSeed: streamSeed(seed, 'dropout'),
     });
-    this.params = this.native.params();
+    this.params = persistent(() => this.native.params()); // the model's own alias, outside every scope()
     this.numParams = this.native.numParams;
     this.dtype = this.native.dtype;
     this.device = this.native.device;
+    track(this);
   }
 
   /** Names, shapes and offsets of the parameters in the flat vector (PyTorch order). */
@@ -131,16 +133,22 @@ export class Model {
     // loop, whose finalizers only run when the event loop turns
     if (!this.bufferViews) {
       const info = this.native.bufferInfo();
-      this.bufferViews = { values: this.native.buffers(), info: info.buffers, counters: this.native.counters(), counterNames: info.counters };
+      this.bufferViews = persistent(() => ({ values: this.native.buffers(), info: info.buffers, counters: this.native.counters(), counterNames: info.counters }));
     }
     return this.bufferViews;
   }
   private bufferViews?: { values: Tensor; info: SlotInfo[]; counters: Tensor; counterNames: string[] };
 
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Frees the native network and the model's own tensors; disposing twice is harmless. */
   dispose(): void {
     this.bufferViews?.values.dispose();
     this.bufferViews?.counters.dispose();
     this.bufferViews = undefined;
+    this.params.dispose();
     this.native.dispose();
   }
 }

@@ -8,6 +8,7 @@ import type { Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
+import { persistent } from '../scope.js';
 
 export interface Batch {
   x: Tensor;
@@ -52,7 +53,7 @@ export class Passes {
   /** Accumulates `one(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
   private accumulate(out: Tensor, one: (b: Batch, out: Tensor) => number): number {
     if (this.batches.length === 1) return one(this.batches[0], out);
-    this.scratch ??= this.model.zerosLikeParams();
+    this.scratch ??= persistent(() => this.model.zerosLikeParams());
     let value = one(this.batches[0], out) * this.weights[0];
     ops.scale(out, this.weights[0]);
     for (let j = 1; j < this.batches.length; j++) {

@@ -104,3 +104,20 @@ export function formatIssues(error: z.ZodError, root = ''): string {
     })
     .join('\n');
 }
+
+/**
+ * Whether train and eval mode compute different functions: BatchNorm (batch
+ * vs running statistics) or dropout (p > 0) anywhere, residual bodies and
+ * shortcuts included.
+ */
+export function modeMatters(spec: ModelSpec): boolean {
+  const walk = (layers: unknown[]): boolean =>
+    layers.some((l) => {
+      const layer = l as { type: string; p?: number; body?: unknown[]; shortcut?: unknown[] };
+      if (layer.type === 'batchnorm1d' || layer.type === 'batchnorm2d') return true;
+      if (layer.type === 'dropout') return (layer.p ?? 0.5) > 0;
+      if (layer.type === 'residual') return walk(layer.body ?? []) || walk(layer.shortcut ?? []);
+      return false;
+    });
+  return walk(spec.layers);
+}

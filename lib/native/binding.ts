@@ -19,7 +19,10 @@ export interface NativeTensor {
   readonly numel: number;
   readonly disposed: boolean;
   toArray(): Float32Array | Float64Array | BigInt64Array | Uint8Array;
+  /** frees the tensor's memory now; disposing twice is harmless */
   dispose(): void;
+  /** the same, for `using` */
+  [Symbol.dispose](): void;
   clone(): NativeTensor;
   to(device: string, dtype?: DType): NativeTensor;
   item(): number;
@@ -28,6 +31,11 @@ export interface NativeTensor {
 export interface NativeTensorStatic {
   fromArray(data: Float32Array | Float64Array | Int32Array | BigInt64Array, shape: number[], dtype: DType, device: string): NativeTensor;
   zeros(shape: number[], dtype: DType, device: string): NativeTensor;
+  /** scope bookkeeping (lib/scope.ts): tensors made between begin and end are disposed at the end unless kept (null: all kept) */
+  beginScope(): void;
+  endScope(keep: NativeTensor[] | null): void;
+  /** while on, tensors made belong to no scope (what the library's objects own) */
+  persistent(on: boolean): void;
 }
 
 export interface SlotInfo {
@@ -157,6 +165,8 @@ export interface Addon {
   linalg: NativeLinalg;
   versions(): NativeVersions;
   /** live JavaScript-held tensors, and the C heap by glibc's mallinfo2 (absent elsewhere) */
+  /** malloc_trim: whole free pages glibc kept go back to the system; true when some were (glibc only) */
+  trimMemory(): boolean;
   memory(): { liveTensors: number; liveTensorBytes: number; mallocInUse?: number; mallocFree?: number; mallocMmapped?: number };
   setThreads(n: number): void;
 }

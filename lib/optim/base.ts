@@ -2,6 +2,7 @@
 // (torch.optim.SGD, Adam, AdamW); each step is one fused native call.
 import { z } from 'zod';
 import { native } from '../native/load.js';
+import { persistent } from '../scope.js';
 import type { Tensor } from '../tensor.js';
 
 export const baseConfig = z.discriminatedUnion('kind', [
@@ -53,7 +54,8 @@ export interface BaseOptimizer {
 
 export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): BaseOptimizer {
   const c = baseConfig.parse(config);
-  const zeros = () => native().Tensor.zeros(like.shape, like.dtype as 'float32' | 'float64', like.device);
+  // the optimizer's own buffers, outside every scope() (it disposes them)
+  const zeros = () => persistent(() => native().Tensor.zeros(like.shape, like.dtype as 'float32' | 'float64', like.device));
   let steps = 0;
   if (c.kind === 'sgd') {
     const momentum = zeros();

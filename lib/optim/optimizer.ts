@@ -6,6 +6,7 @@ import type { Model } from '../model/model.js';
 import { formatIssues } from '../model/spec.js';
 import { ops } from '../ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
+import { track } from '../scope.js';
 import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
 import type { Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
@@ -122,6 +123,7 @@ export class Optimizer {
     } else {
       this.rho = () => 0;
     }
+    track(this);
   }
 
   get stepCount(): number {
@@ -132,6 +134,7 @@ export class Optimizer {
   step(x: Tensor, y: Tensor): StepResult;
   step(batches: Batch[]): StepResult;
   step(a: Tensor | Batch[], b?: Tensor): StepResult {
+    if (this.disposed) throw new Error('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
     // statistics, their counters and the direction generator here.
@@ -217,7 +220,15 @@ export class Optimizer {
     this.gen.setState(s.generator);
   }
 
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  private disposed = false;
+
+  /** Frees the optimizer's buffers (not the model's); disposing twice is harmless. */
   dispose(): void {
+    this.disposed = true;
     this.sampler?.dispose();
     this.workspace.dispose();
     this.passes.dispose();

@@ -6,6 +6,8 @@
 //  - `--hvps` HVPs run on the benchmark CNN (eval mode, one batch of 128);
 //  - `--epochs` epochs of the Trainer (`usam train` with its defaults, probes
 //    and a checkpoint every epoch) run, sampled after each epoch.
+// The step loop gives the C heap's free pages back once per epoch
+// (native().trimMemory(), as the Trainer does; --no-trim to see without).
 // Each phase prints its samples and the growth from the end of its warm-up
 // (the first 10% of the phase) to its end, and its peak over that warm-up
 // value; flat means within 5%.
@@ -35,6 +37,8 @@ const epochs = option('--epochs', 0);
 // memory the garbage collector has not reclaimed yet from memory kept
 const forceGc = args.includes('--gc');
 const verbose = args.includes('--verbose');
+// --no-trim: leave the C heap's free pages with glibc (the trainer and this loop give them back once per epoch)
+const trim = !args.includes('--no-trim');
 const mb = () => process.memoryUsage.rss() / 2 ** 20;
 
 /** Runs `count` units of work, sampling RSS `samples` times; prints and returns the verdict. */
@@ -90,6 +94,7 @@ if (steps > 0) {
     opt.step(x, y);
     x.dispose();
     y.dispose();
+    if (trim && b === loader.length - 1) native().trimMemory(); // as the Trainer does after each epoch
   });
   model.dispose();
 }

@@ -6,6 +6,7 @@ import type { UserSampler } from '../../sharpness/config.js';
 import { native } from '../../native/load.js';
 import type { Tensor } from '../../tensor.js';
 import type { Passes } from '../../model/passes.js';
+import { persistent } from '../../scope.js';
 
 export interface RuleContext {
   model: Model;
@@ -41,7 +42,7 @@ export class Workspace {
   get(name: string): Tensor {
     let t = this.buffers.get(name);
     if (!t) {
-      t = this.model.zerosLikeParams();
+      t = persistent(() => this.model.zerosLikeParams());
       this.buffers.set(name, t);
     }
     return t;
@@ -85,7 +86,7 @@ export class DirectionSampler {
   }
 
   private buffer(i: number): Tensor {
-    while (this.buffers.length <= i) this.buffers.push(this.newBuffer());
+    while (this.buffers.length <= i) this.buffers.push(persistent(this.newBuffer));
     return this.buffers[i];
   }
 
