@@ -67,7 +67,7 @@ describe('a model and its optimizer with one seed', () => {
       // The optimizer's direction stream, read from its state, draws other words.
       const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'trace-sam', rho: 0.01, lambda: 0.1 }, seed });
       const directions = generator(0);
-      directions.setState(opt.state().generator);
+      directions.setState(opt.stateDict().generator!);
       expect(Math.abs(correlation(uniformWords(directions), w0))).toBeLessThan(0.1);
       // So does the model's dropout stream.
       const dropout = generator(0);

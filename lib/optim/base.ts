@@ -38,7 +38,8 @@ export type BaseConfig = z.output<typeof baseConfig>;
 export interface BaseOptimizerState {
   kind: BaseConfig['kind'];
   step: number;
-  buffers: Tensor[];
+  /** the state buffers under PyTorch's names (momentum_buffer; exp_avg, exp_avg_sq), live tensors */
+  buffers: Record<string, Tensor>;
 }
 
 export interface BaseOptimizer {
@@ -65,7 +66,7 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): Base
         native().optim.sgdStep(params, grad, momentum, { ...c, lr, first: steps === 0 });
         steps++;
       },
-      state: () => ({ kind: c.kind, step: steps, buffers: [momentum] }),
+      state: () => ({ kind: c.kind, step: steps, buffers: { momentum_buffer: momentum } }),
       restoreStep: (step) => void (steps = step),
       dispose: () => momentum.dispose(),
     };
@@ -81,7 +82,7 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): Base
       steps++;
       native().optim.adamStep(params, grad, expAvg, expAvgSq, { ...c, lr, weightDecay, decoupled, step: steps });
     },
-    state: () => ({ kind: c.kind, step: steps, buffers: [expAvg, expAvgSq] }),
+    state: () => ({ kind: c.kind, step: steps, buffers: { exp_avg: expAvg, exp_avg_sq: expAvgSq } }),
     restoreStep: (step) => void (steps = step),
     dispose: () => {
       expAvg.dispose();

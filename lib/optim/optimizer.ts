@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import type { Model } from '../model/model.js';
 import { formatIssues } from '../model/spec.js';
+import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
 import { track } from '../scope.js';
@@ -62,6 +63,25 @@ export interface StepResult {
   count: number;
   sharpnessAware: boolean;
   counters: PassCounters;
+}
+
+export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';
+
+/** Optimizer.stateDict()'s result: plain data (typed arrays), like PyTorch's state_dict(). */
+export interface OptimizerStateDict {
+  format: typeof OPTIMIZER_STATE_FORMAT;
+  /** the base optimizer: 'sgd', 'adam' or 'adamw' */
+  kind: string;
+  /** the base optimizer's buffers over the flat parameter vector, by PyTorch's names */
+  state: Record<string, Float32Array | Float64Array>;
+  /** optimizer steps taken (the schedules' time) */
+  steps: number;
+  /** the base optimizer's own step count (Adam's bias correction) */
+  baseStep: number;
+  /** the direction generator's state; null for rules that draw no directions */
+  generator: Uint8Array | null;
+  /** the hyperparameters the optimizer was made with (one group), for reference */
+  paramGroups: Record<string, unknown>[];
 }
 
 export class Optimizer {
@@ -207,17 +227,63 @@ export class Optimizer {
     return { ...this.counters };
   }
 
-  /** Everything a resumed run needs to continue bit for bit (buffers are live tensors). */
-  state(): { steps: number; baseStep: number; buffers: Tensor[]; generator: Uint8Array } {
+  /**
+   * Everything a resumed run needs to continue bit for bit, as copies
+   * (PyTorch's optimizer.state_dict()): the base optimizer's buffers under
+   * PyTorch's names, the step counts, the direction generator's state, and
+   * the hyperparameters (param_groups) for reference.
+   */
+  stateDict(): OptimizerStateDict {
     const b = this.base.state();
-    return { steps: this.steps, baseStep: b.step, buffers: b.buffers, generator: this.gen.getState() };
+    const state: Record<string, Float32Array | Float64Array> = {};
+    for (const [name, t] of Object.entries(b.buffers)) state[name] = t.toArray() as Float32Array | Float64Array;
+    const { kind: _kind, ...base } = this.base.config;
+    return {
+      format: OPTIMIZER_STATE_FORMAT,
+      kind: b.kind,
+      state,
+      steps: this.steps,
+      baseStep: b.step,
+      generator: this.sampler ? this.gen.getState() : null,
+      paramGroups: [{ ...base, ...(this.sharpness ? { sharpness: { ...this.sharpness } } : {}), every: this.every }],
+    };
   }
 
-  /** Restores counters and the direction generator; write the buffers of state() before or after. */
-  restore(s: { steps: number; baseStep: number; generator: Uint8Array }): void {
-    this.steps = s.steps;
-    this.base.restoreStep(s.baseStep);
-    this.gen.setState(s.generator);
+  /**
+   * Restores stateDict()'s output: buffers, step counts and generator, after
+   * checking that they fit this optimizer (base kind, buffer names and
+   * lengths, dtype). The hyperparameters stay those this optimizer was made
+   * with (unlike PyTorch, which adopts the saved param_groups): a resumed run
+   * may change its learning rate on purpose.
+   */
+  loadStateDict(sd: OptimizerStateDict): void {
+    const where = 'loadStateDict';
+    if (!sd || typeof sd !== 'object' || sd.format !== OPTIMIZER_STATE_FORMAT)
+      throw new Error(`${where}: not an optimizer state dict (format must be '${OPTIMIZER_STATE_FORMAT}', got ${JSON.stringify((sd as { format?: unknown })?.format)})`);
+    const b = this.base.state();
+    if (sd.kind !== b.kind) throw new Error(`${where}: the state is of a ${sd.kind} optimizer, this one is ${b.kind}; make the optimizer with base.kind '${sd.kind}'`);
+    const want = Object.keys(b.buffers).sort().join(', ');
+    const have = Object.keys(sd.state ?? {}).sort().join(', ');
+    if (want !== have) throw new Error(`${where}: state holds buffers [${have}], a ${b.kind} optimizer needs [${want}]`);
+    for (const [name, t] of Object.entries(b.buffers)) {
+      const v = sd.state[name];
+      const arrayOk = this.model.dtype === 'float64' ? v instanceof Float64Array : v instanceof Float32Array;
+      if (!arrayOk) throw new Error(`${where}: state.${name} must be a ${this.model.dtype === 'float64' ? 'Float64Array' : 'Float32Array'} (the model is ${this.model.dtype})`);
+      if (v.length !== t.numel) throw new Error(`${where}: state.${name} has ${v.length} values, the model has ${t.numel} parameters`);
+    }
+    for (const [field, value] of [['steps', sd.steps], ['baseStep', sd.baseStep]] as const)
+      if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${where}: ${field} must be a non-negative integer, got ${value}`);
+    if (this.sampler && !(sd.generator instanceof Uint8Array))
+      throw new Error(`${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
+    // everything checked: now write
+    for (const [name, t] of Object.entries(b.buffers)) {
+      const src = native().Tensor.fromArray(sd.state[name], [t.numel], this.model.dtype, this.model.device);
+      ops.copy(t, src);
+      src.dispose();
+    }
+    this.steps = sd.steps;
+    this.base.restoreStep(sd.baseStep);
+    if (this.sampler && sd.generator) this.gen.setState(sd.generator);
   }
 
   [Symbol.dispose](): void {

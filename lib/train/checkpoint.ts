@@ -5,7 +5,7 @@
 import type { Model } from '../model/model.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
-import type { Optimizer } from '../optim/optimizer.js';
+import { OPTIMIZER_STATE_FORMAT, type Optimizer } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from './safetensors.js';
 
@@ -46,14 +46,13 @@ export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer,
   for (const b of info) tensors[b.name] = stTensor(buffers.slice(b.offset, b.offset + b.numel), b.shape);
   const counts = counters.toArray() as BigInt64Array;
   counterNames.forEach((n, i) => (tensors[n] = stTensor(counts.slice(i, i + 1), [])));
-  const o = optimizer.state();
-  const names = OPTIMIZER_BUFFERS[optimizer.base.config.kind];
-  o.buffers.forEach((t, i) => (tensors[`optimizer.${names[i]}`] = stTensor(flatArray(t), [t.numel])));
+  const o = optimizer.stateDict();
+  for (const [name, values] of Object.entries(o.state)) tensors[`optimizer.${name}`] = stTensor(values, [values.length]);
   const metadata = {
     format: CHECKPOINT_FORMAT,
     config: JSON.stringify(config),
     progress: JSON.stringify(progress),
-    optimizer: JSON.stringify({ kind: optimizer.base.config.kind, steps: o.steps, baseStep: o.baseStep, generator: b64(o.generator) }),
+    optimizer: JSON.stringify({ kind: o.kind, steps: o.steps, baseStep: o.baseStep, generator: o.generator ? b64(o.generator) : null }),
     modelRng: b64(model.native.getRngState()),
     dtype: model.dtype,
   };
@@ -80,7 +79,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
   };
   const config = parse('config');
   const progress = parse('progress') as Progress;
-  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string };
+  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null };
   const need = (name: string, numel: number): StData => {
     const t = tensors[name];
     if (!t) throw new Error(`${file}: tensor '${name}' is missing`);
@@ -108,9 +107,21 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
         t.dispose();
       }
       if (opt.kind !== optimizer.base.config.kind) throw new Error(`${file}: the checkpoint's optimizer is ${opt.kind}, not ${optimizer.base.config.kind}`);
-      const state = optimizer.state();
-      OPTIMIZER_BUFFERS[opt.kind].forEach((name, i) => fill(state.buffers[i], [{ name: `optimizer.${name}`, offset: 0, numel: state.buffers[i].numel }]));
-      optimizer.restore({ steps: opt.steps, baseStep: opt.baseStep, generator: unb64(opt.generator) });
+      const names = OPTIMIZER_BUFFERS[opt.kind];
+      const state = Object.fromEntries(names.map((n) => [n, need(`optimizer.${n}`, model.numParams) as Float32Array | Float64Array]));
+      try {
+        optimizer.loadStateDict({
+          format: OPTIMIZER_STATE_FORMAT,
+          kind: opt.kind,
+          state,
+          steps: opt.steps,
+          baseStep: opt.baseStep,
+          generator: opt.generator === null ? null : unb64(opt.generator),
+          paramGroups: [],
+        });
+      } catch (e) {
+        throw new Error(`${file}: ${(e as Error).message}`);
+      }
       model.native.setRngState(unb64(metadata.modelRng));
     },
   };
