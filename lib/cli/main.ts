@@ -9,7 +9,7 @@ const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 
 Usage:
   usam train [flags]              train a model (usam train --help for the flags)
-  usam report RUN_DIR... --out F  an HTML page of charts comparing runs
+  usam report RUN_DIR... --out F  an HTML page of charts comparing runs (--baseline NAME: differences to it)
   usam version                    package, LibTorch and CUDA versions, and which binary was loaded
   usam --help                     this text
 

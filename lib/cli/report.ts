@@ -1,13 +1,23 @@
-// `usam report RUN_DIR... --out FILE.html`
+// `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]`
 import { dirname, resolve } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readRun, renderReport } from '../train/report.js';
 import { writeAtomic } from '../train/safetensors.js';
 
-export const REPORT_HELP = `usam report RUN_DIR... --out FILE.html
+export const REPORT_HELP = `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]
 
-Writes one self-contained HTML page with SVG charts comparing the runs: loss,
-accuracy and sharpness over epochs, Hessian probes and density when recorded.
+Writes one self-contained HTML page (inline SVG, no network; prints) comparing
+the runs: a table of final numbers with differences to the baseline, per-step
+training loss (steps.jsonl) beside the per-epoch evaluations, one chart per
+Hessian probe measure (tr H, ‖H‖_F², λmax, log|det|), each rule's own sharpness
+estimate in its own chart, and the spectral density on a log axis.
+Runs whose config.json differ only in seed (and out, threads) are grouped and
+shown as mean ± std over their seeds, so \`usam report runs/*\` works.
+
+  --out FILE.html     where to write the page (its folder must exist)
+  --baseline NAME     the group differences are taken to: a group or run
+                      directory name, or an optimizer (default: the first run)
+  --title TEXT        the page's title
 `;
 
 export function reportCommand(argv: string[]): number {
@@ -17,17 +27,34 @@ export function reportCommand(argv: string[]): number {
   }
   const dirs: string[] = [];
   let out: string | undefined;
+  let baseline: string | undefined;
+  let title: string | undefined;
+  const value = (i: number, flag: string) => {
+    const v = argv[i];
+    if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
+    return v;
+  };
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--out') out = argv[++i];
+    if (argv[i] === '--out') out = value(++i, '--out');
     else if (argv[i].startsWith('--out=')) out = argv[i].slice(6);
+    else if (argv[i] === '--baseline') baseline = value(++i, '--baseline');
+    else if (argv[i].startsWith('--baseline=')) baseline = argv[i].slice(11);
+    else if (argv[i] === '--title') title = value(++i, '--title');
+    else if (argv[i].startsWith('--title=')) title = argv[i].slice(8);
     else if (argv[i].startsWith('--')) throw new Error(`unknown flag '${argv[i]}'; usage: ${REPORT_HELP.split('\n')[0]}`);
     else dirs.push(argv[i]);
   }
   if (!out) throw new Error('--out FILE.html is required');
   if (dirs.length === 0) throw new Error('give at least one run directory');
-  const runs = dirs.map(readRun); // fails before anything is written
+  // `usam report runs/*` may also name files next to the runs (a log, the report itself): skipped, said
+  const files = dirs.filter((d) => existsSync(d) && !statSync(d).isDirectory());
+  for (const f of files) process.stderr.write(`usam: skipping ${f} (a file, not a run directory)\n`);
+  const runDirs = dirs.filter((d) => !files.includes(d));
+  if (runDirs.length === 0) throw new Error('give at least one run directory');
+  const runs = runDirs.map(readRun); // fails before anything is written
   if (!existsSync(dirname(resolve(out)))) throw new Error(`--out ${out}: folder ${dirname(resolve(out))} does not exist`);
-  writeAtomic(resolve(out), [Buffer.from(renderReport(runs))]);
+  const html = renderReport(runs, { baseline, title }); // an unknown --baseline fails here, before writing
+  writeAtomic(resolve(out), [Buffer.from(html)]);
   process.stderr.write(`usam: wrote ${out} (${runs.length} run${runs.length > 1 ? 's' : ''})\n`);
   return 0;
 }

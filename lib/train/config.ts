@@ -44,6 +44,8 @@ export const trainConfig = z
     /** Hessian probes (trace, ‖H‖_F², λmax) every N epochs; 0: never */
     probeEvery: z.number().int().nonnegative().default(0),
     probeSamples: z.number().int().min(2).default(20),
+    /** a line of steps.jsonl (mean loss and sharpness estimate, lr, rho) every k steps; 0: none */
+    stepLogEvery: z.number().int().nonnegative().default(10),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
     seed: z.number().int().nonnegative().default(0),

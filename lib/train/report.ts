@@ -1,128 +1,442 @@
-// `usam report`: one self-contained HTML page with SVG charts comparing runs
-// (loss, accuracy and sharpness over epochs, Hessian density when recorded).
+// `usam report`: one self-contained HTML page (inline SVG, no script needed to
+// read it, no network) comparing runs: a table of final numbers with their
+// differences to a baseline, per-step training curves beside the per-epoch
+// evaluations, one chart per Hessian measure of the probes, each rule's own
+// sharpness estimate in its own chart, and the spectral density on a log axis.
+// Runs whose configs differ only in seed (and out, threads) form a group,
+// shown as mean ± std over its seeds.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { CONFIG_FILE, type EpochMetrics, METRICS_FILE } from './trainer.js';
-import { extent } from '../extent.js';
+import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from './trainer.js';
+import { COLORS, DASHES, esc, lineChart, type Series } from './charts.js';
+
+export { lineChart, type Series } from './charts.js';
 
 export interface Run {
   name: string;
   dir: string;
   config: Record<string, unknown>;
   metrics: EpochMetrics[];
+  /** steps.jsonl; empty for runs without a step log */
+  steps: StepLogLine[];
+}
+
+function readJsonLines<T>(file: string): T[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as T;
+      } catch {
+        throw new Error(`${file}: line ${i + 1} is not JSON`);
+      }
+    });
 }
 
 export function readRun(dir: string): Run {
   const metricsFile = join(dir, METRICS_FILE);
   if (!existsSync(metricsFile)) throw new Error(`${dir}: no ${METRICS_FILE}; is it a run directory (usam train --out)?`);
-  const metrics = readFileSync(metricsFile, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l, i) => {
-      try {
-        return JSON.parse(l) as EpochMetrics;
-      } catch {
-        throw new Error(`${metricsFile}: line ${i + 1} is not JSON`);
-      }
-    });
+  const metrics = readJsonLines<EpochMetrics>(metricsFile);
+  const stepsFile = join(dir, STEPS_FILE);
+  const steps = existsSync(stepsFile) ? readJsonLines<StepLogLine>(stepsFile) : [];
   const configFile = join(dir, CONFIG_FILE);
   const config = existsSync(configFile) ? (JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>) : {};
-  return { name: basename(resolve(dir)), dir, config, metrics };
+  return { name: basename(resolve(dir)), dir, config, metrics, steps };
 }
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const fmt = (v: number) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2) : Number(v.toPrecision(4)).toString());
+// ---------------------------------------------------------------- grouping
 
-export interface Series {
+/** Config fields that do not make runs different experiments. */
+export const GROUP_IGNORED = ['seed', 'out', 'threads'];
+
+export interface Group {
   name: string;
-  points: [number, number][];
+  runs: Run[];
+  /** the config shared by the runs (without the ignored fields) */
+  config: Record<string, unknown>;
 }
 
-/** A line chart as an SVG element. */
-export function lineChart(title: string, xLabel: string, series: Series[]): string {
-  const W = 460, H = 280, L = 60, R = 12, T = 28, B = 40;
-  const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y));
-  if (all.length === 0) return '';
-  let { min: x0, max: x1 } = extent(all.map((p) => p[0]));
-  let { min: y0, max: y1 } = extent(all.map((p) => p[1]));
-  if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
-  if (y0 === y1) [y0, y1] = [y0 - Math.abs(y0 || 1) * 0.1, y1 + Math.abs(y1 || 1) * 0.1];
-  const sx = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y: number) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-  const ticks = [0, 0.25, 0.5, 0.75, 1];
-  const grid = ticks
-    .map((f) => {
-      let y = y0 + f * (y1 - y0);
-      if (Math.abs(y) < 1e-9 * Math.max(Math.abs(y0), Math.abs(y1))) y = 0; // no 9.5e-168 labels
-      return `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/><text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end" font-size="10">${fmt(y)}</text>`;
-    })
-    .join('');
-  // integer x (epochs): ticks on whole numbers only
-  const integral = all.every(([x]) => Number.isInteger(x));
-  const xs = integral
-    ? Array.from({ length: Math.floor((x1 - x0) / Math.max(1, Math.ceil((x1 - x0) / 8))) + 1 }, (_, i) => x0 + i * Math.max(1, Math.ceil((x1 - x0) / 8)))
-    : ticks.map((f) => x0 + f * (x1 - x0));
-  const xticks = xs.map((x) => `<text x="${sx(x)}" y="${H - B + 14}" text-anchor="middle" font-size="10">${fmt(x)}</text>`).join('');
-  const lines = series
-    .map((s, i) => {
-      const pts = s.points.filter(([, y]) => Number.isFinite(y));
-      const color = COLORS[i % COLORS.length];
-      const path = pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
-      const dots = pts.length <= 60 ? pts.map(([x, y]) => `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${color}"/>`).join('') : '';
-      return `<polyline class="series" data-name="${esc(s.name)}" fill="none" stroke="${color}" stroke-width="1.8" points="${path}"/>${dots}`;
-    })
-    .join('');
-  const legend = series
-    .map((s, i) => `<text x="${W - R - 6}" y="${T + 14 + 13 * i}" text-anchor="end" font-size="11" fill="${COLORS[i % COLORS.length]}">${esc(s.name)}</text>`)
-    .join('');
-  return (
-    `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">` +
-    `<text x="${W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>${grid}${xticks}` +
-    `<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#888"/><line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#888"/>` +
-    `<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle" font-size="11">${esc(xLabel)}</text>${lines}${legend}</svg>`
-  );
+const canonical = (v: unknown): string =>
+  Array.isArray(v) ? `[${v.map(canonical).join(',')}]` : v && typeof v === 'object' ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}` : JSON.stringify(v);
+
+const withoutIgnored = (c: Record<string, unknown>) => Object.fromEntries(Object.entries(c).filter(([k]) => !GROUP_IGNORED.includes(k)));
+
+/** The longest common prefix of names, without a trailing separator ("sam-s0", "sam-s1" → "sam"). */
+function commonName(names: string[]): string {
+  let p = names[0];
+  for (const n of names) while (!n.startsWith(p)) p = p.slice(0, -1);
+  return p.replace(/[-_.\s]*(s|seed)?[-_.]*$/i, '');
 }
 
-const EPOCH_CHARTS: [string, (m: EpochMetrics) => number | null | undefined][] = [
-  ['training loss', (m) => m.trainLoss],
-  ['test loss', (m) => m.test.loss],
-  ['training accuracy', (m) => m.trainAccuracy],
-  ['test top-1 accuracy', (m) => m.test.top1],
-  ['test top-5 accuracy', (m) => m.test.top5],
-  ['sharpness estimate S(w) (mean over the epoch)', (m) => m.sharpness],
-  ['Hessian trace (Hutchinson)', (m) => m.probe?.trace],
-  ['Hessian ‖H‖_F²', (m) => m.probe?.frobeniusSquared],
-  ['Hessian λmax (Lanczos)', (m) => m.probe?.maxEigenvalue],
+/**
+ * Runs whose config.json are equal except seed, out and threads form one
+ * group, in the order of their first run. A run without a config is a group
+ * of its own. Group names: the run's name, or for several seeds the common
+ * prefix of their names (the optimizer when there is none), unique.
+ */
+export function groupRuns(runs: Run[]): Group[] {
+  const groups: Group[] = [];
+  const keys: string[] = [];
+  for (const r of runs) {
+    const key = Object.keys(r.config).length === 0 ? `run:${r.dir}` : canonical(withoutIgnored(r.config));
+    const i = keys.indexOf(key);
+    if (i >= 0) groups[i].runs.push(r);
+    else {
+      keys.push(key);
+      groups.push({ name: '', runs: [r], config: withoutIgnored(r.config) });
+    }
+  }
+  const used = new Set<string>();
+  for (const g of groups) {
+    let name = g.runs.length === 1 ? g.runs[0].name : commonName(g.runs.map((r) => r.name)) || String(g.config.optimizer ?? 'runs');
+    if (used.has(name)) for (let k = 2; ; k++) if (!used.has(`${name} (${k})`)) { name = `${name} (${k})`; break; }
+    used.add(name);
+    g.name = name;
+  }
+  return groups;
+}
+
+// ---------------------------------------------------------------- statistics
+
+export interface Stat {
+  mean: number;
+  /** sample standard deviation over the seeds; NaN for one run */
+  std: number;
+  n: number;
+}
+
+export function stat(values: (number | null | undefined)[]): Stat {
+  const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+  const n = v.length;
+  if (n === 0) return { mean: NaN, std: NaN, n: 0 };
+  const mean = v.reduce((a, b) => a + b, 0) / n;
+  const std = n > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : NaN;
+  return { mean, std, n };
+}
+
+/** Mean (and std band when several runs) of per-run curves, matched on x. */
+export function meanCurve(curves: [number, number][][]): { points: [number, number][]; band?: [number, number, number][] } {
+  if (curves.length === 1) return { points: curves[0] };
+  const byX = new Map<string, { x: number; ys: number[] }>();
+  for (const c of curves)
+    for (const [x, y] of c) {
+      if (!Number.isFinite(y)) continue;
+      const k = x.toFixed(9);
+      const e = byX.get(k) ?? { x, ys: [] };
+      e.ys.push(y);
+      byX.set(k, e);
+    }
+  const rows = [...byX.values()].sort((a, b) => a.x - b.x).map((e) => ({ x: e.x, s: stat(e.ys) }));
+  return {
+    points: rows.map((r) => [r.x, r.s.mean]),
+    band: rows.map((r) => [r.x, r.s.mean - (Number.isFinite(r.s.std) ? r.s.std : 0), r.s.mean + (Number.isFinite(r.s.std) ? r.s.std : 0)]),
+  };
+}
+
+// ---------------------------------------------------------------- the table
+
+export interface Column {
+  label: string;
+  get: (m: EpochMetrics) => number | null | undefined;
+  /** shown ×100 with "%" and differences in percentage points */
+  percent?: boolean;
+  /** whether lower is better (for the sign colour of the difference) */
+  lowerIsBetter?: boolean;
+}
+
+export const COLUMNS: Column[] = [
+  { label: 'test loss', get: (m) => m.test.loss, lowerIsBetter: true },
+  { label: 'test top-1', get: (m) => m.test.top1, percent: true },
+  { label: 'test top-5', get: (m) => m.test.top5, percent: true },
+  { label: 'train loss', get: (m) => m.trainLoss, lowerIsBetter: true },
+  { label: 'tr H', get: (m) => m.probe?.trace, lowerIsBetter: true },
+  { label: '‖H‖_F²', get: (m) => m.probe?.frobeniusSquared, lowerIsBetter: true },
+  { label: 'λmax', get: (m) => m.probe?.maxEigenvalue, lowerIsBetter: true },
+  { label: 'log|det|', get: (m) => m.probe?.logAbsDet, lowerIsBetter: true },
+  { label: 's / epoch', get: (m) => m.seconds, lowerIsBetter: true },
 ];
 
-export function renderReport(runs: Run[]): string {
-  const charts = EPOCH_CHARTS.map(([title, get]) =>
-    lineChart(
-      title,
-      'epoch',
-      runs.map((r) => ({ name: r.name, points: r.metrics.map((m) => [m.epoch + 1, get(m) ?? NaN] as [number, number]) })),
-    ),
-  ).filter(Boolean);
-  const densities = runs.flatMap((r) => {
-    const last = [...r.metrics].reverse().find((m) => m.probe?.density);
-    return last ? [{ name: `${r.name} (epoch ${last.epoch + 1})`, points: last.probe!.density!.grid.map((x, i) => [x, last.probe!.density!.values[i]] as [number, number]) }] : [];
+export interface TableRow {
+  group: Group;
+  isBaseline: boolean;
+  cells: { stat: Stat; delta?: number }[];
+}
+
+/** The final value of each column per group (the last epoch's metrics, or the last probe for probe columns), with differences to the baseline's mean. */
+export function summaryTable(groups: Group[], baseline?: Group, columns: Column[] = COLUMNS): TableRow[] {
+  const finals = (g: Group, c: Column) => stat(g.runs.map((r) => [...r.metrics].reverse().map(c.get).find((v) => v !== undefined && v !== null && Number.isFinite(v))));
+  return groups.map((g) => ({
+    group: g,
+    isBaseline: g === baseline,
+    cells: columns.map((c) => {
+      const s = finals(g, c);
+      const b = baseline && g !== baseline ? finals(baseline, c) : undefined;
+      return { stat: s, delta: b && b.n > 0 && s.n > 0 ? s.mean - b.mean : undefined };
+    }),
+  }));
+}
+
+/** The group `--baseline NAME` names: by group name, a run's directory name, or the optimizer. */
+export function findBaseline(groups: Group[], name: string): Group {
+  const g =
+    groups.find((g) => g.name === name) ?? groups.find((g) => g.runs.some((r) => r.name === name || r.dir === name)) ?? groups.find((g) => g.config.optimizer === name);
+  if (!g) throw new Error(`--baseline ${name}: no run or group of that name or optimizer; the groups are ${groups.map((g) => g.name).join(', ')}`);
+  return g;
+}
+
+/** Four significant digits, exponent form for large and small magnitudes. */
+export const fmt = (v: number) =>
+  !Number.isFinite(v) ? '—' : Math.abs(v) >= 1e5 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2).replace('e+', 'e') : Number(v.toPrecision(4)).toString();
+
+function cellHtml(c: { stat: Stat; delta?: number }, col: Column, isBaseline: boolean): string {
+  const { mean, std, n } = c.stat;
+  if (n === 0) return '<td class="num">—</td>';
+  const scale = col.percent ? 100 : 1;
+  const v = col.percent ? (mean * 100).toFixed(2) + '%' : fmt(mean);
+  const sd = n > 1 ? ` <span class="sd">± ${col.percent ? (std * 100).toFixed(2) : fmt(Number(std.toPrecision(2)))}</span>` : '';
+  let d = '';
+  if (isBaseline) d = '<div class="delta">baseline</div>';
+  else if (c.delta !== undefined) {
+    const dv = c.delta * scale;
+    const better = col.lowerIsBetter ? dv < 0 : dv > 0;
+    const txt = col.percent ? `${dv >= 0 ? '+' : '−'}${Math.abs(dv).toFixed(2)} pp` : `${dv >= 0 ? '+' : '−'}${fmt(Math.abs(dv))}`;
+    const rel = !col.percent && c.delta !== 0 ? ` (${dv >= 0 ? '+' : '−'}${Math.abs((100 * c.delta) / (mean - c.delta)).toFixed(1)}%)` : '';
+    d = `<div class="delta ${dv === 0 ? '' : better ? 'better' : 'worse'}">${txt}${rel}</div>`;
+  }
+  return `<td class="num">${v}${sd}${d}</td>`;
+}
+
+// ---------------------------------------------------------------- rules
+
+/** What the rule's own per-step estimate is, and its unit. */
+export function ruleEstimate(optimizer: string): { name: string; unit: string } | undefined {
+  switch (optimizer) {
+    case 'sam':
+      return { name: 'SAM: L(w + e) − L(w), ‖e‖ = ρ', unit: 'loss (nats), at the run’s ρ' };
+    case 'asam':
+      return { name: 'ASAM: L(w + e) − L(w), adaptive e', unit: 'loss (nats), at the run’s ρ, η' };
+    case 'trace-sam':
+      return { name: 'Trace-SAM: tr H estimate', unit: 'mean of uᵀHu by finite differences; loss / weight²' };
+    case 'frob-sam':
+      return { name: 'Frob-SAM: ‖H‖_F² estimate', unit: '½·Var(uᵀHu) by finite differences; loss² / weight⁴' };
+    case 'det-sam':
+      return { name: 'Det-SAM: m⁻², m = E exp(−uᵀHu/2)', unit: 'dimensionless, ∝ det H for its cube' };
+    default:
+      return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- the page
+
+export interface ReportOptions {
+  /** the group (name, run directory name, or optimizer) differences are taken to; default: the first */
+  baseline?: string;
+  title?: string;
+}
+
+function maxEpochs(groups: Group[]): number {
+  return Math.max(1, ...groups.flatMap((g) => g.runs.map((r) => Math.max(Number(r.config.epochs ?? 0), r.metrics.length))));
+}
+
+function epochCurve(g: Group, get: (m: EpochMetrics) => number | null | undefined) {
+  return meanCurve(g.runs.map((r) => r.metrics.map((m) => [m.epoch + 1, get(m) ?? NaN] as [number, number])));
+}
+
+function seedLabel(g: Group): string {
+  return g.runs.length > 1 ? `${g.name} (${g.runs.length} seeds)` : g.name;
+}
+
+export function renderReport(runs: Run[], o: ReportOptions = {}): string {
+  const groups = groupRuns(runs);
+  const baseline = groups.length > 1 ? (o.baseline !== undefined ? findBaseline(groups, o.baseline) : groups[0]) : undefined;
+  const style = new Map(groups.map((g, i) => [g, i]));
+  const epochs = maxEpochs(groups);
+  const stepsPerEpoch = groups.flatMap((g) => g.runs).map((r) => (r.metrics[0] ? r.metrics[0].step : NaN)).find(Number.isFinite);
+  const logEvery = groups.flatMap((g) => g.runs).map((r) => r.steps[0]?.steps).find((s) => s !== undefined);
+  const epochLabel = stepsPerEpoch ? `epoch (${stepsPerEpoch.toLocaleString('en-US')} steps each)` : 'epoch';
+  const perStep = (g: Group, get: (s: StepLogLine) => number | null) =>
+    meanCurve(g.runs.map((r) => r.steps.map((s) => [s.progress ?? s.step / (stepsPerEpoch ?? 1), get(s) ?? NaN] as [number, number])));
+  const hasSteps = groups.some((g) => g.runs.some((r) => r.steps.length > 0));
+
+  const sections: { title: string; note?: string; charts: string[] }[] = [];
+
+  // 1. training: the per-step loss beside the per-epoch evaluations
+  const trainSeries: Series[] = groups.flatMap((g) => [
+    { name: seedLabel(g), style: style.get(g)!, thin: hasSteps, ...(hasSteps ? perStep(g, (l) => l.loss) : epochCurve(g, (m) => m.trainLoss)) },
+    ...(hasSteps ? [{ name: `${seedLabel(g)} epoch mean`, style: style.get(g)!, markersOnly: true, points: epochCurve(g, (m) => m.trainLoss).points }] : []),
+  ]);
+  const accSeries: Series[] = groups.flatMap((g) => [
+    { name: seedLabel(g), style: style.get(g)!, ...epochCurve(g, (m) => m.test.top1) },
+    { name: `${seedLabel(g)} train`, style: style.get(g)!, markersOnly: true, points: epochCurve(g, (m) => m.trainAccuracy).points },
+  ]);
+  sections.push({
+    title: 'Training',
+    charts: [
+      lineChart({
+        title: 'training loss',
+        subtitle: hasSteps ? `L(w): lines, mean of every ${logEvery ?? 'k'} steps (steps.jsonl); ○ epoch mean` : 'mean over each epoch',
+        xLabel: epochLabel,
+        xEpochs: epochs,
+        series: trainSeries,
+        key: hasSteps ? [{ label: `per ${logEvery ?? 'k'} steps` }, { label: 'epoch mean', markers: true }] : undefined,
+      }),
+      lineChart({
+        title: 'test loss',
+        subtitle: 'at the end of each epoch',
+        xLabel: epochLabel,
+        xEpochs: epochs,
+        series: groups.map((g) => ({ name: seedLabel(g), style: style.get(g)!, ...epochCurve(g, (m) => m.test.loss) })),
+      }),
+      lineChart({
+        title: 'test top-1 accuracy',
+        subtitle: 'lines: test set at epoch end; ○ training batches of the epoch',
+        xLabel: epochLabel,
+        xEpochs: epochs,
+        series: accSeries,
+        key: [{ label: 'test' }, { label: 'train', markers: true }],
+      }),
+    ],
   });
-  if (densities.length > 0) charts.push(lineChart('Hessian spectral density (SLQ)', 'eigenvalue', densities));
-  const rows = runs
-    .map((r) => {
-      const m = r.metrics.at(-1);
-      const c = r.config;
-      return `<tr><td>${esc(r.name)}</td><td>${esc(String(c.model ?? ''))}</td><td>${esc(String(c.optimizer ?? ''))}</td><td>${esc(String(c.dataset ?? ''))}</td><td>${r.metrics.length}</td><td>${m ? fmt(m.test.loss) : ''}</td><td>${m ? (100 * m.test.top1).toFixed(2) + '%' : ''}</td><td>${m?.sharpness != null ? fmt(m.sharpness) : ''}</td></tr>`;
+
+  // 2. Hessian probes: the same measure, by the same estimator, for every run
+  const probes: [string, string, (m: EpochMetrics) => number | null | undefined][] = [
+    ['Hessian trace (Hutchinson)', 'tr H; loss / weight²', (m) => m.probe?.trace],
+    ['Hessian ‖H‖_F²', '½·Var(uᵀHu), Gaussian u; loss² / weight⁴', (m) => m.probe?.frobeniusSquared],
+    ['Hessian λmax (Lanczos)', 'largest eigenvalue; loss / weight²', (m) => m.probe?.maxEigenvalue],
+    ['Hessian log|det(|H| + δI)| (SLQ)', 'Σ log(|λ| + δ), δ = 10⁻³; dominated by P·log δ', (m) => m.probe?.logAbsDet],
+  ];
+  const probeCharts = probes.map(([title, subtitle, get]) =>
+    lineChart({ title, subtitle, xLabel: epochLabel, xEpochs: epochs, series: groups.map((g) => ({ name: seedLabel(g), style: style.get(g)!, ...epochCurve(g, get) })) }),
+  );
+  sections.push({
+    title: 'Hessian probes',
+    note: 'The same measure by the same estimator for every run: the Hessian of the training loss on a fixed batch of 256 (eval mode), after each probed epoch.',
+    charts: probeCharts,
+  });
+
+  // 3. each rule's own estimate, in its own chart and unit
+  const byRule = new Map<string, Group[]>();
+  for (const g of groups) {
+    const opt = String(g.config.optimizer ?? '');
+    if (ruleEstimate(opt)) byRule.set(opt, [...(byRule.get(opt) ?? []), g]);
+  }
+  const ruleCharts = [...byRule].map(([opt, gs]) => {
+    const r = ruleEstimate(opt)!;
+    return lineChart({
+      title: r.name,
+      subtitle: r.unit,
+      xLabel: epochLabel,
+      xEpochs: epochs,
+      height: 230,
+      series: gs.flatMap((g) => {
+        const rho = g.runs[0].metrics[0]?.rho;
+        const name = `${seedLabel(g)}${rho !== undefined ? ` ρ=${fmt(rho)}` : ''}`;
+        const s: Series[] = [{ name, style: style.get(g)!, markersOnly: !hasSteps, thin: hasSteps, ...(hasSteps ? perStep(g, (l) => l.sharpness) : epochCurve(g, (m) => m.sharpness)) }];
+        if (hasSteps) s.push({ name: `${name} epoch mean`, style: style.get(g)!, markersOnly: true, points: epochCurve(g, (m) => m.sharpness).points });
+        return s;
+      }),
+      key: hasSteps ? [{ label: `mean of ${logEvery ?? 'k'} steps` }, { label: 'epoch mean', markers: true }] : undefined,
+    });
+  });
+  if (ruleCharts.some(Boolean))
+    sections.push({
+      title: 'Each rule’s own sharpness estimate',
+      note: 'What a rule estimates during training differs from rule to rule (a loss difference, a trace, a squared Frobenius norm), so each has its own chart; compare runs on the probes above.',
+      charts: ruleCharts,
+    });
+
+  // 4. the spectral density: log density axis, λmax marked
+  const densities: Series[] = groups.flatMap((g) => {
+    const r = g.runs[0]; // one seed's spectrum: densities on different grids do not average
+    const last = [...r.metrics].reverse().find((m) => m.probe?.density);
+    if (!last) return [];
+    const d = last.probe!.density!;
+    return [
+      {
+        name: `${g.name}${g.runs.length > 1 ? ` (seed ${r.config.seed ?? '?'})` : ''} λmax ${fmt(last.probe!.maxEigenvalue)}`,
+        style: style.get(g)!,
+        thin: true,
+        points: d.grid.map((x, i) => [x, d.values[i]] as [number, number]),
+        marks: [last.probe!.maxEigenvalue],
+      },
+    ];
+  });
+  if (densities.length > 0) {
+    const lastEpoch = Math.max(...groups.map((g) => ([...g.runs[0].metrics].reverse().find((m) => m.probe?.density)?.epoch ?? -1) + 1));
+    sections.push({
+      title: 'Hessian spectral density',
+      note: 'SLQ (30 Lanczos steps, Gaussian smoothing) on the probe batch, at the last probed epoch; log density axis, so the bulk near 0 and the outliers both show; ▼ and dashed: λmax by Lanczos.',
+      charts: [
+        lineChart({
+          title: 'Hessian spectral density (SLQ)',
+          subtitle: `last probed epoch (${lastEpoch}); density clipped at 10⁻⁷ of its peak`,
+          xLabel: 'eigenvalue λ',
+          yLabel: 'density',
+          yScale: 'log',
+          logFloor: 1e-7,
+          width: 940,
+          height: 330,
+          legendWidth: 200,
+          series: densities,
+        }),
+      ],
+    });
+  }
+
+  const rows = summaryTable(groups, baseline);
+  const head = `<tr><th>run</th><th>optimizer</th><th>seed(s)</th><th>epochs</th>${COLUMNS.map((c) => `<th>${esc(c.label)}</th>`).join('')}</tr>`;
+  const body = rows
+    .map((row, i) => {
+      const g = row.group;
+      const swatch = `<svg class="swatch" width="22" height="8" role="img" aria-label="line style of ${esc(g.name)}"><line x1="1" x2="21" y1="4" y2="4" stroke="${COLORS[i % COLORS.length]}" stroke-width="2.5"${DASHES[i % DASHES.length] ? ` stroke-dasharray="${DASHES[i % DASHES.length]}"` : ''}/></svg>`;
+      const seeds = g.runs.map((r) => r.config.seed ?? '?').join(', ');
+      const ep = g.runs.map((r) => r.metrics.length);
+      return `<tr${row.isBaseline ? ' class="baseline"' : ''}><td>${swatch} ${esc(g.name)}</td><td>${esc(String(g.config.optimizer ?? ''))}</td><td>${esc(seeds)}</td><td>${Math.min(...ep)}${Math.max(...ep) !== Math.min(...ep) ? `–${Math.max(...ep)}` : ''}</td>${row.cells.map((c, j) => cellHtml(c, COLUMNS[j], row.isBaseline)).join('')}</tr>`;
     })
-    .join('');
+    .join('\n');
+  const common = groups[0]?.config ?? {};
+  const describe = ['model', 'dataset', 'batchSize', 'lr', 'lrSchedule'].filter((k) => k in common && groups.every((g) => canonical(g.config[k]) === canonical(common[k])));
+  const title = o.title ?? 'universal-sam report';
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>universal-sam report</title>
-<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin-bottom:20px}td,th{border:1px solid #ccc;padding:4px 10px;font-size:13px}.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #ddd;background:#fff}</style>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${esc(title)}</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;max-width:1440px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 4px}p.note{font-size:12.5px;color:#555;margin:0 0 8px;max-width:900px}
+table{border-collapse:collapse;margin:10px 0 8px}td,th{border:1px solid #d4d4d4;padding:4px 8px;font-size:12.5px;vertical-align:top}th{background:#f6f6f6;text-align:left}
+td.num{text-align:right;white-space:nowrap}.sd{color:#666}.delta{font-size:11px;color:#666}.delta.better{color:#1a7f37}.delta.worse{color:#b42318}tr.baseline td{background:#fafafa}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #ddd;background:#fff}
+@media print{body{margin:8mm;max-width:none}.chart,table{break-inside:avoid}h2{break-after:avoid}}
+</style>
 </head><body>
-<h1>universal-sam report</h1>
-<table><tr><th>run</th><th>model</th><th>optimizer</th><th>dataset</th><th>epochs</th><th>test loss</th><th>top-1</th><th>sharpness</th></tr>${rows}</table>
-<div class="charts">${charts.join('\n')}</div>
+<h1>${esc(title)}</h1>
+<p class="note">${groups.length} group${groups.length === 1 ? '' : 's'} of ${runs.length} run${runs.length === 1 ? '' : 's'}${describe.length ? ' — ' + describe.map((k) => `${k} ${esc(canonical(common[k]).replace(/"/g, ''))}`).join(', ') : ''}. Runs whose configs differ only in ${GROUP_IGNORED.join(', ')} are one group: mean ± std over its seeds (std bands in the charts).${baseline ? ` Differences are to <b>${esc(baseline.name)}</b> (green: better, red: worse).` : ''}</p>
+<table class="summary">${head}\n${body}</table>
+<p class="note">Final numbers: the last epoch's evaluation and the last probe (Hessian of the training loss on a fixed batch of 256, eval mode).</p>
+${sections
+  .filter((s) => s.charts.some(Boolean))
+  .map((s) => `<h2>${esc(s.title)}</h2>${s.note ? `<p class="note">${esc(s.note)}</p>` : ''}\n<div class="charts">${s.charts.filter(Boolean).join('\n')}</div>`)
+  .join('\n')}
+<script>
+// Layout self-check (read by the Chromium test; harmless elsewhere): every
+// legend box against every plotting area, and legend items against each other.
+(function () {
+  var inter = function (a, b) { return Math.max(0, Math.min(a.right, b.right) - Math.max(a.left, b.left)) * Math.max(0, Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top)); };
+  var charts = document.querySelectorAll('svg.chart'), overlaps = [], legends = 0;
+  charts.forEach(function (svg, i) {
+    var plot = svg.querySelector('.plot-area').getBoundingClientRect(), box = svg.getBoundingClientRect();
+    var items = Array.prototype.map.call(svg.querySelectorAll('.legend-item'), function (e) { return e.getBoundingClientRect(); });
+    legends += items.length;
+    items.forEach(function (r, j) {
+      if (inter(r, plot) > 0) overlaps.push({ chart: i, item: j, with: 'plot area' });
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5) overlaps.push({ chart: i, item: j, with: 'outside the chart' });
+      for (var k = 0; k < j; k++) if (inter(r, items[k]) > 0.5) overlaps.push({ chart: i, item: j, with: 'legend item ' + k });
+    });
+  });
+  var widths = Array.prototype.map.call(document.querySelectorAll('svg.chart .legend-item text'), function (e) { return e.getBoundingClientRect().width; });
+  document.body.setAttribute('data-layout', JSON.stringify({ charts: charts.length, legendItems: legends, minLegendTextWidth: widths.length ? Math.min.apply(null, widths) : 0, overlaps: overlaps }));
+})();
+</script>
 </body></html>
 `;
 }

@@ -33,9 +33,34 @@ export interface EpochMetrics {
     traceStandardError: number;
     frobeniusSquared: number;
     maxEigenvalue: number;
+    /** Σ log(|λ| + damping) by SLQ (runs without it predate the field) */
+    logAbsDet?: number;
+    logAbsDetDamping?: number;
     density?: { grid: number[]; values: number[] };
     hvps: number;
   };
+}
+
+/**
+ * One line of steps.jsonl, written every config.stepLogEvery steps (and at
+ * each epoch's last step): the mean over the `steps` steps since the previous
+ * line (a window mean, not an exponential average, so a line means the same
+ * after a resume).
+ */
+export interface StepLogLine {
+  epoch: number;
+  /** global step count after the line's last step */
+  step: number;
+  /** epochs done, fractional: step / steps per epoch */
+  progress: number;
+  /** steps the means are over */
+  steps: number;
+  /** mean training loss L(w) over those steps */
+  loss: number;
+  /** mean of the rule's own sharpness estimate over its sharpness-aware steps among them; null for plain steps (SGD, Adam) */
+  sharpness: number | null;
+  lr: number;
+  rho: number;
 }
 
 export interface StepInfo {
@@ -66,6 +91,9 @@ export interface TrainResult {
 
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
 export const METRICS_FILE = 'metrics.jsonl';
+export const STEPS_FILE = 'steps.jsonl';
+/** Buffered step-log lines are appended at most this often (and before every checkpoint). */
+const STEP_LOG_FLUSH_MS = 500;
 /** Steps whose mean training loss the divergence check compares. */
 export const DIVERGENCE_WINDOW = 50;
 export const CONFIG_FILE = 'config.json';
@@ -144,6 +172,21 @@ export class Trainer {
     return kept;
   }
 
+  /** A resumed run drops step-log lines past its checkpoint (written after it, before a crash). */
+  private trimStepLog(): void {
+    const file = join(this.out, STEPS_FILE);
+    if (!existsSync(file)) return;
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    const kept = lines.filter((l) => {
+      try {
+        return (JSON.parse(l) as StepLogLine).step <= this.progress.globalStep;
+      } catch {
+        return false; // a torn last line
+      }
+    });
+    if (kept.length !== lines.length) writeFileSync(file, kept.map((l) => l + '\n').join(''));
+  }
+
   /**
    * Stops a run whose training loss has grown far past where it started
    * (config.divergence × the mean of the first DIVERGENCE_WINDOW steps,
@@ -175,8 +218,19 @@ export class Trainer {
   run(events: TrainEvents = {}): TrainResult {
     const c = this.config;
     const metrics = this.metricsSoFar();
+    this.trimStepLog();
     const p = this.progress;
     const recent: number[] = [];
+    // the step log: window sums since the last line, lines buffered in memory
+    const logEvery = c.stepLogEvery;
+    const win = { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0 };
+    let buffered: string[] = [];
+    let lastFlush = Date.now();
+    const flushSteps = () => {
+      if (buffered.length > 0) appendFileSync(join(this.out, STEPS_FILE), buffered.join(''));
+      buffered = [];
+      lastFlush = Date.now();
+    };
     const started = Date.now();
     let stepsThisRun = 0;
     while (p.epoch < c.epochs) {
@@ -186,6 +240,7 @@ export class Trainer {
       let last = { lr: 0, rho: 0 };
       for (; p.batch < this.loader.length; p.batch++) {
         if (events.shouldStop?.()) {
+          flushSteps();
           this.save();
           return { stopped: true, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
         }
@@ -212,6 +267,29 @@ export class Trainer {
         }
         stepsThisRun++;
         last = { lr: r.lr, rho: r.rho };
+        if (logEvery > 0) {
+          win.steps++;
+          win.loss += r.loss;
+          if (Number.isFinite(r.sharpness)) {
+            win.sharpness += r.sharpness;
+            win.sharpnessCount++;
+          }
+          if (p.globalStep % logEvery === 0 || p.batch + 1 === this.loader.length) {
+            const line: StepLogLine = {
+              epoch: p.epoch,
+              step: p.globalStep,
+              progress: p.epoch + (p.batch + 1) / this.loader.length,
+              steps: win.steps,
+              loss: win.loss / win.steps,
+              sharpness: win.sharpnessCount > 0 ? win.sharpness / win.sharpnessCount : null,
+              lr: r.lr,
+              rho: r.rho,
+            };
+            buffered.push(JSON.stringify(line) + '\n');
+            Object.assign(win, { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0 });
+            if (Date.now() - lastFlush >= STEP_LOG_FLUSH_MS) flushSteps();
+          }
+        }
         this.checkDivergence(recent, r.loss, r.rho);
         events.onStep?.({
           epoch: p.epoch,
@@ -240,9 +318,13 @@ export class Trainer {
       // The line first, then the checkpoint that records the epoch as done: a
       // crash between them leaves an older checkpoint, and resuming from it
       // drops the line and redoes the epoch; the other order lost the line.
+      flushSteps();
       appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
       metrics.push(m);
       this.save();
+      // give back the free pages the C heap kept over the epoch (evaluation,
+      // probes and checkpoint buffers come and go once per epoch)
+      native().trimMemory();
       events.onEpoch?.(m);
     }
     return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
@@ -259,11 +341,16 @@ export class Trainer {
       const frob = h.frobeniusSquared({ samples: this.config.probeSamples, seed: seed(1) });
       const top = h.eigenvalues({ k: 1, tol: 1e-3, maxIter: 40, seed: seed(2) });
       const d = h.density({ steps: 30, runs: 1, seed: seed(3), gridPoints: 120 });
+      // its own stream, far from the 4·epoch + k of the four above
+      const logDetDamping = 1e-3;
+      const logDet = h.logAbsDet({ damping: logDetDamping, steps: 30, runs: 1, seed: streamSeed(this.config.seed, 'probes', 2 ** 40 + epoch) });
       return {
         trace: trace.estimate,
         traceStandardError: trace.standardError,
         frobeniusSquared: frob.estimate,
         maxEigenvalue: top.largest![0],
+        logAbsDet: logDet.estimate,
+        logAbsDetDamping: logDetDamping,
         density: { grid: d.grid, values: d.density },
         hvps: h.hvps,
       };

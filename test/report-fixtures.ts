@@ -1,0 +1,46 @@
+// Run directories like `usam train --probe-every 1` writes (config.json,
+// metrics.jsonl, steps.jsonl), made up here so the report's tests need no
+// training: SGD, SAM, Trace-SAM and Frob-SAM, 3 epochs, with rule estimates
+// of the sizes real runs have (0.04, 100, 1e5).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export function writeFakeRuns(root: string): string[] {
+  const rules: [string, number, number | null][] = [
+    ['sgd', 0, null],
+    ['sam', 0.05, 0.04],
+    ['trace-sam', 0.002, 150],
+    ['frob-sam', 0.005, 1e5],
+  ];
+  return rules.map(([optimizer, rho, estimate], k) => {
+    const dir = join(root, optimizer);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ model: 'mlp', dataset: 'fashion-mnist', optimizer, lr: 0.05, epochs: 3, batchSize: 128, seed: 0, out: dir }));
+    const metrics = [], steps = [];
+    for (let epoch = 0; epoch < 3; epoch++) {
+      for (let i = 1; i <= 10; i++) {
+        const step = epoch * 100 + 10 * i;
+        steps.push({ epoch, step, progress: step / 100, steps: 10, loss: 0.3 + 2 / (1 + step / 10) + 0.01 * k, sharpness: estimate === null ? null : estimate * (1 + 0.3 * Math.sin(step + k)), lr: 0.05, rho });
+      }
+      const grid = Array.from({ length: 120 }, (_, i) => -1 + (i * (9 + k)) / 119);
+      const lmax = 6 + k;
+      const values = grid.map((x) => 8 * Math.exp(-(x * x) / 0.02) + 1e-4 * Math.exp(-((x - lmax) ** 2) / 0.05) + 1e-6);
+      metrics.push({
+        epoch,
+        step: 100 * (epoch + 1),
+        trainLoss: 0.5 - 0.1 * epoch + 0.01 * k,
+        trainAccuracy: 0.82 + 0.03 * epoch,
+        sharpness: estimate,
+        test: { loss: 0.42 - 0.04 * epoch + 0.005 * k, top1: 0.855 + 0.01 * epoch + 0.002 * k, top5: 0.997, count: 10000 },
+        lr: 0.05,
+        rho,
+        seconds: 2 + k,
+        stepsPerSecond: 50,
+        probe: { trace: 80 + 5 * k - epoch, traceStandardError: 4, frobeniusSquared: 250 - 20 * k, maxEigenvalue: lmax, logAbsDet: -6.9e5 + 1e4 * k, logAbsDetDamping: 1e-3, density: { grid, values }, hvps: 200 },
+      });
+    }
+    writeFileSync(join(dir, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m) + '\n').join(''));
+    writeFileSync(join(dir, 'steps.jsonl'), steps.map((m) => JSON.stringify(m) + '\n').join(''));
+    return dir;
+  });
+}
