@@ -47,7 +47,7 @@ export { DataLoader, type LoaderOptions } from './data/loader.js';
 export { Trainer, type EpochMetrics, type TrainEvents, type TrainResult, type StepInfo } from './train/trainer.js';
 export { trainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './train/config.js';
 export { trainInWorker, type WorkerRun } from './train/run.js';
-export { evaluate, type Evaluation } from './train/evaluate.js';
+export { evaluate, evaluateAsync, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
 export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './train/safetensors.js';
 export { readRun, renderReport } from './train/report.js';

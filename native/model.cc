@@ -31,6 +31,10 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("discardStats", &M::Guard<&M::DiscardStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
+                         InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
+                         InstanceMethod("lossAndGradAsync", &M::Guard<&M::Async<&M::LossAndGradCall>>),
+                         InstanceMethod("hvpAsync", &M::Guard<&M::Async<&M::HvpCall>>),
+                         InstanceMethod("quadraticFormGradAsync", &M::Guard<&M::Async<&M::QuadraticFormGradCall>>),
                          InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
                          InstanceMethod("getRngState", &M::Guard<&M::GetRngState>),
                          InstanceMethod("setRngState", &M::Guard<&M::SetRngState>),
@@ -62,12 +66,14 @@ void ModelWrap::Finalize(Napi::Env env) {
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (busy_) Fail("this model is running an async call (…Async); await it before dispose()");
   Finalize(info.Env());
   return info.Env().Undefined();
 }
 
 Network& ModelWrap::Net() {
   if (!net_) Fail("this model was disposed; it cannot be used after dispose()");
+  if (busy_) Fail("this model is running an async call (…Async); await it before using the model again");
   return *net_;
 }
 
@@ -144,7 +150,7 @@ at::Tensor& ModelWrap::FlatArg(const Napi::CallbackInfo& info, size_t i, const c
 }
 
 at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice, at::Tensor* output) {
-  auto& net = Net();
+  auto& net = *net_;  // checked by the caller (also runs on the thread pool)
   at::Tensor out = net.Forward(x, updateStats, twice);
   if (output) *output = out;
   return net.Loss(out, y);
@@ -154,7 +160,7 @@ at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool upda
 // loss does not depend on gets zeros.
 void ModelWrap::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) {
   at::NoGradGuard ng;
-  const auto& slots = Net().slots.params;
+  const auto& slots = net_->slots.params;
   for (size_t i = 0; i < slots.size(); ++i) {
     at::Tensor dst = out.narrow(0, slots[i].offset, slots[i].numel);
     if (parts[i].defined())
@@ -166,7 +172,7 @@ void ModelWrap::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out)
 
 // Σ_i <parts_i, v_i> with v split like the parameters; differentiable.
 at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) {
-  const auto& slots = Net().slots.params;
+  const auto& slots = net_->slots.params;
   at::Tensor total;
   for (size_t i = 0; i < slots.size(); ++i) {
     if (!parts[i].defined()) continue;
@@ -176,12 +182,17 @@ at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Te
   return total.defined() ? total : at::zeros({}, v.options());
 }
 
-Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+// forward(x): the model's outputs (no graph, no statistics moved).
+ModelCall ModelWrap::ForwardCall(const Napi::CallbackInfo& info) {
   auto& net = Net();
   auto& x = TensorWrap::Arg(info, 0, "x");
   net.CheckInput(x);
-  at::NoGradGuard ng;
-  return TensorWrap::New(info.Env(), net.Forward(x, false, false));
+  auto output = std::make_shared<at::Tensor>();
+  return {[&net, x, output] {
+            at::NoGradGuard ng;
+            *output = net.Forward(x, false, false);
+          },
+          [output](Napi::Env env) -> Napi::Value { return TensorWrap::New(env, *output); }};
 }
 
 // loss(x, y, updateStats = false): the mean loss, no gradient.
@@ -208,80 +219,184 @@ Napi::Value ModelWrap::DiscardStats(const Napi::CallbackInfo& info) {
 }
 
 // lossAndGrad(x, y, grad, updateStats): writes ∇L(w) into `grad`, returns L(w).
-Napi::Value ModelWrap::LossAndGrad(const Napi::CallbackInfo& info) {
+ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& out = FlatArg(info, 2, "grad");
   bool update = BoolArg(info, 3, "updateStats");
-  auto& net = Net();
-  at::Tensor output;
-  at::Tensor loss = LossOf(x, y, update, false, &output);
-  auto grads = ag::grad({loss}, net.params, {}, false, false, /*allow_unused=*/true);
-  WriteFlat(grads, out);
-  // training accuracy for free: the logits are at hand
-  if (y.scalar_type() == at::kLong && output.dim() == 2) {
-    at::NoGradGuard ng;
-    lastCorrect_ = output.argmax(1).eq(y).sum().item<int64_t>();
-  } else {
-    lastCorrect_ = -1;
-  }
-  return Napi::Number::New(info.Env(), loss.item<double>());
+  auto loss = std::make_shared<double>(0);
+  return {[this, x = x, y = y, out, update, loss]() mutable {
+            auto& net = *net_;
+            at::Tensor output;
+            at::Tensor l = LossOf(x, y, update, false, &output);
+            auto grads = ag::grad({l}, net.params, {}, false, false, /*allow_unused=*/true);
+            WriteFlat(grads, out);
+            // training accuracy for free: the logits are at hand
+            if (y.scalar_type() == at::kLong && output.dim() == 2) {
+              at::NoGradGuard ng;
+              lastCorrect_ = output.argmax(1).eq(y).sum().item<int64_t>();
+            } else {
+              lastCorrect_ = -1;
+            }
+            *loss = l.item<double>();
+          },
+          [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
 
 // hvp(x, y, v, out, method = 'forward-over-reverse'): writes H v into `out`,
 // returns L(w). Forward-over-reverse (Network::Hvp) does about 2/3 of the
 // matrix work of double backward through autograd, which is kept as an
 // independent second method. BatchNorm running statistics are never touched.
-Napi::Value ModelWrap::Hvp(const Napi::CallbackInfo& info) {
+ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = FlatArg(info, 2, "v");
   auto& out = FlatArg(info, 3, "out");
-  auto& net = Net();
   std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
-  if (method == "forward-over-reverse") {
-    // The reverse pass writes blocks of `out` while it still reads v, the
-    // parameters and the statistics: if `out` is any of them (e.g.
-    // model.params), compute into a fresh vector and copy at the end.
-    auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
-    if (!overlaps(v) && !overlaps(net.flatParams) && !overlaps(net.flatBuffers))
-      return Napi::Number::New(info.Env(), net.Hvp(x, y, v, out));
-    at::Tensor fresh = at::empty_like(out);
-    double loss = net.Hvp(x, y, v, fresh);
-    out.copy_(fresh);
-    return Napi::Number::New(info.Env(), loss);
-  }
-  if (method != "double-backward")
+  if (method != "forward-over-reverse" && method != "double-backward")
     Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
-  at::Tensor loss = LossOf(x, y, false, true);
-  auto grads = ag::grad({loss}, net.params, {}, true, /*create_graph=*/true, true);
-  at::Tensor gv = DotFlat(grads, v);
-  if (gv.requires_grad())
-    WriteFlat(ag::grad({gv}, net.params, {}, false, false, true), out);
-  else
-    out.zero_();
-  return Napi::Number::New(info.Env(), loss.item<double>());
+  auto loss = std::make_shared<double>(0);
+  return {[this, x = x, y = y, v, out, method, loss]() mutable {
+            auto& net = *net_;
+            if (method == "forward-over-reverse") {
+              // The reverse pass writes blocks of `out` while it still reads v, the
+              // parameters and the statistics: if `out` is any of them (e.g.
+              // model.params), compute into a fresh vector and copy at the end.
+              auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
+              if (!overlaps(v) && !overlaps(net.flatParams) && !overlaps(net.flatBuffers)) {
+                *loss = net.Hvp(x, y, v, out);
+                return;
+              }
+              at::Tensor fresh = at::empty_like(out);
+              *loss = net.Hvp(x, y, v, fresh);
+              out.copy_(fresh);
+              return;
+            }
+            at::Tensor l = LossOf(x, y, false, true);
+            auto grads = ag::grad({l}, net.params, {}, true, /*create_graph=*/true, true);
+            at::Tensor gv = DotFlat(grads, v);
+            if (gv.requires_grad())
+              WriteFlat(ag::grad({gv}, net.params, {}, false, false, true), out);
+            else
+              out.zero_();
+            *loss = l.item<double>();
+          },
+          [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
 
 // quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
 // third derivative of the loss) into `out`; used by the exact estimator.
-Napi::Value ModelWrap::QuadraticFormGrad(const Napi::CallbackInfo& info) {
+ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = FlatArg(info, 2, "v");
   auto& out = FlatArg(info, 3, "out");
-  auto& net = Net();
-  at::Tensor loss = LossOf(x, y, false, true);
-  auto grads = ag::grad({loss}, net.params, {}, true, true, true);
-  at::Tensor gv = DotFlat(grads, v);
-  if (!gv.requires_grad()) {
-    out.zero_();
-    return Napi::Number::New(info.Env(), 0.0);
+  auto q = std::make_shared<double>(0);
+  return {[this, x = x, y = y, v, out, q]() mutable {
+            auto& net = *net_;
+            at::Tensor l = LossOf(x, y, false, true);
+            auto grads = ag::grad({l}, net.params, {}, true, true, true);
+            at::Tensor gv = DotFlat(grads, v);
+            if (!gv.requires_grad()) {
+              out.zero_();
+              *q = 0;
+              return;
+            }
+            auto hv = ag::grad({gv}, net.params, {}, true, true, true);
+            at::Tensor qt = DotFlat(hv, v);
+            if (qt.requires_grad())
+              WriteFlat(ag::grad({qt}, net.params, {}, false, false, true), out);
+            else
+              out.zero_();
+            *q = qt.item<double>();
+          },
+          [q](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *q); }};
+}
+
+// The synchronous entry points run the call at once; the Async ones run it on
+// libuv's thread pool and return a Promise (ModelCallWorker).
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return RunNow(info.Env(), ForwardCall(info)); }
+Napi::Value ModelWrap::LossAndGrad(const Napi::CallbackInfo& info) { return RunNow(info.Env(), LossAndGradCall(info)); }
+Napi::Value ModelWrap::Hvp(const Napi::CallbackInfo& info) { return RunNow(info.Env(), HvpCall(info)); }
+Napi::Value ModelWrap::QuadraticFormGrad(const Napi::CallbackInfo& info) {
+  return RunNow(info.Env(), QuadraticFormGradCall(info));
+}
+
+Napi::Value ModelWrap::RunNow(Napi::Env env, ModelCall call) {
+  call.compute();
+  return call.result(env);
+}
+
+namespace {
+
+// Runs one model call on libuv's thread pool. While it runs, the model
+// refuses every other call (busy_), and the model and the argument tensors
+// are held (references keep them from the collector, pins from dispose()).
+// A C++ exception of the compute becomes the Promise's rejection.
+class ModelCallWorker : public Napi::AsyncWorker {
+ public:
+  ModelCallWorker(Napi::Env env, ModelCall call, bool& busy, Napi::Object model, std::vector<Napi::Object> tensors)
+      : Napi::AsyncWorker(env), call_(std::move(call)), busy_(busy), deferred_(Napi::Promise::Deferred::New(env)) {
+    model_ = Napi::Persistent(model);
+    for (auto& t : tensors) {
+      TensorWrap::Unwrap(t)->Pin();
+      tensors_.push_back(Napi::Persistent(t));
+    }
+    busy_ = true;
   }
-  auto hv = ag::grad({gv}, net.params, {}, true, true, true);
-  at::Tensor q = DotFlat(hv, v);
-  if (q.requires_grad())
-    WriteFlat(ag::grad({q}, net.params, {}, false, false, true), out);
-  else
-    out.zero_();
-  return Napi::Number::New(info.Env(), q.item<double>());
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      call_.compute();
+    } catch (const c10::Error& e) {
+      SetError(CleanTorchMessage(e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("universal-sam: unknown native error");
+    }
+  }
+  void OnOK() override {
+    Settle();
+    Napi::Value result = guardedResult();
+    if (!result.IsEmpty()) deferred_.Resolve(result);
+  }
+  void OnError(const Napi::Error& e) override {
+    Settle();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  void Settle() {
+    busy_ = false;
+    for (auto& t : tensors_) TensorWrap::Unwrap(t.Value())->Unpin();
+  }
+  Napi::Value guardedResult() {
+    try {
+      return call_.result(Env());
+    } catch (const std::exception& e) {
+      deferred_.Reject(Napi::Error::New(Env(), e.what()).Value());
+      return Napi::Value();
+    }
+  }
+
+  ModelCall call_;
+  bool& busy_;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference model_;
+  std::vector<Napi::ObjectReference> tensors_;
+};
+
+}  // namespace
+
+Napi::Value ModelWrap::RunAsync(const Napi::CallbackInfo& info, ModelCall call) {
+  std::vector<Napi::Object> tensors;
+  for (size_t i = 0; i < info.Length(); ++i)
+    if (info[i].IsObject() && info[i].As<Napi::Object>().InstanceOf(Data(info.Env()).tensor.Value()))
+      tensors.push_back(info[i].As<Napi::Object>());
+  auto* worker = new ModelCallWorker(info.Env(), std::move(call), busy_, info.This().As<Napi::Object>(), tensors);
+  auto promise = worker->Promise();
+  worker->Queue();
+  return promise;
 }
 
 Napi::Value ModelWrap::LastCorrect(const Napi::CallbackInfo& info) {

@@ -8,6 +8,15 @@
 
 namespace usam {
 
+// One model call split in two: arguments are checked and gathered on the
+// JavaScript thread; `compute` then runs at once (sync) or on libuv's thread
+// pool (the …Async twins), and `result` makes the JavaScript value on the
+// JavaScript thread afterwards. One body serves both.
+struct ModelCall {
+  std::function<void()> compute;
+  std::function<Napi::Value(Napi::Env)> result;
+};
+
 class ModelWrap : public GuardedWrap<ModelWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -38,6 +47,18 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value SetRngState(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
+  ModelCall ForwardCall(const Napi::CallbackInfo& info);
+  ModelCall LossAndGradCall(const Napi::CallbackInfo& info);
+  ModelCall HvpCall(const Napi::CallbackInfo& info);
+  ModelCall QuadraticFormGradCall(const Napi::CallbackInfo& info);
+  Napi::Value RunNow(Napi::Env env, ModelCall call);
+  Napi::Value RunAsync(const Napi::CallbackInfo& info, ModelCall call);
+  template <ModelCall (ModelWrap::*Make)(const Napi::CallbackInfo&)>
+  Napi::Value Async(const Napi::CallbackInfo& info) {
+    return RunAsync(info, (this->*Make)(info));
+  }
+
+  // The network; refuses use after dispose and while an async call runs.
   Network& Net();
   // Checks a batch against the model and returns (inputs, targets).
   std::pair<at::Tensor, at::Tensor> Batch(const Napi::CallbackInfo& info, size_t first);
@@ -51,7 +72,8 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;
-  int64_t lastCorrect_ = -1;  // correctly classified samples of the last lossAndGrad (cross-entropy)
+  int64_t lastCorrect_ = -1;
+  bool busy_ = false;  // an async call is running  // correctly classified samples of the last lossAndGrad (cross-entropy)
 };
 
 }  // namespace usam

@@ -160,6 +160,7 @@ Napi::Value TensorWrap::EndScope(const Napi::CallbackInfo& info) {
     Napi::Object o = ref.Value();
     if (o.IsEmpty()) continue;  // already collected
     TensorWrap* t = Unwrap(o);
+    if (t->Pinned()) continue;  // a running async call holds it; the collector frees it later
     if (keepAll || std::find(keep.begin(), keep.end(), t) != keep.end()) {
       if (!scopes.empty()) scopes.back().push_back(std::move(ref));
     } else {
@@ -235,6 +236,7 @@ Napi::Value TensorWrap::Numel(const Napi::CallbackInfo& info) {
 Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
 
 Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (Pinned()) Fail("this tensor is in use by a running async call; await it before dispose()");
   Release(info.Env());
   return info.Env().Undefined();
 }

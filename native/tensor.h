@@ -47,6 +47,16 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   at::Tensor& Live();
   void Release(Napi::Env env);
 
+ public:
+  // A running async call holds its argument tensors: they cannot be disposed
+  // (or swept by a scope) until it settles.
+  void Pin() { ++pins_; }
+  void Unpin() { --pins_; }
+  bool Pinned() const { return pins_ > 0; }
+
+ private:
+  int pins_ = 0;
+
   at::Tensor tensor_;
   bool disposed_ = false;
   int64_t reportedBytes_ = 0;

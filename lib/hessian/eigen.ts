@@ -5,6 +5,7 @@
 import { ops } from '../ops.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
+import type { Work } from '../model/work.js';
 import type { HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
@@ -77,7 +78,7 @@ export function withoutGhosts(run: Ritz, alpha: number[], beta: number[], scale:
   return { ritz, residuals };
 }
 
-export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenResult {
+export function* eigenvalues(op: HessianOperator, o: EigenOptions = {}): Work<EigenResult> {
   const k = o.k ?? 1;
   const which = o.which ?? 'largest';
   const tol = o.tol ?? 1e-6;
@@ -89,7 +90,7 @@ export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenRes
   try {
     if ((o.method ?? 'lanczos') === 'power') {
       if (which !== 'largest') throw new Error("eigenvalues: power iteration finds only which: 'largest' (of magnitude); use method 'lanczos'");
-      return powerIteration(op, start, k, tol, o.maxIter ?? 1000, before, o.stop);
+      return yield* powerIteration(op, start, k, tol, o.maxIter ?? 1000, before, o.stop);
     }
     const maxIter = o.maxIter ?? Math.min(op.size, Math.max(100, 6 * k));
     const scaleOf = (ritz: { value: number }[]) => Math.max(extent(ritz.map((r) => Math.abs(r.value))).max, 1e-300);
@@ -104,7 +105,7 @@ export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenRes
       if (which !== 'largest') for (let i = 0; i < Math.min(k, m); i++) idx.push(i);
       return { ok: m >= k && idx.every((i) => residuals[i] <= tol * scale), idx };
     };
-    const run = lanczos(
+    const run = yield* lanczos(
       op,
       start,
       maxIter,
@@ -137,7 +138,7 @@ export function eigenvalues(op: HessianOperator, o: EigenOptions = {}): EigenRes
 }
 
 // Power iteration on H − Σ λ_j v_j v_jᵀ, one eigenpair after the other.
-function powerIteration(
+function* powerIteration(
   op: HessianOperator,
   start: ReturnType<HessianOperator['zeros']>,
   k: number,
@@ -145,7 +146,7 @@ function powerIteration(
   maxIter: number,
   before: number,
   stop?: (estimates: number[]) => boolean,
-): EigenResult {
+): Work<EigenResult> {
   const found: { value: number; vector: ReturnType<HessianOperator['zeros']> }[] = [];
   const residuals: number[] = [];
   const w = op.zeros();
@@ -159,7 +160,7 @@ function powerIteration(
       let ok = false;
       for (let it = 0; it < maxIter; it++) {
         iterations++;
-        op.apply(v, w);
+        (yield* op.applyWork(v, w));
         for (const f of found) ops.axpy(w, -f.value * ops.dot(f.vector, v), f.vector);
         const next = ops.dot(v, w);
         const change = Math.abs(next - lambda);
@@ -173,7 +174,7 @@ function powerIteration(
       }
       converged &&= ok;
       // residual ‖Hv − λv‖ of the deflated operator
-      op.apply(v, w);
+      (yield* op.applyWork(v, w));
       for (const f of found) ops.axpy(w, -f.value * ops.dot(f.vector, v), f.vector);
       ops.axpy(w, -lambda, v);
       residuals.push(ops.norm(w));

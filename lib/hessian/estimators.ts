@@ -4,7 +4,8 @@
 // its standard error.
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
-import { lanczos, type LanczosMemoryOptions } from './lanczos.js';
+import type { Work } from '../model/work.js';
+import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import type { HessianOperator } from './operator.js';
 
 export interface Estimate {
@@ -27,14 +28,14 @@ function checkSamples(samples: number, min: number, what: string): void {
 }
 
 /** The mean of f(v, Hv) over `samples` random v, with its standard error. */
-function sampleMean(op: HessianOperator, samples: number, seed: number, kind: 'rademacher' | 'gaussian', f: (v: Tensor, hv: Tensor) => number): Estimate {
+function* sampleMean(op: HessianOperator, samples: number, seed: number, kind: 'rademacher' | 'gaussian', f: (v: Tensor, hv: Tensor) => number): Work<Estimate> {
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const v = op.zeros(), hv = op.zeros();
   const xs: number[] = [];
   for (let i = 0; i < samples; i++) {
     op.random(gen, kind, v);
-    xs.push(f(v, op.apply(v, hv)));
+    xs.push(f(v, (yield* op.applyWork(v, hv))));
   }
   v.dispose();
   hv.dispose();
@@ -43,9 +44,9 @@ function sampleMean(op: HessianOperator, samples: number, seed: number, kind: 'r
 }
 
 /** Hutchinson: tr H = E[vᵀHv], v rademacher. */
-export function hutchinson(op: HessianOperator, samples: number, seed: number): Estimate {
+export function* hutchinson(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
   checkSamples(samples, 2, 'trace');
-  return sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv));
+  return yield* sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv));
 }
 
 /**
@@ -53,7 +54,7 @@ export function hutchinson(op: HessianOperator, samples: number, seed: number): 
  * the spectrum exactly (tr QᵀHQ), a third applies H to it, and a third
  * estimates the trace of the deflated rest by Hutchinson.
  */
-export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number): Estimate {
+export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
   checkSamples(samples, 6, "trace({method: 'hutch++'})");
   const gen = op.newGenerator(seed);
   const before = op.hvps;
@@ -63,7 +64,7 @@ export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number
   try {
     for (let i = 0; i < m; i++) {
       const s = op.random(gen, 'rademacher');
-      const q = op.apply(s, op.zeros());
+      const q = (yield* op.applyWork(s, op.zeros()));
       s.dispose();
       for (let pass = 0; pass < 2; pass++) for (const b of basis) ops.axpy(q, -ops.dot(b, q), b);
       const n = ops.norm(q);
@@ -75,14 +76,14 @@ export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number
       basis.push(q);
     }
     let exact = 0;
-    for (const q of basis) exact += ops.dot(q, op.apply(q, tmp));
+    for (const q of basis) exact += ops.dot(q, (yield* op.applyWork(q, tmp)));
     const rest = samples - m - basis.length;
     const xs: number[] = [];
     const v = op.zeros();
     for (let i = 0; i < Math.max(rest, 2); i++) {
       op.random(gen, 'rademacher', v);
       for (const b of basis) ops.axpy(v, -ops.dot(b, v), b); // (I − QQᵀ)v
-      xs.push(ops.dot(v, op.apply(v, tmp)));
+      xs.push(ops.dot(v, (yield* op.applyWork(v, tmp))));
     }
     v.dispose();
     const { mean, se } = meanAndError(xs);
@@ -94,9 +95,9 @@ export function hutchPlusPlus(op: HessianOperator, samples: number, seed: number
 }
 
 /** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
-export function frobeniusSquared(op: HessianOperator, samples: number, seed: number): Estimate {
+export function* frobeniusSquared(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
   checkSamples(samples, 2, 'frobeniusSquared');
-  return sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv));
+  return yield* sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv));
 }
 
 export interface QuadratureRun {
@@ -113,17 +114,17 @@ export interface Quadrature {
 }
 
 /** SLQ: `runs` Lanczos runs of `steps` steps from random unit vectors; nodes θ_j with weights y_j[0]². */
-export function quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}): Quadrature {
+export function* quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}): Work<Quadrature> {
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer ≥ 1, got ${steps}`);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be an integer ≥ 1, got ${runs}`);
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const out: QuadratureRun[] = [];
-  let last: ReturnType<typeof lanczos> | undefined;
+  let last: LanczosRun | undefined;
   for (let r = 0; r < runs; r++) {
     const v = op.random(gen, 'rademacher');
     try {
-      last = lanczos(op, v, steps, undefined, memory);
+      last = yield* lanczos(op, v, steps, undefined, memory);
     } finally {
       v.dispose();
     }
@@ -134,15 +135,15 @@ export function quadrature(op: HessianOperator, steps: number, runs: number, see
 }
 
 /** tr f(H) ≈ size · mean over runs of Σ_j w_j f(θ_j). */
-export function spectralSum(
+export function* spectralSum(
   op: HessianOperator,
   f: (lambda: number) => number,
   steps: number,
   runs: number,
   seed: number,
   memory: LanczosMemoryOptions = {},
-): Estimate & Omit<Quadrature, 'runs' | 'hvps'> {
-  const q = quadrature(op, steps, runs, seed, memory);
+): Work<Estimate & Omit<Quadrature, 'runs' | 'hvps'>> {
+  const q = yield* quadrature(op, steps, runs, seed, memory);
   const xs = q.runs.map((r) => op.size * r.nodes.reduce((s, t, j) => s + r.weights[j] * f(t), 0));
   const { mean, se } = meanAndError(xs);
   return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps, reorthogonalization: q.reorthogonalization, vectorBytes: q.vectorBytes, ...(q.note ? { note: q.note } : {}) };

@@ -8,6 +8,7 @@ import { ops } from '../ops.js';
 import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
 import { track } from '../scope.js';
+import { runAsync, runSync, type Work } from '../model/work.js';
 import { measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
 import type { Tensor } from '../tensor.js';
@@ -89,44 +90,44 @@ export class Hessian {
   }
 
   /** H v (a new flat tensor). */
-  hvp(v: Tensor | ArrayLike<number>): Tensor {
+  private *hvpWork(v: Tensor | ArrayLike<number>): Work<Tensor> {
     const u = this.restricted(v);
-    const out = this.operator.apply(u, this.operator.zeros());
+    const out = (yield* this.operator.applyWork(u, this.operator.zeros()));
     u.dispose();
     return out;
   }
 
   /** uᵀ H u (of the restricted u). */
-  quadraticForm(u: Tensor | ArrayLike<number>): number {
+  private *quadraticFormWork(u: Tensor | ArrayLike<number>): Work<number> {
     const r = this.restricted(u);
-    const hu = this.operator.apply(r, this.operator.zeros());
+    const hu = (yield* this.operator.applyWork(r, this.operator.zeros()));
     const q = ops.dot(r, hu);
     r.dispose();
     hu.dispose();
     return q;
   }
 
-  eigenvalues(options: EigenOptions = {}): EigenResult {
-    return eigenvalues(this.operator, options);
+  private *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {
+    return yield* eigenvalues(this.operator, options);
   }
 
-  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Estimate & { method: string } {
+  private *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Work<Estimate & { method: string }> {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;
-    const r = method === 'hutch++' ? hutchPlusPlus(this.operator, samples, o.seed ?? 0) : hutchinson(this.operator, samples, o.seed ?? 0);
+    const r = method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0) : yield* hutchinson(this.operator, samples, o.seed ?? 0);
     return { method, ...r };
   }
 
-  frobeniusSquared(o: { samples?: number; seed?: number } = {}): Estimate {
-    return frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0);
+  private *frobeniusSquaredWork(o: { samples?: number; seed?: number } = {}): Work<Estimate> {
+    return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0);
   }
 
   /**
    * Spectral density by SLQ: the quadrature nodes and weights of each run
    * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
    */
-  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
-    const q = quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o);
+  private *densityWork(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+    const q = yield* quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o);
     const all = q.runs.flatMap((r) => r.nodes);
     const { min: lo, max: hi } = extent(all);
     const span = Math.max(hi - lo, 1e-12);
@@ -143,14 +144,14 @@ export class Hessian {
   }
 
   /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
-  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+  private *logAbsDetWork(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
     if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
-    const r = spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o);
+    const r = yield* spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o);
     return { damping: o.damping, ...r };
   }
 
   /** The full (restricted) Hessian, symmetrised, from `size` HVPs; refused above `maxSize` rows. */
-  full(o: { maxSize?: number } = {}): { size: number; matrix: number[]; asymmetry: number; hvps: number } {
+  private *fullWork(o: { maxSize?: number } = {}): Work<{ size: number; matrix: number[]; asymmetry: number; hvps: number }> {
     const limit = o.maxSize ?? FULL_HESSIAN_LIMIT;
     const n = this.size;
     if (n > limit)
@@ -165,7 +166,7 @@ export class Hessian {
       unit[idx] = 1;
       const ej = this.operator.fromValues(unit);
       unit[idx] = 0;
-      this.operator.apply(ej, out);
+      (yield* this.operator.applyWork(ej, out));
       ej.dispose();
       const col = out.toArray() as Float64Array | Float32Array;
       for (let i = 0; i < n; i++) H[i * n + j] = col[this.operator.indices(i)];
@@ -183,8 +184,8 @@ export class Hessian {
   }
 
   /** Exact spectral quantities from full(): eigenvalues, trace, ‖H‖_F², extremes, Σ log(|λ| + damping). */
-  spectrum(o: { damping?: number; maxSize?: number } = {}) {
-    const f = this.full(o);
+  private *spectrumWork(o: { damping?: number; maxSize?: number } = {}) {
+    const f = yield* this.fullWork(o);
     const { values } = symmetricEigen(f.matrix, f.size);
     let trace = 0, frob = 0;
     for (let i = 0; i < f.size; i++) trace += f.matrix[i * f.size + i];
@@ -206,7 +207,7 @@ export class Hessian {
    * named measure: trace (tr H), frobenius (½·SampleVar(uᵀHu) = ‖H‖_F²),
    * det (the Det-SAM measure with its cube).
    */
-  sharpness(config: SharpnessProbe): { estimate: number; standardError?: number; samples: number; hvps: number } {
+  private *sharpnessWork(config: SharpnessProbe): Work<{ estimate: number; standardError?: number; samples: number; hvps: number }> {
     const samples = config.samples ?? 100;
     if (!Number.isInteger(samples) || samples < 2) throw new Error(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
     let psi: ScalarFunction, phi: ScalarFunction, mu: NonNullable<Extract<SharpnessProbe, { psi: unknown }>['mu']>;
@@ -239,7 +240,7 @@ export class Hessian {
         t.dispose();
       } else sampleInto(gen, mu, u, config.halfCube ?? 0.05);
       op.restrict(u);
-      q.push(ops.dot(u, op.apply(u, hu)));
+      q.push(ops.dot(u, (yield* op.applyWork(u, hu))));
     }
     u.dispose();
     hu.dispose();
@@ -254,6 +255,73 @@ export class Hessian {
     const sd = Math.sqrt(vals.reduce((s, x) => s + (x - m) ** 2, 0) / (n - 1) / n);
     // delta method: SE(phi(m)) ≈ |phi'(m)|·SE(m)
     return { estimate: phi.f(m), standardError: Math.abs(phi.df(m)) * sd, samples: n, hvps: op.hvps - before };
+  }
+
+  // The probes: each written once as Work (model/work.ts), run at once or,
+  // as its …Async twin, on libuv's thread pool with the event loop running
+  // between HVPs; one model's async work runs one call at a time.
+  private runAsync<T>(work: Work<T>): Promise<T> {
+    return this.operator.model.exclusive(() => runAsync(work));
+  }
+  hvp(v: Tensor | ArrayLike<number>) {
+    return runSync(this.hvpWork(v));
+  }
+  hvpAsync(v: Tensor | ArrayLike<number>) {
+    return this.runAsync(this.hvpWork(v));
+  }
+  quadraticForm(u: Tensor | ArrayLike<number>) {
+    return runSync(this.quadraticFormWork(u));
+  }
+  quadraticFormAsync(u: Tensor | ArrayLike<number>) {
+    return this.runAsync(this.quadraticFormWork(u));
+  }
+  eigenvalues(options: EigenOptions = {}) {
+    return runSync(this.eigenvaluesWork(options));
+  }
+  eigenvaluesAsync(options: EigenOptions = {}) {
+    return this.runAsync(this.eigenvaluesWork(options));
+  }
+  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}) {
+    return runSync(this.traceWork(o));
+  }
+  traceAsync(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}) {
+    return this.runAsync(this.traceWork(o));
+  }
+  frobeniusSquared(o: { samples?: number; seed?: number } = {}) {
+    return runSync(this.frobeniusSquaredWork(o));
+  }
+  frobeniusSquaredAsync(o: { samples?: number; seed?: number } = {}) {
+    return this.runAsync(this.frobeniusSquaredWork(o));
+  }
+  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+    return runSync(this.densityWork(o));
+  }
+  densityAsync(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+    return this.runAsync(this.densityWork(o));
+  }
+  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+    return runSync(this.logAbsDetWork(o));
+  }
+  logAbsDetAsync(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+    return this.runAsync(this.logAbsDetWork(o));
+  }
+  full(o: { maxSize?: number } = {}) {
+    return runSync(this.fullWork(o));
+  }
+  fullAsync(o: { maxSize?: number } = {}) {
+    return this.runAsync(this.fullWork(o));
+  }
+  spectrum(o: { damping?: number; maxSize?: number } = {}) {
+    return runSync(this.spectrumWork(o));
+  }
+  spectrumAsync(o: { damping?: number; maxSize?: number } = {}) {
+    return this.runAsync(this.spectrumWork(o));
+  }
+  sharpness(config: SharpnessProbe) {
+    return runSync(this.sharpnessWork(config));
+  }
+  sharpnessAsync(config: SharpnessProbe) {
+    return this.runAsync(this.sharpnessWork(config));
   }
 
   [Symbol.dispose](): void {

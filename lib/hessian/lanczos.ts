@@ -15,6 +15,7 @@ import { totalmem } from 'node:os';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { tridiagonalEigen } from './linalg.js';
+import type { Work } from '../model/work.js';
 import type { HessianOperator } from './operator.js';
 
 export type Reorthogonalization = 'full' | 'none' | 'auto';
@@ -78,13 +79,13 @@ export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemory
  * Runs up to `maxSteps` Lanczos steps from `start` (normalised here).
  * `done` is asked after every step, with the Ritz pairs so far, whether to stop.
  */
-export function lanczos(
+export function* lanczos(
   op: HessianOperator,
   start: Tensor,
   maxSteps: number,
   done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,
   memory: LanczosMemoryOptions = {},
-): LanczosRun {
+): Work<LanczosRun> {
   const steps = Math.min(maxSteps, op.size);
   const plan = planLanczos(op, steps, memory);
   const keepAll = plan.reorthogonalization === 'full';
@@ -99,7 +100,7 @@ export function lanczos(
   try {
     for (let j = 0; j < steps; j++) {
       const current = basis[basis.length - 1];
-      op.apply(current, w);
+      (yield* op.applyWork(current, w));
       const a = ops.dot(current, w);
       alpha.push(a);
       if (keepAll) {

@@ -7,6 +7,7 @@ import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import { type Batch, Passes } from '../model/passes.js';
+import { runSync, type Work } from '../model/work.js';
 import { type Generator, generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
@@ -71,11 +72,15 @@ export class HessianOperator {
 
   /** out = H v (restricted). */
   apply(v: Tensor, out: Tensor): Tensor {
+    return runSync(this.applyWork(v, out));
+  }
+
+  *applyWork(v: Tensor, out: Tensor): Work<Tensor> {
     if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
-      this.passes.hvp(v, out, this.method);
+      yield* this.passes.hvpWork(v, out, this.method);
     } finally {
       this.model.train(wasTraining);
     }

@@ -126,6 +126,56 @@ export class Model {
     return { q, grad };
   }
 
+  /**
+   * Runs `fn` (async work on this model) after the model's earlier async
+   * work has settled: one model's Async calls run one after the other, never
+   * at the same time; different models run concurrently.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const call = (): Promise<T> => {
+      try {
+        return fn();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
+    // idle: start now (the native call is under way when this returns); else after the last one
+    const run = this.tail ? this.tail.then(call, call) : call();
+    const tail: Promise<void> = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = undefined;
+    });
+    return run;
+  }
+  private tail?: Promise<void>;
+
+  /** lossAndGrad on libuv's thread pool (the event loop runs meanwhile); the same numbers. */
+  lossAndGradAsync(x: Tensor, y: Tensor, options: { updateStats?: boolean; out?: Tensor } = {}): Promise<LossAndGrad> {
+    return this.exclusive(async () => {
+      const grad = options.out ?? this.zerosLikeParams();
+      const loss = await this.native.lossAndGradAsync(x, y, grad, options.updateStats ?? true);
+      return { loss, grad };
+    });
+  }
+
+  /** H v on libuv's thread pool; the same numbers as hvp(). */
+  hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod } = {}): Promise<Tensor> {
+    return this.exclusive(async () => {
+      const hv = out ?? this.zerosLikeParams();
+      await this.native.hvpAsync(x, y, v, hv, options.method);
+      return hv;
+    });
+  }
+
+  /** The model's outputs on libuv's thread pool. */
+  forwardAsync(x: Tensor): Promise<Tensor> {
+    return this.exclusive(() => this.native.forwardAsync(x));
+  }
+
   /** BatchNorm running statistics as one flat vector (an alias), and their names. */
   buffers(): { values: Tensor; info: SlotInfo[]; counters: Tensor; counterNames: string[] } {
     // made once and owned by the model (disposed with it): a fresh pair of

@@ -9,6 +9,7 @@ import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
+import { one, runSync, type Work } from './work.js';
 
 export interface Batch {
   x: Tensor;
@@ -50,14 +51,14 @@ export class Passes {
     this.batches = batches;
   }
 
-  /** Accumulates `one(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
-  private accumulate(out: Tensor, one: (b: Batch, out: Tensor) => number): number {
-    if (this.batches.length === 1) return one(this.batches[0], out);
+  /** Accumulates `pass(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
+  private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor) => Work<number>): Work<number> {
+    if (this.batches.length === 1) return yield* pass(this.batches[0], out);
     this.scratch ??= persistent(() => this.model.zerosLikeParams());
-    let value = one(this.batches[0], out) * this.weights[0];
+    let value = (yield* pass(this.batches[0], out)) * this.weights[0];
     ops.scale(out, this.weights[0]);
     for (let j = 1; j < this.batches.length; j++) {
-      value += one(this.batches[j], this.scratch) * this.weights[j];
+      value += (yield* pass(this.batches[j], this.scratch)) * this.weights[j];
       ops.axpy(out, this.weights[j], this.scratch);
     }
     return value;
@@ -74,11 +75,15 @@ export class Passes {
    * PyTorch's gradient accumulation.
    */
   lossAndGrad(out: Tensor, updateStats: boolean): number {
+    return runSync(this.lossAndGradWork(out, updateStats));
+  }
+
+  *lossAndGradWork(out: Tensor, updateStats: boolean): Work<number> {
     const pooled = updateStats && this.batches.length > 1;
-    if (!pooled) return this.lossAndGradOnce(out, updateStats);
+    if (!pooled) return yield* this.lossAndGradOnce(out, updateStats);
     this.model.native.beginStats();
     try {
-      const loss = this.lossAndGradOnce(out, true);
+      const loss = yield* this.lossAndGradOnce(out, true);
       this.model.native.commitStats();
       return loss;
     } catch (e) {
@@ -87,15 +92,18 @@ export class Passes {
     }
   }
 
-  private lossAndGradOnce(out: Tensor, updateStats: boolean): number {
+  private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
     let correct: number | null = 0;
-    const loss = this.accumulate(out, (b, o) => {
+    const native = this.model.native;
+    const loss = yield* this.accumulate(out, (b, o) => {
       this.counters.forward++;
       this.counters.backward++;
-      const l = this.model.native.lossAndGrad(b.x, b.y, o, updateStats);
-      const c = this.model.native.lastCorrect;
-      correct = c >= 0 && correct !== null ? correct + c : null;
-      return l;
+      return (function* () {
+        const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats) });
+        const c = native.lastCorrect;
+        correct = c >= 0 && correct !== null ? correct + c : null;
+        return l;
+      })();
     });
     this.correct = correct;
     return loss;
@@ -103,20 +111,30 @@ export class Passes {
 
   /** q = vᵀHv and ∇(vᵀHv) at the current parameters. */
   quadraticFormGrad(v: Tensor, out: Tensor): number {
-    return this.accumulate(out, (b, o) => {
+    return runSync(this.quadraticFormGradWork(v, out));
+  }
+
+  *quadraticFormGradWork(v: Tensor, out: Tensor): Work<number> {
+    const native = this.model.native;
+    return yield* this.accumulate(out, (b, o) => {
       this.counters.forward++;
       this.counters.backward++;
       this.counters.hvp++;
-      return this.model.native.quadraticFormGrad(b.x, b.y, v, o);
+      return one({ sync: () => native.quadraticFormGrad(b.x, b.y, v, o), async: () => native.quadraticFormGradAsync(b.x, b.y, v, o) });
     });
   }
 
   /** H v at the current parameters. */
   hvp(v: Tensor, out: Tensor, method?: HvpMethod): number {
-    return this.accumulate(out, (b, o) => {
+    return runSync(this.hvpWork(v, out, method));
+  }
+
+  *hvpWork(v: Tensor, out: Tensor, method?: HvpMethod): Work<number> {
+    const native = this.model.native;
+    return yield* this.accumulate(out, (b, o) => {
       this.counters.forward++;
       this.counters.hvp++;
-      return this.model.native.hvp(b.x, b.y, v, o, method);
+      return one({ sync: () => native.hvp(b.x, b.y, v, o, method), async: () => native.hvpAsync(b.x, b.y, v, o, method) });
     });
   }
 

@@ -66,6 +66,11 @@ export interface NativeModel {
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
   hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): number;
+  /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
+  forwardAsync(x: NativeTensor): Promise<NativeTensor>;
+  lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): Promise<number>;
+  hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): Promise<number>;
+  quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;
   quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;

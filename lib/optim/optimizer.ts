@@ -12,6 +12,7 @@ import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInp
 import type { Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
+import { runAsync, runSync, type Work } from '../model/work.js';
 import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
 import { exactStep } from './rules/exact.js';
 import { frobeniusStep } from './rules/frobenius.js';
@@ -96,7 +97,7 @@ export class Optimizer {
   private readonly gen: Generator;
   private readonly sampler?: DirectionSampler;
   private readonly drawsPerStep: number = 0;
-  private readonly rule?: (ctx: RuleContext) => RuleResult;
+  private readonly rule?: (ctx: RuleContext) => Work<RuleResult>;
   private steps = 0;
 
   constructor(
@@ -154,6 +155,21 @@ export class Optimizer {
   step(x: Tensor, y: Tensor): StepResult;
   step(batches: Batch[]): StepResult;
   step(a: Tensor | Batch[], b?: Tensor): StepResult {
+    return runSync(this.stepWork(a, b));
+  }
+
+  /**
+   * step() on libuv's thread pool: the event loop runs during the passes. The
+   * same numbers as step(), bit for bit. Steps of one model run one after the
+   * other (a second call waits for the first).
+   */
+  stepAsync(x: Tensor, y: Tensor): Promise<StepResult>;
+  stepAsync(batches: Batch[]): Promise<StepResult>;
+  stepAsync(a: Tensor | Batch[], b?: Tensor): Promise<StepResult> {
+    return this.model.exclusive(() => runAsync(this.stepWork(a, b)));
+  }
+
+  private *stepWork(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
     if (this.disposed) throw new Error('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
@@ -165,7 +181,7 @@ export class Optimizer {
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
     const generator = this.sampler ? this.gen.getState() : null;
     try {
-      return this.stepOnce(a, b);
+      return yield* this.stepOnce(a, b);
     } catch (e) {
       this.sampler?.abort();
       if (stats && saved) {
@@ -183,7 +199,7 @@ export class Optimizer {
   /** The model's BatchNorm statistics and counters (live aliases), saved around each step; null without BatchNorm. */
   private statistics?: ReturnType<Model['buffers']> | null;
 
-  private stepOnce(a: Tensor | Batch[], b?: Tensor): StepResult {
+  private *stepOnce(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
     const batches = Array.isArray(a) ? a : [{ x: a, y: b! }];
     const t = this.steps;
     const before = { ...this.counters };
@@ -194,7 +210,7 @@ export class Optimizer {
     // rho 0 (e.g. the first step of a rho warm-up) means no perturbation: a plain step
     const sharpnessAware = this.rule !== undefined && t % this.every === 0 && rho > 0;
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
-    const loss = this.passes.lossAndGrad(g0, true); // the only pass that moves BatchNorm statistics
+    const loss = yield* this.passes.lossAndGradWork(g0, true); // the only pass that moves BatchNorm statistics
     const correct = this.passes.correct;
     checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
     const grad = g0;
@@ -204,7 +220,7 @@ export class Optimizer {
       ops.copy(w0, this.model.params);
       // the rules write the update over g0 once they no longer need it (one flat vector less)
       try {
-        result = this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
+        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
       } finally {
         ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
       }

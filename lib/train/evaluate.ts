@@ -3,6 +3,7 @@
 import { DataLoader } from '../data/loader.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model/model.js';
+import { one, runAsync, runSync, type Work } from '../model/work.js';
 
 export interface Evaluation {
   loss: number;
@@ -12,13 +13,22 @@ export interface Evaluation {
 }
 
 export function evaluate(model: Model, data: Dataset, batchSize = 1000): Evaluation {
+  return runSync(evaluateWork(model, data, batchSize));
+}
+
+/** evaluate() with each batch's forward pass on libuv's thread pool: the same numbers. */
+export function evaluateAsync(model: Model, data: Dataset, batchSize = 1000): Promise<Evaluation> {
+  return model.exclusive(() => runAsync(evaluateWork(model, data, batchSize)));
+}
+
+function* evaluateWork(model: Model, data: Dataset, batchSize: number): Work<Evaluation> {
   const wasTraining = model.training;
   model.eval();
   const loader = new DataLoader(data, { batchSize, dtype: model.dtype, device: model.device });
   let loss = 0, top1 = 0, top5 = 0, n = 0;
   try {
     for (const { x, y } of loader.epoch(0)) {
-      const out = model.forward(x);
+      const out = yield* one({ sync: () => model.native.forward(x), async: () => model.native.forwardAsync(x) });
       const logits = out.toArray() as Float32Array | Float64Array;
       const labels = y.toArray() as BigInt64Array;
       const classes = out.shape[1];

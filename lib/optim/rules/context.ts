@@ -6,6 +6,7 @@ import type { UserSampler } from '../../sharpness/config.js';
 import { native } from '../../native/load.js';
 import type { Tensor } from '../../tensor.js';
 import type { Passes } from '../../model/passes.js';
+import type { Work } from '../../model/work.js';
 import { persistent } from '../../scope.js';
 
 export interface RuleContext {
@@ -158,7 +159,7 @@ export function finite(value: number, field: string, at: number, step: number): 
  * and g_i = ∇L there (g_i written into the returned buffers). Antithetic
  * directions pair each draw u with −u (s_i = ±1), independent ones draw every u.
  */
-export function perturbedPasses(ctx: RuleContext, sampler: DirectionSampler, n: number, antithetic: boolean): { losses: number[]; grads: Tensor[] } {
+export function* perturbedPasses(ctx: RuleContext, sampler: DirectionSampler, n: number, antithetic: boolean): Work<{ losses: number[]; grads: Tensor[] }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
   const losses: number[] = [];
   let u: Tensor | undefined;
@@ -166,7 +167,7 @@ export function perturbedPasses(ctx: RuleContext, sampler: DirectionSampler, n: 
     const negate = antithetic && i % 2 === 1;
     if (!negate) u = sampler.next(ctx.model.numParams);
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
-    const loss = ctx.passes.lossAndGrad(grads[i], false);
+    const loss = yield* ctx.passes.lossAndGradWork(grads[i], false);
     if (!Number.isFinite(loss))
       throw new Error(`step ${ctx.step}: the perturbed loss L(w ${negate ? '−' : '+'} rho·u_${antithetic ? i >> 1 : i}) is ${loss} (rho ${ctx.rho}); nothing was updated. Lower rho or the learning rate.`);
     losses.push(loss);

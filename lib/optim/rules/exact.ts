@@ -12,6 +12,7 @@
 // `penalty` reports the measure's estimate as the finite-difference rules do
 // (phi(m); ½·rho²·SampleVar(q/2) for Frobenius), so the two are comparable.
 import { ops } from '../../ops.js';
+import type { Work } from '../../model/work.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
 import { finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
@@ -19,12 +20,12 @@ export type ExactOptions =
   | { form: 'family'; psi: ScalarFunction; phi: ScalarFunction; lambda: number; samples: number }
   | { form: 'frobenius'; lambda: number; samples: number };
 
-export function exactStep(ctx: RuleContext, o: ExactOptions, sampler: DirectionSampler): RuleResult {
+export function* exactStep(ctx: RuleContext, o: ExactOptions, sampler: DirectionSampler): Work<RuleResult> {
   const n = o.samples;
   const h = ctx.workspace.list('perturbed-grad-', n);
   const half: number[] = [];
   for (let i = 0; i < n; i++) {
-    half.push(ctx.passes.quadraticFormGrad(sampler.next(ctx.model.numParams), h[i]) / 2);
+    half.push((yield* ctx.passes.quadraticFormGradWork(sampler.next(ctx.model.numParams), h[i])) / 2);
   }
   if (o.form === 'frobenius') {
     const mean = half.reduce((a, b) => a + b, 0) / n;

@@ -3,9 +3,10 @@
 //   ASAM: T = eta + |w|;  e = rho·T²⊙g0 / (‖T⊙g0‖ + 1e-7)
 //   grad = ∇L(w + e)
 import { ops } from '../../ops.js';
+import type { Work } from '../../model/work.js';
 import { perturb, type RuleContext, type RuleResult } from './context.js';
 
-export function samStep(ctx: RuleContext, o: { adaptive: false } | { adaptive: true; eta: number }): RuleResult {
+export function* samStep(ctx: RuleContext, o: { adaptive: false } | { adaptive: true; eta: number }): Work<RuleResult> {
   const e = ctx.workspace.get('direction');
   if (o.adaptive) {
     const t = ctx.workspace.get('asam-scale');
@@ -20,7 +21,7 @@ export function samStep(ctx: RuleContext, o: { adaptive: false } | { adaptive: t
     ops.scale(e, ctx.rho / (ops.norm(ctx.g0) + 1e-7));
   }
   perturb(ctx, e, 1);
-  const perturbedLoss = ctx.passes.lossAndGrad(ctx.grad, false);
+  const perturbedLoss = yield* ctx.passes.lossAndGradWork(ctx.grad, false);
   const sharpness = perturbedLoss - ctx.loss;
   return { sharpness, penalty: sharpness };
 }

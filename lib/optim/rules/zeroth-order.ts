@@ -3,6 +3,7 @@
 //   d_i = (L(w + rho·u_i) − L(w)) / rho²,  m = mean psi(d_i)
 //   grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(d_i)·(g_i − g0)
 import { ops } from '../../ops.js';
+import type { Work } from '../../model/work.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
 import { finite, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
@@ -14,9 +15,9 @@ export interface ZerothOrderOptions {
   antithetic: boolean;
 }
 
-export function zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): RuleResult {
+export function* zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): Work<RuleResult> {
   const n = o.samples;
-  const { losses, grads: g } = perturbedPasses(ctx, sampler, n, o.antithetic);
+  const { losses, grads: g } = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
   const d = losses.map((li) => (li - ctx.loss) / (ctx.rho * ctx.rho));
   const m = d.reduce((s, di) => s + finite(o.psi.f(di), 'psi', di, ctx.step), 0) / n;
   const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
