@@ -9,8 +9,9 @@ export { Model, type LossAndGrad, type ModelOptions } from './model/model.js';
 export { cnn, mlp, resnet18, type CnnOptions, type MlpOptions } from './model/presets.js';
 export { parseModelSpec, type LayerSpecInput, type ModelSpec, type ModelSpecInput } from './model/spec.js';
 export { symmetricEigen, tridiagonalEigen } from './hessian/linalg.js';
-export { Optimizer, type OptimizerOptions, type StepResult } from './optim/optimizer.js';
+export { Optimizer, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './optim/optimizer.js';
 export { createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './optim/base.js';
+export { noWeightDecay, type ParamGroup, type ParamGroupInput } from './optim/groups.js';
 export { schedule, type ScheduleConfig } from './optim/schedule.js';
 export type { Batch, PassCounters } from './model/passes.js';
 export {

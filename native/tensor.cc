@@ -36,6 +36,7 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                          InstanceMethod("clone", &TensorWrap::Guard<&TensorWrap::Clone>),
                          InstanceMethod("to", &TensorWrap::Guard<&TensorWrap::To>),
                          InstanceMethod("item", &TensorWrap::Guard<&TensorWrap::Item>),
+                         InstanceMethod("narrow", &TensorWrap::Guard<&TensorWrap::Narrow>),
                      });
 }
 
@@ -255,6 +256,19 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
   auto& t = Live();
   if (t.numel() != 1) Fail("item() needs a tensor with exactly one element, this one has shape " + ShapeString(t.sizes()));
   return Napi::Number::New(info.Env(), t.item<double>());
+}
+
+// narrow(start, length): elements [start, start + length) of a 1-D tensor,
+// as a view (writes go to this tensor; its memory is reported once, here).
+Napi::Value TensorWrap::Narrow(const Napi::CallbackInfo& info) {
+  auto& t = Live();
+  if (t.dim() != 1) Fail("narrow(start, length) needs a 1-D tensor, this one has shape " + ShapeString(t.sizes()));
+  double start = NumberArg(info, 0, "start"), length = NumberArg(info, 1, "length");
+  if (start < 0 || start != std::floor(start) || length < 0 || length != std::floor(length) ||
+      start + length > static_cast<double>(t.numel()))
+    Fail("narrow(start, length): [start, start + length) must be whole numbers inside [0, " + std::to_string(t.numel()) +
+         "), got start " + std::to_string(start) + ", length " + std::to_string(length));
+  return New(info.Env(), t.narrow(0, static_cast<int64_t>(start), static_cast<int64_t>(length)), false);
 }
 
 void CheckSameLayout(const at::Tensor& a, const char* nameA, const at::Tensor& b, const char* nameB) {

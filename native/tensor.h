@@ -43,6 +43,7 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   Napi::Value Clone(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Item(const Napi::CallbackInfo& info);
+  Napi::Value Narrow(const Napi::CallbackInfo& info);
 
   at::Tensor& Live();
   void Release(Napi::Env env);

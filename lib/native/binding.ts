@@ -21,6 +21,8 @@ export interface NativeTensor {
   toArray(): Float32Array | Float64Array | BigInt64Array | Uint8Array;
   /** frees the tensor's memory now; disposing twice is harmless */
   dispose(): void;
+  /** elements [start, start + length) of a 1-D tensor, as a view that writes through */
+  narrow(start: number, length: number): NativeTensor;
   /** the same, for `using` */
   [Symbol.dispose](): void;
   clone(): NativeTensor;

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { native } from '../native/load.js';
 import { persistent } from '../scope.js';
 import type { Tensor } from '../tensor.js';
+import type { ParamGroup, Segment } from './groups.js';
 
 export const baseConfig = z.discriminatedUnion('kind', [
   z
@@ -53,40 +54,62 @@ export interface BaseOptimizer {
   dispose(): void;
 }
 
-export function createBaseOptimizer(config: BaseConfigInput, like: Tensor): BaseOptimizer {
+/** The weight decay a config means; PyTorch's defaults: Adam 0, AdamW 0.01. */
+export function weightDecayOf(c: BaseConfig): number {
+  return c.kind === 'sgd' ? c.weightDecay : (c.weightDecay ?? (c.kind === 'adamw' ? 0.01 : 0));
+}
+
+/**
+ * The base optimizer over the flat vector `like` describes. With parameter
+ * groups (groups.ts), each range of the vector is stepped with its group's
+ * learning rate (scaled like the default one by the schedules) and weight
+ * decay: one fused call per range, on views of the vectors.
+ */
+export function createBaseOptimizer(config: BaseConfigInput, like: Tensor, grouping?: { groups: ParamGroup[]; segments: Segment[] }): BaseOptimizer {
   const c = baseConfig.parse(config);
   // the optimizer's own buffers, outside every scope() (it disposes them)
   const zeros = () => persistent(() => native().Tensor.zeros(like.shape, like.dtype as 'float32' | 'float64', like.device));
-  let steps = 0;
-  if (c.kind === 'sgd') {
-    const momentum = zeros();
-    return {
-      config: c,
-      step(params, grad, lr) {
-        native().optim.sgdStep(params, grad, momentum, { ...c, lr, first: steps === 0 });
-        steps++;
-      },
-      state: () => ({ kind: c.kind, step: steps, buffers: { momentum_buffer: momentum } }),
-      restoreStep: (step) => void (steps = step),
-      dispose: () => momentum.dispose(),
-    };
-  }
-  const expAvg = zeros();
-  const expAvgSq = zeros();
   const decoupled = c.kind === 'adamw';
-  // PyTorch defaults: Adam weight_decay 0, AdamW weight_decay 0.01.
-  const weightDecay = c.weightDecay ?? (decoupled ? 0.01 : 0);
+  const defaultDecay = weightDecayOf(c);
+  const buffers: Record<string, Tensor> = c.kind === 'sgd' ? { momentum_buffer: zeros() } : { exp_avg: zeros(), exp_avg_sq: zeros() };
+  const grouped = grouping && grouping.groups.length > 1 ? grouping : undefined;
+  // views per range of every vector the step sees (params, gradient, buffers), made once
+  const views = new Map<Tensor, Tensor[]>();
+  const parts = (t: Tensor) => {
+    let v = views.get(t);
+    if (!v) {
+      v = persistent(() => grouped!.segments.map((seg) => t.narrow(seg.offset, seg.numel)));
+      views.set(t, v);
+    }
+    return v;
+  };
+  let steps = 0;
+  const one = (params: Tensor, grad: Tensor, b: Tensor[], lr: number, weightDecay: number) => {
+    if (c.kind === 'sgd') native().optim.sgdStep(params, grad, b[0], { ...c, lr, weightDecay, first: steps === 0 });
+    else native().optim.adamStep(params, grad, b[0], b[1], { ...c, lr, weightDecay, decoupled, step: steps + 1 });
+  };
+  const list = Object.values(buffers);
   return {
     config: c,
     step(params, grad, lr) {
+      if (!grouped) one(params, grad, list, lr, defaultDecay);
+      else {
+        const factor = lr / c.lr; // what the schedules did to the default lr, they do to every group's
+        const [p, g] = [parts(params), parts(grad)];
+        const bs = list.map(parts);
+        grouped.segments.forEach((seg, i) => {
+          const group = grouped.groups[seg.group];
+          one(p[i], g[i], bs.map((b) => b[i]), group.lr * factor, seg.group === 0 ? defaultDecay : group.weightDecay);
+        });
+      }
       steps++;
-      native().optim.adamStep(params, grad, expAvg, expAvgSq, { ...c, lr, weightDecay, decoupled, step: steps });
     },
-    state: () => ({ kind: c.kind, step: steps, buffers: { exp_avg: expAvg, exp_avg_sq: expAvgSq } }),
+    state: () => ({ kind: c.kind, step: steps, buffers }),
     restoreStep: (step) => void (steps = step),
     dispose: () => {
-      expAvg.dispose();
-      expAvgSq.dispose();
+      for (const v of views.values()) for (const t of v) t.dispose();
+      views.clear();
+      for (const t of list) t.dispose();
     },
   };
 }

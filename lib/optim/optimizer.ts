@@ -7,10 +7,11 @@ import { formatIssues } from '../model/spec.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
-import { track } from '../scope.js';
+import { persistent, track } from '../scope.js';
 import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
 import type { Tensor } from '../tensor.js';
-import { baseConfig, createBaseOptimizer, type BaseConfigInput, type BaseOptimizer } from './base.js';
+import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseConfigInput, type BaseOptimizer } from './base.js';
+import { resolveGroups, type ParamGroup, type ParamGroupInput } from './groups.js';
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
@@ -26,6 +27,8 @@ const optimizerOptions = z
     sharpness: z.unknown().optional(),
     /** a sharpness-aware step every k steps, plain base steps between */
     every: z.number().int().positive().default(1),
+    /** parameter groups (torch.optim's param_groups): their own lr, weightDecay, rho (SAM/ASAM) */
+    groups: z.array(z.unknown()).default([]),
     /** seeds the directions u ~ mu (their own stream: streamSeed(seed, 'directions')) */
     seed: z.number().int().nonnegative().default(0),
     lrSchedule: scheduleConfig.default({ kind: 'constant' }),
@@ -39,6 +42,8 @@ export interface OptimizerOptions {
   base: BaseConfigInput;
   sharpness?: SharpnessConfigInput;
   every?: number;
+  /** parameter groups: `[noWeightDecay(model)]`, `[{params: /^0\./, lr: 0.01}]`, ... (optim/groups.ts) */
+  groups?: ParamGroupInput[];
   seed?: number;
   lrSchedule?: z.input<typeof scheduleConfig>;
   rhoSchedule?: z.input<typeof scheduleConfig>;
@@ -109,7 +114,9 @@ export class Optimizer {
     const o = parsed.data;
     const b = baseConfig.safeParse(o.base);
     if (!b.success) throw new Error(`invalid base optimizer config:\n${formatIssues(b.error, 'base')}`);
-    this.base = createBaseOptimizer(b.data, model.params);
+    const grouping = resolveGroups(model, o.groups as ParamGroupInput[], { lr: b.data.lr, weightDecay: weightDecayOf(b.data) });
+    this.groups = grouping.groups;
+    this.base = createBaseOptimizer(b.data, model.params, grouping);
     this.every = o.every;
     this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
@@ -119,8 +126,15 @@ export class Optimizer {
       const s = parseSharpness(o.sharpness);
       this.sharpness = s;
       this.rho = schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
+      const groupRho = grouping.groups.some((g) => g.rho !== undefined);
+      if (groupRho && s.kind !== 'sam' && s.kind !== 'asam')
+        throw new Error(
+          `groups: rho per group is for SAM and ASAM; ${s.kind} divides by one rho² and draws u over all parameters, so a group's rho would change the measure itself. Set rho in sharpness, not in groups`,
+        );
       if (s.kind === 'sam' || s.kind === 'asam') {
-        this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta } : { adaptive: false });
+        // e = rho_group·(…) on each group: a per-coordinate factor rho_group / rho
+        const scale = groupRho ? this.rhoScale(grouping, s.rho) : undefined;
+        this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta, scale } : { adaptive: false, scale });
       } else {
         const family = s.kind === 'frob-sam' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
         const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube, () => model.zerosLikeParams());
@@ -146,6 +160,21 @@ export class Optimizer {
     }
     track(this);
   }
+
+  /** The parameter groups: the default group first (the optimizer's own options), then the given ones. */
+  readonly groups: ParamGroup[];
+
+  private rhoScale(grouping: ReturnType<typeof resolveGroups>, rho: number): Tensor {
+    const values = new Float64Array(this.model.numParams).fill(1);
+    for (const seg of grouping.segments) {
+      const g = grouping.groups[seg.group];
+      if (g.rho !== undefined) values.fill(g.rho / rho, seg.offset, seg.offset + seg.numel);
+    }
+    const t = persistent(() => native().Tensor.fromArray(this.model.dtype === 'float64' ? values : Float32Array.from(values), [values.length], this.model.dtype, this.model.device));
+    this.owned.push(t);
+    return t;
+  }
+  private readonly owned: Tensor[] = [];
 
   get stepCount(): number {
     return this.steps;
@@ -261,7 +290,9 @@ export class Optimizer {
       steps: this.steps,
       baseStep: b.step,
       generator: this.sampler ? this.gen.getState() : null,
-      paramGroups: [{ ...base, ...(this.sharpness ? { sharpness: { ...this.sharpness } } : {}), every: this.every }],
+      paramGroups: this.groups.map((g, i) =>
+        i === 0 ? { ...base, ...(this.sharpness ? { sharpness: { ...this.sharpness } } : {}), every: this.every, params: g.names } : (({ names, ...rest }) => ({ ...rest, params: names }))(g),
+      ),
     };
   }
 
@@ -311,6 +342,7 @@ export class Optimizer {
   /** Frees the optimizer's buffers (not the model's); disposing twice is harmless. */
   dispose(): void {
     this.disposed = true;
+    for (const t of this.owned) t.dispose();
     this.sampler?.dispose();
     this.workspace.dispose();
     this.passes.dispose();
