@@ -1,4 +1,4 @@
-// npm run bench:soak [-- --steps 20000] [-- --hvps 2000] [-- --epochs 0] [-- --every N]
+// npm run bench:soak [-- --steps 20000] [-- --hvps 2000] [-- --epochs 0] [-- --no-trim] [-- --verbose] [-- --gc]
 // Memory over long runs: the resident set size (RSS) sampled while
 //  - `--steps` Frob-SAM steps (the CLI's defaults: lr 0.05, momentum 0.9,
 //    rho 0.005, lambda 0.001, 2 directions) run on the default MLP
@@ -7,7 +7,8 @@
 //  - `--epochs` epochs of the Trainer (`usam train` with its defaults, probes
 //    and a checkpoint every epoch) run, sampled after each epoch.
 // The step loop gives the C heap's free pages back once per epoch
-// (native().trimMemory(), as the Trainer does; --no-trim to see without).
+// (native().trimMemory(), as the Trainer does; --no-trim to see without),
+// and is sampled then, at each epoch's end; the HVP loop 20 times.
 // Each phase prints its samples and the growth from the end of its warm-up
 // (the first 10% of the phase) to its end, and its peak over that warm-up
 // value; flat means within 5%.
@@ -42,15 +43,16 @@ const trim = !args.includes('--no-trim');
 const mb = () => process.memoryUsage.rss() / 2 ** 20;
 
 /** Runs `count` units of work, sampling RSS `samples` times; prints and returns the verdict. */
-function soak(name: string, count: number, work: (i: number) => void, samples = 20) {
-  const every = Math.max(1, Math.floor(count / samples));
+function soak(name: string, count: number, work: (i: number) => void, sampleAfter?: (i: number) => boolean) {
+  const every = Math.max(1, Math.floor(count / 20));
+  const sampled = sampleAfter ?? ((i: number) => (i + 1) % every === 0);
   const rss: { at: number; mb: number }[] = [];
   const started = Date.now();
   const gc = (globalThis as { gc?: () => void }).gc;
   for (let i = 0; i < count; i++) {
     work(i);
     if (gc && forceGc && (i + 1) % 100 === 0) gc();
-    if ((i + 1) % every === 0 || i + 1 === count) {
+    if (sampled(i) || i + 1 === count) {
       rss.push({ at: i + 1, mb: mb() });
       if (verbose) {
         const m = process.memoryUsage();
@@ -95,7 +97,7 @@ if (steps > 0) {
     x.dispose();
     y.dispose();
     if (trim && b === loader.length - 1) native().trimMemory(); // as the Trainer does after each epoch
-  });
+  }, (i) => i % loader.length === loader.length - 1); // sampled at each epoch's end, as the Trainer's memory would be seen
   model.dispose();
 }
 
