@@ -8,7 +8,8 @@
 //    and a checkpoint every epoch) run, sampled after each epoch.
 // The step loop gives the C heap's free pages back once per epoch
 // (native().trimMemory(), as the Trainer does; --no-trim to see without),
-// and is sampled then, at each epoch's end; the HVP loop 20 times.
+// and is sampled then, at each epoch's end; the HVP loop trims every 100
+// HVPs and is sampled 20 times.
 // Each phase prints its samples and the growth from the end of its warm-up
 // (the first 10% of the phase) to its end, and its peak over that warm-up
 // value; flat means within 5%.
@@ -110,7 +111,10 @@ if (hvps > 0) {
   const h = hessian(model, { x, y }, { mode: 'eval' });
   const v = model.zerosLikeParams();
   h.operator.random(h.operator.newGenerator(0), 'gaussian', v);
-  soak('HVPs, benchmark CNN, eval mode, batch 128', hvps, () => h.hvp(v).dispose());
+  soak('HVPs, benchmark CNN, eval mode, batch 128', hvps, (i) => {
+    h.hvp(v).dispose();
+    if (trim && i % 100 === 99) native().trimMemory(); // a long custom loop gives the free pages back now and then
+  });
   h.dispose();
   model.dispose();
 }
