@@ -115,3 +115,39 @@ describe('probes and evaluation', () => {
     h.dispose();
   });
 });
+
+describe('Trainer.runAsync and await using', () => {
+  it('a training run awaited equals the synchronous run bit for bit (steps, evaluation, probes)', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { Trainer } = await import('../lib/train/trainer.js');
+    const dir = mkdtempSync(join(tmpdir(), 'usam-async-'));
+    try {
+      const config = { dataset: 'synthetic' as const, model: 'tiny' as const, optimizer: 'frob-sam' as const, epochs: 2, probeEvery: 1, probeSamples: 2, batchSize: 256 };
+      const sync = new Trainer({ ...config, out: join(dir, 'sync') });
+      const a = sync.run();
+      const awaitedTrainer = new Trainer({ ...config, out: join(dir, 'async') });
+      const b = await ticksDuring(() => awaitedTrainer.runAsync());
+      const strip = (ms: typeof a.metrics) => ms.map(({ seconds: _s, stepsPerSecond: _r, ...m }) => m);
+      expect(strip(b.result.metrics)).toEqual(strip(a.metrics));
+      expect(awaitedTrainer.model.getParams()).toEqual(sync.model.getParams());
+      expect(b.ticks).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('await using waits for the queued async work, then disposes', async () => {
+    let step: Promise<unknown> | undefined;
+    let model: Model | undefined;
+    {
+      await using m = new Model(cnnSpec, { seed: 2 });
+      await using opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.05 }, sharpness: { kind: 'sam', rho: 0.05 } });
+      step = opt.stepAsync(batches[0].x, batches[0].y); // not awaited here
+      model = m;
+    }
+    await expect(step).resolves.toMatchObject({ step: 0 });
+    expect(() => model!.getParams()).toThrow(/disposed/);
+  });
+});

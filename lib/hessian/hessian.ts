@@ -90,7 +90,7 @@ export class Hessian {
   }
 
   /** H v (a new flat tensor). */
-  private *hvpWork(v: Tensor | ArrayLike<number>): Work<Tensor> {
+  *hvpWork(v: Tensor | ArrayLike<number>): Work<Tensor> {
     const u = this.restricted(v);
     const out = (yield* this.operator.applyWork(u, this.operator.zeros()));
     u.dispose();
@@ -98,7 +98,7 @@ export class Hessian {
   }
 
   /** uᵀ H u (of the restricted u). */
-  private *quadraticFormWork(u: Tensor | ArrayLike<number>): Work<number> {
+  *quadraticFormWork(u: Tensor | ArrayLike<number>): Work<number> {
     const r = this.restricted(u);
     const hu = (yield* this.operator.applyWork(r, this.operator.zeros()));
     const q = ops.dot(r, hu);
@@ -107,18 +107,18 @@ export class Hessian {
     return q;
   }
 
-  private *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {
+  *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {
     return yield* eigenvalues(this.operator, options);
   }
 
-  private *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Work<Estimate & { method: string }> {
+  *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Work<Estimate & { method: string }> {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;
     const r = method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0) : yield* hutchinson(this.operator, samples, o.seed ?? 0);
     return { method, ...r };
   }
 
-  private *frobeniusSquaredWork(o: { samples?: number; seed?: number } = {}): Work<Estimate> {
+  *frobeniusSquaredWork(o: { samples?: number; seed?: number } = {}): Work<Estimate> {
     return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0);
   }
 
@@ -126,7 +126,7 @@ export class Hessian {
    * Spectral density by SLQ: the quadrature nodes and weights of each run
    * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
    */
-  private *densityWork(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+  *densityWork(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
     const q = yield* quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o);
     const all = q.runs.flatMap((r) => r.nodes);
     const { min: lo, max: hi } = extent(all);
@@ -144,14 +144,14 @@ export class Hessian {
   }
 
   /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
-  private *logAbsDetWork(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+  *logAbsDetWork(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
     if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
     const r = yield* spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o);
     return { damping: o.damping, ...r };
   }
 
   /** The full (restricted) Hessian, symmetrised, from `size` HVPs; refused above `maxSize` rows. */
-  private *fullWork(o: { maxSize?: number } = {}): Work<{ size: number; matrix: number[]; asymmetry: number; hvps: number }> {
+  *fullWork(o: { maxSize?: number } = {}): Work<{ size: number; matrix: number[]; asymmetry: number; hvps: number }> {
     const limit = o.maxSize ?? FULL_HESSIAN_LIMIT;
     const n = this.size;
     if (n > limit)
@@ -184,7 +184,7 @@ export class Hessian {
   }
 
   /** Exact spectral quantities from full(): eigenvalues, trace, ‖H‖_F², extremes, Σ log(|λ| + damping). */
-  private *spectrumWork(o: { damping?: number; maxSize?: number } = {}) {
+  *spectrumWork(o: { damping?: number; maxSize?: number } = {}) {
     const f = yield* this.fullWork(o);
     const { values } = symmetricEigen(f.matrix, f.size);
     let trace = 0, frob = 0;
@@ -207,7 +207,7 @@ export class Hessian {
    * named measure: trace (tr H), frobenius (½·SampleVar(uᵀHu) = ‖H‖_F²),
    * det (the Det-SAM measure with its cube).
    */
-  private *sharpnessWork(config: SharpnessProbe): Work<{ estimate: number; standardError?: number; samples: number; hvps: number }> {
+  *sharpnessWork(config: SharpnessProbe): Work<{ estimate: number; standardError?: number; samples: number; hvps: number }> {
     const samples = config.samples ?? 100;
     if (!Number.isInteger(samples) || samples < 2) throw new Error(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
     let psi: ScalarFunction, phi: ScalarFunction, mu: NonNullable<Extract<SharpnessProbe, { psi: unknown }>['mu']>;
@@ -325,6 +325,12 @@ export class Hessian {
   }
 
   [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `await using`: waits for the model's async work (its probes), then disposes the operator. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.operator.model.idle();
     this.dispose();
   }
 

@@ -153,6 +153,17 @@ export class Model {
   }
   private tail?: Promise<void>;
 
+  /** Settles when the model's queued async work has (with or without errors). */
+  idle(): Promise<void> {
+    return this.tail ?? Promise.resolve();
+  }
+
+  /** `await using`: waits for the model's async work, then disposes it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.idle();
+    this.dispose();
+  }
+
   /** lossAndGrad on libuv's thread pool (the event loop runs meanwhile); the same numbers. */
   lossAndGradAsync(x: Tensor, y: Tensor, options: { updateStats?: boolean; out?: Tensor } = {}): Promise<LossAndGrad> {
     return this.exclusive(async () => {

@@ -198,7 +198,8 @@ export class Optimizer {
     return this.model.exclusive(() => runAsync(this.stepWork(a, b)));
   }
 
-  private *stepWork(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
+  /** step() as Work (model/work.ts), for composing it into longer work such as a training run. */
+  *stepWork(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
     if (this.disposed) throw new Error('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
@@ -334,6 +335,12 @@ export class Optimizer {
   }
 
   [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `await using`: waits for the model's async work (its steps), then disposes the optimizer. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.model.idle();
     this.dispose();
   }
 

@@ -21,7 +21,8 @@ export function evaluateAsync(model: Model, data: Dataset, batchSize = 1000): Pr
   return model.exclusive(() => runAsync(evaluateWork(model, data, batchSize)));
 }
 
-function* evaluateWork(model: Model, data: Dataset, batchSize: number): Work<Evaluation> {
+/** evaluate() as Work, for composing (a training run). */
+export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000): Work<Evaluation> {
   const wasTraining = model.training;
   model.eval();
   const loader = new DataLoader(data, { batchSize, dtype: model.dtype, device: model.device });

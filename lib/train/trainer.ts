@@ -8,12 +8,13 @@ import type { Dataset } from '../data/dataset.js';
 import { DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
 import { Model } from '../model/model.js';
+import { runAsync, runSync, type Work } from '../model/work.js';
 import { native } from '../native/load.js';
 import { Optimizer } from '../optim/optimizer.js';
 import { streamSeed } from '../random.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelSpecOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
-import { evaluate, type Evaluation } from './evaluate.js';
+import { evaluateWork, type Evaluation } from './evaluate.js';
 import { writeAtomic } from './safetensors.js';
 
 export interface EpochMetrics {
@@ -215,7 +216,20 @@ export class Trainer {
     }
   }
 
+  /** Runs (or continues) the training to its last epoch; blocks the event loop (see runAsync). */
   run(events: TrainEvents = {}): TrainResult {
+    return runSync(this.runWork(events));
+  }
+
+  /**
+   * run() with every pass on libuv's thread pool: the event loop keeps
+   * running (a server answering while it trains); the same run bit for bit.
+   */
+  runAsync(events: TrainEvents = {}): Promise<TrainResult> {
+    return this.model.exclusive(() => runAsync(this.runWork(events)));
+  }
+
+  private *runWork(events: TrainEvents): Work<TrainResult> {
     const c = this.config;
     const metrics = this.metricsSoFar();
     this.trimStepLog();
@@ -247,7 +261,7 @@ export class Trainer {
         const { x, y } = this.loader.batch(p.epoch, p.batch, order);
         let r;
         try {
-          r = this.optimizer.step(x, y);
+          r = yield* this.optimizer.stepWork(x, y);
         } catch (e) {
           throw new Error(`epoch ${p.epoch}, batch ${p.batch}: ${(e as Error).message}`);
         } finally {
@@ -307,13 +321,13 @@ export class Trainer {
         trainLoss: p.lossSum / Math.max(p.steps, 1),
         trainAccuracy: p.seen > 0 ? p.correct / p.seen : null,
         sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
-        test: evaluate(this.model, this.data.test),
+        test: yield* evaluateWork(this.model, this.data.test, 1000),
         lr: last.lr,
         rho: last.rho,
         seconds: (Date.now() - epochStart) / 1000,
         stepsPerSecond: p.steps / Math.max((Date.now() - epochStart) / 1000, 1e-9),
       };
-      if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = this.probe(p.epoch);
+      if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = yield* this.probe(p.epoch);
       Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 });
       // The line first, then the checkpoint that records the epoch as done: a
       // crash between them leaves an older checkpoint, and resuming from it
@@ -331,19 +345,19 @@ export class Trainer {
   }
 
   /** Trace, ‖H‖_F² and λmax of the training loss on a fixed probe batch (eval mode). */
-  private probe(epoch: number): NonNullable<EpochMetrics['probe']> {
+  private *probe(epoch: number): Work<NonNullable<EpochMetrics['probe']>> {
     const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
     const h = hessian(this.model, batch, { mode: 'eval' });
     try {
       // one probe stream per (epoch, estimator): no estimator reuses another's vectors
       const seed = (k: number) => streamSeed(this.config.seed, 'probes', 4 * epoch + k);
-      const trace = h.trace({ samples: this.config.probeSamples, seed: seed(0) });
-      const frob = h.frobeniusSquared({ samples: this.config.probeSamples, seed: seed(1) });
-      const top = h.eigenvalues({ k: 1, tol: 1e-3, maxIter: 40, seed: seed(2) });
-      const d = h.density({ steps: 30, runs: 1, seed: seed(3), gridPoints: 120 });
+      const trace = yield* h.traceWork({ samples: this.config.probeSamples, seed: seed(0) });
+      const frob = yield* h.frobeniusSquaredWork({ samples: this.config.probeSamples, seed: seed(1) });
+      const top = yield* h.eigenvaluesWork({ k: 1, tol: 1e-3, maxIter: 40, seed: seed(2) });
+      const d = yield* h.densityWork({ steps: 30, runs: 1, seed: seed(3), gridPoints: 120 });
       // its own stream, far from the 4·epoch + k of the four above
       const logDetDamping = 1e-3;
-      const logDet = h.logAbsDet({ damping: logDetDamping, steps: 30, runs: 1, seed: streamSeed(this.config.seed, 'probes', 2 ** 40 + epoch) });
+      const logDet = yield* h.logAbsDetWork({ damping: logDetDamping, steps: 30, runs: 1, seed: streamSeed(this.config.seed, 'probes', 2 ** 40 + epoch) });
       return {
         trace: trace.estimate,
         traceStandardError: trace.standardError,
