@@ -10,7 +10,7 @@
 //   USAM_TEST_PREBUILDS       a folder of real prebuilds (npm run prebuild -- --out DIR)
 //   USAM_TEST_BUILDS          ':'-separated local builds against other LibTorch versions
 //   USAM_TEST_TORCH_PYTHONS   ':'-separated Pythons with PyTorch 2.x (their LibTorch)
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -62,6 +62,22 @@ function userEnv(python?: string): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * spawnSync's result without holding this worker's event loop: vitest's
+ * worker must answer its runner within 60 s, and an npm install on a busy
+ * machine can take longer than that.
+ */
+function spawnAsync(command: string, args: string[], options: SpawnOptions): Promise<{ status: number | null; stdout: string; stderr: string; error?: Error }> {
+  return new Promise((done) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.on('error', (error) => done({ status: null, stdout, stderr, error }));
+    child.on('close', (status) => done({ status, stdout, stderr }));
+  });
+}
+
 /** Runs an ES module script with node, from `cwd`; returns its JSON output. */
 function runModule(script: string, cwd: string, env: NodeJS.ProcessEnv): { status: number | null; out: unknown; stderr: string } {
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd, env, encoding: 'utf8' });
@@ -90,15 +106,14 @@ describe('npm pack → install → load from the prebuild', () => {
     ? `the prebuilds in USAM_TEST_PREBUILDS (${prebuilds.map((p) => basename(p)).join(', ')})`
     : 'the binary this suite runs on, as a prebuild (USAM_TEST_PREBUILDS not set: real prebuilds untested)';
 
-  it(`installs ${what} with no compiler on PATH and loads the one that fits each LibTorch`, () => {
+  it(`installs ${what} with no compiler on PATH and loads the one that fits each LibTorch`, async () => {
     const work = mkdtempSync(join(tmpdir(), 'usam-pack-'));
     const stage = join(work, 'stage');
     for (const f of ['package.json', 'README.md', 'CMakeLists.txt', 'binding.gyp', 'lib', 'native', 'scripts'])
       cpSync(join(repoRoot, f), join(stage, f), { recursive: true });
     // dist/ compiled now from these sources (a stale dist/ in the checkout must not stand in)
-    const tsc = spawnSync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(stage, 'dist')], {
+    const tsc = await spawnAsync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', join(stage, 'dist')], {
       cwd: repoRoot,
-      encoding: 'utf8',
     });
     expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
     const staged = join(stage, 'prebuilds', platform);
@@ -109,7 +124,7 @@ describe('npm pack → install → load from the prebuild', () => {
       const [major, minor] = info.torch.split('.');
       cpSync(b, join(staged, `usam.${info.flavour}.torch${major}.${minor}.node`));
     }
-    const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: stage, encoding: 'utf8' });
+    const pack = await spawnAsync('npm', ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: stage });
     expect(pack.status, pack.stderr).toBe(0);
     const tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz'))!);
 
@@ -118,7 +133,7 @@ describe('npm pack → install → load from the prebuild', () => {
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, type: 'module' }));
     const env = userEnv();
     expect(spawnSync('/bin/sh', ['-c', 'command -v c++ g++ gcc cc cmake'], { env, encoding: 'utf8' }).stdout.trim()).toBe('');
-    const install = spawnSync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env, encoding: 'utf8' });
+    const install = await spawnAsync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env });
     expect(install.status, install.stdout + install.stderr + JSON.stringify(install.error)).toBe(0);
     expect(install.stdout + install.stderr).toMatch(/using the prebuilt binary .*usam\.(cpu|cuda)\.torch.* from \//);
     // nothing built: build/ holds only the record of the LibTorch the install found, which loading then uses instead of asking Python
