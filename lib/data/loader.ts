@@ -21,6 +21,7 @@ export interface LoaderOptions {
 
 export class DataLoader {
   readonly batchSize: number;
+  private staging?: { x: Float32Array; y: Int32Array };
   constructor(
     readonly dataset: Dataset,
     readonly options: LoaderOptions,
@@ -48,8 +49,12 @@ export class DataLoader {
     const from = index * this.batchSize;
     const to = Math.min(from + this.batchSize, order.length);
     if (from >= to) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
-    const xs = new Float32Array((to - from) * size);
-    const ys = new Int32Array(to - from);
+    // staging arrays reused from batch to batch: tensor() copies them into
+    // native memory, and a fresh 400 KB array per step left to the garbage
+    // collector fragmented the C heap over long runs (docs/benchmarks.md, soak)
+    if (!this.staging || this.staging.x.length < (to - from) * size) this.staging = { x: new Float32Array(this.batchSize * size), y: new Int32Array(this.batchSize) };
+    const xs = this.staging.x.subarray(0, (to - from) * size);
+    const ys = this.staging.y.subarray(0, to - from);
     const rng = this.options.augment ? new Prng(this.options.seed ?? 0, 0xa06, epoch, index) : undefined;
     for (let k = from; k < to; k++) {
       const i = order[k];
