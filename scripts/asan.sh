@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/usam-asan}
-torch_dir=$(node -e "import('./lib/native/libtorch.mjs').then(m => { const t = m.findLibtorch(process.env); if (!t) process.exit(1); console.log(t.torchDir); })")
+torch_dir=$(node -e "import('./lib/native/libtorch.mjs').then(m => { const t = m.findLibtorch(process.env).found; if (!t) process.exit(1); console.log(t.torchDir); })")
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 # cmake-js sets CMAKE_CXX_FLAGS itself: configure through it, then add the flags and build with CMake
 node node_modules/cmake-js/bin/cmake-js configure --directory . --out "$out" \
