@@ -18,7 +18,7 @@ node node_modules/cmake-js/bin/cmake-js configure --directory . --out "$out" \
   "--CDCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" >/dev/null
 cmake -S . -B "$out" "-DCMAKE_CXX_FLAGS=-DBUILDING_NODE_EXTENSION $flags" >/dev/null
 cmake --build "$out" --parallel "$(nproc)"
-nm -D "$out/Release/usam.node" | grep -q __asan_report || { echo "asan.sh: the build is not instrumented" >&2; exit 1; }
+[ "$(nm -D "$out/Release/usam.node" | grep -c __asan_report)" -gt 0 ] || { echo "asan.sh: the build is not instrumented" >&2; exit 1; }
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 USAM_ADDON="$out/Release/usam.node" npx vitest run \
