@@ -182,6 +182,21 @@ at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Te
   return total.defined() ? total : at::zeros({}, v.options());
 }
 
+// <∇L(w), v> with the graph kept (create_graph), for differentiating again;
+// `loss` receives L(w). Runs on any thread (the caller checked the model).
+at::Tensor ModelWrap::GradientDot(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& loss) {
+  loss = LossOf(x, y, false, true);
+  return DotFlat(ag::grad({loss}, net_->params, {}, true, /*create_graph=*/true, true), v);
+}
+
+// ∇_w of the scalar `s` into `out`; zeros when s does not depend on w.
+void ModelWrap::WriteGradient(const at::Tensor& s, at::Tensor& out) {
+  if (s.requires_grad())
+    WriteFlat(ag::grad({s}, net_->params, {}, false, false, true), out);
+  else
+    out.zero_();
+}
+
 // forward(x): the model's outputs (no graph, no statistics moved).
 ModelCall ModelWrap::ForwardCall(const Napi::CallbackInfo& info) {
   auto& net = Net();
@@ -270,13 +285,8 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
               out.copy_(fresh);
               return;
             }
-            at::Tensor l = LossOf(x, y, false, true);
-            auto grads = ag::grad({l}, net.params, {}, true, /*create_graph=*/true, true);
-            at::Tensor gv = DotFlat(grads, v);
-            if (gv.requires_grad())
-              WriteFlat(ag::grad({gv}, net.params, {}, false, false, true), out);
-            else
-              out.zero_();
+            at::Tensor l;
+            WriteGradient(GradientDot(x, y, v, l), out);
             *loss = l.item<double>();
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
@@ -290,21 +300,15 @@ ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
   auto& out = FlatArg(info, 3, "out");
   auto q = std::make_shared<double>(0);
   return {[this, x = x, y = y, v, out, q]() mutable {
-            auto& net = *net_;
-            at::Tensor l = LossOf(x, y, false, true);
-            auto grads = ag::grad({l}, net.params, {}, true, true, true);
-            at::Tensor gv = DotFlat(grads, v);
+            at::Tensor l;
+            at::Tensor gv = GradientDot(x, y, v, l);
             if (!gv.requires_grad()) {
               out.zero_();
               *q = 0;
               return;
             }
-            auto hv = ag::grad({gv}, net.params, {}, true, true, true);
-            at::Tensor qt = DotFlat(hv, v);
-            if (qt.requires_grad())
-              WriteFlat(ag::grad({qt}, net.params, {}, false, false, true), out);
-            else
-              out.zero_();
+            at::Tensor qt = DotFlat(ag::grad({gv}, net_->params, {}, true, true, true), v);
+            WriteGradient(qt, out);
             *q = qt.item<double>();
           },
           [q](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *q); }};

@@ -69,6 +69,8 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
                     at::Tensor* output = nullptr);
   void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
+  at::Tensor GradientDot(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& loss);
+  void WriteGradient(const at::Tensor& s, at::Tensor& out);
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;

@@ -42,7 +42,7 @@ export interface LanczosRun {
   note?: string;
 }
 
-export function ritzOf(alpha: number[], beta: number[], lastBeta: number) {
+function ritzOf(alpha: number[], beta: number[], lastBeta: number) {
   const m = alpha.length;
   const { values, vectors } = tridiagonalEigen(alpha, beta.slice(0, m - 1));
   const ritz = Array.from(values, (value, j) => ({ value, first: vectors![j], last: vectors![(m - 1) * m + j] }));
@@ -55,7 +55,7 @@ const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `$
  * Which reorthogonalisation a run of `steps` steps gets, and the bytes of the
  * vectors it will hold, decided before any allocation.
  */
-export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}) {
+function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}) {
   const mode = o.reorthogonalize ?? 'auto';
   if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
     throw new Error(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
