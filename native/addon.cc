@@ -149,12 +149,15 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto tensor = TensorWrap::Define(env);
   auto model = ModelWrap::Define(env);
   auto generator = GeneratorWrap::Define(env);
+  auto hvpCache = HvpCacheWrap::Define(env);
+  data->hvpCache = Napi::Persistent(hvpCache);
   data->tensor = Napi::Persistent(tensor);
   data->model = Napi::Persistent(model);
   data->generator = Napi::Persistent(generator);
   exports.Set("Tensor", tensor);
   exports.Set("Model", model);
   exports.Set("Generator", generator);
+  exports.Set("HvpCache", hvpCache);
   exports.Set("ops", DefineVecOps(env));
   exports.Set("optim", DefineOptim(env));
   exports.Set("linalg", DefineLinalg(env));

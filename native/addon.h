@@ -8,6 +8,7 @@ struct AddonData {
   Napi::FunctionReference tensor;
   Napi::FunctionReference model;
   Napi::FunctionReference generator;
+  Napi::FunctionReference hvpCache;
   // Open scope() calls, innermost last: weak references to the tensors made
   // while each was open (tensor.cc BeginScope/EndScope).
   std::vector<std::vector<Napi::ObjectReference>> scopes;

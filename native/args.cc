@@ -141,6 +141,7 @@ std::string DTypeName(at::ScalarType t) {
     case at::kFloat: return "float32";
     case at::kDouble: return "float64";
     case at::kLong: return "int64";
+    case at::kInt: return "int32";
     case at::kByte: return "uint8";
     default: return c10::toString(t);
   }

@@ -41,6 +41,12 @@ class GuardedWrap : public Napi::ObjectWrap<T> {
   }
 };
 
+// Records a write that bypassed LibTorch's dispatcher (raw pointers, or a
+// kernel's own side effect such as batch_norm's running statistics) in the
+// tensor's version counter, which its views share: HVP caches (PrimalCache)
+// read the counters to see that the parameters or buffers changed.
+inline void NoteWrite(const at::Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
+
 using Function = Napi::Value (*)(const Napi::CallbackInfo&);
 template <Function F>
 Napi::Value GuardFn(const Napi::CallbackInfo& info) {

@@ -1,5 +1,7 @@
 #include "fused.h"
 
+#include "errors.h"
+
 #include <algorithm>
 
 namespace usam {
@@ -84,8 +86,10 @@ double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::ve
   at::NoGradGuard ng;
   bool fusable = Fusable(dst);
   for (const auto& x : xs) fusable = fusable && Fusable(x);
-  if (fusable && dst.scalar_type() == at::kFloat) return Combine<float>(dst, c, xs);
-  if (fusable && dst.scalar_type() == at::kDouble) return Combine<double>(dst, c, xs);
+  if (fusable && (dst.scalar_type() == at::kFloat || dst.scalar_type() == at::kDouble)) {
+    NoteWrite(dst);
+    return dst.scalar_type() == at::kFloat ? Combine<float>(dst, c, xs) : Combine<double>(dst, c, xs);
+  }
   at::mul_out(dst, xs[0], c[0]);
   for (size_t i = 1; i < xs.size(); ++i) dst.add_(xs[i], c[i]);
   return dst.sum(at::kDouble).item<double>();
@@ -94,8 +98,11 @@ double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::ve
 void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p) {
   at::NoGradGuard ng;
   bool fusable = Fusable(w) && Fusable(g) && Fusable(buf);
-  if (fusable && w.scalar_type() == at::kFloat) return SgdLoop<float>(w, g, buf, p);
-  if (fusable && w.scalar_type() == at::kDouble) return SgdLoop<double>(w, g, buf, p);
+  if (fusable && (w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble)) {
+    NoteWrite(w);
+    NoteWrite(buf);
+    return w.scalar_type() == at::kFloat ? SgdLoop<float>(w, g, buf, p) : SgdLoop<double>(w, g, buf, p);
+  }
   at::Tensor d = p.weightDecay != 0 ? g.add(w, p.weightDecay) : g;
   if (p.momentum != 0) {
     if (p.first)

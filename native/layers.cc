@@ -4,6 +4,8 @@
 #include "batchnorm.h"
 #include "generator.h"
 
+#include <unordered_set>
+
 namespace usam {
 
 size_t Slots::AddParam(std::string name, std::vector<int64_t> shape, double bound, double fill) {
@@ -50,6 +52,27 @@ at::Tensor Plus(const at::Tensor& a, const at::Tensor& b) {
 // and which has no parameters itself: nothing to propagate.
 Dual NothingUpstream(const Dual&) { return {}; }
 
+// A value that does not depend on v: computed by f, or recorded and
+// replayed through the pass's cache (PrimalCache).
+template <typename F>
+at::Tensor Primal(DualPass& p, F&& f) {
+  if (!p.cache) return f();
+  return p.cache->Next([&] { return std::vector<at::Tensor>{f()}; })[0];
+}
+// The same for two values (a pair or a tuple).
+template <typename F>
+std::pair<at::Tensor, at::Tensor> Primal2(DualPass& p, F&& f) {
+  if (!p.cache) {
+    auto r = f();
+    return {std::get<0>(r), std::get<1>(r)};
+  }
+  auto e = p.cache->Next([&] {
+    auto r = f();
+    return std::vector<at::Tensor>{std::get<0>(r), std::get<1>(r)};
+  });
+  return {e[0], e[1]};
+}
+
 // The reverse step of an identity map of x.
 DualBackward IdentityBackward(const Dual& x) {
   if (!x.tangent.defined()) return NothingUpstream;
@@ -60,19 +83,21 @@ DualBackward IdentityBackward(const Dual& x) {
 // and the reverse step applies the vector-Jacobian product of f (taken from
 // autograd on a one-op graph; f is linear, so it does not depend on x) to
 // both the gradient and its tangent.
-Dual LinearMapDual(const Dual& x, const at::Tensor& y, const std::function<at::Tensor(const at::Tensor&)>& f,
+Dual LinearMapDual(const Dual& x, DualPass& p, const std::function<at::Tensor(const at::Tensor&)>& f,
                    DualBackward& backward) {
+  at::Tensor y = Primal(p, [&] { return f(x.value); });
   if (!x.tangent.defined()) {
     backward = NothingUpstream;
     return {y, {}};
   }
-  backward = [x0 = x.value, f](const Dual& g) -> Dual {
-    at::AutoGradMode on(true);
-    at::Tensor leaf = x0.detach().requires_grad_(true);
-    at::Tensor out = f(leaf);
-    auto dx = torch::autograd::grad({out}, {leaf}, {g.value}, /*retain_graph=*/true);
-    auto dxt = torch::autograd::grad({out}, {leaf}, {g.tangent});
-    return {dx[0], dxt[0]};
+  backward = [&p, x0 = x.value, f](const Dual& g) -> Dual {
+    auto vjp = [&](const at::Tensor& t) {
+      at::AutoGradMode on(true);
+      at::Tensor leaf = x0.detach().requires_grad_(true);
+      return torch::autograd::grad({f(leaf)}, {leaf}, {t})[0];
+    };
+    at::Tensor dx = Primal(p, [&] { return vjp(g.value); });
+    return {dx, vjp(g.tangent)};
   };
   return {y, f(x.tangent)};
 }
@@ -99,7 +124,7 @@ class Linear : public Layer {
     outShape.back() = w.size(0);
     at::Tensor x2 = x.value.reshape({-1, w.size(1)});
     at::Tensor xt2 = x.tangent.defined() ? x.tangent.reshape({-1, w.size(1)}) : at::Tensor();
-    at::Tensor y = hasBias_ ? at::addmm(p.pass.params[bias_], x2, w.t()) : at::mm(x2, w.t());
+    at::Tensor y = Primal(p, [&] { return hasBias_ ? at::addmm(p.pass.params[bias_], x2, w.t()) : at::mm(x2, w.t()); });
     at::Tensor yt = hasBias_ ? at::addmm(p.v[bias_], x2, vw.t()) : at::mm(x2, vw.t());
     if (xt2.defined()) yt.addmm_(xt2, w.t());
     backward = [this, &p, x2, xt2, inShape = x.value.sizes().vec()](const Dual& g) -> Dual {
@@ -111,7 +136,8 @@ class Linear : public Layer {
       if (xt2.defined()) hw.addmm_(g2.t(), xt2);
       if (hasBias_) at::sum_out(p.hv[bias_], gt2, {0});
       if (!xt2.defined()) return {};
-      return {g2.mm(w).view(inShape), gt2.mm(w).addmm_(g2, vw).view(inShape)};
+      at::Tensor dx = Primal(p, [&] { return g2.mm(w).view(inShape); });
+      return {dx, gt2.mm(w).addmm_(g2, vw).view(inShape)};
     };
     return {y.view(outShape), yt.view(outShape)};
   }
@@ -182,7 +208,7 @@ class Conv2d : public Layer {
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     const at::Tensor& w = p.pass.params[weight_];
     const at::Tensor& vw = p.v[weight_];
-    at::Tensor y = at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_);
+    at::Tensor y = Primal(p, [&] { return at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_); });
     at::Tensor yt = at::conv2d(x.value, vw, hasBias_ ? p.v[bias_] : at::Tensor(), stride_, padding_);
     if (x.tangent.defined()) yt.add_(at::conv2d(x.tangent, w, {}, stride_, padding_));
     backward = [this, &p, x](const Dual& g) -> Dual {
@@ -197,7 +223,7 @@ class Conv2d : public Layer {
       if (upstream) hw.add_(std::get<1>(ConvBackward(g.value, x.tangent, w, {false, true, false})));
       if (hasBias_) at::sum_out(p.hv[bias_], g.tangent, {0, 2, 3});
       if (!upstream) return {};
-      at::Tensor dx = std::get<0>(ConvBackward(g.value, x.value, w, {true, false, false}));
+      at::Tensor dx = Primal(p, [&] { return std::get<0>(ConvBackward(g.value, x.value, w, {true, false, false})); });
       at::Tensor dxt = std::get<0>(ConvBackward(g.tangent, x.value, w, {true, false, false}));
       dxt.add_(std::get<0>(ConvBackward(g.value, x.value, vw, {true, false, false})));
       return {dx, dxt};
@@ -249,6 +275,8 @@ class BatchNorm : public Layer {
     if (p.twiceDifferentiable) return Composite(x, p);
     bool cudnn = at::globalContext().userEnabledCuDNN();
     if (p.training && p.updateStats && !gather) p.counters[counter_].add_(1);
+    // the kernel moves the running statistics without bumping their version
+    // (autograd checks it); num_batches_tracked's add_ above does
     return at::batch_norm(x, affine_ ? p.params[weight_] : at::Tensor(), affine_ ? p.params[bias_] : at::Tensor(), rm,
                           rv, p.training, momentum_, eps_, cudnn);
   }
@@ -333,21 +361,23 @@ class Activation : public Layer {
   }
   // R{y} = f'(x) ẋ; reverse: ∂x = f'(x) g, R{∂x} = f'(x) ġ + f''(x) ẋ g.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
-    at::Tensor y = Forward(x.value, p.pass);
+    at::Tensor y = Primal(p, [&] { return Forward(x.value, p.pass); });
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
       return {y, {}};
     }
     if (act_ == Act::Relu) {  // f'' = 0; f' is the mask y > 0
-      backward = [y](const Dual& g) -> Dual {
-        return {at::threshold_backward(g.value, y, 0), at::threshold_backward(g.tangent, y, 0)};
+      backward = [&p, y](const Dual& g) -> Dual {
+        at::Tensor dx = Primal(p, [&] { return at::threshold_backward(g.value, y, 0); });
+        return {dx, at::threshold_backward(g.tangent, y, 0)};
       };
       return {y, at::threshold_backward(x.tangent, y, 0)};
     }
-    auto [d1, d2] = Slopes(x.value, y);
+    auto [d1, d2] = Primal2(p, [&] { return Slopes(x.value, y); });
     at::Tensor xt = x.tangent;
-    backward = [d1 = d1, d2xt = d2 * xt](const Dual& g) -> Dual {
-      return {g.value * d1, g.tangent * d1 + g.value * d2xt};
+    backward = [&p, d1 = d1, d2xt = d2 * xt](const Dual& g) -> Dual {
+      at::Tensor dx = Primal(p, [&] { return g.value * d1; });
+      return {dx, g.tangent * d1 + g.value * d2xt};
     };
     return {y, d1 * xt};
   }
@@ -408,21 +438,23 @@ class Pool2d : public Layer {
   // argmax; average pooling is linear.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     if (kind_ == PoolKind::Avg)
-      return LinearMapDual(x, Forward(x.value, p.pass), [this](const at::Tensor& t) {
+      return LinearMapDual(x, p, [this](const at::Tensor& t) {
+        CheckImages(where(), t);
         return at::avg_pool2d(t, kernel_, stride_, padding_);
       }, backward);
     CheckImages(where(), x.value);
-    auto [y, idx] = at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_);
+    auto [y, idx] = Primal2(p, [&] { return at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_); });
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
       return {y, {}};
     }
     at::Tensor yt = x.tangent.flatten(2).gather(2, idx.flatten(2)).view_as(y);
-    backward = [this, x0 = x.value, idx = idx](const Dual& g) -> Dual {
+    backward = [this, &p, x0 = x.value, idx = idx](const Dual& g) -> Dual {
       auto route = [&](const at::Tensor& t) {
         return at::max_pool2d_with_indices_backward(t, x0, kernel_, stride_, padding_, {1, 1}, false, idx);
       };
-      return {route(g.value), route(g.tangent)};
+      at::Tensor dx = Primal(p, [&] { return route(g.value); });
+      return {dx, route(g.tangent)};
     };
     return {y, yt};
   }
@@ -445,8 +477,8 @@ class AdaptiveAvgPool2d : public Layer {
     return at::adaptive_avg_pool2d(x, output_);
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
-    return LinearMapDual(x, Forward(x.value, p.pass), [this](const at::Tensor& t) { return at::adaptive_avg_pool2d(t, output_); },
-                         backward);
+    // the tangent map is the forward itself (linear), global pooling as a mean included
+    return LinearMapDual(x, p, [this, &p](const at::Tensor& t) { return Forward(t, p.pass); }, backward);
   }
 
  private:
@@ -484,13 +516,20 @@ class Dropout : public Layer {
       backward = IdentityBackward(x);
       return x;
     }
-    at::Tensor keep = Mask(x.value, p.pass);
+    // with a cache, one mask serves every HVP of the batch: the probe applies one H
+    auto [keep, y] = Primal2(p, [&] {
+      at::Tensor mask = Mask(x.value, p.pass);
+      return std::make_pair(mask, x.value * mask);
+    });
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
-      return {x.value * keep, {}};
+      return {y, {}};
     }
-    backward = [keep](const Dual& g) -> Dual { return {g.value * keep, g.tangent * keep}; };
-    return {x.value * keep, x.tangent * keep};
+    backward = [&p, keep = keep](const Dual& g) -> Dual {
+      at::Tensor dx = Primal(p, [&] { return g.value * keep; });
+      return {dx, g.tangent * keep};
+    };
+    return {y, x.tangent * keep};
   }
 
  private:
@@ -524,11 +563,13 @@ class Residual : public Layer {
     Dual skip = shortcut_.empty() ? x : RunLayersDual(shortcut_, x, p, skipBack);
     CheckShapes(main.value, skip.value);
     if (shortcut_.empty()) skipBack = IdentityBackward(x);
-    backward = [bodyBack, skipBack](const Dual& g) -> Dual {
+    backward = [&p, bodyBack, skipBack](const Dual& g) -> Dual {
       Dual a = bodyBack(g), b = skipBack(g);
-      return {Plus(a.value, b.value), Plus(a.tangent, b.tangent)};
+      at::Tensor dx = Primal(p, [&] { return Plus(a.value, b.value); });
+      return {dx, Plus(a.tangent, b.tangent)};
     };
-    return {main.value + skip.value, Plus(main.tangent, skip.tangent)};
+    at::Tensor y = Primal(p, [&] { return main.value + skip.value; });
+    return {y, Plus(main.tangent, skip.tangent)};
   }
 
  private:
@@ -734,42 +775,113 @@ at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDif
   return RunLayers(layers_, x, pass);
 }
 
-double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out) {
+std::vector<at::Tensor> PrimalCache::Next(const std::function<std::vector<at::Tensor>()>& compute) {
+  if (!replaying) {
+    entries.push_back(compute());
+    return entries.back();
+  }
+  if (cursor >= entries.size()) Fail("internal error: an HVP replayed more of its cache than it recorded");
+  return entries[cursor++];
+}
+
+void PrimalCache::Clear() {
+  key = Key{};
+  replaying = false;
+  cursor = 0;
+  entries.clear();
+  graph.clear();
+  loss = at::Tensor();
+}
+
+int64_t PrimalCache::Bytes() const {
+  std::unordered_set<const void*> seen;
+  int64_t total = 0;
+  auto count = [&](const at::Tensor& t) {
+    if (!t.defined()) return;
+    const auto& storage = t.storage();
+    if (seen.insert(storage.unsafeGetStorageImpl()).second) total += static_cast<int64_t>(storage.nbytes());
+  };
+  for (const auto& e : entries)
+    for (const auto& t : e) count(t);
+  for (const auto& t : graph) count(t);
+  return total;
+}
+
+PrimalCache::Key Network::CacheKey(const at::Tensor& x, const at::Tensor& y, const std::string& method) const {
+  PrimalCache::Key k;
+  k.network = this;
+  k.x = x.unsafeGetTensorImpl(), k.y = y.unsafeGetTensorImpl();
+  k.xVersion = static_cast<int64_t>(x._version()), k.yVersion = static_cast<int64_t>(y._version());
+  k.paramsVersion = static_cast<int64_t>(flatParams._version());
+  k.buffersVersion = static_cast<int64_t>(flatBuffers._version());
+  k.countersVersion = static_cast<int64_t>(counters._version());
+  k.training = training;
+  k.method = method;
+  return k;
+}
+
+double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
   at::NoGradGuard ng;
+  if (cache) {
+    PrimalCache::Key key = CacheKey(x, y, "forward-over-reverse");
+    if (!(cache->key == key)) {
+      cache->Clear();
+      cache->key = key;
+    }
+    cache->cursor = 0;
+  }
   Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
   std::vector<at::Tensor> vParts, hvParts;
   for (const auto& s : slots.params) {
     vParts.push_back(v.narrow(0, s.offset, s.numel).view(s.shape));
     hvParts.push_back(out.narrow(0, s.offset, s.numel).view(s.shape));
   }
-  DualPass dual{pass, vParts, hvParts};
-  DualBackward backward;
-  Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
-  Dual g;
-  double loss = LossDual(z, y, g);
-  backward(g);
-  return loss;
+  DualPass dual{pass, vParts, hvParts, cache};
+  try {
+    DualBackward backward;
+    Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
+    Dual g;
+    double loss = LossDual(z, y, g, cache);
+    backward(g);
+    if (cache) {
+      if (cache->replaying && cache->cursor != cache->entries.size())
+        Fail("internal error: an HVP replayed less of its cache than it recorded");
+      ++(cache->replaying ? cache->replays : cache->records);
+      cache->replaying = true;
+    }
+    return loss;
+  } catch (...) {
+    if (cache) cache->Clear();  // a half-recorded cache must not be replayed
+    throw;
+  }
 }
 
 // Cross-entropy with label smoothing ε over C classes, mean over N samples:
 // ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
 // R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
 // ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
-double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad) const {
-  double loss = Loss(z.value, y).item<double>();  // also checks shapes and labels
+double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache) const {
+  // the v-independent parts (L, ∂L/∂z, softmax) through the cache, as the layers' (Primal)
+  auto primal = [&](const std::function<std::vector<at::Tensor>()>& f) { return cache ? cache->Next(f) : f(); };
   at::Tensor zt = z.tangent.defined() ? z.tangent : at::zeros_like(z.value);
   if (loss_ == LossKind::Mse) {
     double scale = 2.0 / static_cast<double>(z.value.numel());
-    grad = {(z.value - y) * scale, zt * scale};
-    return loss;
+    auto lg = primal([&] { return std::vector<at::Tensor>{Loss(z.value, y), (z.value - y) * scale}; });
+    grad = {lg[1], zt * scale};
+    return lg[0].item<double>();
   }
   int64_t n = z.value.size(0), classes = z.value.size(1);
-  at::Tensor p = at::softmax(z.value, 1);
-  at::Tensor g = labelSmoothing_ > 0 ? p - labelSmoothing_ / static_cast<double>(classes) : p.clone();
-  g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - labelSmoothing_), g.options()));
+  auto lgp = primal([&] {
+    at::Tensor loss = Loss(z.value, y);  // also checks shapes and labels
+    at::Tensor p = at::softmax(z.value, 1);
+    at::Tensor g = labelSmoothing_ > 0 ? p - labelSmoothing_ / static_cast<double>(classes) : p.clone();
+    g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - labelSmoothing_), g.options()));
+    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
+  });
+  const at::Tensor& p = lgp[2];
   at::Tensor gt = p * (zt - (p * zt).sum(1, /*keepdim=*/true));
-  grad = {g.div_(static_cast<double>(n)), gt.div_(static_cast<double>(n))};
-  return loss;
+  grad = {lgp[1], gt.div_(static_cast<double>(n))};
+  return lgp[0].item<double>();
 }
 
 at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {

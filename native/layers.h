@@ -79,12 +79,59 @@ struct Dual {
 // within the Network::Hvp call that made them.
 using DualBackward = std::function<Dual(const Dual& grad)>;
 
+// What an HVP computes that does not depend on v, kept for the next HVP on
+// the same batch and parameters (a probe applies one H to many vectors):
+// - forward-over-reverse: the primal activations and the loss gradient at
+//   every layer, activation slopes, pooling indices, dropout masks; the first
+//   pass records them, later passes replay them and run only the tangent
+//   arithmetic. Entries are consumed in call order, the same in every pass
+//   over one network. (BatchNorm's fused kernels compute primal and tangent
+//   together and are not split.)
+// - double backward: the gradient with its autograd graph (PyTorch's
+//   create_graph idiom); each HVP is one backward pass of that graph.
+// `key` names what the entries were computed from; Network::Hvp drops them
+// when any of it changed (another model, batch, mode, or an in-place write to
+// the parameters, buffers or batch, seen by LibTorch's version counters).
+struct PrimalCache {
+  struct Key {
+    const void* network = nullptr;
+    const void *x = nullptr, *y = nullptr;
+    // BatchNorm's kernel moves the running statistics without a version bump;
+    // every such move also counts num_batches_tracked, which does bump
+    int64_t xVersion = -1, yVersion = -1, paramsVersion = -1, buffersVersion = -1, countersVersion = -1;
+    bool training = false;
+    std::string method;
+    bool operator==(const Key& o) const {
+      return network == o.network && x == o.x && y == o.y && xVersion == o.xVersion && yVersion == o.yVersion &&
+             paramsVersion == o.paramsVersion && buffersVersion == o.buffersVersion &&
+             countersVersion == o.countersVersion && training == o.training &&
+             method == o.method;
+    }
+  };
+  Key key;
+  bool replaying = false;
+  size_t cursor = 0;
+  std::vector<std::vector<at::Tensor>> entries;
+  std::vector<at::Tensor> graph;  // double backward: ∇L with its graph
+  at::Tensor loss;
+  int64_t records = 0, replays = 0;
+
+  // compute() while recording (kept), its recorded result while replaying.
+  std::vector<at::Tensor> Next(const std::function<std::vector<at::Tensor>()>& compute);
+  void Clear();
+  // Bytes held: distinct storages of the entries, counted once. The graph's
+  // saved tensors are not reachable from here and are not counted.
+  int64_t Bytes() const;
+};
+
 // The state of one forward-over-reverse pass: the forward pass's state, the
-// direction v and the output H·v, both split like the parameters.
+// direction v and the output H·v, both split like the parameters; `cache`,
+// when set, records or replays the parts that do not depend on v.
 struct DualPass {
   Pass& pass;
   const std::vector<at::Tensor>& v;
   std::vector<at::Tensor>& hv;
+  PrimalCache* cache = nullptr;
 };
 
 class Layer {
@@ -114,8 +161,13 @@ class Network {
   at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
   // H·v into `out` by forward-over-reverse differentiation (one forward pass
   // carrying tangents, one reverse pass carrying their R{·}); returns L(w).
-  // Running statistics are not touched.
-  double Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out);
+  // Running statistics are not touched. With `cache`, what does not depend
+  // on v is recorded on the first call and replayed on later ones (see
+  // PrimalCache).
+  double Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+             PrimalCache* cache = nullptr);
+  // The key a cache must match to replay for this batch and method.
+  PrimalCache::Key CacheKey(const at::Tensor& x, const at::Tensor& y, const std::string& method) const;
   void CheckInput(const at::Tensor& x) const;
   void CheckTarget(const at::Tensor& y, int64_t batch) const;
   // Statistics over several passes: BeginStats, then passes with updateStats
@@ -136,7 +188,7 @@ class Network {
  private:
   LayerList layers_;
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
-  double LossDual(const Dual& z, const at::Tensor& target, Dual& grad) const;
+  double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache) const;
 
   std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;

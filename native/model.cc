@@ -257,10 +257,12 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
 
-// hvp(x, y, v, out, method = 'forward-over-reverse'): writes H v into `out`,
-// returns L(w). Forward-over-reverse (Network::Hvp) does about 2/3 of the
-// matrix work of double backward through autograd, which is kept as an
+// hvp(x, y, v, out, method = 'forward-over-reverse', cache?): writes H v into
+// `out`, returns L(w). Forward-over-reverse (Network::Hvp) does about 2/3 of
+// the matrix work of double backward through autograd, which is kept as an
 // independent second method. BatchNorm running statistics are never touched.
+// With an HvpCache, what does not depend on v is computed on the first call
+// for the batch and reused by the next ones (PrimalCache).
 ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = FlatArg(info, 2, "v");
@@ -268,8 +270,10 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
   if (method != "forward-over-reverse" && method != "double-backward")
     Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
+  PrimalCache* cache = nullptr;
+  if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
-  return {[this, x = x, y = y, v, out, method, loss]() mutable {
+  return {[this, x = x, y = y, v, out, method, loss, cache]() mutable {
             auto& net = *net_;
             if (method == "forward-over-reverse") {
               // The reverse pass writes blocks of `out` while it still reads v, the
@@ -277,12 +281,16 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
               // model.params), compute into a fresh vector and copy at the end.
               auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
               if (!overlaps(v) && !overlaps(net.flatParams) && !overlaps(net.flatBuffers)) {
-                *loss = net.Hvp(x, y, v, out);
+                *loss = net.Hvp(x, y, v, out, cache);
                 return;
               }
               at::Tensor fresh = at::empty_like(out);
-              *loss = net.Hvp(x, y, v, fresh);
+              *loss = net.Hvp(x, y, v, fresh, cache);
               out.copy_(fresh);
+              return;
+            }
+            if (cache) {
+              *loss = GraphHvp(x, y, v, out, *cache);
               return;
             }
             at::Tensor l;
@@ -290,6 +298,32 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
             *loss = l.item<double>();
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
+}
+
+double ModelWrap::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                           PrimalCache& cache) {
+  auto& net = *net_;
+  PrimalCache::Key key = net.CacheKey(x, y, "double-backward");
+  if (!(cache.key == key) || cache.graph.empty()) {
+    cache.Clear();
+    try {
+      cache.loss = LossOf(x, y, false, true);
+      cache.graph = ag::grad({cache.loss}, net.params, {}, true, /*create_graph=*/true, true);
+    } catch (...) {
+      cache.Clear();
+      throw;
+    }
+    cache.key = key;
+    ++cache.records;
+  } else {
+    ++cache.replays;
+  }
+  at::Tensor gv = DotFlat(cache.graph, v);
+  if (gv.requires_grad())
+    WriteFlat(ag::grad({gv}, net.params, {}, /*retain_graph=*/true, false, true), out);
+  else
+    out.zero_();
+  return cache.loss.item<double>();
 }
 
 // quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
@@ -314,6 +348,60 @@ ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
           [q](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *q); }};
 }
 
+Napi::Function HvpCacheWrap::Define(Napi::Env env) {
+  using C = HvpCacheWrap;
+  return DefineClass(env, "HvpCache",
+                     {
+                         InstanceAccessor("bytes", &C::Guard<&C::Bytes>, nullptr),
+                         InstanceAccessor("records", &C::Guard<&C::Records>, nullptr),
+                         InstanceAccessor("replays", &C::Guard<&C::Replays>, nullptr),
+                         InstanceAccessor("disposed", &C::Guard<&C::Disposed>, nullptr),
+                         InstanceMethod("clear", &C::Guard<&C::Clear>),
+                         InstanceMethod("dispose", &C::Guard<&C::Dispose>),
+                     });
+}
+
+HvpCacheWrap::HvpCacheWrap(const Napi::CallbackInfo& info) : GuardedWrap<HvpCacheWrap>(info) {}
+
+HvpCacheWrap* HvpCacheWrap::Arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return nullptr;
+  if (!info[i].IsObject() || !info[i].As<Napi::Object>().InstanceOf(Data(info.Env()).hvpCache.Value()))
+    Fail("argument 'cache' must be an HvpCache (new native().HvpCache()) or undefined");
+  auto* wrap = Unwrap(info[i].As<Napi::Object>());
+  wrap->Cache();  // refuses a disposed one
+  return wrap;
+}
+
+PrimalCache& HvpCacheWrap::Cache() {
+  if (!cache_) Fail("this HvpCache was disposed; it cannot be used after dispose()");
+  return *cache_;
+}
+
+void HvpCacheWrap::CheckIdle(const char* what) const {
+  if (pins_ > 0) Fail(std::string("this HvpCache is in use by a running async HVP; await it before ") + what);
+}
+
+Napi::Value HvpCacheWrap::Bytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cache_ ? static_cast<double>(cache_->Bytes()) : 0.0);
+}
+Napi::Value HvpCacheWrap::Records(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Cache().records));
+}
+Napi::Value HvpCacheWrap::Replays(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Cache().replays));
+}
+Napi::Value HvpCacheWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !cache_); }
+Napi::Value HvpCacheWrap::Clear(const Napi::CallbackInfo& info) {
+  CheckIdle("clear()");
+  Cache().Clear();
+  return info.Env().Undefined();
+}
+Napi::Value HvpCacheWrap::Dispose(const Napi::CallbackInfo& info) {
+  CheckIdle("dispose()");
+  cache_.reset();
+  return info.Env().Undefined();
+}
+
 // The synchronous entry points run the call at once; the Async ones run it on
 // libuv's thread pool and return a Promise (ModelCallWorker).
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return RunNow(info.Env(), ForwardCall(info)); }
@@ -336,12 +424,17 @@ namespace {
 // A C++ exception of the compute becomes the Promise's rejection.
 class ModelCallWorker : public Napi::AsyncWorker {
  public:
-  ModelCallWorker(Napi::Env env, ModelCall call, bool& busy, Napi::Object model, std::vector<Napi::Object> tensors)
+  ModelCallWorker(Napi::Env env, ModelCall call, bool& busy, Napi::Object model, std::vector<Napi::Object> tensors,
+                  std::vector<Napi::Object> caches)
       : Napi::AsyncWorker(env), call_(std::move(call)), busy_(busy), deferred_(Napi::Promise::Deferred::New(env)) {
     model_ = Napi::Persistent(model);
     for (auto& t : tensors) {
       TensorWrap::Unwrap(t)->Pin();
       tensors_.push_back(Napi::Persistent(t));
+    }
+    for (auto& c : caches) {
+      HvpCacheWrap::Unwrap(c)->Pin();
+      caches_.push_back(Napi::Persistent(c));
     }
     busy_ = true;
   }
@@ -373,6 +466,7 @@ class ModelCallWorker : public Napi::AsyncWorker {
   void Settle() {
     busy_ = false;
     for (auto& t : tensors_) TensorWrap::Unwrap(t.Value())->Unpin();
+    for (auto& c : caches_) HvpCacheWrap::Unwrap(c.Value())->Unpin();
   }
   Napi::Value guardedResult() {
     try {
@@ -387,17 +481,20 @@ class ModelCallWorker : public Napi::AsyncWorker {
   bool& busy_;
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference model_;
-  std::vector<Napi::ObjectReference> tensors_;
+  std::vector<Napi::ObjectReference> tensors_, caches_;
 };
 
 }  // namespace
 
 Napi::Value ModelWrap::RunAsync(const Napi::CallbackInfo& info, ModelCall call) {
-  std::vector<Napi::Object> tensors;
-  for (size_t i = 0; i < info.Length(); ++i)
-    if (info[i].IsObject() && info[i].As<Napi::Object>().InstanceOf(Data(info.Env()).tensor.Value()))
-      tensors.push_back(info[i].As<Napi::Object>());
-  auto* worker = new ModelCallWorker(info.Env(), std::move(call), busy_, info.This().As<Napi::Object>(), tensors);
+  std::vector<Napi::Object> tensors, caches;
+  for (size_t i = 0; i < info.Length(); ++i) {
+    if (!info[i].IsObject()) continue;
+    auto o = info[i].As<Napi::Object>();
+    if (o.InstanceOf(Data(info.Env()).tensor.Value())) tensors.push_back(o);
+    if (o.InstanceOf(Data(info.Env()).hvpCache.Value())) caches.push_back(o);
+  }
+  auto* worker = new ModelCallWorker(info.Env(), std::move(call), busy_, info.This().As<Napi::Object>(), tensors, caches);
   auto promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -17,6 +17,33 @@ struct ModelCall {
   std::function<Napi::Value(Napi::Env)> result;
 };
 
+// new HvpCache(): what a model's HVPs on one batch can reuse (PrimalCache),
+// passed as hvp()'s last argument. It belongs to no model: an HVP with
+// another model, batch or parameters re-records it.
+class HvpCacheWrap : public GuardedWrap<HvpCacheWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit HvpCacheWrap(const Napi::CallbackInfo& info);
+  // The cache behind argument i (undefined or null: none).
+  static HvpCacheWrap* Arg(const Napi::CallbackInfo& info, size_t i);
+  PrimalCache& Cache();
+  // A running async HVP holds its cache: dispose() and clear() wait for it.
+  void Pin() { ++pins_; }
+  void Unpin() { --pins_; }
+
+ private:
+  Napi::Value Bytes(const Napi::CallbackInfo& info);
+  Napi::Value Records(const Napi::CallbackInfo& info);
+  Napi::Value Replays(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Clear(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  void CheckIdle(const char* what) const;
+
+  std::unique_ptr<PrimalCache> cache_ = std::make_unique<PrimalCache>();
+  int pins_ = 0;
+};
+
 class ModelWrap : public GuardedWrap<ModelWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -70,6 +97,9 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
   at::Tensor GradientDot(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& loss);
+  // H v by double backward through the gradient's graph, kept in `cache`
+  // between calls (PyTorch's create_graph idiom); returns L(w).
+  double GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache& cache);
   void WriteGradient(const at::Tensor& s, at::Tensor& out);
 
   std::unique_ptr<Network> net_;

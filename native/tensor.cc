@@ -37,6 +37,7 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                          InstanceMethod("to", &TensorWrap::Guard<&TensorWrap::To>),
                          InstanceMethod("item", &TensorWrap::Guard<&TensorWrap::Item>),
                          InstanceMethod("narrow", &TensorWrap::Guard<&TensorWrap::Narrow>),
+                         InstanceMethod("copyFrom", &TensorWrap::Guard<&TensorWrap::CopyFrom>),
                      });
 }
 
@@ -105,36 +106,62 @@ void TensorWrap::Release(Napi::Env env) {
 
 void TensorWrap::Finalize(Napi::Env env) { Release(env); }
 
-Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  if (!info[0].IsTypedArray())
-    Fail("argument 'data' must be a Float32Array, Float64Array, Int32Array or BigInt64Array");
-  auto ta = info[0].As<Napi::TypedArray>();
-  auto shape = ShapeArg(info, 1, "shape");
-  auto dtype = ParseDType(StringArg(info, 2, "dtype"), "argument 'dtype'");
-  auto device = ParseDevice(StringArg(info, 3, "device"), "argument 'device'");
+namespace {
+
+// The values of a typed-array argument as a CPU tensor over its memory (no
+// copy), checked against the dtype they are headed for: integers go to int64
+// only, floats to float dtypes only.
+at::Tensor TypedArrayView(const Napi::Value& v, at::ScalarType dtype) {
+  const char* kinds = "argument 'data' must be a Float32Array, Float64Array, Int32Array or BigInt64Array";
+  if (!v.IsTypedArray()) Fail(kinds);
+  auto ta = v.As<Napi::TypedArray>();
   at::ScalarType source;
   switch (ta.TypedArrayType()) {
     case napi_float32_array: source = at::kFloat; break;
     case napi_float64_array: source = at::kDouble; break;
     case napi_int32_array: source = at::kInt; break;
     case napi_bigint64_array: source = at::kLong; break;
-    default: Fail("argument 'data' must be a Float32Array, Float64Array, Int32Array or BigInt64Array");
+    default: Fail(kinds);
   }
-  int64_t numel = 1;
-  for (auto d : shape) numel *= d;
-  if (numel != static_cast<int64_t>(ta.ElementLength()))
-    Fail("argument 'shape' " + ShapeString(shape) + " holds " + std::to_string(numel) + " elements but 'data' has " +
-         std::to_string(ta.ElementLength()));
   bool integral = source == at::kInt || source == at::kLong;
   if (integral != (dtype == at::kLong))
     Fail("argument 'data' (" + DTypeName(source) + " values) does not fit dtype '" + DTypeName(dtype) +
          "'; pass a Float32Array/Float64Array for float dtypes and an Int32Array/BigInt64Array for int64");
   auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-  at::Tensor t = at::from_blob(base, shape, at::TensorOptions().dtype(source)).to(dtype, /*non_blocking=*/false,
-                                                                                   /*copy=*/true);
+  return at::from_blob(base, {static_cast<int64_t>(ta.ElementLength())}, at::TensorOptions().dtype(source));
+}
+
+}  // namespace
+
+Napi::Value TensorWrap::FromArray(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto shape = ShapeArg(info, 1, "shape");
+  auto dtype = ParseDType(StringArg(info, 2, "dtype"), "argument 'dtype'");
+  auto device = ParseDevice(StringArg(info, 3, "device"), "argument 'device'");
+  at::Tensor view = TypedArrayView(info[0], dtype);
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (numel != view.numel())
+    Fail("argument 'shape' " + ShapeString(shape) + " holds " + std::to_string(numel) + " elements but 'data' has " +
+         std::to_string(view.numel()));
+  at::Tensor t = view.reshape(shape).to(dtype, /*non_blocking=*/false, /*copy=*/true);
   if (!device.is_cpu()) t = t.to(device);
   return New(env, t);
+}
+
+Napi::Value TensorWrap::CopyFrom(const Napi::CallbackInfo& info) {
+  at::Tensor& t = Live();
+  if (Pinned()) Fail("this tensor is in use by a running async call; await it before copyFrom()");
+  if (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble && t.scalar_type() != at::kLong)
+    Fail("copyFrom() writes float32, float64 and int64 tensors; this one is " + DTypeName(t.scalar_type()));
+  at::Tensor view = TypedArrayView(info[0], t.scalar_type());
+  if (view.numel() != t.numel())
+    Fail("argument 'data' has " + std::to_string(view.numel()) + " elements but this tensor of shape " +
+         ShapeString(t.sizes()) + " holds " + std::to_string(t.numel()) + "; pass data of exactly that length");
+  // copy_ converts the dtype and crosses devices; the write lands in place, so
+  // views of this tensor see it
+  t.copy_(view.view(t.sizes()));
+  return info.This();
 }
 
 Napi::Value TensorWrap::BeginScope(const Napi::CallbackInfo& info) {

@@ -44,6 +44,11 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Item(const Napi::CallbackInfo& info);
   Napi::Value Narrow(const Napi::CallbackInfo& info);
+  // t.copyFrom(typedArray): the values written into this tensor in place
+  // (same element count, converted to its dtype and device). A loop that
+  // refills one batch tensor instead of making a new one per step keeps the
+  // C heap from fragmenting (docs/benchmarks.md, memory over long runs).
+  Napi::Value CopyFrom(const Napi::CallbackInfo& info);
 
   at::Tensor& Live();
   void Release(Napi::Env env);

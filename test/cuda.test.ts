@@ -35,6 +35,8 @@ describe.skipIf(!hasCuda)('on CUDA (skipped: no CUDA device in this build or mac
     expect(t.device).toBe('cuda:0');
     expect(Array.from(t.toArray() as Float64Array)).toEqual([1, 2, 3]);
     expect(() => zeros([1], { device: 'cuda:99' })).toThrow(/only \d+ CUDA device/);
+    t.copyFrom(new Float32Array([4, 5, 6])); // from host memory, converted, in place on the device
+    expect([t.device, Array.from(t.toArray() as Float64Array)]).toEqual(['cuda:0', [4, 5, 6]]);
   });
 
   for (const [name, spec, shape] of [

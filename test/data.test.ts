@@ -109,6 +109,23 @@ describe('loader', () => {
     expect(new DataLoader(d, { batchSize: 8, dropLast: true }).length).toBe(6);
   });
 
+  it('batchInto refills given tensors with exactly what batch() makes, and refuses tensors of another size', () => {
+    const l = new DataLoader(d, { batchSize: 8, shuffle: true, seed: 5, dtype: 'float64' });
+    const full = l.batch(0, 0), last = l.batch(0, 6);
+    expect([l.batchLength(0), l.batchLength(6), l.batchLength(7)]).toEqual([8, 2, 0]);
+    expect(last.x.shape).toEqual([2, 2]);
+    for (const [epoch, index] of [[1, 3], [2, 0], [0, 5]]) {
+      const fresh = l.batch(epoch, index);
+      expect(l.batchInto(full, epoch, index)).toBe(full);
+      expect(Array.from(full.x.toArray() as Float64Array)).toEqual(Array.from(fresh.x.toArray() as Float64Array));
+      expect(Array.from(full.y.toArray() as BigInt64Array)).toEqual(Array.from(fresh.y.toArray() as BigInt64Array));
+    }
+    l.batchInto(last, 3, 6);
+    expect(Array.from(last.y.toArray() as BigInt64Array)).toEqual(Array.from(l.batch(3, 6).y.toArray() as BigInt64Array));
+    expect(() => l.batchInto(last, 0, 1)).toThrow(/batch 1 has shape \[8,2\] with labels \[8\], but 'into' has x \[2,2\] and y \[2\]/);
+    expect(() => l.batchInto(full, 0, 7)).toThrow(/past the end of the epoch/);
+  });
+
   it('crop-flip: pads 4, crops back, flips; reproducible per (epoch, batch)', () => {
     const img: Dataset = { name: 'img', x: Float32Array.from({ length: 3 * 8 * 8 }, (_, i) => i + 1), y: Int32Array.from([0]), shape: [3, 8, 8], classes: 1 };
     const l = new DataLoader(img, { batchSize: 1, augment: 'crop-flip', seed: 3 });

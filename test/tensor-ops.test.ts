@@ -32,6 +32,34 @@ describe('tensors', () => {
     expect(() => ops.axpy(zeros([3]), 1, zeros([3], { dtype: 'float64' }))).toThrow(/float32.*float64/);
   });
 
+  it('copyFrom writes values in place, converting to the dtype; views see the write', () => {
+    const a = zeros([2, 2], { dtype: 'float64' });
+    expect(a.copyFrom(new Float32Array([0.1, 2, 3, 4]))).toBe(a);
+    expect(Array.from(a.toArray() as Float64Array)).toEqual([Math.fround(0.1), 2, 3, 4]);
+    const flat = zeros([4]);
+    const tail = flat.narrow(2, 2);
+    flat.copyFrom(new Float64Array([1, 2, 3, 4]));
+    expect(Array.from(tail.toArray() as Float32Array)).toEqual([3, 4]);
+    tail.copyFrom(new Float32Array([7, 8]));
+    expect(Array.from(flat.toArray() as Float32Array)).toEqual([1, 2, 7, 8]);
+    const y = labels([0, 0, 0]);
+    y.copyFrom(new Int32Array([5, -1, 2]));
+    expect(Array.from(y.toArray() as BigInt64Array)).toEqual([5n, -1n, 2n]);
+    y.copyFrom(new BigInt64Array([2n ** 40n, 0n, 1n]));
+    expect((y.toArray() as BigInt64Array)[0]).toBe(2n ** 40n);
+  });
+
+  it('copyFrom refuses a wrong length, a wrong kind of array and a disposed tensor', () => {
+    const a = zeros([2, 3]);
+    expect(() => a.copyFrom(new Float32Array(5))).toThrow(/'data' has 5 elements but this tensor of shape \[2, 3\] holds 6/);
+    expect(() => a.copyFrom(new Int32Array(6))).toThrow(/int32 values\) does not fit dtype 'float32'/);
+    expect(() => labels([1]).copyFrom(new Float64Array(1))).toThrow(/does not fit dtype 'int64'/);
+    expect(() => a.copyFrom([1, 2, 3, 4, 5, 6] as never)).toThrow(/must be a Float32Array, Float64Array, Int32Array or BigInt64Array/);
+    expect(() => a.copyFrom(new Uint8Array(6) as never)).toThrow(/must be a Float32Array/);
+    a.dispose();
+    expect(() => a.copyFrom(new Float32Array(6))).toThrow(/disposed/);
+  });
+
   it('dispose releases, and a disposed handle throws', () => {
     const t = zeros([1000]);
     t.dispose();

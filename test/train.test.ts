@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FASHION_MNIST_DIR } from '../lib/data/dataset.js';
 import { encodeIdx } from '../lib/data/idx.js';
-import type { TrainConfigInput } from '../lib/train/config.js';
+import { Model } from '../lib/model/model.js';
+import { Optimizer } from '../lib/optim/optimizer.js';
+import { modelSpecOf, optimizerOptionsOf, type TrainConfigInput } from '../lib/train/config.js';
 import { renderReport, readRun } from '../lib/train/report.js';
 import { Trainer, type TrainResult } from '../lib/train/trainer.js';
 import { repoRoot } from './helpers.js';
@@ -41,6 +43,27 @@ describe('resume', () => {
       expect(readFileSync(join(stoppedDir, 'metrics.jsonl'), 'utf8').trim().split('\n').length).toBe(2);
     });
   }
+});
+
+describe('batch tensors kept across steps', () => {
+  it('the trainer\'s refilled batch tensors give bit for bit the steps of a new tensor pair per step, partial last batch included', () => {
+    const t = new Trainer({ dataset: 'synthetic', epochs: 2, batchSize: 48, seed: 4, optimizer: 'frob-sam', hidden: [16], out: join(tmp(), 'kept') });
+    const lastBatch = t.loader.length - 1;
+    expect(t.loader.batchLength(lastBatch)).toBe(2048 % 48);
+    t.run();
+    const model = new Model(modelSpecOf(t.config, t.data.train), { dtype: t.config.dtype, device: t.config.device, seed: t.config.seed });
+    const opt = new Optimizer(model, optimizerOptionsOf(t.config, t.loader.length));
+    for (let epoch = 0; epoch < 2; epoch++)
+      for (const { x, y } of t.loader.epoch(epoch)) {
+        opt.step(x, y);
+        x.dispose();
+        y.dispose();
+      }
+    expect(Buffer.from(model.getParams().buffer).equals(Buffer.from(t.model.getParams().buffer))).toBe(true);
+    t.dispose();
+    model.dispose();
+    opt.dispose();
+  });
 });
 
 describe('Fashion-MNIST', () => {

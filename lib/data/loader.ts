@@ -42,16 +42,49 @@ export class DataLoader {
     return this.options.shuffle ? new Prng(this.options.seed ?? 0, 0x0dde5, epoch).permutation(n) : Int32Array.from({ length: n }, (_, i) => i);
   }
 
-  /** Batch `index` of epoch `epoch`. */
+  /** Batch `index` of epoch `epoch`, in new tensors. */
   batch(epoch: number, index: number, order = this.order(epoch)): Batch {
+    const { xs, ys } = this.stage(epoch, index, order);
+    const device = this.options.device;
+    return {
+      x: tensor(xs, [ys.length, ...this.dataset.shape], { dtype: this.options.dtype ?? 'float32', device }),
+      y: tensor(ys, [ys.length], { dtype: 'int64', device }),
+    };
+  }
+
+  /**
+   * Batch `index` of epoch `epoch` written into `into`, tensors of that batch's shape (e.g. made by
+   * an earlier batch() call), which are returned. A loop over many steps should refill its batch
+   * tensors this way: a new tensor per step, freed between the step's own temporaries, leaves holes
+   * in the C heap that are never reused (docs/benchmarks.md, memory over long runs).
+   */
+  batchInto(into: Batch, epoch: number, index: number, order = this.order(epoch)): Batch {
+    const { xs, ys } = this.stage(epoch, index, order);
+    const want = [ys.length, ...this.dataset.shape];
+    if (into.x.shape.join() !== want.join() || into.y.shape.join() !== String(ys.length))
+      throw new Error(
+        `batchInto: batch ${index} has shape [${want}] with labels [${ys.length}], ` +
+          `but 'into' has x [${into.x.shape}] and y [${into.y.shape}]; make 'into' with batch() for a batch of this size`,
+      );
+    into.x.copyFrom(xs);
+    into.y.copyFrom(ys);
+    return into;
+  }
+
+  /** How many samples batch `index` holds (the last one may be partial). */
+  batchLength(index: number): number {
+    return Math.max(0, Math.min(this.batchSize, count(this.dataset) - index * this.batchSize));
+  }
+
+  // The samples of one batch, augmented, in staging arrays reused from batch
+  // to batch (the tensors copy them): a fresh 400 KB array per step left to
+  // the garbage collector also fragmented the C heap over long runs.
+  private stage(epoch: number, index: number, order: Int32Array): { xs: Float32Array; ys: Int32Array } {
     const d = this.dataset;
     const size = sampleSize(d);
     const from = index * this.batchSize;
     const to = Math.min(from + this.batchSize, order.length);
     if (from >= to) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
-    // staging arrays reused from batch to batch: tensor() copies them into
-    // native memory, and a fresh 400 KB array per step left to the garbage
-    // collector fragmented the C heap over long runs (docs/benchmarks.md, soak)
     if (!this.staging || this.staging.x.length < (to - from) * size) this.staging = { x: new Float32Array(this.batchSize * size), y: new Int32Array(this.batchSize) };
     const xs = this.staging.x.subarray(0, (to - from) * size);
     const ys = this.staging.y.subarray(0, to - from);
@@ -64,11 +97,7 @@ export class DataLoader {
       else dst.set(src);
       ys[k - from] = d.y[i];
     }
-    const dtype = this.options.dtype ?? 'float32';
-    return {
-      x: tensor(dtype === 'float64' ? Float64Array.from(xs) : xs, [to - from, ...d.shape], { dtype, device: this.options.device }),
-      y: tensor(ys, [to - from], { dtype: 'int64', device: this.options.device }),
-    };
+    return { xs, ys };
   }
 
   /** The batches of epoch 0 in order: a loader is an Iterable<Batch> (e.g. for hessian()). */

@@ -16,7 +16,7 @@ import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
 import type { LanczosMemoryOptions } from './lanczos.js';
-import { HessianOperator } from './operator.js';
+import { DEFAULT_HVP_CACHE_BYTES, HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
 export interface HessianOptions {
@@ -30,6 +30,14 @@ export interface HessianOptions {
   modules?: string[];
   /** how each HVP is computed (default 'forward-over-reverse'; 'double-backward' is LibTorch's autograd) */
   hvpMethod?: HvpMethod;
+  /**
+   * Reuse, from one HVP to the next, what does not depend on v (per batch; see
+   * HessianOperator): true (default) with at most DEFAULT_HVP_CACHE_BYTES over
+   * all batches, `{maxBytes}` to choose the limit, false to recompute every
+   * HVP in full. With dropout in 'train' mode a cached batch keeps one mask
+   * for all its HVPs (one fixed H); uncached, every HVP draws new masks.
+   */
+  cache?: boolean | { maxBytes: number };
 }
 
 /** The full Hessian is refused above this many rows unless full({maxSize}) says otherwise. */
@@ -67,7 +75,12 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Pa
   });
   if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
     throw new Error(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
-  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod));
+  const cache = options.cache ?? true;
+  let cacheBytes: number;
+  if (typeof cache === 'boolean') cacheBytes = cache ? DEFAULT_HVP_CACHE_BYTES : 0;
+  else if (typeof cache === 'object' && cache !== null && Number.isFinite(cache.maxBytes) && cache.maxBytes >= 0) cacheBytes = cache.maxBytes;
+  else throw new Error(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
+  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes));
 }
 
 export class Hessian {

@@ -2,6 +2,11 @@
 // vectors: H v by the model's HVP (the sample-count-weighted mean over the
 // batches), optionally restricted to the parameters of named modules (the
 // principal block H_SS, acting on vectors that are zero outside S).
+// A probe applies one H to many vectors, so by default each batch keeps an
+// HVP cache: the first HVP computes what does not depend on v (activations,
+// the loss gradient at every layer), later ones run only the tangent pass.
+// Caches that would take more than `cacheBytes` together are dropped, last
+// batch first, and those batches are recomputed on every HVP.
 import type { Model } from '../model/model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -11,6 +16,9 @@ import { runSync, type Work } from '../model/work.js';
 import { type Generator, generator } from '../random.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
+
+/** The default limit of a Hessian's HVP caches over all its batches: 2 GiB. */
+export const DEFAULT_HVP_CACHE_BYTES = 2 ** 31;
 
 export class HessianOperator {
   /** HVPs used so far (each over all batches). */
@@ -22,6 +30,7 @@ export class HessianOperator {
   /** Flat indices of the selected coordinates, in order. */
   readonly indices: (i: number) => number;
   private readonly passes: Passes;
+  private cacheDropped = 0;
 
   constructor(
     readonly model: Model,
@@ -29,9 +38,12 @@ export class HessianOperator {
     readonly training: boolean,
     modules?: string[],
     readonly method?: HvpMethod,
+    /** the most bytes the batches' HVP caches may hold together; 0: no caches */
+    readonly cacheBytes = DEFAULT_HVP_CACHE_BYTES,
   ) {
     this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 });
     this.passes.use(batches);
+    if (cacheBytes > 0) this.passes.hvpCaches = batches.map(() => new (native().HvpCache)());
     if (!modules || modules.length === 0) {
       this.size = model.numParams;
       this.indices = (i) => i;
@@ -83,9 +95,39 @@ export class HessianOperator {
       yield* this.passes.hvpWork(v, out, this.method);
     } finally {
       this.model.train(wasTraining);
+      this.keepCachesWithinLimit();
     }
     this.hvps++;
     return this.restrict(out);
+  }
+
+  /** What the HVP caches hold: bytes in all, per batch (0 for a batch without one), and how often they were reused. */
+  cacheInfo(): { bytes: number; perBatch: number[]; cachedBatches: number; droppedBatches: number; records: number; replays: number } {
+    const caches = this.passes.hvpCaches;
+    const perBatch = this.passes.batches.map((_, j) => caches[j]?.bytes ?? 0);
+    const live = caches.filter((c): c is NonNullable<typeof c> => c !== undefined);
+    return {
+      bytes: perBatch.reduce((a, b) => a + b, 0),
+      perBatch,
+      cachedBatches: live.length,
+      droppedBatches: this.cacheDropped,
+      records: live.reduce((a, c) => a + c.records, 0),
+      replays: live.reduce((a, c) => a + c.replays, 0),
+    };
+  }
+
+  // Drops caches, last batch first, until they fit in cacheBytes.
+  private keepCachesWithinLimit(): void {
+    const caches = this.passes.hvpCaches;
+    let total = caches.reduce((a, c) => a + (c?.bytes ?? 0), 0);
+    for (let j = caches.length - 1; j >= 0 && total > this.cacheBytes; j--) {
+      const c = caches[j];
+      if (!c) continue;
+      total -= c.bytes;
+      c.dispose();
+      caches[j] = undefined;
+      this.cacheDropped++;
+    }
   }
 
   /** A random vector of the operator's subspace: gaussian, rademacher or unit-norm gaussian. */
@@ -106,6 +148,8 @@ export class HessianOperator {
   dispose(): void {
     this.disposed = true;
     this.mask?.dispose();
+    for (const c of this.passes.hvpCaches) c?.dispose();
+    this.passes.hvpCaches = [];
     this.passes.dispose();
   }
 }

@@ -1,12 +1,20 @@
 // A model: the native network plus its flat parameter vector. Everything a
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
-import type { FloatDType, HvpMethod, NativeModel, SlotInfo } from '../native/binding.js';
+import type { FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
 import { persistent, track } from '../scope.js';
+
+/** What a model's HVPs on one batch reuse (see NativeHvpCache); pass it as hvp()'s `cache`. */
+export type HvpCache = NativeHvpCache;
+
+/** A new, empty HVP cache, disposed with the scope it is made in (or by dispose()). */
+export function hvpCache(): HvpCache {
+  return track(new (native().HvpCache)());
+}
 
 export interface ModelOptions {
   dtype?: FloatDType;
@@ -112,10 +120,12 @@ export class Model {
   /**
    * H v of the batch's mean loss (BatchNorm statistics untouched); by
    * forward-over-reverse unless `method` says 'double-backward'. `out` may be v.
+   * With `cache` (new HvpCache()), what does not depend on v is computed by the
+   * first HVP on this batch and parameters and reused by the next ones.
    */
-  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod } = {}): Tensor {
+  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Tensor {
     const result = out ?? this.zerosLikeParams();
-    this.native.hvp(x, y, v, result, options.method);
+    this.native.hvp(x, y, v, result, options.method, options.cache);
     return result;
   }
 
@@ -174,10 +184,10 @@ export class Model {
   }
 
   /** H v on libuv's thread pool; the same numbers as hvp(). */
-  hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod } = {}): Promise<Tensor> {
+  hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Promise<Tensor> {
     return this.exclusive(async () => {
       const hv = out ?? this.zerosLikeParams();
-      await this.native.hvpAsync(x, y, v, hv, options.method);
+      await this.native.hvpAsync(x, y, v, hv, options.method, options.cache);
       return hv;
     });
   }

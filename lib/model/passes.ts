@@ -4,7 +4,7 @@
 // is the sample-count-weighted mean (one batch of their concatenation for a
 // model without BatchNorm; BatchNorm normalises each micro-batch by its own
 // statistics, and its running statistics move once, pooled).
-import type { Model } from './model.js';
+import type { HvpCache, Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
@@ -30,6 +30,8 @@ export class Passes {
   weights: number[] = [];
   /** samples over all micro-batches of the step */
   count = 0;
+  /** per batch, the HVP cache its HVPs record into and replay from (undefined: none) */
+  hvpCaches: (HvpCache | undefined)[] = [];
   private scratch?: Tensor;
 
   constructor(
@@ -52,13 +54,13 @@ export class Passes {
   }
 
   /** Accumulates `pass(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
-  private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor) => Work<number>): Work<number> {
-    if (this.batches.length === 1) return yield* pass(this.batches[0], out);
+  private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor, index: number) => Work<number>): Work<number> {
+    if (this.batches.length === 1) return yield* pass(this.batches[0], out, 0);
     this.scratch ??= persistent(() => this.model.zerosLikeParams());
-    let value = (yield* pass(this.batches[0], out)) * this.weights[0];
+    let value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
     ops.scale(out, this.weights[0]);
     for (let j = 1; j < this.batches.length; j++) {
-      value += (yield* pass(this.batches[j], this.scratch)) * this.weights[j];
+      value += (yield* pass(this.batches[j], this.scratch, j)) * this.weights[j];
       ops.axpy(out, this.weights[j], this.scratch);
     }
     return value;
@@ -131,10 +133,11 @@ export class Passes {
 
   *hvpWork(v: Tensor, out: Tensor, method?: HvpMethod): Work<number> {
     const native = this.model.native;
-    return yield* this.accumulate(out, (b, o) => {
+    return yield* this.accumulate(out, (b, o, j) => {
+      const cache = this.hvpCaches[j];
       this.counters.forward++;
       this.counters.hvp++;
-      return one({ sync: () => native.hvp(b.x, b.y, v, o, method), async: () => native.hvpAsync(b.x, b.y, v, o, method) });
+      return one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) });
     });
   }
 

@@ -23,6 +23,11 @@ export interface NativeTensor {
   dispose(): void;
   /** elements [start, start + length) of a 1-D tensor, as a view that writes through */
   narrow(start: number, length: number): NativeTensor;
+  /**
+   * writes `data` into this tensor in place (exactly numel values, converted to its dtype and
+   * device; floats for float tensors, integers for int64) and returns this tensor
+   */
+  copyFrom(data: Float32Array | Float64Array | Int32Array | BigInt64Array): NativeTensor;
   /** the same, for `using` */
   [Symbol.dispose](): void;
   clone(): NativeTensor;
@@ -67,16 +72,35 @@ export interface NativeModel {
   discardStats(): void;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
-  hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): number;
+  /** with `cache`, what does not depend on v is computed once per batch and parameters and reused */
+  hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): number;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;
   lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): Promise<number>;
-  hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod): Promise<number>;
+  hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): Promise<number>;
   quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;
   quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;
   dispose(): void;
+}
+
+/**
+ * What HVPs on one batch can reuse: the first HVP records what does not depend on v (the
+ * activations and the loss gradient at every layer, or for 'double-backward' the gradient with
+ * its graph), later ones replay it. Any other model, batch, mode, method or an in-place change of
+ * the parameters, buffers or batch makes the next HVP record afresh.
+ */
+export interface NativeHvpCache {
+  /** bytes held (the graph's saved tensors of 'double-backward' are not counted) */
+  readonly bytes: number;
+  /** HVPs that recorded, and HVPs that replayed */
+  readonly records: number;
+  readonly replays: number;
+  readonly disposed: boolean;
+  clear(): void;
+  dispose(): void;
+  [Symbol.dispose](): void;
 }
 
 export interface NativeModelOptions {
@@ -167,6 +191,7 @@ export interface Addon {
   Tensor: NativeTensorStatic & (new (...args: never[]) => NativeTensor);
   Model: new (spec: object, options: NativeModelOptions) => NativeModel;
   Generator: new (seed: number, device?: string) => NativeGenerator;
+  HvpCache: new () => NativeHvpCache;
   ops: NativeOps;
   optim: NativeOptim;
   linalg: NativeLinalg;

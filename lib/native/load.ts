@@ -282,11 +282,12 @@ function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv, root: string): Load
   preloadedHere.add(libtorch.libDir);
   const addon = createRequire(import.meta.url)(c.path) as Addon;
   // `using t = ...` disposes a tensor at the end of its block
-  Object.defineProperty(addon.Tensor.prototype, Symbol.dispose, {
-    value(this: { dispose(): void }) {
-      this.dispose();
-    },
-  });
+  for (const cls of [addon.Tensor, addon.HvpCache])
+    Object.defineProperty(cls.prototype, Symbol.dispose, {
+      value(this: { dispose(): void }) {
+        this.dispose();
+      },
+    });
   const v = addon.versions();
   if (majorMinor(v.torch) !== majorMinor(build.torch))
     throw new Error(`built against LibTorch ${build.torch} but reports LibTorch ${v.torch}`);

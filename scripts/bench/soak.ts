@@ -1,4 +1,4 @@
-// npm run bench:soak [-- --steps 20000] [-- --hvps 2000] [-- --epochs 0] [-- --no-trim] [-- --verbose] [-- --gc]
+// npm run bench:soak [-- --steps 20000] [-- --hvps 2000] [-- --epochs 0] [-- --no-trim] [-- --new-batches] [-- --verbose] [-- --gc]
 // Memory over long runs: the resident set size (RSS) sampled while
 //  - `--steps` Frob-SAM steps (the CLI's defaults: lr 0.05, momentum 0.9,
 //    rho 0.005, lambda 0.001, 2 directions) run on the default MLP
@@ -6,7 +6,9 @@
 //  - `--hvps` HVPs run on the benchmark CNN (eval mode, one batch of 128);
 //  - `--epochs` epochs of the Trainer (`usam train` with its defaults, probes
 //    and a checkpoint every epoch) run, sampled after each epoch.
-// The step loop gives the C heap's free pages back once per epoch
+// The step loop refills one pair of batch tensors per batch size with
+// loader.batchInto(), as the Trainer does (--new-batches: a new pair per step,
+// to see what that costs), and gives the C heap's free pages back once per epoch
 // (native().trimMemory(), as the Trainer does; --no-trim to see without),
 // and is sampled then, at each epoch's end; the HVP loop trims every 100
 // HVPs and is sampled 20 times.
@@ -20,6 +22,7 @@ import { fashionMnist } from '../../lib/data/dataset.js';
 import { DataLoader } from '../../lib/data/loader.js';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
+import type { Batch } from '../../lib/model/passes.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { tensor, labels } from '../../lib/tensor.js';
@@ -41,7 +44,17 @@ const forceGc = args.includes('--gc');
 const verbose = args.includes('--verbose');
 // --no-trim: leave the C heap's free pages with glibc (the trainer and this loop give them back once per epoch)
 const trim = !args.includes('--no-trim');
+const newBatches = args.includes('--new-batches');
 const mb = () => process.memoryUsage.rss() / 2 ** 20;
+
+// Flat: the end within ±5% of the warm-up value and no sample more than 5%
+// above it. An RSS that ends more than 5% below is reported as such: memory
+// given back (garbage collection of JavaScript-side buffers), not a leak.
+function verdict(growth: number, peakRatio: number): string {
+  if (growth > 5 || peakRatio > 1.05) return 'GROWS (more than 5% over warm-up)';
+  if (growth < -5) return `does not grow: ends ${(-growth).toFixed(1)}% below warm-up, never more than 5% above`;
+  return 'flat (within 5%)';
+}
 
 /** Runs `count` units of work, sampling RSS `samples` times; prints and returns the verdict. */
 function soak(name: string, count: number, work: (i: number) => void, sampleAfter?: (i: number) => boolean) {
@@ -73,7 +86,7 @@ function soak(name: string, count: number, work: (i: number) => void, sampleAfte
   console.log(rss.map((s) => `${s.at}:${s.mb.toFixed(0)}`).join(' '));
   console.log(
     `RSS after warm-up (${warm.at}) ${warm.mb.toFixed(1)} MB, at the end ${end.mb.toFixed(1)} MB: ${growth >= 0 ? '+' : ''}${growth.toFixed(2)}%, ` +
-      `peak ${((peak / warm.mb - 1) * 100).toFixed(2)}% over warm-up — ${Math.abs(growth) <= 5 && peak <= warm.mb * 1.05 ? 'flat (within 5%)' : 'NOT flat'}`,
+      `peak ${((peak / warm.mb - 1) * 100).toFixed(2)}% over warm-up — ${verdict(growth, peak / warm.mb)}`,
   );
   return { growth, warm: warm.mb, end: end.mb, peak };
 }
@@ -90,15 +103,28 @@ if (steps > 0) {
   });
   const loader = new DataLoader(train, { batchSize: 128, shuffle: true, seed: 0 });
   let order = loader.order(0);
-  soak(`Frob-SAM steps, MLP 784-128-10, batch 128`, steps, (i) => {
+  const kept = new Map<number, Batch>();
+  soak(`Frob-SAM steps, MLP 784-128-10, batch 128${newBatches ? ', a new batch tensor pair per step' : ''}`, steps, (i) => {
     const epoch = Math.floor(i / loader.length), b = i % loader.length;
     if (b === 0) order = loader.order(epoch);
-    const { x, y } = loader.batch(epoch, b, order);
-    opt.step(x, y);
-    x.dispose();
-    y.dispose();
+    if (newBatches) {
+      const { x, y } = loader.batch(epoch, b, order);
+      opt.step(x, y);
+      x.dispose();
+      y.dispose();
+    } else {
+      const size = loader.batchLength(b);
+      const into = kept.get(size);
+      const { x, y } = into ? loader.batchInto(into, epoch, b, order) : loader.batch(epoch, b, order);
+      if (!into) kept.set(size, { x, y });
+      opt.step(x, y);
+    }
     if (trim && b === loader.length - 1) native().trimMemory(); // as the Trainer does after each epoch
   }, (i) => i % loader.length === loader.length - 1); // sampled at each epoch's end, as the Trainer's memory would be seen
+  for (const { x, y } of kept.values()) {
+    x.dispose();
+    y.dispose();
+  }
   model.dispose();
 }
 
@@ -129,7 +155,13 @@ if (epochs > 0) {
     const end = rss[rss.length - 1];
     console.log(`\nTrainer (usam train defaults + probes and a checkpoint every epoch), ${epochs} epochs`);
     console.log(rss.map((r, i) => `${i + 1}:${r.toFixed(0)}`).join(' '));
-    console.log(`RSS after epoch ${Math.min(rss.length, Math.max(2, Math.floor(epochs / 10) + 1))} ${warm.toFixed(1)} MB, at the end ${end.toFixed(1)} MB: ${((end / warm - 1) * 100).toFixed(2)}%, ${((end - warm) / Math.max(1, rss.length - 2)).toFixed(2)} MB per epoch`);
+    const warmAt = Math.min(rss.length - 1, Math.max(1, Math.floor(epochs / 10)));
+    const peak = Math.max(...rss.slice(warmAt));
+    const growth = (end / warm - 1) * 100;
+    console.log(
+      `RSS after epoch ${warmAt + 1} ${warm.toFixed(1)} MB, at the end ${end.toFixed(1)} MB: ${growth.toFixed(2)}%, ` +
+        `${((end - warm) / Math.max(1, rss.length - 1 - warmAt)).toFixed(2)} MB per epoch, peak ${((peak / warm - 1) * 100).toFixed(2)}% over it — ${verdict(growth, peak / warm)}`,
+    );
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
