@@ -33,7 +33,7 @@ export function flagTable(schema: z.ZodObject): { flag: string; key: string; kin
 }
 
 /** Parses `--flag value` / `--flag=value` / `--bool` / `--no-bool` into an object of the schema's keys. */
-export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] = []): { values: Record<string, unknown>; extra: Record<string, string | true> } {
+export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] = [], help = 'usam train --help'): { values: Record<string, unknown>; extra: Record<string, string | true> } {
   const table = new Map(flagTable(schema).map((e) => [e.flag, e]));
   const values: Record<string, unknown> = {};
   const extras: Record<string, string | true> = {};
@@ -51,7 +51,7 @@ export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] 
       name = `--${name.slice(5)}`;
     }
     const entry = table.get(name);
-    if (!entry) throw new Error(`unknown flag '${name}'; see 'usam train --help' for the flags`);
+    if (!entry) throw new Error(`unknown flag '${name}'; see '${help}' for the flags`);
     const { type } = entry.kind;
     if (type === 'boolean') {
       values[entry.key] = negate ? false : inline === undefined ? true : inline === 'true';

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadedFrom, native, packageRoot } from '../native/load.js';
+import { probeCommand } from './probe.js';
 import { reportCommand } from './report.js';
 import { trainCommand } from './train.js';
 
@@ -10,6 +11,7 @@ const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 Usage:
   usam train [flags]              train a model (usam train --help for the flags)
   usam report RUN_DIR... --out F  an HTML page of charts comparing runs (--baseline NAME: differences to it)
+  usam probe RUN_DIR [flags]      Hessian probes of a saved run: JSON and an HTML page (usam probe --help)
   usam version                    package, LibTorch and CUDA versions, and which binary was loaded
   usam --help                     this text
 
@@ -28,6 +30,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'train') return trainCommand(argv.slice(1));
   if (command === 'report') return reportCommand(argv.slice(1));
+  if (command === 'probe') return probeCommand(argv.slice(1));
   if (command === 'version' || command === '--version') {
     const v = native().versions();
     const from = loadedFrom();

@@ -65,6 +65,8 @@ export interface LoadedCheckpoint {
   progress: Progress;
   /** Writes the checkpoint's state into a model and optimizer built from `config`. */
   restore(model: Model, optimizer: Optimizer): void;
+  /** Writes only the model's part (parameters, BatchNorm statistics and counts): for analysis, e.g. `usam probe`. */
+  restoreModel(model: Model): void;
 }
 
 export function loadCheckpoint(file: string): LoadedCheckpoint {
@@ -86,26 +88,30 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
     if (t.data.length !== numel) throw new Error(`${file}: tensor '${name}' has ${t.data.length} values, the model needs ${numel}`);
     return t.data;
   };
+  const restoreModel = (model: Model) => {
+    const fill = (target: Tensor, parts: { name: string; offset: number; numel: number }[]) => {
+      const values = model.dtype === 'float64' ? new Float64Array(target.numel) : new Float32Array(target.numel);
+      for (const p of parts) values.set(need(p.name, p.numel) as Float32Array | Float64Array, p.offset);
+      const t = native().Tensor.fromArray(values, [target.numel], model.dtype, model.device);
+      ops.copy(target, t);
+      t.dispose();
+    };
+    fill(model.params, model.paramInfo());
+    const { values, info, counters, counterNames } = model.buffers();
+    if (values.numel > 0) fill(values, info);
+    if (counterNames.length > 0) {
+      const counts = BigInt64Array.from(counterNames, (n) => (need(n, 1) as BigInt64Array)[0]);
+      const t = native().Tensor.fromArray(counts, [counts.length], 'int64', model.device);
+      ops.copy(counters, t);
+      t.dispose();
+    }
+  };
   return {
     config,
     progress,
+    restoreModel,
     restore(model, optimizer) {
-      const fill = (target: Tensor, parts: { name: string; offset: number; numel: number }[]) => {
-        const values = model.dtype === 'float64' ? new Float64Array(target.numel) : new Float32Array(target.numel);
-        for (const p of parts) values.set(need(p.name, p.numel) as Float32Array | Float64Array, p.offset);
-        const t = native().Tensor.fromArray(values, [target.numel], model.dtype, model.device);
-        ops.copy(target, t);
-        t.dispose();
-      };
-      fill(model.params, model.paramInfo());
-      const { values, info, counters, counterNames } = model.buffers();
-      if (values.numel > 0) fill(values, info);
-      if (counterNames.length > 0) {
-        const counts = BigInt64Array.from(counterNames, (n) => (need(n, 1) as BigInt64Array)[0]);
-        const t = native().Tensor.fromArray(counts, [counts.length], 'int64', model.device);
-        ops.copy(counters, t);
-        t.dispose();
-      }
+      restoreModel(model);
       if (opt.kind !== optimizer.base.config.kind) throw new Error(`${file}: the checkpoint's optimizer is ${opt.kind}, not ${optimizer.base.config.kind}`);
       const names = OPTIMIZER_BUFFERS[opt.kind];
       const state = Object.fromEntries(names.map((n) => [n, need(`optimizer.${n}`, model.numParams) as Float32Array | Float64Array]));

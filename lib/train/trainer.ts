@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
+import { probeSuiteWork } from '../hessian/suite.js';
 import { Model } from '../model/model.js';
 import type { Batch } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
@@ -364,23 +365,21 @@ export class Trainer {
     const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
     const h = hessian(this.model, batch, { mode: 'eval' });
     try {
-      // one probe stream per (epoch, estimator): no estimator reuses another's vectors
+      // one probe stream per (epoch, estimator): no estimator reuses another's
+      // vectors; log|det| has its own, far from the 4·epoch + k of the others
       const seed = (k: number) => streamSeed(this.config.seed, 'probes', 4 * epoch + k);
-      const trace = yield* h.traceWork({ samples: this.config.probeSamples, seed: seed(0) });
-      const frob = yield* h.frobeniusSquaredWork({ samples: this.config.probeSamples, seed: seed(1) });
-      const top = yield* h.eigenvaluesWork({ k: 1, tol: 1e-3, maxIter: 40, seed: seed(2) });
-      const d = yield* h.densityWork({ steps: 30, runs: 1, seed: seed(3), gridPoints: 120 });
-      // its own stream, far from the 4·epoch + k of the four above
-      const logDetDamping = 1e-3;
-      const logDet = yield* h.logAbsDetWork({ damping: logDetDamping, steps: 30, runs: 1, seed: streamSeed(this.config.seed, 'probes', 2 ** 40 + epoch) });
+      const r = yield* probeSuiteWork(h, {
+        samples: this.config.probeSamples,
+        seeds: { trace: seed(0), frobenius: seed(1), eigen: seed(2), density: seed(3), logAbsDet: streamSeed(this.config.seed, 'probes', 2 ** 40 + epoch) },
+      });
       return {
-        trace: trace.estimate,
-        traceStandardError: trace.standardError,
-        frobeniusSquared: frob.estimate,
-        maxEigenvalue: top.largest![0],
-        logAbsDet: logDet.estimate,
-        logAbsDetDamping: logDetDamping,
-        density: { grid: d.grid, values: d.density },
+        trace: r.trace,
+        traceStandardError: r.traceStandardError,
+        frobeniusSquared: r.frobeniusSquared,
+        maxEigenvalue: r.maxEigenvalue,
+        logAbsDet: r.logAbsDet,
+        logAbsDetDamping: r.logAbsDetDamping,
+        density: r.density,
         hvps: h.hvps,
       };
     } finally {

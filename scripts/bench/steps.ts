@@ -9,12 +9,11 @@
 // and take turns (R rounds of K steps each), so that a slow phase of the
 // machine hits both alike. Also ours over (n+1) × one forward-backward of the
 // same model (n perturbed passes per step), and peak RSS for the memory target.
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
 import { median } from './models.js';
+import { Peer } from './peer.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -37,34 +36,6 @@ const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'p
 // step 12.7 ms at 2 threads against ≈1 ms at 1). Use --threads N on a machine
 // with cores to spare.
 const threads = Number(opt('--threads', '1'));
-
-class Peer {
-  private readonly lines: string[] = [];
-  private waiting?: (line: string) => void;
-  private readonly child: ChildProcessWithoutNullStreams;
-  constructor(cmd: string, argv: string[], env: NodeJS.ProcessEnv) {
-    this.child = spawn(cmd, argv, { cwd: root, env });
-    this.child.stderr.on('data', (d) => process.stderr.write(d));
-    createInterface({ input: this.child.stdout }).on('line', (l) => {
-      if (this.waiting) {
-        const w = this.waiting;
-        this.waiting = undefined;
-        w(l);
-      } else this.lines.push(l);
-    });
-  }
-  private next(): Promise<string> {
-    const l = this.lines.shift();
-    return l !== undefined ? Promise.resolve(l) : new Promise((r) => (this.waiting = r));
-  }
-  async ask<T>(cmd?: string): Promise<T> {
-    if (cmd) this.child.stdin.write(cmd + '\n');
-    return JSON.parse(await this.next()) as T;
-  }
-  close(): void {
-    this.child.stdin.end('quit\n');
-  }
-}
 
 interface Info {
   peakRssKb: number;

@@ -1,0 +1,43 @@
+// `usam probe RUN_DIR [flags]`: Hessian probes of a saved run, as JSON and
+// an HTML page, with a progress line per probe.
+import { dirname, join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../train/probe.js';
+import { writeAtomic } from '../train/safetensors.js';
+import { flagHelp, parseFlags } from './flags.js';
+
+export const PROBE_HELP = `usam probe RUN_DIR [flags]
+
+Loads the checkpoint of a 'usam train' run and probes the Hessian of its loss on
+the first --batches batches of a data split: λmax and λmin (Lanczos), tr H and
+‖H‖_F² (Hutchinson, with standard errors), Σ log(|λ| + δ) and the spectral
+density (SLQ). Writes RUN_DIR/probe.json and RUN_DIR/probe.html (a page with
+the numbers and the density plot), or where --json and --html say.
+
+Flags:
+${flagHelp(probeConfig)}
+`;
+
+export function probeCommand(argv: string[]): number {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(PROBE_HELP);
+    return 0;
+  }
+  const [runDir, ...rest] = argv;
+  if (!runDir || runDir.startsWith('--')) throw new Error(`give the run directory first; usage: ${PROBE_HELP.split('\n')[0]}`);
+  const { values } = parseFlags(probeConfig, rest, [], 'usam probe --help');
+  const o = parseProbeConfig(values); // fails on a bad flag before any work
+  const jsonFile = resolve(o.json ?? join(runDir, 'probe.json'));
+  const htmlFile = resolve(o.html ?? join(runDir, 'probe.html'));
+  for (const f of [jsonFile, htmlFile]) if (!existsSync(dirname(f))) throw new Error(`${f}: folder ${dirname(f)} does not exist`);
+  const report = probeRun(runDir, o, (line) => process.stderr.write(`usam: ${line}\n`));
+  writeAtomic(jsonFile, [Buffer.from(JSON.stringify(report, null, 2) + '\n')]);
+  writeAtomic(htmlFile, [Buffer.from(renderProbePage(report))]);
+  const f = (v: number) => v.toPrecision(5);
+  process.stderr.write(
+    `usam: λmax ${f(report.maxEigenvalue)}  λmin ${f(report.minEigenvalue ?? NaN)}  tr H ${f(report.trace)} ± ${f(report.traceStandardError)}  ` +
+      `‖H‖_F² ${f(report.frobeniusSquared)} ± ${f(report.frobeniusStandardError)}  log|det| ${f(report.logAbsDet)} (δ ${report.logAbsDetDamping})  ` +
+      `${report.hvps} HVPs, ${report.seconds.toFixed(1)} s\nusam: wrote ${jsonFile} and ${htmlFile}\n`,
+  );
+  return 0;
+}

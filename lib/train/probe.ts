@@ -1,0 +1,197 @@
+// Hessian probes of a saved run (`usam probe RUN_DIR`): the run's model at
+// its checkpoint, on a chosen split and number of batches, through the same
+// probe suite the Trainer runs each epoch (λmax and λmin, trace, ‖H‖_F², the
+// damped log|det|, the SLQ density), written as JSON and as an HTML page.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { DataLoader } from '../data/loader.js';
+import { hessian } from '../hessian/hessian.js';
+import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
+import { Model } from '../model/model.js';
+import type { Batch } from '../model/passes.js';
+import { formatIssues } from '../model/spec.js';
+import { runSync } from '../model/work.js';
+import { native } from '../native/load.js';
+import { streamSeed } from '../random.js';
+import { esc, lineChart } from './charts.js';
+import { loadCheckpoint } from './checkpoint.js';
+import { datasetsOf, modelSpecOf, parseTrainConfig } from './config.js';
+import { htmlPage } from './page.js';
+import { fmt } from './report.js';
+import { CHECKPOINT_FILE } from './trainer.js';
+
+export const PROBE_FORMAT = 'usam-probe/1';
+
+export const probeConfig = z
+  .object({
+    /** the data the Hessian is of: the run's training split (as trained: subset, label noise) or its test split */
+    split: z.enum(['train', 'test']).default('train'),
+    /** how many batches, from the split's start, in order */
+    batches: z.number().int().positive().default(4),
+    batchSize: z.number().int().positive().default(256),
+    /** BatchNorm and dropout: running statistics and no dropout ('eval', as evaluated) or batch statistics ('train') */
+    mode: z.enum(['eval', 'train']).default('eval'),
+    /** Hutchinson samples for the trace and ‖H‖_F² */
+    samples: z.number().int().min(2).default(50),
+    /** Lanczos steps and runs of the SLQ density and log|det| */
+    slqSteps: z.number().int().min(2).default(40),
+    slqRuns: z.number().int().positive().default(2),
+    /** δ of Σ log(|λ| + δ) */
+    damping: z.number().positive().default(1e-3),
+    seed: z.number().int().nonnegative().default(0),
+    threads: z.number().int().positive().optional(),
+    /** where to write the JSON and the page (default RUN_DIR/probe.json, RUN_DIR/probe.html) */
+    json: z.string().optional(),
+    html: z.string().optional(),
+  })
+  .strict();
+
+export type ProbeConfigInput = z.input<typeof probeConfig>;
+export type ProbeConfig = z.output<typeof probeConfig>;
+
+export interface ProbeReport extends ProbeSuiteResult {
+  format: typeof PROBE_FORMAT;
+  run: string;
+  /** where the checkpoint was: epochs done and the global step */
+  checkpoint: { epoch: number; step: number };
+  model: string;
+  optimizer: string;
+  dataset: string;
+  params: number;
+  options: Omit<ProbeConfig, 'json' | 'html'>;
+  /** samples the Hessian is over, and the mean loss on them */
+  samplesUsed: number;
+  loss: number;
+  /** the HVP caches: bytes in all and per batch */
+  cacheBytes: number;
+  cacheBytesPerBatch: number[];
+  seconds: number;
+  /** per probe: HVPs and seconds */
+  timings: { probe: ProbeName; hvps: number; seconds: number }[];
+  libtorch: string;
+}
+
+export function parseProbeConfig(raw: unknown): ProbeConfig {
+  const r = probeConfig.safeParse(raw);
+  if (!r.success) throw new Error(`invalid probe options:\n${formatIssues(r.error)}`);
+  return r.data;
+}
+
+/** Probes the run saved in `runDir`; `onProgress` hears about each probe as it ends. */
+export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgress?: (line: string) => void): ProbeReport {
+  const o = parseProbeConfig(input);
+  const dir = resolve(runDir);
+  const file = join(dir, CHECKPOINT_FILE);
+  if (!existsSync(file)) throw new Error(`${dir} holds no ${CHECKPOINT_FILE}; give the folder of a 'usam train' run (its --out)`);
+  const loaded = loadCheckpoint(file);
+  const config = parseTrainConfig({ ...(loaded.config as object), out: dir });
+  if (o.threads) native().setThreads(o.threads);
+  const data = datasetsOf(config);
+  const split = o.split === 'train' ? data.train : data.test;
+  const model = new Model(modelSpecOf(config, data.train), { dtype: config.dtype, device: config.device, seed: config.seed });
+  const batches: Batch[] = [];
+  let h: ReturnType<typeof hessian> | undefined;
+  try {
+    loaded.restoreModel(model);
+    const loader = new DataLoader(split, { batchSize: o.batchSize, dtype: config.dtype, device: config.device });
+    const count = Math.min(o.batches, loader.length);
+    for (let b = 0; b < count; b++) batches.push(loader.batch(0, b));
+    const samplesUsed = batches.reduce((a, b) => a + b.x.shape[0], 0);
+    model.train(o.mode === 'train');
+    const loss = batches.reduce((a, b) => a + model.native.loss(b.x, b.y, false) * b.x.shape[0], 0) / samplesUsed;
+    h = hessian(model, batches, { mode: o.mode });
+    const started = Date.now();
+    const timings: ProbeReport['timings'] = [];
+    const seed = (k: number) => streamSeed(o.seed, 'probes', 2 ** 42 + k);
+    onProgress?.(`probing ${config.model} (${model.numParams} parameters) on ${count} ${o.split} batch${count > 1 ? 'es' : ''} of ${o.batchSize} (${samplesUsed} samples), ${o.mode} mode`);
+    const r = runSync(
+      probeSuiteWork(h, {
+        samples: o.samples,
+        seeds: { trace: seed(0), frobenius: seed(1), eigen: seed(2), density: seed(3), logAbsDet: seed(4) },
+        smallest: true,
+        eigenTol: 1e-4,
+        eigenMaxIter: 100,
+        slqSteps: o.slqSteps,
+        slqRuns: o.slqRuns,
+        gridPoints: 200,
+        logAbsDetDamping: o.damping,
+        onProbe: (probe, hvps, seconds) => {
+          timings.push({ probe, hvps, seconds });
+          onProgress?.(`${probe}: ${hvps} HVPs in ${seconds.toFixed(1)} s`);
+        },
+      }),
+    );
+    const cache = h.operator.cacheInfo();
+    return {
+      format: PROBE_FORMAT,
+      run: dir,
+      checkpoint: { epoch: loaded.progress.epoch, step: loaded.progress.globalStep },
+      model: config.model,
+      optimizer: config.optimizer,
+      dataset: config.dataset,
+      params: model.numParams,
+      options: { split: o.split, batches: count, batchSize: o.batchSize, mode: o.mode, samples: o.samples, slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads },
+      samplesUsed,
+      loss,
+      ...r,
+      cacheBytes: cache.bytes,
+      cacheBytesPerBatch: cache.perBatch,
+      seconds: (Date.now() - started) / 1000,
+      timings,
+      libtorch: native().versions().torch,
+    };
+  } finally {
+    h?.dispose();
+    for (const b of batches) {
+      b.x.dispose();
+      b.y.dispose();
+    }
+    model.dispose();
+  }
+}
+
+/** The probe's HTML page: the numbers, and the spectral density with λmin and λmax marked. */
+export function renderProbePage(r: ProbeReport): string {
+  const title = `Hessian probe: ${r.model}, ${r.optimizer}, ${r.dataset}`;
+  const rows: [string, string][] = [
+    ['λmax (Lanczos)', fmt(r.maxEigenvalue)],
+    ['λmin (Lanczos)', r.minEigenvalue === undefined ? '—' : fmt(r.minEigenvalue)],
+    ['tr H (Hutchinson)', `${fmt(r.trace)} ± ${fmt(r.traceStandardError)}`],
+    ['‖H‖_F² (Hutchinson)', `${fmt(r.frobeniusSquared)} ± ${fmt(r.frobeniusStandardError)}`],
+    [`Σ log(|λ| + ${r.logAbsDetDamping}) (SLQ)`, fmt(r.logAbsDet)],
+    ['loss on these samples', fmt(r.loss)],
+    ['HVPs', String(r.hvps)],
+    ['seconds', r.seconds.toFixed(1)],
+  ];
+  const chart = lineChart({
+    title: 'Hessian spectral density (SLQ)',
+    subtitle: `${r.options.slqRuns} run${r.options.slqRuns > 1 ? 's' : ''} of ${r.options.slqSteps} Lanczos steps, Gaussian smoothing; clipped at 10⁻⁷ of its peak`,
+    xLabel: 'eigenvalue λ',
+    yLabel: 'density',
+    yScale: 'log',
+    logFloor: 1e-7,
+    width: 940,
+    height: 330,
+    legendWidth: 200,
+    series: [
+      {
+        name: `density; λmin ${fmt(r.minEigenvalue ?? NaN)}, λmax ${fmt(r.maxEigenvalue)}`,
+        style: 0,
+        thin: true,
+        points: r.density.grid.map((x, i) => [x, r.density.values[i]] as [number, number]),
+        marks: [r.maxEigenvalue, ...(r.minEigenvalue === undefined ? [] : [r.minEigenvalue])],
+      },
+    ],
+  });
+  const o = r.options;
+  return htmlPage(
+    title,
+    `<h1>${esc(title)}</h1>
+<p class="note">${esc(r.run)} at epoch ${r.checkpoint.epoch}, step ${r.checkpoint.step}: the Hessian of the mean loss over ${r.samplesUsed} ${o.split} samples (${o.batches} batches of ${o.batchSize}), ${o.mode} mode, ${r.params} parameters; seed ${o.seed}, LibTorch ${esc(r.libtorch)}.</p>
+<table class="summary">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join('\n')}</table>
+<h2>Spectral density</h2>
+<p class="note">A log density axis shows both the bulk near 0 and the outliers; dashed marks: λmin and λmax by Lanczos.</p>
+<div class="charts">${chart}</div>`,
+  );
+}

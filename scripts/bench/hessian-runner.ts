@@ -1,0 +1,76 @@
+// Ours in the Hessian-vector product comparison, as a persistent process:
+//   node scripts/run-ts.mjs scripts/bench/hessian-runner.ts MODEL BATCH DIR
+// Sets one thread, builds MODEL (eval mode) with seed 0 on the first BATCH
+// Fashion-MNIST training images, and writes to DIR what the PyTorch peer
+// (pytorch_hessian.py) loads: params.f32 (in paramInfo order, PyTorch's
+// named_parameters order), x.f32, y.i32, v.f32 (a seeded gaussian vector) and
+// hv.f32 (our H v). Then, one command a line, each answered with a JSON list
+// of K times (ms) of one HVP of the batch:
+//   probe K  -> with the batch's HVP cache (recorded before the first timing)
+//   plain K  -> recomputing everything (no cache)
+//   graph K  -> double backward through the gradient's kept graph (cached)
+//   info     -> {"peakRssKb", "threads", "torch", "params", "cacheBytes"}
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fashionMnist, sampleSize } from '../../lib/data/dataset.js';
+import { hvpCache, Model } from '../../lib/model/model.js';
+import { native } from '../../lib/native/load.js';
+import { generator } from '../../lib/random.js';
+import { labels, tensor } from '../../lib/tensor.js';
+import { BENCH_MODELS, type BenchModel } from './models.js';
+
+const [modelName, batchArg, dir] = process.argv.slice(2) as [BenchModel, string, string];
+const batchSize = Number(batchArg);
+native().setThreads(1);
+const { spec, input } = BENCH_MODELS[modelName];
+const model = new Model(spec, { dtype: 'float32', seed: 0 });
+model.train(false);
+const data = fashionMnist('train');
+const xs = data.x.slice(0, batchSize * sampleSize(data));
+const ys = Int32Array.from(data.y.subarray(0, batchSize));
+const x = tensor(xs, [batchSize, ...input]);
+const y = labels(ys);
+const v = model.zerosLikeParams();
+generator(7).gaussian(v);
+const out = model.zerosLikeParams();
+const probeCache = hvpCache();
+const graphCache = hvpCache();
+model.hvp(x, y, v, out, { cache: probeCache });
+model.hvp(x, y, v, out, { method: 'double-backward', cache: graphCache });
+model.hvp(x, y, v, out, { cache: probeCache });
+
+const bytes = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+writeFileSync(join(dir, 'params.f32'), bytes(model.getParams() as Float32Array));
+writeFileSync(join(dir, 'x.f32'), bytes(xs));
+writeFileSync(join(dir, 'y.i32'), bytes(ys));
+writeFileSync(join(dir, 'v.f32'), bytes(v.toArray() as Float32Array));
+writeFileSync(join(dir, 'hv.f32'), bytes(out.toArray() as Float32Array));
+
+const times = (fn: () => void, k: number) =>
+  Array.from({ length: k }, () => {
+    const t = process.hrtime.bigint();
+    fn();
+    return Number(process.hrtime.bigint() - t) / 1e6;
+  });
+const runs: Record<string, () => void> = {
+  probe: () => model.native.hvp(x, y, v, out, undefined, probeCache),
+  plain: () => model.native.hvp(x, y, v, out),
+  graph: () => model.native.hvp(x, y, v, out, 'double-backward', graphCache),
+};
+console.log(JSON.stringify({ ready: true }));
+for await (const line of createInterface({ input: process.stdin })) {
+  const [cmd, k] = line.split(' ');
+  if (runs[cmd]) console.log(JSON.stringify(times(runs[cmd], Number(k))));
+  else if (cmd === 'info')
+    console.log(
+      JSON.stringify({
+        peakRssKb: process.resourceUsage().maxRSS,
+        threads: native().versions().threads,
+        torch: native().versions().torch,
+        params: model.numParams,
+        cacheBytes: probeCache.bytes,
+      }),
+    );
+  else break;
+}

@@ -1,0 +1,105 @@
+// npm run bench:hessian-vs-pytorch [-- --json] [--rounds R] [--hvps K] [--models mlp256,cnn] [--batch 512]
+// Per-HVP time of a probe, ours against the PyTorch idiom PyHessian uses
+// (the gradient's graph built once with create_graph, one autograd.grad per
+// vector), on the same LibTorch (PYTHON, default Debian's python3-torch;
+// the run stops when the two LibTorch versions differ), one thread each, the
+// same model weights, the same batch of Fashion-MNIST images (eval mode) and
+// the same vector: the PyTorch peer first reports how far our H v is from
+// its own. Both run as persistent processes and take turns, R rounds of K
+// HVPs each, so that a slow phase of the machine hits both alike. Ours:
+//  - probe: the HVP a probe runs (the batch's HVP cache, recorded once);
+//  - plain: every HVP recomputing the primal passes (no cache);
+//  - graph: our own double backward through a kept graph (PyTorch's idiom
+//    in C++).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { majorMinor } from '../../lib/native/libtorch.mjs';
+import { median } from './models.js';
+import { Peer } from './peer.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const opt = (name: string, fallback: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const rounds = Number(opt('--rounds', '5'));
+const hvps = Number(opt('--hvps', '10'));
+const batch = opt('--batch', '512');
+const models = opt('--models', 'mlp256,cnn').split(',');
+const python = process.env.PYTHON ?? '/usr/bin/python3';
+const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+
+interface Info {
+  peakRssKb: number;
+  threads: number;
+  torch: string;
+  torchLibrary?: string;
+  params?: number;
+  cacheBytes?: number;
+}
+
+const rows: Record<string, number | string>[] = [];
+for (const model of models) {
+  const dir = mkdtempSync(join(tmpdir(), 'usam-hvp-bench-'));
+  try {
+    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'hessian-runner.ts'), model, batch, dir], env);
+    await ours.ask();
+    const torch = new Peer(python, [join(here, 'pytorch_hessian.py'), model, dir], env);
+    const check = await torch.ask<{ maxAbsDiff: number; maxAbs: number }>();
+    const [oi, ti] = [await ours.ask<Info>('info'), await torch.ask<Info>('info')];
+    if (majorMinor(oi.torch) !== majorMinor(ti.torch)) {
+      console.error(`bench: ours runs on LibTorch ${oi.torch}, PyTorch (${python}) on ${ti.torch}; build ours against PYTHON's torch`);
+      process.exit(2);
+    }
+    const t = { probe: [] as number[], plain: [] as number[], graph: [] as number[], pytorch: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      const turns: [Peer, number[], string][] = [
+        [ours, t.probe, `probe ${hvps}`],
+        [torch, t.pytorch, `hvp ${hvps}`],
+        [ours, t.plain, `plain ${hvps}`],
+        [ours, t.graph, `graph ${hvps}`],
+      ];
+      if (r % 2 === 1) turns.reverse();
+      for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
+    }
+    const [oEnd, tEnd] = [await ours.ask<Info>('info'), await torch.ask<Info>('info')];
+    ours.close();
+    torch.close();
+    const pytorchMs = median(t.pytorch);
+    const row = {
+      model,
+      batch: Number(batch),
+      params: oi.params ?? 0,
+      probeMs: median(t.probe),
+      plainMs: median(t.plain),
+      graphMs: median(t.graph),
+      pytorchMs,
+      probeOverPytorch: median(t.probe) / pytorchMs,
+      plainOverPytorch: median(t.plain) / pytorchMs,
+      graphOverPytorch: median(t.graph) / pytorchMs,
+      cacheBytes: oi.cacheBytes ?? 0,
+      hvRelativeDiff: check.maxAbsDiff / check.maxAbs,
+      peakRssKb: oEnd.peakRssKb,
+      pytorchPeakRssKb: tEnd.peakRssKb,
+      torch: oi.torch,
+    };
+    rows.push(row);
+    if (json) console.log(JSON.stringify(row));
+    else {
+      if (rows.length === 1) console.log(`LibTorch ${oi.torch} (ours) and ${ti.torch} (${python}, ${ti.torchLibrary}); one thread each; medians of ${rounds} rounds × ${hvps} HVPs`);
+      const f = (x: number) => x.toFixed(2).padStart(7);
+      console.log(
+        `${model.padEnd(7)} batch ${batch}  PyTorch ${f(pytorchMs)} ms  ours probe ${f(row.probeMs)} ms (${row.probeOverPytorch.toFixed(3)}×)  ` +
+          `plain ${f(row.plainMs)} ms (${row.plainOverPytorch.toFixed(3)}×)  graph ${f(row.graphMs)} ms (${row.graphOverPytorch.toFixed(3)}×)  ` +
+          `cache ${(row.cacheBytes / 2 ** 20).toFixed(1)} MiB  |Hv − Hv_PyTorch|max/|Hv|max ${row.hvRelativeDiff.toExponential(1)}`,
+      );
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,87 @@
+"""The PyTorch idiom for Hessian-vector products that PyHessian uses: the
+gradient of the batch's loss is built once with create_graph=True, and each
+H v is one torch.autograd.grad of that graph with grad_outputs=v and
+retain_graph=True. Same LibTorch as ours (Debian's python3-torch), one thread.
+
+usage: python3 pytorch_hessian.py MODEL DIR
+DIR holds what hessian-runner.ts wrote: params.f32, x.f32, y.i32, v.f32 and
+hv.f32 (ours). The ready line reports how far our H v is from PyTorch's.
+Then, one command a line:
+  hvp K   -> a JSON list of K times (ms) of one H v
+  info    -> {"peakRssKb", "threads", "torch", "torchLibrary"}
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pytorch_models import make_model, torch_library
+
+model_name, folder = sys.argv[1], sys.argv[2]
+torch.set_num_threads(1)
+
+
+def load(name, dtype):
+    with open(os.path.join(folder, name), "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=dtype)
+
+
+model = make_model(model_name)
+model.eval()
+params = [p for p in model.parameters()]
+flat = load("params.f32", torch.float32)
+if flat.numel() != sum(p.numel() for p in params):
+    sys.exit(f"params.f32 has {flat.numel()} values, the PyTorch model {sum(p.numel() for p in params)}")
+with torch.no_grad():
+    offset = 0
+    for p in params:
+        p.copy_(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+x = load("x.f32", torch.float32)
+x = x.view(-1, *((1, 28, 28) if model_name == "cnn" else (784,)))
+y = load("y.i32", torch.int32).long()
+v_flat = load("v.f32", torch.float32)
+v, offset = [], 0
+for p in params:
+    v.append(v_flat[offset:offset + p.numel()].view_as(p))
+    offset += p.numel()
+
+loss = F.cross_entropy(model(x), y)
+grads = torch.autograd.grad(loss, params, create_graph=True)
+
+
+def hvp():
+    return torch.autograd.grad(grads, params, grad_outputs=v, only_inputs=True, retain_graph=True)
+
+
+ours = load("hv.f32", torch.float32)
+theirs = torch.cat([h.reshape(-1) for h in hvp()])
+print(json.dumps({"ready": True, "maxAbsDiff": (ours - theirs).abs().max().item(),
+                  "maxAbs": theirs.abs().max().item()}), flush=True)
+
+
+def times_ms(fn, k):
+    out = []
+    for _ in range(k):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "hvp":
+        print(json.dumps(times_ms(hvp, int(cmd[1]))), flush=True)
+    elif cmd[0] == "info":
+        print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "torchLibrary": torch_library()}), flush=True)
+    else:
+        break
