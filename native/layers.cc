@@ -73,6 +73,21 @@ std::pair<at::Tensor, at::Tensor> Primal2(DualPass& p, F&& f) {
   return {e[0], e[1]};
 }
 
+// Block mode: a tangent [K, N, ...] folded to [K·N, ...] for per-sample
+// maps (pooling, convolutions with the layer's own weight), and back.
+at::Tensor Fold(const at::Tensor& t, const DualPass& p) { return p.block ? t.flatten(0, 1) : t; }
+at::Tensor Unfold(const at::Tensor& t, const DualPass& p) {
+  if (!p.block) return t;
+  std::vector<int64_t> shape{p.block, t.size(0) / p.block};
+  for (int64_t d = 1; d < t.dim(); ++d) shape.push_back(t.size(d));
+  return t.view(shape);
+}
+// The shape of a tangent of a value of shape `shape`.
+std::vector<int64_t> TangentShape(std::vector<int64_t> shape, const DualPass& p) {
+  if (p.block) shape.insert(shape.begin(), p.block);
+  return shape;
+}
+
 // The reverse step of an identity map of x.
 DualBackward IdentityBackward(const Dual& x) {
   if (!x.tangent.defined()) return NothingUpstream;
@@ -91,15 +106,21 @@ Dual LinearMapDual(const Dual& x, DualPass& p, const std::function<at::Tensor(co
     return {y, {}};
   }
   backward = [&p, x0 = x.value, f](const Dual& g) -> Dual {
-    auto vjp = [&](const at::Tensor& t) {
+    // f is linear, so its vector-Jacobian product does not depend on the
+    // point: a block's folded tangents take one of their own shape
+    auto vjp = [&](const at::Tensor& t, const at::Tensor& at) {
       at::AutoGradMode on(true);
-      at::Tensor leaf = x0.detach().requires_grad_(true);
+      at::Tensor leaf = at.detach().requires_grad_(true);
       return torch::autograd::grad({f(leaf)}, {leaf}, {t})[0];
     };
-    at::Tensor dx = Primal(p, [&] { return vjp(g.value); });
-    return {dx, vjp(g.tangent)};
+    at::Tensor dx = Primal(p, [&] { return vjp(g.value, x0); });
+    if (!p.block) return {dx, vjp(g.tangent, x0)};
+    at::Tensor gt = Fold(g.tangent, p);
+    std::vector<int64_t> folded = x0.sizes().vec();
+    folded[0] *= p.block;
+    return {dx, Unfold(vjp(gt, at::zeros(folded, x0.options())), p)};
   };
-  return {y, f(x.tangent)};
+  return {y, Unfold(f(Fold(x.tangent, p)), p)};
 }
 
 class Linear : public Layer {
@@ -117,6 +138,7 @@ class Linear : public Layer {
   // y = x Wᵀ + b, R{y} = ẋ Wᵀ + x Vᵀ + v_b; reverse: ∂x = g W,
   // R{∂x} = ġ W + g V, (Hv)_W = ġᵀ x + gᵀ ẋ, (Hv)_b = Σ ġ.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    if (p.block) return ForwardBlock(x, p, backward);
     const at::Tensor& w = p.pass.params[weight_];
     const at::Tensor& vw = p.v[weight_];
     // leading dimensions fold into the batch, as in at::linear
@@ -143,6 +165,37 @@ class Linear : public Layer {
   }
 
  private:
+  // The same rules for a block of K directions: V is [K, out, in], tangents
+  // [K, M, ·]; the products with the shared x, g, W are one matmul each
+  // (folded or batched by at::matmul).
+  Dual ForwardBlock(const Dual& x, DualPass& p, DualBackward& backward) const {
+    const at::Tensor& w = p.pass.params[weight_];
+    const at::Tensor& vw = p.v[weight_];
+    const int64_t K = p.block, in = w.size(1), out = w.size(0);
+    std::vector<int64_t> outShape = x.value.sizes().vec();
+    outShape.back() = out;
+    at::Tensor x2 = x.value.reshape({-1, in});
+    at::Tensor xt3 = x.tangent.defined() ? x.tangent.reshape({K, -1, in}) : at::Tensor();
+    at::Tensor y = Primal(p, [&] { return hasBias_ ? at::addmm(p.pass.params[bias_], x2, w.t()) : at::mm(x2, w.t()); });
+    at::Tensor yt = at::matmul(x2, vw.transpose(1, 2));  // [K, M, out]
+    if (hasBias_) yt.add_(p.v[bias_].unsqueeze(1));
+    if (xt3.defined()) yt.add_(at::matmul(xt3, w.t()));
+    backward = [this, &p, x2, xt3, inShape = x.value.sizes().vec(), K, in, out](const Dual& g) -> Dual {
+      const at::Tensor& w = p.pass.params[weight_];
+      const at::Tensor& vw = p.v[weight_];
+      at::Tensor g2 = g.value.reshape({-1, out}), gt3 = g.tangent.reshape({K, -1, out});
+      at::Tensor hw = at::matmul(gt3.transpose(1, 2), x2);
+      if (xt3.defined()) hw.add_(at::matmul(g2.t(), xt3));
+      p.hv[weight_].copy_(hw);
+      if (hasBias_) p.hv[bias_].copy_(gt3.sum(1));
+      if (!xt3.defined()) return {};
+      at::Tensor dx = Primal(p, [&] { return g2.mm(w).view(inShape); });
+      at::Tensor dxt = at::matmul(gt3, w).add_(at::matmul(g2, vw));
+      return {dx, dxt.view(TangentShape(inShape, p))};
+    };
+    return {y.view(outShape), yt.view(TangentShape(outShape, p))};
+  }
+
   size_t weight_ = 0, bias_ = 0;
   bool hasBias_ = true;
 };
@@ -206,6 +259,7 @@ class Conv2d : public Layer {
   // reverse: ∂x = convᵀ(g, W), R{∂x} = convᵀ(ġ, W) + convᵀ(g, V),
   // (Hv)_W = ∂_W⟨ġ, conv(x, W)⟩ + ∂_W⟨g, conv(ẋ, W)⟩, (Hv)_b = Σ ġ.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    if (p.block) return ForwardBlock(x, p, backward);
     const at::Tensor& w = p.pass.params[weight_];
     const at::Tensor& vw = p.v[weight_];
     at::Tensor y = Primal(p, [&] { return at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_); });
@@ -232,6 +286,40 @@ class Conv2d : public Layer {
   }
 
  private:
+  // The same rules for a block of K directions (V: [K, out, in, kh, kw]). The
+  // forward tangents are two convolutions for the whole block: the K kernels
+  // stacked as K·out output channels over the shared x, and the K tangents
+  // folded into the batch over W. The reverse step runs per direction.
+  Dual ForwardBlock(const Dual& x, DualPass& p, DualBackward& backward) const {
+    const at::Tensor& w = p.pass.params[weight_];
+    const at::Tensor& vw = p.v[weight_];
+    const int64_t K = p.block, out = w.size(0);
+    at::Tensor y = Primal(p, [&] { return at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_); });
+    at::Tensor stacked = at::conv2d(x.value, vw.flatten(0, 1), {}, stride_, padding_);  // [N, K·out, H', W']
+    at::Tensor yt = stacked.view({y.size(0), K, out, y.size(2), y.size(3)}).transpose(0, 1).contiguous();
+    if (hasBias_) yt.add_(p.v[bias_].view({K, 1, out, 1, 1}));
+    if (x.tangent.defined()) yt.add_(Unfold(at::conv2d(Fold(x.tangent, p), w, {}, stride_, padding_), p));
+    backward = [this, &p, x, K](const Dual& g) -> Dual {
+      const at::Tensor& w = p.pass.params[weight_];
+      const at::Tensor& vw = p.v[weight_];
+      bool upstream = x.tangent.defined();
+      for (int64_t k = 0; k < K; ++k) {
+        at::Tensor hw = p.hv[weight_].select(0, k);
+        hw.copy_(std::get<1>(ConvBackward(g.tangent.select(0, k), x.value, w, {false, true, false})));
+        if (upstream) hw.add_(std::get<1>(ConvBackward(g.value, x.tangent.select(0, k), w, {false, true, false})));
+      }
+      if (hasBias_) p.hv[bias_].copy_(g.tangent.sum({1, 3, 4}));
+      if (!upstream) return {};
+      at::Tensor dx = Primal(p, [&] { return std::get<0>(ConvBackward(g.value, x.value, w, {true, false, false})); });
+      std::vector<at::Tensor> dxt;
+      for (int64_t k = 0; k < K; ++k)
+        dxt.push_back(std::get<0>(ConvBackward(g.tangent.select(0, k), x.value, w, {true, false, false}))
+                          .add_(std::get<0>(ConvBackward(g.value, x.value, vw.select(0, k), {true, false, false}))));
+      return {dx, at::stack(dxt)};
+    };
+    return {y, yt};
+  }
+
   std::tuple<at::Tensor, at::Tensor, at::Tensor> ConvBackward(const at::Tensor& g, const at::Tensor& x,
                                                               const at::Tensor& w, std::array<bool, 3> mask) const {
     return at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride_, padding_, {1, 1}, false, {0, 0}, 1, mask);
@@ -291,6 +379,7 @@ class BatchNorm : public Layer {
     args.runningMean = p.pass.buffers[mean_], args.runningVar = p.pass.buffers[var_];
     args.eps = eps_;
     args.batchStats = p.pass.training;
+    if (p.block) return ForwardBlock(x, p, args, backward);
     auto state = std::make_shared<BatchNormDualState>();
     Dual y = BatchNormForwardDual(x, args, *state);
     backward = [this, &p, args, state](const Dual& g) -> Dual {
@@ -301,6 +390,36 @@ class BatchNorm : public Layer {
   }
 
  private:
+  // A block runs the fused kernels once per direction (they compute primal
+  // and tangent together, per channel).
+  Dual ForwardBlock(const Dual& x, DualPass& p, const BatchNormDualArgs& shared, DualBackward& backward) const {
+    const int64_t K = p.block;
+    std::vector<BatchNormDualArgs> args(K, shared);
+    std::vector<std::shared_ptr<BatchNormDualState>> states;
+    at::Tensor y;
+    std::vector<at::Tensor> yt;
+    for (int64_t k = 0; k < K; ++k) {
+      if (affine_) args[k].vgamma = p.v[weight_].select(0, k), args[k].vbeta = p.v[bias_].select(0, k);
+      states.push_back(std::make_shared<BatchNormDualState>());
+      Dual d = BatchNormForwardDual({x.value, x.tangent.defined() ? x.tangent.select(0, k) : at::Tensor()}, args[k], *states[k]);
+      y = d.value;
+      yt.push_back(d.tangent);
+    }
+    backward = [this, &p, args, states, K](const Dual& g) -> Dual {
+      at::Tensor dx;
+      std::vector<at::Tensor> dxt;
+      for (int64_t k = 0; k < K; ++k) {  // every k writes its (Hv)_γ, (Hv)_β, with or without upstream
+        at::Tensor none, hg = affine_ ? p.hv[weight_].select(0, k) : none, hb = affine_ ? p.hv[bias_].select(0, k) : none;
+        Dual d = BatchNormBackwardDual({g.value, g.tangent.select(0, k)}, args[k], *states[k], hg, hb);
+        dx = d.value;
+        dxt.push_back(d.tangent);
+      }
+      if (!dx.defined()) return {};
+      return {dx, at::stack(dxt)};
+    };
+    return {y, yt[0].defined() ? at::stack(yt) : at::Tensor()};
+  }
+
   void CheckRank(const at::Tensor& x) const {
     int64_t want = spatialDims_ == 2 ? 4 : 2;
     if (!(x.dim() == want || (spatialDims_ == 1 && x.dim() == 3)))
@@ -367,11 +486,13 @@ class Activation : public Layer {
       return {y, {}};
     }
     if (act_ == Act::Relu) {  // f'' = 0; f' is the mask y > 0
-      backward = [&p, y](const Dual& g) -> Dual {
+      // a block's tangents [K, ...] see y broadcast over the block
+      auto mask = [y](const at::Tensor& t) { return at::threshold_backward(t, t.dim() > y.dim() ? y.expand_as(t) : y, 0); };
+      backward = [&p, y, mask](const Dual& g) -> Dual {
         at::Tensor dx = Primal(p, [&] { return at::threshold_backward(g.value, y, 0); });
-        return {dx, at::threshold_backward(g.tangent, y, 0)};
+        return {dx, mask(g.tangent)};
       };
-      return {y, at::threshold_backward(x.tangent, y, 0)};
+      return {y, mask(x.tangent)};
     }
     auto [d1, d2] = Primal2(p, [&] { return Slopes(x.value, y); });
     at::Tensor xt = x.tangent;
@@ -448,6 +569,21 @@ class Pool2d : public Layer {
       backward = NothingUpstream;
       return {y, {}};
     }
+    if (p.block) {
+      // gather and scatter-add along the argmax, over the block at once
+      const int64_t K = p.block;
+      at::Tensor flatIdx = idx.flatten(2).unsqueeze(0).expand({K, -1, -1, -1});
+      at::Tensor yt = x.tangent.flatten(3).gather(3, flatIdx).view(TangentShape(y.sizes().vec(), p));
+      backward = [this, &p, x0 = x.value, idx = idx, flatIdx, K](const Dual& g) -> Dual {
+        at::Tensor dx = Primal(p, [&] {
+          return at::max_pool2d_with_indices_backward(g.value, x0, kernel_, stride_, padding_, {1, 1}, false, idx);
+        });
+        at::Tensor dxt = at::zeros(TangentShape(x0.sizes().vec(), p), x0.options());
+        dxt.flatten(3).scatter_add_(3, flatIdx, g.tangent.flatten(3));
+        return {dx, dxt};
+      };
+      return {y, yt};
+    }
     at::Tensor yt = x.tangent.flatten(2).gather(2, idx.flatten(2)).view_as(y);
     backward = [this, &p, x0 = x.value, idx = idx](const Dual& g) -> Dual {
       auto route = [&](const at::Tensor& t) {
@@ -489,15 +625,15 @@ class Flatten : public Layer {
  public:
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x.flatten(1); }
-  Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
       return {x.value.flatten(1), {}};
     }
-    backward = [shape = x.value.sizes().vec()](const Dual& g) -> Dual {
-      return {g.value.reshape(shape), g.tangent.reshape(shape)};
+    backward = [shape = x.value.sizes().vec(), tangentShape = TangentShape(x.value.sizes().vec(), p)](const Dual& g) -> Dual {
+      return {g.value.reshape(shape), g.tangent.reshape(tangentShape)};
     };
-    return {x.value.flatten(1), x.tangent.flatten(1)};
+    return {x.value.flatten(1), x.tangent.flatten(p.block ? 2 : 1)};
   }
 };
 
@@ -831,17 +967,21 @@ double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
     cache->cursor = 0;
   }
   Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
+  // a block [K, P]: each part a [K, ...shape] view (the rows are strided by P)
+  const int64_t block = v.dim() == 2 ? v.size(0) : 0;
   std::vector<at::Tensor> vParts, hvParts;
   for (const auto& s : slots.params) {
-    vParts.push_back(v.narrow(0, s.offset, s.numel).view(s.shape));
-    hvParts.push_back(out.narrow(0, s.offset, s.numel).view(s.shape));
+    std::vector<int64_t> shape = s.shape;
+    if (block) shape.insert(shape.begin(), block);
+    vParts.push_back(v.narrow(v.dim() - 1, s.offset, s.numel).view(shape));
+    hvParts.push_back(out.narrow(out.dim() - 1, s.offset, s.numel).view(shape));
   }
-  DualPass dual{pass, vParts, hvParts, cache};
+  DualPass dual{pass, vParts, hvParts, cache, block};
   try {
     DualBackward backward;
     Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
     Dual g;
-    double loss = LossDual(z, y, g, cache);
+    double loss = LossDual(z, y, g, cache, dual.block);
     backward(g);
     if (cache) {
       if (cache->replaying && cache->cursor != cache->entries.size())
@@ -860,10 +1000,15 @@ double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
 // ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
 // R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
 // ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
-double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache) const {
+double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache, int64_t block) const {
   // the v-independent parts (L, ∂L/∂z, softmax) through the cache, as the layers' (Primal)
   auto primal = [&](const std::function<std::vector<at::Tensor>()>& f) { return cache ? cache->Next(f) : f(); };
-  at::Tensor zt = z.tangent.defined() ? z.tangent : at::zeros_like(z.value);
+  at::Tensor zt = z.tangent;
+  if (!zt.defined()) {
+    std::vector<int64_t> shape = z.value.sizes().vec();
+    if (block) shape.insert(shape.begin(), block);
+    zt = at::zeros(shape, z.value.options());
+  }
   if (loss_ == LossKind::Mse) {
     double scale = 2.0 / static_cast<double>(z.value.numel());
     auto lg = primal([&] { return std::vector<at::Tensor>{Loss(z.value, y), (z.value - y) * scale}; });
@@ -879,7 +1024,7 @@ double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalC
     return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
   });
   const at::Tensor& p = lgp[2];
-  at::Tensor gt = p * (zt - (p * zt).sum(1, /*keepdim=*/true));
+  at::Tensor gt = p * (zt - (p * zt).sum(-1, /*keepdim=*/true));  // classes last, with or without a block
   grad = {lgp[1], gt.div_(static_cast<double>(n))};
   return lgp[0].item<double>();
 }

@@ -132,6 +132,9 @@ struct DualPass {
   const std::vector<at::Tensor>& v;
   std::vector<at::Tensor>& hv;
   PrimalCache* cache = nullptr;
+  // K > 0: a block of K directions at once. v, hv and every tangent carry a
+  // leading dimension of K; primal values do not (they are shared).
+  int64_t block = 0;
 };
 
 class Layer {
@@ -164,6 +167,8 @@ class Network {
   // Running statistics are not touched. With `cache`, what does not depend
   // on v is recorded on the first call and replayed on later ones (see
   // PrimalCache).
+  // v and out are flat [P], or [K, P] for a block of K directions (one pass
+  // with the tangents batched).
   double Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
              PrimalCache* cache = nullptr);
   // The key a cache must match to replay for this batch and method.
@@ -188,7 +193,7 @@ class Network {
  private:
   LayerList layers_;
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
-  double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache) const;
+  double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache, int64_t block) const;
 
   std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;

@@ -149,6 +149,25 @@ at::Tensor& ModelWrap::FlatArg(const Napi::CallbackInfo& info, size_t i, const c
   return t;
 }
 
+// A flat [P] vector, or (rows != 0) a contiguous block [K, P] of K
+// directions; rows > 0 asks for exactly that K, rows 0 for a flat vector.
+at::Tensor& ModelWrap::DirectionsArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t rows) {
+  auto& net = Net();
+  auto& t = TensorWrap::Arg(info, i, name);
+  if (rows != 0 && t.dim() == 2) {
+    int64_t P = net.slots.paramCount;
+    if (t.size(1) != P || t.size(0) < 1 || (rows > 0 && t.size(0) != rows) || !t.is_contiguous())
+      Fail(std::string("argument '") + name + "' must be a block [" + (rows > 0 ? std::to_string(rows) : "K") + ", " +
+           std::to_string(P) + "] of flat vectors, got shape " + c10::str(t.sizes()));
+    CheckFlat(t.select(0, 0), name, P, net.dtype, net.device);
+    return t;
+  }
+  if (rows > 0) Fail(std::string("argument '") + name + "' must be a block [" + std::to_string(rows) + ", " +
+                     std::to_string(net.slots.paramCount) + "] like v, got shape " + c10::str(t.sizes()));
+  CheckFlat(t, name, net.slots.paramCount, net.dtype, net.device);
+  return t;
+}
+
 at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice, at::Tensor* output) {
   auto& net = *net_;  // checked by the caller (also runs on the thread pool)
   at::Tensor out = net.Forward(x, updateStats, twice);
@@ -265,8 +284,8 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
 // for the batch and reused by the next ones (PrimalCache).
 ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
-  auto& v = FlatArg(info, 2, "v");
-  auto& out = FlatArg(info, 3, "out");
+  auto& v = DirectionsArg(info, 2, "v", -1);
+  auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
   std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
   if (method != "forward-over-reverse" && method != "double-backward")
     Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
@@ -289,13 +308,18 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
               out.copy_(fresh);
               return;
             }
-            if (cache) {
-              *loss = GraphHvp(x, y, v, out, *cache);
-              return;
+            // double backward takes a block one direction at a time
+            bool block = v.dim() == 2;
+            for (int64_t k = 0; k < (block ? v.size(0) : 1); ++k) {
+              at::Tensor vk = block ? v.select(0, k) : v, outk = block ? out.select(0, k) : out;
+              if (cache) {
+                *loss = GraphHvp(x, y, vk, outk, *cache);
+                continue;
+              }
+              at::Tensor l;
+              WriteGradient(GradientDot(x, y, vk, l), outk);
+              *loss = l.item<double>();
             }
-            at::Tensor l;
-            WriteGradient(GradientDot(x, y, v, l), out);
-            *loss = l.item<double>();
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }

@@ -90,6 +90,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   // Checks a batch against the model and returns (inputs, targets).
   std::pair<at::Tensor, at::Tensor> Batch(const Napi::CallbackInfo& info, size_t first);
   at::Tensor& FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name);
+  at::Tensor& DirectionsArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t rows);
   // Mean loss of a batch, with a graph when parameters need gradients.
   // `output`, when given, receives the model's outputs.
   at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,

@@ -38,6 +38,7 @@ Napi::Function TensorWrap::Define(Napi::Env env) {
                          InstanceMethod("item", &TensorWrap::Guard<&TensorWrap::Item>),
                          InstanceMethod("narrow", &TensorWrap::Guard<&TensorWrap::Narrow>),
                          InstanceMethod("copyFrom", &TensorWrap::Guard<&TensorWrap::CopyFrom>),
+                         InstanceMethod("view", &TensorWrap::Guard<&TensorWrap::View>),
                      });
 }
 
@@ -287,6 +288,18 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
 
 // narrow(start, length): elements [start, start + length) of a 1-D tensor,
 // as a view (writes go to this tensor; its memory is reported once, here).
+Napi::Value TensorWrap::View(const Napi::CallbackInfo& info) {
+  auto& t = Live();
+  auto shape = ShapeArg(info, 0, "shape");
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  if (numel != t.numel())
+    Fail("view(shape): shape " + ShapeString(shape) + " holds " + std::to_string(numel) + " elements, this tensor " +
+         std::to_string(t.numel()));
+  if (!t.is_contiguous()) Fail("view(shape) needs a contiguous tensor; this one is a strided view (clone() it first)");
+  return New(info.Env(), t.view(shape), false);
+}
+
 Napi::Value TensorWrap::Narrow(const Napi::CallbackInfo& info) {
   auto& t = Live();
   if (t.dim() != 1) Fail("narrow(start, length) needs a 1-D tensor, this one has shape " + ShapeString(t.sizes()));

@@ -44,6 +44,9 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Item(const Napi::CallbackInfo& info);
   Napi::Value Narrow(const Napi::CallbackInfo& info);
+  // t.view(shape): the same elements under another shape, sharing memory
+  // (writes go through); a contiguous tensor only.
+  Napi::Value View(const Napi::CallbackInfo& info);
   // t.copyFrom(typedArray): the values written into this tensor in place
   // (same element count, converted to its dtype and device). A loop that
   // refills one batch tensor instead of making a new one per step keeps the

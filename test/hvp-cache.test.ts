@@ -8,6 +8,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { hvpCache, Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { ops } from '../lib/ops.js';
+import { tensor, zeros } from '../lib/tensor.js';
 import { float64Model, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 import { hvpCases } from './model-cases.js';
 
@@ -40,6 +41,49 @@ describe('a cached HVP equals the full one (float64)', () => {
       });
     }
   }
+});
+
+describe('a block of K directions in one pass equals K single HVPs (float64)', () => {
+  const K = 3;
+  for (const c of hvpCases) {
+    it(`${c.name}`, () => {
+      const model = c.make();
+      const { x, y } = c.batch();
+      const P = model.numParams;
+      const rows = Array.from({ length: K }, (_, k) => toNumbers(randomVector(P, 200 + k)));
+      const block = tensor(Float64Array.from(rows.flatMap((r) => Array.from(r))), [K, P], { dtype: 'float64' });
+      // dropout draws new masks in every uncached train-mode pass: there, compare with a cache (one mask)
+      for (const training of c.name.includes('dropout') ? [false] : [true, false]) {
+        model.train(training);
+        for (const method of ['forward-over-reverse', 'double-backward'] as const) {
+          const single = rows.map((r) => toNumbers(model.hvp(x, y, tensor(r, [P], { dtype: 'float64' }), undefined, { method })));
+          const cache = hvpCache();
+          for (const options of [{ method }, { method, cache }, { method, cache }]) {
+            const out = model.hvp(x, y, block, undefined, options);
+            expect(out.shape).toEqual([K, P]);
+            const got = toNumbers(out);
+            for (let k = 0; k < K; k++) close(got.subarray(k * P, (k + 1) * P), single[k]);
+          }
+          cache.dispose();
+        }
+      }
+      if (c.name.includes('dropout')) {
+        model.train(true);
+        const cache = hvpCache();
+        const got = toNumbers(model.hvp(x, y, block, undefined, { cache }));
+        for (let k = 0; k < K; k++) close(got.subarray(k * P, (k + 1) * P), toNumbers(model.hvp(x, y, tensor(rows[k], [P], { dtype: 'float64' }), undefined, { cache })));
+      }
+    });
+  }
+
+  it('refuses a block of the wrong width or an out of another shape', () => {
+    const model = float64Model(mlp({ layers: [4, 3] }), 1);
+    const { x, y } = randomBatch([6, 4], 3, 1);
+    const P = model.numParams;
+    expect(() => model.hvp(x, y, zeros([2, P + 1], { dtype: 'float64' }))).toThrow(new RegExp(`argument 'v' must be a block \\[K, ${P}\\]`));
+    expect(() => model.hvp(x, y, zeros([2, P], { dtype: 'float64' }), zeros([3, P], { dtype: 'float64' }))).toThrow(new RegExp(`argument 'out' must be a block \\[2, ${P}\\]`));
+    expect(() => model.hvp(x, y, zeros([2, P], { dtype: 'float64' }), zeros([P], { dtype: 'float64' }))).toThrow(/argument 'out' must be a block \[2/);
+  });
 });
 
 describe('what invalidates a cache', () => {
@@ -124,6 +168,25 @@ describe('Hessian probes with caches', () => {
     expect(Math.abs(c - a) / Math.abs(a)).toBeLessThan(1e-12);
     expect(limited.operator.cacheInfo()).toMatchObject({ cachedBatches: 1, droppedBatches: 2 });
     for (const h of [plain, cached, limited]) h.dispose();
+  });
+
+  it('trace and ‖H‖_F² with blocks of K vectors per pass equal those one vector at a time (a module restriction too)', () => {
+    const model = float64Model(mlp({ layers: [6, 10, 4], activation: 'tanh' }), 5);
+    const batches = [randomBatch([8, 6], 4, 1), randomBatch([5, 6], 4, 3)];
+    for (const modules of [undefined, ['2']]) {
+      const h = hessian(model, batches, { modules });
+      const t1 = h.trace({ samples: 11, seed: 3 }), f1 = h.frobeniusSquared({ samples: 11, seed: 4 });
+      for (const block of [4, 16]) {
+        const hvps = h.hvps;
+        const t = h.trace({ samples: 11, seed: 3, block }), f = h.frobeniusSquared({ samples: 11, seed: 4, block });
+        expect(Math.abs(t.estimate - t1.estimate) / Math.abs(t1.estimate)).toBeLessThan(1e-12);
+        expect(Math.abs(f.estimate - f1.estimate) / Math.abs(f1.estimate)).toBeLessThan(1e-12);
+        expect(Math.abs(t.standardError - t1.standardError) / t1.standardError).toBeLessThan(1e-9);
+        expect([t.hvps, f.hvps, h.hvps - hvps]).toEqual([11, 11, 22]);
+      }
+      expect(() => h.trace({ samples: 4, block: 0 })).toThrow(/block must be an integer ≥ 1/);
+      h.dispose();
+    }
   });
 
   it('refuses a bad cache option, a disposed cache and a cache in use by an async HVP', async () => {

@@ -2,6 +2,7 @@
 // for ‖H‖_F², and stochastic Lanczos quadrature (SLQ) for spectral densities
 // and tr f(H) (here Σ log(|λ| + δ), the damped log-determinant), each with
 // its standard error.
+import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import type { Work } from '../model/work.js';
@@ -27,26 +28,52 @@ function checkSamples(samples: number, min: number, what: string): void {
   if (!Number.isInteger(samples) || samples < min) throw new Error(`${what}: samples must be an integer ≥ ${min}, got ${samples}`);
 }
 
-/** The mean of f(v, Hv) over `samples` random v, with its standard error. */
-function* sampleMean(op: HessianOperator, samples: number, seed: number, kind: 'rademacher' | 'gaussian', f: (v: Tensor, hv: Tensor) => number): Work<Estimate> {
+/**
+ * The mean of f(v, Hv) over `samples` random v, with its standard error; with
+ * `block` > 1, H is applied to `block` vectors per pass. The vectors are drawn
+ * one after another either way, so the estimate does not depend on `block`.
+ */
+function* sampleMean(
+  op: HessianOperator,
+  samples: number,
+  seed: number,
+  kind: 'rademacher' | 'gaussian',
+  f: (v: Tensor, hv: Tensor) => number,
+  block = 1,
+): Work<Estimate> {
+  if (!Number.isInteger(block) || block < 1) throw new Error(`block must be an integer ≥ 1 (vectors per HVP pass), got ${block}`);
   const gen = op.newGenerator(seed);
   const before = op.hvps;
-  const v = op.zeros(), hv = op.zeros();
+  const K = Math.min(block, samples), P = op.model.numParams;
+  const flatV = native().Tensor.zeros([K * P], op.model.dtype, op.model.device);
+  const flatHv = native().Tensor.zeros([K * P], op.model.dtype, op.model.device);
+  const rowsV = Array.from({ length: K }, (_, k) => flatV.narrow(k * P, P));
+  const rowsHv = Array.from({ length: K }, (_, k) => flatHv.narrow(k * P, P));
   const xs: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    op.random(gen, kind, v);
-    xs.push(f(v, (yield* op.applyWork(v, hv))));
+  try {
+    for (let i = 0; i < samples; i += K) {
+      const k = Math.min(K, samples - i);
+      for (let r = 0; r < k; r++) op.random(gen, kind, rowsV[r]);
+      if (k === 1) yield* op.applyWork(rowsV[0], rowsHv[0]);
+      else {
+        const v = flatV.narrow(0, k * P).view([k, P]), hv = flatHv.narrow(0, k * P).view([k, P]);
+        yield* op.applyBlockWork(v, hv);
+        v.dispose();
+        hv.dispose();
+      }
+      for (let r = 0; r < k; r++) xs.push(f(rowsV[r], rowsHv[r]));
+    }
+  } finally {
+    for (const t of [...rowsV, ...rowsHv, flatV, flatHv]) t.dispose();
   }
-  v.dispose();
-  hv.dispose();
   const { mean, se } = meanAndError(xs);
   return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
 }
 
 /** Hutchinson: tr H = E[vᵀHv], v rademacher. */
-export function* hutchinson(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
+export function* hutchinson(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'trace');
-  return yield* sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv));
+  return yield* sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv), block);
 }
 
 /**
@@ -95,9 +122,9 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
 }
 
 /** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
-export function* frobeniusSquared(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
+export function* frobeniusSquared(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'frobeniusSquared');
-  return yield* sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv));
+  return yield* sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv), block);
 }
 
 export interface QuadratureRun {

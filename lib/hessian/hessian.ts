@@ -124,15 +124,17 @@ export class Hessian {
     return yield* eigenvalues(this.operator, options);
   }
 
-  *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}): Work<Estimate & { method: string }> {
+  /** `block`: Hutchinson vectors per HVP pass (the same estimate; see bench:hessian-vs-pytorch for what it saves) */
+  *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}): Work<Estimate & { method: string }> {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;
-    const r = method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0) : yield* hutchinson(this.operator, samples, o.seed ?? 0);
+    const r =
+      method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
     return { method, ...r };
   }
 
-  *frobeniusSquaredWork(o: { samples?: number; seed?: number } = {}): Work<Estimate> {
-    return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0);
+  *frobeniusSquaredWork(o: { samples?: number; seed?: number; block?: number } = {}): Work<Estimate> {
+    return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0, o.block ?? 1);
   }
 
   /**
@@ -294,16 +296,16 @@ export class Hessian {
   eigenvaluesAsync(options: EigenOptions = {}) {
     return this.runAsync(this.eigenvaluesWork(options));
   }
-  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}) {
+  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}) {
     return runSync(this.traceWork(o));
   }
-  traceAsync(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number } = {}) {
+  traceAsync(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}) {
     return this.runAsync(this.traceWork(o));
   }
-  frobeniusSquared(o: { samples?: number; seed?: number } = {}) {
+  frobeniusSquared(o: { samples?: number; seed?: number; block?: number } = {}) {
     return runSync(this.frobeniusSquaredWork(o));
   }
-  frobeniusSquaredAsync(o: { samples?: number; seed?: number } = {}) {
+  frobeniusSquaredAsync(o: { samples?: number; seed?: number; block?: number } = {}) {
     return this.runAsync(this.frobeniusSquaredWork(o));
   }
   density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {

@@ -101,6 +101,30 @@ export class HessianOperator {
     return this.restrict(out);
   }
 
+  /**
+   * out = H V for a block V of K directions, [K, P] each (one pass per batch
+   * with the tangents batched); counts K HVPs.
+   */
+  *applyBlockWork(v: Tensor, out: Tensor): Work<Tensor> {
+    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
+    const K = v.shape[0];
+    const wasTraining = this.model.training;
+    this.model.train(this.training);
+    try {
+      yield* this.passes.hvpWork(v, out, this.method);
+    } finally {
+      this.model.train(wasTraining);
+      this.keepCachesWithinLimit();
+    }
+    this.hvps += K;
+    if (this.mask) {
+      const flat = out.view([K * this.model.numParams]);
+      for (let k = 0; k < K; k++) this.restrict(flat.narrow(k * this.model.numParams, this.model.numParams)).dispose();
+      flat.dispose();
+    }
+    return out;
+  }
+
   /** What the HVP caches hold: bytes in all, per batch (0 for a batch without one), and how often they were reused. */
   cacheInfo(): { bytes: number; perBatch: number[]; cachedBatches: number; droppedBatches: number; records: number; replays: number } {
     const caches = this.passes.hvpCaches;

@@ -98,6 +98,11 @@ export class Model {
     return native().Tensor.zeros([this.numParams], this.dtype, this.device);
   }
 
+  /** zeros of v's shape: a flat vector, or a block [K, P] of them */
+  private zerosLike(v: Tensor): Tensor {
+    return v.shape.length === 2 ? native().Tensor.zeros(v.shape, this.dtype, this.device) : this.zerosLikeParams();
+  }
+
   forward(x: Tensor): Tensor {
     return this.native.forward(x);
   }
@@ -120,11 +125,13 @@ export class Model {
   /**
    * H v of the batch's mean loss (BatchNorm statistics untouched); by
    * forward-over-reverse unless `method` says 'double-backward'. `out` may be v.
-   * With `cache` (new HvpCache()), what does not depend on v is computed by the
+   * With `cache` (hvpCache()), what does not depend on v is computed by the
    * first HVP on this batch and parameters and reused by the next ones.
+   * v may be a block [K, P] of K directions: H applied to each row in one
+   * pass, the tangents batched (double backward runs them one by one).
    */
   hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Tensor {
-    const result = out ?? this.zerosLikeParams();
+    const result = out ?? this.zerosLike(v);
     this.native.hvp(x, y, v, result, options.method, options.cache);
     return result;
   }
@@ -186,7 +193,7 @@ export class Model {
   /** H v on libuv's thread pool; the same numbers as hvp(). */
   hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Promise<Tensor> {
     return this.exclusive(async () => {
-      const hv = out ?? this.zerosLikeParams();
+      const hv = out ?? this.zerosLike(v);
       await this.native.hvpAsync(x, y, v, hv, options.method, options.cache);
       return hv;
     });

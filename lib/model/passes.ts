@@ -6,6 +6,7 @@
 // statistics, and its running statistics move once, pooled).
 import type { HvpCache, Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
+import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
@@ -56,14 +57,24 @@ export class Passes {
   /** Accumulates `pass(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
   private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor, index: number) => Work<number>): Work<number> {
     if (this.batches.length === 1) return yield* pass(this.batches[0], out, 0);
-    this.scratch ??= persistent(() => this.model.zerosLikeParams());
+    const scratch = this.scratchLike(out);
     let value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
     ops.scale(out, this.weights[0]);
     for (let j = 1; j < this.batches.length; j++) {
-      value += (yield* pass(this.batches[j], this.scratch, j)) * this.weights[j];
-      ops.axpy(out, this.weights[j], this.scratch);
+      value += (yield* pass(this.batches[j], scratch, j)) * this.weights[j];
+      ops.axpy(out, this.weights[j], scratch);
     }
     return value;
+  }
+
+  // A scratch vector of out's shape (flat, or a block [K, P] of HVPs), kept for the next pass.
+  private scratchLike(out: Tensor): Tensor {
+    if (this.scratch && this.scratch.shape.join() !== out.shape.join()) {
+      this.scratch.dispose();
+      this.scratch = undefined;
+    }
+    this.scratch ??= persistent(() => native().Tensor.zeros(out.shape, this.model.dtype, this.model.device));
+    return this.scratch;
   }
 
   /** Correctly classified samples in the last lossAndGrad over all micro-batches (null without class labels). */
@@ -133,10 +144,11 @@ export class Passes {
 
   *hvpWork(v: Tensor, out: Tensor, method?: HvpMethod): Work<number> {
     const native = this.model.native;
+    const directions = v.shape.length === 2 ? v.shape[0] : 1;
     return yield* this.accumulate(out, (b, o, j) => {
       const cache = this.hvpCaches[j];
       this.counters.forward++;
-      this.counters.hvp++;
+      this.counters.hvp += directions;
       return one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) });
     });
   }

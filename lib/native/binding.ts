@@ -23,6 +23,8 @@ export interface NativeTensor {
   dispose(): void;
   /** elements [start, start + length) of a 1-D tensor, as a view that writes through */
   narrow(start: number, length: number): NativeTensor;
+  /** the same elements under another shape, sharing memory (a contiguous tensor only) */
+  view(shape: number[]): NativeTensor;
   /**
    * writes `data` into this tensor in place (exactly numel values, converted to its dtype and
    * device; floats for float tensors, integers for int64) and returns this tensor
@@ -72,7 +74,10 @@ export interface NativeModel {
   discardStats(): void;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
-  /** with `cache`, what does not depend on v is computed once per batch and parameters and reused */
+  /**
+   * with `cache`, what does not depend on v is computed once per batch and parameters and reused;
+   * v and out may be blocks [K, P] of K directions (one pass with the tangents batched)
+   */
   hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): number;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;

@@ -9,6 +9,7 @@
 //   probe K  -> with the batch's HVP cache (recorded before the first timing)
 //   plain K  -> recomputing everything (no cache)
 //   graph K  -> double backward through the gradient's kept graph (cached)
+//   block B K -> K times of one cached HVP pass over a block of B vectors
 //   info     -> {"peakRssKb", "threads", "torch", "params", "cacheBytes"}
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -58,10 +59,23 @@ const runs: Record<string, () => void> = {
   plain: () => model.native.hvp(x, y, v, out),
   graph: () => model.native.hvp(x, y, v, out, 'double-backward', graphCache),
 };
+const blocks = new Map<number, { v: ReturnType<typeof tensor>; out: ReturnType<typeof tensor> }>();
+function blockOf(size: number) {
+  if (!blocks.has(size)) {
+    const v = native().Tensor.zeros([size, model.numParams], 'float32', 'cpu');
+    generator(size).gaussian(v);
+    blocks.set(size, { v, out: native().Tensor.zeros([size, model.numParams], 'float32', 'cpu') });
+  }
+  return blocks.get(size)!;
+}
 console.log(JSON.stringify({ ready: true }));
 for await (const line of createInterface({ input: process.stdin })) {
-  const [cmd, k] = line.split(' ');
+  const [cmd, k, k2] = line.split(' ');
   if (runs[cmd]) console.log(JSON.stringify(times(runs[cmd], Number(k))));
+  else if (cmd === 'block') {
+    const b = blockOf(Number(k));
+    console.log(JSON.stringify(times(() => model.native.hvp(x, y, b.v, b.out, undefined, probeCache), Number(k2))));
+  }
   else if (cmd === 'info')
     console.log(
       JSON.stringify({

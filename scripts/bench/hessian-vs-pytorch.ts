@@ -31,6 +31,7 @@ const rounds = Number(opt('--rounds', '5'));
 const hvps = Number(opt('--hvps', '10'));
 const batch = opt('--batch', '512');
 const models = opt('--models', 'mlp256,cnn').split(',');
+const blockSizes = opt('--blocks', '4,16').split(',').map(Number);
 const python = process.env.PYTHON ?? '/usr/bin/python3';
 const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
 
@@ -43,7 +44,7 @@ interface Info {
   cacheBytes?: number;
 }
 
-const rows: Record<string, number | string>[] = [];
+const rows: Record<string, unknown>[] = [];
 for (const model of models) {
   const dir = mkdtempSync(join(tmpdir(), 'usam-hvp-bench-'));
   try {
@@ -67,6 +68,22 @@ for (const model of models) {
       if (r % 2 === 1) turns.reverse();
       for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
     }
+    // blocks: per-HVP time of one pass over B vectors (ours: tangents batched;
+    // PyTorch: autograd.grad with is_grads_batched, vmap over the vectors)
+    const blockRows: { size: number; oursMs: number; pytorchMs: number | string }[] = [];
+    for (const size of blockSizes) {
+      const calls = Math.max(2, Math.round(hvps / size));
+      const o: number[] = [], p: number[] = [];
+      let pytorchError: string | undefined;
+      for (let r = 0; r < rounds; r++) {
+        o.push(...(await ours.ask<number[]>(`block ${size} ${calls}`)).map((t) => t / size));
+        if (pytorchError) continue;
+        const a = await torch.ask<number[] | { error: string }>(`block ${size} ${calls}`);
+        if (Array.isArray(a)) p.push(...a.map((t) => t / size));
+        else pytorchError = a.error;
+      }
+      blockRows.push({ size, oursMs: median(o), pytorchMs: pytorchError ? `unsupported: ${pytorchError}` : median(p) });
+    }
     const [oEnd, tEnd] = [await ours.ask<Info>('info'), await torch.ask<Info>('info')];
     ours.close();
     torch.close();
@@ -83,6 +100,7 @@ for (const model of models) {
       plainOverPytorch: median(t.plain) / pytorchMs,
       graphOverPytorch: median(t.graph) / pytorchMs,
       cacheBytes: oi.cacheBytes ?? 0,
+      blocks: blockRows.map((b) => ({ ...b, speedup: median(t.probe) / b.oursMs })),
       hvRelativeDiff: check.maxAbsDiff / check.maxAbs,
       peakRssKb: oEnd.peakRssKb,
       pytorchPeakRssKb: tEnd.peakRssKb,
@@ -98,6 +116,11 @@ for (const model of models) {
           `plain ${f(row.plainMs)} ms (${row.plainOverPytorch.toFixed(3)}×)  graph ${f(row.graphMs)} ms (${row.graphOverPytorch.toFixed(3)}×)  ` +
           `cache ${(row.cacheBytes / 2 ** 20).toFixed(1)} MiB  |Hv − Hv_PyTorch|max/|Hv|max ${row.hvRelativeDiff.toExponential(1)}`,
       );
+      for (const b of row.blocks)
+        console.log(
+          `${''.padEnd(7)} block of ${String(b.size).padEnd(3)} per HVP: ours ${f(b.oursMs)} ms (speed-up ${b.speedup.toFixed(2)}× over single HVPs)  ` +
+            `PyTorch ${typeof b.pytorchMs === 'number' ? `${f(b.pytorchMs)} ms (ours ${(b.oursMs / b.pytorchMs).toFixed(3)}×)` : b.pytorchMs}`,
+        );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -8,6 +8,8 @@ DIR holds what hessian-runner.ts wrote: params.f32, x.f32, y.i32, v.f32 and
 hv.f32 (ours). The ready line reports how far our H v is from PyTorch's.
 Then, one command a line:
   hvp K   -> a JSON list of K times (ms) of one H v
+  block B K -> K times of H applied to B vectors in one torch.autograd.grad call
+             (is_grads_batched=True, vmap over the vectors), or {"error": ...}
   info    -> {"peakRssKb", "threads", "torch", "torchLibrary"}
 """
 import json
@@ -79,6 +81,16 @@ for line in sys.stdin:
         continue
     if cmd[0] == "hvp":
         print(json.dumps(times_ms(hvp, int(cmd[1]))), flush=True)
+    elif cmd[0] == "block":
+        b = int(cmd[1])
+        vs = [torch.stack([vi * (1 + 0.01 * j) for j in range(b)]) for vi in v]
+
+        def block():
+            return torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True, is_grads_batched=True)
+        try:
+            print(json.dumps(times_ms(block, int(cmd[2]))), flush=True)
+        except Exception as e:  # vmap lacks a batching rule for some op of this model
+            print(json.dumps({"error": str(e).splitlines()[0][:200]}), flush=True)
     elif cmd[0] == "info":
         print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
