@@ -49,6 +49,15 @@ describe('tensors', () => {
     expect((y.toArray() as BigInt64Array)[0]).toBe(2n ** 40n);
   });
 
+  it('view gives the same memory under another shape, and refuses a wrong element count', () => {
+    const flat = zeros([6], { dtype: 'float64' });
+    const grid = flat.view([2, 3]);
+    expect(grid.shape).toEqual([2, 3]);
+    grid.copyFrom(new Float64Array([1, 2, 3, 4, 5, 6]));
+    expect(Array.from(flat.narrow(3, 3).toArray() as Float64Array)).toEqual([4, 5, 6]);
+    expect(() => flat.view([4, 2])).toThrow(/shape \[4, 2\] holds 8 elements, this tensor 6/);
+  });
+
   it('copyFrom refuses a wrong length, a wrong kind of array and a disposed tensor', () => {
     const a = zeros([2, 3]);
     expect(() => a.copyFrom(new Float32Array(5))).toThrow(/'data' has 5 elements but this tensor of shape \[2, 3\] holds 6/);

@@ -124,7 +124,7 @@ export class Hessian {
     return yield* eigenvalues(this.operator, options);
   }
 
-  /** `block`: Hutchinson vectors per HVP pass (the same estimate; see bench:hessian-vs-pytorch for what it saves) */
+  /** `block`: Hutchinson vectors per HVP pass (the same estimate; bench:hessian measures what it costs or saves) */
   *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}): Work<Estimate & { method: string }> {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;

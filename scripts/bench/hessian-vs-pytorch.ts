@@ -1,4 +1,4 @@
-// npm run bench:hessian-vs-pytorch [-- --json] [--rounds R] [--hvps K] [--models mlp256,cnn] [--batch 512]
+// npm run bench:hessian [-- --json] [--rounds R] [--hvps K] [--models mlp256,cnn] [--batch 512] [--blocks 4,16]
 // Per-HVP time of a probe, ours against the PyTorch idiom PyHessian uses
 // (the gradient's graph built once with create_graph, one autograd.grad per
 // vector), on the same LibTorch (PYTHON, default Debian's python3-torch;

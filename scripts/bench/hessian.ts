@@ -1,4 +1,4 @@
-// npm run bench:hessian [-- --json] [-- --probe-at 100,469] [-- --seeds K]
+// npm run bench:lanczos [-- --json] [-- --probe-at 100,469] [-- --seeds K]
 // On the MLP and the CNN of the step benchmark (batch 128, Fashion-MNIST),
 // trained by plain SGD (lr 0.05) and probed at the steps of --probe-at
 // (default: after 100 steps and after one epoch, 469 steps), so that the
