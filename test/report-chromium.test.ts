@@ -11,7 +11,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { probeRun, renderProbePage } from '../lib/train/probe.js';
 import { readRun, renderReport } from '../lib/train/report.js';
+import { Trainer } from '../lib/train/trainer.js';
 import { writeFakeRuns } from './report-fixtures.js';
 
 const chromium = spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim();
@@ -52,6 +54,23 @@ describe('the report in headless Chromium', () => {
     const bytes = readFileSync(png);
     expect(bytes.subarray(1, 4).toString()).toBe('PNG');
     expect(bytes.length).toBeGreaterThan(50_000);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(!chromium)('the page of usam probe: its density chart with the legend clear of the data (needs `chromium`)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-probe-chromium-'));
+    const run = join(dir, 'run');
+    const t = new Trainer({ dataset: 'synthetic', epochs: 1, hidden: [4], out: run });
+    t.run();
+    t.dispose();
+    const html = join(dir, 'probe.html');
+    writeFileSync(html, renderProbePage(probeRun(run, { batches: 1, samples: 4, slqSteps: 12, slqRuns: 1 })));
+    const dom = browse(`file://${html}`, ['--window-size=1200,900', '--dump-dom']);
+    expect(dom.status, dom.stderr).toBe(0);
+    const layout = JSON.parse(/data-layout="([^"]*)"/.exec(dom.stdout)![1].replace(/&quot;/g, '"').replace(/&amp;/g, '&'));
+    expect([layout.charts, layout.legendItems]).toEqual([1, 1]);
+    expect(layout.minLegendTextWidth).toBeGreaterThan(10);
+    expect(layout.overlaps).toEqual([]);
     rmSync(dir, { recursive: true, force: true });
   });
 
