@@ -6,6 +6,7 @@ export { ops } from './ops.js';
 export { scope } from './scope.js';
 export { generator, sampleInto, streamSeed, type BuiltinMeasure, type Generator, type StreamPurpose } from './random.js';
 export { Model, hvpCache, type HvpCache, type LossAndGrad, type ModelOptions } from './model/model.js';
+export { type LoadStateDictOptions, type StateDictEntry, type StateDictSource } from './model/state-dict.js';
 export { cnn, mlp, resnet18, type CnnOptions, type MlpOptions } from './model/presets.js';
 export { parseModelSpec, type LayerSpecInput, type ModelSpec, type ModelSpecInput } from './model/spec.js';
 export { symmetricEigen, tridiagonalEigen } from './hessian/linalg.js';
@@ -50,6 +51,6 @@ export { trainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput 
 export { trainInWorker, type WorkerRun } from './train/run.js';
 export { evaluate, evaluateAsync, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
-export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './train/safetensors.js';
+export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './safetensors.js';
 export { readRun, renderReport } from './train/report.js';
 export { cuda } from './cuda.js';

@@ -200,8 +200,8 @@ describe('operator', () => {
 
   it('per-layer probes are the principal block of the full Hessian', () => {
     const full = H.full({ maxSize: 500 });
-    const layer = hessian(model, { x, y }, { mode: 'train', modules: ['2'] });
-    const info = model.paramInfo().filter((p) => p.name.startsWith('2.'));
+    const layer = hessian(model, { x, y }, { mode: 'train', modules: ['3'] });
+    const info = model.paramInfo().filter((p) => p.name.startsWith('3.'));
     const offset = info[0].offset;
     const n = info.reduce((s, p) => s + p.numel, 0);
     expect(layer.size).toBe(n);

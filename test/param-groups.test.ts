@@ -8,7 +8,7 @@ import { noWeightDecay } from '../lib/optim/groups.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { maxAbsDiff, randomBatch, toNumbers } from './helpers.js';
 
-const spec = mlp({ layers: [5, 4, 3], activation: 'tanh' }); // 0.weight 0.bias 2.weight 2.bias
+const spec = mlp({ layers: [5, 4, 3], activation: 'tanh' }); // 1.weight 1.bias 3.weight 3.bias (0: Flatten)
 const batch = randomBatch([6, 5], 3, 1);
 const make = () => new Model(spec, { dtype: 'float64', seed: 2 });
 const gradAt = (m: Model, w: Float64Array) => {
@@ -40,14 +40,14 @@ describe('parameter groups', () => {
 
   it("a group's lr is scaled by the schedule like the default lr", () => {
     const m = make();
-    const opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.2 }, groups: [{ params: /^0\./, lr: 0.05 }], lrSchedule: { kind: 'cosine', total: 4, min: 0 } });
+    const opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.2 }, groups: [{ params: /^1\./, lr: 0.05 }], lrSchedule: { kind: 'cosine', total: 4, min: 0 } });
     const info = m.paramInfo();
     for (let t = 0; t < 3; t++) {
       const w = toNumbers(m.params);
       const g = gradAt(m, w);
       const r = opt.step(batch.x, batch.y);
       const factor = r.lr / 0.2;
-      const expected = Float64Array.from(w, (wi, i) => wi - (info.find((q) => i >= q.offset && i < q.offset + q.numel)!.name.startsWith('0.') ? 0.05 : 0.2) * factor * g[i]);
+      const expected = Float64Array.from(w, (wi, i) => wi - (info.find((q) => i >= q.offset && i < q.offset + q.numel)!.name.startsWith('1.') ? 0.05 : 0.2) * factor * g[i]);
       expect(maxAbsDiff(toNumbers(m.params), expected)).toBeLessThan(1e-15);
     }
   });
@@ -55,14 +55,14 @@ describe('parameter groups', () => {
   it('groups with the default hyperparameters change nothing: Adam, bit for bit', () => {
     const plain = make(), grouped = make();
     const a = new Optimizer(plain, { base: { kind: 'adamw', lr: 0.01 } });
-    const b = new Optimizer(grouped, { base: { kind: 'adamw', lr: 0.01 }, groups: [{ params: ['2.weight'] }, { params: (n) => n.endsWith('bias') }] });
+    const b = new Optimizer(grouped, { base: { kind: 'adamw', lr: 0.01 }, groups: [{ params: ['3.weight'] }, { params: (n) => n.endsWith('bias') }] });
     for (let i = 0; i < 4; i++) {
       a.step(batch.x, batch.y);
       b.step(batch.x, batch.y);
     }
     expect(grouped.getParams()).toEqual(plain.getParams());
     expect(b.stateDict().state).toEqual(a.stateDict().state);
-    expect(b.stateDict().paramGroups.map((g) => g.params)).toEqual([['0.weight'], ['2.weight'], ['0.bias', '2.bias']]);
+    expect(b.stateDict().paramGroups.map((g) => g.params)).toEqual([['1.weight'], ['3.weight'], ['1.bias', '3.bias']]);
   });
 
   it('SAM: a group with rho 0 is not perturbed; e = rho·g/‖g‖ on the others', () => {
@@ -70,11 +70,11 @@ describe('parameter groups', () => {
     const w = toNumbers(m.params);
     const g = gradAt(m, w);
     const info = m.paramInfo();
-    const inGroup = (i: number) => info.find((q) => i >= q.offset && i < q.offset + q.numel)!.name.startsWith('2.');
+    const inGroup = (i: number) => info.find((q) => i >= q.offset && i < q.offset + q.numel)!.name.startsWith('3.');
     const norm = Math.sqrt(g.reduce((s, x) => s + x * x, 0));
     const perturbed = Float64Array.from(w, (wi, i) => wi + (inGroup(i) ? 0 : (0.05 * g[i]) / (norm + 1e-7)));
     const gp = gradAt(m, perturbed);
-    const opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'sam', rho: 0.05 }, groups: [{ params: /^2\./, rho: 0 }] });
+    const opt = new Optimizer(m, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'sam', rho: 0.05 }, groups: [{ params: /^3\./, rho: 0 }] });
     opt.step(batch.x, batch.y);
     expect(maxAbsDiff(toNumbers(m.params), Float64Array.from(w, (wi, i) => wi - 0.1 * gp[i]))).toBeLessThan(1e-15);
   });
@@ -82,11 +82,11 @@ describe('parameter groups', () => {
   it('refuses groups that do not fit, naming the field', () => {
     const m = make();
     const base = { kind: 'sgd' as const, lr: 0.1 };
-    expect(() => new Optimizer(m, { base, groups: [{ params: ['3.weight'] }] })).toThrow(/groups\[0\].params names no parameter 3.weight; the model's are 0.weight, 0.bias, 2.weight, 2.bias/);
-    expect(() => new Optimizer(m, { base, groups: [{ params: /^0\./ }, { params: /^0\.bias/ }] })).toThrow(/groups\[1\].params matches no parameter not already in an earlier group/);
-    expect(() => new Optimizer(m, { base, groups: [{ params: /^0\./, lr: -1 }] })).toThrow(/groups\[0\].lr must be a positive number, got -1/);
+    expect(() => new Optimizer(m, { base, groups: [{ params: ['2.weight'] }] })).toThrow(/groups\[0\].params names no parameter 2.weight; the model's are 1.weight, 1.bias, 3.weight, 3.bias/);
+    expect(() => new Optimizer(m, { base, groups: [{ params: /^1\./ }, { params: /^1\.bias/ }] })).toThrow(/groups\[1\].params matches no parameter not already in an earlier group/);
+    expect(() => new Optimizer(m, { base, groups: [{ params: /^1\./, lr: -1 }] })).toThrow(/groups\[0\].lr must be a positive number, got -1/);
     expect(() => new Optimizer(m, { base, groups: [{ params: 5 as never }] })).toThrow(/groups\[0\].params must be a list of parameter names, a RegExp or a function/);
-    expect(() => new Optimizer(m, { base, sharpness: { kind: 'trace-sam', rho: 0.01, lambda: 0.1 }, groups: [{ params: /^0\./, rho: 0.1 }] })).toThrow(
+    expect(() => new Optimizer(m, { base, sharpness: { kind: 'trace-sam', rho: 0.01, lambda: 0.1 }, groups: [{ params: /^1\./, rho: 0.1 }] })).toThrow(
       /rho per group is for SAM and ASAM; trace-sam divides by one rho²/,
     );
   });

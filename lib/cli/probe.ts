@@ -3,7 +3,7 @@
 import { dirname, join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../train/probe.js';
-import { writeAtomic } from '../train/safetensors.js';
+import { writeAtomic } from '../safetensors.js';
 import { flagHelp, parseFlags } from './flags.js';
 
 export const PROBE_HELP = `usam probe RUN_DIR [flags]

@@ -2,7 +2,7 @@
 import { dirname, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { readRun, renderReport } from '../train/report.js';
-import { writeAtomic } from '../train/safetensors.js';
+import { writeAtomic } from '../safetensors.js';
 
 export const REPORT_HELP = `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]
 

@@ -7,6 +7,8 @@ import { streamSeed } from '../random.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
 import { persistent, track } from '../scope.js';
+import type { StTensor } from '../safetensors.js';
+import { loadStateDict, type LoadStateDictOptions, saveStateDict, type StateDictSource, stateDictOf } from './state-dict.js';
 
 /** What a model's HVPs on one batch reuse (see NativeHvpCache); pass it as hvp()'s `cache`. */
 export type HvpCache = NativeHvpCache;
@@ -96,6 +98,27 @@ export class Model {
   /** A zero flat vector like the parameters (same size, dtype, device). */
   zerosLikeParams(): Tensor {
     return native().Tensor.zeros([this.numParams], this.dtype, this.device);
+  }
+
+  /** Parameters and buffers under PyTorch's state_dict names and shapes (copies). */
+  stateDict(): Record<string, StTensor> {
+    return stateDictOf(this);
+  }
+
+  /**
+   * Loads a PyTorch-style state dict: a safetensors file (e.g. written by
+   * safetensors.torch.save_file(module.state_dict(), ...)) or an object of
+   * typed arrays. Names and shapes are checked first, with an error listing
+   * what is missing, extra or mis-shaped; floats of the other dtype only with
+   * {convertDType: true}.
+   */
+  loadStateDict(source: StateDictSource, options: LoadStateDictOptions = {}): void {
+    loadStateDict(this, source, options);
+  }
+
+  /** Writes stateDict() as a safetensors file that safetensors.torch.load_file reads. */
+  saveStateDict(file: string): void {
+    saveStateDict(this, file);
   }
 
   /** zeros of v's shape: a flat vector, or a block [K, P] of them */

@@ -12,10 +12,12 @@ export interface MlpOptions {
   loss?: ModelSpecInput['loss'];
 }
 
-/** An MLP in PyTorch's Linear layout (the layout of the golden files). */
+/** An MLP in PyTorch's layout: nn.Sequential(Flatten, Linear, [BatchNorm1d,] activation, [Dropout,] ..., Linear). */
 export function mlp(o: MlpOptions): ModelSpecInput {
   if (o.layers.length < 2) throw new Error('mlp: layers needs at least [inputs, outputs]');
-  const out: LayerSpecInput[] = [];
+  // a Flatten first, as in PyTorch's nn.Sequential(nn.Flatten(), nn.Linear, ...): the
+  // modules (and state_dict names) line up with that, and image batches go in as they are
+  const out: LayerSpecInput[] = [{ type: 'flatten' }];
   for (let i = 0; i + 1 < o.layers.length; i++) {
     out.push({ type: 'linear', inFeatures: o.layers[i], outFeatures: o.layers[i + 1] });
     if (i + 2 < o.layers.length) {

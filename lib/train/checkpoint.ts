@@ -7,7 +7,7 @@ import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import { OPTIMIZER_STATE_FORMAT, type Optimizer } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor.js';
-import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from './safetensors.js';
+import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'usam-checkpoint/1';
 

@@ -159,7 +159,8 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; fli
 export function modelSpecOf(c: TrainConfig, d: Dataset): ModelSpecInput {
   const [ch, h, w] = d.shape.length === 3 ? d.shape : [1, 1, d.shape[0]];
   const features = ch * h * w;
-  const flat = (spec: ModelSpecInput): ModelSpecInput => ({ ...spec, input: d.shape, layers: d.shape.length === 3 ? [{ type: 'flatten' }, ...spec.layers] : spec.layers });
+  // the MLPs begin with a Flatten: they take the images as they are
+  const flat = (spec: ModelSpecInput): ModelSpecInput => ({ ...spec, input: d.shape });
   switch (c.model) {
     case 'mlp':
       return flat(mlp({ layers: [features, ...c.hidden, d.classes], activation: 'relu' }));

@@ -18,7 +18,7 @@ import { persistent } from '../scope.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelSpecOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
-import { writeAtomic } from './safetensors.js';
+import { writeAtomic } from '../safetensors.js';
 
 export interface EpochMetrics {
   epoch: number;
