@@ -457,7 +457,7 @@ class BatchNorm : public Layer {
   size_t weight_ = 0, bias_ = 0, mean_ = 0, var_ = 0, counter_ = 0;
 };
 
-enum class Act { Relu, Gelu, GeluTanh, Tanh, Softplus };
+enum class Act { Relu, Gelu, GeluTanh, Tanh, Softplus, Silu, Sigmoid, LeakyRelu };
 
 class Activation : public Layer {
  public:
@@ -467,6 +467,7 @@ class Activation : public Layer {
       threshold_ = NumberField(o, "threshold", where, 20.0);
       if (beta_ <= 0) Fail(where + ".beta must be > 0");
     }
+    if (act == Act::LeakyRelu) slope_ = NumberField(o, "negativeSlope", where, 0.01);
   }
   at::Tensor Forward(const at::Tensor& x, Pass&) const override {
     switch (act_) {
@@ -475,6 +476,9 @@ class Activation : public Layer {
       case Act::GeluTanh: return at::gelu(x, "tanh");
       case Act::Tanh: return at::tanh(x);
       case Act::Softplus: return at::softplus(x, beta_, threshold_);
+      case Act::Silu: return at::silu(x);
+      case Act::Sigmoid: return at::sigmoid(x);
+      case Act::LeakyRelu: return at::leaky_relu(x, slope_);
     }
     return x;
   }
@@ -530,13 +534,27 @@ class Activation : public Layer {
         at::Tensor linear = z > threshold_;
         return {at::where(linear, at::ones_like(sig), sig), at::where(linear, at::zeros_like(sig), beta_ * sig * (1 - sig))};
       }
+      case Act::Silu: {  // f = x σ: f' = σ (1 + x (1 − σ)), f'' = σ (1 − σ) (2 + x (1 − 2σ))
+        at::Tensor sig = at::sigmoid(x);
+        at::Tensor s1 = sig * (1 - sig);
+        return {sig + x * s1, s1 * (2 + x * (1 - 2 * sig))};
+      }
+      case Act::Sigmoid: {  // f' = y (1 − y), f'' = y (1 − y) (1 − 2y)
+        at::Tensor d1 = y * (1 - y);
+        return {d1, d1 * (1 - 2 * y)};
+      }
+      case Act::LeakyRelu: {  // f' = 1 above 0, the slope at and below it (as PyTorch's backward); f'' = 0
+        at::Tensor d1 = at::where(x > 0, at::ones_like(x), at::full_like(x, slope_));
+        return {d1, at::zeros_like(x)};
+      }
       case Act::Relu: break;
     }
     Fail(where() + ": no second derivative for this activation");
   }
 
   Act act_;
-  double beta_ = 1, threshold_ = 20;
+  double beta_ = 1, threshold_ = 20;  // softplus
+  double slope_ = 0.01;               // leaky ReLU, below 0
 };
 
 enum class PoolKind { Max, Avg };
@@ -634,6 +652,17 @@ class Flatten : public Layer {
       return {g.value.reshape(shape), g.tangent.reshape(tangentShape)};
     };
     return {x.value.flatten(1), x.tangent.flatten(p.block ? 2 : 1)};
+  }
+};
+
+// PyTorch's nn.Identity: a placeholder that passes its input on.
+class Identity : public Layer {
+ public:
+  using Layer::Layer;
+  at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x; }
+  Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
+    backward = IdentityBackward(x);
+    return x;
   }
 };
 
@@ -735,6 +764,10 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   }
   if (type == "tanh") return std::make_unique<Activation>(Act::Tanh, o, where);
   if (type == "softplus") return std::make_unique<Activation>(Act::Softplus, o, where);
+  if (type == "silu") return std::make_unique<Activation>(Act::Silu, o, where);
+  if (type == "sigmoid") return std::make_unique<Activation>(Act::Sigmoid, o, where);
+  if (type == "leakyrelu") return std::make_unique<Activation>(Act::LeakyRelu, o, where);
+  if (type == "identity") return std::make_unique<Identity>(where);
   if (type == "maxpool2d") return std::make_unique<Pool2d>(PoolKind::Max, o, where);
   if (type == "avgpool2d") return std::make_unique<Pool2d>(PoolKind::Avg, o, where);
   if (type == "adaptiveavgpool2d") return std::make_unique<AdaptiveAvgPool2d>(o, where);
@@ -742,8 +775,8 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "dropout") return std::make_unique<Dropout>(o, where);
   if (type == "residual") return std::make_unique<Residual>(o, where, prefix, s);
   Fail(where + ".type '" + type +
-       "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, relu, gelu, tanh, softplus, "
-       "maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, residual");
+       "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, relu, gelu, tanh, softplus, silu, "
+       "sigmoid, leakyrelu, identity, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, residual");
 }
 
 LayerList ParseList(const Napi::Value& v, const std::string& where, const std::string& prefix, Slots& s) {

@@ -44,6 +44,27 @@ export const derivativeCases: ModelCase[] = [
     batch: () => randomBatch([9, 4], 3, 13),
   },
   {
+    name: 'SiLU, sigmoid, leaky ReLU and identity',
+    make: () =>
+      float64Model(
+        {
+          input: [4],
+          layers: [
+            { type: 'linear', inFeatures: 4, outFeatures: 6 },
+            { type: 'silu' },
+            { type: 'linear', inFeatures: 6, outFeatures: 5 },
+            { type: 'sigmoid' },
+            { type: 'identity' },
+            { type: 'linear', inFeatures: 5, outFeatures: 5 },
+            { type: 'leakyrelu', negativeSlope: 0.2 },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+        },
+        7,
+      ),
+    batch: () => randomBatch([9, 4], 3, 17),
+  },
+  {
     name: 'residual CNN (stride-2 and bias-free convs, avg/adaptive pools, MSE)',
     make: () => float64Model(residualSpec(false), 6),
     batch: () => regressionBatch(),

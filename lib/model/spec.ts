@@ -29,7 +29,9 @@ const batchnorm = (type: 'batchnorm1d' | 'batchnorm2d') =>
       affine: z.boolean().default(true),
     })
     .strict();
-const simple = (type: 'relu' | 'tanh' | 'flatten') => z.object({ type: z.literal(type) }).strict();
+const simple = (type: 'relu' | 'tanh' | 'flatten' | 'silu' | 'sigmoid' | 'identity') => z.object({ type: z.literal(type) }).strict();
+/** PyTorch's nn.LeakyReLU: x for x > 0, negativeSlope·x otherwise */
+const leakyrelu = z.object({ type: z.literal('leakyrelu'), negativeSlope: z.number().finite().default(0.01) }).strict();
 const gelu = z.object({ type: z.literal('gelu'), approximate: z.enum(['none', 'tanh']).default('none') }).strict();
 const softplus = z.object({ type: z.literal('softplus'), beta: z.number().positive().default(1), threshold: z.number().default(20) }).strict();
 const pool = (type: 'maxpool2d' | 'avgpool2d') =>
@@ -47,6 +49,7 @@ export type LayerSpecInput =
   | z.input<ReturnType<typeof simple>>
   | z.input<typeof gelu>
   | z.input<typeof softplus>
+  | z.input<typeof leakyrelu>
   | z.input<ReturnType<typeof pool>>
   | z.input<typeof adaptive>
   | z.input<typeof dropout>
@@ -64,6 +67,10 @@ export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
   simple('relu'),
   simple('tanh'),
   simple('flatten'),
+  simple('silu'),
+  simple('sigmoid'),
+  simple('identity'),
+  leakyrelu,
   gelu,
   softplus,
   pool('maxpool2d'),

@@ -58,6 +58,14 @@ def build(layers, training):
             mods.append(nn.Flatten())
         elif t == "gelu":
             mods.append(nn.GELU(approximate=l["approximate"]))
+        elif t == "silu":
+            mods.append(nn.SiLU())
+        elif t == "sigmoid":
+            mods.append(nn.Sigmoid())
+        elif t == "leakyrelu":
+            mods.append(nn.LeakyReLU(l["negativeSlope"]))
+        elif t == "identity":
+            mods.append(nn.Identity())
         elif t == "softplus":
             mods.append(nn.Softplus(beta=l["beta"], threshold=l["threshold"]))
         elif t == "maxpool2d":
