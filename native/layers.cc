@@ -239,8 +239,11 @@ class Conv2d : public Layer {
     auto k = IntListField(o, "kernelSize", where, 2, 1);
     stride_ = HasField(o, "stride") ? IntListField(o, "stride", where, 2, 1) : Pair{1, 1};
     padding_ = HasField(o, "padding") ? IntListField(o, "padding", where, 2, 0) : Pair{0, 0};
-    double b = FanInBound(in * k[0] * k[1]);
-    weight_ = s.AddParam(prefix + "weight", {out, in, k[0], k[1]}, b, 0);
+    dilation_ = HasField(o, "dilation") ? IntListField(o, "dilation", where, 2, 1) : Pair{1, 1};
+    groups_ = HasField(o, "groups") ? IntField(o, "groups", where, 1) : 1;
+    if (in % groups_ != 0 || out % groups_ != 0) Fail(where + ".groups must divide both inChannels and outChannels");
+    double b = FanInBound(in / groups_ * k[0] * k[1]);
+    weight_ = s.AddParam(prefix + "weight", {out, in / groups_, k[0], k[1]}, b, 0);
     hasBias_ = BoolField(o, "bias", where, true);
     if (hasBias_) bias_ = s.AddParam(prefix + "bias", {out}, b, 0);
   }
@@ -249,11 +252,12 @@ class Conv2d : public Layer {
     const at::Tensor& w = p.params[weight_];
     bool unitStride = stride_[0] == 1 && stride_[1] == 1;
     bool paddingFits = padding_[0] < w.size(2) && padding_[1] < w.size(3);
-    if (p.twiceDifferentiable && unitStride && paddingFits) {
+    bool plain = groups_ == 1 && dilation_[0] == 1 && dilation_[1] == 1;
+    if (p.twiceDifferentiable && unitStride && paddingFits && plain) {
       at::Tensor y = Conv2dStride1::apply(x, w, padding_[0], padding_[1]);
       return bias.defined() ? y + bias.view({1, -1, 1, 1}) : y;
     }
-    return at::conv2d(x, w, bias, stride_, padding_);
+    return Conv(x, w, bias);
   }
   // The Linear rule with convolutions: R{y} = conv(ẋ, W) + conv(x, V) + v_b;
   // reverse: ∂x = convᵀ(g, W), R{∂x} = convᵀ(ġ, W) + convᵀ(g, V),
@@ -262,9 +266,9 @@ class Conv2d : public Layer {
     if (p.block) return ForwardBlock(x, p, backward);
     const at::Tensor& w = p.pass.params[weight_];
     const at::Tensor& vw = p.v[weight_];
-    at::Tensor y = Primal(p, [&] { return at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_); });
-    at::Tensor yt = at::conv2d(x.value, vw, hasBias_ ? p.v[bias_] : at::Tensor(), stride_, padding_);
-    if (x.tangent.defined()) yt.add_(at::conv2d(x.tangent, w, {}, stride_, padding_));
+    at::Tensor y = Primal(p, [&] { return Conv(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor()); });
+    at::Tensor yt = Conv(x.value, vw, hasBias_ ? p.v[bias_] : at::Tensor());
+    if (x.tangent.defined()) yt.add_(Conv(x.tangent, w, {}));
     backward = [this, &p, x](const Dual& g) -> Dual {
       const at::Tensor& w = p.pass.params[weight_];
       const at::Tensor& vw = p.v[weight_];
@@ -294,11 +298,18 @@ class Conv2d : public Layer {
     const at::Tensor& w = p.pass.params[weight_];
     const at::Tensor& vw = p.v[weight_];
     const int64_t K = p.block, out = w.size(0);
-    at::Tensor y = Primal(p, [&] { return at::conv2d(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor(), stride_, padding_); });
-    at::Tensor stacked = at::conv2d(x.value, vw.flatten(0, 1), {}, stride_, padding_);  // [N, K·out, H', W']
-    at::Tensor yt = stacked.view({y.size(0), K, out, y.size(2), y.size(3)}).transpose(0, 1).contiguous();
+    at::Tensor y = Primal(p, [&] { return Conv(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor()); });
+    at::Tensor yt;
+    if (groups_ == 1) {
+      at::Tensor stacked = Conv(x.value, vw.flatten(0, 1), {});  // [N, K·out, H', W']
+      yt = stacked.view({y.size(0), K, out, y.size(2), y.size(3)}).transpose(0, 1).contiguous();
+    } else {  // stacked kernels would mix the groups: one convolution per direction
+      std::vector<at::Tensor> parts;
+      for (int64_t k = 0; k < K; ++k) parts.push_back(Conv(x.value, vw.select(0, k), {}));
+      yt = at::stack(parts);
+    }
     if (hasBias_) yt.add_(p.v[bias_].view({K, 1, out, 1, 1}));
-    if (x.tangent.defined()) yt.add_(Unfold(at::conv2d(Fold(x.tangent, p), w, {}, stride_, padding_), p));
+    if (x.tangent.defined()) yt.add_(Unfold(Conv(Fold(x.tangent, p), w, {}), p));
     backward = [this, &p, x, K](const Dual& g) -> Dual {
       const at::Tensor& w = p.pass.params[weight_];
       const at::Tensor& vw = p.v[weight_];
@@ -322,12 +333,16 @@ class Conv2d : public Layer {
 
   std::tuple<at::Tensor, at::Tensor, at::Tensor> ConvBackward(const at::Tensor& g, const at::Tensor& x,
                                                               const at::Tensor& w, std::array<bool, 3> mask) const {
-    return at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride_, padding_, {1, 1}, false, {0, 0}, 1, mask);
+    return at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride_, padding_, dilation_, false, {0, 0}, groups_, mask);
+  }
+  at::Tensor Conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const {
+    return at::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);
   }
 
   size_t weight_ = 0, bias_ = 0;
   bool hasBias_ = true;
-  Pair stride_, padding_;
+  Pair stride_, padding_, dilation_;
+  int64_t groups_ = 1;
 };
 
 class BatchNorm : public Layer {
@@ -666,9 +681,11 @@ class Identity : public Layer {
   }
 };
 
+// Dropout, and with `channels` Dropout2d: one draw per (sample, channel) of
+// [N, C, H, W], broadcast over the plane.
 class Dropout : public Layer {
  public:
-  Dropout(const Napi::Object& o, const std::string& where) : Layer(where) {
+  Dropout(const Napi::Object& o, const std::string& where, bool channels = false) : Layer(where), channels_(channels) {
     p_ = NumberField(o, "p", where, 0.5);
     if (p_ < 0 || p_ >= 1) Fail(where + ".p must be in [0, 1)");
   }
@@ -701,10 +718,13 @@ class Dropout : public Layer {
   // keep / (1 − p), drawn from the model's own generator, so a seeded model
   // and a restored RNG state reproduce it exactly.
   at::Tensor Mask(const at::Tensor& x, Pass& p) const {
-    return at::empty_like(x).bernoulli_(1.0 - p_, p.gen).div_(1.0 - p_);
+    if (!channels_) return at::empty_like(x).bernoulli_(1.0 - p_, p.gen).div_(1.0 - p_);
+    CheckImages(where(), x);
+    return at::empty({x.size(0), x.size(1), 1, 1}, x.options()).bernoulli_(1.0 - p_, p.gen).div_(1.0 - p_);
   }
 
   double p_ = 0.5;
+  bool channels_ = false;
 };
 
 LayerList ParseList(const Napi::Value& v, const std::string& where, const std::string& prefix, Slots& s);
@@ -773,10 +793,11 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "adaptiveavgpool2d") return std::make_unique<AdaptiveAvgPool2d>(o, where);
   if (type == "flatten") return std::make_unique<Flatten>(where);
   if (type == "dropout") return std::make_unique<Dropout>(o, where);
+  if (type == "dropout2d") return std::make_unique<Dropout>(o, where, /*channels=*/true);
   if (type == "residual") return std::make_unique<Residual>(o, where, prefix, s);
   Fail(where + ".type '" + type +
        "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, relu, gelu, tanh, softplus, silu, "
-       "sigmoid, leakyrelu, identity, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, residual");
+       "sigmoid, leakyrelu, identity, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, dropout2d, residual");
 }
 
 LayerList ParseList(const Napi::Value& v, const std::string& where, const std::string& prefix, Slots& s) {

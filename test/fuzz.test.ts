@@ -81,17 +81,18 @@ describe('malformed calls become JS errors', () => {
 
   it('broken specs are refused by zod (TS) and natively, naming the field', () => {
     const r = rng(99);
+    // the MLP's layers: 0 flatten, 1 linear, 2 batchnorm1d, ...
     const mutations: ((s: Record<string, unknown>) => void)[] = [
       (s) => delete s.input,
       (s) => (s.input = [-1]),
-      (s) => ((s.layers as Record<string, unknown>[])[0].type = 'conv3d'),
-      (s) => ((s.layers as Record<string, unknown>[])[0].inFeatures = 0),
-      (s) => ((s.layers as Record<string, unknown>[])[0].outFeatures = 'five'),
-      (s) => delete (s.layers as Record<string, unknown>[])[1].numFeatures,
+      (s) => ((s.layers as Record<string, unknown>[])[1].type = 'conv3d'),
+      (s) => ((s.layers as Record<string, unknown>[])[1].inFeatures = 0),
+      (s) => ((s.layers as Record<string, unknown>[])[1].outFeatures = 'five'),
+      (s) => delete (s.layers as Record<string, unknown>[])[2].numFeatures,
       (s) => (s.loss = { type: 'hinge' }),
       (s) => ((s.layers as unknown[])[0] = null),
       (s) => (s.layers = []),
-      (s) => ((s.layers as Record<string, unknown>[])[1].momentum = 3),
+      (s) => ((s.layers as Record<string, unknown>[])[2].momentum = 3),
     ];
     for (let n = 0; n < 100; n++) {
       const s = structuredClone(model.spec) as unknown as Record<string, unknown>;

@@ -65,6 +65,26 @@ export const derivativeCases: ModelCase[] = [
     batch: () => randomBatch([9, 4], 3, 17),
   },
   {
+    name: 'grouped and dilated convolutions',
+    make: () =>
+      float64Model(
+        {
+          input: [4, 9, 9],
+          layers: [
+            { type: 'conv2d', inChannels: 4, outChannels: 6, kernelSize: 3, groups: 2, padding: 1 },
+            { type: 'tanh' },
+            { type: 'conv2d', inChannels: 6, outChannels: 6, kernelSize: 3, dilation: 2, stride: 2, groups: 3, bias: false }, // 9×9 → 3×3
+            { type: 'softplus' },
+            { type: 'conv2d', inChannels: 6, outChannels: 4, kernelSize: 2, dilation: [1, 2] }, // 3×3 → 2×1
+            { type: 'flatten' },
+            { type: 'linear', inFeatures: 8, outFeatures: 3 },
+          ],
+        },
+        9,
+      ),
+    batch: () => randomBatch([5, 4, 9, 9], 3, 18),
+  },
+  {
     name: 'residual CNN (stride-2 and bias-free convs, avg/adaptive pools, MSE)',
     make: () => float64Model(residualSpec(false), 6),
     batch: () => regressionBatch(),
@@ -109,6 +129,24 @@ function regressionBatch() {
 export const hvpCases: ModelCase[] = [
 ...derivativeCases,
   { name: 'residual CNN with dropout', make: () => float64Model(residualSpec(true), 6), batch: regressionBatch },
+  {
+    name: 'CNN with dropout2d',
+    make: () =>
+      float64Model(
+        {
+          input: [2, 6, 6],
+          layers: [
+            { type: 'conv2d', inChannels: 2, outChannels: 4, kernelSize: 3 },
+            { type: 'dropout2d', p: 0.5 },
+            { type: 'relu' },
+            { type: 'flatten' },
+            { type: 'linear', inFeatures: 64, outFeatures: 3 },
+          ],
+        },
+        10,
+      ),
+    batch: () => randomBatch([6, 2, 6, 6], 3, 19),
+  },
   {
     name: 'BatchNorm1d over [N, C, L] inputs',
     make: () =>

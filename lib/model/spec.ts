@@ -16,9 +16,16 @@ const conv2d = z
     kernelSize: pair(posInt),
     stride: pair(posInt).prefault(1),
     padding: pair(nonNegInt).prefault(0),
+    dilation: pair(posInt).prefault(1),
+    /** grouped convolution: inChannels and outChannels split into this many groups (PyTorch's groups) */
+    groups: posInt.default(1),
     bias: z.boolean().default(true),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.inChannels % c.groups === 0 && c.outChannels % c.groups === 0, {
+    message: 'groups must divide both inChannels and outChannels',
+    path: ['groups'],
+  });
 const batchnorm = (type: 'batchnorm1d' | 'batchnorm2d') =>
   z
     .object({
@@ -41,6 +48,8 @@ const pool = (type: 'maxpool2d' | 'avgpool2d') =>
     .transform((l) => ({ ...l, stride: l.stride ?? l.kernelSize }));
 const adaptive = z.object({ type: z.literal('adaptiveavgpool2d'), outputSize: pair(posInt) }).strict();
 const dropout = z.object({ type: z.literal('dropout'), p: z.number().min(0).lt(1).default(0.5) }).strict();
+/** PyTorch's nn.Dropout2d: whole channels of [N, C, H, W] dropped together */
+const dropout2d = z.object({ type: z.literal('dropout2d'), p: z.number().min(0).lt(1).default(0.5) }).strict();
 
 export type LayerSpecInput =
   | z.input<typeof linear>
@@ -53,6 +62,7 @@ export type LayerSpecInput =
   | z.input<ReturnType<typeof pool>>
   | z.input<typeof adaptive>
   | z.input<typeof dropout>
+  | z.input<typeof dropout2d>
   | { type: 'residual'; body: LayerSpecInput[]; shortcut?: LayerSpecInput[] };
 
 const residual: z.ZodType<unknown> = z.lazy(() =>
@@ -77,6 +87,7 @@ export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
   pool('avgpool2d'),
   adaptive,
   dropout,
+  dropout2d,
   residual as never,
 ]);
 
@@ -122,7 +133,7 @@ export function modeMatters(spec: ModelSpec): boolean {
     layers.some((l) => {
       const layer = l as { type: string; p?: number; body?: unknown[]; shortcut?: unknown[] };
       if (layer.type === 'batchnorm1d' || layer.type === 'batchnorm2d') return true;
-      if (layer.type === 'dropout') return (layer.p ?? 0.5) > 0;
+      if (layer.type === 'dropout' || layer.type === 'dropout2d') return (layer.p ?? 0.5) > 0;
       if (layer.type === 'residual') return walk(layer.body ?? []) || walk(layer.shortcut ?? []);
       return false;
     });

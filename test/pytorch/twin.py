@@ -43,7 +43,8 @@ def build(layers, training):
             mods.append(nn.Linear(l["inFeatures"], l["outFeatures"], bias=l["bias"]))
         elif t == "conv2d":
             mods.append(nn.Conv2d(l["inChannels"], l["outChannels"], tuple(l["kernelSize"]), tuple(l["stride"]),
-                                  tuple(l["padding"]), bias=l["bias"]))
+                                  tuple(l["padding"]), dilation=tuple(l.get("dilation", (1, 1))),
+                                  groups=l.get("groups", 1), bias=l["bias"]))
         elif t in ("batchnorm1d", "batchnorm2d"):
             cls = nn.BatchNorm1d if t == "batchnorm1d" else nn.BatchNorm2d
             # in training mode the batch statistics normalise and the running
@@ -76,6 +77,8 @@ def build(layers, training):
             mods.append(nn.AdaptiveAvgPool2d(tuple(l["outputSize"])))
         elif t == "dropout":
             mods.append(nn.Dropout(l["p"]))
+        elif t == "dropout2d":
+            mods.append(nn.Dropout2d(l["p"]))
         elif t == "residual":
             mods.append(Residual(build(l["body"], training), build(l.get("shortcut", []), training)))
         else:
