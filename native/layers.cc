@@ -472,6 +472,108 @@ class BatchNorm : public Layer {
   size_t weight_ = 0, bias_ = 0, mean_ = 0, var_ = 0, counter_ = 0;
 };
 
+// PyTorch's nn.LayerNorm: each sample normalised over its last D dims (the
+// normalised shape), x̂ = (x − μ)·r with r = (σ² + ε)^(−1/2) of those dims,
+// y = γ ⊙ x̂ + β with γ, β of the normalised shape. The tangent and reverse
+// rules are BatchNorm's with batch statistics (batchnorm.h), m(·) the mean
+// over the normalised dims of one sample, and (Hv)_γ, (Hv)_β summed over the
+// leading dims. Negative dims name the normalised ones, so a block's leading
+// K changes nothing.
+class LayerNorm : public Layer {
+ public:
+  LayerNorm(const Napi::Object& o, const std::string& where, const std::string& prefix, Slots& s) : Layer(where) {
+    shape_ = IntListField(o, "normalizedShape", where, 0, 1);
+    eps_ = NumberField(o, "eps", where, 1e-5);
+    if (!(eps_ > 0)) Fail(where + ".eps must be > 0");
+    affine_ = BoolField(o, "elementwiseAffine", where, true);
+    for (int64_t d = 1; d <= static_cast<int64_t>(shape_.size()); ++d) dims_.push_back(-d);
+    if (affine_) {
+      weight_ = s.AddParam(prefix + "weight", shape_, 0, 1.0);
+      bias_ = s.AddParam(prefix + "bias", shape_, 0, 0.0);
+    }
+  }
+  at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
+    CheckShape(x);
+    at::Tensor gamma = affine_ ? p.params[weight_] : at::Tensor(), beta = affine_ ? p.params[bias_] : at::Tensor();
+    // passes differentiated more than once take the composite (as BatchNorm's)
+    if (!p.twiceDifferentiable) return at::layer_norm(x, shape_, gamma, beta, eps_, false);
+    at::Tensor xc = x - x.mean(dims_, true);
+    at::Tensor xh = xc * ((xc * xc).mean(dims_, true) + eps_).rsqrt();
+    return affine_ ? xh * gamma + beta : xh;
+  }
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    CheckShape(x.value);
+    auto [xh, r] = Primal2(p, [&] {
+      at::Tensor xc = x.value - x.value.mean(dims_, true);
+      at::Tensor rr = ((xc * xc).mean(dims_, true) + eps_).rsqrt();
+      return std::make_pair(xc * rr, rr);
+    });
+    at::Tensor gamma = affine_ ? p.pass.params[weight_] : at::Tensor();
+    at::Tensor y = Primal(p, [&] { return affine_ ? xh * gamma + p.pass.params[bias_] : xh; });
+    at::Tensor a, xht;  // m(x̂ ẋ), R{x̂}
+    if (x.tangent.defined()) {
+      a = (xh * x.tangent).mean(dims_, true);
+      xht = (x.tangent - x.tangent.mean(dims_, true) - xh * a) * r;
+    }
+    at::Tensor yt = xht;
+    if (affine_) {
+      yt = xh * ParamTangent(p.v[weight_], x.value, p) + ParamTangent(p.v[bias_], x.value, p);
+      if (xht.defined()) yt.add_(xht * gamma);
+    }
+    backward = [this, &p, xh = xh, r = r, a, xht, gamma, rank = x.value.dim()](const Dual& g) -> Dual {
+      if (affine_) {
+        at::Tensor sg = g.tangent * xh;
+        if (xht.defined()) sg.add_(g.value * xht);
+        p.hv[weight_].copy_(SumLeading(sg, rank, p));
+        p.hv[bias_].copy_(SumLeading(g.tangent, rank, p));
+      }
+      if (!xht.defined()) return {};
+      // h = γ g, ḣ = γ ġ + v_γ g
+      auto [h, dx] = Primal2(p, [&] {
+        at::Tensor hh = affine_ ? g.value * gamma : g.value;
+        at::Tensor d = (hh - hh.mean(dims_, true) - xh * (hh * xh).mean(dims_, true)) * r;
+        return std::make_pair(hh, d);
+      });
+      at::Tensor ht = affine_ ? g.tangent * gamma + g.value * ParamTangent(p.v[weight_], xh, p) : g.tangent;
+      at::Tensor mhx = Primal(p, [&] { return (h * xh).mean(dims_, true); });
+      at::Tensor dxt = (ht - ht.mean(dims_, true) - xht * mhx - xh * (ht * xh + h * xht).mean(dims_, true)) * r - a * r * dx;
+      return {dx, dxt};
+    };
+    return {y, yt};
+  }
+
+ private:
+  void CheckShape(const at::Tensor& x) const {
+    int64_t D = static_cast<int64_t>(shape_.size());
+    bool ok = x.dim() > D;
+    for (int64_t i = 0; ok && i < D; ++i) ok = x.size(x.dim() - D + i) == shape_[static_cast<size_t>(i)];
+    if (!ok)
+      Fail(where() + ": the input's last dims must be the normalised shape " + c10::str(c10::IntArrayRef(shape_)) +
+           " after at least a batch dim, got " + c10::str(x.sizes()));
+  }
+  // A parameter's tangent against values of rank `rank`: as is, or for a block
+  // [K, ...] with ones for the value's leading dims.
+  at::Tensor ParamTangent(const at::Tensor& v, const at::Tensor& like, const DualPass& p) const {
+    if (!p.block) return v;
+    std::vector<int64_t> shape{p.block};
+    for (int64_t d = 0; d < like.dim() - static_cast<int64_t>(shape_.size()); ++d) shape.push_back(1);
+    shape.insert(shape.end(), shape_.begin(), shape_.end());
+    return v.view(shape);
+  }
+  // The sum over the leading (sample) dims of a [K,] N... × normalised tensor.
+  at::Tensor SumLeading(const at::Tensor& t, int64_t rank, const DualPass& p) const {
+    std::vector<int64_t> dims;
+    int64_t lead = rank - static_cast<int64_t>(shape_.size()), first = p.block ? 1 : 0;
+    for (int64_t d = 0; d < lead; ++d) dims.push_back(first + d);
+    return t.sum(dims);
+  }
+
+  std::vector<int64_t> shape_, dims_;
+  double eps_ = 1e-5;
+  bool affine_ = true;
+  size_t weight_ = 0, bias_ = 0;
+};
+
 enum class Act { Relu, Gelu, GeluTanh, Tanh, Softplus, Silu, Sigmoid, LeakyRelu };
 
 class Activation : public Layer {
@@ -776,6 +878,7 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "conv2d") return std::make_unique<Conv2d>(o, where, prefix, s);
   if (type == "batchnorm1d") return std::make_unique<BatchNorm>(o, where, prefix, s, 1);
   if (type == "batchnorm2d") return std::make_unique<BatchNorm>(o, where, prefix, s, 2);
+  if (type == "layernorm") return std::make_unique<LayerNorm>(o, where, prefix, s);
   if (type == "relu") return std::make_unique<Activation>(Act::Relu, o, where);
   if (type == "gelu") {
     std::string approx = HasField(o, "approximate") ? StringField(o, "approximate", where) : "none";
@@ -796,7 +899,7 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "dropout2d") return std::make_unique<Dropout>(o, where, /*channels=*/true);
   if (type == "residual") return std::make_unique<Residual>(o, where, prefix, s);
   Fail(where + ".type '" + type +
-       "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, relu, gelu, tanh, softplus, silu, "
+       "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, layernorm, relu, gelu, tanh, softplus, silu, "
        "sigmoid, leakyrelu, identity, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, dropout2d, residual");
 }
 

@@ -13,6 +13,12 @@ export interface ModelCase {
   batch: () => { x: Tensor; y: Tensor };
 }
 
+/** The model with every parameter moved by 0.3·sin(i): normalisation weights away from 1, biases from 0. */
+function shifted(m: Model): Model {
+  m.setParams(m.getParams().map((w, i) => w + 0.3 * Math.sin(i)));
+  return m;
+}
+
 export const derivativeCases: ModelCase[] = [
   {
     name: 'MLP with BatchNorm (train mode)',
@@ -63,6 +69,27 @@ export const derivativeCases: ModelCase[] = [
         7,
       ),
     batch: () => randomBatch([9, 4], 3, 17),
+  },
+  {
+    name: 'LayerNorm over one and two dims, with and without affine',
+    // γ and β moved away from 1 and 0
+    make: () =>
+      shifted(
+        float64Model({
+          input: [3, 4],
+          layers: [
+            { type: 'layernorm', normalizedShape: [3, 4], elementwiseAffine: false },
+            { type: 'linear', inFeatures: 4, outFeatures: 5 },
+            { type: 'layernorm', normalizedShape: 5, eps: 1e-3 },
+            { type: 'gelu' },
+            { type: 'flatten' },
+            { type: 'linear', inFeatures: 15, outFeatures: 6 },
+            { type: 'layernorm', normalizedShape: [6] },
+            { type: 'linear', inFeatures: 6, outFeatures: 3 },
+          ],
+        }, 11),
+      ),
+    batch: () => randomBatch([7, 3, 4], 3, 20),
   },
   {
     name: 'grouped and dilated convolutions',

@@ -36,6 +36,15 @@ const batchnorm = (type: 'batchnorm1d' | 'batchnorm2d') =>
       affine: z.boolean().default(true),
     })
     .strict();
+/** PyTorch's nn.LayerNorm: each sample normalised over its last dims (normalizedShape) */
+const layernorm = z
+  .object({
+    type: z.literal('layernorm'),
+    normalizedShape: z.union([posInt, z.array(posInt).min(1)]).transform((v) => (Array.isArray(v) ? v : [v])),
+    eps: z.number().positive().default(1e-5),
+    elementwiseAffine: z.boolean().default(true),
+  })
+  .strict();
 const simple = (type: 'relu' | 'tanh' | 'flatten' | 'silu' | 'sigmoid' | 'identity') => z.object({ type: z.literal(type) }).strict();
 /** PyTorch's nn.LeakyReLU: x for x > 0, negativeSlope·x otherwise */
 const leakyrelu = z.object({ type: z.literal('leakyrelu'), negativeSlope: z.number().finite().default(0.01) }).strict();
@@ -58,6 +67,7 @@ export type LayerSpecInput =
   | z.input<ReturnType<typeof simple>>
   | z.input<typeof gelu>
   | z.input<typeof softplus>
+  | z.input<typeof layernorm>
   | z.input<typeof leakyrelu>
   | z.input<ReturnType<typeof pool>>
   | z.input<typeof adaptive>
@@ -74,6 +84,7 @@ export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
   conv2d,
   batchnorm('batchnorm1d'),
   batchnorm('batchnorm2d'),
+  layernorm,
   simple('relu'),
   simple('tanh'),
   simple('flatten'),

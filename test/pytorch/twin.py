@@ -51,6 +51,8 @@ def build(layers, training):
             # ones are not read: leave them out (functorch cannot update them in place)
             mods.append(cls(l["numFeatures"], eps=l["eps"], momentum=l["momentum"], affine=l["affine"],
                             track_running_stats=not training))
+        elif t == "layernorm":
+            mods.append(nn.LayerNorm(l["normalizedShape"], eps=l["eps"], elementwise_affine=l["elementwiseAffine"]))
         elif t == "relu":
             mods.append(nn.ReLU())
         elif t == "tanh":
