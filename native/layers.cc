@@ -16,6 +16,12 @@ size_t Slots::AddParam(std::string name, std::vector<int64_t> shape, double boun
   return params.size() - 1;
 }
 
+size_t Slots::AddNormalParam(std::string name, std::vector<int64_t> shape, double stddev) {
+  size_t i = AddParam(std::move(name), std::move(shape), 0, 0);
+  params[i].stddev = stddev;
+  return i;
+}
+
 size_t Slots::AddBuffer(std::string name, std::vector<int64_t> shape, double fill) {
   BufferSlot s{std::move(name), std::move(shape), bufferCount, 1, fill};
   for (auto d : s.shape) s.numel *= d;
@@ -772,6 +778,57 @@ class Flatten : public Layer {
   }
 };
 
+// PyTorch's nn.Embedding: rows of the weight picked by int64 indices, y = W[x].
+// Linear in W, so R{y} = V[x] and (Hv)_W adds ġ's rows back at the indices
+// (index_add); nothing upstream (the indices have no tangent).
+class Embedding : public Layer {
+ public:
+  Embedding(const Napi::Object& o, const std::string& where, const std::string& prefix, Slots& s) : Layer(where) {
+    num_ = IntField(o, "numEmbeddings", where, 1);
+    dim_ = IntField(o, "embeddingDim", where, 1);
+    weight_ = s.AddNormalParam(prefix + "weight", {num_, dim_}, 1.0);  // PyTorch's N(0, 1)
+  }
+  bool TakesIndices() const override { return true; }
+  at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
+    CheckIndices(x);
+    return at::embedding(p.params[weight_], x);
+  }
+  Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
+    at::Tensor y = Primal(p, [&] {
+      CheckIndices(x.value);
+      return at::embedding(p.pass.params[weight_], x.value);
+    });
+    at::Tensor flat = x.value.reshape(-1);
+    std::vector<int64_t> shape = TangentShape(y.sizes().vec(), p);
+    at::Tensor yt = p.v[weight_].index_select(p.block ? 1 : 0, flat).view(shape);
+    backward = [this, &p, flat](const Dual& g) -> Dual {
+      at::Tensor& hw = p.hv[weight_];
+      hw.zero_();
+      if (p.block)
+        hw.index_add_(1, flat, g.tangent.reshape({p.block, -1, dim_}));
+      else
+        hw.index_add_(0, flat, g.tangent.reshape({-1, dim_}));
+      return {};
+    };
+    return {y, yt};
+  }
+
+ private:
+  // Checked on the host: an index out of range is a device assert on CUDA.
+  void CheckIndices(const at::Tensor& x) const {
+    if (x.scalar_type() != at::kLong) Fail(where() + ": the input must be int64 indices, got " + DTypeName(x.scalar_type()));
+    if (x.numel() == 0) return;
+    auto range = at::aminmax(x);
+    int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
+    if (lo < 0 || hi >= num_)
+      Fail(where() + ": index " + std::to_string(lo < 0 ? lo : hi) + " is outside the " + std::to_string(num_) +
+           " embeddings (0.." + std::to_string(num_ - 1) + ")");
+  }
+
+  int64_t num_ = 1, dim_ = 1;
+  size_t weight_ = 0;
+};
+
 // PyTorch's nn.Identity: a placeholder that passes its input on.
 class Identity : public Layer {
  public:
@@ -879,6 +936,7 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "batchnorm1d") return std::make_unique<BatchNorm>(o, where, prefix, s, 1);
   if (type == "batchnorm2d") return std::make_unique<BatchNorm>(o, where, prefix, s, 2);
   if (type == "layernorm") return std::make_unique<LayerNorm>(o, where, prefix, s);
+  if (type == "embedding") return std::make_unique<Embedding>(o, where, prefix, s);
   if (type == "relu") return std::make_unique<Activation>(Act::Relu, o, where);
   if (type == "gelu") {
     std::string approx = HasField(o, "approximate") ? StringField(o, "approximate", where) : "none";
@@ -899,7 +957,7 @@ std::unique_ptr<Layer> ParseLayer(const Napi::Value& v, const std::string& where
   if (type == "dropout2d") return std::make_unique<Dropout>(o, where, /*channels=*/true);
   if (type == "residual") return std::make_unique<Residual>(o, where, prefix, s);
   Fail(where + ".type '" + type +
-       "' is not a layer; use one of linear, conv2d, batchnorm1d, batchnorm2d, layernorm, relu, gelu, tanh, softplus, silu, "
+       "' is not a layer; use one of linear, conv2d, embedding, batchnorm1d, batchnorm2d, layernorm, relu, gelu, tanh, softplus, silu, "
        "sigmoid, leakyrelu, identity, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, dropout, dropout2d, residual");
 }
 
@@ -968,6 +1026,10 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
     }
   }
   if (slots.paramCount == 0) Fail("spec.layers has no parameters; a model needs at least one linear or conv2d layer");
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i]->TakesIndices() && i != 0)
+      Fail(layers_[i]->where() + ": an embedding reads integer indices, so it must be the first layer");
+  indexInput_ = !layers_.empty() && layers_[0]->TakesIndices();
 
   auto opts = at::TensorOptions().dtype(dtype).device(device);
   flatParams = at::empty({slots.paramCount}, opts);
@@ -979,7 +1041,9 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
   at::NoGradGuard ng;
   for (const auto& s : slots.params) {
     at::Tensor view = flatParams.narrow(0, s.offset, s.numel).view(s.shape);
-    if (s.bound > 0)
+    if (s.stddev > 0)
+      view.normal_(0, s.stddev, init);
+    else if (s.bound > 0)
       view.uniform_(-s.bound, s.bound, init);
     else
       view.fill_(s.fill);
@@ -1000,9 +1064,14 @@ void Network::CheckInput(const at::Tensor& x) const {
   if (!ok || x.size(0) == 0)
     Fail("argument 'x' has shape " + c10::str(x.sizes()) + " but the model takes [batch, " +
          c10::Join(", ", inputShape_) + "] with batch >= 1");
-  if (x.scalar_type() != dtype)
+  if (indexInput_) {
+    if (x.scalar_type() != at::kLong)
+      Fail("argument 'x' is " + DTypeName(x.scalar_type()) +
+           " but the model starts with an embedding: give int64 indices (tensor(ints, shape, {dtype: 'int64'}))");
+  } else if (x.scalar_type() != dtype) {
     Fail("argument 'x' is " + DTypeName(x.scalar_type()) + " but the model is " + DTypeName(dtype) +
          "; create the inputs with the model's dtype");
+  }
   if (x.device() != device)
     Fail("argument 'x' is on " + DeviceName(x.device()) + " but the model is on " + DeviceName(device) +
          "; move it with .to('" + DeviceName(device) + "')");

@@ -11,6 +11,7 @@ struct ParamSlot {
   int64_t offset = 0, numel = 0;
   double bound = 0;  // U(-bound, bound) init; bound 0 means constant `fill`
   double fill = 0;
+  double stddev = 0;  // > 0: N(0, stddev²) init instead (Embedding)
 };
 
 struct BufferSlot {
@@ -27,6 +28,7 @@ struct Slots {
   std::vector<std::string> counters;  // BatchNorm num_batches_tracked
   int64_t paramCount = 0, bufferCount = 0;
   size_t AddParam(std::string name, std::vector<int64_t> shape, double bound, double fill);
+  size_t AddNormalParam(std::string name, std::vector<int64_t> shape, double stddev);
   size_t AddBuffer(std::string name, std::vector<int64_t> shape, double fill);
   size_t AddCounter(std::string name);
 };
@@ -144,6 +146,8 @@ class Layer {
   virtual at::Tensor Forward(const at::Tensor& x, Pass& p) const = 0;
   // The forward pass with tangents: returns (y, R{y}) and sets `backward`.
   virtual Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const = 0;
+  // Whether the layer reads integer indices (Embedding): then it must come first.
+  virtual bool TakesIndices() const { return false; }
   const std::string& where() const { return where_; }
 
  private:
@@ -197,6 +201,7 @@ class Network {
 
   std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;
+  bool indexInput_ = false;  // the first layer is an Embedding: x holds int64 indices
   LossKind loss_ = LossKind::CrossEntropy;
   double labelSmoothing_ = 0;
 };

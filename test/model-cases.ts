@@ -5,7 +5,7 @@ import type { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
 import { cnn, mlp } from '../lib/model/presets.js';
 import { tensor, type Tensor } from '../lib/tensor.js';
-import { float64Model, randomBatch } from './helpers.js';
+import { float64Model, randomBatch, rng } from './helpers.js';
 
 export interface ModelCase {
   name: string;
@@ -90,6 +90,29 @@ export const derivativeCases: ModelCase[] = [
         }, 11),
       ),
     batch: () => randomBatch([7, 3, 4], 3, 20),
+  },
+  {
+    name: 'embedding, LayerNorm and an MLP block over a sequence',
+    make: () =>
+      float64Model(
+        {
+          input: [5],
+          layers: [
+            { type: 'embedding', numEmbeddings: 7, embeddingDim: 4 },
+            { type: 'layernorm', normalizedShape: 4 },
+            { type: 'linear', inFeatures: 4, outFeatures: 8 },
+            { type: 'gelu' },
+            { type: 'linear', inFeatures: 8, outFeatures: 4 },
+            { type: 'flatten' },
+            { type: 'linear', inFeatures: 20, outFeatures: 3 },
+          ],
+        },
+        12,
+      ),
+    batch: () => {
+      const r = rng(21);
+      return { x: tensor(BigInt64Array.from({ length: 30 }, () => BigInt(Math.floor(r() * 7))), [6, 5], { dtype: 'int64' }), y: randomBatch([6, 1], 3, 22).y };
+    },
   },
   {
     name: 'grouped and dilated convolutions',

@@ -66,7 +66,7 @@ describe.skipIf(!torch)(
           name: id,
           spec: model.spec,
           training,
-          x: { shape: x.shape, data: Array.from(toNumbers(x)) },
+          x: { shape: x.shape, data: x.dtype === 'int64' ? Array.from(x.toArray() as BigInt64Array, Number) : Array.from(toNumbers(x)) },
           y: { shape: y.shape, data: labels ? Array.from(y.toArray() as BigInt64Array, Number) : Array.from(toNumbers(y)), labels },
           params: model.paramInfo().map((p) => ({ name: p.name, shape: p.shape, data: Array.from(flat.subarray(p.offset, p.offset + p.numel)) })),
           buffers: buffers.info.map((b) => ({ name: b.name, shape: b.shape, data: Array.from(bufFlat.subarray(b.offset, b.offset + b.numel)) })),

@@ -45,6 +45,8 @@ const layernorm = z
     elementwiseAffine: z.boolean().default(true),
   })
   .strict();
+/** PyTorch's nn.Embedding: the first layer, reading int64 indices */
+const embedding = z.object({ type: z.literal('embedding'), numEmbeddings: posInt, embeddingDim: posInt }).strict();
 const simple = (type: 'relu' | 'tanh' | 'flatten' | 'silu' | 'sigmoid' | 'identity') => z.object({ type: z.literal(type) }).strict();
 /** PyTorch's nn.LeakyReLU: x for x > 0, negativeSlope·x otherwise */
 const leakyrelu = z.object({ type: z.literal('leakyrelu'), negativeSlope: z.number().finite().default(0.01) }).strict();
@@ -68,6 +70,7 @@ export type LayerSpecInput =
   | z.input<typeof gelu>
   | z.input<typeof softplus>
   | z.input<typeof layernorm>
+  | z.input<typeof embedding>
   | z.input<typeof leakyrelu>
   | z.input<ReturnType<typeof pool>>
   | z.input<typeof adaptive>
@@ -85,6 +88,7 @@ export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
   batchnorm('batchnorm1d'),
   batchnorm('batchnorm2d'),
   layernorm,
+  embedding,
   simple('relu'),
   simple('tanh'),
   simple('flatten'),

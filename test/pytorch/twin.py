@@ -51,6 +51,8 @@ def build(layers, training):
             # ones are not read: leave them out (functorch cannot update them in place)
             mods.append(cls(l["numFeatures"], eps=l["eps"], momentum=l["momentum"], affine=l["affine"],
                             track_running_stats=not training))
+        elif t == "embedding":
+            mods.append(nn.Embedding(l["numEmbeddings"], l["embeddingDim"]))
         elif t == "layernorm":
             mods.append(nn.LayerNorm(l["normalizedShape"], eps=l["eps"], elementwise_affine=l["elementwiseAffine"]))
         elif t == "relu":
@@ -109,7 +111,7 @@ def run(case):
             mine = next(b for b in case["buffers"] if b["name"] == name)
             buf.copy_(tensor_of(mine))
     v = {e["name"]: tensor_of({"data": e["data"], "shape": list(theta[e["name"]].shape)}) for e in case["v"]}
-    x = tensor_of(case["x"])
+    x = tensor_of(case["x"], torch.int64 if spec["layers"][0]["type"] == "embedding" else torch.float64)
     y = tensor_of(case["y"], torch.int64 if case["y"]["labels"] else torch.float64)
     loss_spec = spec["loss"]
 
