@@ -1011,20 +1011,7 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
   if (inputShape_.empty()) Fail("spec.input must list the input shape without the batch dimension, e.g. [784]");
   if (!HasField(spec, "layers")) Fail("spec.layers is required (an array of layers)");
   layers_ = ParseList(spec.Get("layers"), "spec.layers", "", slots);
-  if (HasField(spec, "loss")) {
-    if (!spec.Get("loss").IsObject()) Fail("spec.loss must be an object like {type: 'cross-entropy'}");
-    auto lo = spec.Get("loss").As<Napi::Object>();
-    std::string kind = StringField(lo, "type", "spec.loss");
-    if (kind == "cross-entropy") {
-      loss_ = LossKind::CrossEntropy;
-      labelSmoothing_ = NumberField(lo, "labelSmoothing", "spec.loss", 0.0);
-      if (labelSmoothing_ < 0 || labelSmoothing_ > 1) Fail("spec.loss.labelSmoothing must be in [0, 1]");
-    } else if (kind == "mse") {
-      loss_ = LossKind::Mse;
-    } else {
-      Fail("spec.loss.type '" + kind + "' is unknown; use 'cross-entropy' or 'mse'");
-    }
-  }
+  if (HasField(spec, "loss")) ParseLoss(spec.Get("loss"), "spec.loss");
   if (slots.paramCount == 0) Fail("spec.layers has no parameters; a model needs at least one linear or conv2d layer");
   for (size_t i = 0; i < layers_.size(); ++i)
     if (layers_[i]->TakesIndices() && i != 0)
@@ -1059,6 +1046,14 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
 }
 
 void Network::CheckInput(const at::Tensor& x) const {
+  if (script_) {  // the module checks shapes itself; floats of the model's dtype, or int64 indices
+    if (x.scalar_type() != dtype && x.scalar_type() != at::kLong)
+      Fail("argument 'x' is " + DTypeName(x.scalar_type()) + " but the model is " + DTypeName(dtype) +
+           "; create the inputs with the model's dtype");
+    if (x.device() != device)
+      Fail("argument 'x' is on " + DeviceName(x.device()) + " but the model is on " + DeviceName(device));
+    return;
+  }
   bool ok = x.dim() == static_cast<int64_t>(inputShape_.size()) + 1;
   for (size_t i = 0; ok && i < inputShape_.size(); ++i) ok = x.size(static_cast<int64_t>(i) + 1) == inputShape_[i];
   if (!ok || x.size(0) == 0)
@@ -1132,7 +1127,111 @@ void Network::CommitStats() {
   stats_.reset();
 }
 
+void Network::ParseLoss(const Napi::Value& loss, const std::string& where) {
+  if (!loss.IsObject()) Fail(where + " must be an object like {type: 'cross-entropy'}");
+  auto lo = loss.As<Napi::Object>();
+  std::string kind = StringField(lo, "type", where);
+  if (kind == "cross-entropy") {
+    loss_ = LossKind::CrossEntropy;
+    labelSmoothing_ = NumberField(lo, "labelSmoothing", where, 0.0);
+    if (labelSmoothing_ < 0 || labelSmoothing_ > 1) Fail(where + ".labelSmoothing must be in [0, 1]");
+  } else if (kind == "mse") {
+    loss_ = LossKind::Mse;
+  } else {
+    Fail(where + ".type '" + kind + "' is unknown; use 'cross-entropy' or 'mse'");
+  }
+}
+
+Network::Network(std::shared_ptr<ScriptModule> script, const Napi::Value& loss, at::ScalarType dtype_,
+                 c10::Device device_, uint64_t dropoutSeed)
+    : dtype(dtype_), device(device_), script_(std::move(script)) {
+  if (dtype != at::kFloat && dtype != at::kDouble) Fail("model dtype must be 'float32' or 'float64'");
+  if (!loss.IsUndefined() && !loss.IsNull()) ParseLoss(loss, "options.loss");
+  auto moduleParams = script_->Parameters();
+  for (const auto& [name, t] : moduleParams) {
+    if (!at::isFloatingType(t.scalar_type()))
+      Fail("the TorchScript module's parameter '" + name + "' is " + DTypeName(t.scalar_type()) +
+           "; only floating-point parameters can be trained");
+    slots.AddParam(name, t.sizes().vec(), 0, 0);
+  }
+  if (slots.paramCount == 0) Fail("the TorchScript module has no parameters; there is nothing to train or probe");
+  auto moduleBuffers = script_->Buffers();
+  std::vector<bool> isCounter;
+  for (const auto& [name, t] : moduleBuffers) {
+    bool counter = t.scalar_type() == at::kLong && t.numel() == 1;
+    if (!counter && !at::isFloatingType(t.scalar_type()))
+      Fail("the TorchScript module's buffer '" + name + "' is " + DTypeName(t.scalar_type()) +
+           "; buffers must be floating-point (or an int64 count such as num_batches_tracked)");
+    if (counter)
+      slots.AddCounter(name);
+    else
+      slots.AddBuffer(name, t.sizes().vec(), 0);
+    isCounter.push_back(counter);
+  }
+  auto opts = at::TensorOptions().dtype(dtype).device(device);
+  flatParams = at::empty({slots.paramCount}, opts);
+  flatBuffers = at::empty({slots.bufferCount}, opts);
+  counters = at::zeros({static_cast<int64_t>(slots.counters.size())}, opts.dtype(at::kLong));
+  gen = MakeGenerator(dropoutSeed, device);
+  at::NoGradGuard ng;
+  // Each of the module's tensors is re-pointed (set_data) at a view of the
+  // flat storage: the module computes with, and autograd differentiates
+  // with respect to, the flat parameters.
+  for (size_t i = 0; i < moduleParams.size(); ++i) {
+    const auto& s = slots.params[i];
+    at::Tensor t = moduleParams[i].second;
+    at::Tensor view = flatParams.narrow(0, s.offset, s.numel).view(s.shape);
+    view.copy_(t.detach());
+    t.set_data(view);
+    t.requires_grad_(true);
+    params.push_back(t);
+  }
+  size_t b = 0, c = 0;
+  for (size_t i = 0; i < moduleBuffers.size(); ++i) {
+    at::Tensor t = moduleBuffers[i].second;
+    at::Tensor view;
+    if (isCounter[i]) {
+      view = counters.narrow(0, static_cast<int64_t>(c++), 1).view(t.sizes());
+    } else {
+      const auto& s = slots.buffers[b++];
+      view = flatBuffers.narrow(0, s.offset, s.numel).view(s.shape);
+      buffers.push_back(view);
+    }
+    view.copy_(t.detach());
+    t.set_data(view);
+    scriptBuffers_.push_back(t);
+    scriptBufferViews_.push_back(view);
+  }
+}
+
+// The module computes; a pass that must not move the running statistics
+// (a perturbed pass in training mode) runs with the module's buffers
+// re-pointed at copies, and re-points them back afterwards. set_data changes
+// no version counter, so autograd's saved tensors stay valid.
+at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
+  if (stats_ && !scriptBuffers_.empty())
+    Fail("micro-batches pooling BatchNorm statistics are not supported for TorchScript models; give one batch per step");
+  script_->Train(training);
+  bool shield = training && !updateStats && !scriptBuffers_.empty();
+  if (shield)
+    for (auto& t : scriptBuffers_) t.set_data(t.detach().clone());
+  at::Tensor out;
+  try {
+    out = script_->Forward(x);
+  } catch (const c10::Error& e) {
+    if (shield)
+      for (size_t i = 0; i < scriptBuffers_.size(); ++i) scriptBuffers_[i].set_data(scriptBufferViews_[i]);
+    Fail("the TorchScript module's forward failed: " + CleanTorchMessage(e.what_without_backtrace()));
+  }
+  if (shield)
+    for (size_t i = 0; i < scriptBuffers_.size(); ++i) scriptBuffers_[i].set_data(scriptBufferViews_[i]);
+  else if (training && updateStats && !scriptBuffers_.empty())
+    NoteWrite(counters);  // BatchNorm's kernel moved the statistics in place (see PrimalCache)
+  return out;
+}
+
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
+  if (script_) return ScriptForward(x, updateStats);
   Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
   return RunLayers(layers_, x, pass);
 }
@@ -1183,6 +1282,9 @@ PrimalCache::Key Network::CacheKey(const at::Tensor& x, const at::Tensor& y, con
 }
 
 double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
+  if (script_)
+    Fail("a TorchScript model has no forward-over-reverse rules (its layers are not this library's); "
+         "use method 'double-backward'");
   at::NoGradGuard ng;
   if (cache) {
     PrimalCache::Key key = CacheKey(x, y, "forward-over-reverse");

@@ -2,6 +2,7 @@
 // and buffer storage they index into, the forward pass and the loss.
 #pragma once
 #include "errors.h"
+#include "script.h"
 
 namespace usam {
 
@@ -163,6 +164,13 @@ class Network {
   // Two streams: one initialises the parameters, the other (kept as `gen`)
   // draws dropout masks, so masks never replay the words that made w₀.
   Network(const Napi::Object& spec, at::ScalarType dtype, c10::Device device, uint64_t initSeed, uint64_t dropoutSeed);
+  // A TorchScript module as the network: its parameters and buffers are
+  // re-pointed into the flat storage (converted to `dtype`), `loss` is
+  // {type: 'cross-entropy' | 'mse', labelSmoothing?} or undefined.
+  Network(std::shared_ptr<ScriptModule> script, const Napi::Value& loss, at::ScalarType dtype, c10::Device device,
+          uint64_t dropoutSeed);
+  // Whether the network is a TorchScript module: HVPs by double backward only.
+  bool IsScript() const { return script_ != nullptr; }
 
   at::Tensor Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
   at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
@@ -196,6 +204,11 @@ class Network {
 
  private:
   LayerList layers_;
+  std::shared_ptr<ScriptModule> script_;
+  // the module's buffer tensors (re-pointed into flatBuffers and counters)
+  std::vector<at::Tensor> scriptBuffers_, scriptBufferViews_;
+  void ParseLoss(const Napi::Value& loss, const std::string& where);
+  at::Tensor ScriptForward(const at::Tensor& x, bool updateStats);
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
   double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache, int64_t block) const;
 

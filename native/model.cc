@@ -52,8 +52,13 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : GuardedWrap<ModelWrap>(in
     auto device = ParseDevice(StringField(opts, "device", "options"), "options.device");
     auto initSeed = IntField(opts, "initSeed", "options", 0);
     auto dropoutSeed = IntField(opts, "dropoutSeed", "options", 0);
-    net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(initSeed),
-                                     static_cast<uint64_t>(dropoutSeed));
+    // {torchscript: FILE, loss?}: a module saved by torch.jit.save
+    if (HasField(spec, "torchscript"))
+      net_ = std::make_unique<Network>(ScriptModule::Load(StringField(spec, "torchscript", "spec"), device),
+                                       spec.Get("loss"), dtype, device, static_cast<uint64_t>(dropoutSeed));
+    else
+      net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(initSeed),
+                                       static_cast<uint64_t>(dropoutSeed));
     reportedBytes_ = (net_->flatParams.numel() + net_->flatBuffers.numel()) * net_->flatParams.element_size();
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
   });
@@ -286,7 +291,10 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = DirectionsArg(info, 2, "v", -1);
   auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
-  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method") : "forward-over-reverse";
+  // a TorchScript model has no forward-over-reverse rules: double backward is its default
+  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method")
+                       : Net().IsScript()                           ? "double-backward"
+                                                                    : "forward-over-reverse";
   if (method != "forward-over-reverse" && method != "double-backward")
     Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
   PrimalCache* cache = nullptr;

@@ -12,7 +12,7 @@ describe('embedding', () => {
   const model = embed([{ type: 'embedding', numEmbeddings: 200, embeddingDim: 50 }, { type: 'flatten' }, { type: 'linear', inFeatures: 150, outFeatures: 2 }]);
 
   it('initialises its weight N(0, 1), as PyTorch does', () => {
-    const w = model.getParams().subarray(0, 200 * 50);
+    const w = Array.from(model.getParams().subarray(0, 200 * 50));
     const mean = w.reduce((a, b) => a + b, 0) / w.length;
     const sd = Math.sqrt(w.reduce((a, b) => a + (b - mean) ** 2, 0) / (w.length - 1));
     expect(Math.abs(mean)).toBeLessThan(0.03); // 4 standard errors of 10,000 draws

@@ -62,6 +62,8 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Pa
   if (options === null || typeof options !== 'object') throw new Error('hessian: options must be an object like {mode: \'eval\'}');
   // eval by default, as PyHessian does; where BatchNorm or dropout make the
   // two modes different functions, the choice is the caller's to make
+  if (options.mode === undefined && model.torchscript !== undefined)
+    throw new Error("hessian: a TorchScript model may hold BatchNorm or dropout that this library cannot see; pass options.mode: 'eval' or 'train'");
   if (options.mode === undefined && modeMatters(model.spec))
     throw new Error(
       "hessian: this model has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval' (running statistics, no dropout: the model as evaluated) or 'train' (batch statistics and dropout masks: the model as trained)",

@@ -30,8 +30,17 @@ export interface LossAndGrad {
   grad: Tensor;
 }
 
+/** A module saved by torch.jit.save, and the loss on its outputs (default cross-entropy). */
+export interface TorchScriptSource {
+  torchscript: string;
+  loss?: ModelSpec['loss'];
+}
+
 export class Model {
+  /** the layers (empty for a TorchScript model: see `torchscript`) */
   readonly spec: ModelSpec;
+  /** the TorchScript file the model was loaded from, if it was */
+  readonly torchscript?: string;
   readonly native: NativeModel;
   /** The flat parameter vector itself (not a copy): writes change the model. */
   readonly params: Tensor;
@@ -39,11 +48,14 @@ export class Model {
   readonly dtype: FloatDType;
   readonly device: string;
 
-  constructor(spec: ModelSpecInput | ModelSpec, options: ModelOptions = {}) {
-    this.spec = parseModelSpec(spec);
+  constructor(spec: ModelSpecInput | ModelSpec | TorchScriptSource, options: ModelOptions = {}) {
+    const script = 'torchscript' in spec ? spec : undefined;
+    if (script && typeof script.torchscript !== 'string') throw new Error('torchscript must be a file name');
+    this.spec = script ? ({ input: [], layers: [], loss: script.loss } as unknown as ModelSpec) : parseModelSpec(spec as ModelSpecInput);
+    this.torchscript = script?.torchscript;
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`model options.seed must be a non-negative integer, got ${seed}`);
-    this.native = new (native().Model)(this.spec, {
+    this.native = new (native().Model)(script ? { torchscript: script.torchscript, loss: script.loss } : this.spec, {
       dtype: options.dtype ?? 'float32',
       device: options.device ?? 'cpu',
       initSeed: streamSeed(seed, 'init'),
@@ -252,6 +264,18 @@ export class Model {
     this.params.dispose();
     this.native.dispose();
   }
+}
+
+/**
+ * A model from a module saved by torch.jit.save (scripted or traced) whose
+ * forward maps a batch to logits (or to what `loss` takes). Its parameters and
+ * buffers move into the model's flat storage, converted to `dtype`; every rule,
+ * the probes and the state dicts work on it. HVPs run by double backward (the
+ * hand-written forward-over-reverse rules are this library's layers' own).
+ */
+export function loadTorchScript(file: string, options: ModelOptions & { loss?: ModelSpec['loss'] } = {}): Model {
+  const { loss, ...rest } = options;
+  return new Model({ torchscript: file, loss }, rest);
 }
 
 export function isTensor(v: unknown): v is Tensor {
