@@ -2,6 +2,7 @@
 
 #include "args.h"
 
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <fstream>
@@ -25,6 +26,11 @@ class LoadedScript : public ScriptModule {
   }
   void Train(bool on) override { module_.train(on); }
   at::Tensor Forward(const at::Tensor& x) override {
+    // The graph executor's optimisations (profiling, then specialised and
+    // fused graphs after a few runs) change the rounding with the number of
+    // calls so far: a resumed run would not repeat the uninterrupted one bit
+    // for bit. Run the graph as saved.
+    torch::jit::GraphOptimizerEnabledGuard plain(false);
     c10::IValue out = module_.forward({x});
     if (!out.isTensor())
       Fail("the TorchScript module's forward returned " + out.tagKind() +

@@ -75,6 +75,9 @@ for name, make, shape in [("mlp", mlp, (7, 6)), ("cnn-bn", cnn_bn, (4, 1, 5, 5))
         ref["train" if training else "eval"] = reference(copy, x.double(), y, [t.double() for t in v], training)
     cases[name] = ref
 
+# for the Trainer's tests: images [N, 1, 28, 28] (the synthetic data set) to 10 classes
+torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 10))),
+               os.path.join(out, "mlp-784-scripted.pt"))
 torch.jit.save(torch.jit.script(nn.ReLU()), os.path.join(out, "no-parameters.pt"))
 torch.jit.save(torch.jit.script(Pair()), os.path.join(out, "tuple-output.pt"))
 with open(os.path.join(out, "reference.json"), "w") as f:

@@ -10,6 +10,8 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { loadTorchScript, type Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { tensor } from '../lib/tensor.js';
+import { probeRun } from '../lib/train/probe.js';
+import { Trainer } from '../lib/train/trainer.js';
 import { maxAbsDiff, repoRoot, toNumbers } from './helpers.js';
 
 const dir = join(repoRoot, 'test', 'fixtures', 'torchscript');
@@ -91,6 +93,26 @@ describe(`TorchScript modules saved by PyTorch ${ref.torch}`, () => {
     expect(() => hessian(model, { x, y })).toThrow(/TorchScript model may hold BatchNorm or dropout.*options.mode/);
     for (const m of [model, again] as Model[]) m.dispose();
     opt.dispose();
+  });
+
+  it('the Trainer trains one (config.torchscript): stopped and resumed equals the uninterrupted run bit for bit; usam probe reads the run', () => {
+    const base = { dataset: 'synthetic' as const, epochs: 2, batchSize: 64, seed: 3, torchscript: join(dir, 'mlp-784-scripted.pt') };
+    const root = mkdtempSync(join(tmpdir(), 'usam-ts-train-'));
+    const whole = new Trainer({ ...base, out: join(root, 'whole') });
+    const a = whole.run();
+    expect(a.metrics[1].trainLoss).toBeLessThan(a.metrics[0].trainLoss);
+    let steps = 0;
+    const first = new Trainer({ ...base, out: join(root, 'stopped') });
+    expect(first.run({ shouldStop: () => steps++ === Math.floor(first.loader.length * 1.5) }).stopped).toBe(true);
+    first.dispose();
+    const resumed = new Trainer({ resume: join(root, 'stopped') });
+    resumed.run();
+    expect(Buffer.from(resumed.model.getParams().buffer).equals(Buffer.from(whole.model.getParams().buffer))).toBe(true);
+    const probe = probeRun(join(root, 'whole'), { batches: 1, samples: 4, slqSteps: 8, slqRuns: 1 });
+    expect(probe.model).toBe(base.torchscript);
+    expect(probe.params).toBe(784 * 16 + 16 + 16 * 10 + 10);
+    expect(probe.maxEigenvalue).toBeGreaterThan(0);
+    for (const t of [whole, resumed]) t.dispose();
   });
 
   it('refuses a missing file, a file that is not TorchScript, a module without parameters and a forward that returns a tuple', () => {

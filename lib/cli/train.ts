@@ -52,7 +52,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const quiet = extra['--quiet'] === true || !process.stderr.isTTY;
   let interrupted = 0;
   const run = trainInWorker(config as never, {
-    onReady: (r) => process.stderr.write(`usam: training ${r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`),
+    onReady: (r) => process.stderr.write(`usam: training ${r.config.torchscript ?? r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`),
     onStep: (s) => {
       if (quiet) return;
       const acc = s.accuracy === null ? '' : `  acc ${(100 * s.accuracy).toFixed(1)}%`;

@@ -2,6 +2,7 @@
 // config files and the TypeScript API, and the objects it builds.
 import { z } from 'zod';
 import { channelStats, cifar, type Dataset, fashionMnist, normalize, readIdxDataset, subset, synthetic, withLabelNoise } from '../data/dataset.js';
+import { loadTorchScript, Model } from '../model/model.js';
 import { cnn, mlp, resnet18 } from '../model/presets.js';
 import { formatIssues, type ModelSpecInput } from '../model/spec.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
@@ -12,6 +13,8 @@ export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', '
 export const trainConfig = z
   .object({
     model: z.enum(['mlp', 'tiny', 'cnn', 'resnet18']).default('mlp'),
+    /** a TorchScript module (torch.jit.save) to train instead of `model`: forward maps the dataset's images to logits */
+    torchscript: z.string().optional(),
     /** hidden widths of the MLP */
     hidden: z.array(z.number().int().positive()).default([128]),
     dataset: z.enum(['fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'synthetic']).default('fashion-mnist'),
@@ -154,6 +157,12 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; fli
     flipped = r.flipped.length;
   }
   return { train, test, flipped };
+}
+
+/** The run's model: the TorchScript module of `torchscript`, or the preset `model` for the data. */
+export function modelOf(c: TrainConfig, d: Dataset): Model {
+  const options = { dtype: c.dtype, device: c.device, seed: c.seed };
+  return c.torchscript ? loadTorchScript(c.torchscript, options) : new Model(modelSpecOf(c, d), options);
 }
 
 export function modelSpecOf(c: TrainConfig, d: Dataset): ModelSpecInput {

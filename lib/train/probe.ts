@@ -8,7 +8,6 @@ import { z } from 'zod';
 import { DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
-import { Model } from '../model/model.js';
 import type { Batch } from '../model/passes.js';
 import { formatIssues } from '../model/spec.js';
 import { runSync } from '../model/work.js';
@@ -16,7 +15,7 @@ import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import { esc, lineChart } from './charts.js';
 import { loadCheckpoint } from './checkpoint.js';
-import { datasetsOf, modelSpecOf, parseTrainConfig } from './config.js';
+import { datasetsOf, modelOf, parseTrainConfig } from './config.js';
 import { htmlPage } from './page.js';
 import { fmt } from './report.js';
 import { CHECKPOINT_FILE } from './trainer.js';
@@ -89,7 +88,7 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
   if (o.threads) native().setThreads(o.threads);
   const data = datasetsOf(config);
   const split = o.split === 'train' ? data.train : data.test;
-  const model = new Model(modelSpecOf(config, data.train), { dtype: config.dtype, device: config.device, seed: config.seed });
+  const model = modelOf(config, data.train);
   const batches: Batch[] = [];
   let h: ReturnType<typeof hessian> | undefined;
   try {
@@ -104,7 +103,7 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
     const started = Date.now();
     const timings: ProbeReport['timings'] = [];
     const seed = (k: number) => streamSeed(o.seed, 'probes', 2 ** 42 + k);
-    onProgress?.(`probing ${config.model} (${model.numParams} parameters) on ${count} ${o.split} batch${count > 1 ? 'es' : ''} of ${o.batchSize} (${samplesUsed} samples), ${o.mode} mode`);
+    onProgress?.(`probing ${config.torchscript ?? config.model} (${model.numParams} parameters) on ${count} ${o.split} batch${count > 1 ? 'es' : ''} of ${o.batchSize} (${samplesUsed} samples), ${o.mode} mode`);
     const r = runSync(
       probeSuiteWork(h, {
         samples: o.samples,
@@ -127,7 +126,7 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
       format: PROBE_FORMAT,
       run: dir,
       checkpoint: { epoch: loaded.progress.epoch, step: loaded.progress.globalStep },
-      model: config.model,
+      model: config.torchscript ?? config.model,
       optimizer: config.optimizer,
       dataset: config.dataset,
       params: model.numParams,

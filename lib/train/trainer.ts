@@ -16,7 +16,7 @@ import { Optimizer } from '../optim/optimizer.js';
 import { streamSeed } from '../random.js';
 import { persistent } from '../scope.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
-import { datasetsOf, modelSpecOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
+import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
 import { writeAtomic } from '../safetensors.js';
 
@@ -136,7 +136,7 @@ export class Trainer {
     if (this.config.threads) native().setThreads(this.config.threads);
     // everything that can fail on bad input fails before anything is written
     this.data = datasetsOf(this.config);
-    this.model = new Model(modelSpecOf(this.config, this.data.train), { dtype: this.config.dtype, device: this.config.device, seed: this.config.seed });
+    this.model = modelOf(this.config, this.data.train);
     this.loader = new DataLoader(this.data.train, {
       batchSize: this.config.batchSize,
       shuffle: true,
