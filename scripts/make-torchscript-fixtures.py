@@ -27,6 +27,15 @@ def cnn_bn():
     return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(75, 3))
 
 
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x, mask):
+        return self.fc(x * mask)
+
+
 class Pair(nn.Module):
     def __init__(self):
         super().__init__()
@@ -80,6 +89,7 @@ torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), 
                os.path.join(out, "mlp-784-scripted.pt"))
 torch.jit.save(torch.jit.script(nn.ReLU()), os.path.join(out, "no-parameters.pt"))
 torch.jit.save(torch.jit.script(Pair()), os.path.join(out, "tuple-output.pt"))
+torch.jit.save(torch.jit.script(TwoInputs()), os.path.join(out, "two-inputs.pt"))
 with open(os.path.join(out, "reference.json"), "w") as f:
     json.dump({"torch": torch.__version__, "cases": cases}, f)
 print(f"wrote {sorted(os.listdir(out))} with torch {torch.__version__}")

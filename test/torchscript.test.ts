@@ -95,6 +95,25 @@ describe(`TorchScript modules saved by PyTorch ${ref.torch}`, () => {
     opt.dispose();
   });
 
+  it('third-order gradients (the exact estimators\' quadraticFormGrad) by autograd: ∇(vᵀHv)·d equals the central difference of vᵀHv along d', () => {
+    const c = ref.cases.mlp;
+    const model = loadTorchScript(join(dir, 'mlp-scripted.pt'), { dtype: 'float64' });
+    const { x, y, v } = batchOf(c);
+    const d = Float64Array.from(c.v, (_, i) => Math.cos(i));
+    const { q, grad } = model.quadraticFormGrad(x, y, v);
+    const w0 = model.getParams();
+    const qAt = (t: number) => {
+      model.setParams(w0.map((w, i) => w + t * d[i]));
+      return model.quadraticFormGrad(x, y, v).q;
+    };
+    const eps = 1e-4;
+    const fd = (qAt(eps) - qAt(-eps)) / (2 * eps);
+    const exact = toNumbers(grad).reduce((s, g, i) => s + g * d[i], 0);
+    expect(Math.abs(fd - exact) / Math.abs(exact)).toBeLessThan(1e-6);
+    expect(Math.abs(q - toNumbers(v).reduce((s, vi, i) => s + vi * c.eval.hv[i], 0)) / Math.abs(q)).toBeLessThan(1e-10);
+    model.dispose();
+  });
+
   it('the Trainer trains one (config.torchscript): stopped and resumed equals the uninterrupted run bit for bit; usam probe reads the run', () => {
     const base = { dataset: 'synthetic' as const, epochs: 2, batchSize: 64, seed: 3, torchscript: join(dir, 'mlp-784-scripted.pt') };
     const root = mkdtempSync(join(tmpdir(), 'usam-ts-train-'));
@@ -125,5 +144,7 @@ describe(`TorchScript modules saved by PyTorch ${ref.torch}`, () => {
     const x = tensor(new Float64Array(12), [2, 6], { dtype: 'float64' });
     expect(() => pair.forward(x)).toThrow(/forward returned Tuple, not one tensor/);
     expect(() => loadTorchScript(join(dir, 'mlp-scripted.pt'), { loss: { type: 'hinge' } as never })).toThrow(/options.loss.type 'hinge' is unknown/);
+    const two = loadTorchScript(join(dir, 'two-inputs.pt'), { dtype: 'float64' });
+    expect(() => two.forward(x)).toThrow(/the TorchScript module's forward failed: .*mask/s);
   });
 });
