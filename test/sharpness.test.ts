@@ -71,6 +71,15 @@ describe('closed forms on a quadratic', () => {
     }
   });
 
+  it('Frob-SAM reports ‖A‖_F² where the gradient is large too: the first-order term ρ·gᵀu is taken out of each L(w + ρu)', () => {
+    // w far from w*: ‖g‖ ≈ 8, so Var(L_i)/ρ⁴ alone would read 2‖g‖²/ρ² ≈ 1e6 (issue 13's 1e5 against 240)
+    const q = quadratic(A3, [0, 0, 0], [3, -2, 1]);
+    const r = estimate(q, { kind: 'frob-sam', rho: 0.01, lambda: 1, samples: 20000 });
+    expect(Math.abs(r.sharpness - frobA3) / frobA3).toBeLessThan(0.05);
+    const anti = estimate(quadratic(A3, [0, 0, 0], [3, -2, 1]), { kind: 'frob-sam', rho: 0.01, lambda: 1, samples: 20000, directions: 'antithetic' });
+    expect(Math.abs(anti.sharpness - frobA3) / frobA3).toBeLessThan(0.05);
+  });
+
   it('Det-SAM estimates det A up to the constant (2a)^{2P}/(2π)^P of math §1', () => {
     const A = [
       [1, 0.3],

@@ -220,7 +220,7 @@ export function ruleEstimate(optimizer: string): { name: string; unit: string } 
     case 'trace-sam':
       return { name: 'Trace-SAM: tr H estimate', unit: 'mean of uᵀHu by finite differences; loss / weight²' };
     case 'frob-sam':
-      return { name: 'Frob-SAM: ‖H‖_F² estimate', unit: '½·Var(uᵀHu) by finite differences; loss² / weight⁴' };
+      return { name: 'Frob-SAM: ‖H‖_F² estimate', unit: '½·Var(uᵀHu), uᵀHu ≈ 2(L(w+ρu) − L − ρgᵀu)/ρ²; loss² / weight⁴' };
     case 'det-sam':
       return { name: 'Det-SAM: m⁻², m = E exp(−uᵀHu/2)', unit: 'dimensionless, ∝ det H for its cube' };
     default:
