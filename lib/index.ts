@@ -45,7 +45,7 @@ export {
   FASHION_MNIST_DIR,
   type Dataset,
 } from './data/dataset.js';
-export { DataLoader, type LoaderOptions } from './data/loader.js';
+export { BatchTensors, DataLoader, type LoaderOptions } from './data/loader.js';
 export { Trainer, type EpochMetrics, type TrainEvents, type TrainResult, type StepInfo } from './train/trainer.js';
 export { trainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './train/config.js';
 export { trainInWorker, type WorkerRun } from './train/run.js';

@@ -1018,11 +1018,7 @@ Network::Network(const Napi::Object& spec, at::ScalarType dtype_, c10::Device de
       Fail(layers_[i]->where() + ": an embedding reads integer indices, so it must be the first layer");
   indexInput_ = !layers_.empty() && layers_[0]->TakesIndices();
 
-  auto opts = at::TensorOptions().dtype(dtype).device(device);
-  flatParams = at::empty({slots.paramCount}, opts);
-  flatBuffers = at::empty({slots.bufferCount}, opts);
-  counters = at::zeros({static_cast<int64_t>(slots.counters.size())}, opts.dtype(at::kLong));
-  gen = MakeGenerator(dropoutSeed, device);
+  AllocateStorage(dropoutSeed);
   at::Generator init = MakeGenerator(initSeed, device);
 
   at::NoGradGuard ng;
@@ -1127,6 +1123,14 @@ void Network::CommitStats() {
   stats_.reset();
 }
 
+void Network::AllocateStorage(uint64_t dropoutSeed) {
+  auto opts = at::TensorOptions().dtype(dtype).device(device);
+  flatParams = at::empty({slots.paramCount}, opts);
+  flatBuffers = at::empty({slots.bufferCount}, opts);
+  counters = at::zeros({static_cast<int64_t>(slots.counters.size())}, opts.dtype(at::kLong));
+  gen = MakeGenerator(dropoutSeed, device);
+}
+
 void Network::ParseLoss(const Napi::Value& loss, const std::string& where) {
   if (!loss.IsObject()) Fail(where + " must be an object like {type: 'cross-entropy'}");
   auto lo = loss.As<Napi::Object>();
@@ -1168,11 +1172,7 @@ Network::Network(std::shared_ptr<ScriptModule> script, const Napi::Value& loss, 
       slots.AddBuffer(name, t.sizes().vec(), 0);
     isCounter.push_back(counter);
   }
-  auto opts = at::TensorOptions().dtype(dtype).device(device);
-  flatParams = at::empty({slots.paramCount}, opts);
-  flatBuffers = at::empty({slots.bufferCount}, opts);
-  counters = at::zeros({static_cast<int64_t>(slots.counters.size())}, opts.dtype(at::kLong));
-  gen = MakeGenerator(dropoutSeed, device);
+  AllocateStorage(dropoutSeed);
   at::NoGradGuard ng;
   // Each of the module's tensors is re-pointed (set_data) at a view of the
   // flat storage: the module computes with, and autograd differentiates
@@ -1215,17 +1215,22 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
   bool shield = training && !updateStats && !scriptBuffers_.empty();
   if (shield)
     for (auto& t : scriptBuffers_) t.set_data(t.detach().clone());
+  auto unshield = [&] {
+    if (shield)
+      for (size_t i = 0; i < scriptBuffers_.size(); ++i) scriptBuffers_[i].set_data(scriptBufferViews_[i]);
+  };
   at::Tensor out;
   try {
     out = script_->Forward(x);
   } catch (const c10::Error& e) {
-    if (shield)
-      for (size_t i = 0; i < scriptBuffers_.size(); ++i) scriptBuffers_[i].set_data(scriptBufferViews_[i]);
+    unshield();
     Fail("the TorchScript module's forward failed: " + CleanTorchMessage(e.what_without_backtrace()));
+  } catch (...) {  // e.g. a forward that returns no tensor: the buffers go back all the same
+    unshield();
+    throw;
   }
-  if (shield)
-    for (size_t i = 0; i < scriptBuffers_.size(); ++i) scriptBuffers_[i].set_data(scriptBufferViews_[i]);
-  else if (training && updateStats && !scriptBuffers_.empty())
+  unshield();
+  if (training && updateStats && !scriptBuffers_.empty())
     NoteWrite(counters);  // BatchNorm's kernel moved the statistics in place (see PrimalCache)
   return out;
 }

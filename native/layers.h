@@ -208,6 +208,8 @@ class Network {
   // the module's buffer tensors (re-pointed into flatBuffers and counters)
   std::vector<at::Tensor> scriptBuffers_, scriptBufferViews_;
   void ParseLoss(const Napi::Value& loss, const std::string& where);
+  // flatParams, flatBuffers and counters sized from `slots`, and the dropout generator
+  void AllocateStorage(uint64_t dropoutSeed);
   at::Tensor ScriptForward(const at::Tensor& x, bool updateStats);
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
   double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache, int64_t block) const;

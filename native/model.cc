@@ -206,17 +206,18 @@ at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Te
   return total.defined() ? total : at::zeros({}, v.options());
 }
 
-// <∇L(w), v> with the graph kept (create_graph), for differentiating again;
+// ∇L(w) with its graph kept (create_graph), for differentiating again;
 // `loss` receives L(w). Runs on any thread (the caller checked the model).
-at::Tensor ModelWrap::GradientDot(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& loss) {
+std::vector<at::Tensor> ModelWrap::GradientGraph(const at::Tensor& x, const at::Tensor& y, at::Tensor& loss) {
   loss = LossOf(x, y, false, true);
-  return DotFlat(ag::grad({loss}, net_->params, {}, true, /*create_graph=*/true, true), v);
+  return ag::grad({loss}, net_->params, {}, true, /*create_graph=*/true, true);
 }
 
 // ∇_w of the scalar `s` into `out`; zeros when s does not depend on w.
-void ModelWrap::WriteGradient(const at::Tensor& s, at::Tensor& out) {
+// `retain` keeps the graph behind s for further passes.
+void ModelWrap::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) {
   if (s.requires_grad())
-    WriteFlat(ag::grad({s}, net_->params, {}, false, false, true), out);
+    WriteFlat(ag::grad({s}, net_->params, {}, retain, false, true), out);
   else
     out.zero_();
 }
@@ -316,17 +317,15 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
               out.copy_(fresh);
               return;
             }
-            // double backward takes a block one direction at a time
+            // Double backward through the gradient's graph, kept in the caller's
+            // cache or in one for this call: a block builds the graph once and
+            // takes one backward pass of it per direction.
+            PrimalCache local;
+            PrimalCache& graph = cache ? *cache : local;
             bool block = v.dim() == 2;
             for (int64_t k = 0; k < (block ? v.size(0) : 1); ++k) {
               at::Tensor vk = block ? v.select(0, k) : v, outk = block ? out.select(0, k) : out;
-              if (cache) {
-                *loss = GraphHvp(x, y, vk, outk, *cache);
-                continue;
-              }
-              at::Tensor l;
-              WriteGradient(GradientDot(x, y, vk, l), outk);
-              *loss = l.item<double>();
+              *loss = GraphHvp(x, y, vk, outk, graph);
             }
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
@@ -339,8 +338,7 @@ double ModelWrap::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::T
   if (!(cache.key == key) || cache.graph.empty()) {
     cache.Clear();
     try {
-      cache.loss = LossOf(x, y, false, true);
-      cache.graph = ag::grad({cache.loss}, net.params, {}, true, /*create_graph=*/true, true);
+      cache.graph = GradientGraph(x, y, cache.loss);
     } catch (...) {
       cache.Clear();
       throw;
@@ -350,11 +348,7 @@ double ModelWrap::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::T
   } else {
     ++cache.replays;
   }
-  at::Tensor gv = DotFlat(cache.graph, v);
-  if (gv.requires_grad())
-    WriteFlat(ag::grad({gv}, net.params, {}, /*retain_graph=*/true, false, true), out);
-  else
-    out.zero_();
+  WriteGradient(DotFlat(cache.graph, v), out, /*retain=*/true);
   return cache.loss.item<double>();
 }
 
@@ -367,7 +361,7 @@ ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
   auto q = std::make_shared<double>(0);
   return {[this, x = x, y = y, v, out, q]() mutable {
             at::Tensor l;
-            at::Tensor gv = GradientDot(x, y, v, l);
+            at::Tensor gv = DotFlat(GradientGraph(x, y, l), v);
             if (!gv.requires_grad()) {
               out.zero_();
               *q = 0;

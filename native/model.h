@@ -97,16 +97,16 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
                     at::Tensor* output = nullptr);
   void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
-  at::Tensor GradientDot(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& loss);
+  std::vector<at::Tensor> GradientGraph(const at::Tensor& x, const at::Tensor& y, at::Tensor& loss);
   // H v by double backward through the gradient's graph, kept in `cache`
   // between calls (PyTorch's create_graph idiom); returns L(w).
   double GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache& cache);
-  void WriteGradient(const at::Tensor& s, at::Tensor& out);
+  void WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain = false);
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;
-  int64_t lastCorrect_ = -1;
-  bool busy_ = false;  // an async call is running  // correctly classified samples of the last lossAndGrad (cross-entropy)
+  int64_t lastCorrect_ = -1;  // correctly classified samples of the last lossAndGrad (cross-entropy)
+  bool busy_ = false;         // an async call is running
 };
 
 }  // namespace usam

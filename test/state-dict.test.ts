@@ -11,7 +11,7 @@ import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
 import { readSafetensors } from '../lib/safetensors.js';
-import { float64Model, randomBatch } from './helpers.js';
+import { float64Model, maxAbsDiff, randomBatch } from './helpers.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'usam-state-'));
 const bnMlp = () => mlp({ layers: [6, 8, 3], batchNorm: true });
@@ -59,10 +59,12 @@ describe('state dicts', () => {
     expect(message).toMatch(/not in the model: extra\.weight/);
     expect(message).toMatch(/wrong shape: 4\.weight: \[8,3\] where the model has \[3,8\]/);
     expect(Array.from(m.getParams())).toEqual(before);
-    const f32 = Object.fromEntries(Object.entries(sd).map(([n, t]) => [n, t.data instanceof Float64Array ? Float32Array.from(t.data) : t.data]));
+    // float32 values moved by 0.5, so that loading them is seen
+    const f32 = Object.fromEntries(Object.entries(sd).map(([n, t]) => [n, t.data instanceof Float64Array ? Float32Array.from(t.data, (v) => v + 0.5) : t.data]));
     expect(() => m.loadStateDict(f32)).toThrow(/wrong dtype: 1\.weight is float32, the model is float64.*\{convertDType: true\}/s);
+    expect(Array.from(m.getParams())).toEqual(before);
     m.loadStateDict(f32, { convertDType: true });
-    expect(Math.abs(m.getParams()[0] - before[0])).toBeLessThan(1e-6);
+    expect(maxAbsDiff(m.getParams(), before.map((v) => Math.fround(v + 0.5)))).toBe(0);
     const counts = { ...sd, '2.num_batches_tracked': new Float64Array(1) };
     expect(() => m.loadStateDict(counts)).toThrow(/2\.num_batches_tracked is float64, not int64/);
     expect(() => m.loadStateDict({ '1.weight': [1, 2] } as never)).toThrow(/'1\.weight' must be a typed array or \{data/);

@@ -4,6 +4,7 @@
 // exactly without storing generator state.
 import type { FloatDType } from '../native/binding.js';
 import type { Batch } from '../model/passes.js';
+import { persistent } from '../scope.js';
 import { tensor } from '../tensor.js';
 import { count, type Dataset, sampleSize } from './dataset.js';
 import { Prng } from './prng.js';
@@ -109,6 +110,35 @@ export class DataLoader {
   *epoch(epoch: number, start = 0): Generator<Batch> {
     const order = this.order(epoch);
     for (let b = start; b < this.length; b++) yield this.batch(epoch, b, order);
+  }
+}
+
+/**
+ * Batch tensors refilled step after step: one pair per batch size (the full
+ * one and a partial last one), made on first use outside every scope() and
+ * refilled by batchInto(). What a long training loop should use instead of
+ * a new pair per step (docs/benchmarks.md, memory over long runs).
+ */
+export class BatchTensors {
+  private readonly kept = new Map<number, Batch>();
+  constructor(readonly loader: DataLoader) {}
+
+  /** Batch `index` of the epoch, in the kept tensors of its size (valid until the next call). */
+  next(epoch: number, index: number, order = this.loader.order(epoch)): Batch {
+    const size = this.loader.batchLength(index);
+    const kept = this.kept.get(size);
+    if (kept) return this.loader.batchInto(kept, epoch, index, order);
+    const made = persistent(() => this.loader.batch(epoch, index, order));
+    this.kept.set(size, made);
+    return made;
+  }
+
+  dispose(): void {
+    for (const { x, y } of this.kept.values()) {
+      x.dispose();
+      y.dispose();
+    }
+    this.kept.clear();
   }
 }
 

@@ -57,7 +57,7 @@ function* sampleMean(
       if (k === 1) yield* op.applyWork(rowsV[0], rowsHv[0]);
       else {
         const v = flatV.narrow(0, k * P).view([k, P]), hv = flatHv.narrow(0, k * P).view([k, P]);
-        yield* op.applyBlockWork(v, hv);
+        yield* op.applyWork(v, hv);
         v.dispose();
         hv.dispose();
       }

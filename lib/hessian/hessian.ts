@@ -58,6 +58,10 @@ function isBatch(d: unknown): d is Batch {
   return typeof d === 'object' && d !== null && 'x' in d && 'y' in d;
 }
 
+/** Hutchinson (`block`: vectors per HVP pass, the same estimate) or Hutch++. */
+export type TraceOptions = { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number };
+export type FrobeniusOptions = { samples?: number; seed?: number; block?: number };
+
 export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Partial<HessianOptions> = {}): Hessian {
   if (options === null || typeof options !== 'object') throw new Error('hessian: options must be an object like {mode: \'eval\'}');
   // eval by default, as PyHessian does; where BatchNorm or dropout make the
@@ -127,7 +131,7 @@ export class Hessian {
   }
 
   /** `block`: Hutchinson vectors per HVP pass (the same estimate; bench:hessian measures what it costs or saves) */
-  *traceWork(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}): Work<Estimate & { method: string }> {
+  *traceWork(o: TraceOptions = {}): Work<Estimate & { method: string }> {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;
     const r =
@@ -135,7 +139,7 @@ export class Hessian {
     return { method, ...r };
   }
 
-  *frobeniusSquaredWork(o: { samples?: number; seed?: number; block?: number } = {}): Work<Estimate> {
+  *frobeniusSquaredWork(o: FrobeniusOptions = {}): Work<Estimate> {
     return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0, o.block ?? 1);
   }
 
@@ -298,16 +302,16 @@ export class Hessian {
   eigenvaluesAsync(options: EigenOptions = {}) {
     return this.runAsync(this.eigenvaluesWork(options));
   }
-  trace(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}) {
+  trace(o: TraceOptions = {}) {
     return runSync(this.traceWork(o));
   }
-  traceAsync(o: { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number } = {}) {
+  traceAsync(o: TraceOptions = {}) {
     return this.runAsync(this.traceWork(o));
   }
-  frobeniusSquared(o: { samples?: number; seed?: number; block?: number } = {}) {
+  frobeniusSquared(o: FrobeniusOptions = {}) {
     return runSync(this.frobeniusSquaredWork(o));
   }
-  frobeniusSquaredAsync(o: { samples?: number; seed?: number; block?: number } = {}) {
+  frobeniusSquaredAsync(o: FrobeniusOptions = {}) {
     return this.runAsync(this.frobeniusSquaredWork(o));
   }
   density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {

@@ -87,6 +87,11 @@ export class HessianOperator {
     return runSync(this.applyWork(v, out));
   }
 
+  /**
+   * out = H v (restricted), or for a block v of K directions, [K, P] each,
+   * H applied to every row in one pass per batch (the tangents batched);
+   * a block counts K HVPs.
+   */
   *applyWork(v: Tensor, out: Tensor): Work<Tensor> {
     if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
     const wasTraining = this.model.training;
@@ -97,29 +102,15 @@ export class HessianOperator {
       this.model.train(wasTraining);
       this.keepCachesWithinLimit();
     }
-    this.hvps++;
-    return this.restrict(out);
-  }
-
-  /**
-   * out = H V for a block V of K directions, [K, P] each (one pass per batch
-   * with the tangents batched); counts K HVPs.
-   */
-  *applyBlockWork(v: Tensor, out: Tensor): Work<Tensor> {
-    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
-    const K = v.shape[0];
-    const wasTraining = this.model.training;
-    this.model.train(this.training);
-    try {
-      yield* this.passes.hvpWork(v, out, this.method);
-    } finally {
-      this.model.train(wasTraining);
-      this.keepCachesWithinLimit();
+    if (v.shape.length === 1) {
+      this.hvps++;
+      return this.restrict(out);
     }
+    const K = v.shape[0], P = this.model.numParams;
     this.hvps += K;
     if (this.mask) {
-      const flat = out.view([K * this.model.numParams]);
-      for (let k = 0; k < K; k++) this.restrict(flat.narrow(k * this.model.numParams, this.model.numParams)).dispose();
+      const flat = out.view([K * P]);
+      for (let k = 0; k < K; k++) this.restrict(flat.narrow(k * P, P)).dispose();
       flat.dispose();
     }
     return out;

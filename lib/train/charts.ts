@@ -158,3 +158,22 @@ export function lineChart(o: ChartOptions): string {
   out.push('</g></svg>');
   return out.join('');
 }
+
+/** A spectral density on a log axis (clipped at 10⁻⁷ of its peak), wide, with eigenvalues marked per series. */
+export function densityChart(subtitle: string, series: Series[]): string {
+  return lineChart({
+    title: 'Hessian spectral density (SLQ)',
+    subtitle,
+    xLabel: 'eigenvalue λ',
+    yLabel: 'density',
+    yScale: 'log',
+    logFloor: 1e-7,
+    width: 940,
+    height: 330,
+    legendWidth: 200,
+    series,
+  });
+}
+
+/** The points of a density given on a grid. */
+export const densityPoints = (d: { grid: number[]; values: number[] }): [number, number][] => d.grid.map((x, i) => [x, d.values[i]]);

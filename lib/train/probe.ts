@@ -13,7 +13,7 @@ import { formatIssues } from '../model/spec.js';
 import { runSync } from '../model/work.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
-import { esc, lineChart } from './charts.js';
+import { densityChart, densityPoints, esc } from './charts.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelOf, parseTrainConfig } from './config.js';
 import { htmlPage } from './page.js';
@@ -163,26 +163,18 @@ export function renderProbePage(r: ProbeReport): string {
     ['HVPs', String(r.hvps)],
     ['seconds', r.seconds.toFixed(1)],
   ];
-  const chart = lineChart({
-    title: 'Hessian spectral density (SLQ)',
-    subtitle: `${r.options.slqRuns} run${r.options.slqRuns > 1 ? 's' : ''} of ${r.options.slqSteps} Lanczos steps, Gaussian smoothing; clipped at 10⁻⁷ of its peak`,
-    xLabel: 'eigenvalue λ',
-    yLabel: 'density',
-    yScale: 'log',
-    logFloor: 1e-7,
-    width: 940,
-    height: 330,
-    legendWidth: 200,
-    series: [
+  const chart = densityChart(
+    `${r.options.slqRuns} run${r.options.slqRuns > 1 ? 's' : ''} of ${r.options.slqSteps} Lanczos steps, Gaussian smoothing; clipped at 10⁻⁷ of its peak`,
+    [
       {
         name: `density; λmin ${fmt(r.minEigenvalue ?? NaN)}, λmax ${fmt(r.maxEigenvalue)}`,
         style: 0,
         thin: true,
-        points: r.density.grid.map((x, i) => [x, r.density.values[i]] as [number, number]),
+        points: densityPoints(r.density),
         marks: [r.maxEigenvalue, ...(r.minEigenvalue === undefined ? [] : [r.minEigenvalue])],
       },
     ],
-  });
+  );
   const o = r.options;
   return htmlPage(
     title,

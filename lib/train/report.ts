@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from './trainer.js';
-import { COLORS, DASHES, esc, lineChart, type Series } from './charts.js';
+import { COLORS, DASHES, densityChart, densityPoints, esc, lineChart, type Series } from './charts.js';
 
 export { lineChart, type Series } from './charts.js';
 import { htmlPage } from './page.js';
@@ -358,7 +358,7 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
         name: `${g.name}${g.runs.length > 1 ? ` (seed ${r.config.seed ?? '?'})` : ''} λmax ${fmt(last.probe!.maxEigenvalue)}`,
         style: style.get(g)!,
         thin: true,
-        points: d.grid.map((x, i) => [x, d.values[i]] as [number, number]),
+        points: densityPoints(d),
         marks: [last.probe!.maxEigenvalue],
       },
     ];
@@ -368,20 +368,7 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
     sections.push({
       title: 'Hessian spectral density',
       note: 'SLQ (30 Lanczos steps, Gaussian smoothing) on the probe batch, at the last probed epoch; log density axis, so the bulk near 0 and the outliers both show; ▼ and dashed: λmax by Lanczos.',
-      charts: [
-        lineChart({
-          title: 'Hessian spectral density (SLQ)',
-          subtitle: `last probed epoch (${lastEpoch}); density clipped at 10⁻⁷ of its peak`,
-          xLabel: 'eigenvalue λ',
-          yLabel: 'density',
-          yScale: 'log',
-          logFloor: 1e-7,
-          width: 940,
-          height: 330,
-          legendWidth: 200,
-          series: densities,
-        }),
-      ],
+      charts: [densityChart(`last probed epoch (${lastEpoch}); density clipped at 10⁻⁷ of its peak`, densities)],
     });
   }
 

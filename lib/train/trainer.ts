@@ -5,16 +5,14 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
-import { DataLoader } from '../data/loader.js';
+import { BatchTensors, DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
 import { probeSuiteWork } from '../hessian/suite.js';
 import { Model } from '../model/model.js';
-import type { Batch } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { native } from '../native/load.js';
 import { Optimizer } from '../optim/optimizer.js';
 import { streamSeed } from '../random.js';
-import { persistent } from '../scope.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
@@ -118,9 +116,10 @@ export class Trainer {
   readonly optimizer: Optimizer;
   readonly loader: DataLoader;
   readonly data: { train: Dataset; test: Dataset; flipped: number };
-  // The batch tensors the steps reuse, one pair per batch size (the full one
-  // and a partial last one): see nextBatch().
-  private readonly batches = new Map<number, Batch>();
+  // The batch tensors the steps refill: a new pair per step, freed between
+  // the step's own temporaries, left holes in the C heap that glibc never
+  // reused (+12% RSS over 20,000 steps; docs/benchmarks.md).
+  private readonly batches: BatchTensors;
   private progress: Progress = { epoch: 0, batch: 0, globalStep: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 };
 
   /** A new run (out must not hold one), or with `resume` the run saved in `out`. */
@@ -145,6 +144,7 @@ export class Trainer {
       dtype: this.config.dtype,
       device: this.config.device,
     });
+    this.batches = new BatchTensors(this.loader);
     this.optimizer = new Optimizer(this.model, optimizerOptionsOf(this.config, this.loader.length));
     if (loaded) {
       loaded.restore(this.model, this.optimizer);
@@ -264,7 +264,7 @@ export class Trainer {
           this.save();
           return { stopped: true, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
         }
-        const { x, y } = this.nextBatch(p.epoch, p.batch, order);
+        const { x, y } = this.batches.next(p.epoch, p.batch, order);
         let r;
         try {
           r = yield* this.optimizer.stepWork(x, y);
@@ -347,19 +347,6 @@ export class Trainer {
     return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
   }
 
-  // Batch `index` of the epoch, copied into batch tensors kept across steps:
-  // a new pair per step, freed between the step's own temporaries, left
-  // holes in the C heap that glibc never reused (+12% RSS over 20,000 steps;
-  // docs/benchmarks.md, memory over long runs).
-  private nextBatch(epoch: number, index: number, order: Int32Array): Batch {
-    const size = this.loader.batchLength(index);
-    const kept = this.batches.get(size);
-    if (kept) return this.loader.batchInto(kept, epoch, index, order);
-    const made = persistent(() => this.loader.batch(epoch, index, order));
-    this.batches.set(size, made);
-    return made;
-  }
-
   /** Trace, ‖H‖_F² and λmax of the training loss on a fixed probe batch (eval mode). */
   private *probe(epoch: number): Work<NonNullable<EpochMetrics['probe']>> {
     const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
@@ -390,11 +377,7 @@ export class Trainer {
   }
 
   dispose(): void {
-    for (const { x, y } of this.batches.values()) {
-      x.dispose();
-      y.dispose();
-    }
-    this.batches.clear();
+    this.batches.dispose();
     this.optimizer.dispose();
     this.model.dispose();
   }

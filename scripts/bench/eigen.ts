@@ -7,10 +7,9 @@
 // from which it wins sets LAPACK_MIN_SIZE in lib/hessian/linalg.ts.
 import { LAPACK_MIN_SIZE, symmetricEigen, tridiagonalEigen } from '../../lib/hessian/linalg.js';
 import { alternate } from './models.js';
+import { option } from './args.js';
 
-const args = process.argv.slice(2);
-const i = args.indexOf('--sizes');
-const sizes = (i >= 0 ? args[i + 1] : '16,32,48,64,96,128,256,512').split(',').map(Number);
+const sizes = option('--sizes', '16,32,48,64,96,128,256,512').split(',').map(Number);
 
 let state = 12345;
 const random = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;

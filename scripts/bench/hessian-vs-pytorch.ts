@@ -18,20 +18,16 @@ import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
 import { median } from './models.js';
 import { Peer } from './peer.js';
+import { flag, option } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const args = process.argv.slice(2);
-const json = args.includes('--json');
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const rounds = Number(opt('--rounds', '5'));
-const hvps = Number(opt('--hvps', '10'));
-const batch = opt('--batch', '512');
-const models = opt('--models', 'mlp256,cnn').split(',');
-const blockSizes = opt('--blocks', '4,16').split(',').map(Number);
+const json = flag('--json');
+const rounds = Number(option('--rounds', '5'));
+const hvps = Number(option('--hvps', '10'));
+const batch = option('--batch', '512');
+const models = option('--models', 'mlp256,cnn').split(',');
+const blockSizes = option('--blocks', '4,16').split(',').map(Number);
 const python = process.env.PYTHON ?? '/usr/bin/python3';
 const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
 

@@ -19,14 +19,10 @@ import type { HvpMethod } from '../../lib/native/binding.js';
 import { native } from '../../lib/native/load.js';
 import { labels, type Tensor, tensor } from '../../lib/tensor.js';
 import { alternate, BENCH_MODELS, type BenchModel, median } from './models.js';
+import { flag, option } from './args.js';
 
-const args = process.argv.slice(2);
-const json = args.includes('--json');
-const timingOnly = args.includes('--timing-only');
-const option = (name: string, fallback: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+const json = flag('--json');
+const timingOnly = flag('--timing-only');
 const probeAt = option('--probe-at', '100,469').split(',').map(Number);
 const seeds = Number(option('--seeds', '5'));
 const models = option('--models', 'mlp,cnn').split(',') as BenchModel[];

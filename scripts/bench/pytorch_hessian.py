@@ -14,14 +14,12 @@ Then, one command a line:
 """
 import json
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from pytorch_models import make_model, torch_library
+from pytorch_models import make_model, process_info, times_ms
 
 model_name, folder = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
@@ -66,15 +64,6 @@ print(json.dumps({"ready": True, "maxAbsDiff": (ours - theirs).abs().max().item(
                   "maxAbs": theirs.abs().max().item()}), flush=True)
 
 
-def times_ms(fn, k):
-    out = []
-    for _ in range(k):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
 for line in sys.stdin:
     cmd = line.split()
     if not cmd:
@@ -92,8 +81,6 @@ for line in sys.stdin:
         except Exception as e:  # vmap lacks a batching rule for some op of this model
             print(json.dumps({"error": str(e).splitlines()[0][:200]}), flush=True)
     elif cmd[0] == "info":
-        print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                          "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "torchLibrary": torch_library()}), flush=True)
+        print(json.dumps(process_info()), flush=True)
     else:
         break

@@ -1,7 +1,12 @@
 """The benchmark models of scripts/bench/models.ts written as PyTorch modules
 (the same layers in the same order, so named_parameters() lists the same
-tensors as the Model's paramInfo()), shared by pytorch_steps.py and
-pytorch_hessian.py."""
+tensors as the Model's paramInfo()), and what the two PyTorch peers of the
+benchmarks (pytorch_steps.py, pytorch_hessian.py) answer alike: timings and
+the `info` line."""
+import resource
+import time
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -13,6 +18,24 @@ def torch_library():
             if "libtorch_cpu.so" in line:
                 return line.split()[-1]
     return ""
+
+
+def times_ms(fn, k, device=None):
+    """k wall-clock times (ms) of fn(); on CUDA each waits for the queued kernels."""
+    out = []
+    for _ in range(k):
+        t = time.perf_counter()
+        fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def process_info():
+    """The peer's `info` answer: peak RSS, threads, and which torch and LibTorch it runs."""
+    return {"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torchLibrary": torch_library()}
 
 
 class BasicBlock(nn.Module):

@@ -9,15 +9,13 @@ then, on standard input, one command a line (the protocol of step-runner.ts):
   info     -> {"peakRssKb", "threads", "torch", "torchLibrary"}
 """
 import json
-import resource
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pytorch_models import make_model, torch_library
+from pytorch_models import make_model, process_info, times_ms
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
@@ -115,17 +113,6 @@ STEP = {
 }[optimizer]
 
 
-def times_ms(fn, k):
-    out = []
-    for _ in range(k):
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
 for _ in range(2):  # warm-up
     STEP()
 print(json.dumps({"ready": True}), flush=True)
@@ -134,12 +121,10 @@ for line in sys.stdin:
     if not cmd:
         continue
     if cmd[0] == "step":
-        print(json.dumps(times_ms(STEP, int(cmd[1]))), flush=True)
+        print(json.dumps(times_ms(STEP, int(cmd[1]), device)), flush=True)
     elif cmd[0] == "fb":
-        print(json.dumps(times_ms(loss_and_grad, int(cmd[1]))), flush=True)
+        print(json.dumps(times_ms(loss_and_grad, int(cmd[1]), device)), flush=True)
     elif cmd[0] == "info":
-        print(json.dumps({"peakRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                          "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "torchLibrary": torch_library()}), flush=True)
+        print(json.dumps(process_info()), flush=True)
     else:
         break

@@ -6,8 +6,8 @@
 //  - `--hvps` HVPs run on the benchmark CNN (eval mode, one batch of 128);
 //  - `--epochs` epochs of the Trainer (`usam train` with its defaults, probes
 //    and a checkpoint every epoch) run, sampled after each epoch.
-// The step loop refills one pair of batch tensors per batch size with
-// loader.batchInto(), as the Trainer does (--new-batches: a new pair per step,
+// The step loop refills one pair of batch tensors per batch size
+// (BatchTensors), as the Trainer does (--new-batches: a new pair per step,
 // to see what that costs), and gives the C heap's free pages back once per epoch
 // (native().trimMemory(), as the Trainer does; --no-trim to see without),
 // and is sampled then, at each epoch's end; the HVP loop trims every 100
@@ -19,32 +19,27 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fashionMnist } from '../../lib/data/dataset.js';
-import { DataLoader } from '../../lib/data/loader.js';
+import { BatchTensors, DataLoader } from '../../lib/data/loader.js';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
-import type { Batch } from '../../lib/model/passes.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { tensor, labels } from '../../lib/tensor.js';
 import { modelSpecOf, parseTrainConfig } from '../../lib/train/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { BENCH_MODELS } from './models.js';
+import { flag, option } from './args.js';
 
-const args = process.argv.slice(2);
-const option = (name: string, fallback: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-};
-const steps = option('--steps', 20000);
-const hvps = option('--hvps', 2000);
-const epochs = option('--epochs', 0);
+const steps = Number(option('--steps', '20000'));
+const hvps = Number(option('--hvps', '2000'));
+const epochs = Number(option('--epochs', '0'));
 // --gc (with node --expose-gc): a full collection every 100 units, to tell
 // memory the garbage collector has not reclaimed yet from memory kept
-const forceGc = args.includes('--gc');
-const verbose = args.includes('--verbose');
+const forceGc = flag('--gc');
+const verbose = flag('--verbose');
 // --no-trim: leave the C heap's free pages with glibc (the trainer and this loop give them back once per epoch)
-const trim = !args.includes('--no-trim');
-const newBatches = args.includes('--new-batches');
+const trim = !flag('--no-trim');
+const newBatches = flag('--new-batches');
 const mb = () => process.memoryUsage.rss() / 2 ** 20;
 
 // Flat: the end within ±5% of the warm-up value and no sample more than 5%
@@ -103,7 +98,7 @@ if (steps > 0) {
   });
   const loader = new DataLoader(train, { batchSize: 128, shuffle: true, seed: 0 });
   let order = loader.order(0);
-  const kept = new Map<number, Batch>();
+  const kept = new BatchTensors(loader);
   soak(`Frob-SAM steps, MLP 784-128-10, batch 128${newBatches ? ', a new batch tensor pair per step' : ''}`, steps, (i) => {
     const epoch = Math.floor(i / loader.length), b = i % loader.length;
     if (b === 0) order = loader.order(epoch);
@@ -113,18 +108,12 @@ if (steps > 0) {
       x.dispose();
       y.dispose();
     } else {
-      const size = loader.batchLength(b);
-      const into = kept.get(size);
-      const { x, y } = into ? loader.batchInto(into, epoch, b, order) : loader.batch(epoch, b, order);
-      if (!into) kept.set(size, { x, y });
+      const { x, y } = kept.next(epoch, b, order);
       opt.step(x, y);
     }
     if (trim && b === loader.length - 1) native().trimMemory(); // as the Trainer does after each epoch
   }, (i) => i % loader.length === loader.length - 1); // sampled at each epoch's end, as the Trainer's memory would be seen
-  for (const { x, y } of kept.values()) {
-    x.dispose();
-    y.dispose();
-  }
+  kept.dispose();
   model.dispose();
 }
 

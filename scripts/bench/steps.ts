@@ -14,28 +14,24 @@ import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
 import { median } from './models.js';
 import { Peer } from './peer.js';
+import { flag, option } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const args = process.argv.slice(2);
-const json = args.includes('--json');
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const rounds = Number(opt('--rounds', '5'));
-const steps = Number(opt('--steps', '6'));
-const models = opt('--models', 'tiny,mlp,cnn').split(',');
-const optimizers = opt('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
+const json = flag('--json');
+const rounds = Number(option('--rounds', '5'));
+const steps = Number(option('--steps', '6'));
+const models = option('--models', 'tiny,mlp,cnn').split(',');
+const optimizers = option('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
-const device = opt('--device', 'cpu');
+const device = option('--device', 'cpu');
 const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'python3');
 // One intra-op thread on each side by default. Both peers stay alive and take
 // turns, and an idle OpenMP pool spins for a while after each parallel region:
 // on this 2-core VM two 2-thread peers stole each other's cores (tiny SGD
 // step 12.7 ms at 2 threads against ≈1 ms at 1). Use --threads N on a machine
 // with cores to spare.
-const threads = Number(opt('--threads', '1'));
+const threads = Number(option('--threads', '1'));
 
 interface Info {
   peakRssKb: number;

@@ -158,14 +158,16 @@ export function finite(value: number, field: string, at: number, step: number): 
  * The n perturbed passes of the zeroth-order rules: L_i = L(w + rho·s_i·u_i)
  * and g_i = ∇L there (g_i written into the returned buffers). Antithetic
  * directions pair each draw u with −u (s_i = ±1), independent ones draw every u.
- * `firstOrder[i]` = rho·s_i·g0ᵀu_i, the first-order part of L_i − L(w), for
- * estimates of the curvature that must not be swamped by the gradient.
+ * With `withFirstOrder`, `firstOrder[i]` = rho·s_i·g0ᵀu_i, the first-order
+ * part of L_i − L(w) (one dot product per draw), for estimates of the
+ * curvature that must not be swamped by the gradient; empty otherwise.
  */
 export function* perturbedPasses(
   ctx: RuleContext,
   sampler: DirectionSampler,
   n: number,
   antithetic: boolean,
+  withFirstOrder = false,
 ): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[] }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
   const losses: number[] = [];
@@ -176,9 +178,9 @@ export function* perturbedPasses(
     const negate = antithetic && i % 2 === 1;
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
-      slope = ctx.rho * ops.dot(ctx.g0, u);
+      if (withFirstOrder) slope = ctx.rho * ops.dot(ctx.g0, u);
     }
-    firstOrder.push(negate ? -slope : slope);
+    if (withFirstOrder) firstOrder.push(negate ? -slope : slope);
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], false);
     if (!Number.isFinite(loss))

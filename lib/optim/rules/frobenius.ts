@@ -12,7 +12,7 @@ export function* frobeniusStep(
 ): Work<RuleResult> {
   const n = o.samples;
   const rho2 = ctx.rho * ctx.rho;
-  const { losses, grads: g, firstOrder } = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
+  const { losses, grads: g, firstOrder } = yield* perturbedPasses(ctx, sampler, n, o.antithetic, true);
   const mean = losses.reduce((a, b) => a + b, 0) / n;
   const c = o.lambda / rho2 / (n - 1);
   const gradSum = ops.combine(ctx.grad, [1, ...losses.map((l) => c * (l - mean))], [ctx.g0, ...g]);
