@@ -3,7 +3,7 @@
 // of numbers as "1,2,3"), so flags and JSON configs cannot drift apart.
 import { z } from 'zod';
 
-type Kind = { type: 'number' | 'boolean' | 'string' | 'numbers'; choices?: string[]; fallback?: unknown };
+type Kind = { type: 'number' | 'boolean' | 'string' | 'numbers' | 'strings'; choices?: string[]; fallback?: unknown };
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
@@ -21,8 +21,11 @@ function kindOf(schema: z.ZodType): Kind {
       return { type: 'boolean', fallback };
     case 'enum':
       return { type: 'string', choices: Object.values(s._zod.def.entries!), fallback };
-    case 'array':
-      return { type: 'numbers', fallback };
+    case 'array': {
+      // a list of names (an enum's values) or of numbers, comma-separated on the command line
+      const element = kindOf(s._zod.def.element!);
+      return element.choices ? { type: 'strings', choices: element.choices, fallback } : { type: 'numbers', fallback };
+    }
     default:
       return { type: 'string', fallback };
   }
@@ -69,6 +72,11 @@ export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] 
         if (Number.isNaN(n)) throw new Error(`flag ${name} takes numbers separated by commas, got '${raw}'`);
         return n;
       });
+    } else if (type === 'strings') {
+      const list = raw.split(',').filter(Boolean);
+      const bad = list.filter((v) => !entry.kind.choices!.includes(v));
+      if (bad.length > 0) throw new Error(`flag ${name}: unknown ${bad.map((b) => `'${b}'`).join(', ')}; choose from ${entry.kind.choices!.join(', ')} (comma-separated)`);
+      values[entry.key] = list;
     } else values[entry.key] = raw;
   }
   return { values, extra: extras };
@@ -77,7 +85,7 @@ export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] 
 export function flagHelp(schema: z.ZodObject): string {
   return flagTable(schema)
     .map(({ flag, kind }) => {
-      const what = kind.choices ? kind.choices.join('|') : kind.type === 'numbers' ? 'n,n,...' : kind.type === 'boolean' ? '' : kind.type;
+      const what = kind.type === 'strings' ? `${kind.choices!.join('|')},...` : kind.choices ? kind.choices.join('|') : kind.type === 'numbers' ? 'n,n,...' : kind.type === 'boolean' ? '' : kind.type;
       const def = kind.fallback === undefined ? '' : `  (default ${Array.isArray(kind.fallback) ? kind.fallback.join(',') : String(kind.fallback)})`;
       return `  ${`${flag} ${what}`.padEnd(44)}${def}`;
     })

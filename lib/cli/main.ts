@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { loadedFrom, native, packageRoot } from '../native/load.js';
 import { probeCommand } from './probe.js';
 import { reportCommand } from './report.js';
+import { reproduceCommand } from './reproduce.js';
 import { trainCommand } from './train.js';
 
 const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
@@ -12,6 +13,7 @@ Usage:
   usam train [flags]              train a model (usam train --help for the flags)
   usam report RUN_DIR... --out F  an HTML page of charts comparing runs (--baseline NAME: differences to it)
   usam probe RUN_DIR [flags]      Hessian probes of a saved run: JSON and an HTML page (usam probe --help)
+  usam reproduce [flags]          the paper's claims in miniature: rules × settings × seeds, probed (usam reproduce --help)
   usam version                    package, LibTorch and CUDA versions, and which binary was loaded
   usam --help                     this text
 
@@ -31,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'train') return trainCommand(argv.slice(1));
   if (command === 'report') return reportCommand(argv.slice(1));
   if (command === 'probe') return probeCommand(argv.slice(1));
+  if (command === 'reproduce') return reproduceCommand(argv.slice(1));
   if (command === 'version' || command === '--version') {
     const v = native().versions();
     const from = loadedFrom();

@@ -23,6 +23,10 @@ export interface Series {
   thin?: boolean;
   /** vertical marks at these x values (e.g. λmax on a spectrum) */
   marks?: number[];
+  /** vertical error bars [x, low, high] (mean ± std of markers) */
+  errorBars?: [number, number, number][];
+  /** listed in the legend even when drawn as markers only */
+  legend?: boolean;
 }
 
 export interface ChartOptions {
@@ -36,6 +40,8 @@ export interface ChartOptions {
   yScale?: 'linear' | 'log' | 'auto';
   /** an epoch axis: integer ticks from 0 */
   xEpochs?: number;
+  /** a categorical x axis: category i sits at x = i, labelled by its name */
+  xCategories?: string[];
   /** lower clip of a log axis, relative to the largest value (densities) */
   logFloor?: number;
   width?: number;
@@ -58,6 +64,11 @@ function epochAxis(epochs: number): Axis {
   return { min: 0, max, ticks, log: false };
 }
 
+/** Categories at x = 0, 1, ..., with half a slot of room at either end. */
+function categoryAxis(names: string[]): Axis {
+  return { min: -0.5, max: names.length - 0.5, ticks: names.map((label, value) => ({ value, label })), log: false };
+}
+
 /** Shortens a legend name to about `n` characters (the full name stays in a <title>). */
 const clip = (s: string, n: number) => (s.length <= n ? s : s.slice(0, n - 1) + '…');
 
@@ -70,7 +81,9 @@ export function lineChart(o: ChartOptions): string {
   const series = o.series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) }));
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return '';
-  let ys = all.map((p) => p[1]).concat(series.flatMap((s) => (s.band ?? []).flatMap((b) => [b[1], b[2]])).filter(Number.isFinite));
+  let ys = all
+    .map((p) => p[1])
+    .concat(series.flatMap((s) => [...(s.band ?? []), ...(s.errorBars ?? [])].flatMap((b) => [b[1], b[2]])).filter(Number.isFinite));
   const xs = all.map((p) => p[0]);
   let yAxis: Axis;
   if (o.yScale === 'log' || (o.yScale !== 'linear' && ys.every((y) => y > 0))) {
@@ -80,7 +93,11 @@ export function lineChart(o: ChartOptions): string {
     ys = positive.map((y) => Math.max(y, floor));
     yAxis = o.yScale === 'log' ? logTicks(Math.min(...ys), max) : autoAxis(ys);
   } else yAxis = autoAxis(ys, { log: false });
-  const xAxis = o.xEpochs !== undefined ? epochAxis(o.xEpochs) : linearTicks(Math.min(...xs), Math.max(...xs));
+  const xAxis = o.xCategories
+    ? categoryAxis(o.xCategories)
+    : o.xEpochs !== undefined
+      ? epochAxis(o.xEpochs)
+      : linearTicks(Math.min(...xs), Math.max(...xs));
   const tx = (v: number, a: Axis) => (a.log ? Math.log10(v) : v);
   const frac = (v: number, a: Axis) => (tx(v, a) - tx(a.min, a)) / (tx(a.max, a) - tx(a.min, a));
   const sx = (x: number) => L + frac(x, xAxis) * (plotR - L);
@@ -126,6 +143,9 @@ export function lineChart(o: ChartOptions): string {
       out.push(`<line class="mark" x1="${x}" x2="${x}" y1="${T}" y2="${H - B}" stroke="${color}" stroke-width="1.2" stroke-dasharray="3 3"/>`);
       out.push(`<path d="M${x},${T} l-4,-0 l4,7 l4,-7 z" fill="${color}"/>`);
     }
+    for (const [x, lo, hi] of s.errorBars ?? [])
+      if (Number.isFinite(lo) && Number.isFinite(hi))
+        out.push(`<line class="error-bar" x1="${f1(sx(x))}" x2="${f1(sx(x))}" y1="${f1(sy(lo))}" y2="${f1(sy(hi))}" stroke="${color}" stroke-width="1.5"/>`);
     const pts = s.points.map(([x, y]) => `${f1(sx(x))},${f1(sy(y))}`);
     if (!s.markersOnly)
       out.push(
@@ -136,7 +156,7 @@ export function lineChart(o: ChartOptions): string {
   }
   out.push('</g>');
   // the legend: its own column, right of the plotting area
-  const entries = series.filter((s) => s.points.length > 0 && !s.markersOnly);
+  const entries = series.filter((s) => s.points.length > 0 && (!s.markersOnly || s.legend));
   const lx = plotR + 12;
   out.push(`<g class="legend">`);
   entries.forEach((s, i) => {

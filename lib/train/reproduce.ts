@@ -1,0 +1,354 @@
+// The paper's claims in miniature (`usam reproduce`): a grid of rules ×
+// settings (clean, label noise, limited data) × seeds on Fashion-MNIST, each
+// run trained by the Trainer and then probed by the same suite on the same
+// fixed held-out batches; and the sweep of rho/lambda per rule the training
+// defaults were chosen on. Every run leaves its folder and a record.json, so
+// an interrupted grid continues where it stopped.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { formatIssues } from '../model/spec.js';
+import { writeAtomic } from '../safetensors.js';
+import type { TrainConfigInput } from './config.js';
+import { type ProbeConfigInput, probeRun } from './probe.js';
+import { stat, type Stat } from './report.js';
+import { Trainer } from './trainer.js';
+
+/** The rules of the grid: an optimizer, and for the universal class the estimator. */
+export const RULES = {
+  sgd: { optimizer: 'sgd' },
+  sam: { optimizer: 'sam' },
+  asam: { optimizer: 'asam' },
+  'trace-sam': { optimizer: 'trace-sam' },
+  'det-sam': { optimizer: 'det-sam' },
+  'frob-sam': { optimizer: 'frob-sam' },
+  'trace-sam-exact': { optimizer: 'trace-sam', estimator: 'exact' },
+  'det-sam-exact': { optimizer: 'det-sam', estimator: 'exact' },
+  'frob-sam-exact': { optimizer: 'frob-sam', estimator: 'exact' },
+} as const satisfies Record<string, { optimizer: string; estimator?: 'exact' }>;
+export type RuleName = keyof typeof RULES;
+export const RULE_NAMES = Object.keys(RULES) as RuleName[];
+
+/** The training settings of the paper's experiments, in miniature. */
+export const SETTINGS = {
+  clean: {},
+  /** ⌊0.2·N⌋ training labels moved to a different class (seeded by the run's seed) */
+  'label-noise': { labelNoise: 0.2 },
+  /** the first 10% of the training set */
+  limited: { subset: 0.1 },
+} as const satisfies Record<string, Partial<TrainConfigInput>>;
+export type SettingName = keyof typeof SETTINGS;
+export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
+
+/** The measure each rule is meant to lower (what its claim is about). */
+export type Measure = 'trace' | 'frobeniusSquared' | 'maxEigenvalue' | 'logAbsDet';
+export const OWN_MEASURE: Record<string, Measure | undefined> = {
+  sam: 'maxEigenvalue',
+  asam: 'maxEigenvalue',
+  'trace-sam': 'trace',
+  'det-sam': 'logAbsDet',
+  'frob-sam': 'frobeniusSquared',
+};
+export const MEASURE_LABEL: Record<Measure, string> = {
+  trace: 'tr H',
+  frobeniusSquared: '‖H‖_F²',
+  maxEigenvalue: 'λmax',
+  logAbsDet: 'logdet_δ',
+};
+export const MEASURES = Object.keys(MEASURE_LABEL) as Measure[];
+
+/** How every run of a grid or sweep is probed: the same held-out batches, the same probe vectors. */
+export const PROBE_OPTIONS = { split: 'test', batches: 4, batchSize: 256, samples: 100, slqSteps: 30, slqRuns: 1, damping: 1e-3, seed: 0 } as const satisfies ProbeConfigInput;
+
+export const reproduceConfig = z
+  .object({
+    /** a small subset in a few minutes: one seed, one epoch, the finite-difference rules */
+    quick: z.boolean().default(false),
+    /** the rho/lambda sweep of each rule (clean setting, MLP) instead of the grid */
+    sweep: z.boolean().default(false),
+    models: z.array(z.enum(['mlp', 'cnn'])).default(['mlp']),
+    settings: z.array(z.enum(SETTING_NAMES as [SettingName, ...SettingName[]])).optional(),
+    rules: z.array(z.enum(RULE_NAMES as [RuleName, ...RuleName[]])).optional(),
+    seeds: z.number().int().positive().optional(),
+    epochs: z.number().int().positive().optional(),
+    dataset: z.enum(['fashion-mnist', 'synthetic']).default('fashion-mnist'),
+    /** Hutchinson samples of the probes (the trace and ‖H‖_F²) */
+    probeSamples: z.number().int().min(2).default(PROBE_OPTIONS.samples),
+    /** held-out batches of 256 the probes are on */
+    probeBatches: z.number().int().positive().default(PROBE_OPTIONS.batches),
+    threads: z.number().int().positive().optional(),
+    out: z.string().default('runs/reproduce'),
+  })
+  .strict();
+export type ReproduceConfigInput = z.input<typeof reproduceConfig>;
+export type ReproduceConfig = z.output<typeof reproduceConfig>;
+
+export function parseReproduceConfig(raw: unknown): ReproduceConfig {
+  const r = reproduceConfig.safeParse(raw);
+  if (!r.success) throw new Error(`invalid reproduce options:\n${formatIssues(r.error)}`);
+  return r.data;
+}
+
+/** One run of a grid or sweep. */
+export interface RunSpec {
+  /** its folder under OUT/runs, unique */
+  id: string;
+  model: 'mlp' | 'cnn';
+  setting: SettingName;
+  rule: RuleName;
+  seed: number;
+  /** the sweep point: hyperparameters that differ from the defaults */
+  hyper: { rho?: number; lambda?: number; halfCube?: number };
+  config: TrainConfigInput;
+}
+
+export interface RunRecord {
+  spec: RunSpec;
+  /** the error that stopped it (divergence), or null */
+  failed: string | null;
+  epochs: number;
+  top1: number;
+  testLoss: number;
+  trainLoss: number;
+  trace: number;
+  traceStandardError: number;
+  frobeniusSquared: number;
+  frobeniusStandardError: number;
+  maxEigenvalue: number;
+  minEigenvalue: number;
+  logAbsDet: number;
+  trainSeconds: number;
+  probeSeconds: number;
+}
+
+/** The sweep: per rule, the points tried (documented in docs/reproduction.md). */
+export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCube?: number }[]> = {
+  sam: [{ rho: 0.02 }, { rho: 0.05 }, { rho: 0.1 }, { rho: 0.2 }],
+  asam: [{ rho: 0.5 }, { rho: 1 }, { rho: 2 }],
+  'trace-sam': [{ rho: 0.01, lambda: 1 }, { rho: 0.02, lambda: 1 }, { rho: 0.04, lambda: 1 }, { rho: 0.02, lambda: 4 }],
+  'frob-sam': [
+    { rho: 0.005, lambda: 0.003 },
+    { rho: 0.005, lambda: 0.005 },
+    { rho: 0.005, lambda: 0.01 },
+    { rho: 0.002, lambda: 0.005 },
+    { rho: 0.002, lambda: 0.01 },
+  ],
+  'det-sam': [
+    { lambda: 0.1, halfCube: 0.003 },
+    { lambda: 1, halfCube: 0.003 },
+    { lambda: 1, halfCube: 0.01 },
+  ],
+};
+
+function trainConfigOf(model: 'mlp' | 'cnn', setting: SettingName, rule: RuleName, seed: number, hyper: RunSpec['hyper'], c: ReproduceConfig, epochs: number): TrainConfigInput {
+  const r: { optimizer: string; estimator?: 'exact' } = RULES[rule];
+  return {
+    model,
+    dataset: c.dataset,
+    optimizer: r.optimizer as TrainConfigInput['optimizer'],
+    ...(r.estimator ? { estimator: r.estimator } : {}),
+    ...hyper,
+    ...SETTINGS[setting],
+    epochs,
+    seed,
+    ...(c.threads ? { threads: c.threads } : {}),
+  };
+}
+
+/** The runs of the grid (or, with `sweep`, of the sweep) the options ask for. */
+export function plannedRuns(c: ReproduceConfig): RunSpec[] {
+  const epochs = c.epochs ?? (c.quick ? 1 : 3);
+  const seeds = c.seeds ?? (c.quick ? 1 : 3);
+  const runs: RunSpec[] = [];
+  if (c.sweep) {
+    const rules = (c.rules ?? ['sgd', ...Object.keys(SWEEP_GRID)]) as RuleName[];
+    for (const rule of rules)
+      for (const hyper of rule === 'sgd' ? [{}] : (SWEEP_GRID[rule] ?? [{}]))
+        for (let seed = 0; seed < seeds; seed++) {
+          const point = Object.entries(hyper).map(([k, v]) => `${k}${v}`).join('-');
+          runs.push({ id: `sweep/${rule}${point ? '-' + point : ''}/seed${seed}`, model: 'mlp', setting: 'clean', rule, seed, hyper, config: trainConfigOf('mlp', 'clean', rule, seed, hyper, c, epochs) });
+        }
+    return runs;
+  }
+  const rules = c.rules ?? (c.quick ? (['sgd', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as RuleName[]) : RULE_NAMES);
+  const settings = c.settings ?? SETTING_NAMES;
+  for (const model of c.models)
+    for (const setting of settings)
+      for (const rule of rules)
+        for (let seed = 0; seed < seeds; seed++)
+          runs.push({ id: `${model}/${setting}/${rule}/seed${seed}`, model, setting, rule, seed, hyper: {}, config: trainConfigOf(model, setting, rule, seed, {}, c, epochs) });
+  return runs;
+}
+
+const RECORD_FILE = 'record.json';
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * Trains and probes each run, one after another. A run whose folder already
+ * holds a record of the same spec is taken as it is; any other leftover (a run
+ * stopped half-way) is trained again from the start.
+ */
+export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (line: string) => void): RunRecord[] {
+  const records: RunRecord[] = [];
+  const root = resolve(c.out, 'runs');
+  specs.forEach((spec, i) => {
+    const dir = join(root, spec.id);
+    const recordFile = join(dir, RECORD_FILE);
+    const tag = `[${i + 1}/${specs.length}] ${spec.id}`;
+    if (existsSync(recordFile)) {
+      const old = JSON.parse(readFileSync(recordFile, 'utf8')) as RunRecord;
+      if (same(old.spec, spec)) {
+        records.push(old);
+        onProgress?.(`${tag}: done before, kept`);
+        return;
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, '..'), { recursive: true });
+    const t0 = Date.now();
+    let failed: string | null = null;
+    const trainer = new Trainer({ ...spec.config, out: dir });
+    let last;
+    try {
+      last = trainer.run().metrics.at(-1);
+    } catch (e) {
+      failed = (e as Error).message;
+    } finally {
+      trainer.dispose();
+    }
+    const trainSeconds = (Date.now() - t0) / 1000;
+    const t1 = Date.now();
+    const probe = failed
+      ? undefined
+      : probeRun(dir, { ...PROBE_OPTIONS, samples: c.probeSamples, batches: c.probeBatches, ...(c.threads ? { threads: c.threads } : {}) });
+    const record: RunRecord = {
+      spec,
+      failed,
+      epochs: last ? last.epoch + 1 : 0,
+      top1: last?.test.top1 ?? NaN,
+      testLoss: last?.test.loss ?? NaN,
+      trainLoss: last?.trainLoss ?? NaN,
+      trace: probe?.trace ?? NaN,
+      traceStandardError: probe?.traceStandardError ?? NaN,
+      frobeniusSquared: probe?.frobeniusSquared ?? NaN,
+      frobeniusStandardError: probe?.frobeniusStandardError ?? NaN,
+      maxEigenvalue: probe?.maxEigenvalue ?? NaN,
+      minEigenvalue: probe?.minEigenvalue ?? NaN,
+      logAbsDet: probe?.logAbsDet ?? NaN,
+      trainSeconds,
+      probeSeconds: (Date.now() - t1) / 1000,
+    };
+    writeAtomic(recordFile, [Buffer.from(JSON.stringify(record, null, 2) + '\n')]);
+    records.push(record);
+    onProgress?.(
+      failed
+        ? `${tag}: failed: ${failed.split('\n')[0]}`
+        : `${tag}: top-1 ${(100 * record.top1).toFixed(2)}%  tr H ${record.trace.toPrecision(4)}  ‖H‖_F² ${record.frobeniusSquared.toPrecision(4)}  λmax ${record.maxEigenvalue.toPrecision(4)}  (${trainSeconds.toFixed(0)} + ${record.probeSeconds.toFixed(0)} s)`,
+    );
+  });
+  return records;
+}
+
+// ---------------------------------------------------------------- summaries
+
+export interface Cell {
+  model: string;
+  setting: SettingName;
+  rule: RuleName;
+  hyper: RunSpec['hyper'];
+  runs: number;
+  failed: number;
+  top1: Stat;
+  testLoss: Stat;
+  measures: Record<Measure, Stat>;
+}
+
+/** Mean and sample standard deviation over the seeds of each (model, setting, rule, point). */
+export function summarize(records: RunRecord[]): Cell[] {
+  const groups = new Map<string, RunRecord[]>();
+  for (const r of records) {
+    const key = JSON.stringify([r.spec.model, r.spec.setting, r.spec.rule, r.spec.hyper]);
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((rs) => {
+    const ok = rs.filter((r) => !r.failed);
+    const s = rs[0].spec;
+    return {
+      model: s.model,
+      setting: s.setting,
+      rule: s.rule,
+      hyper: s.hyper,
+      runs: rs.length,
+      failed: rs.length - ok.length,
+      top1: stat(ok.map((r) => r.top1)),
+      testLoss: stat(ok.map((r) => r.testLoss)),
+      measures: Object.fromEntries(MEASURES.map((m) => [m, stat(ok.map((r) => r[m]))])) as Record<Measure, Stat>,
+    };
+  });
+}
+
+/** The rule's own measure against SGD's on the same model, setting and seeds. */
+export interface Claim {
+  model: string;
+  setting: SettingName;
+  rule: RuleName;
+  hyper: RunSpec['hyper'];
+  measure: Measure;
+  /** the rule's measure over its seeds, and SGD's */
+  value: Stat;
+  sgd: Stat;
+  /** rule / SGD (for log|det|, which is a log: the difference) */
+  ratio: number;
+  difference: number;
+  /** the difference in units of its standard error (Welch); NaN with one seed */
+  z: number;
+  top1Difference: number;
+  /** lower than SGD's by more than two standard errors of the difference */
+  held: boolean;
+}
+
+export function claims(cells: Cell[]): Claim[] {
+  const out: Claim[] = [];
+  for (const c of cells) {
+    const measure = OWN_MEASURE[RULES[c.rule].optimizer];
+    if (!measure) continue;
+    const sgd = cells.find((s) => s.rule === 'sgd' && s.model === c.model && s.setting === c.setting);
+    if (!sgd) continue;
+    const a = c.measures[measure], b = sgd.measures[measure];
+    const difference = a.mean - b.mean;
+    const se = Math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n);
+    const z = difference / se;
+    out.push({
+      model: c.model,
+      setting: c.setting,
+      rule: c.rule,
+      hyper: c.hyper,
+      measure,
+      value: a,
+      sgd: b,
+      ratio: a.mean / b.mean,
+      difference,
+      z,
+      top1Difference: c.top1.mean - sgd.top1.mean,
+      held: a.n > 0 && difference < 0 && z < -2,
+    });
+  }
+  return out;
+}
+
+/**
+ * The sweep's choice per rule: among its points whose mean top-1 is within
+ * 0.5 pt of SGD's (or better), the one that lowers the rule's own measure the
+ * most against SGD; none when no point lowers it.
+ */
+export function pickDefaults(cells: Cell[]): { rule: RuleName; hyper: RunSpec['hyper'] | null; claim: Claim | null; candidates: Claim[] }[] {
+  const all = claims(cells);
+  const rules = [...new Set(all.map((c) => c.rule))];
+  return rules.map((rule) => {
+    const candidates = all.filter((c) => c.rule === rule);
+    const eligible = candidates.filter((c) => c.top1Difference >= -0.005 && c.difference < 0);
+    // relative to SGD's magnitude, so a log-determinant compares like a ratio
+    const best = eligible.sort((a, b) => a.difference / Math.abs(a.sgd.mean) - b.difference / Math.abs(b.sgd.mean))[0];
+    return { rule, hyper: best?.hyper ?? null, claim: best ?? null, candidates };
+  });
+}
