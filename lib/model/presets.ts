@@ -10,11 +10,16 @@ export interface MlpOptions {
   batchNorm?: boolean;
   dropout?: number;
   loss?: ModelSpecInput['loss'];
+  /** the shape of one sample, e.g. [1, 28, 28] for images (the Flatten takes them as they are); default [layers[0]] */
+  input?: number[];
 }
 
 /** An MLP in PyTorch's layout: nn.Sequential(Flatten, Linear, [BatchNorm1d,] activation, [Dropout,] ..., Linear). */
 export function mlp(o: MlpOptions): ModelSpecInput {
   if (o.layers.length < 2) throw new Error('mlp: layers needs at least [inputs, outputs]');
+  const input = o.input ?? [o.layers[0]];
+  if (input.reduce((a, b) => a * b, 1) !== o.layers[0])
+    throw new Error(`mlp: input [${input.join(', ')}] has ${input.reduce((a, b) => a * b, 1)} values per sample but layers[0] is ${o.layers[0]}; make them agree`);
   // a Flatten first, as in PyTorch's nn.Sequential(nn.Flatten(), nn.Linear, ...): the
   // modules (and state_dict names) line up with that, and image batches go in as they are
   const out: LayerSpecInput[] = [{ type: 'flatten' }];
@@ -26,7 +31,7 @@ export function mlp(o: MlpOptions): ModelSpecInput {
       if (o.dropout) out.push({ type: 'dropout', p: o.dropout });
     }
   }
-  return { input: [o.layers[0]], layers: out, loss: o.loss };
+  return { input, layers: out, loss: o.loss };
 }
 
 export interface CnnOptions {

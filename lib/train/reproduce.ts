@@ -123,20 +123,19 @@ export interface RunRecord {
 
 /** The sweep: per rule, the points tried (documented in docs/reproduction.md). */
 export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCube?: number }[]> = {
-  sam: [{ rho: 0.02 }, { rho: 0.05 }, { rho: 0.1 }, { rho: 0.2 }],
-  asam: [{ rho: 0.5 }, { rho: 1 }, { rho: 2 }],
-  'trace-sam': [{ rho: 0.01, lambda: 1 }, { rho: 0.02, lambda: 1 }, { rho: 0.04, lambda: 1 }, { rho: 0.02, lambda: 4 }],
+  sam: [{ rho: 0.05 }, { rho: 0.1 }],
+  asam: [{ rho: 0.5 }, { rho: 1 }],
+  // the penalty is ≈ λρ²/2·tr H: ρ² sets its weight, λ > 1 only adds gradient noise
+  'trace-sam': [{ rho: 0.015, lambda: 1 }, { rho: 0.0175, lambda: 1 }, { rho: 0.02, lambda: 1 }],
   'frob-sam': [
     { rho: 0.005, lambda: 0.003 },
     { rho: 0.005, lambda: 0.005 },
     { rho: 0.005, lambda: 0.01 },
-    { rho: 0.002, lambda: 0.005 },
-    { rho: 0.002, lambda: 0.01 },
   ],
+  // ρ = 1: the perturbation is the cube's u itself; a small cube makes the measure ≈ 1 + (a²/6)·tr H
   'det-sam': [
-    { lambda: 0.1, halfCube: 0.003 },
-    { lambda: 1, halfCube: 0.003 },
     { lambda: 1, halfCube: 0.01 },
+    { lambda: 1, halfCube: 0.02 },
   ],
 };
 
