@@ -72,7 +72,7 @@ export function parseTrainConfig(raw: unknown): TrainConfig {
  * Defaults of the SAM-family hyperparameters for training. The perturbation
  * of the zeroth-order rules has norm ≈ rho·sqrt(P) (gaussian u over all P
  * coordinates), so their rho is small for networks of ~1e5 parameters; these
- * values train the default MLP on Fashion-MNIST stably (docs/training.md).
+ * values were chosen by the sweep of `usam reproduce --sweep` (docs/reproduction.md).
  */
 export const SHARPNESS_DEFAULTS = {
   sam: { rho: 0.05 },

@@ -62,7 +62,7 @@ const PROTOCOL = (r: ReproduceResults) => {
       `Each run: \`usam train\` defaults (SGD base, lr 0.05, momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, float32) with the rule's shipped ρ/λ unless a sweep point says otherwise, ` +
       `${first?.epochs ?? '?'} epoch(s) on ${o.dataset}; the seed sets the initial weights, the data order, the label noise and the directions.`,
     `Probes after the last epoch, identical for every run: the Hessian of the mean cross-entropy over the first ${o.probeBatches}×${PROBE_OPTIONS.batchSize} test images (eval mode), ` +
-      `tr H and ‖H‖_F² by Hutchinson with ${o.probeSamples} Gaussian vectors, λmax by Lanczos, logdet_δ = Σ log(|λ|+δ), δ = ${PROBE_OPTIONS.damping}, by SLQ (${PROBE_OPTIONS.slqSteps} steps); probe seed ${PROBE_OPTIONS.seed}. Top-1 and loss on the whole test set.`,
+      `tr H and ‖H‖_F² by Hutchinson with ${o.probeSamples} Gaussian vectors, λmax by Lanczos, logdet_δ = Σ log(|λ|+δ), δ = ${PROBE_OPTIONS.damping}, by SLQ (${r.options.probeSlqRuns} runs of ${PROBE_OPTIONS.slqSteps} steps); probe seed ${PROBE_OPTIONS.seed}. Top-1 and loss on the whole test set.`,
     `A claim *held* when the rule's seed mean is below SGD's by more than two standard errors of the difference (Welch; needs ≥ 2 seeds). ` +
       `"rule vs SGD" is the ratio of the means; for logdet_δ (a log) their difference.`,
   ];

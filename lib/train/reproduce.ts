@@ -58,7 +58,16 @@ export const MEASURE_LABEL: Record<Measure, string> = {
 export const MEASURES = Object.keys(MEASURE_LABEL) as Measure[];
 
 /** How every run of a grid or sweep is probed: the same held-out batches, the same probe vectors. */
-export const PROBE_OPTIONS = { split: 'test', batches: 4, batchSize: 256, samples: 100, slqSteps: 30, slqRuns: 1, damping: 1e-3, seed: 0 } as const satisfies ProbeConfigInput;
+export const PROBE_OPTIONS = { split: 'test', batches: 4, batchSize: 256, samples: 100, slqSteps: 30, damping: 1e-3, seed: 0 } as const satisfies ProbeConfigInput;
+
+/** The probe options of a grid's runs (part of each record: a run probed otherwise is probed again). */
+export const probeOptionsOf = (c: ReproduceConfig): ProbeConfigInput => ({
+  ...PROBE_OPTIONS,
+  samples: c.probeSamples,
+  batches: c.probeBatches,
+  slqRuns: c.probeSlqRuns,
+  ...(c.threads ? { threads: c.threads } : {}),
+});
 
 export const reproduceConfig = z
   .object({
@@ -76,6 +85,8 @@ export const reproduceConfig = z
     probeSamples: z.number().int().min(2).default(PROBE_OPTIONS.samples),
     /** held-out batches of 256 the probes are on */
     probeBatches: z.number().int().positive().default(PROBE_OPTIONS.batches),
+    /** SLQ runs of logdet_δ (one run's estimate scatters by ~5e4 on the MLP) */
+    probeSlqRuns: z.number().int().positive().default(4),
     threads: z.number().int().positive().optional(),
     out: z.string().default('runs/reproduce'),
   })
@@ -104,6 +115,8 @@ export interface RunSpec {
 
 export interface RunRecord {
   spec: RunSpec;
+  /** how it was probed */
+  probe: ProbeConfigInput;
   /** the error that stopped it (divergence), or null */
   failed: string | null;
   epochs: number;
@@ -131,6 +144,11 @@ export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCub
     { rho: 0.005, lambda: 0.003 },
     { rho: 0.005, lambda: 0.005 },
     { rho: 0.005, lambda: 0.01 },
+  ],
+  // the exact estimator's penalty is λρ²/4·‖H‖_F² with no ‖g‖² term (math §3, §6): ρ²λ sets its weight
+  'frob-sam-exact': [
+    { rho: 0.02, lambda: 1 },
+    { rho: 0.02, lambda: 4 },
   ],
   // ρ = 1: the perturbation is the cube's u itself; a small cube makes the measure ≈ 1 + (a²/6)·tr H
   'det-sam': [
@@ -190,13 +208,14 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
 export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (line: string) => void): RunRecord[] {
   const records: RunRecord[] = [];
   const root = resolve(c.out, 'runs');
+  const probeOptions = probeOptionsOf(c);
   specs.forEach((spec, i) => {
     const dir = join(root, spec.id);
     const recordFile = join(dir, RECORD_FILE);
     const tag = `[${i + 1}/${specs.length}] ${spec.id}`;
     if (existsSync(recordFile)) {
       const old = JSON.parse(readFileSync(recordFile, 'utf8')) as RunRecord;
-      if (same(old.spec, spec)) {
+      if (same(old.spec, spec) && same(old.probe, probeOptions)) {
         records.push(old);
         onProgress?.(`${tag}: done before, kept`);
         return;
@@ -217,11 +236,10 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
     }
     const trainSeconds = (Date.now() - t0) / 1000;
     const t1 = Date.now();
-    const probe = failed
-      ? undefined
-      : probeRun(dir, { ...PROBE_OPTIONS, samples: c.probeSamples, batches: c.probeBatches, ...(c.threads ? { threads: c.threads } : {}) });
+    const probe = failed ? undefined : probeRun(dir, probeOptions);
     const record: RunRecord = {
       spec,
+      probe: probeOptions,
       failed,
       epochs: last ? last.epoch + 1 : 0,
       top1: last?.test.top1 ?? NaN,

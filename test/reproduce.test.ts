@@ -1,0 +1,159 @@
+// `usam reproduce`: the summaries and verdicts on records with known numbers,
+// and a small grid end to end (synthetic data, one epoch) through the CLI:
+// its files, the runs it plans, and a rerun that keeps what is done.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { main } from '../lib/cli/main.js';
+import { claims, parseReproduceConfig, pickDefaults, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
+import type { ReproduceResults } from '../lib/train/reproduce-report.js';
+import { repoRoot } from './helpers.js';
+
+// in a child process: the grid takes tens of seconds, and vitest's worker must keep answering
+const usam = (argv: string[]) => promisify(execFile)(process.execPath, [join(repoRoot, 'scripts/usam.mjs'), ...argv], { encoding: 'utf8', timeout: 180_000 });
+
+function record(rule: RunSpec['rule'], seed: number, values: Partial<RunRecord>, hyper: RunSpec['hyper'] = {}): RunRecord {
+  const spec: RunSpec = { id: `${rule}/${seed}`, model: 'mlp', setting: 'clean', rule, seed, hyper, config: {} };
+  return {
+    spec,
+    probe: {},
+    failed: null,
+    epochs: 3,
+    top1: 0.87,
+    testLoss: 0.35,
+    trainLoss: 0.3,
+    trace: 90,
+    traceStandardError: 1,
+    frobeniusSquared: 230,
+    frobeniusStandardError: 5,
+    maxEigenvalue: 8,
+    minEigenvalue: -0.3,
+    logAbsDet: -6.9e5,
+    trainSeconds: 1,
+    probeSeconds: 1,
+    ...values,
+  };
+}
+
+describe('summaries and verdicts', () => {
+  const sgd = [record('sgd', 0, { trace: 90, top1: 0.87 }), record('sgd', 1, { trace: 92, top1: 0.88 }), record('sgd', 2, { trace: 94, top1: 0.86 })];
+  const trace = [record('trace-sam', 0, { trace: 70, top1: 0.866 }), record('trace-sam', 1, { trace: 72, top1: 0.87 }), record('trace-sam', 2, { trace: 74, top1: 0.868 })];
+
+  it('mean, sample standard deviation, ratio, Welch z and the verdict', () => {
+    const [k] = claims(summarize([...sgd, ...trace]));
+    expect(k.measure).toBe('trace');
+    expect(k.value.mean).toBeCloseTo(72, 12);
+    expect(k.value.std).toBeCloseTo(2, 12); // sqrt(((−2)² + 0 + 2²)/2)
+    expect(k.ratio).toBeCloseTo(72 / 92, 12);
+    expect(k.difference).toBeCloseTo(-20, 12);
+    expect(k.z).toBeCloseTo(-20 / Math.sqrt(4 / 3 + 4 / 3), 12);
+    expect(k.top1Difference).toBeCloseTo(0.868 - 0.87, 12);
+    expect(k.held).toBe(true);
+  });
+
+  it('not held: within two standard errors, or higher, or one seed only', () => {
+    const close = [record('trace-sam', 0, { trace: 89 }), record('trace-sam', 1, { trace: 91 }), record('trace-sam', 2, { trace: 93 })];
+    expect(claims(summarize([...sgd, ...close]))[0].held).toBe(false); // z = −0.61
+    const one = claims(summarize([sgd[0], record('trace-sam', 0, { trace: 10 })]))[0];
+    expect(Number.isNaN(one.z)).toBe(true);
+    expect(one.held).toBe(false);
+  });
+
+  it('a failed run is counted and left out of the means', () => {
+    const failed = { ...record('trace-sam', 3, { trace: NaN, top1: NaN }), failed: 'training diverged' };
+    const cell = summarize([...trace, failed])[0];
+    expect(cell.runs).toBe(4);
+    expect(cell.failed).toBe(1);
+    expect(cell.measures.trace.n).toBe(3);
+  });
+
+  it('the pick: the lowest own measure among points within 0.5 pt of SGD; none when no point qualifies', () => {
+    const at = (rho: number, tr: number, top1: number) => [0, 1].map((s) => record('trace-sam', s, { trace: tr + s, top1 }, { rho, lambda: 1 }));
+    const sgd2 = [record('sgd', 0, { trace: 90, top1: 0.87 }), record('sgd', 1, { trace: 91, top1: 0.87 })];
+    const cells = summarize([...sgd2, ...at(0.01, 85, 0.869), ...at(0.02, 70, 0.866), ...at(0.04, 50, 0.86)]);
+    const [p] = pickDefaults(cells);
+    expect(p.hyper).toEqual({ rho: 0.02, lambda: 1 }); // 0.04 is lower but 1 pt worse
+    expect(p.candidates).toHaveLength(3);
+    const none = pickDefaults(summarize([...sgd2, ...at(0.04, 50, 0.86), ...at(0.01, 95, 0.87)]));
+    expect(none[0].hyper).toBeNull();
+  });
+
+  it('log|det| is compared by difference; SAM and ASAM by λmax; Frob-SAM by ‖H‖_F²', () => {
+    const ks = claims(
+      summarize([
+        ...sgd,
+        record('det-sam', 0, { logAbsDet: -7.0e5 }),
+        record('sam', 0, { maxEigenvalue: 5 }),
+        record('frob-sam-exact', 0, { frobeniusSquared: 150 }),
+      ]),
+    );
+    expect(Object.fromEntries(ks.map((k) => [k.rule, k.measure]))).toEqual({ 'det-sam': 'logAbsDet', sam: 'maxEigenvalue', 'frob-sam-exact': 'frobeniusSquared' });
+    expect(ks.find((k) => k.rule === 'det-sam')!.difference).toBeCloseTo(-1e4, 6);
+  });
+});
+
+describe('the planned runs', () => {
+  it('full grid: 9 rules × 3 settings × 3 seeds, 3 epochs; label noise and limited data as the reference', () => {
+    const runs = plannedRuns(parseReproduceConfig({}));
+    expect(runs).toHaveLength(81);
+    expect(new Set(runs.map((r) => r.id)).size).toBe(81);
+    const noisy = runs.find((r) => r.setting === 'label-noise')!;
+    expect(noisy.config).toMatchObject({ labelNoise: 0.2, epochs: 3, dataset: 'fashion-mnist' });
+    expect(runs.find((r) => r.setting === 'limited')!.config).toMatchObject({ subset: 0.1 });
+    expect(runs.find((r) => r.rule === 'frob-sam-exact')!.config).toMatchObject({ optimizer: 'frob-sam', estimator: 'exact' });
+  });
+  it('--quick: the six finite-difference rules, one seed, one epoch', () => {
+    const runs = plannedRuns(parseReproduceConfig({ quick: true }));
+    expect(runs).toHaveLength(18);
+    expect(runs.every((r) => r.config.epochs === 1 && r.seed === 0 && !r.rule.endsWith('exact'))).toBe(true);
+  });
+  it('--sweep: every point of every rule, and SGD, on the clean MLP', () => {
+    const runs = plannedRuns(parseReproduceConfig({ sweep: true, seeds: 2 }));
+    expect(runs.filter((r) => r.rule === 'sgd')).toHaveLength(2);
+    expect(runs.every((r) => r.setting === 'clean' && r.model === 'mlp')).toBe(true);
+    expect(runs.find((r) => r.rule === 'trace-sam')!.config).toMatchObject({ optimizer: 'trace-sam', rho: expect.any(Number), lambda: 1 });
+  });
+  it('bad options name the field', async () => {
+    expect(() => parseReproduceConfig({ rules: ['sgd', 'adam'] })).toThrow(/rules/);
+    await expect(main(['reproduce', '--rules', 'sgd,nope'])).rejects.toThrow(/--rules: unknown 'nope'; choose from sgd, sam/);
+  });
+});
+
+describe('usam reproduce end to end (synthetic data, one epoch)', () => {
+  const out = mkdtempSync(join(tmpdir(), 'usam-reproduce-'));
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+  const argv = ['reproduce', '--dataset', 'synthetic', '--quick', '--rules', 'sgd,trace-sam', '--settings', 'clean,limited', '--seeds', '2', '--probe-samples', '4', '--probe-batches', '1', '--probe-slq-runs', '1', '--threads', '1', '--out', out];
+
+  it('trains, probes and writes results.json, reproduction.md and report.html', async () => {
+    const { stderr } = await usam(argv);
+    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed1: top-1/);
+    const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as ReproduceResults;
+    expect(r.records).toHaveLength(8);
+    for (const x of r.records) {
+      expect(x.failed).toBeNull();
+      expect(x.epochs).toBe(1);
+      expect(x.trace).toBeGreaterThan(0);
+      expect(x.maxEigenvalue).toBeGreaterThan(0);
+      // the record is the run's own: its checkpoint and probe sit beside it
+      expect(existsSync(join(out, 'runs', x.spec.id, 'checkpoint.safetensors'))).toBe(true);
+    }
+    const md = readFileSync(join(out, 'reproduction.md'), 'utf8');
+    expect(md).toMatch(/\| mlp \| clean \| trace-sam \| tr H \|/);
+    expect(md).toMatch(/\| mlp \| limited \| trace-sam \| tr H \|/);
+    expect(md).toContain('### mlp, limited');
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    expect((html.match(/<svg class="chart"/g) ?? []).length).toBe(5); // top-1 and four measures
+    expect(html).toContain('>trace-sam</text>');
+  }, 200_000);
+
+  it('a second run keeps what is done', async () => {
+    const file = join(out, 'runs/mlp/clean/sgd/seed0/record.json');
+    const before = statSync(file).mtimeMs;
+    const { stderr } = await usam(argv);
+    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed1: done before, kept/);
+    expect(statSync(file).mtimeMs).toBe(before);
+  }, 60_000);
+});
