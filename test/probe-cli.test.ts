@@ -2,13 +2,13 @@
 // of the same model on the same samples (float64), the files it writes, and
 // clear errors for a folder without a run and for bad flags.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DataLoader } from '../lib/data/loader.js';
 import { hessian } from '../lib/hessian/hessian.js';
-import { Model } from '../lib/model/model.js';
+import { loadTorchScript, Model } from '../lib/model/model.js';
 import { loadCheckpoint } from '../lib/train/checkpoint.js';
 import { datasetsOf, modelSpecOf, parseTrainConfig } from '../lib/train/config.js';
 import { PROBE_FORMAT, probeRun, type ProbeReport } from '../lib/train/probe.js';
@@ -71,5 +71,41 @@ describe('usam probe', () => {
     expect(bad.stderr).toMatch(/split/);
     const unknown = spawnSync(process.execPath, [usam, 'probe', run, '--epochs', '3'], { encoding: 'utf8' });
     expect(unknown.stderr).toMatch(/unknown flag '--epochs'; see 'usam probe --help'/);
+  });
+
+  it('a TorchScript file with a state dict: its weights, on the named data, in the named dtype; MODEL.probe.json beside it', () => {
+    const dir = tmp();
+    const file = join(dir, 'net.pt');
+    copyFileSync(join(repoRoot, 'test/fixtures/torchscript/mlp-784-scripted.pt'), file);
+    // weights that are not the file's own: every parameter halved
+    const m = loadTorchScript(file, { dtype: 'float64' });
+    const weights = join(dir, 'w.safetensors');
+    m.setParams(Array.from(m.getParams(), (v) => v / 2));
+    m.saveStateDict(weights);
+    const data = datasetsOf(parseTrainConfig({ dataset: 'synthetic' }));
+    const batch = new DataLoader(data.test, { batchSize: 64, dtype: 'float64' }).batch(0, 0);
+    const expected = m.loss(batch.x, batch.y);
+    const o = { dataset: 'synthetic', dtype: 'float64', split: 'test', batches: 1, batchSize: 64, samples: 4, slqSteps: 8, slqRuns: 1 } as const;
+    const r = probeRun(file, { ...o, stateDict: weights });
+    expect(Math.abs(r.loss - expected)).toBeLessThan(1e-12 * Math.abs(expected));
+    expect([r.checkpoint, r.optimizer, r.dataset, r.params]).toEqual([null, 'none', 'synthetic', m.numParams]);
+    // λmax against the Hessian of the model built here by hand
+    const top = hessian(m, batch, { mode: 'eval' }).eigenvalues({ k: 1, tol: 1e-10, maxIter: 200 }).largest![0];
+    expect(Math.abs(r.maxEigenvalue - top)).toBeLessThan(1e-4 * top);
+    // without the state dict: the file's own weights, another loss
+    expect(Math.abs(probeRun(file, o).loss - expected)).toBeGreaterThan(1e-3);
+    m.dispose();
+
+    const p = spawnSync(process.execPath, [usam, 'probe', file, '--dataset', 'synthetic', '--state-dict', weights, '--dtype', 'float64', '--batches', '1', '--samples', '4', '--slq-steps', '8', '--slq-runs', '1'], { encoding: 'utf8' });
+    expect(p.stderr).toMatch(/probing .*net\.pt/);
+    expect(p.status).toBe(0);
+    expect(existsSync(join(dir, 'net.probe.json')) && existsSync(join(dir, 'net.probe.html'))).toBe(true);
+    const f32 = spawnSync(process.execPath, [usam, 'probe', file, '--dataset', 'synthetic', '--state-dict', weights], { encoding: 'utf8' });
+    expect(f32.status).toBe(1);
+    expect(f32.stderr).toMatch(/wrong dtype: 1.weight is float64, the model is float32[\s\S]*--dtype float32\|float64 chooses it/);
+    // the data options are for files: a run directory is probed on its own
+    const wrong = spawnSync(process.execPath, [usam, 'probe', run, '--dataset', 'synthetic'], { encoding: 'utf8' });
+    expect(wrong.status).toBe(1);
+    expect(wrong.stderr).toMatch(/--dataset: only for a TorchScript file; a run directory is probed on its own data/);
   });
 });

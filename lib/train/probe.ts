@@ -2,20 +2,21 @@
 // its checkpoint, on a chosen split and number of batches, through the same
 // probe suite the Trainer runs each epoch (λmax and λmin, trace, ‖H‖_F², the
 // damped log|det|, the SLQ density), written as JSON and as an HTML page.
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
+import type { Model } from '../model/model.js';
 import { formatIssues } from '../model/spec.js';
 import { runSync } from '../model/work.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import { densityChart, densityPoints, esc } from './charts.js';
 import { loadCheckpoint } from './checkpoint.js';
-import { datasetsOf, modelOf, parseTrainConfig } from './config.js';
+import { datasetsOf, modelOf, parseTrainConfig, type TrainConfig } from './config.js';
 import { htmlPage } from './page.js';
 import { fmt } from './report.js';
 import { CHECKPOINT_FILE } from './trainer.js';
@@ -40,6 +41,12 @@ export const probeConfig = z
     damping: z.number().positive().default(1e-3),
     seed: z.number().int().nonnegative().default(0),
     threads: z.number().int().positive().optional(),
+    /** for a TorchScript file (not a run directory): the data, normalised as 'usam train' does, and the dtype */
+    dataset: z.enum(['fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'synthetic']).optional(),
+    dataDir: z.string().optional(),
+    dtype: z.enum(['float32', 'float64']).optional(),
+    /** for a TorchScript file: weights to load first (a safetensors state dict, PyTorch's names) */
+    stateDict: z.string().optional(),
     /** where to write the JSON and the page (default RUN_DIR/probe.json, RUN_DIR/probe.html) */
     json: z.string().optional(),
     html: z.string().optional(),
@@ -52,13 +59,13 @@ export type ProbeConfig = z.output<typeof probeConfig>;
 export interface ProbeReport extends ProbeSuiteResult {
   format: typeof PROBE_FORMAT;
   run: string;
-  /** where the checkpoint was: epochs done and the global step */
-  checkpoint: { epoch: number; step: number };
+  /** where the checkpoint was: epochs done and the global step (null: a TorchScript file) */
+  checkpoint: { epoch: number; step: number } | null;
   model: string;
   optimizer: string;
   dataset: string;
   params: number;
-  options: Omit<ProbeConfig, 'json' | 'html'>;
+  options: Omit<ProbeConfig, 'json' | 'html' | 'dataset' | 'dataDir' | 'dtype'>;
   /** samples the Hessian is over, and the mean loss on them */
   samplesUsed: number;
   loss: number;
@@ -77,14 +84,43 @@ export function parseProbeConfig(raw: unknown): ProbeConfig {
   return r.data;
 }
 
-/** Probes the run saved in `runDir`; `onProgress` hears about each probe as it ends. */
-export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgress?: (line: string) => void): ProbeReport {
+/** What a probe target resolves to: the run's config, and how to put the weights into its model. */
+function probeTarget(target: string, o: ProbeConfig): { config: TrainConfig; restore: (m: Model) => void; checkpoint: ProbeReport['checkpoint'] } {
+  const path = resolve(target);
+  if (!existsSync(path)) throw new Error(`${path} does not exist; give the folder of a 'usam train' run (its --out) or a TorchScript file (torch.jit.save)`);
+  const fileOnly = (['dataset', 'dataDir', 'dtype', 'stateDict'] as const).filter((k) => o[k] !== undefined);
+  if (statSync(path).isDirectory()) {
+    const file = join(path, CHECKPOINT_FILE);
+    if (!existsSync(file)) throw new Error(`${path} holds no ${CHECKPOINT_FILE}; give the folder of a 'usam train' run (its --out)`);
+    if (fileOnly.length > 0)
+      throw new Error(`${fileOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`).join(', ')}: only for a TorchScript file; a run directory is probed on its own data, dtype and checkpoint`);
+    const loaded = loadCheckpoint(file);
+    return {
+      config: parseTrainConfig({ ...(loaded.config as object), out: path }),
+      restore: (m) => loaded.restoreModel(m),
+      checkpoint: { epoch: loaded.progress.epoch, step: loaded.progress.globalStep },
+    };
+  }
+  const config = parseTrainConfig({ torchscript: path, dataset: o.dataset ?? 'fashion-mnist', dataDir: o.dataDir, dtype: o.dtype ?? 'float32', out: dirname(path) });
+  const restore = (m: Model) => {
+    if (o.stateDict === undefined) return;
+    try {
+      m.loadStateDict(o.stateDict);
+    } catch (e) {
+      throw new Error(`--state-dict ${(e as Error).message}\n(the model is ${config.dtype}: --dtype float32|float64 chooses it)`);
+    }
+  };
+  return { config, restore, checkpoint: null };
+}
+
+/**
+ * Probes the run saved in `target` (a 'usam train' folder), or a TorchScript
+ * file with its data named in the options; `onProgress` hears about each probe.
+ */
+export function probeRun(target: string, input: ProbeConfigInput = {}, onProgress?: (line: string) => void): ProbeReport {
   const o = parseProbeConfig(input);
-  const dir = resolve(runDir);
-  const file = join(dir, CHECKPOINT_FILE);
-  if (!existsSync(file)) throw new Error(`${dir} holds no ${CHECKPOINT_FILE}; give the folder of a 'usam train' run (its --out)`);
-  const loaded = loadCheckpoint(file);
-  const config = parseTrainConfig({ ...(loaded.config as object), out: dir });
+  const dir = resolve(target);
+  const { config, restore, checkpoint } = probeTarget(target, o);
   if (o.threads) native().setThreads(o.threads);
   const data = datasetsOf(config);
   const split = o.split === 'train' ? data.train : data.test;
@@ -92,7 +128,7 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
   const batches: Batch[] = [];
   let h: ReturnType<typeof hessian> | undefined;
   try {
-    loaded.restoreModel(model);
+    restore(model);
     const loader = new DataLoader(split, { batchSize: o.batchSize, dtype: config.dtype, device: config.device });
     const count = Math.min(o.batches, loader.length);
     for (let b = 0; b < count; b++) batches.push(loader.batch(0, b));
@@ -125,12 +161,12 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
     return {
       format: PROBE_FORMAT,
       run: dir,
-      checkpoint: { epoch: loaded.progress.epoch, step: loaded.progress.globalStep },
+      checkpoint,
       model: config.torchscript ?? config.model,
-      optimizer: config.optimizer,
+      optimizer: checkpoint ? config.optimizer : 'none',
       dataset: config.dataset,
       params: model.numParams,
-      options: { split: o.split, batches: count, batchSize: o.batchSize, mode: o.mode, samples: o.samples, slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads },
+      options: { split: o.split, batches: count, batchSize: o.batchSize, mode: o.mode, samples: o.samples, slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads, ...(o.stateDict ? { stateDict: resolve(o.stateDict) } : {}) },
       samplesUsed,
       loss,
       ...r,
@@ -152,7 +188,7 @@ export function probeRun(runDir: string, input: ProbeConfigInput = {}, onProgres
 
 /** The probe's HTML page: the numbers, and the spectral density with λmin and λmax marked. */
 export function renderProbePage(r: ProbeReport): string {
-  const title = `Hessian probe: ${r.model}, ${r.optimizer}, ${r.dataset}`;
+  const title = `Hessian probe: ${r.model}${r.checkpoint ? `, ${r.optimizer}` : ''}, ${r.dataset}`;
   const rows: [string, string][] = [
     ['λmax (Lanczos)', fmt(r.maxEigenvalue)],
     ['λmin (Lanczos)', r.minEigenvalue === undefined ? '—' : fmt(r.minEigenvalue)],
@@ -179,7 +215,7 @@ export function renderProbePage(r: ProbeReport): string {
   return htmlPage(
     title,
     `<h1>${esc(title)}</h1>
-<p class="note">${esc(r.run)} at epoch ${r.checkpoint.epoch}, step ${r.checkpoint.step}: the Hessian of the mean loss over ${r.samplesUsed} ${o.split} samples (${o.batches} batches of ${o.batchSize}), ${o.mode} mode, ${r.params} parameters; seed ${o.seed}, LibTorch ${esc(r.libtorch)}.</p>
+<p class="note">${esc(r.run)}${r.checkpoint ? ` at epoch ${r.checkpoint.epoch}, step ${r.checkpoint.step}` : ''}: the Hessian of the mean loss over ${r.samplesUsed} ${o.split} samples (${o.batches} batches of ${o.batchSize}), ${o.mode} mode, ${r.params} parameters; seed ${o.seed}, LibTorch ${esc(r.libtorch)}.</p>
 <table class="summary">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join('\n')}</table>
 <h2>Spectral density</h2>
 <p class="note">A log density axis shows both the bulk near 0 and the outliers; dashed marks: λmin and λmax by Lanczos.</p>
