@@ -170,13 +170,18 @@ describe('Hessian probes with caches', () => {
     for (const h of [plain, cached, limited]) h.dispose();
   });
 
-  it('trace and ‖H‖_F² with blocks of K vectors per pass equal those one vector at a time (a module restriction too)', () => {
+  it('trace (Hutchinson, Hutch++) and ‖H‖_F² with blocks of K vectors per pass equal those one vector at a time (a module restriction too)', () => {
     const model = float64Model(mlp({ layers: [6, 10, 4], activation: 'tanh' }), 5);
     const batches = [randomBatch([8, 6], 4, 1), randomBatch([5, 6], 4, 3)];
     for (const modules of [undefined, ['3']]) {
       const h = hessian(model, batches, { modules });
       const t1 = h.trace({ samples: 11, seed: 3 }), f1 = h.frobeniusSquared({ samples: 11, seed: 4 });
+      const pp1 = h.trace({ method: 'hutch++', samples: 30, seed: 5 });
       for (const block of [4, 16]) {
+        // Hutch++: its sketch, the sketch's trace and the deflated Hutchinson in blocks
+        const pp = h.trace({ method: 'hutch++', samples: 30, seed: 5, block });
+        expect(Math.abs(pp.estimate - pp1.estimate) / Math.abs(pp1.estimate)).toBeLessThan(1e-12);
+        expect(pp.hvps).toBe(pp1.hvps);
         const hvps = h.hvps;
         const t = h.trace({ samples: 11, seed: 3, block }), f = h.frobeniusSquared({ samples: 11, seed: 4, block });
         expect(Math.abs(t.estimate - t1.estimate) / Math.abs(t1.estimate)).toBeLessThan(1e-12);

@@ -29,9 +29,49 @@ function checkSamples(samples: number, min: number, what: string): void {
 }
 
 /**
+ * K rows of vectors and K rows of their HVPs, applied in one pass when K > 1:
+ * the estimators fill `v` rows in the order they draw them, so what they
+ * estimate does not depend on the block size.
+ */
+class Rows {
+  readonly v: Tensor[];
+  readonly hv: Tensor[];
+  private readonly flatV: Tensor;
+  private readonly flatHv: Tensor;
+  constructor(
+    private readonly op: HessianOperator,
+    readonly size: number,
+  ) {
+    if (!Number.isInteger(size) || size < 1) throw new Error(`block must be an integer ≥ 1 (vectors per HVP pass), got ${size}`);
+    const P = op.model.numParams;
+    this.flatV = native().Tensor.zeros([size * P], op.model.dtype, op.model.device);
+    this.flatHv = native().Tensor.zeros([size * P], op.model.dtype, op.model.device);
+    this.v = Array.from({ length: size }, (_, k) => this.flatV.narrow(k * P, P));
+    this.hv = Array.from({ length: size }, (_, k) => this.flatHv.narrow(k * P, P));
+  }
+  /** hv[r] ← H v[r] for the first k rows */
+  *apply(k: number): Work<void> {
+    if (k === 1) {
+      yield* this.op.applyWork(this.v[0], this.hv[0]);
+      return;
+    }
+    const P = this.op.model.numParams;
+    const v = this.flatV.narrow(0, k * P).view([k, P]), hv = this.flatHv.narrow(0, k * P).view([k, P]);
+    try {
+      yield* this.op.applyWork(v, hv);
+    } finally {
+      v.dispose();
+      hv.dispose();
+    }
+  }
+  dispose(): void {
+    for (const t of [...this.v, ...this.hv, this.flatV, this.flatHv]) t.dispose();
+  }
+}
+
+/**
  * The mean of f(v, Hv) over `samples` random v, with its standard error; with
- * `block` > 1, H is applied to `block` vectors per pass. The vectors are drawn
- * one after another either way, so the estimate does not depend on `block`.
+ * `block` > 1, H is applied to `block` vectors per pass.
  */
 function* sampleMean(
   op: HessianOperator,
@@ -41,30 +81,19 @@ function* sampleMean(
   f: (v: Tensor, hv: Tensor) => number,
   block = 1,
 ): Work<Estimate> {
-  if (!Number.isInteger(block) || block < 1) throw new Error(`block must be an integer ≥ 1 (vectors per HVP pass), got ${block}`);
+  const rows = new Rows(op, Math.min(block, samples));
   const gen = op.newGenerator(seed);
   const before = op.hvps;
-  const K = Math.min(block, samples), P = op.model.numParams;
-  const flatV = native().Tensor.zeros([K * P], op.model.dtype, op.model.device);
-  const flatHv = native().Tensor.zeros([K * P], op.model.dtype, op.model.device);
-  const rowsV = Array.from({ length: K }, (_, k) => flatV.narrow(k * P, P));
-  const rowsHv = Array.from({ length: K }, (_, k) => flatHv.narrow(k * P, P));
   const xs: number[] = [];
   try {
-    for (let i = 0; i < samples; i += K) {
-      const k = Math.min(K, samples - i);
-      for (let r = 0; r < k; r++) op.random(gen, kind, rowsV[r]);
-      if (k === 1) yield* op.applyWork(rowsV[0], rowsHv[0]);
-      else {
-        const v = flatV.narrow(0, k * P).view([k, P]), hv = flatHv.narrow(0, k * P).view([k, P]);
-        yield* op.applyWork(v, hv);
-        v.dispose();
-        hv.dispose();
-      }
-      for (let r = 0; r < k; r++) xs.push(f(rowsV[r], rowsHv[r]));
+    for (let i = 0; i < samples; i += rows.size) {
+      const k = Math.min(rows.size, samples - i);
+      for (let r = 0; r < k; r++) op.random(gen, kind, rows.v[r]);
+      yield* rows.apply(k);
+      for (let r = 0; r < k; r++) xs.push(f(rows.v[r], rows.hv[r]));
     }
   } finally {
-    for (const t of [...rowsV, ...rowsHv, flatV, flatHv]) t.dispose();
+    rows.dispose();
   }
   const { mean, se } = meanAndError(xs);
   return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
@@ -79,44 +108,58 @@ export function* hutchinson(op: HessianOperator, samples: number, seed: number, 
 /**
  * Hutch++ (Meyer et al. 2021) with `samples` HVPs: a third sketch the top of
  * the spectrum exactly (tr QᵀHQ), a third applies H to it, and a third
- * estimates the trace of the deflated rest by Hutchinson.
+ * estimates the trace of the deflated rest by Hutchinson; each phase applies
+ * H to `block` vectors per pass, the same estimate.
  */
-export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: number): Work<Estimate> {
+export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 6, "trace({method: 'hutch++'})");
+  const m = Math.floor(samples / 3);
+  const rows = new Rows(op, Math.min(block, m));
   const gen = op.newGenerator(seed);
   const before = op.hvps;
-  const m = Math.floor(samples / 3);
   const basis: Tensor[] = [];
-  const tmp = op.zeros();
+  // runs `count` rows through H in blocks: fill(r, i) writes the i-th vector into row r, use(r, i) reads it
+  const inBlocks = function* (count: number, fill: (row: Tensor, i: number) => void, use: (r: number, i: number) => void): Work<void> {
+    for (let i = 0; i < count; i += rows.size) {
+      const k = Math.min(rows.size, count - i);
+      for (let r = 0; r < k; r++) fill(rows.v[r], i + r);
+      yield* rows.apply(k);
+      for (let r = 0; r < k; r++) use(r, i + r);
+    }
+  };
   try {
-    for (let i = 0; i < m; i++) {
-      const s = op.random(gen, 'rademacher');
-      const q = (yield* op.applyWork(s, op.zeros()));
-      s.dispose();
-      for (let pass = 0; pass < 2; pass++) for (const b of basis) ops.axpy(q, -ops.dot(b, q), b);
-      const n = ops.norm(q);
-      if (n <= 1e-12) {
-        q.dispose();
-        continue;
-      }
-      ops.scale(q, 1 / n);
-      basis.push(q);
-    }
+    // the sketch: Q = orth(H S), S rademacher (Gram-Schmidt twice, in draw order)
+    yield* inBlocks(
+      m,
+      (row) => op.random(gen, 'rademacher', row),
+      (r) => {
+        const q = rows.hv[r].clone();
+        for (let pass = 0; pass < 2; pass++) for (const b of basis) ops.axpy(q, -ops.dot(b, q), b);
+        const n = ops.norm(q);
+        if (n <= 1e-12) return q.dispose();
+        ops.scale(q, 1 / n);
+        basis.push(q);
+      },
+    );
     let exact = 0;
-    for (const q of basis) exact += ops.dot(q, (yield* op.applyWork(q, tmp)));
-    const rest = samples - m - basis.length;
+    yield* inBlocks(
+      basis.length,
+      (row, i) => ops.copy(row, basis[i]),
+      (r, i) => (exact += ops.dot(basis[i], rows.hv[r])),
+    );
     const xs: number[] = [];
-    const v = op.zeros();
-    for (let i = 0; i < Math.max(rest, 2); i++) {
-      op.random(gen, 'rademacher', v);
-      for (const b of basis) ops.axpy(v, -ops.dot(b, v), b); // (I − QQᵀ)v
-      xs.push(ops.dot(v, (yield* op.applyWork(v, tmp))));
-    }
-    v.dispose();
+    yield* inBlocks(
+      Math.max(samples - m - basis.length, 2),
+      (row) => {
+        op.random(gen, 'rademacher', row);
+        for (const b of basis) ops.axpy(row, -ops.dot(b, row), b); // (I − QQᵀ)v
+      },
+      (r) => xs.push(ops.dot(rows.v[r], rows.hv[r])),
+    );
     const { mean, se } = meanAndError(xs);
     return { estimate: exact + mean, standardError: se, samples, hvps: op.hvps - before };
   } finally {
-    tmp.dispose();
+    rows.dispose();
     for (const b of basis) b.dispose();
   }
 }

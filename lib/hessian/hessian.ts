@@ -58,7 +58,7 @@ function isBatch(d: unknown): d is Batch {
   return typeof d === 'object' && d !== null && 'x' in d && 'y' in d;
 }
 
-/** Hutchinson (`block`: vectors per HVP pass, the same estimate) or Hutch++. */
+/** Hutchinson or Hutch++ (`block`: vectors per HVP pass, the same estimate). */
 export type TraceOptions = { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number };
 export type FrobeniusOptions = { samples?: number; seed?: number; block?: number };
 
@@ -135,7 +135,7 @@ export class Hessian {
     const method = o.method ?? 'hutchinson';
     const samples = o.samples ?? 100;
     const r =
-      method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
+      method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0, o.block ?? 1) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
     return { method, ...r };
   }
 
