@@ -1,5 +1,6 @@
 // Registers the native surface; lib/native/binding.ts describes it in types.
 #include "addon.h"
+#include "distributed.h"
 
 #include "generator.h"
 #include "model.h"
@@ -97,6 +98,7 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   o.Set("threads", static_cast<double>(at::get_num_threads()));
   o.Set("mallocTuned", TuneMalloc());
   o.Set("defaultThreads", static_cast<double>(DefaultThreads()));
+  o.Set("distributed", DistributedBackends());
   o.Set("build", USAM_BUILD_INFO_JSON);
   o.Set("torchLibrary", LoadedLibrary(reinterpret_cast<const void*>(&at::get_num_threads)));
   return o;
@@ -150,6 +152,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto model = ModelWrap::Define(env);
   auto generator = GeneratorWrap::Define(env);
   auto hvpCache = HvpCacheWrap::Define(env);
+  auto processGroup = ProcessGroupWrap::Define(env);
   data->hvpCache = Napi::Persistent(hvpCache);
   data->tensor = Napi::Persistent(tensor);
   data->model = Napi::Persistent(model);
@@ -158,6 +161,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", model);
   exports.Set("Generator", generator);
   exports.Set("HvpCache", hvpCache);
+  exports.Set("ProcessGroup", processGroup);
   exports.Set("ops", DefineVecOps(env));
   exports.Set("optim", DefineOptim(env));
   exports.Set("linalg", DefineLinalg(env));

@@ -170,6 +170,28 @@ export interface NativeOptim {
   adamStep(param: NativeTensor, grad: NativeTensor, expAvg: NativeTensor, expAvgSq: NativeTensor, options: AdamStepOptions): void;
 }
 
+export interface NativeProcessGroupOptions {
+  rank: number;
+  worldSize: number;
+  host: string;
+  port: number;
+  timeoutMs: number;
+  /** host the TCPStore (default: rank 0) */
+  server?: boolean;
+  /** keys under this prefix (torchrun's agent store) */
+  prefix?: string;
+}
+
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: string;
+  allreduce(t: NativeTensor, op?: 'sum' | 'avg' | 'max' | 'min'): void;
+  broadcast(t: NativeTensor, root?: number): void;
+  barrier(): void;
+  dispose(): void;
+}
+
 export interface NativeVersions {
   addon: string;
   flavour: 'cpu' | 'cuda';
@@ -181,6 +203,8 @@ export interface NativeVersions {
   mallocTuned: boolean;
   /** intra-op threads set at load (one per usable core, as PyTorch does); 0 when OMP_NUM_THREADS / MKL_NUM_THREADS decided */
   defaultThreads: number;
+  /** c10d backends of this build for data-parallel training: 'gloo', or '' (built without Gloo's headers) */
+  distributed: string;
   /** what the binary was built against, as JSON (readBuildInfo in ./libtorch.mjs reads the same from the file) */
   build: string;
   /** the LibTorch file this process really loaded (libtorch_cpu) */
@@ -197,6 +221,7 @@ export interface Addon {
   Model: new (spec: object, options: NativeModelOptions) => NativeModel;
   Generator: new (seed: number, device?: string) => NativeGenerator;
   HvpCache: new () => NativeHvpCache;
+  ProcessGroup: new (options: NativeProcessGroupOptions) => NativeProcessGroup;
   ops: NativeOps;
   optim: NativeOptim;
   linalg: NativeLinalg;

@@ -29,8 +29,8 @@ const hyperText = (h: RunSpec['hyper']) =>
     .map(([k, v]) => `${k === 'rho' ? 'ρ' : k === 'lambda' ? 'λ' : k} ${v}`)
     .join(', ') || 'defaults';
 const versus = (k: Claim) =>
-  k.measure === 'logAbsDet' ? `${k.difference >= 0 ? '+' : '−'}${fmt(Math.abs(k.difference))}` : `${k.ratio.toFixed(3)}×`;
-const pp = (d: number) => `${d >= 0 ? '+' : '−'}${Math.abs(100 * d).toFixed(2)}`;
+  k.value.n === 0 ? 'all runs failed' : k.measure === 'logAbsDet' ? `${k.difference >= 0 ? '+' : '−'}${fmt(Math.abs(k.difference))}` : `${k.ratio.toFixed(3)}×`;
+const pp = (d: number) => (Number.isFinite(d) ? `${d >= 0 ? '+' : '−'}${Math.abs(100 * d).toFixed(2)}` : '—');
 
 function claimRows(list: Claim[], withPoint: boolean): string[] {
   return [

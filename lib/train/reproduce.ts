@@ -147,6 +147,9 @@ export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCub
   ],
   // the exact estimator's penalty is λρ²/4·‖H‖_F² with no ‖g‖² term (math §3, §6): ρ²λ sets its weight
   'frob-sam-exact': [
+    { rho: 0.007, lambda: 1 },
+    { rho: 0.01, lambda: 1 },
+    { rho: 0.014, lambda: 1 },
     { rho: 0.02, lambda: 1 },
     { rho: 0.02, lambda: 4 },
   ],

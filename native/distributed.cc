@@ -1,0 +1,205 @@
+// c10d process groups (see distributed.h). Only this translation unit
+// includes the c10d headers. ProcessGroupGloo.hpp sits behind USE_C10D_GLOO
+// and includes <gloo/...>: Debian's LibTorch 1.13 links the system libgloo
+// (libgloo-dev has the headers of that same version); PyTorch 2.x wheels carry
+// Gloo inside libtorch_cpu and ship no Gloo headers, so the build takes the
+// declarations from libgloo-dev. That is sound here because this file touches
+// Gloo only through shared_ptr handles made and destroyed inside LibTorch
+// (createDefaultDevice, the ProcessGroupGloo constructor and destructor): no
+// Gloo class layout or inline Gloo code of the headers is compiled in.
+#include "distributed.h"
+
+#include "args.h"
+#include "tensor.h"
+
+#ifdef USAM_WITH_GLOO
+#define USE_C10D_GLOO 1
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace usam {
+
+std::string DistributedBackends() {
+#ifdef USAM_WITH_GLOO
+  return "gloo";
+#else
+  return "";
+#endif
+}
+
+struct ProcessGroupWrap::Impl {
+  int rank = 0;
+  int worldSize = 1;
+  std::string backend;
+#ifdef USAM_WITH_GLOO
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+#endif
+};
+
+Napi::Function ProcessGroupWrap::Define(Napi::Env env) {
+  return DefineClass(env, "ProcessGroup",
+                     {
+                         InstanceMethod("allreduce", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Allreduce>),
+                         InstanceMethod("broadcast", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Broadcast>),
+                         InstanceMethod("barrier", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Barrier>),
+                         InstanceMethod("dispose", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Dispose>),
+                         InstanceAccessor("rank", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Rank>, nullptr),
+                         InstanceAccessor("worldSize", &ProcessGroupWrap::Guard<&ProcessGroupWrap::WorldSize>, nullptr),
+                         InstanceAccessor("backend", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Backend>, nullptr),
+                     });
+}
+
+// new ProcessGroup({rank, worldSize, host, port, timeoutMs, server, prefix?}):
+// rank 0 (server: true) hosts the TCPStore unless an agent's store is used
+// (torchrun's TORCHELASTIC_USE_AGENT_STORE), then every rank is a client under
+// a prefix. Returns once all worldSize ranks have met, or fails after timeoutMs.
+ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap<ProcessGroupWrap>(info) {
+  guarded(info.Env(), [&] {
+    Napi::Object o = ObjectArg(info, 0, "options");
+    auto impl = std::make_unique<Impl>();
+    impl->worldSize = static_cast<int>(IntField(o, "worldSize", "options", 1));
+    impl->rank = static_cast<int>(IntField(o, "rank", "options", 0));
+    if (impl->rank >= impl->worldSize)
+      Fail("options.rank must be below options.worldSize (ranks are 0 .. worldSize − 1), got rank " + std::to_string(impl->rank) +
+           " of " + std::to_string(impl->worldSize));
+    const std::string host = StringField(o, "host", "options");
+    const int64_t port = IntField(o, "port", "options", 1);
+    if (port > 65535) Fail("options.port must be a TCP port (1 .. 65535), got " + std::to_string(port));
+    const auto timeout = std::chrono::milliseconds(IntField(o, "timeoutMs", "options", 1));
+    const bool server = BoolField(o, "server", "options", impl->rank == 0);
+    const std::string prefix = HasField(o, "prefix") ? StringField(o, "prefix", "options") : "";
+#ifdef USAM_WITH_GLOO
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(port);
+    so.isServer = server;
+    so.numWorkers = impl->worldSize;
+    so.waitWorkers = true;  // every rank counts itself in, and returns when all have (as PyTorch does)
+    so.timeout = timeout;
+    try {
+      impl->store = c10::make_intrusive<c10d::TCPStore>(host, so);
+    } catch (const std::exception& e) {
+      Fail("process group: rank " + std::to_string(impl->rank) + " could not meet the others at " + host + ":" + std::to_string(port) +
+           " within " + std::to_string(timeout.count()) + " ms (" + CleanTorchMessage(e.what()) + "). Check MASTER_ADDR/MASTER_PORT, that rank 0 runs, " +
+           "and that every rank was given the same WORLD_SIZE");
+    }
+    if (!prefix.empty()) impl->store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+#if TORCH_VERSION_MAJOR >= 2
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice(false));
+#else
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+#endif
+    try {
+      impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, impl->rank, impl->worldSize, options);
+    } catch (const std::exception& e) {
+      Fail("process group: rank " + std::to_string(impl->rank) + " of " + std::to_string(impl->worldSize) + " could not connect to its peers within " +
+           std::to_string(timeout.count()) + " ms (" + CleanTorchMessage(e.what()) + "). Check that all " + std::to_string(impl->worldSize) +
+           " ranks were started with the same MASTER_ADDR/MASTER_PORT and WORLD_SIZE, and that each has its own RANK");
+    }
+    impl->backend = "gloo";
+#else
+    (void)host;
+    (void)timeout;
+    (void)server;
+    Fail("this build of universal-sam has no c10d Gloo backend (it was compiled without Gloo's headers): install Debian's libgloo-dev "
+         "(apt-get install libgloo-dev) and rebuild with `npm run build:native`; see README, Data-parallel training");
+#endif
+    impl_ = std::move(impl);
+  });
+}
+
+ProcessGroupWrap::~ProcessGroupWrap() = default;
+
+ProcessGroupWrap::Impl& ProcessGroupWrap::Live(const char* what) {
+  if (!impl_) Fail(std::string("process group: ") + what + " after dispose()");
+  return *impl_;
+}
+
+namespace {
+
+at::Tensor& CollectiveTensor(const Napi::CallbackInfo& info, const char* what) {
+  at::Tensor& t = TensorWrap::Arg(info, 0, "tensor");
+  if (!t.is_contiguous()) Fail(std::string(what) + ": the tensor must be contiguous (a flat buffer or a narrow of one)");
+  if (t.device().type() != c10::kCPU) Fail(std::string(what) + ": Gloo runs on CPU tensors; this one is on " + DeviceName(t.device()));
+  return t;
+}
+
+#ifdef USAM_WITH_GLOO
+// Waits for a collective; a timeout or a dead peer becomes an error naming the
+// collective and the rank.
+void Finish(const c10::intrusive_ptr<c10d::Work>& work, const ProcessGroupWrap::Impl& g, const char* what) {
+  try {
+    work->wait();
+  } catch (const std::exception& e) {
+    Fail(std::string("process group: ") + what + " failed on rank " + std::to_string(g.rank) + " of " + std::to_string(g.worldSize) +
+         " (a peer stopped, or did not reach the same collective within the timeout): " + CleanTorchMessage(e.what()));
+  }
+}
+#endif
+
+}  // namespace
+
+// allreduce(tensor, op = 'sum' | 'avg' | 'max' | 'min'), in place. Gloo has
+// no AVG in several versions: 'avg' sums, then divides by the world size.
+Napi::Value ProcessGroupWrap::Allreduce(const Napi::CallbackInfo& info) {
+  Impl& g = Live("allreduce()");
+  at::Tensor& t = CollectiveTensor(info, "allreduce");
+  const std::string op = info.Length() > 1 && !info[1].IsUndefined() ? StringArg(info, 1, "op") : "sum";
+#ifdef USAM_WITH_GLOO
+  c10d::AllreduceOptions o;
+  if (op == "sum" || op == "avg") o.reduceOp = c10d::ReduceOp::SUM;
+  else if (op == "max") o.reduceOp = c10d::ReduceOp::MAX;
+  else if (op == "min") o.reduceOp = c10d::ReduceOp::MIN;
+  else Fail("allreduce: op must be 'sum', 'avg', 'max' or 'min', got '" + op + "'");
+  std::vector<at::Tensor> tensors{t};
+  Finish(g.group->allreduce(tensors, o), g, "allreduce");
+  if (op == "avg") t.div_(g.worldSize);
+  NoteWrite(t);
+#else
+  (void)g;
+  (void)t;
+#endif
+  return info.Env().Undefined();
+}
+
+// broadcast(tensor, root = 0): every rank gets root's values, in place.
+Napi::Value ProcessGroupWrap::Broadcast(const Napi::CallbackInfo& info) {
+  Impl& g = Live("broadcast()");
+  at::Tensor& t = CollectiveTensor(info, "broadcast");
+  const int64_t root = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int64_t>(NumberArg(info, 1, "root")) : 0;
+  if (root < 0 || root >= g.worldSize) Fail("broadcast: root must be a rank (0 .. " + std::to_string(g.worldSize - 1) + "), got " + std::to_string(root));
+#ifdef USAM_WITH_GLOO
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  std::vector<at::Tensor> tensors{t};
+  Finish(g.group->broadcast(tensors, o), g, "broadcast");
+  NoteWrite(t);
+#else
+  (void)t;
+#endif
+  return info.Env().Undefined();
+}
+
+Napi::Value ProcessGroupWrap::Barrier(const Napi::CallbackInfo& info) {
+  Impl& g = Live("barrier()");
+#ifdef USAM_WITH_GLOO
+  Finish(g.group->barrier(), g, "barrier");
+#else
+  (void)g;
+#endif
+  return info.Env().Undefined();
+}
+
+Napi::Value ProcessGroupWrap::Dispose(const Napi::CallbackInfo& info) {
+  impl_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value ProcessGroupWrap::Rank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Live("rank").rank); }
+Napi::Value ProcessGroupWrap::WorldSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Live("worldSize").worldSize); }
+Napi::Value ProcessGroupWrap::Backend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), Live("backend").backend); }
+
+}  // namespace usam

@@ -1,0 +1,68 @@
+// One rank of test/distributed.test.ts: joins the process group torchrun's
+// variables describe, runs a scenario, prints one JSON line.
+import { processGroupFromEnv } from '../lib/distributed.js';
+import { tensor } from '../lib/tensor.js';
+
+const scenario = process.argv[2];
+const timeoutMs = Number(process.env.USAM_TEST_TIMEOUT_MS ?? 20000);
+const t0 = Date.now();
+const out: Record<string, unknown> = {};
+try {
+  const g = processGroupFromEnv(process.env, { timeoutMs });
+  out.rank = g.rank;
+  out.worldSize = g.worldSize;
+  out.backend = g.backend;
+  const r = g.rank;
+  if (scenario === 'collectives') {
+    const values = (f: (i: number) => number, dtype: 'float32' | 'float64') => tensor(Float64Array.from({ length: 5 }, (_, i) => f(i)), [5], { dtype });
+    for (const dtype of ['float64', 'float32'] as const) {
+      const sum = values((i) => (r + 1) * (i + 1) + 0.25, dtype);
+      g.allreduce(sum);
+      const avg = values((i) => (r + 1) * (i + 1), dtype);
+      g.allreduce(avg, 'avg');
+      const max = values((i) => (i % 2 === 0 ? r : -r), dtype);
+      g.allreduce(max, 'max');
+      const min = values((i) => (i % 2 === 0 ? r : -r), dtype);
+      g.allreduce(min, 'min');
+      const b = values((i) => 10 * r + i, dtype);
+      g.broadcast(b, 1);
+      out[dtype] = { sum: Array.from(sum.toArray()), avg: Array.from(avg.toArray()), max: Array.from(max.toArray()), min: Array.from(min.toArray()), broadcast: Array.from(b.toArray()) };
+    }
+    g.barrier();
+  } else if (scenario === 'peer-dies') {
+    const t = tensor(new Float64Array([r]), [1], { dtype: 'float64' });
+    g.allreduce(t);
+    if (r === 1) {
+      process.stdout.write(JSON.stringify({ ...out, exited: true }) + '\n');
+      process.exit(0); // gone without a word to the group
+    }
+    const t1 = Date.now();
+    try {
+      g.allreduce(t);
+      out.second = 'returned';
+    } catch (e) {
+      out.error = (e as Error).message;
+      out.errorAfterMs = Date.now() - t1;
+    }
+  } else if (scenario === 'bad-calls') {
+    const t = tensor(new Float64Array(4), [2, 2], { dtype: 'float64' });
+    const errors: string[] = [];
+    for (const f of [() => g.allreduce(t.transpose?.(0, 1) ?? t, 'product' as never), () => g.broadcast(t, 5)])
+      try {
+        f();
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+    g.dispose();
+    try {
+      g.barrier();
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+    out.errors = errors;
+  }
+} catch (e) {
+  out.error = (e as Error).message;
+  out.errorAfterMs = Date.now() - t0;
+}
+process.stdout.write(JSON.stringify(out) + '\n');

@@ -1,0 +1,106 @@
+// Process groups on c10d/Gloo (#15): ranks are separate Node processes on
+// loopback, as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT). Collectives against the values computed here; a dead peer and
+// a missing one give errors within the timeout, not hangs.
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
+import { native } from '../lib/native/load.js';
+import { repoRoot } from './helpers.js';
+
+const hasGloo = native().versions().distributed.includes('gloo');
+const tsx = pathToFileURL(join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs')).href;
+const worker = join(repoRoot, 'test/distributed-worker.ts');
+
+/** A free TCP port on loopback. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+type Out = Record<string, unknown> & { rank?: number; error?: string; errorAfterMs?: number };
+
+async function ranks(scenario: string, worldSize: number, started = worldSize, env: Record<string, string> = {}): Promise<Out[]> {
+  const port = await freePort();
+  return Promise.all(
+    Array.from({ length: started }, (_, rank) =>
+      new Promise<Out>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          ['--import', tsx, worker, scenario],
+          { env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), ...env }, timeout: 60_000 },
+          (err, stdout, stderr) => {
+            const line = stdout.trim().split('\n').at(-1);
+            if (!line) return reject(new Error(`rank ${rank} printed nothing (${err?.message ?? ''}): ${stderr}`));
+            resolve(JSON.parse(line) as Out);
+          },
+        );
+      }),
+    ),
+  );
+}
+
+describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback', () => {
+  it('allreduce (sum, avg, max, min) and broadcast, float64 and float32', async () => {
+    const out = await ranks('collectives', 2);
+    for (const [r, o] of out.entries()) {
+      expect(o.error).toBeUndefined();
+      expect([o.rank, o.worldSize, o.backend]).toEqual([r, 2, 'gloo']);
+      for (const dtype of ['float64', 'float32']) {
+        const d = o[dtype] as Record<string, number[]>;
+        const idx = [0, 1, 2, 3, 4];
+        expect(d.sum).toEqual(idx.map((i) => 1 * (i + 1) + 0.25 + 2 * (i + 1) + 0.25));
+        expect(d.avg).toEqual(idx.map((i) => (3 * (i + 1)) / 2));
+        expect(d.max).toEqual(idx.map((i) => (i % 2 === 0 ? 1 : 0)));
+        expect(d.min).toEqual(idx.map((i) => (i % 2 === 0 ? 0 : -1)));
+        expect(d.broadcast).toEqual(idx.map((i) => 10 + i)); // rank 1's values
+      }
+    }
+  }, 90_000);
+
+  it('a peer that dies: the next collective fails with an error naming it, within the timeout', async () => {
+    const [zero, one] = await ranks('peer-dies', 2, 2, { USAM_TEST_TIMEOUT_MS: '15000' });
+    expect(one, JSON.stringify(one)).toMatchObject({ rank: 1, exited: true });
+    expect(zero.error).toMatch(/process group: allreduce failed on rank 0 of 2 \(a peer stopped/);
+    expect(zero.errorAfterMs).toBeLessThan(15_000 + 2_000);
+  }, 90_000);
+
+  it('a rank that never comes: the rendezvous fails after the timeout, saying what to check', async () => {
+    const [zero] = await ranks('collectives', 2, 1, { USAM_TEST_TIMEOUT_MS: '2000' });
+    // the store may accept rank 0 alone; then Gloo's connection to its peers times out
+    expect(zero.error).toMatch(/rank 0 (could not meet the others at 127\.0\.0\.1:\d+|of 2 could not connect to its peers) within 2000 ms .*MASTER_ADDR\/MASTER_PORT/);
+    expect(zero.errorAfterMs).toBeGreaterThanOrEqual(1900);
+    expect(zero.errorAfterMs).toBeLessThan(10_000);
+  }, 60_000);
+
+  it('bad calls are errors that say what is wrong', async () => {
+    const out = await ranks('bad-calls', 1);
+    expect(out[0].errors).toEqual([
+      "allreduce: op must be 'sum', 'avg', 'max' or 'min', got 'product'",
+      'broadcast: root must be a rank (0 .. 0), got 5',
+      'process group: barrier() after dispose()',
+    ]);
+  }, 60_000);
+});
+
+describe('process group options', () => {
+  it('refuses bad ranks, sizes, ports and missing variables before any connection', () => {
+    expect(() => new ProcessGroup({ rank: 2, worldSize: 2 })).toThrow(/rank must be an integer in 0 \.\. 1 \(worldSize 2\), got 2/);
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 0 })).toThrow(/worldSize must be a positive integer/);
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 1, masterPort: 70000 })).toThrow(/masterPort must be a TCP port/);
+    expect(() => processGroupFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1' })).toThrow(/MASTER_PORT is not set/);
+    expect(() => processGroupFromEnv({ RANK: 'x', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' })).toThrow(/RANK must be a non-negative integer, got 'x'/);
+  });
+  it.runIf(!hasGloo)('a build without Gloo says how to get it', () => {
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 1 })).toThrow(/install libgloo-dev/);
+  });
+});
