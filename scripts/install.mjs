@@ -81,10 +81,13 @@ function aptInstall(pkgs) {
 const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 
 // Debian packages this machine lacks: LibTorch when nothing provides it (and
-// a build is needed), and the default real data set, Fashion-MNIST.
-function installMissingPackages(needTorch) {
+// a build is needed), Gloo's headers for a build with data-parallel training
+// (c10d's Gloo backend; LibTorch ships none), and the default real data set,
+// Fashion-MNIST.
+function installMissingPackages(needTorch, mayBuild) {
   const missing = [];
   if (needTorch) missing.push('libtorch-dev');
+  if (mayBuild && !existsSync('/usr/include/gloo/config.h')) missing.push('libgloo-dev');
   if (!existsSync(FASHION_MNIST)) missing.push('dataset-fashion-mnist');
   // Debian's LibTorch calls the BLAS of the libblas.so.3 alternative; the
   // reference BLAS it falls back to is ~10-20× slower than OpenBLAS on the
@@ -190,7 +193,7 @@ let torchNow = findLibtorch().found;
 const hasLocalBuild = upToDate(torchNow);
 // one apt-get run for everything this machine lacks (LibTorch is needed by a
 // prebuilt binary and by a source build alike)
-installMissingPackages(!force && hasLocalBuild ? false : !torchNow);
+installMissingPackages(!force && hasLocalBuild ? false : !torchNow, force || !hasLocalBuild);
 torchNow ??= findLibtorch().found;
 // a prebuild only for the LibTorch a build would use now (not one that merely
 // loads with another LibTorch on the machine), and never when a build was

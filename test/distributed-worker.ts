@@ -26,7 +26,7 @@ try {
       g.allreduce(min, 'min');
       const b = values((i) => 10 * r + i, dtype);
       g.broadcast(b, 1);
-      out[dtype] = { sum: Array.from(sum.toArray()), avg: Array.from(avg.toArray()), max: Array.from(max.toArray()), min: Array.from(min.toArray()), broadcast: Array.from(b.toArray()) };
+      out[dtype] = { sum: Array.from(sum.toArray() as Float64Array), avg: Array.from(avg.toArray() as Float64Array), max: Array.from(max.toArray() as Float64Array), min: Array.from(min.toArray() as Float64Array), broadcast: Array.from(b.toArray() as Float64Array) };
     }
     g.barrier();
   } else if (scenario === 'peer-dies') {
@@ -47,7 +47,7 @@ try {
   } else if (scenario === 'bad-calls') {
     const t = tensor(new Float64Array(4), [2, 2], { dtype: 'float64' });
     const errors: string[] = [];
-    for (const f of [() => g.allreduce(t.transpose?.(0, 1) ?? t, 'product' as never), () => g.broadcast(t, 5)])
+    for (const f of [() => g.allreduce(t, 'product' as never), () => g.broadcast(t, 5)])
       try {
         f();
       } catch (e) {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../lib/cli/main.js';
+import { parseTrainConfig, SHARPNESS_DEFAULTS, sharpnessOf } from '../lib/train/config.js';
 import { claims, parseReproduceConfig, pickDefaults, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
 import type { ReproduceResults } from '../lib/train/reproduce-report.js';
 import { repoRoot } from './helpers.js';
@@ -95,6 +96,20 @@ describe('summaries and verdicts', () => {
   });
 });
 
+describe('the training defaults', () => {
+  it('per rule and, for the universal class, per estimator', () => {
+    const of = (o: object) => sharpnessOf(parseTrainConfig(o));
+    expect(of({ optimizer: 'sgd' })).toBeUndefined();
+    expect(of({ optimizer: 'sam' })).toEqual({ kind: 'sam', rho: SHARPNESS_DEFAULTS.sam.rho });
+    expect(of({ optimizer: 'trace-sam' })).toMatchObject({ kind: 'trace-sam', estimator: 'finite-difference', ...SHARPNESS_DEFAULTS['trace-sam'] });
+    expect(of({ optimizer: 'frob-sam' })).toMatchObject({ kind: 'frob-sam', estimator: 'finite-difference', ...SHARPNESS_DEFAULTS['frob-sam'] });
+    expect(of({ optimizer: 'frob-sam', estimator: 'exact' })).toMatchObject({ kind: 'frob-sam', estimator: 'exact', ...SHARPNESS_DEFAULTS['frob-sam-exact'] });
+    expect(of({ optimizer: 'det-sam', lambda: 0.5 })).toMatchObject({ kind: 'det-sam', lambda: 0.5, halfCube: SHARPNESS_DEFAULTS['det-sam'].halfCube });
+    // the grid's rules name their estimator, so a change of the default cannot swap one for the other
+    expect(plannedRuns(parseReproduceConfig({})).every((r) => !r.rule.includes('-sam') || r.config.estimator !== undefined)).toBe(true);
+  });
+});
+
 describe('the planned runs', () => {
   it('full grid: 9 rules × 3 settings × 3 seeds, 3 epochs; label noise and limited data as the reference', () => {
     const runs = plannedRuns(parseReproduceConfig({}));
@@ -148,6 +163,14 @@ describe('usam reproduce end to end (synthetic data, one epoch)', () => {
     expect((html.match(/<svg class="chart"/g) ?? []).length).toBe(5); // top-1 and four measures
     expect(html).toContain('>trace-sam</text>');
   }, 200_000);
+
+  it('--report-only summarises what is there and trains nothing', async () => {
+    const { stderr } = await usam([...argv, '--rules', 'sgd,trace-sam,sam', '--report-only']);
+    expect(stderr).toMatch(/mlp\/clean\/sam\/seed0: not run \(--report-only\)/);
+    expect(existsSync(join(out, 'runs/mlp/clean/sam'))).toBe(false);
+    const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as ReproduceResults;
+    expect(r.records).toHaveLength(8);
+  }, 60_000);
 
   it('a second run keeps what is done', async () => {
     const file = join(out, 'runs/mlp/clean/sgd/seed0/record.json');

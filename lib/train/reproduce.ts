@@ -19,13 +19,13 @@ export const RULES = {
   sgd: { optimizer: 'sgd' },
   sam: { optimizer: 'sam' },
   asam: { optimizer: 'asam' },
-  'trace-sam': { optimizer: 'trace-sam' },
-  'det-sam': { optimizer: 'det-sam' },
-  'frob-sam': { optimizer: 'frob-sam' },
+  'trace-sam': { optimizer: 'trace-sam', estimator: 'finite-difference' },
+  'det-sam': { optimizer: 'det-sam', estimator: 'finite-difference' },
+  'frob-sam': { optimizer: 'frob-sam', estimator: 'finite-difference' },
   'trace-sam-exact': { optimizer: 'trace-sam', estimator: 'exact' },
   'det-sam-exact': { optimizer: 'det-sam', estimator: 'exact' },
   'frob-sam-exact': { optimizer: 'frob-sam', estimator: 'exact' },
-} as const satisfies Record<string, { optimizer: string; estimator?: 'exact' }>;
+} as const satisfies Record<string, { optimizer: string; estimator?: 'finite-difference' | 'exact' }>;
 export type RuleName = keyof typeof RULES;
 export const RULE_NAMES = Object.keys(RULES) as RuleName[];
 
@@ -88,6 +88,8 @@ export const reproduceConfig = z
     /** SLQ runs of logdet_δ (one run's estimate scatters by ~5e4 on the MLP) */
     probeSlqRuns: z.number().int().positive().default(4),
     threads: z.number().int().positive().optional(),
+    /** train nothing: summarise the runs of the plan already in OUT (a grid stopped half-way) */
+    reportOnly: z.boolean().default(false),
     out: z.string().default('runs/reproduce'),
   })
   .strict();
@@ -161,7 +163,7 @@ export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCub
 };
 
 function trainConfigOf(model: 'mlp' | 'cnn', setting: SettingName, rule: RuleName, seed: number, hyper: RunSpec['hyper'], c: ReproduceConfig, epochs: number): TrainConfigInput {
-  const r: { optimizer: string; estimator?: 'exact' } = RULES[rule];
+  const r: { optimizer: string; estimator?: 'finite-difference' | 'exact' } = RULES[rule];
   return {
     model,
     dataset: c.dataset,
@@ -223,6 +225,10 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
         onProgress?.(`${tag}: done before, kept`);
         return;
       }
+    }
+    if (c.reportOnly) {
+      onProgress?.(`${tag}: not run (--report-only)`);
+      return;
     }
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(join(dir, '..'), { recursive: true });
