@@ -1,68 +1,95 @@
 // One rank of test/distributed.test.ts: joins the process group torchrun's
 // variables describe, runs a scenario, prints one JSON line.
+import { pathToFileURL } from 'node:url';
 import { processGroupFromEnv } from '../lib/distributed.js';
-import { tensor } from '../lib/tensor.js';
+import { Model } from '../lib/model/model.js';
+import { mlp } from '../lib/model/presets.js';
+import { Optimizer } from '../lib/optim/optimizer.js';
+import { labels, tensor } from '../lib/tensor.js';
+import { rng } from './helpers.js';
 
-const scenario = process.argv[2];
-const timeoutMs = Number(process.env.USAM_TEST_TIMEOUT_MS ?? 20000);
-const t0 = Date.now();
-const out: Record<string, unknown> = {};
-try {
-  const g = processGroupFromEnv(process.env, { timeoutMs });
-  out.rank = g.rank;
-  out.worldSize = g.worldSize;
-  out.backend = g.backend;
-  const r = g.rank;
-  if (scenario === 'collectives') {
-    const values = (f: (i: number) => number, dtype: 'float32' | 'float64') => tensor(Float64Array.from({ length: 5 }, (_, i) => f(i)), [5], { dtype });
-    for (const dtype of ['float64', 'float32'] as const) {
-      const sum = values((i) => (r + 1) * (i + 1) + 0.25, dtype);
-      g.allreduce(sum);
-      const avg = values((i) => (r + 1) * (i + 1), dtype);
-      g.allreduce(avg, 'avg');
-      const max = values((i) => (i % 2 === 0 ? r : -r), dtype);
-      g.allreduce(max, 'max');
-      const min = values((i) => (i % 2 === 0 ? r : -r), dtype);
-      g.allreduce(min, 'min');
-      const b = values((i) => 10 * r + i, dtype);
-      g.broadcast(b, 1);
-      out[dtype] = { sum: Array.from(sum.toArray() as Float64Array), avg: Array.from(avg.toArray() as Float64Array), max: Array.from(max.toArray() as Float64Array), min: Array.from(min.toArray() as Float64Array), broadcast: Array.from(b.toArray() as Float64Array) };
-    }
-    g.barrier();
-  } else if (scenario === 'peer-dies') {
-    const t = tensor(new Float64Array([r]), [1], { dtype: 'float64' });
-    g.allreduce(t);
-    if (r === 1) {
-      process.stdout.write(JSON.stringify({ ...out, exited: true }) + '\n');
-      process.exit(0); // gone without a word to the group
-    }
-    const t1 = Date.now();
-    try {
+/** The steps of test/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
+export function steps(rule: string, part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
+  const r = rng(11);
+  const N = 64, D = 12;
+  const xs = Float64Array.from({ length: N * D }, () => r() * 2 - 1);
+  const ys = Array.from({ length: N }, () => Math.floor(r() * 4));
+  const n = N / parts;
+  const x = tensor(xs.slice(part * n * D, (part + 1) * n * D), [n, D], { dtype: 'float64' });
+  const y = labels(ys.slice(part * n, (part + 1) * n));
+  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh' }), { dtype: 'float64', seed: 5 });
+  const sharpness = JSON.parse(rule);
+  const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness: sharpness ?? undefined, seed: 9, group });
+  const losses: number[] = [];
+  for (let k = 0; k < 4; k++) losses.push(opt.step(x, y).loss);
+  return [...losses, ...Array.from(model.getParams())];
+}
+
+// run as a script (not when the test imports steps())
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const scenario = process.argv[2];
+  const timeoutMs = Number(process.env.USAM_TEST_TIMEOUT_MS ?? 20000);
+  const t0 = Date.now();
+  const out: Record<string, unknown> = {};
+  try {
+    const g = processGroupFromEnv(process.env, { timeoutMs });
+    out.rank = g.rank;
+    out.worldSize = g.worldSize;
+    out.backend = g.backend;
+    const r = g.rank;
+    if (scenario === 'collectives') {
+      const values = (f: (i: number) => number, dtype: 'float32' | 'float64') => tensor(Float64Array.from({ length: 5 }, (_, i) => f(i)), [5], { dtype });
+      for (const dtype of ['float64', 'float32'] as const) {
+        const sum = values((i) => (r + 1) * (i + 1) + 0.25, dtype);
+        g.allreduce(sum);
+        const avg = values((i) => (r + 1) * (i + 1), dtype);
+        g.allreduce(avg, 'avg');
+        const max = values((i) => (i % 2 === 0 ? r : -r), dtype);
+        g.allreduce(max, 'max');
+        const min = values((i) => (i % 2 === 0 ? r : -r), dtype);
+        g.allreduce(min, 'min');
+        const b = values((i) => 10 * r + i, dtype);
+        g.broadcast(b, 1);
+        out[dtype] = { sum: Array.from(sum.toArray() as Float64Array), avg: Array.from(avg.toArray() as Float64Array), max: Array.from(max.toArray() as Float64Array), min: Array.from(min.toArray() as Float64Array), broadcast: Array.from(b.toArray() as Float64Array) };
+      }
+      g.barrier();
+    } else if (scenario === 'steps') {
+      out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g);
+    } else if (scenario === 'peer-dies') {
+      const t = tensor(new Float64Array([r]), [1], { dtype: 'float64' });
       g.allreduce(t);
-      out.second = 'returned';
-    } catch (e) {
-      out.error = (e as Error).message;
-      out.errorAfterMs = Date.now() - t1;
-    }
-  } else if (scenario === 'bad-calls') {
-    const t = tensor(new Float64Array(4), [2, 2], { dtype: 'float64' });
-    const errors: string[] = [];
-    for (const f of [() => g.allreduce(t, 'product' as never), () => g.broadcast(t, 5)])
+      if (r === 1) {
+        process.stdout.write(JSON.stringify({ ...out, exited: true }) + '\n');
+        process.exit(0); // gone without a word to the group
+      }
+      const t1 = Date.now();
       try {
-        f();
+        g.allreduce(t);
+        out.second = 'returned';
+      } catch (e) {
+        out.error = (e as Error).message;
+        out.errorAfterMs = Date.now() - t1;
+      }
+    } else if (scenario === 'bad-calls') {
+      const t = tensor(new Float64Array(4), [2, 2], { dtype: 'float64' });
+      const errors: string[] = [];
+      for (const f of [() => g.allreduce(t, 'product' as never), () => g.broadcast(t, 5)])
+        try {
+          f();
+        } catch (e) {
+          errors.push((e as Error).message);
+        }
+      g.dispose();
+      try {
+        g.barrier();
       } catch (e) {
         errors.push((e as Error).message);
       }
-    g.dispose();
-    try {
-      g.barrier();
-    } catch (e) {
-      errors.push((e as Error).message);
+      out.errors = errors;
     }
-    out.errors = errors;
+  } catch (e) {
+    out.error = (e as Error).message;
+    out.errorAfterMs = Date.now() - t0;
   }
-} catch (e) {
-  out.error = (e as Error).message;
-  out.errorAfterMs = Date.now() - t0;
+  process.stdout.write(JSON.stringify(out) + '\n');
 }
-process.stdout.write(JSON.stringify(out) + '\n');

@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
 import { native } from '../lib/native/load.js';
+import { steps } from './distributed-worker.js';
 import { repoRoot } from './helpers.js';
 
 const hasGloo = native().versions().distributed.includes('gloo');
@@ -65,6 +66,29 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
         expect(d.broadcast).toEqual(idx.map((i) => 10 + i)); // rank 1's values
       }
     }
+  }, 90_000);
+
+  // synced data parallelism: two ranks with half the batch each take the steps one process takes on the whole batch
+  const rules: [string, object | null][] = [
+    ['SGD', null],
+    ['SAM', { kind: 'sam', rho: 0.05 }],
+    ['Frob-SAM', { kind: 'frob-sam', rho: 0.01, lambda: 0.01, samples: 2 }],
+    ['Det-SAM', { kind: 'det-sam', rho: 1, lambda: 0.1, samples: 2, halfCube: 0.05 }],
+    ['Trace-SAM, exact estimator', { kind: 'trace-sam', rho: 0.05, lambda: 1, samples: 2, estimator: 'exact' }],
+  ];
+  it.each(rules)('%s: two processes on halves equal one process on the whole batch (float64, 1e-10)', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('steps', 2, 2, { USAM_TEST_RULE: json });
+    const one = steps(json, 0, 1);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      expect(v).toHaveLength(one.length);
+      const scale = Math.max(...one.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - one[i]))) / scale).toBeLessThan(1e-10);
+    }
+    // and the two ranks hold the very same parameters
+    expect(out[0].values).toEqual(out[1].values);
   }, 90_000);
 
   it('a peer that dies: the next collective fails with an error naming it, within the timeout', async () => {

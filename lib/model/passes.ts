@@ -4,6 +4,10 @@
 // is the sample-count-weighted mean (one batch of their concatenation for a
 // model without BatchNorm; BatchNorm normalises each micro-batch by its own
 // statistics, and its running statistics move once, pooled).
+// With a process group, the micro-batches of all ranks are one step: weights
+// are over the global sample count, and each pass ends with one allreduce of
+// its weighted sum and its scalars (one collective per pass), so N processes
+// compute what one process computes on the concatenation of their batches.
 import type { HvpCache, Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -11,6 +15,7 @@ import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
 import { one, runSync, type Work } from './work.js';
+import type { ProcessGroup } from '../distributed.js';
 
 export interface Batch {
   x: Tensor;
@@ -34,11 +39,19 @@ export class Passes {
   /** per batch, the HVP cache its HVPs record into and replay from (undefined: none) */
   hvpCaches: (HvpCache | undefined)[] = [];
   private scratch?: Tensor;
+  // the flat buffer a pass's result and scalars travel in (data-parallel)
+  private wire?: Tensor;
 
   constructor(
     readonly model: Model,
     readonly counters: PassCounters,
-  ) {}
+    readonly group?: ProcessGroup,
+  ) {
+    if (group && model.buffers().values.numel > 0)
+      throw new Error(
+        'data-parallel steps of a model with buffers (BatchNorm statistics) are not supported yet: they would need an allreduce in every pass; use a model without BatchNorm',
+      );
+  }
 
   /** The (micro-)batches of the current step. */
   use(batches: Batch[]): void {
@@ -48,23 +61,61 @@ export class Passes {
       if (!Number.isInteger(n) || n < 1) throw new Error(`batches[${i}].x has no batch dimension`);
       return n;
     });
-    const total = sizes.reduce((a, b) => a + b, 0);
+    let total = sizes.reduce((a, b) => a + b, 0);
+    if (this.group) {
+      const t = native().Tensor.fromArray(new Float64Array([total]), [1], 'float64', 'cpu');
+      this.group.allreduce(t, 'sum');
+      total = (t.toArray() as Float64Array)[0];
+      t.dispose();
+    }
     this.weights = sizes.map((n) => n / total);
     this.count = total;
     this.batches = batches;
   }
 
-  /** Accumulates `pass(batch, out)` over micro-batches into `out`; returns the weighted mean of its results. */
-  private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor, index: number) => Work<number>): Work<number> {
-    if (this.batches.length === 1) return yield* pass(this.batches[0], out, 0);
-    const scratch = this.scratchLike(out);
-    let value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
-    ops.scale(out, this.weights[0]);
-    for (let j = 1; j < this.batches.length; j++) {
-      value += (yield* pass(this.batches[j], scratch, j)) * this.weights[j];
-      ops.axpy(out, this.weights[j], scratch);
+  /**
+   * Accumulates `pass(batch, out)` over micro-batches into `out`; returns the
+   * weighted mean of its results. `extra` are further sums of the pass (the
+   * correct count) that travel with it across ranks.
+   */
+  private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor, index: number) => Work<number>, extra?: { get(): number; set(v: number): void }): Work<number> {
+    let value: number;
+    if (this.batches.length === 1 && !this.group) return yield* pass(this.batches[0], out, 0);
+    if (this.batches.length === 1) {
+      value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
+      ops.scale(out, this.weights[0]);
+    } else {
+      const scratch = this.scratchLike(out);
+      value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
+      ops.scale(out, this.weights[0]);
+      for (let j = 1; j < this.batches.length; j++) {
+        value += (yield* pass(this.batches[j], scratch, j)) * this.weights[j];
+        ops.axpy(out, this.weights[j], scratch);
+      }
     }
-    return value;
+    if (!this.group) return value;
+    const [sum, more] = this.allreduce(out, [value, extra?.get() ?? 0]);
+    extra?.set(more);
+    return sum;
+  }
+
+  /** out and the scalars, summed over the ranks in one collective. */
+  private allreduce(out: Tensor, scalars: number[]): number[] {
+    const n = out.numel;
+    if (this.wire?.numel !== n + scalars.length) {
+      this.wire?.dispose();
+      this.wire = persistent(() => native().Tensor.zeros([n + scalars.length], this.model.dtype, this.model.device));
+    }
+    const body = this.wire.narrow(0, n), tail = this.wire.narrow(n, scalars.length), flat = out.view([n]);
+    try {
+      ops.copy(body, flat);
+      tail.copyFrom(Float64Array.from(scalars));
+      this.group!.allreduce(this.wire, 'sum');
+      ops.copy(flat, body);
+      return Array.from(tail.toArray() as Float32Array | Float64Array);
+    } finally {
+      for (const t of [body, tail, flat]) t.dispose();
+    }
   }
 
   // A scratch vector of out's shape (flat, or a block [K, P] of HVPs), kept for the next pass.
@@ -108,16 +159,21 @@ export class Passes {
   private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
     let correct: number | null = 0;
     const native = this.model.native;
-    const loss = yield* this.accumulate(out, (b, o) => {
-      this.counters.forward++;
-      this.counters.backward++;
-      return (function* () {
-        const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats) });
-        const c = native.lastCorrect;
-        correct = c >= 0 && correct !== null ? correct + c : null;
-        return l;
-      })();
-    });
+    const loss = yield* this.accumulate(
+      out,
+      (b, o) => {
+        this.counters.forward++;
+        this.counters.backward++;
+        return (function* () {
+          const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats) });
+          const c = native.lastCorrect;
+          correct = c >= 0 && correct !== null ? correct + c : null;
+          return l;
+        })();
+      },
+      // a rank without class labels sends −1: the sum is negative, no count
+      { get: () => correct ?? -1, set: (v) => (correct = v >= 0 ? Math.round(v) : null) },
+    );
     this.correct = correct;
     return loss;
   }
@@ -155,5 +211,6 @@ export class Passes {
 
   dispose(): void {
     this.scratch?.dispose();
+    this.wire?.dispose();
   }
 }

@@ -3,6 +3,7 @@
 // optimizer's update. Tensors stay native; this file only decides.
 import { z } from 'zod';
 import type { Model } from '../model/model.js';
+import { ProcessGroup } from '../distributed.js';
 import { formatIssues } from '../model/spec.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
@@ -35,6 +36,7 @@ const optimizerOptions = z
     rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
     warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
     rhoWarmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
+    group: z.instanceof(ProcessGroup, { message: 'must be a ProcessGroup (processGroupFromEnv() or new ProcessGroup({...}))' }).optional(),
   })
   .strict();
 
@@ -51,6 +53,13 @@ export interface OptimizerOptions {
   warmup?: z.input<typeof warmupConfig>;
   /** linear rho warm-up over the first steps */
   rhoWarmup?: z.input<typeof warmupConfig>;
+  /**
+   * data-parallel: each rank steps on its shard of the global batch, and every
+   * pass (unperturbed, perturbed, HVP) is all-reduced, so the ranks compute
+   * what one process computes on the whole batch (synced perturbations). The
+   * ranks must start from the same parameters and seed.
+   */
+  group?: ProcessGroup;
 }
 
 export interface StepResult {
@@ -120,7 +129,7 @@ export class Optimizer {
     this.every = o.every;
     this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
-    this.passes = new Passes(model, this.counters);
+    this.passes = new Passes(model, this.counters, o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
