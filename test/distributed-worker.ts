@@ -2,11 +2,31 @@
 // variables describe, runs a scenario, prints one JSON line.
 import { pathToFileURL } from 'node:url';
 import { processGroupFromEnv } from '../lib/distributed.js';
+import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { labels, tensor } from '../lib/tensor.js';
 import { rng } from './helpers.js';
+
+/** The probes of test/distributed.test.ts on `part` of `parts` of 64 samples: trace, ‖H‖_F², λmax, log|det|. */
+export function probes(part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
+  const r = rng(12);
+  const N = 64, D = 12;
+  const xs = Float64Array.from({ length: N * D }, () => r() * 2 - 1);
+  const ys = Array.from({ length: N }, () => Math.floor(r() * 4));
+  const n = N / parts;
+  const x = tensor(xs.slice(part * n * D, (part + 1) * n * D), [n, D], { dtype: 'float64' });
+  const y = labels(ys.slice(part * n, (part + 1) * n));
+  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh' }), { dtype: 'float64', seed: 6 });
+  const h = hessian(model, { x, y }, { group });
+  return [
+    h.trace({ samples: 8, seed: 1 }).estimate,
+    h.frobeniusSquared({ samples: 8, seed: 2 }).estimate,
+    h.eigenvalues({ k: 1, which: 'both', seed: 3 }).largest![0],
+    h.logAbsDet({ damping: 1e-3, steps: 10, runs: 1, seed: 4 }).estimate,
+  ];
+}
 
 /** The steps of test/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
 export function steps(rule: string, part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
@@ -55,7 +75,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       g.barrier();
     } else if (scenario === 'steps') {
       out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g);
-    } else if (scenario === 'peer-dies') {
+    } else if (scenario === 'probes') {
+    out.values = probes(r, g.worldSize, g);
+  } else if (scenario === 'peer-dies') {
       const t = tensor(new Float64Array([r]), [1], { dtype: 'float64' });
       g.allreduce(t);
       if (r === 1) {

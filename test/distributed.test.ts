@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
 import { native } from '../lib/native/load.js';
-import { steps } from './distributed-worker.js';
+import { probes, steps } from './distributed-worker.js';
 import { repoRoot } from './helpers.js';
 
 const hasGloo = native().versions().distributed.includes('gloo');
@@ -89,6 +89,16 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     }
     // and the two ranks hold the very same parameters
     expect(out[0].values).toEqual(out[1].values);
+  }, 90_000);
+
+  it('Hessian probes on a sharded batch: one allreduce per HVP, the results of one process on all of it', async () => {
+    const out = await ranks('probes', 2);
+    const one = probes(0, 1);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      for (let i = 0; i < one.length; i++) expect(Math.abs(v[i] - one[i]) / Math.abs(one[i])).toBeLessThan(1e-10);
+    }
   }, 90_000);
 
   it('a peer that dies: the next collective fails with an error naming it, within the timeout', async () => {

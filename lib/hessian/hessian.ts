@@ -17,6 +17,7 @@ import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature,
 import { symmetricEigen } from './linalg.js';
 import type { LanczosMemoryOptions } from './lanczos.js';
 import { DEFAULT_HVP_CACHE_BYTES, HessianOperator } from './operator.js';
+import type { ProcessGroup } from '../distributed.js';
 import { extent } from '../extent.js';
 
 export interface HessianOptions {
@@ -38,6 +39,13 @@ export interface HessianOptions {
    * for all its HVPs (one fixed H); uncached, every HVP draws new masks.
    */
   cache?: boolean | { maxBytes: number };
+  /**
+   * data-parallel probes: each rank holds its shard of the data, every HVP is
+   * all-reduced (one collective per HVP), and every rank gets the results one
+   * process gets on all the data. The ranks must call the same probes with
+   * the same seeds.
+   */
+  group?: ProcessGroup;
 }
 
 /** The full Hessian is refused above this many rows unless full({maxSize}) says otherwise. */
@@ -86,7 +94,7 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Pa
   if (typeof cache === 'boolean') cacheBytes = cache ? DEFAULT_HVP_CACHE_BYTES : 0;
   else if (typeof cache === 'object' && cache !== null && Number.isFinite(cache.maxBytes) && cache.maxBytes >= 0) cacheBytes = cache.maxBytes;
   else throw new Error(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
-  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes));
+  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes, options.group));
 }
 
 export class Hessian {

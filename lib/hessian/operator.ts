@@ -11,6 +11,7 @@ import type { Model } from '../model/model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
+import type { ProcessGroup } from '../distributed.js';
 import { type Batch, Passes } from '../model/passes.js';
 import { runSync, type Work } from '../model/work.js';
 import { type Generator, generator } from '../random.js';
@@ -40,8 +41,10 @@ export class HessianOperator {
     readonly method?: HvpMethod,
     /** the most bytes the batches' HVP caches may hold together; 0: no caches */
     readonly cacheBytes = DEFAULT_HVP_CACHE_BYTES,
+    /** data-parallel: the batches are this rank's shard, every HVP is all-reduced */
+    group?: ProcessGroup,
   ) {
-    this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 });
+    this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, group);
     this.passes.use(batches);
     if (cacheBytes > 0) this.passes.hvpCaches = batches.map(() => new (native().HvpCache)());
     if (!modules || modules.length === 0) {
