@@ -3,8 +3,10 @@
 // collectives on flat CPU tensors. Collectives block until every rank has
 // joined them, and fail with an error (never hang) when a peer dies or does
 // not come within the timeout.
-import type { NativeProcessGroup } from './native/binding.js';
+import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
+import { ops } from './ops.js';
+import { persistent } from './scope.js';
 import type { Tensor } from './tensor.js';
 
 export interface ProcessGroupOptions {
@@ -108,4 +110,38 @@ export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { t
     timeoutMs: o.timeoutMs,
     ...(agent ? { agentStore: { restartCount: env.TORCHELASTIC_RESTART_COUNT ? int('TORCHELASTIC_RESTART_COUNT') : 0 } } : {}),
   });
+}
+
+/**
+ * Sums a flat result (a gradient, an HVP, a block of them) and a few scalars
+ * over the ranks in one collective: they travel in one buffer, kept between
+ * calls. The scalars go in the tensor's dtype.
+ */
+export class Reducer {
+  private wire?: Tensor;
+  constructor(readonly group: ProcessGroup) {}
+
+  /** out ← Σ_ranks out, in place; returns Σ_ranks of each scalar. */
+  sum(out: Tensor, scalars: number[]): number[] {
+    const n = out.numel;
+    if (this.wire?.numel !== n + scalars.length || this.wire.dtype !== out.dtype) {
+      this.wire?.dispose();
+      this.wire = persistent(() => native().Tensor.zeros([n + scalars.length], out.dtype as DType, out.device));
+    }
+    const body = this.wire.narrow(0, n), tail = this.wire.narrow(n, scalars.length), flat = out.view([n]);
+    try {
+      ops.copy(body, flat);
+      tail.copyFrom(Float64Array.from(scalars));
+      this.group.allreduce(this.wire, 'sum');
+      ops.copy(flat, body);
+      return Array.from(tail.toArray() as Float32Array | Float64Array);
+    } finally {
+      for (const t of [body, tail, flat]) t.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.wire?.dispose();
+    this.wire = undefined;
+  }
 }

@@ -91,6 +91,22 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     expect(out[0].values).toEqual(out[1].values);
   }, 90_000);
 
+  it.each(rules.slice(1, 4))('%s, local perturbations: each rank perturbs with its own half; one step equals the mean of one-process steps on each half', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('local-step', 2, 2, { USAM_TEST_RULE: json });
+    // plain SGD (no momentum): w − lr·(g_A + g_B)/2 is the mean of w − lr·g_A and w − lr·g_B
+    const a = steps(json, 0, 2, undefined, { steps: 1, momentum: 0 }), b = steps(json, 1, 2, undefined, { steps: 1, momentum: 0 });
+    const mean = a.map((v, i) => (v + b[i]) / 2);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[], synced = o.synced as number[];
+      const scale = Math.max(...mean.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - mean[i]))) / scale).toBeLessThan(1e-10);
+      // and synced differs: its ascent uses the whole batch's gradient
+      expect(Math.max(...v.slice(1).map((x, i) => Math.abs(x - synced[i + 1])))).toBeGreaterThan(1e-8); // ≫ the 1e-10 of the equality above
+    }
+  }, 90_000);
+
   it('Hessian probes on a sharded batch: one allreduce per HVP, the results of one process on all of it', async () => {
     const out = await ranks('probes', 2);
     const one = probes(0, 1);

@@ -15,7 +15,7 @@ import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import { persistent } from '../scope.js';
 import { one, runSync, type Work } from './work.js';
-import type { ProcessGroup } from '../distributed.js';
+import { type ProcessGroup, Reducer } from '../distributed.js';
 
 export interface Batch {
   x: Tensor;
@@ -39,8 +39,7 @@ export class Passes {
   /** per batch, the HVP cache its HVPs record into and replay from (undefined: none) */
   hvpCaches: (HvpCache | undefined)[] = [];
   private scratch?: Tensor;
-  // the flat buffer a pass's result and scalars travel in (data-parallel)
-  private wire?: Tensor;
+  private readonly reducer?: Reducer;
 
   constructor(
     readonly model: Model,
@@ -51,6 +50,7 @@ export class Passes {
       throw new Error(
         'data-parallel steps of a model with buffers (BatchNorm statistics) are not supported yet: they would need an allreduce in every pass; use a model without BatchNorm',
       );
+    if (group) this.reducer = new Reducer(group);
   }
 
   /** The (micro-)batches of the current step. */
@@ -94,28 +94,9 @@ export class Passes {
       }
     }
     if (!this.group) return value;
-    const [sum, more] = this.allreduce(out, [value, extra?.get() ?? 0]);
+    const [sum, more] = this.reducer!.sum(out, [value, extra?.get() ?? 0]);
     extra?.set(more);
     return sum;
-  }
-
-  /** out and the scalars, summed over the ranks in one collective. */
-  private allreduce(out: Tensor, scalars: number[]): number[] {
-    const n = out.numel;
-    if (this.wire?.numel !== n + scalars.length) {
-      this.wire?.dispose();
-      this.wire = persistent(() => native().Tensor.zeros([n + scalars.length], this.model.dtype, this.model.device));
-    }
-    const body = this.wire.narrow(0, n), tail = this.wire.narrow(n, scalars.length), flat = out.view([n]);
-    try {
-      ops.copy(body, flat);
-      tail.copyFrom(Float64Array.from(scalars));
-      this.group!.allreduce(this.wire, 'sum');
-      ops.copy(flat, body);
-      return Array.from(tail.toArray() as Float32Array | Float64Array);
-    } finally {
-      for (const t of [body, tail, flat]) t.dispose();
-    }
   }
 
   // A scratch vector of out's shape (flat, or a block [K, P] of HVPs), kept for the next pass.
@@ -211,6 +192,6 @@ export class Passes {
 
   dispose(): void {
     this.scratch?.dispose();
-    this.wire?.dispose();
+    this.reducer?.dispose();
   }
 }

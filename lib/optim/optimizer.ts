@@ -3,7 +3,7 @@
 // optimizer's update. Tensors stay native; this file only decides.
 import { z } from 'zod';
 import type { Model } from '../model/model.js';
-import { ProcessGroup } from '../distributed.js';
+import { ProcessGroup, Reducer } from '../distributed.js';
 import { formatIssues } from '../model/spec.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
@@ -37,6 +37,8 @@ const optimizerOptions = z
     warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
     rhoWarmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
     group: z.instanceof(ProcessGroup, { message: 'must be a ProcessGroup (processGroupFromEnv() or new ProcessGroup({...}))' }).optional(),
+    /** with a group: 'synced' (every pass all-reduced) or 'local' (each rank perturbs with its own shard; only the final gradients are averaged) */
+    perturbation: z.enum(['synced', 'local']).default('synced'),
   })
   .strict();
 
@@ -60,6 +62,12 @@ export interface OptimizerOptions {
    * ranks must start from the same parameters and seed.
    */
   group?: ProcessGroup;
+  /**
+   * 'local' (with a group): each rank runs the rule on its own shard (its own
+   * ascent gradient and perturbed losses: the SAM paper's m-sharpness) and
+   * only the final gradients are averaged, weighted by sample count.
+   */
+  perturbation?: 'synced' | 'local';
 }
 
 export interface StepResult {
@@ -113,6 +121,8 @@ export class Optimizer {
   private readonly drawsPerStep: number = 0;
   private readonly rule?: (ctx: RuleContext) => Work<RuleResult>;
   private steps = 0;
+  /** 'local' perturbations: the final gradient's allreduce */
+  private readonly localReducer?: Reducer;
 
   constructor(
     readonly model: Model,
@@ -129,7 +139,8 @@ export class Optimizer {
     this.every = o.every;
     this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
-    this.passes = new Passes(model, this.counters, o.group);
+    this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined);
+    if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
@@ -264,7 +275,9 @@ export class Optimizer {
         ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
       }
     }
-    const finite = result.gradSum !== undefined ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
+    let reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
+    if (this.localReducer) reported = this.averageLocal(grad, reported);
+    const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)
       throw new Error(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`);
     this.base.step(this.model.params, grad, lr);
@@ -274,7 +287,20 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return { step: t, loss, sharpness: result.sharpness, penalty: result.penalty, lr, rho, correct, count: this.passes.count, sharpnessAware, counters };
+    return { step: t, ...reported, lr, rho, sharpnessAware, counters };
+  }
+
+  /**
+   * 'local' perturbations: grad ← the sample-weighted mean of the ranks'
+   * final gradients, and the reported numbers as the same means, in one
+   * allreduce.
+   */
+  private averageLocal(grad: Tensor, r: { loss: number; correct: number | null; count: number; sharpness: number; penalty: number }) {
+    const n = r.count;
+    ops.scale(grad, n);
+    const [count, loss, correct, sharpness, penalty] = this.localReducer!.sum(grad, [n, n * r.loss, r.correct ?? -Infinity, n * r.sharpness, n * r.penalty]);
+    ops.scale(grad, 1 / count);
+    return { loss: loss / count, correct: Number.isFinite(correct) ? Math.round(correct) : null, count, sharpness: sharpness / count, penalty: penalty / count };
   }
 
   /** Totals since creation. */
@@ -362,6 +388,7 @@ export class Optimizer {
     this.sampler?.dispose();
     this.workspace.dispose();
     this.passes.dispose();
+    this.localReducer?.dispose();
     this.base.dispose();
   }
 }
