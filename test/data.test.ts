@@ -141,3 +141,28 @@ describe('loader', () => {
     expect(variants.size).toBeGreaterThan(5);
   });
 });
+
+describe('loader shards (data-parallel ranks)', () => {
+  it('the ranks\' parts of each batch, in rank order, are the batch of one loader, augmentation included', () => {
+    const d = synthetic({ count: 47, shape: [3, 8, 8], classes: 5, seed: 2 });
+    const o = { batchSize: 10, shuffle: true, seed: 4, augment: 'crop-flip' as const };
+    const whole = new DataLoader(d, o);
+    const ranks = [0, 1, 2].map((rank) => new DataLoader(d, { ...o, shard: { rank, worldSize: 3 } }));
+    expect(ranks.map((l) => l.length)).toEqual([5, 5, 5]);
+    for (const epoch of [0, 1])
+      for (let b = 0; b < whole.length; b++) {
+        const w = whole.batch(epoch, b);
+        const parts = ranks.map((l) => l.batch(epoch, b));
+        expect(parts.map((p) => p.y.shape[0])).toEqual(ranks.map((l) => l.batchLength(b)));
+        expect(parts.reduce((s, p) => s + p.y.shape[0], 0)).toBe(w.y.shape[0]);
+        expect(parts.flatMap((p) => Array.from(p.x.toArray() as Float32Array))).toEqual(Array.from(w.x.toArray() as Float32Array));
+        expect(parts.flatMap((p) => Array.from(p.y.toArray() as BigInt64Array))).toEqual(Array.from(w.y.toArray() as BigInt64Array));
+      }
+  });
+  it('refuses a last batch smaller than the ranks, and a bad shard', () => {
+    const d = synthetic({ count: 21, shape: [4], classes: 2, seed: 1 });
+    expect(() => new DataLoader(d, { batchSize: 10, shard: { rank: 0, worldSize: 2 } })).toThrow(/the last batch holds 1 samples, fewer than the 2 ranks/);
+    expect(new DataLoader(d, { batchSize: 10, dropLast: true, shard: { rank: 1, worldSize: 2 } }).batchLength(1)).toBe(5);
+    expect(() => new DataLoader(d, { batchSize: 10, shard: { rank: 2, worldSize: 2 } })).toThrow(/0 ≤ rank < worldSize/);
+  });
+});

@@ -2,7 +2,11 @@
 // worker thread that trains, a progress bar, and Ctrl-C that stops after the
 // current step with a resumable checkpoint.
 import { readFileSync } from 'node:fs';
-import { trainConfig } from '../train/config.js';
+import { join } from 'node:path';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { parseTrainConfig, trainConfig } from '../train/config.js';
+import { CHECKPOINT_FILE } from '../train/trainer.js';
+import { launchRanks } from './launch.js';
 import { trainInWorker } from '../train/run.js';
 import type { EpochMetrics } from '../train/trainer.js';
 import { flagHelp, parseFlags } from './flags.js';
@@ -22,6 +26,14 @@ ${flagHelp(trainConfig)}
   --quiet                                     no progress bar
 `;
 
+function savedNproc(dir: string): number {
+  try {
+    return (loadCheckpoint(join(dir, CHECKPOINT_FILE)).config as { nproc?: number }).nproc ?? 1;
+  } catch {
+    return 1; // the Trainer reports what is wrong with the folder
+  }
+}
+
 function bar(fraction: number, width = 24): string {
   const full = Math.round(fraction * width);
   return '█'.repeat(full) + '░'.repeat(width - full);
@@ -34,9 +46,14 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
   const { values, extra } = parseFlags(trainConfig, argv, ['--config', '--resume', '--quiet']);
   let config: object;
+  let nproc: number;
   if (typeof extra['--resume'] === 'string') {
-    if (Object.keys(values).length > 0 || extra['--config']) throw new Error('--resume takes no other flags: the run continues with its saved config');
+    const { nproc: given, ...others } = values;
+    if (Object.keys(others).length > 0 || extra['--config'])
+      throw new Error('--resume takes no other flags but --nproc: the run continues with its saved config');
     config = { resume: extra['--resume'] };
+    // a data-parallel run resumes with as many ranks as it had, unless told
+    nproc = (given as number | undefined) ?? savedNproc(extra['--resume']);
   } else {
     let fromFile: object = {};
     if (extra['--config'] !== undefined) {
@@ -48,6 +65,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
       }
     }
     config = { ...fromFile, ...values };
+    nproc = (config as { nproc?: number }).nproc ?? 1;
+  }
+  // the launcher: N ranks of this same command (each one sees WORLD_SIZE and trains its shard)
+  if (nproc > 1 && process.env.WORLD_SIZE === undefined) {
+    if (!('resume' in config)) parseTrainConfig(config); // a bad flag fails once, here, not in every rank
+    return launchRanks(nproc, argv);
   }
   const quiet = extra['--quiet'] === true || !process.stderr.isTTY;
   let interrupted = 0;

@@ -1,7 +1,10 @@
 // Batches from an in-memory dataset. The order of epoch e is a permutation
 // drawn from a stream seeded by (seed, e), and the augmentation of batch b of
 // epoch e from (seed, e, b): any position of any epoch can be resumed
-// exactly without storing generator state.
+// exactly without storing generator state. With `shard`, rank r of W gets
+// its contiguous part of every global batch (the same permutation and the
+// same augmentation on every rank): the ranks' batches together are the one
+// batch a single process would take.
 import type { FloatDType } from '../native/binding.js';
 import type { Batch } from '../model/passes.js';
 import { persistent } from '../scope.js';
@@ -18,6 +21,8 @@ export interface LoaderOptions {
   augment?: 'crop-flip';
   dtype?: FloatDType;
   device?: string;
+  /** data-parallel: this rank's part of each batch of `batchSize` (the global batch) */
+  shard?: { rank: number; worldSize: number };
 }
 
 export class DataLoader {
@@ -30,6 +35,28 @@ export class DataLoader {
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new Error(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
     this.batchSize = options.batchSize;
     if (options.augment && dataset.shape.length !== 3) throw new Error(`augment '${options.augment}' needs image data [C, H, W]`);
+    const sh = options.shard;
+    if (sh) {
+      if (!(Number.isInteger(sh.worldSize) && sh.worldSize >= 1 && Number.isInteger(sh.rank) && sh.rank >= 0 && sh.rank < sh.worldSize))
+        throw new Error(`shard must be {rank, worldSize} with 0 ≤ rank < worldSize, got ${JSON.stringify(sh)}`);
+      const last = this.globalLength(this.length - 1);
+      if (last < sh.worldSize)
+        throw new Error(
+          `the last batch holds ${last} samples, fewer than the ${sh.worldSize} ranks, so a rank would get none; choose a batch size that leaves at least ${sh.worldSize} in it, or dropLast`,
+        );
+    }
+  }
+
+  /** Samples of global batch `index` (all ranks together). */
+  private globalLength(index: number): number {
+    return Math.max(0, Math.min(this.batchSize, count(this.dataset) - index * this.batchSize));
+  }
+
+  /** This rank's range [lo, hi) within a global batch of n samples. */
+  private shardRange(n: number): [number, number] {
+    const sh = this.options.shard;
+    if (!sh) return [0, n];
+    return [Math.floor((sh.rank * n) / sh.worldSize), Math.floor(((sh.rank + 1) * n) / sh.worldSize)];
   }
 
   /** Batches per epoch. */
@@ -72,9 +99,10 @@ export class DataLoader {
     return into;
   }
 
-  /** How many samples batch `index` holds (the last one may be partial). */
+  /** How many samples batch `index` holds (the last one may be partial; with a shard, this rank's part). */
   batchLength(index: number): number {
-    return Math.max(0, Math.min(this.batchSize, count(this.dataset) - index * this.batchSize));
+    const [lo, hi] = this.shardRange(this.globalLength(index));
+    return hi - lo;
   }
 
   // The samples of one batch, augmented, in staging arrays reused from batch
@@ -83,18 +111,22 @@ export class DataLoader {
   private stage(epoch: number, index: number, order: Int32Array): { xs: Float32Array; ys: Int32Array } {
     const d = this.dataset;
     const size = sampleSize(d);
-    const from = index * this.batchSize;
-    const to = Math.min(from + this.batchSize, order.length);
-    if (from >= to) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
+    const start = index * this.batchSize;
+    const end = Math.min(start + this.batchSize, order.length);
+    if (start >= end) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
+    const [lo, hi] = this.shardRange(end - start);
+    const from = start + lo, to = start + hi;
     if (!this.staging || this.staging.x.length < (to - from) * size) this.staging = { x: new Float32Array(this.batchSize * size), y: new Int32Array(this.batchSize) };
     const xs = this.staging.x.subarray(0, (to - from) * size);
     const ys = this.staging.y.subarray(0, to - from);
     const rng = this.options.augment ? new Prng(this.options.seed ?? 0, 0xa06, epoch, index) : undefined;
+    // the augmentation draws of the global batch in order, so a shard's samples are augmented as in one process
+    for (let k = start; k < from; k++) if (rng) drawCropFlip(rng);
     for (let k = from; k < to; k++) {
       const i = order[k];
       const src = d.x.subarray(i * size, (i + 1) * size);
       const dst = xs.subarray((k - from) * size, (k - from + 1) * size);
-      if (rng) cropFlip(src, dst, d.shape, rng);
+      if (rng) cropFlip(src, dst, d.shape, drawCropFlip(rng));
       else dst.set(src);
       ys[k - from] = d.y[i];
     }
@@ -142,11 +174,15 @@ export class BatchTensors {
   }
 }
 
-/** Zero-pad by 4, crop back to H×W at a random offset, flip horizontally with probability ½. */
-function cropFlip(src: Float32Array, dst: Float32Array, shape: number[], rng: Prng): void {
-  const [c, h, w] = shape;
+/** One sample's draws of cropFlip: the offsets and the flip. */
+function drawCropFlip(rng: Prng): { dy: number; dx: number; flip: boolean } {
   const dy = rng.int(9) - 4, dx = rng.int(9) - 4;
-  const flip = rng.next() < 0.5;
+  return { dy, dx, flip: rng.next() < 0.5 };
+}
+
+/** Zero-pad by 4, crop back to H×W at the drawn offset, flipped horizontally when drawn so. */
+function cropFlip(src: Float32Array, dst: Float32Array, shape: number[], { dy, dx, flip }: { dy: number; dx: number; flip: boolean }): void {
+  const [c, h, w] = shape;
   for (let ch = 0; ch < c; ch++)
     for (let yy = 0; yy < h; yy++)
       for (let xx = 0; xx < w; xx++) {

@@ -50,6 +50,10 @@ export const trainConfig = z
     probeSamples: z.number().int().min(2).default(20),
     /** a line of steps.jsonl (mean loss and sharpness estimate, lr, rho) every k steps; 0: none */
     stepLogEvery: z.number().int().nonnegative().default(10),
+    /** data-parallel training: this many processes on this machine (usam train starts them; torchrun's variables work too) */
+    nproc: z.number().int().positive().default(1),
+    /** data-parallel SAM-family steps: 'synced' (every pass all-reduced: what one process computes on the global batch) or 'local' (each rank perturbs with its own shard, as in the SAM paper) */
+    perturbation: z.enum(['synced', 'local']).default('synced'),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
     seed: z.number().int().nonnegative().default(0),

@@ -12,6 +12,9 @@ import { Model } from '../model/model.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { native } from '../native/load.js';
 import { Optimizer } from '../optim/optimizer.js';
+import type { ProcessGroup } from '../distributed.js';
+import { persistent } from '../scope.js';
+import { tensor, type Tensor } from '../tensor.js';
 import { streamSeed } from '../random.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
@@ -122,13 +125,26 @@ export class Trainer {
   private readonly batches: BatchTensors;
   private progress: Progress = { epoch: 0, batch: 0, globalStep: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 };
 
-  /** A new run (out must not hold one), or with `resume` the run saved in `out`. */
-  constructor(config: TrainConfigInput | { resume: string }) {
+  /** Rank 0 of a data-parallel run (or a single process): the one that writes files. */
+  readonly writer: boolean;
+  readonly group?: ProcessGroup;
+
+  /**
+   * A new run (out must not hold one), or with `resume` the run saved in
+   * `out`. With a process group, this process is one rank of a data-parallel
+   * run: it trains on its shard of every global batch (config.batchSize),
+   * all ranks step together, and rank 0 alone writes the run's files.
+   */
+  constructor(config: TrainConfigInput | { resume: string }, options: { group?: ProcessGroup } = {}) {
+    this.group = options.group;
+    this.writer = !this.group || this.group.rank === 0;
     const resuming = 'resume' in config;
     const out = resolve(resuming ? config.resume : parseTrainConfig(config).out);
     const checkpointFile = join(out, CHECKPOINT_FILE);
     const loaded = resuming ? loadCheckpoint(checkpointFile) : undefined;
     this.config = parseTrainConfig(loaded ? { ...(loaded.config as object), out } : config);
+    // the world size is the group's (torchrun's launch says nothing of --nproc)
+    if (this.group && this.config.nproc !== this.group.worldSize) this.config = { ...this.config, nproc: this.group.worldSize };
     this.out = out;
     if (!resuming && existsSync(checkpointFile))
       throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
@@ -136,7 +152,9 @@ export class Trainer {
     // everything that can fail on bad input fails before anything is written
     this.data = datasetsOf(this.config);
     this.model = modelOf(this.config, this.data.train);
+    const g = this.group;
     this.loader = new DataLoader(this.data.train, {
+      ...(g ? { shard: { rank: g.rank, worldSize: g.worldSize } } : {}),
       batchSize: this.config.batchSize,
       shuffle: true,
       seed: this.config.seed,
@@ -145,11 +163,21 @@ export class Trainer {
       device: this.config.device,
     });
     this.batches = new BatchTensors(this.loader);
-    this.optimizer = new Optimizer(this.model, optimizerOptionsOf(this.config, this.loader.length));
+    this.optimizer = new Optimizer(this.model, {
+      ...optimizerOptionsOf(this.config, this.loader.length),
+      ...(g ? { group: g, perturbation: this.config.perturbation } : {}),
+    });
     if (loaded) {
       loaded.restore(this.model, this.optimizer);
       this.progress = { ...loaded.progress, correct: loaded.progress.correct ?? 0, seen: loaded.progress.seen ?? 0 };
-    } else {
+    }
+    if (g) {
+      // every rank starts from rank 0's weights (the same seed makes them equal already; this makes sure)
+      g.broadcast(this.model.params, 0);
+      const b = this.model.buffers();
+      if (b.values.numel > 0) g.broadcast(b.values, 0);
+    }
+    if (!loaded && this.writer) {
       const created = !existsSync(out);
       checkWritable(out);
       try {
@@ -166,13 +194,14 @@ export class Trainer {
   }
 
   private save(): void {
+    if (!this.writer) return;
     saveCheckpoint(this.checkpointFile, this.model, this.optimizer, this.config, this.progress);
   }
 
   /** Metrics lines of finished epochs (a resumed run drops lines past its checkpoint). */
   private metricsSoFar(): EpochMetrics[] {
     const file = join(this.out, METRICS_FILE);
-    if (!existsSync(file)) return [];
+    if (!existsSync(file) || !this.writer) return [];
     const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
     const kept = lines.filter((m) => m.epoch < this.progress.epoch);
     if (kept.length !== lines.length) writeFileSync(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
@@ -182,7 +211,7 @@ export class Trainer {
   /** A resumed run drops step-log lines past its checkpoint (written after it, before a crash). */
   private trimStepLog(): void {
     const file = join(this.out, STEPS_FILE);
-    if (!existsSync(file)) return;
+    if (!existsSync(file) || !this.writer) return;
     const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
     const kept = lines.filter((l) => {
       try {
@@ -222,6 +251,17 @@ export class Trainer {
     }
   }
 
+  // A stop asked of any rank stops them all at the same step (one tiny allreduce per step when data-parallel).
+  private stopFlag?: Tensor;
+  private stopRequested(events: TrainEvents): boolean {
+    const asked = events.shouldStop?.() ?? false;
+    if (!this.group) return asked;
+    this.stopFlag ??= persistent(() => tensor(new Float64Array([0]), [1], { dtype: 'float64' }));
+    this.stopFlag.copyFrom(new Float64Array([asked ? 1 : 0]));
+    this.group.allreduce(this.stopFlag, 'max');
+    return (this.stopFlag.toArray() as Float64Array)[0] > 0;
+  }
+
   /** Runs (or continues) the training to its last epoch; blocks the event loop (see runAsync). */
   run(events: TrainEvents = {}): TrainResult {
     return runSync(this.runWork(events));
@@ -247,7 +287,7 @@ export class Trainer {
     let buffered: string[] = [];
     let lastFlush = Date.now();
     const flushSteps = () => {
-      if (buffered.length > 0) appendFileSync(join(this.out, STEPS_FILE), buffered.join(''));
+      if (buffered.length > 0 && this.writer) appendFileSync(join(this.out, STEPS_FILE), buffered.join(''));
       buffered = [];
       lastFlush = Date.now();
     };
@@ -259,7 +299,7 @@ export class Trainer {
       this.model.train();
       let last = { lr: 0, rho: 0 };
       for (; p.batch < this.loader.length; p.batch++) {
-        if (events.shouldStop?.()) {
+        if (this.stopRequested(events)) {
           flushSteps();
           this.save();
           return { stopped: true, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
@@ -318,6 +358,9 @@ export class Trainer {
           stepsPerSecond: stepsThisRun / Math.max((Date.now() - started) / 1000, 1e-9),
         });
       }
+      // 'local' perturbations move each rank's BatchNorm statistics by its own shard: evaluate and save their mean
+      const stats = this.group ? this.model.buffers() : undefined;
+      if (stats && stats.values.numel > 0) this.group!.allreduce(stats.values, 'avg');
       const m: EpochMetrics = {
         epoch: p.epoch,
         step: p.globalStep,
@@ -336,7 +379,7 @@ export class Trainer {
       // crash between them leaves an older checkpoint, and resuming from it
       // drops the line and redoes the epoch; the other order lost the line.
       flushSteps();
-      appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
+      if (this.writer) appendFileSync(join(this.out, METRICS_FILE), JSON.stringify(m) + '\n');
       metrics.push(m);
       this.save();
       // give back the free pages the C heap kept over the epoch (evaluation,
@@ -377,6 +420,7 @@ export class Trainer {
   }
 
   dispose(): void {
+    this.stopFlag?.dispose();
     this.batches.dispose();
     this.optimizer.dispose();
     this.model.dispose();

@@ -1,6 +1,7 @@
 // The training thread: runs a Trainer off the main thread and reports to it.
 // The main thread asks it to stop through a shared flag, read between steps.
 import { parentPort, workerData } from 'node:worker_threads';
+import { processGroupFromEnv } from '../distributed.js';
 import { Trainer } from './trainer.js';
 
 const { config, stop } = workerData as { config: object; stop: SharedArrayBuffer };
@@ -8,7 +9,9 @@ const flag = new Int32Array(stop);
 const post = (m: object) => parentPort!.postMessage(m);
 
 try {
-  const trainer = new Trainer(config as never);
+  // a rank of a data-parallel run (usam train --nproc, torchrun): the group from torchrun's variables
+  const group = Number(process.env.WORLD_SIZE ?? '1') > 1 ? processGroupFromEnv(process.env, { timeoutMs: Number(process.env.USAM_DIST_TIMEOUT_MS) || undefined }) : undefined;
+  const trainer = new Trainer(config as never, { group });
   post({ type: 'ready', out: trainer.out, batches: trainer.loader.length, params: trainer.model.numParams, config: trainer.config });
   let lastPost = 0;
   const result = trainer.run({
@@ -23,6 +26,7 @@ try {
     shouldStop: () => Atomics.load(flag, 0) === 1,
   });
   trainer.dispose();
+  group?.dispose();
   post({ type: 'done', result: { stopped: result.stopped, out: result.out, checkpoint: result.checkpoint, progress: result.progress } });
 } catch (e) {
   post({ type: 'error', message: e instanceof Error ? e.message : String(e) });

@@ -1,0 +1,70 @@
+// `usam train --nproc N`: starts N copies of the same command as the ranks of
+// a data-parallel run on this machine, with torchrun's variables (RANK,
+// LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free
+// MASTER_PORT; OMP_NUM_THREADS = cores / N unless set), shows rank 0's output,
+// forwards Ctrl-C (the ranks stop together, at the same step), and stops
+// every rank when one fails, showing that rank's error.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../native/load.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function launchRanks(nproc: number, argv: string[]): Promise<number> {
+  const port = await freePort();
+  const threads = process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / nproc)));
+  const script = join(packageRoot, 'scripts', 'usam.mjs');
+  process.stderr.write(`usam: ${nproc} ranks on 127.0.0.1:${port}, ${threads} thread(s) each; rank 0 reports\n`);
+  const children: ChildProcess[] = [];
+  const errors: string[] = Array.from({ length: nproc }, () => '');
+  const exits = Array.from({ length: nproc }, (_, rank) => {
+    const child = spawn(process.execPath, [script, 'train', ...argv], {
+      env: {
+        ...process.env,
+        RANK: String(rank),
+        LOCAL_RANK: String(rank),
+        WORLD_SIZE: String(nproc),
+        LOCAL_WORLD_SIZE: String(nproc),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        OMP_NUM_THREADS: threads,
+      },
+      stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'pipe'],
+    });
+    children.push(child);
+    child.stderr!.on('data', (d: Buffer) => {
+      if (rank === 0) process.stderr.write(d);
+      else errors[rank] = (errors[rank] + d.toString()).slice(-4000);
+    });
+    return new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  });
+  // one failing rank stops the others (they would wait for it until the timeout)
+  exits.forEach((e, rank) =>
+    e.then((code) => {
+      if (code !== 0 && code !== 130)
+        for (const [r, c] of children.entries())
+          if (r !== rank && c.exitCode === null) c.kill('SIGTERM');
+    }),
+  );
+  const onSignal = () => children.forEach((c) => c.exitCode === null && c.kill('SIGINT'));
+  process.on('SIGINT', onSignal);
+  try {
+    const codes = await Promise.all(exits);
+    const failed = codes.findIndex((c) => c !== 0 && c !== 130);
+    if (failed > 0) process.stderr.write(`usam: rank ${failed} failed (exit ${codes[failed]}):\n${errors[failed]}`);
+    return failed >= 0 ? codes[failed] : codes[0];
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+}
