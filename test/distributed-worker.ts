@@ -29,7 +29,13 @@ export function probes(part: number, parts: number, group?: import('../lib/distr
 }
 
 /** The steps of test/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
-export function steps(rule: string, part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup, o: { perturbation?: 'synced' | 'local'; steps?: number; momentum?: number } = {}): number[] {
+export function steps(
+  rule: string,
+  part: number,
+  parts: number,
+  group?: import('../lib/distributed.js').ProcessGroup,
+  o: { perturbation?: 'synced' | 'local'; steps?: number; momentum?: number; batchNorm?: boolean; microBatches?: number } = {},
+): number[] {
   const r = rng(11);
   const N = 64, D = 12;
   const xs = Float64Array.from({ length: N * D }, () => r() * 2 - 1);
@@ -37,11 +43,17 @@ export function steps(rule: string, part: number, parts: number, group?: import(
   const n = N / parts;
   const x = tensor(xs.slice(part * n * D, (part + 1) * n * D), [n, D], { dtype: 'float64' });
   const y = labels(ys.slice(part * n, (part + 1) * n));
-  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh' }), { dtype: 'float64', seed: 5 });
+  // micro-batches: the one-process reference of ranks whose BatchNorm normalises each shard by itself
+  const m = o.microBatches ?? 1, k = n / m;
+  const micro = Array.from({ length: m }, (_, j) => ({
+    x: tensor(xs.slice((part * n + j * k) * D, (part * n + (j + 1) * k) * D), [k, D], { dtype: 'float64' }),
+    y: labels(ys.slice(part * n + j * k, part * n + (j + 1) * k)),
+  }));
+  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh', batchNorm: o.batchNorm }), { dtype: 'float64', seed: 5 });
   const sharpness = JSON.parse(rule);
   const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: o.momentum ?? 0.9 }, sharpness: sharpness ?? undefined, seed: 9, group, perturbation: o.perturbation });
   const losses: number[] = [];
-  for (let k = 0; k < (o.steps ?? 4); k++) losses.push(opt.step(x, y).loss);
+  for (let t = 0; t < (o.steps ?? 4); t++) losses.push((m > 1 ? opt.step(micro) : opt.step(x, y)).loss);
   return [...losses, ...Array.from(model.getParams())];
 }
 
@@ -75,7 +87,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       g.barrier();
     } else if (scenario === 'steps') {
       out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g);
-    } else if (scenario === 'local-step') {
+    } else if (scenario === 'batchnorm-steps') {
+    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { batchNorm: true });
+  } else if (scenario === 'local-step') {
     out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0 });
     out.synced = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0 });
   } else if (scenario === 'probes') {

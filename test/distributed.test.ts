@@ -91,6 +91,18 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     expect(out[0].values).toEqual(out[1].values);
   }, 90_000);
 
+  it.each(rules.slice(1, 3))('%s with BatchNorm: two ranks equal one process whose two micro-batches are their halves (per-shard batch statistics)', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('batchnorm-steps', 2, 2, { USAM_TEST_RULE: json });
+    const one = steps(json, 0, 1, undefined, { batchNorm: true, microBatches: 2 });
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      const scale = Math.max(...one.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - one[i]))) / scale).toBeLessThan(1e-10);
+    }
+  }, 90_000);
+
   it.each(rules.slice(1, 4))('%s, local perturbations: each rank perturbs with its own half; one step equals the mean of one-process steps on each half', async (_name, rule) => {
     const json = JSON.stringify(rule);
     const out = await ranks('local-step', 2, 2, { USAM_TEST_RULE: json });

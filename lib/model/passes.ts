@@ -7,7 +7,10 @@
 // With a process group, the micro-batches of all ranks are one step: weights
 // are over the global sample count, and each pass ends with one allreduce of
 // its weighted sum and its scalars (one collective per pass), so N processes
-// compute what one process computes on the concatenation of their batches.
+// compute what one process computes on the concatenation of their batches
+// (with BatchNorm: on those batches as micro-batches, each normalised by its
+// own statistics, as PyTorch's DDP without SyncBatchNorm; each rank's running
+// statistics follow its own shard, and the Trainer averages them).
 import type { HvpCache, Model } from './model.js';
 import type { HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -46,10 +49,6 @@ export class Passes {
     readonly counters: PassCounters,
     readonly group?: ProcessGroup,
   ) {
-    if (group && model.buffers().values.numel > 0)
-      throw new Error(
-        'data-parallel steps of a model with buffers (BatchNorm statistics) are not supported yet: they would need an allreduce in every pass; use a model without BatchNorm',
-      );
     if (group) this.reducer = new Reducer(group);
   }
 

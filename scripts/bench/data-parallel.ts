@@ -1,0 +1,85 @@
+// Data-parallel SAM steps on the CNN (#15): 2 processes × 1 thread against 1
+// process × 1 thread and × 2 threads, the same global batch, taking turns
+// round after round; prints ms per step and the ratios to 1 × 1 from this run.
+//   npm run bench:data-parallel -- [--steps 10] [--rounds 3] [--batch 128] [--rule sam]
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { processGroupFromEnv } from '../../lib/distributed.js';
+import { DataLoader } from '../../lib/data/loader.js';
+import { fashionMnist } from '../../lib/data/dataset.js';
+import { Model } from '../../lib/model/model.js';
+import { cnn } from '../../lib/model/presets.js';
+import { native } from '../../lib/native/load.js';
+import { Optimizer } from '../../lib/optim/optimizer.js';
+import { option } from './args.js';
+
+const steps = Number(option('--steps', '10'));
+const rounds = Number(option('--rounds', '3'));
+const batch = Number(option('--batch', '128'));
+const rule = option('--rule', 'sam');
+const sharpness = rule === 'sam' ? { kind: 'sam' as const, rho: 0.05 } : rule === 'frob-sam' ? { kind: 'frob-sam' as const, rho: 0.005, lambda: 0.003, samples: 2 } : undefined;
+
+/** One rank (or the single process): ms per step over `steps` steps after 2 warm-up steps. */
+function rank(): void {
+  const worldSize = Number(process.env.WORLD_SIZE ?? '1');
+  native().setThreads(Number(process.env.BENCH_THREADS));
+  const group = worldSize > 1 ? processGroupFromEnv() : undefined;
+  const r = group?.rank ?? 0;
+  const loader = new DataLoader(fashionMnist('train'), { batchSize: batch, shuffle: true, seed: 1, ...(group ? { shard: { rank: r, worldSize } } : {}) });
+  const model = new Model(cnn({ input: [1, 28, 28] }), { seed: 0 });
+  const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.05, momentum: 0.9 }, sharpness, seed: 0, group });
+  const data = Array.from({ length: steps + 2 }, (_, i) => loader.batch(0, i));
+  for (let i = 0; i < 2; i++) opt.step(data[i].x, data[i].y);
+  group?.barrier();
+  const t0 = performance.now();
+  for (let i = 2; i < steps + 2; i++) opt.step(data[i].x, data[i].y);
+  const ms = (performance.now() - t0) / steps;
+  if (r === 0) process.stdout.write(JSON.stringify({ ms }) + '\n');
+  group?.dispose();
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function measure(processes: number, threads: number): Promise<number> {
+  const port = await freePort();
+  const self = fileURLToPath(import.meta.url);
+  const runTs = fileURLToPath(new URL('../run-ts.mjs', import.meta.url));
+  const outs = await Promise.all(
+    Array.from({ length: processes }, (_, r) =>
+      promisify(execFile)(process.execPath, [runTs, self, '--rank', '--steps', String(steps), '--batch', String(batch), '--rule', rule], {
+        env: { ...process.env, BENCH_THREADS: String(threads), RANK: String(r), WORLD_SIZE: String(processes), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) },
+      }),
+    ),
+  );
+  return JSON.parse(outs[0].stdout.trim().split('\n').at(-1)!).ms;
+}
+
+async function main(): Promise<void> {
+  const configs = [
+    { name: '1 process × 1 thread', processes: 1, threads: 1 },
+    { name: '1 process × 2 threads', processes: 1, threads: 2 },
+    { name: '2 processes × 1 thread', processes: 2, threads: 1 },
+  ];
+  const times = configs.map(() => [] as number[]);
+  for (let round = 0; round < rounds; round++)
+    for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads));
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  const base = median(times[0]);
+  console.log(`CNN ${rule} steps, global batch ${batch}, ${steps} steps × ${rounds} rounds (median), LibTorch ${native().versions().torch}`);
+  console.log('| setup | ms per step | vs 1 × 1 |\n|---|---|---|');
+  for (const [i, c] of configs.entries()) console.log(`| ${c.name} | ${median(times[i]).toFixed(1)} | ${(median(times[i]) / base).toFixed(3)}× |`);
+}
+
+if (process.argv.includes('--rank')) rank();
+else await main();
+
