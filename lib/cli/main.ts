@@ -10,7 +10,7 @@ import { trainCommand } from './train.js';
 const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 
 Usage:
-  usam train [flags]              train a model (usam train --help for the flags)
+  usam train [flags]              train a model (usam train --help for the flags; --nproc N: data-parallel)
   usam report RUN_DIR... --out F  an HTML page of charts comparing runs (--baseline NAME: differences to it)
   usam probe RUN_DIR [flags]      Hessian probes of a saved run: JSON and an HTML page (usam probe --help)
   usam reproduce [flags]          the paper's claims in miniature: rules × settings × seeds, probed (usam reproduce --help)
