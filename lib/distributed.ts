@@ -20,6 +20,8 @@ export interface ProcessGroupOptions {
   timeoutMs?: number;
   /** torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE): every rank is a client, keys under /worker/attempt_N */
   agentStore?: { restartCount: number };
+  /** 'gloo' for CPU tensors (default), 'nccl' for CUDA tensors (CUDA builds with NCCL) */
+  backend?: 'gloo' | 'nccl';
 }
 
 export const DEFAULT_PROCESS_GROUP_TIMEOUT_MS = 300_000;
@@ -48,6 +50,7 @@ export class ProcessGroup {
       host: o.masterAddr ?? '127.0.0.1',
       port,
       timeoutMs,
+      backend: o.backend ?? 'gloo',
       ...(o.agentStore ? { server: false, prefix: `/worker/attempt_${o.agentStore.restartCount}` } : {}),
     });
   }
@@ -90,7 +93,7 @@ export class ProcessGroup {
  * describes: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and
  * TORCHELASTIC_USE_AGENT_STORE / TORCHELASTIC_RESTART_COUNT.
  */
-export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number } = {}): ProcessGroup {
+export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number; backend?: 'gloo' | 'nccl' } = {}): ProcessGroup {
   const need = (name: string) => {
     const v = env[name];
     if (v === undefined || v === '') throw new Error(`process group from the environment: ${name} is not set (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)`);
@@ -108,6 +111,7 @@ export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { t
     masterAddr: need('MASTER_ADDR'),
     masterPort: int('MASTER_PORT'),
     timeoutMs: o.timeoutMs,
+    backend: o.backend,
     ...(agent ? { agentStore: { restartCount: env.TORCHELASTIC_RESTART_COUNT ? int('TORCHELASTIC_RESTART_COUNT') : 0 } } : {}),
   });
 }

@@ -18,15 +18,24 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
+// NCCL (CUDA builds on a wheel that has nvidia-nccl's headers): collectives on
+// CUDA tensors. Compiled here; it runs only where there are GPUs.
+#ifdef USAM_WITH_NCCL
+#define USE_C10D_NCCL 1
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace usam {
 
 std::string DistributedBackends() {
+  std::string b;
 #ifdef USAM_WITH_GLOO
-  return "gloo";
-#else
-  return "";
+  b += "gloo";
 #endif
+#ifdef USAM_WITH_NCCL
+  b += b.empty() ? "nccl" : ",nccl";
+#endif
+  return b;
 }
 
 struct ProcessGroupWrap::Impl {
@@ -35,7 +44,11 @@ struct ProcessGroupWrap::Impl {
   std::string backend;
 #ifdef USAM_WITH_GLOO
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+#if TORCH_VERSION_MAJOR >= 2
+  c10::intrusive_ptr<c10d::Backend> group;  // Gloo or NCCL
+#else
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+#endif
 #endif
 };
 
@@ -71,6 +84,12 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
     const auto timeout = std::chrono::milliseconds(IntField(o, "timeoutMs", "options", 1));
     const bool server = BoolField(o, "server", "options", impl->rank == 0);
     const std::string prefix = HasField(o, "prefix") ? StringField(o, "prefix", "options") : "";
+    const std::string backend = HasField(o, "backend") ? StringField(o, "backend", "options") : "gloo";
+    if (backend != "gloo" && backend != "nccl") Fail("options.backend must be 'gloo' (CPU tensors) or 'nccl' (CUDA tensors), got '" + backend + "'");
+#ifndef USAM_WITH_NCCL
+    if (backend == "nccl")
+      Fail("this build has no NCCL backend: build the CUDA flavour against a PyTorch 2.x CUDA wheel with its nvidia-nccl package, or use 'gloo'");
+#endif
 #ifdef USAM_WITH_GLOO
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(port);
@@ -86,6 +105,22 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
            "and that every rank was given the same WORLD_SIZE");
     }
     if (!prefix.empty()) impl->store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+#ifdef USAM_WITH_NCCL
+    if (backend == "nccl") {
+      // a collective that cannot finish fails after the timeout instead of hanging
+      setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+      auto nccl = c10d::ProcessGroupNCCL::Options::create();
+      nccl->timeout = timeout;
+      try {
+        impl->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, impl->rank, impl->worldSize, nccl);
+      } catch (const std::exception& e) {
+        Fail("process group: rank " + std::to_string(impl->rank) + " could not start NCCL (" + CleanTorchMessage(e.what()) + ")");
+      }
+      impl->backend = "nccl";
+      impl_ = std::move(impl);
+      return;
+    }
+#endif
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
 #if TORCH_VERSION_MAJOR >= 2
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice(false));
@@ -120,10 +155,12 @@ ProcessGroupWrap::Impl& ProcessGroupWrap::Live(const char* what) {
 
 namespace {
 
-at::Tensor& CollectiveTensor(const Napi::CallbackInfo& info, const char* what) {
+at::Tensor& CollectiveTensor(const Napi::CallbackInfo& info, const char* what, const std::string& backend) {
   at::Tensor& t = TensorWrap::Arg(info, 0, "tensor");
   if (!t.is_contiguous()) Fail(std::string(what) + ": the tensor must be contiguous (a flat buffer or a narrow of one)");
-  if (t.device().type() != c10::kCPU) Fail(std::string(what) + ": Gloo runs on CPU tensors; this one is on " + DeviceName(t.device()));
+  if (backend == "gloo" && t.device().type() != c10::kCPU)
+    Fail(std::string(what) + ": Gloo runs on CPU tensors; this one is on " + DeviceName(t.device()) + " (NCCL takes CUDA tensors)");
+  if (backend == "nccl" && t.device().type() != c10::kCUDA) Fail(std::string(what) + ": NCCL runs on CUDA tensors; this one is on " + DeviceName(t.device()));
   return t;
 }
 
@@ -133,6 +170,9 @@ at::Tensor& CollectiveTensor(const Napi::CallbackInfo& info, const char* what) {
 void Finish(const c10::intrusive_ptr<c10d::Work>& work, const ProcessGroupWrap::Impl& g, const char* what) {
   try {
     work->wait();
+#ifdef USAM_WITH_NCCL
+    if (g.backend == "nccl") work->synchronize();
+#endif
   } catch (const std::exception& e) {
     Fail(std::string("process group: ") + what + " failed on rank " + std::to_string(g.rank) + " of " + std::to_string(g.worldSize) +
          " (a peer stopped, or did not reach the same collective within the timeout): " + CleanTorchMessage(e.what()));
@@ -146,7 +186,7 @@ void Finish(const c10::intrusive_ptr<c10d::Work>& work, const ProcessGroupWrap::
 // no AVG in several versions: 'avg' sums, then divides by the world size.
 Napi::Value ProcessGroupWrap::Allreduce(const Napi::CallbackInfo& info) {
   Impl& g = Live("allreduce()");
-  at::Tensor& t = CollectiveTensor(info, "allreduce");
+  at::Tensor& t = CollectiveTensor(info, "allreduce", g.backend);
   const std::string op = info.Length() > 1 && !info[1].IsUndefined() ? StringArg(info, 1, "op") : "sum";
 #ifdef USAM_WITH_GLOO
   c10d::AllreduceOptions o;
@@ -168,7 +208,7 @@ Napi::Value ProcessGroupWrap::Allreduce(const Napi::CallbackInfo& info) {
 // broadcast(tensor, root = 0): every rank gets root's values, in place.
 Napi::Value ProcessGroupWrap::Broadcast(const Napi::CallbackInfo& info) {
   Impl& g = Live("broadcast()");
-  at::Tensor& t = CollectiveTensor(info, "broadcast");
+  at::Tensor& t = CollectiveTensor(info, "broadcast", g.backend);
   const int64_t root = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int64_t>(NumberArg(info, 1, "root")) : 0;
   if (root < 0 || root >= g.worldSize) Fail("broadcast: root must be a rank (0 .. " + std::to_string(g.worldSize - 1) + "), got " + std::to_string(root));
 #ifdef USAM_WITH_GLOO

@@ -62,7 +62,7 @@ export class Passes {
     });
     let total = sizes.reduce((a, b) => a + b, 0);
     if (this.group) {
-      const t = native().Tensor.fromArray(new Float64Array([total]), [1], 'float64', 'cpu');
+      const t = native().Tensor.fromArray(new Float64Array([total]), [1], 'float64', this.model.device); // NCCL takes CUDA tensors
       this.group.allreduce(t, 'sum');
       total = (t.toArray() as Float64Array)[0];
       t.dispose();

@@ -180,6 +180,8 @@ export interface NativeProcessGroupOptions {
   server?: boolean;
   /** keys under this prefix (torchrun's agent store) */
   prefix?: string;
+  /** 'gloo' (CPU tensors, default) or 'nccl' (CUDA tensors; CUDA builds with NCCL) */
+  backend?: 'gloo' | 'nccl';
 }
 
 export interface NativeProcessGroup {
@@ -203,7 +205,7 @@ export interface NativeVersions {
   mallocTuned: boolean;
   /** intra-op threads set at load (one per usable core, as PyTorch does); 0 when OMP_NUM_THREADS / MKL_NUM_THREADS decided */
   defaultThreads: number;
-  /** c10d backends of this build for data-parallel training: 'gloo', or '' (built without Gloo's headers) */
+  /** c10d backends of this build for data-parallel training: 'gloo', 'gloo,nccl', or '' (built without Gloo's headers) */
   distributed: string;
   /** what the binary was built against, as JSON (readBuildInfo in ./libtorch.mjs reads the same from the file) */
   build: string;

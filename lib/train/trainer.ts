@@ -256,7 +256,7 @@ export class Trainer {
   private stopRequested(events: TrainEvents): boolean {
     const asked = events.shouldStop?.() ?? false;
     if (!this.group) return asked;
-    this.stopFlag ??= persistent(() => tensor(new Float64Array([0]), [1], { dtype: 'float64' }));
+    this.stopFlag ??= persistent(() => tensor(new Float64Array([0]), [1], { dtype: 'float64', device: this.config.device }));
     this.stopFlag.copyFrom(new Float64Array([asked ? 1 : 0]));
     this.group.allreduce(this.stopFlag, 'max');
     return (this.stopFlag.toArray() as Float64Array)[0] > 0;

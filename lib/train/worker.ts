@@ -2,15 +2,33 @@
 // The main thread asks it to stop through a shared flag, read between steps.
 import { parentPort, workerData } from 'node:worker_threads';
 import { processGroupFromEnv } from '../distributed.js';
-import { Trainer } from './trainer.js';
+import { CONFIG_FILE, Trainer } from './trainer.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const { config, stop } = workerData as { config: object; stop: SharedArrayBuffer };
 const flag = new Int32Array(stop);
+
+/** The run's device: its config, or for a resumed run the config.json rank 0 wrote. */
+function deviceOf(c: object): string {
+  if ('resume' in c) {
+    try {
+      return (JSON.parse(readFileSync(join(String(c.resume), CONFIG_FILE), 'utf8')) as { device?: string }).device ?? 'cpu';
+    } catch {
+      return 'cpu'; // the Trainer reports what is wrong with the folder
+    }
+  }
+  return (c as { device?: string }).device ?? 'cpu';
+}
 const post = (m: object) => parentPort!.postMessage(m);
 
 try {
   // a rank of a data-parallel run (usam train --nproc, torchrun): the group from torchrun's variables
-  const group = Number(process.env.WORLD_SIZE ?? '1') > 1 ? processGroupFromEnv(process.env, { timeoutMs: Number(process.env.USAM_DIST_TIMEOUT_MS) || undefined }) : undefined;
+  const group = Number(process.env.WORLD_SIZE ?? '1') > 1 ? processGroupFromEnv(process.env, {
+          timeoutMs: Number(process.env.USAM_DIST_TIMEOUT_MS) || undefined,
+          // NCCL for a CUDA run, Gloo on CPU
+          backend: deviceOf(config).startsWith('cuda') ? 'nccl' : 'gloo',
+        }) : undefined;
   const trainer = new Trainer(config as never, { group });
   post({ type: 'ready', out: trainer.out, batches: trainer.loader.length, params: trainer.model.numParams, config: trainer.config });
   let lastPost = 0;
