@@ -19,7 +19,9 @@ if [ "$mode" = pack ]; then
   mkdir -p "$stage/bin"
   cp "$(command -v node)" "$stage/bin/node"
   tar -C . --exclude=node_modules/typescript --exclude=node_modules/.cache -cf "$stage/tree.tar" node_modules dist
-  tar -C "$stage" -cJf gpu-carry.tar.xz bin tree.tar
+  # Gloo's headers (Debian's libgloo-dev; c10d needs them and LibTorch ships none) for the data-parallel backends
+  if [ -d /usr/include/gloo ]; then mkdir -p "$stage/include" && cp -r /usr/include/gloo "$stage/include/"; fi
+  tar -C "$stage" -cJf gpu-carry.tar.xz bin tree.tar $( [ -d "$stage/include" ] && echo include )
   rm -rf "$stage"
   echo "gpu-check: wrote gpu-carry.tar.xz ($(du -h gpu-carry.tar.xz | cut -f1)); carry it with the checkout and run: bash scripts/gpu-check.sh run"
   exit 0
@@ -43,6 +45,7 @@ if [ -f gpu-carry.tar.xz ]; then
   tar -C "$tmp" -xJf gpu-carry.tar.xz
   tar -xf "$tmp/tree.tar"
   export PATH="$tmp/bin:$PATH"
+  [ -d "$tmp/include" ] && export CMAKE_INCLUDE_PATH="$tmp/include${CMAKE_INCLUDE_PATH:+:$CMAKE_INCLUDE_PATH}"
 fi
 command -v node >/dev/null || { say "gpu-check: no node (run 'scripts/gpu-check.sh pack' where node is, and carry gpu-carry.tar.xz)"; exit 1; }
 
