@@ -27,6 +27,8 @@ export interface Series {
   errorBars?: [number, number, number][];
   /** listed in the legend even when drawn as markers only */
   legend?: boolean;
+  /** marker radius (default 3.5 for markers only, 2.6 on lines) and fill (default: hollow for markers only) */
+  marker?: { radius: number; filled: boolean };
 }
 
 export interface ChartOptions {
@@ -152,7 +154,10 @@ export function lineChart(o: ChartOptions): string {
         `<polyline class="series" data-name="${esc(s.name)}" fill="none" stroke="${color}" stroke-width="${s.thin ? 1.3 : 2}" stroke-linejoin="round"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${pts.join(' ')}"/>`,
       );
     if (s.markersOnly || (!s.thin && s.points.length <= 40))
-      for (const [x, y] of s.points) out.push(`<circle cx="${f1(sx(x))}" cy="${f1(sy(y))}" r="${s.markersOnly ? 3.5 : 2.6}" fill="${s.markersOnly ? '#fff' : color}" stroke="${color}" stroke-width="1.5"/>`);
+      for (const [x, y] of s.points) {
+        const m = s.marker ?? { radius: s.markersOnly ? 3.5 : 2.6, filled: !s.markersOnly };
+        out.push(`<circle cx="${f1(sx(x))}" cy="${f1(sy(y))}" r="${m.radius}" fill="${m.filled ? color : '#fff'}" stroke="${color}" stroke-width="${m.radius < 3 ? 1 : 1.5}"/>`);
+      }
   }
   out.push('</g>');
   // the legend: its own column, right of the plotting area

@@ -91,7 +91,8 @@ export function renderMarkdown(r: ReproduceResults): string {
   return out.join('\n') + '\n';
 }
 
-const CHART_W = 780;
+// wide enough that every rule's name fits under its slot
+const CHART_W = 1000;
 
 /** Per model: top-1 and each measure per rule, one series per setting (mean ± std, and each seed). */
 function gridCharts(r: ReproduceResults): string {
@@ -104,13 +105,14 @@ function gridCharts(r: ReproduceResults): string {
     const chart = (title: string, subtitle: string, value: (x: RunRecord) => number, cellStat: (c: Cell) => Stat) => {
       const series: Series[] = [];
       settings.forEach((setting, si) => {
-        const shift = settings.length > 1 ? (si - (settings.length - 1) / 2) * 0.22 : 0;
+        const shift = settings.length > 1 ? (si - (settings.length - 1) / 2) * 0.25 : 0;
         const cs = rules.map((rule) => mine.find((c) => c.rule === rule && c.setting === setting));
         series.push({
           name: setting,
           style: si,
           markersOnly: true,
           legend: true,
+          marker: { radius: 4.5, filled: true },
           points: cs.flatMap((c, i) => (c ? [[i + shift, cellStat(c).mean] as [number, number]] : [])),
           errorBars: cs.flatMap((c, i) => (c && cellStat(c).n > 1 ? [[i + shift, cellStat(c).mean - cellStat(c).std, cellStat(c).mean + cellStat(c).std] as [number, number, number]] : [])),
         });
@@ -119,6 +121,7 @@ function gridCharts(r: ReproduceResults): string {
           name: `${setting}, per seed`,
           style: si,
           markersOnly: true,
+          marker: { radius: 2.2, filled: false },
           points: r.records
             .filter((x) => x.spec.model === model && x.spec.setting === setting && !x.failed)
             .map((x) => [rules.indexOf(x.spec.rule) + shift + 0.07, value(x)] as [number, number]),
@@ -127,7 +130,7 @@ function gridCharts(r: ReproduceResults): string {
       return lineChart({ title, subtitle, xLabel: 'rule', series, xCategories: rules, yScale: 'linear', width: CHART_W, legendWidth: 120 });
     };
     parts.push(`<h2>${esc(model)}</h2><div class="charts">`);
-    parts.push(chart('Test top-1 (%)', 'mean ± std over seeds (large markers), each seed (small, right)', (x) => 100 * x.top1, (c) => scaled(c.top1, 100)));
+    parts.push(chart('Test top-1 (%)', 'mean ± std over seeds (filled markers), each seed (small rings, right of it)', (x) => 100 * x.top1, (c) => scaled(c.top1, 100)));
     for (const m of MEASURES)
       parts.push(chart(MEASURE_LABEL[m], `Hessian on ${r.options.probeBatches}×256 held-out images after training; lower is flatter`, (x) => x[m], (c) => c.measures[m]));
     parts.push('</div>');
