@@ -17,7 +17,7 @@ probes each trained model's Hessian on the same held-out test batches (tr H,
 ‖H‖_F², λmax, Σ log(|λ|+δ)), and writes OUT/results.json, OUT/reproduction.md
 (means ± std, each rule's claim against SGD and whether it held) and
 OUT/report.html (the plots). The full grid (3 seeds, 3 epochs, MLP) takes about
-an hour on 2 cores; --quick (1 seed, 1 epoch, the finite-difference rules) a few
+an hour on 2 cores; --quick (1 seed, 1 epoch, the finite-difference rules) about 10
 minutes. Runs already in OUT are kept, so an interrupted grid continues.
 
 --sweep runs instead the ρ/λ sweep the training defaults were chosen on
