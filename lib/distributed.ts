@@ -3,6 +3,7 @@
 // collectives on flat CPU tensors. Collectives block until every rank has
 // joined them, and fail with an error (never hang) when a peer dies or does
 // not come within the timeout.
+import { createServer } from 'node:net';
 import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
 import { ops } from './ops.js';
@@ -25,6 +26,18 @@ export interface ProcessGroupOptions {
 }
 
 export const DEFAULT_PROCESS_GROUP_TIMEOUT_MS = 300_000;
+
+/** A free TCP port on loopback, for a store on this machine (usam train --nproc, tests, benchmarks). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 const positiveInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
 

@@ -3,7 +3,7 @@
 // machine without a GPU the whole file is reported as skipped (USAM_REQUIRE_CUDA=1
 // turns that into a failure).
 import { describe, expect, it } from 'vitest';
-import { ProcessGroup } from '../lib/distributed.js';
+import { freePort, ProcessGroup } from '../lib/distributed.js';
 import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { cnn, mlp } from '../lib/model/presets.js';
@@ -114,13 +114,7 @@ describe.skipIf(!hasCuda)('on CUDA (skipped: no CUDA device in this build or mac
 
 describe.skipIf(!hasCuda || !native().versions().distributed.includes('nccl'))('NCCL process group on CUDA (skipped: no CUDA device, or a build without NCCL)', () => {
   it('a one-rank NCCL group all-reduces and broadcasts CUDA tensors and refuses CPU ones', async () => {
-    const { createServer } = await import('node:net');
-    const port = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const g = new ProcessGroup({ rank: 0, worldSize: 1, masterPort: port, timeoutMs: 30_000, backend: 'nccl' });
     expect(g.backend).toBe('nccl');
     const t = tensor(new Float64Array([1, 2, 3]), [3], { dtype: 'float64', device: 'cuda' });

@@ -9,15 +9,21 @@ import { Optimizer } from '../lib/optim/optimizer.js';
 import { labels, tensor } from '../lib/tensor.js';
 import { rng } from './helpers.js';
 
-/** The probes of test/distributed.test.ts on `part` of `parts` of 64 samples: trace, ‖H‖_F², λmax, log|det|. */
-export function probes(part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
-  const r = rng(12);
+/** 64 random float64 samples of 12 features and 4 classes from `seed`; part `part` of `parts` of them (contiguous). */
+function shard(seed: number, part: number, parts: number) {
+  const r = rng(seed);
   const N = 64, D = 12;
   const xs = Float64Array.from({ length: N * D }, () => r() * 2 - 1);
   const ys = Array.from({ length: N }, () => Math.floor(r() * 4));
   const n = N / parts;
   const x = tensor(xs.slice(part * n * D, (part + 1) * n * D), [n, D], { dtype: 'float64' });
   const y = labels(ys.slice(part * n, (part + 1) * n));
+  return { x, y, D, xs, ys, n };
+}
+
+/** The probes of test/distributed.test.ts on `part` of `parts` of 64 samples: trace, ‖H‖_F², λmax, log|det|. */
+export function probes(part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
+  const { x, y, D } = shard(12, part, parts);
   const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh' }), { dtype: 'float64', seed: 6 });
   const h = hessian(model, { x, y }, { group });
   return [
@@ -36,13 +42,7 @@ export function steps(
   group?: import('../lib/distributed.js').ProcessGroup,
   o: { perturbation?: 'synced' | 'local'; steps?: number; momentum?: number; batchNorm?: boolean; microBatches?: number } = {},
 ): number[] {
-  const r = rng(11);
-  const N = 64, D = 12;
-  const xs = Float64Array.from({ length: N * D }, () => r() * 2 - 1);
-  const ys = Array.from({ length: N }, () => Math.floor(r() * 4));
-  const n = N / parts;
-  const x = tensor(xs.slice(part * n * D, (part + 1) * n * D), [n, D], { dtype: 'float64' });
-  const y = labels(ys.slice(part * n, (part + 1) * n));
+  const { x, y, D, xs, ys, n } = shard(11, part, parts);
   // micro-batches: the one-process reference of ranks whose BatchNorm normalises each shard by itself
   const m = o.microBatches ?? 1, k = n / m;
   const micro = Array.from({ length: m }, (_, j) => ({

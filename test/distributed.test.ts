@@ -3,11 +3,10 @@
 // MASTER_PORT). Collectives against the values computed here; a dead peer and
 // a missing one give errors within the timeout, not hangs.
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
+import { freePort, processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
 import { native } from '../lib/native/load.js';
 import { probes, steps } from './distributed-worker.js';
 import { repoRoot } from './helpers.js';
@@ -16,17 +15,6 @@ const hasGloo = native().versions().distributed.includes('gloo');
 const tsx = pathToFileURL(join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs')).href;
 const worker = join(repoRoot, 'test/distributed-worker.ts');
 
-/** A free TCP port on loopback. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 type Out = Record<string, unknown> & { rank?: number; error?: string; errorAfterMs?: number };
 

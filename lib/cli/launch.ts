@@ -5,21 +5,11 @@
 // forwards Ctrl-C (the ranks stop together, at the same step), and stops
 // every rank when one fails, showing that rank's error.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../distributed.js';
 import { packageRoot } from '../native/load.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function launchRanks(nproc: number, argv: string[]): Promise<number> {
   const port = await freePort();

@@ -78,15 +78,11 @@ export class Passes {
    * correct count) that travel with it across ranks.
    */
   private *accumulate(out: Tensor, pass: (b: Batch, out: Tensor, index: number) => Work<number>, extra?: { get(): number; set(v: number): void }): Work<number> {
-    let value: number;
     if (this.batches.length === 1 && !this.group) return yield* pass(this.batches[0], out, 0);
-    if (this.batches.length === 1) {
-      value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
-      ops.scale(out, this.weights[0]);
-    } else {
+    let value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
+    ops.scale(out, this.weights[0]);
+    if (this.batches.length > 1) {
       const scratch = this.scratchLike(out);
-      value = (yield* pass(this.batches[0], out, 0)) * this.weights[0];
-      ops.scale(out, this.weights[0]);
       for (let j = 1; j < this.batches.length; j++) {
         value += (yield* pass(this.batches[j], scratch, j)) * this.weights[j];
         ops.axpy(out, this.weights[j], scratch);

@@ -3,10 +3,9 @@
 // round after round; prints ms per step and the ratios to 1 × 1 from this run.
 //   npm run bench:data-parallel -- [--steps 10] [--rounds 3] [--batch 128] [--rule sam]
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { processGroupFromEnv } from '../../lib/distributed.js';
+import { freePort, processGroupFromEnv } from '../../lib/distributed.js';
 import { DataLoader } from '../../lib/data/loader.js';
 import { fashionMnist } from '../../lib/data/dataset.js';
 import { Model } from '../../lib/model/model.js';
@@ -40,15 +39,6 @@ function rank(): void {
   group?.dispose();
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function measure(processes: number, threads: number): Promise<number> {
   const port = await freePort();
