@@ -129,6 +129,58 @@ Dual LinearMapDual(const Dual& x, DualPass& p, const std::function<at::Tensor(co
   return {y, Unfold(f(Fold(x.tangent, p)), p)};
 }
 
+// A jet through a parameter-free linear map f (pooling): every order is f of
+// the same order.
+Jet LinearMapJet(const Jet& x, DualPass& p, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  at::Tensor y = Primal(p, [&] { return f(x.value); });
+  auto map = [&](const at::Tensor& t) { return t.defined() ? Unfold(f(Fold(t, p)), p) : at::Tensor(); };
+  return {y, map(x.d1), map(x.d2)};
+}
+
+// A jet through an elementwise product with a constant (dropout's mask, ReLU's slope as a mask).
+Jet ScaledJet(const at::Tensor& y, const Jet& x, const std::function<at::Tensor(const at::Tensor&)>& scale) {
+  return {y, x.d1.defined() ? scale(x.d1) : at::Tensor(), x.d2.defined() ? scale(x.d2) : at::Tensor()};
+}
+
+// The jet of a normalisation x̂ = c·r, c = x − m(x), r = (m(c²) + ε)^(−1/2),
+// from the primal c and r; m(·) is the mean over `tdims` of a tangent (a
+// value's dims, shifted past a block's leading K):
+//   ċ = ẋ − m(ẋ), ṡ = 2 m(c ċ), ṙ = −½ r³ ṡ, x̂' = ċ r + c ṙ;
+//   c̈ = ẍ − m(ẍ), s̈ = 2 m(ċ² + c c̈), r̈ = ¾ r⁵ ṡ² − ½ r³ s̈,
+//   x̂'' = c̈ r + 2 ċ ṙ + c r̈.
+Jet NormalizedJet(const at::Tensor& c, const at::Tensor& r, const Jet& x, at::IntArrayRef tdims) {
+  at::Tensor xh = c * r;
+  if (!x.d1.defined()) return {xh, {}, {}};
+  auto m = [&](const at::Tensor& t) { return t.mean(tdims, /*keepdim=*/true); };
+  at::Tensor r3 = r * r * r;
+  at::Tensor ct = x.d1 - m(x.d1);
+  at::Tensor st = 2 * m(c * ct);
+  at::Tensor rt = -0.5 * r3 * st;
+  at::Tensor d1 = ct * r + c * rt;
+  at::Tensor stt = ct * ct, ctt;
+  if (x.d2.defined()) {
+    ctt = x.d2 - m(x.d2);
+    stt.add_(c * ctt);
+  }
+  stt = 2 * m(stt);
+  at::Tensor rtt = 0.75 * r3 * r * r * st * st - 0.5 * r3 * stt;
+  at::Tensor d2 = 2 * ct * rt + c * rtt;
+  if (ctt.defined()) d2.add_(ctt * r);
+  return {xh, d1, d2};
+}
+
+// y = γ x̂ + β along v: ẏ = v_γ x̂ + γ x̂' + v_β, ÿ = 2 v_γ x̂' + γ x̂''; γ, β
+// and their tangents shaped to broadcast against x̂ and its derivatives.
+Jet AffineJet(const at::Tensor& y, const Jet& xh, const at::Tensor& gamma, const at::Tensor& vgamma, const at::Tensor& vbeta) {
+  at::Tensor d1 = xh.value * vgamma + vbeta, d2;
+  if (xh.d1.defined()) {
+    d1 = d1 + xh.d1 * gamma;
+    d2 = 2 * xh.d1 * vgamma;
+  }
+  if (xh.d2.defined()) d2 = Plus(d2, xh.d2 * gamma);
+  return {y, d1, d2};
+}
+
 class Linear : public Layer {
  public:
   Linear(const Napi::Object& o, const std::string& where, const std::string& prefix, Slots& s) : Layer(where) {
@@ -168,6 +220,31 @@ class Linear : public Layer {
       return {dx, gt2.mm(w).addmm_(g2, vw).view(inShape)};
     };
     return {y.view(outShape), yt.view(outShape)};
+  }
+  // ẏ = ẋ Wᵀ + x Vᵀ + v_b, ÿ = ẍ Wᵀ + 2 ẋ Vᵀ (the bias enters linearly);
+  // at::matmul takes V as [out, in] or a block's [K, out, in] alike.
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    const at::Tensor& w = p.pass.params[weight_];
+    const at::Tensor vwt = p.v[weight_].transpose(-1, -2);
+    const int64_t in = w.size(1);
+    std::vector<int64_t> outShape = x.value.sizes().vec();
+    outShape.back() = w.size(0);
+    at::Tensor x2 = x.value.reshape({-1, in});
+    auto rows = [&](const at::Tensor& t) {
+      if (!t.defined()) return t;
+      return p.block ? t.reshape({p.block, -1, in}) : t.reshape({-1, in});
+    };
+    at::Tensor xt = rows(x.d1), xtt = rows(x.d2);
+    at::Tensor y = Primal(p, [&] { return hasBias_ ? at::addmm(p.pass.params[bias_], x2, w.t()) : at::mm(x2, w.t()); });
+    at::Tensor d1 = at::matmul(x2, vwt), d2;
+    if (hasBias_) d1.add_(p.block ? p.v[bias_].unsqueeze(1) : p.v[bias_]);
+    if (xt.defined()) {
+      d1.add_(at::matmul(xt, w.t()));
+      d2 = at::matmul(xt, vwt).mul_(2);
+    }
+    if (xtt.defined()) d2 = Plus(d2, at::matmul(xtt, w.t()));
+    std::vector<int64_t> shape = TangentShape(outShape, p);
+    return {y.view(outShape), d1.view(shape), d2.defined() ? d2.view(shape) : at::Tensor()};
   }
 
  private:
@@ -294,6 +371,19 @@ class Conv2d : public Layer {
     };
     return {y, yt};
   }
+  // ẏ = conv(ẋ, W) + conv(x, V) + v_b, ÿ = conv(ẍ, W) + 2 conv(ẋ, V).
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    const at::Tensor& w = p.pass.params[weight_];
+    at::Tensor y = Primal(p, [&] { return Conv(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor()); });
+    auto withW = [&](const at::Tensor& t) { return Unfold(Conv(Fold(t, p), w, {}), p); };
+    at::Tensor d1 = KernelTangent(x.value, p), d2;
+    if (x.d1.defined()) {
+      d1.add_(withW(x.d1));
+      d2 = PerDirection(x.d1, p, /*sharedInput=*/false).mul_(2);
+    }
+    if (x.d2.defined()) d2 = Plus(d2, withW(x.d2));
+    return {y, d1, d2};
+  }
 
  private:
   // The same rules for a block of K directions (V: [K, out, in, kh, kw]). The
@@ -302,20 +392,10 @@ class Conv2d : public Layer {
   // folded into the batch over W. The reverse step runs per direction.
   Dual ForwardBlock(const Dual& x, DualPass& p, DualBackward& backward) const {
     const at::Tensor& w = p.pass.params[weight_];
-    const at::Tensor& vw = p.v[weight_];
-    const int64_t K = p.block, out = w.size(0);
     at::Tensor y = Primal(p, [&] { return Conv(x.value, w, hasBias_ ? p.pass.params[bias_] : at::Tensor()); });
-    at::Tensor yt;
-    if (groups_ == 1) {
-      at::Tensor stacked = Conv(x.value, vw.flatten(0, 1), {});  // [N, K·out, H', W']
-      yt = stacked.view({y.size(0), K, out, y.size(2), y.size(3)}).transpose(0, 1).contiguous();
-    } else {  // stacked kernels would mix the groups: one convolution per direction
-      std::vector<at::Tensor> parts;
-      for (int64_t k = 0; k < K; ++k) parts.push_back(Conv(x.value, vw.select(0, k), {}));
-      yt = at::stack(parts);
-    }
-    if (hasBias_) yt.add_(p.v[bias_].view({K, 1, out, 1, 1}));
+    at::Tensor yt = KernelTangent(x.value, p);
     if (x.tangent.defined()) yt.add_(Unfold(Conv(Fold(x.tangent, p), w, {}), p));
+    const int64_t K = p.block;
     backward = [this, &p, x, K](const Dual& g) -> Dual {
       const at::Tensor& w = p.pass.params[weight_];
       const at::Tensor& vw = p.v[weight_];
@@ -335,6 +415,31 @@ class Conv2d : public Layer {
       return {dx, at::stack(dxt)};
     };
     return {y, yt};
+  }
+
+  // conv(x, V) + v_b for a shared x: one convolution, or for a block the K
+  // kernels stacked as K·out output channels ([K, N, out, H', W']).
+  at::Tensor KernelTangent(const at::Tensor& x, const DualPass& p) const {
+    const at::Tensor& vw = p.v[weight_];
+    if (!p.block) return Conv(x, vw, hasBias_ ? p.v[bias_] : at::Tensor());
+    const int64_t K = p.block, out = vw.size(1);
+    at::Tensor yt;
+    if (groups_ == 1) {
+      at::Tensor stacked = Conv(x, vw.flatten(0, 1), {});  // [N, K·out, H', W']
+      yt = stacked.view({x.size(0), K, out, stacked.size(2), stacked.size(3)}).transpose(0, 1).contiguous();
+    } else {  // stacked kernels would mix the groups: one convolution per direction
+      yt = PerDirection(x, p, /*sharedInput=*/true);
+    }
+    if (hasBias_) yt.add_(p.v[bias_].view({K, 1, out, 1, 1}));
+    return yt;
+  }
+  // conv(t, V) with each direction's kernel: t shared, or a block's [K, N, ...] paired with V's rows.
+  at::Tensor PerDirection(const at::Tensor& t, const DualPass& p, bool sharedInput) const {
+    const at::Tensor& vw = p.v[weight_];
+    if (!p.block) return Conv(t, vw, {});
+    std::vector<at::Tensor> parts;
+    for (int64_t k = 0; k < p.block; ++k) parts.push_back(Conv(sharedInput ? t : t.select(0, k), vw.select(0, k), {}));
+    return at::stack(parts);
   }
 
   std::tuple<at::Tensor, at::Tensor, at::Tensor> ConvBackward(const at::Tensor& g, const at::Tensor& x,
@@ -408,6 +513,34 @@ class BatchNorm : public Layer {
       return BatchNormBackwardDual(g, args, *state, affine_ ? p.hv[weight_] : none, affine_ ? p.hv[bias_] : none);
     };
     return y;
+  }
+  // x̂ by batch statistics (NormalizedJet) or by the running ones (constants:
+  // x̂' = ẋ r, x̂'' = ẍ r), then the affine map.
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    CheckRank(x.value);
+    std::vector<int64_t> channel(static_cast<size_t>(x.value.dim()), 1), dims{0}, tdims;
+    channel[1] = x.value.size(1);
+    for (int64_t d = 2; d < x.value.dim(); ++d) dims.push_back(d);
+    for (auto d : dims) tdims.push_back(p.block ? d + 1 : d);
+    const bool batchStats = p.pass.training;
+    auto [c, r] = Primal2(p, [&] {
+      at::Tensor cc, rr;
+      if (batchStats) {
+        cc = x.value - x.value.mean(dims, /*keepdim=*/true);
+        rr = ((cc * cc).mean(dims, /*keepdim=*/true) + eps_).rsqrt();
+      } else {
+        cc = x.value - p.pass.buffers[mean_].view(channel);
+        rr = (p.pass.buffers[var_].view(channel) + eps_).rsqrt();
+      }
+      return std::make_pair(cc, rr);
+    });
+    Jet xh = batchStats ? NormalizedJet(c, r, x, tdims)
+                        : Jet{c * r, x.d1.defined() ? x.d1 * r : at::Tensor(), x.d2.defined() ? x.d2 * r : at::Tensor()};
+    if (!affine_) return xh;
+    std::vector<int64_t> tangentChannel = TangentShape(channel, p);
+    at::Tensor gamma = p.pass.params[weight_].view(channel);
+    at::Tensor y = Primal(p, [&] { return xh.value * gamma + p.pass.params[bias_].view(channel); });
+    return AffineJet(y, xh, gamma, p.v[weight_].view(tangentChannel), p.v[bias_].view(tangentChannel));
   }
 
  private:
@@ -547,6 +680,18 @@ class LayerNorm : public Layer {
     };
     return {y, yt};
   }
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    CheckShape(x.value);
+    auto [c, r] = Primal2(p, [&] {
+      at::Tensor xc = x.value - x.value.mean(dims_, true);
+      return std::make_pair(xc, ((xc * xc).mean(dims_, true) + eps_).rsqrt());
+    });
+    Jet xh = NormalizedJet(c, r, x, dims_);  // negative dims: the same for a block's tangents
+    if (!affine_) return xh;
+    at::Tensor gamma = p.pass.params[weight_];
+    at::Tensor y = Primal(p, [&] { return xh.value * gamma + p.pass.params[bias_]; });
+    return AffineJet(y, xh, gamma, ParamTangent(p.v[weight_], x.value, p), ParamTangent(p.v[bias_], x.value, p));
+  }
 
  private:
   void CheckShape(const at::Tensor& x) const {
@@ -628,6 +773,18 @@ class Activation : public Layer {
       return {dx, g.tangent * d1 + g.value * d2xt};
     };
     return {y, d1 * xt};
+  }
+  // ẏ = f' ẋ, ÿ = f' ẍ + f'' ẋ² (ReLU: f'' = 0, f' the mask y > 0).
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    at::Tensor y = Primal(p, [&] { return Forward(x.value, p.pass); });
+    if (!x.d1.defined() && !x.d2.defined()) return {y, {}, {}};
+    if (act_ == Act::Relu)
+      return ScaledJet(y, x, [y](const at::Tensor& t) { return at::threshold_backward(t, t.dim() > y.dim() ? y.expand_as(t) : y, 0); });
+    auto [f1, f2] = Primal2(p, [&] { return Slopes(x.value, y); });
+    at::Tensor d2;
+    if (x.d1.defined()) d2 = f2 * x.d1 * x.d1;
+    if (x.d2.defined()) d2 = Plus(d2, f1 * x.d2);
+    return {y, x.d1.defined() ? f1 * x.d1 : at::Tensor(), d2};
   }
 
  private:
@@ -735,6 +892,21 @@ class Pool2d : public Layer {
     };
     return {y, yt};
   }
+  // Average pooling is linear; max pooling routes every order through the argmax.
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    if (kind_ == PoolKind::Avg)
+      return LinearMapJet(x, p, [this](const at::Tensor& t) {
+        CheckImages(where(), t);
+        return at::avg_pool2d(t, kernel_, stride_, padding_);
+      });
+    CheckImages(where(), x.value);
+    auto [y, idx] = Primal2(p, [&] { return at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_); });
+    at::Tensor flatIdx = idx.flatten(2);
+    if (p.block) flatIdx = flatIdx.unsqueeze(0).expand({p.block, -1, -1, -1});
+    const int64_t last = p.block ? 3 : 2;
+    std::vector<int64_t> shape = TangentShape(y.sizes().vec(), p);
+    return ScaledJet(y, x, [&](const at::Tensor& t) { return t.flatten(last).gather(last, flatIdx).view(shape); });
+  }
 
  private:
   PoolKind kind_;
@@ -757,6 +929,9 @@ class AdaptiveAvgPool2d : public Layer {
     // the tangent map is the forward itself (linear), global pooling as a mean included
     return LinearMapDual(x, p, [this, &p](const at::Tensor& t) { return Forward(t, p.pass); }, backward);
   }
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    return LinearMapJet(x, p, [this, &p](const at::Tensor& t) { return Forward(t, p.pass); });
+  }
 
  private:
   Pair output_;
@@ -775,6 +950,9 @@ class Flatten : public Layer {
       return {g.value.reshape(shape), g.tangent.reshape(tangentShape)};
     };
     return {x.value.flatten(1), x.tangent.flatten(p.block ? 2 : 1)};
+  }
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    return ScaledJet(x.value.flatten(1), x, [&](const at::Tensor& t) { return t.flatten(p.block ? 2 : 1); });
   }
 };
 
@@ -812,6 +990,15 @@ class Embedding : public Layer {
     };
     return {y, yt};
   }
+  // Linear in W: ẏ = V[x], ÿ = 0.
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    at::Tensor y = Primal(p, [&] {
+      CheckIndices(x.value);
+      return at::embedding(p.pass.params[weight_], x.value);
+    });
+    at::Tensor yt = p.v[weight_].index_select(p.block ? 1 : 0, x.value.reshape(-1));
+    return {y, yt.view(TangentShape(y.sizes().vec(), p)), {}};
+  }
 
  private:
   // Checked on the host: an index out of range is a device assert on CUDA.
@@ -838,6 +1025,7 @@ class Identity : public Layer {
     backward = IdentityBackward(x);
     return x;
   }
+  Jet ForwardJet(const Jet& x, DualPass&) const override { return x; }
 };
 
 // Dropout, and with `channels` Dropout2d: one draw per (sample, channel) of
@@ -871,6 +1059,14 @@ class Dropout : public Layer {
       return {dx, g.tangent * keep};
     };
     return {y, x.tangent * keep};
+  }
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    if (!p.pass.training || p_ == 0) return x;
+    auto [keep, y] = Primal2(p, [&] {
+      at::Tensor mask = Mask(x.value, p.pass);
+      return std::make_pair(mask, x.value * mask);
+    });
+    return ScaledJet(y, x, [keep = keep](const at::Tensor& t) { return t * keep; });
   }
 
  private:
@@ -914,6 +1110,13 @@ class Residual : public Layer {
     };
     at::Tensor y = Primal(p, [&] { return main.value + skip.value; });
     return {y, Plus(main.tangent, skip.tangent)};
+  }
+  Jet ForwardJet(const Jet& x, DualPass& p) const override {
+    Jet main = RunLayersJet(body_, x, p);
+    Jet skip = shortcut_.empty() ? x : RunLayersJet(shortcut_, x, p);
+    CheckShapes(main.value, skip.value);
+    at::Tensor y = Primal(p, [&] { return main.value + skip.value; });
+    return {y, Plus(main.d1, skip.d1), Plus(main.d2, skip.d2)};
   }
 
  private:
@@ -1000,6 +1203,11 @@ Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& b
     }
     return g;
   };
+  return x;
+}
+
+Jet RunLayersJet(const LayerList& layers, Jet x, DualPass& p) {
+  for (const auto& layer : layers) x = Named(*layer, [&] { return layer->ForwardJet(x, p); });
   return x;
 }
 
@@ -1286,29 +1494,44 @@ PrimalCache::Key Network::CacheKey(const at::Tensor& x, const at::Tensor& y, con
   return k;
 }
 
+std::vector<at::Tensor> Network::SplitLikeParams(const at::Tensor& flat, int64_t block) const {
+  // a block [K, P]: each part a [K, ...shape] view (the rows are strided by P)
+  std::vector<at::Tensor> parts;
+  for (const auto& s : slots.params) {
+    std::vector<int64_t> shape = s.shape;
+    if (block) shape.insert(shape.begin(), block);
+    parts.push_back(flat.narrow(flat.dim() - 1, s.offset, s.numel).view(shape));
+  }
+  return parts;
+}
+
+void Network::BeginCachedPass(PrimalCache* cache, const at::Tensor& x, const at::Tensor& y, const std::string& method) const {
+  if (!cache) return;
+  PrimalCache::Key key = CacheKey(x, y, method);
+  if (!(cache->key == key)) {
+    cache->Clear();
+    cache->key = key;
+  }
+  cache->cursor = 0;
+}
+
+void Network::EndCachedPass(PrimalCache* cache) {
+  if (!cache) return;
+  if (cache->replaying && cache->cursor != cache->entries.size())
+    Fail("internal error: a pass replayed less of its cache than it recorded");
+  ++(cache->replaying ? cache->replays : cache->records);
+  cache->replaying = true;
+}
+
 double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
   if (script_)
     Fail("a TorchScript model has no forward-over-reverse rules (its layers are not this library's); "
          "use method 'double-backward'");
   at::NoGradGuard ng;
-  if (cache) {
-    PrimalCache::Key key = CacheKey(x, y, "forward-over-reverse");
-    if (!(cache->key == key)) {
-      cache->Clear();
-      cache->key = key;
-    }
-    cache->cursor = 0;
-  }
+  BeginCachedPass(cache, x, y, "forward-over-reverse");
   Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
-  // a block [K, P]: each part a [K, ...shape] view (the rows are strided by P)
   const int64_t block = v.dim() == 2 ? v.size(0) : 0;
-  std::vector<at::Tensor> vParts, hvParts;
-  for (const auto& s : slots.params) {
-    std::vector<int64_t> shape = s.shape;
-    if (block) shape.insert(shape.begin(), block);
-    vParts.push_back(v.narrow(v.dim() - 1, s.offset, s.numel).view(shape));
-    hvParts.push_back(out.narrow(out.dim() - 1, s.offset, s.numel).view(shape));
-  }
+  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), hvParts = SplitLikeParams(out, block);
   DualPass dual{pass, vParts, hvParts, cache, block};
   try {
     DualBackward backward;
@@ -1316,15 +1539,34 @@ double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
     Dual g;
     double loss = LossDual(z, y, g, cache, dual.block);
     backward(g);
-    if (cache) {
-      if (cache->replaying && cache->cursor != cache->entries.size())
-        Fail("internal error: an HVP replayed less of its cache than it recorded");
-      ++(cache->replaying ? cache->replays : cache->records);
-      cache->replaying = true;
-    }
+    EndCachedPass(cache);
     return loss;
   } catch (...) {
     if (cache) cache->Clear();  // a half-recorded cache must not be replayed
+    throw;
+  }
+}
+
+double Network::Curvature(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                          PrimalCache* cache) {
+  if (script_)
+    Fail("a TorchScript model has no forward-over-forward rules (its layers are not this library's); "
+         "use method 'double-backward'");
+  at::NoGradGuard ng;
+  BeginCachedPass(cache, x, y, "forward-over-forward");
+  Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
+  const int64_t block = v.dim() == 2 ? v.size(0) : 0;
+  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), unused;
+  DualPass jets{pass, vParts, unused, cache, block};
+  try {
+    Jet z = RunLayersJet(layers_, {x, {}, {}}, jets);
+    double loss = 0;
+    at::Tensor q = LossJet(z, y, cache, block, loss);
+    out.copy_(q.reshape(out.sizes()));
+    EndCachedPass(cache);
+    return loss;
+  } catch (...) {
+    if (cache) cache->Clear();
     throw;
   }
 }
@@ -1333,33 +1575,62 @@ double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
 // ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
 // R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
 // ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
-double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache, int64_t block) const {
-  // the v-independent parts (L, ∂L/∂z, softmax) through the cache, as the layers' (Primal)
+std::vector<at::Tensor> Network::LossPrimal(const at::Tensor& z, const at::Tensor& y, PrimalCache* cache) const {
+  // through the cache, as the layers' v-independent parts (Primal)
   auto primal = [&](const std::function<std::vector<at::Tensor>()>& f) { return cache ? cache->Next(f) : f(); };
+  if (loss_ == LossKind::Mse) {
+    double scale = 2.0 / static_cast<double>(z.numel());
+    return primal([&] { return std::vector<at::Tensor>{Loss(z, y), (z - y) * scale}; });
+  }
+  int64_t n = z.size(0), classes = z.size(1);
+  return primal([&] {
+    at::Tensor loss = Loss(z, y);  // also checks shapes and labels
+    at::Tensor p = at::softmax(z, 1);
+    at::Tensor g = labelSmoothing_ > 0 ? p - labelSmoothing_ / static_cast<double>(classes) : p.clone();
+    g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - labelSmoothing_), g.options()));
+    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
+  });
+}
+
+double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache, int64_t block) const {
   at::Tensor zt = z.tangent;
   if (!zt.defined()) {
     std::vector<int64_t> shape = z.value.sizes().vec();
     if (block) shape.insert(shape.begin(), block);
     zt = at::zeros(shape, z.value.options());
   }
+  auto lg = LossPrimal(z.value, y, cache);
   if (loss_ == LossKind::Mse) {
-    double scale = 2.0 / static_cast<double>(z.value.numel());
-    auto lg = primal([&] { return std::vector<at::Tensor>{Loss(z.value, y), (z.value - y) * scale}; });
-    grad = {lg[1], zt * scale};
+    grad = {lg[1], zt * (2.0 / static_cast<double>(z.value.numel()))};
     return lg[0].item<double>();
   }
-  int64_t n = z.value.size(0), classes = z.value.size(1);
-  auto lgp = primal([&] {
-    at::Tensor loss = Loss(z.value, y);  // also checks shapes and labels
-    at::Tensor p = at::softmax(z.value, 1);
-    at::Tensor g = labelSmoothing_ > 0 ? p - labelSmoothing_ / static_cast<double>(classes) : p.clone();
-    g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - labelSmoothing_), g.options()));
-    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
-  });
-  const at::Tensor& p = lgp[2];
+  const at::Tensor& p = lg[2];
   at::Tensor gt = p * (zt - (p * zt).sum(-1, /*keepdim=*/true));  // classes last, with or without a block
-  grad = {lgp[1], gt.div_(static_cast<double>(n))};
-  return lgp[0].item<double>();
+  grad = {lg[1], gt.div_(static_cast<double>(z.value.size(0)))};
+  return lg[0].item<double>();
+}
+
+// d²L/dt² = Σ ż ∂²L/∂z² ż + ⟨∂L/∂z, z̈⟩: for cross-entropy, per sample
+// żᵀ(diag p − ppᵀ)ż / N (label smoothing changes only ∂L/∂z); for mean
+// squared error 2 Σ ż² / n.
+at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cache, int64_t block, double& loss) const {
+  auto lg = LossPrimal(z.value, y, cache);
+  loss = lg[0].item<double>();
+  // a sum over everything but a block's leading dim
+  auto total = [block](const at::Tensor& t) { return block ? t.flatten(1).sum(1) : t.sum(); };
+  at::Tensor q = block ? at::zeros({block}, z.value.options()) : at::zeros({}, z.value.options());
+  if (z.d1.defined()) {
+    const at::Tensor& zt = z.d1;
+    if (loss_ == LossKind::Mse) {
+      q = total(zt * zt).mul_(2.0 / static_cast<double>(z.value.numel()));
+    } else {
+      at::Tensor pz = lg[2] * zt;
+      at::Tensor mean = pz.sum(-1);  // ⟨p, ż⟩ per sample
+      q = total((pz * zt).sum(-1) - mean * mean).div_(static_cast<double>(z.value.size(0)));
+    }
+  }
+  if (z.d2.defined()) q.add_(total(lg[1] * z.d2));
+  return q;
 }
 
 at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {

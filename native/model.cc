@@ -34,6 +34,8 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
                          InstanceMethod("lossAndGradAsync", &M::Guard<&M::Async<&M::LossAndGradCall>>),
                          InstanceMethod("hvpAsync", &M::Guard<&M::Async<&M::HvpCall>>),
+                         InstanceMethod("curvature", &M::Guard<&M::Curvature>),
+                         InstanceMethod("curvatureAsync", &M::Guard<&M::Async<&M::CurvatureCall>>),
                          InstanceMethod("quadraticFormGradAsync", &M::Guard<&M::Async<&M::QuadraticFormGradCall>>),
                          InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
                          InstanceMethod("getRngState", &M::Guard<&M::GetRngState>),
@@ -330,6 +332,47 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
+
+// curvature(x, y, v, out, method?, cache?): writes vᵀHv into `out` ([1] for
+// a flat v, [K] for a block [K, P]), returns L(w). 'forward-over-forward'
+// (the default; Network::Curvature) pushes second-order jets forward and runs
+// no reverse pass; 'forward-over-reverse' and 'double-backward' take ⟨v, Hv⟩
+// from that HVP (the only way for a TorchScript model, and a cross-check).
+ModelCall ModelWrap::CurvatureCall(const Napi::CallbackInfo& info) {
+  auto& net = Net();
+  auto [x, y] = Batch(info, 0);
+  auto& v = DirectionsArg(info, 2, "v", -1);
+  const int64_t K = v.dim() == 2 ? v.size(0) : 1;
+  auto& out = TensorWrap::Arg(info, 3, "out");
+  CheckFlat(out, "out", K, net.dtype, net.device);
+  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method")
+                       : net.IsScript()                             ? "double-backward"
+                                                                    : "forward-over-forward";
+  if (method != "forward-over-forward" && method != "forward-over-reverse" && method != "double-backward")
+    Fail("argument 'method' is '" + method + "'; use 'forward-over-forward', 'forward-over-reverse' or 'double-backward'");
+  PrimalCache* cache = nullptr;
+  if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
+  auto loss = std::make_shared<double>(0);
+  return {[this, x = x, y = y, v, out, method, loss, cache]() mutable {
+            auto& net = *net_;
+            if (method == "forward-over-forward") {
+              *loss = net.Curvature(x, y, v, out, cache);
+              return;
+            }
+            at::Tensor hv = at::empty_like(v);
+            PrimalCache local;
+            for (int64_t k = 0; k < (v.dim() == 2 ? v.size(0) : 1); ++k) {
+              at::Tensor vk = v.dim() == 2 ? v.select(0, k) : v, hk = v.dim() == 2 ? hv.select(0, k) : hv;
+              *loss = method == "forward-over-reverse" ? net.Hvp(x, y, vk, hk, cache)
+                                                       : GraphHvp(x, y, vk, hk, cache ? *cache : local);
+              at::NoGradGuard ng;
+              out.select(0, k).copy_(at::dot(vk, hk));
+            }
+          },
+          [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
+}
+
+Napi::Value ModelWrap::Curvature(const Napi::CallbackInfo& info) { return RunNow(info.Env(), CurvatureCall(info)); }
 
 double ModelWrap::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
                            PrimalCache& cache) {

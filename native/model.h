@@ -69,6 +69,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value DiscardStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
+  Napi::Value Curvature(const Napi::CallbackInfo& info);
   Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);
   Napi::Value GetRngState(const Napi::CallbackInfo& info);
   Napi::Value SetRngState(const Napi::CallbackInfo& info);
@@ -77,6 +78,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   ModelCall ForwardCall(const Napi::CallbackInfo& info);
   ModelCall LossAndGradCall(const Napi::CallbackInfo& info);
   ModelCall HvpCall(const Napi::CallbackInfo& info);
+  ModelCall CurvatureCall(const Napi::CallbackInfo& info);
   ModelCall QuadraticFormGradCall(const Napi::CallbackInfo& info);
   Napi::Value RunNow(Napi::Env env, ModelCall call);
   Napi::Value RunAsync(const Napi::CallbackInfo& info, ModelCall call);

@@ -1,7 +1,8 @@
 // Stochastic estimators from HVPs: Hutchinson and Hutch++ for tr H, E‖Hv‖²
 // for ‖H‖_F², and stochastic Lanczos quadrature (SLQ) for spectral densities
 // and tr f(H) (here Σ log(|λ| + δ), the damped log-determinant), each with
-// its standard error.
+// its standard error. Where only vᵀHv is needed (Hutchinson, Hutch++'s
+// deflated part) it comes from a curvature pass, not an HVP.
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
@@ -64,21 +65,34 @@ class Rows {
       hv.dispose();
     }
   }
+  /** v[r]ᵀ H v[r] for the first k rows, in one pass (HessianOperator.curvatureWork) */
+  *curvatures(k: number): Work<number[]> {
+    const P = this.op.model.numParams;
+    const v = k === 1 ? this.v[0] : this.flatV.narrow(0, k * P).view([k, P]);
+    const out = native().Tensor.zeros([k], this.op.model.dtype, this.op.model.device);
+    try {
+      yield* this.op.curvatureWork(v, out);
+      return Array.from(out.toArray() as ArrayLike<number>);
+    } finally {
+      out.dispose();
+      if (k > 1) v.dispose();
+    }
+  }
   dispose(): void {
     for (const t of [...this.v, ...this.hv, this.flatV, this.flatHv]) t.dispose();
   }
 }
 
 /**
- * The mean of f(v, Hv) over `samples` random v, with its standard error; with
- * `block` > 1, H is applied to `block` vectors per pass.
+ * The mean of a per-vector measure over `samples` random v, with its standard
+ * error; `measure(rows, k)` gives it for the first k rows, `block` at a time.
  */
 function* sampleMean(
   op: HessianOperator,
   samples: number,
   seed: number,
   kind: 'rademacher' | 'gaussian',
-  f: (v: Tensor, hv: Tensor) => number,
+  measure: (rows: Rows, k: number) => Work<number[]>,
   block = 1,
 ): Work<Estimate> {
   const rows = new Rows(op, Math.min(block, samples));
@@ -89,8 +103,7 @@ function* sampleMean(
     for (let i = 0; i < samples; i += rows.size) {
       const k = Math.min(rows.size, samples - i);
       for (let r = 0; r < k; r++) op.random(gen, kind, rows.v[r]);
-      yield* rows.apply(k);
-      for (let r = 0; r < k; r++) xs.push(f(rows.v[r], rows.hv[r]));
+      xs.push(...(yield* measure(rows, k)));
     }
   } finally {
     rows.dispose();
@@ -99,10 +112,10 @@ function* sampleMean(
   return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
 }
 
-/** Hutchinson: tr H = E[vᵀHv], v rademacher. */
+/** Hutchinson: tr H = E[vᵀHv], v rademacher; each vᵀHv from a curvature pass. */
 export function* hutchinson(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'trace');
-  return yield* sampleMean(op, samples, seed, 'rademacher', (v, hv) => ops.dot(v, hv), block);
+  return yield* sampleMean(op, samples, seed, 'rademacher', (rows, k) => rows.curvatures(k), block);
 }
 
 /**
@@ -118,13 +131,19 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const basis: Tensor[] = [];
-  // runs `count` rows through H in blocks: fill(r, i) writes the i-th vector into row r, use(r, i) reads it
-  const inBlocks = function* (count: number, fill: (row: Tensor, i: number) => void, use: (r: number, i: number) => void): Work<void> {
+  // runs `count` rows through H in blocks: fill(r, i) writes the i-th vector into row r, use(r, i) reads
+  // its HVP (rows.hv[r]); with `quadratic`, use(r, i, q) gets only q = vᵀHv, from a curvature pass
+  const inBlocks = function* (
+    count: number,
+    fill: (row: Tensor, i: number) => void,
+    use: (r: number, i: number, q: number) => void,
+    quadratic = false,
+  ): Work<void> {
     for (let i = 0; i < count; i += rows.size) {
       const k = Math.min(rows.size, count - i);
       for (let r = 0; r < k; r++) fill(rows.v[r], i + r);
-      yield* rows.apply(k);
-      for (let r = 0; r < k; r++) use(r, i + r);
+      const q = quadratic ? yield* rows.curvatures(k) : (yield* rows.apply(k), []);
+      for (let r = 0; r < k; r++) use(r, i + r, q[r]);
     }
   };
   try {
@@ -145,7 +164,8 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
     yield* inBlocks(
       basis.length,
       (row, i) => ops.copy(row, basis[i]),
-      (r, i) => (exact += ops.dot(basis[i], rows.hv[r])),
+      (_r, _i, q) => (exact += q),
+      true,
     );
     const xs: number[] = [];
     yield* inBlocks(
@@ -154,7 +174,8 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
         op.random(gen, 'rademacher', row);
         for (const b of basis) ops.axpy(row, -ops.dot(b, row), b); // (I − QQᵀ)v
       },
-      (r) => xs.push(ops.dot(rows.v[r], rows.hv[r])),
+      (_r, _i, q) => xs.push(q),
+      true,
     );
     const { mean, se } = meanAndError(xs);
     return { estimate: exact + mean, standardError: se, samples, hvps: op.hvps - before };
@@ -167,7 +188,17 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
 /** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
 export function* frobeniusSquared(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'frobeniusSquared');
-  return yield* sampleMean(op, samples, seed, 'gaussian', (_v, hv) => ops.dot(hv, hv), block);
+  return yield* sampleMean(
+    op,
+    samples,
+    seed,
+    'gaussian',
+    function* (rows, k) {
+      yield* rows.apply(k);
+      return rows.hv.slice(0, k).map((hv) => ops.dot(hv, hv));
+    },
+    block,
+  );
 }
 
 export interface QuadratureRun {

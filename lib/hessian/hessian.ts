@@ -3,7 +3,8 @@
 // plain JSON-serialisable objects.
 import { isTensor, type Model } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
-import type { HvpMethod } from '../native/binding.js';
+import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
+import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
@@ -31,6 +32,14 @@ export interface HessianOptions {
   modules?: string[];
   /** how each HVP is computed (default 'forward-over-reverse'; 'double-backward' is LibTorch's autograd) */
   hvpMethod?: HvpMethod;
+  /**
+   * how quadratic forms uᵀHu (trace, quadraticForm, sharpness) are computed:
+   * 'forward-over-forward' (default) pushes second-order jets through the
+   * layers, with no reverse pass (about half an HVP's matrix work); an HVP
+   * method takes ⟨u, Hu⟩ from that HVP (the default with hvpMethod
+   * 'double-backward' and for TorchScript models).
+   */
+  curvatureMethod?: CurvatureMethod;
   /**
    * Reuse, from one HVP to the next, what does not depend on v (per batch; see
    * HessianOperator): true (default) with at most DEFAULT_HVP_CACHE_BYTES over
@@ -89,12 +98,15 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Pa
   });
   if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
     throw new Error(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
+  const curvatureMethods = ['forward-over-forward', 'forward-over-reverse', 'double-backward'];
+  if (options.curvatureMethod !== undefined && !curvatureMethods.includes(options.curvatureMethod))
+    throw new Error(`hessian: options.curvatureMethod is '${String(options.curvatureMethod)}'; use ${curvatureMethods.map((m) => `'${m}'`).join(', ')}`);
   const cache = options.cache ?? true;
   let cacheBytes: number;
   if (typeof cache === 'boolean') cacheBytes = cache ? DEFAULT_HVP_CACHE_BYTES : 0;
   else if (typeof cache === 'object' && cache !== null && Number.isFinite(cache.maxBytes) && cache.maxBytes >= 0) cacheBytes = cache.maxBytes;
   else throw new Error(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
-  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes, options.group));
+  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes, options.group, options.curvatureMethod));
 }
 
 export class Hessian {
@@ -124,14 +136,25 @@ export class Hessian {
     return out;
   }
 
-  /** uᵀ H u (of the restricted u). */
+  /** uᵀ H u (of the restricted u), from a curvature pass. */
   *quadraticFormWork(u: Tensor | ArrayLike<number>): Work<number> {
     const r = this.restricted(u);
-    const hu = (yield* this.operator.applyWork(r, this.operator.zeros()));
-    const q = ops.dot(r, hu);
-    r.dispose();
-    hu.dispose();
-    return q;
+    try {
+      return yield* this.curvatureOf(r);
+    } finally {
+      r.dispose();
+    }
+  }
+
+  // uᵀHu of a restricted flat u.
+  private *curvatureOf(u: Tensor): Work<number> {
+    const out = native().Tensor.zeros([1], this.operator.model.dtype, this.operator.model.device);
+    try {
+      yield* this.operator.curvatureWork(u, out);
+      return (out.toArray() as ArrayLike<number>)[0];
+    } finally {
+      out.dispose();
+    }
   }
 
   *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {
@@ -260,7 +283,6 @@ export class Hessian {
     const gen = op.newGenerator(config.seed ?? 0);
     const before = op.hvps;
     const u = op.zeros();
-    const hu = op.zeros();
     const q: number[] = [];
     for (let i = 0; i < samples; i++) {
       if (typeof mu === 'function') {
@@ -269,10 +291,9 @@ export class Hessian {
         t.dispose();
       } else sampleInto(gen, mu, u, config.halfCube ?? 0.05);
       op.restrict(u);
-      q.push(ops.dot(u, (yield* op.applyWork(u, hu))));
+      q.push(yield* this.curvatureOf(u));
     }
     u.dispose();
-    hu.dispose();
     const n = q.length;
     const mean = q.reduce((a, b) => a + b, 0) / n;
     if (frobenius) {

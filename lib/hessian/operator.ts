@@ -8,7 +8,7 @@
 // Caches that would take more than `cacheBytes` together are dropped, last
 // batch first, and those batches are recomputed on every HVP.
 import type { Model } from '../model/model.js';
-import type { HvpMethod } from '../native/binding.js';
+import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { ProcessGroup } from '../distributed.js';
@@ -43,10 +43,16 @@ export class HessianOperator {
     readonly cacheBytes = DEFAULT_HVP_CACHE_BYTES,
     /** data-parallel: the batches are this rank's shard, every HVP is all-reduced */
     group?: ProcessGroup,
+    /** how quadratic forms vᵀHv are taken (curvatureWork); default: jets, or ⟨v, Hv⟩ by double backward where HVPs are */
+    readonly curvatureMethod?: CurvatureMethod,
   ) {
     this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, group);
     this.passes.use(batches);
-    if (cacheBytes > 0) this.passes.hvpCaches = batches.map(() => new (native().HvpCache)());
+    if (cacheBytes > 0) {
+      this.passes.hvpCaches = batches.map(() => new (native().HvpCache)());
+      this.passes.curvatureCaches = batches.map(() => new (native().HvpCache)());
+    }
+    if (curvatureMethod === undefined && method === 'double-backward') this.curvatureMethod = 'double-backward';
     if (!modules || modules.length === 0) {
       this.size = model.numParams;
       this.indices = (i) => i;
@@ -119,31 +125,57 @@ export class HessianOperator {
     return out;
   }
 
-  /** What the HVP caches hold: bytes in all, per batch (0 for a batch without one), and how often they were reused. */
+  /**
+   * out[k] = v_kᵀ H v_k (restricted v: the quadratic form of H_SS) for a flat
+   * v (out [1]) or each row of a block [K, P] (out [K]), by second-order jets
+   * pushed forward (no reverse pass, about half an HVP's matrix work) unless
+   * curvatureMethod says otherwise; counts as K applications of H in `hvps`.
+   */
+  *curvatureWork(v: Tensor, out: Tensor): Work<Tensor> {
+    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
+    const wasTraining = this.model.training;
+    this.model.train(this.training);
+    try {
+      yield* this.passes.curvatureWork(v, out, this.curvatureMethod);
+    } finally {
+      this.model.train(wasTraining);
+      this.keepCachesWithinLimit();
+    }
+    this.hvps += v.shape.length === 2 ? v.shape[0] : 1;
+    return out;
+  }
+
+  /**
+   * What the caches hold: bytes in all, per batch (HVP and curvature caches
+   * together; 0 for a batch without one), and how often they were reused.
+   */
   cacheInfo(): { bytes: number; perBatch: number[]; cachedBatches: number; droppedBatches: number; records: number; replays: number } {
-    const caches = this.passes.hvpCaches;
-    const perBatch = this.passes.batches.map((_, j) => caches[j]?.bytes ?? 0);
-    const live = caches.filter((c): c is NonNullable<typeof c> => c !== undefined);
+    const kinds = [this.passes.hvpCaches, this.passes.curvatureCaches];
+    const perBatch = this.passes.batches.map((_, j) => kinds.reduce((a, caches) => a + (caches[j]?.bytes ?? 0), 0));
+    const live = kinds.flatMap((caches) => caches.filter((c): c is NonNullable<typeof c> => c !== undefined));
     return {
       bytes: perBatch.reduce((a, b) => a + b, 0),
       perBatch,
-      cachedBatches: live.length,
+      cachedBatches: this.passes.batches.filter((_, j) => kinds.some((caches) => caches[j] !== undefined)).length,
       droppedBatches: this.cacheDropped,
       records: live.reduce((a, c) => a + c.records, 0),
       replays: live.reduce((a, c) => a + c.replays, 0),
     };
   }
 
-  // Drops caches, last batch first, until they fit in cacheBytes.
+  // Drops caches, last batch first (its curvature cache, then its HVP cache), until they fit in cacheBytes.
   private keepCachesWithinLimit(): void {
-    const caches = this.passes.hvpCaches;
-    let total = caches.reduce((a, c) => a + (c?.bytes ?? 0), 0);
-    for (let j = caches.length - 1; j >= 0 && total > this.cacheBytes; j--) {
-      const c = caches[j];
-      if (!c) continue;
-      total -= c.bytes;
-      c.dispose();
-      caches[j] = undefined;
+    const kinds = [this.passes.curvatureCaches, this.passes.hvpCaches];
+    let total = kinds.reduce((a, caches) => a + caches.reduce((s, c) => s + (c?.bytes ?? 0), 0), 0);
+    for (let j = this.passes.batches.length - 1; j >= 0 && total > this.cacheBytes; j--) {
+      if (!kinds.some((caches) => caches[j] !== undefined)) continue;
+      for (const caches of kinds) {
+        const c = caches[j];
+        if (!c) continue;
+        total -= c.bytes;
+        c.dispose();
+        caches[j] = undefined;
+      }
       this.cacheDropped++;
     }
   }
@@ -166,8 +198,9 @@ export class HessianOperator {
   dispose(): void {
     this.disposed = true;
     this.mask?.dispose();
-    for (const c of this.passes.hvpCaches) c?.dispose();
+    for (const c of [...this.passes.hvpCaches, ...this.passes.curvatureCaches]) c?.dispose();
     this.passes.hvpCaches = [];
+    this.passes.curvatureCaches = [];
     this.passes.dispose();
   }
 }

@@ -1,7 +1,7 @@
 // A model: the native network plus its flat parameter vector. Everything a
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
-import type { FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
+import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import { type Tensor, toFloatArray } from '../tensor.js';
@@ -169,6 +169,36 @@ export class Model {
     const result = out ?? this.zerosLike(v);
     this.native.hvp(x, y, v, result, options.method, options.cache);
     return result;
+  }
+
+  /**
+   * vᵀHv of the batch's mean loss for a flat v (the curvature along v, times
+   * ‖v‖²). By default second-order jets are pushed forward through the
+   * layers (d²L(w + t v)/dt² at t = 0): no reverse pass and about half an
+   * HVP's matrix work, which is all a Hutchinson trace needs.
+   * 'forward-over-reverse' and 'double-backward' take ⟨v, Hv⟩ from that HVP
+   * instead (TorchScript models: double backward). `cache` as for hvp(); a
+   * cache serves one method at a time.
+   */
+  curvature(x: Tensor, y: Tensor, v: Tensor, options: { method?: CurvatureMethod; cache?: HvpCache } = {}): number {
+    if (v.shape.length !== 1) throw new Error(`curvature: v must be a flat vector [${this.numParams}], got shape [${v.shape.join(', ')}]; for a block use curvatures()`);
+    return this.curvatureRows(x, y, v, 1, options)[0];
+  }
+
+  /** vᵀHv for each row of a block V [K, P], in one pass with the tangents batched. */
+  curvatures(x: Tensor, y: Tensor, V: Tensor, options: { method?: CurvatureMethod; cache?: HvpCache } = {}): number[] {
+    if (V.shape.length !== 2) throw new Error(`curvatures: V must be a block [K, ${this.numParams}], got shape [${V.shape.join(', ')}]; for one vector use curvature()`);
+    return this.curvatureRows(x, y, V, V.shape[0], options);
+  }
+
+  private curvatureRows(x: Tensor, y: Tensor, v: Tensor, K: number, options: { method?: CurvatureMethod; cache?: HvpCache }): number[] {
+    const out = native().Tensor.zeros([K], this.dtype, this.device);
+    try {
+      this.native.curvature(x, y, v, out, options.method, options.cache);
+      return Array.from(toFloatArray(out));
+    } finally {
+      out.dispose();
+    }
   }
 
   /** q = vᵀHv and ∇_w(vᵀHv), a third derivative of the loss. */

@@ -12,7 +12,7 @@
 // own statistics, as PyTorch's DDP without SyncBatchNorm; each rank's running
 // statistics follow its own shard, and the Trainer averages them).
 import type { HvpCache, Model } from './model.js';
-import type { HvpMethod } from '../native/binding.js';
+import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
@@ -41,6 +41,8 @@ export class Passes {
   count = 0;
   /** per batch, the HVP cache its HVPs record into and replay from (undefined: none) */
   hvpCaches: (HvpCache | undefined)[] = [];
+  /** per batch, the cache of its curvature (vᵀHv) passes: another method, so another record */
+  curvatureCaches: (HvpCache | undefined)[] = [];
   private scratch?: Tensor;
   private readonly reducer?: Reducer;
 
@@ -182,6 +184,18 @@ export class Passes {
       this.counters.forward++;
       this.counters.hvp += directions;
       return one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) });
+    });
+  }
+
+  /** out[k] = v_kᵀ H v_k for a flat v (out [1]) or each row of a block [K, P] (out [K]). */
+  *curvatureWork(v: Tensor, out: Tensor, method?: CurvatureMethod): Work<number> {
+    const native = this.model.native;
+    const directions = v.shape.length === 2 ? v.shape[0] : 1;
+    return yield* this.accumulate(out, (b, o, j) => {
+      const cache = this.curvatureCaches[j];
+      this.counters.forward++;
+      this.counters.hvp += directions;
+      return one({ sync: () => native.curvature(b.x, b.y, v, o, method, cache), async: () => native.curvatureAsync(b.x, b.y, v, o, method, cache) });
     });
   }
 

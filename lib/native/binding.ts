@@ -11,6 +11,8 @@ export type FloatArray = Float32Array | Float64Array;
  * or 'double-backward' (LibTorch's autograd differentiating the gradient).
  */
 export type HvpMethod = 'forward-over-reverse' | 'double-backward';
+/** How vᵀHv is taken: second-order jets pushed forward (no reverse pass), or ⟨v, Hv⟩ from an HVP. */
+export type CurvatureMethod = 'forward-over-forward' | HvpMethod;
 
 export interface NativeTensor {
   readonly shape: number[];
@@ -79,10 +81,16 @@ export interface NativeModel {
    * v and out may be blocks [K, P] of K directions (one pass with the tangents batched)
    */
   hvp(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): number;
+  /**
+   * vᵀHv into `out` ([1] for a flat v, [K] for a block [K, P]); 'forward-over-forward' (the default
+   * for layer models) pushes second-order jets through the layers and runs no reverse pass
+   */
+  curvature(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): number;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;
   lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): Promise<number>;
   hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): Promise<number>;
+  curvatureAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): Promise<number>;
   quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;
   quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
   getRngState(): Uint8Array;

@@ -4,12 +4,15 @@
 // Fashion-MNIST training images, and writes to DIR what the PyTorch peer
 // (pytorch_hessian.py) loads: params.f32 (in paramInfo order, PyTorch's
 // named_parameters order), x.f32, y.i32, v.f32 (a seeded gaussian vector) and
-// hv.f32 (our H v). Then, one command a line, each answered with a JSON list
-// of K times (ms) of one HVP of the batch:
+// hv.f32 (our H v) and q.f64 (our vᵀHv). Then, one command a line, each
+// answered with a JSON list of K times (ms) of one HVP of the batch:
 //   probe K  -> with the batch's HVP cache (recorded before the first timing)
+//   curvature K -> one vᵀHv as the trace probe takes it: second-order jets
+//               forward, with the batch's curvature cache
 //   plain K  -> recomputing everything (no cache)
 //   graph K  -> double backward through the gradient's kept graph (cached)
 //   block B K -> K times of one cached HVP pass over a block of B vectors
+//   cblock B K -> the same for one curvature pass over B vectors
 //   info     -> {"peakRssKb", "threads", "torch", "params", "cacheBytes"}
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,6 +40,9 @@ generator(7).gaussian(v);
 const out = model.zerosLikeParams();
 const probeCache = hvpCache();
 const graphCache = hvpCache();
+const curvatureCache = hvpCache();
+const q = native().Tensor.zeros([1], 'float32', 'cpu');
+model.native.curvature(x, y, v, q, undefined, curvatureCache);
 model.hvp(x, y, v, out, { cache: probeCache });
 model.hvp(x, y, v, out, { method: 'double-backward', cache: graphCache });
 model.hvp(x, y, v, out, { cache: probeCache });
@@ -47,6 +53,8 @@ writeFileSync(join(dir, 'x.f32'), bytes(xs));
 writeFileSync(join(dir, 'y.i32'), bytes(ys));
 writeFileSync(join(dir, 'v.f32'), bytes(v.toArray() as Float32Array));
 writeFileSync(join(dir, 'hv.f32'), bytes(out.toArray() as Float32Array));
+const ourQ = Float64Array.of((q.toArray() as Float32Array)[0]);
+writeFileSync(join(dir, 'q.f64'), Buffer.from(ourQ.buffer));
 
 const times = (fn: () => void, k: number) =>
   Array.from({ length: k }, () => {
@@ -58,13 +66,14 @@ const runs: Record<string, () => void> = {
   probe: () => model.native.hvp(x, y, v, out, undefined, probeCache),
   plain: () => model.native.hvp(x, y, v, out),
   graph: () => model.native.hvp(x, y, v, out, 'double-backward', graphCache),
+  curvature: () => model.native.curvature(x, y, v, q, undefined, curvatureCache),
 };
-const blocks = new Map<number, { v: ReturnType<typeof tensor>; out: ReturnType<typeof tensor> }>();
+const blocks = new Map<number, { v: ReturnType<typeof tensor>; out: ReturnType<typeof tensor>; q: ReturnType<typeof tensor> }>();
 function blockOf(size: number) {
   if (!blocks.has(size)) {
     const v = native().Tensor.zeros([size, model.numParams], 'float32', 'cpu');
     generator(size).gaussian(v);
-    blocks.set(size, { v, out: native().Tensor.zeros([size, model.numParams], 'float32', 'cpu') });
+    blocks.set(size, { v, out: native().Tensor.zeros([size, model.numParams], 'float32', 'cpu'), q: native().Tensor.zeros([size], 'float32', 'cpu') });
   }
   return blocks.get(size)!;
 }
@@ -75,6 +84,9 @@ for await (const line of createInterface({ input: process.stdin })) {
   else if (cmd === 'block') {
     const b = blockOf(Number(k));
     console.log(JSON.stringify(times(() => model.native.hvp(x, y, b.v, b.out, undefined, probeCache), Number(k2))));
+  } else if (cmd === 'cblock') {
+    const b = blockOf(Number(k));
+    console.log(JSON.stringify(times(() => model.native.curvature(x, y, b.v, b.q, undefined, curvatureCache), Number(k2))));
   }
   else if (cmd === 'info')
     console.log(

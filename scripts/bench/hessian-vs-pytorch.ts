@@ -10,7 +10,10 @@
 //  - probe: the HVP a probe runs (the batch's HVP cache, recorded once);
 //  - plain: every HVP recomputing the primal passes (no cache);
 //  - graph: our own double backward through a kept graph (PyTorch's idiom
-//    in C++).
+//    in C++);
+//  - trace step: one vᵀHv as our trace probes take it (second-order jets
+//    forward, cached), against PyHessian's trace step (H v by the idiom,
+//    then the dot product with v).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -47,38 +50,41 @@ for (const model of models) {
     const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'hessian-runner.ts'), model, batch, dir], env);
     await ours.ask();
     const torch = new Peer(python, [join(here, 'pytorch_hessian.py'), model, dir], env);
-    const check = await torch.ask<{ maxAbsDiff: number; maxAbs: number }>();
+    const check = await torch.ask<{ maxAbsDiff: number; maxAbs: number; quadRelDiff: number }>();
     const [oi, ti] = [await ours.ask<Info>('info'), await torch.ask<Info>('info')];
     if (majorMinor(oi.torch) !== majorMinor(ti.torch)) {
       console.error(`bench: ours runs on LibTorch ${oi.torch}, PyTorch (${python}) on ${ti.torch}; build ours against PYTHON's torch`);
       process.exit(2);
     }
-    const t = { probe: [] as number[], plain: [] as number[], graph: [] as number[], pytorch: [] as number[] };
+    const t = { probe: [] as number[], plain: [] as number[], graph: [] as number[], pytorch: [] as number[], curvature: [] as number[], quad: [] as number[] };
     for (let r = 0; r < rounds; r++) {
       const turns: [Peer, number[], string][] = [
         [ours, t.probe, `probe ${hvps}`],
         [torch, t.pytorch, `hvp ${hvps}`],
         [ours, t.plain, `plain ${hvps}`],
         [ours, t.graph, `graph ${hvps}`],
+        [ours, t.curvature, `curvature ${hvps}`],
+        [torch, t.quad, `quad ${hvps}`],
       ];
       if (r % 2 === 1) turns.reverse();
       for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
     }
     // blocks: per-HVP time of one pass over B vectors (ours: tangents batched;
     // PyTorch: autograd.grad with is_grads_batched, vmap over the vectors)
-    const blockRows: { size: number; oursMs: number; pytorchMs: number | string }[] = [];
+    const blockRows: { size: number; oursMs: number; curvatureMs: number; pytorchMs: number | string }[] = [];
     for (const size of blockSizes) {
       const calls = Math.max(2, Math.round(hvps / size));
-      const o: number[] = [], p: number[] = [];
+      const o: number[] = [], c: number[] = [], p: number[] = [];
       let pytorchError: string | undefined;
       for (let r = 0; r < rounds; r++) {
         o.push(...(await ours.ask<number[]>(`block ${size} ${calls}`)).map((t) => t / size));
+        c.push(...(await ours.ask<number[]>(`cblock ${size} ${calls}`)).map((t) => t / size));
         if (pytorchError) continue;
         const a = await torch.ask<number[] | { error: string }>(`block ${size} ${calls}`);
         if (Array.isArray(a)) p.push(...a.map((t) => t / size));
         else pytorchError = a.error;
       }
-      blockRows.push({ size, oursMs: median(o), pytorchMs: pytorchError ? `unsupported: ${pytorchError}` : median(p) });
+      blockRows.push({ size, oursMs: median(o), curvatureMs: median(c), pytorchMs: pytorchError ? `unsupported: ${pytorchError}` : median(p) });
     }
     const [oEnd, tEnd] = [await ours.ask<Info>('info'), await torch.ask<Info>('info')];
     ours.close();
@@ -95,8 +101,12 @@ for (const model of models) {
       probeOverPytorch: median(t.probe) / pytorchMs,
       plainOverPytorch: median(t.plain) / pytorchMs,
       graphOverPytorch: median(t.graph) / pytorchMs,
+      traceStepMs: median(t.curvature),
+      pytorchTraceStepMs: median(t.quad),
+      traceStepOverPytorch: median(t.curvature) / median(t.quad),
+      quadRelativeDiff: check.quadRelDiff,
       cacheBytes: oi.cacheBytes ?? 0,
-      blocks: blockRows.map((b) => ({ ...b, speedup: median(t.probe) / b.oursMs })),
+      blocks: blockRows.map((b) => ({ ...b, speedup: median(t.probe) / b.oursMs, curvatureSpeedup: median(t.curvature) / b.curvatureMs })),
       hvRelativeDiff: check.maxAbsDiff / check.maxAbs,
       peakRssKb: oEnd.peakRssKb,
       pytorchPeakRssKb: tEnd.peakRssKb,
@@ -112,10 +122,15 @@ for (const model of models) {
           `plain ${f(row.plainMs)} ms (${row.plainOverPytorch.toFixed(3)}×)  graph ${f(row.graphMs)} ms (${row.graphOverPytorch.toFixed(3)}×)  ` +
           `cache ${(row.cacheBytes / 2 ** 20).toFixed(1)} MiB  |Hv − Hv_PyTorch|max/|Hv|max ${row.hvRelativeDiff.toExponential(1)}`,
       );
+      console.log(
+        `${''.padEnd(7)} trace step (vᵀHv): PyTorch (H v, then · v) ${f(row.pytorchTraceStepMs)} ms  ours (jets forward) ${f(row.traceStepMs)} ms ` +
+          `(${row.traceStepOverPytorch.toFixed(3)}×)  |q − q_PyTorch|/|q| ${row.quadRelativeDiff.toExponential(1)}`,
+      );
       for (const b of row.blocks)
         console.log(
           `${''.padEnd(7)} block of ${String(b.size).padEnd(3)} per HVP: ours ${f(b.oursMs)} ms (speed-up ${b.speedup.toFixed(2)}× over single HVPs)  ` +
-            `PyTorch ${typeof b.pytorchMs === 'number' ? `${f(b.pytorchMs)} ms (ours ${(b.oursMs / b.pytorchMs).toFixed(3)}×)` : b.pytorchMs}`,
+            `PyTorch ${typeof b.pytorchMs === 'number' ? `${f(b.pytorchMs)} ms (ours ${(b.oursMs / b.pytorchMs).toFixed(3)}×)` : b.pytorchMs}  ` +
+            `vᵀHv per vector ${f(b.curvatureMs)} ms (speed-up ${b.curvatureSpeedup.toFixed(2)}×)`,
         );
     }
   } finally {

@@ -5,9 +5,11 @@ retain_graph=True. Same LibTorch as ours (Debian's python3-torch), one thread.
 
 usage: python3 pytorch_hessian.py MODEL DIR
 DIR holds what hessian-runner.ts wrote: params.f32, x.f32, y.i32, v.f32 and
-hv.f32 (ours). The ready line reports how far our H v is from PyTorch's.
-Then, one command a line:
+hv.f32 (ours), q.f64 (our vᵀHv). The ready line reports how far our H v
+and vᵀHv are from PyTorch's. Then, one command a line:
   hvp K   -> a JSON list of K times (ms) of one H v
+  quad K  -> K times of one vᵀHv as PyHessian's trace takes it (H v, then
+             the sum of the per-parameter dot products)
   block B K -> K times of H applied to B vectors in one torch.autograd.grad call
              (is_grads_batched=True, vmap over the vectors), or {"error": ...}
   info    -> {"peakRssKb", "threads", "torch", "torchLibrary"}
@@ -58,10 +60,17 @@ def hvp():
     return torch.autograd.grad(grads, params, grad_outputs=v, only_inputs=True, retain_graph=True)
 
 
+def quad():
+    return sum(torch.sum(h * vi) for h, vi in zip(hvp(), v)).item()
+
+
 ours = load("hv.f32", torch.float32)
 theirs = torch.cat([h.reshape(-1) for h in hvp()])
+our_q = load("q.f64", torch.float64).item()
+their_q = quad()
 print(json.dumps({"ready": True, "maxAbsDiff": (ours - theirs).abs().max().item(),
-                  "maxAbs": theirs.abs().max().item()}), flush=True)
+                  "maxAbs": theirs.abs().max().item(), "q": their_q, "ourQ": our_q,
+                  "quadRelDiff": abs(our_q - their_q) / abs(their_q)}), flush=True)
 
 
 for line in sys.stdin:
@@ -70,6 +79,8 @@ for line in sys.stdin:
         continue
     if cmd[0] == "hvp":
         print(json.dumps(times_ms(hvp, int(cmd[1]))), flush=True)
+    elif cmd[0] == "quad":
+        print(json.dumps(times_ms(quad, int(cmd[1]))), flush=True)
     elif cmd[0] == "block":
         b = int(cmd[1])
         vs = [torch.stack([vi * (1 + 0.01 * j) for j in range(b)]) for vi in v]
