@@ -199,6 +199,30 @@ describe('Hessian probes with caches', () => {
     }
   });
 
+  it('SLQ (density, logAbsDet) with runs in lockstep, one block HVP per step, equals the runs one at a time', () => {
+    const model = float64Model(mlp({ layers: [6, 10, 4], activation: 'tanh' }), 5);
+    const batches = [randomBatch([8, 6], 4, 1), randomBatch([5, 6], 4, 3)];
+    const h = hessian(model, batches);
+    for (const reorthogonalize of ['full', 'none'] as const) {
+      const one = h.density({ steps: 12, runs: 5, seed: 2, reorthogonalize });
+      for (const block of [2, 5, 8]) {
+        const hvps = h.hvps;
+        const many = h.density({ steps: 12, runs: 5, seed: 2, reorthogonalize, block });
+        expect(h.hvps - hvps).toBe(one.hvps);
+        expect(many.runs).toHaveLength(5);
+        many.runs.forEach((r, i) => {
+          expect(maxAbsDiff(r.nodes, one.runs[i].nodes) / Math.max(...one.runs[i].nodes.map(Math.abs))).toBeLessThan(1e-10);
+          expect(maxAbsDiff(r.weights, one.runs[i].weights)).toBeLessThan(1e-10);
+        });
+        // the lockstep runs' memory is planned for all of them at once
+        expect(many.vectorBytes).toBe(Math.min(block, 5) * one.vectorBytes);
+      }
+    }
+    const a = h.logAbsDet({ damping: 1e-2, steps: 10, runs: 4, seed: 1 }), b = h.logAbsDet({ damping: 1e-2, steps: 10, runs: 4, seed: 1, block: 4 });
+    expect(Math.abs(a.estimate - b.estimate) / Math.abs(a.estimate)).toBeLessThan(1e-10);
+    h.dispose();
+  });
+
   it('refuses a bad cache option, a disposed cache and a cache in use by an async HVP', async () => {
     const model = float64Model(mlp({ layers: [4, 3] }), 1);
     const { x, y } = randomBatch([6, 4], 3, 1);

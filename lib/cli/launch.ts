@@ -3,9 +3,10 @@
 // LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free
 // MASTER_PORT; OMP_NUM_THREADS = cores / N unless set), shows rank 0's output,
 // forwards Ctrl-C (the ranks stop together, at the same step), and stops
-// every rank when one fails, showing that rank's error.
+// every rank when one fails, showing that rank's error (or the signal that
+// killed it) and exiting with its status.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, constants } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../distributed.js';
 import { packageRoot } from '../native/load.js';
@@ -18,6 +19,7 @@ export async function launchRanks(nproc: number, argv: string[]): Promise<number
   process.stderr.write(`usam: ${nproc} ranks on 127.0.0.1:${port}, ${threads} thread(s) each; rank 0 reports\n`);
   const children: ChildProcess[] = [];
   const errors: string[] = Array.from({ length: nproc }, () => '');
+  let first: { rank: number; code: number; signal?: string } | undefined;
   const exits = Array.from({ length: nproc }, (_, rank) => {
     const child = spawn(process.execPath, [script, 'train', ...argv], {
       env: {
@@ -37,23 +39,29 @@ export async function launchRanks(nproc: number, argv: string[]): Promise<number
       if (rank === 0) process.stderr.write(d);
       else errors[rank] = (errors[rank] + d.toString()).slice(-4000);
     });
-    return new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+    return new Promise<number>((resolve) =>
+      child.on('exit', (code, signal) => {
+        // the first rank to fail is the cause; the others are stopped because of it
+        if (code !== 0 && code !== 130 && !first) {
+          first = { rank, code: code ?? 128 + (signal ? constants.signals[signal] : 0), signal: signal ?? undefined };
+          for (const [r, c] of children.entries()) if (r !== rank && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+        }
+        resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+      }),
+    );
   });
-  // one failing rank stops the others (they would wait for it until the timeout)
-  exits.forEach((e, rank) =>
-    e.then((code) => {
-      if (code !== 0 && code !== 130)
-        for (const [r, c] of children.entries())
-          if (r !== rank && c.exitCode === null) c.kill('SIGTERM');
-    }),
-  );
   const onSignal = () => children.forEach((c) => c.exitCode === null && c.kill('SIGINT'));
   process.on('SIGINT', onSignal);
   try {
     const codes = await Promise.all(exits);
-    const failed = codes.findIndex((c) => c !== 0 && c !== 130);
-    if (failed > 0) process.stderr.write(`usam: rank ${failed} failed (exit ${codes[failed]}):\n${errors[failed]}`);
-    return failed >= 0 ? codes[failed] : codes[0];
+    if (!first) return codes[0];
+    // rank 0's own error is on the terminal already; a signal prints nothing, another rank's stderr is not shown
+    if (first.signal || first.rank > 0)
+      process.stderr.write(
+        `usam: rank ${first.rank} ${first.signal ? `was killed by ${first.signal}` : `failed (exit ${first.code})`}; the other ranks were stopped` +
+          (first.rank > 0 && errors[first.rank] ? `. Its output:\n${errors[first.rank]}` : '\n'),
+      );
+    return first.code;
   } finally {
     process.off('SIGINT', onSignal);
   }

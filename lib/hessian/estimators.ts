@@ -7,7 +7,7 @@ import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 import type { Work } from '../model/work.js';
-import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
+import { type LanczosMemoryOptions, LanczosProcess, planLanczos } from './lanczos.js';
 import type { HessianOperator } from './operator.js';
 
 export interface Estimate {
@@ -214,24 +214,48 @@ export interface Quadrature {
   note?: string;
 }
 
-/** SLQ: `runs` Lanczos runs of `steps` steps from random unit vectors; nodes θ_j with weights y_j[0]². */
-export function* quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}): Work<Quadrature> {
+/**
+ * SLQ: `runs` Lanczos runs of `steps` steps from random unit vectors; nodes θ_j
+ * with weights y_j[0]². With `block` > 1, that many runs go in lockstep, each
+ * step one block HVP over their current vectors (the same runs: the start
+ * vectors are drawn in the same order; the memory is `block` runs' worth).
+ */
+export function* quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}, block = 1): Work<Quadrature> {
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer ≥ 1, got ${steps}`);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be an integer ≥ 1, got ${runs}`);
+  const together = Math.min(block, runs);
+  const length = Math.min(steps, op.size);
+  const plan = planLanczos(op, length, memory, together, 2); // each run's row of v and of H v
   const gen = op.newGenerator(seed);
   const before = op.hvps;
   const out: QuadratureRun[] = [];
-  let last: LanczosRun | undefined;
-  for (let r = 0; r < runs; r++) {
-    const v = op.random(gen, 'rademacher');
-    try {
-      last = yield* lanczos(op, v, steps, undefined, memory);
-    } finally {
-      v.dispose();
+  const rows = new Rows(op, together);
+  try {
+    for (let first = 0; first < runs; first += together) {
+      const group: LanczosProcess[] = [];
+      try {
+        for (let r = first; r < Math.min(first + together, runs); r++) {
+          const v = op.random(gen, 'rademacher');
+          group.push(new LanczosProcess(v, length, plan));
+          v.dispose();
+        }
+        for (let active = group; active.length > 0; active = active.filter((p) => !p.ended)) {
+          active.forEach((p, r) => ops.copy(rows.v[r], p.current));
+          yield* rows.apply(active.length);
+          active.forEach((p, r) => p.advance(rows.hv[r]));
+        }
+        for (const p of group) {
+          const { ritz } = p.result();
+          out.push({ nodes: ritz.map((x) => x.value), weights: ritz.map((x) => x.first * x.first) });
+        }
+      } finally {
+        for (const p of group) p.dispose();
+      }
     }
-    out.push({ nodes: last.ritz.map((x) => x.value), weights: last.ritz.map((x) => x.first * x.first) });
+  } finally {
+    rows.dispose();
   }
-  const { reorthogonalization, vectorBytes, note } = last!;
+  const { reorthogonalization, vectorBytes, note } = plan;
   return { runs: out, hvps: op.hvps - before, reorthogonalization, vectorBytes, ...(note ? { note } : {}) };
 }
 
@@ -243,8 +267,9 @@ export function* spectralSum(
   runs: number,
   seed: number,
   memory: LanczosMemoryOptions = {},
+  block = 1,
 ): Work<Estimate & Omit<Quadrature, 'runs' | 'hvps'>> {
-  const q = yield* quadrature(op, steps, runs, seed, memory);
+  const q = yield* quadrature(op, steps, runs, seed, memory, block);
   const xs = q.runs.map((r) => op.size * r.nodes.reduce((s, t, j) => s + r.weights[j] * f(t), 0));
   const { mean, se } = meanAndError(xs);
   return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps, reorthogonalization: q.reorthogonalization, vectorBytes: q.vectorBytes, ...(q.note ? { note: q.note } : {}) };

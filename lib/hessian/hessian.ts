@@ -78,6 +78,9 @@ function isBatch(d: unknown): d is Batch {
 /** Hutchinson or Hutch++ (`block`: vectors per HVP pass, the same estimate). */
 export type TraceOptions = { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number };
 export type FrobeniusOptions = { samples?: number; seed?: number; block?: number };
+/** SLQ: `runs` Lanczos runs of `steps` steps; `block`: that many runs in lockstep, one block HVP per step (the same runs). */
+export type DensityOptions = { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number; block?: number } & LanczosMemoryOptions;
+export type LogAbsDetOptions = { damping: number; steps?: number; runs?: number; seed?: number; block?: number } & LanczosMemoryOptions;
 
 export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Partial<HessianOptions> = {}): Hessian {
   if (options === null || typeof options !== 'object') throw new Error('hessian: options must be an object like {mode: \'eval\'}');
@@ -178,8 +181,8 @@ export class Hessian {
    * Spectral density by SLQ: the quadrature nodes and weights of each run
    * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
    */
-  *densityWork(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
-    const q = yield* quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o);
+  *densityWork(o: DensityOptions = {}) {
+    const q = yield* quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o, o.block ?? 1);
     const all = q.runs.flatMap((r) => r.nodes);
     const { min: lo, max: hi } = extent(all);
     const span = Math.max(hi - lo, 1e-12);
@@ -196,9 +199,9 @@ export class Hessian {
   }
 
   /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
-  *logAbsDetWork(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+  *logAbsDetWork(o: LogAbsDetOptions) {
     if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
-    const r = yield* spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o);
+    const r = yield* spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o, o.block ?? 1);
     return { damping: o.damping, ...r };
   }
 
@@ -343,16 +346,16 @@ export class Hessian {
   frobeniusSquaredAsync(o: FrobeniusOptions = {}) {
     return this.runAsync(this.frobeniusSquaredWork(o));
   }
-  density(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+  density(o: DensityOptions = {}) {
     return runSync(this.densityWork(o));
   }
-  densityAsync(o: { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number } & LanczosMemoryOptions = {}) {
+  densityAsync(o: DensityOptions = {}) {
     return this.runAsync(this.densityWork(o));
   }
-  logAbsDet(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+  logAbsDet(o: LogAbsDetOptions) {
     return runSync(this.logAbsDetWork(o));
   }
-  logAbsDetAsync(o: { damping: number; steps?: number; runs?: number; seed?: number } & LanczosMemoryOptions) {
+  logAbsDetAsync(o: LogAbsDetOptions) {
     return this.runAsync(this.logAbsDetWork(o));
   }
   full(o: { maxSize?: number } = {}) {

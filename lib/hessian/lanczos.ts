@@ -55,17 +55,20 @@ const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `$
  * Which reorthogonalisation a run of `steps` steps gets, and the bytes of the
  * vectors it will hold, decided before any allocation.
  */
-function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}) {
+export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1) {
   const mode = o.reorthogonalize ?? 'auto';
   if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
     throw new Error(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
   const budget = o.maxBasisBytes ?? Math.floor(totalmem() / 4);
   if (!(budget > 0)) throw new Error(`maxBasisBytes must be a positive number of bytes, got ${budget}`);
   const vector = op.model.numParams * (op.model.dtype === 'float64' ? 8 : 4);
-  // the basis (steps + 1 vectors at most) and the work vector; three-term: q_{j-1}, q_j, w, and the start copy
-  const full = (steps + 2) * vector;
-  const threeTerm = 4 * vector;
-  const describe = `full reorthogonalisation of ${steps} steps keeps ${steps + 1} basis vectors of ${op.model.numParams} ${op.model.dtype} values: ${formatBytes(full)}, over the budget of ${formatBytes(budget)} (maxBasisBytes)`;
+  // the basis (steps + 1 vectors at most) and the work vectors (H q_j; for a
+  // block also the row q_j is copied into); three-term: q_{j-1}, q_j, the
+  // start copy and the work vectors. `runs` runs in lockstep hold that many times as much
+  const full = runs * (steps + 1 + workVectors) * vector;
+  const threeTerm = runs * (3 + workVectors) * vector;
+  const each = runs > 1 ? ` in each of ${runs} runs at once` : '';
+  const describe = `full reorthogonalisation of ${steps} steps keeps ${steps + 1} basis vectors of ${op.model.numParams} ${op.model.dtype} values${each}: ${formatBytes(full)}, over the budget of ${formatBytes(budget)} (maxBasisBytes)`;
   if (mode === 'none') return { reorthogonalization: 'none' as const, vectorBytes: threeTerm };
   if (full <= budget) return { reorthogonalization: 'full' as const, vectorBytes: full };
   if (mode === 'full')
@@ -73,6 +76,81 @@ function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions
       `lanczos: ${describe}; raise maxBasisBytes, take fewer steps (maxIter/steps), or use reorthogonalize: 'none' (three vectors, ${formatBytes(threeTerm)})`,
     );
   return { reorthogonalization: 'none' as const, vectorBytes: threeTerm, note: `${describe}: ran without reorthogonalisation (three vectors, ${formatBytes(threeTerm)})` };
+}
+
+/**
+ * One Lanczos run as a process that is fed H·q_j: `current` is the vector H
+ * must be applied to next, `advance(w)` takes w = H·current (and overwrites
+ * it) and says whether the run has ended. lanczos() drives one such process
+ * with single HVPs; quadrature() drives several in lockstep with block HVPs.
+ */
+export class LanczosProcess {
+  readonly alpha: number[] = [];
+  readonly beta: number[] = [];
+  private readonly basis: Tensor[] = []; // all vectors (full), or q_{j-1}, q_j (three-term)
+  private readonly keepAll: boolean;
+  private lastBeta = 0;
+  ended = false;
+
+  constructor(
+    start: Tensor,
+    private readonly steps: number,
+    readonly plan: ReturnType<typeof planLanczos>,
+    private readonly done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,
+  ) {
+    this.keepAll = plan.reorthogonalization === 'full';
+    const q = start.clone();
+    ops.scale(q, 1 / ops.norm(q));
+    this.basis.push(q);
+    this.ended = steps < 1;
+  }
+
+  get current(): Tensor {
+    return this.basis[this.basis.length - 1];
+  }
+
+  advance(w: Tensor): boolean {
+    const { alpha, beta, basis } = this;
+    const current = this.current;
+    const a = ops.dot(current, w);
+    alpha.push(a);
+    if (this.keepAll) {
+      // full reorthogonalisation, twice ("twice is enough"), against all basis vectors
+      for (let pass = 0; pass < 2; pass++) for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+    } else {
+      // the three-term recurrence w − α q_j − β q_{j−1}, then once more against
+      // those two (local reorthogonalisation: it costs two dots)
+      ops.axpy(w, -a, current);
+      if (basis.length > 1) ops.axpy(w, -beta[beta.length - 1], basis[0]);
+      for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+    }
+    this.lastBeta = ops.norm(w);
+    const isLast = alpha.length === this.steps || this.lastBeta <= 1e-12 * Math.max(1, Math.abs(a));
+    if (isLast || (this.done && this.done({ ...ritzOf(alpha, beta, this.lastBeta), alpha, beta, reorthogonalization: this.plan.reorthogonalization }))) {
+      this.ended = true;
+      return true;
+    }
+    beta.push(this.lastBeta);
+    let next: Tensor;
+    if (this.keepAll || basis.length < 2) next = w.clone();
+    else {
+      next = basis.shift()!; // reuse q_{j−1}'s memory for q_{j+1}
+      ops.copy(next, w);
+    }
+    ops.scale(next, 1 / this.lastBeta);
+    basis.push(next);
+    return false;
+  }
+
+  result(): LanczosRun {
+    const { ritz, residuals } = ritzOf(this.alpha, this.beta, this.lastBeta);
+    return { alpha: this.alpha, beta: this.beta, ritz, residuals, steps: this.alpha.length, ...this.plan };
+  }
+
+  dispose(): void {
+    for (const t of this.basis) t.dispose();
+    this.basis.length = 0;
+  }
 }
 
 /**
@@ -87,50 +165,16 @@ export function* lanczos(
   memory: LanczosMemoryOptions = {},
 ): Work<LanczosRun> {
   const steps = Math.min(maxSteps, op.size);
-  const plan = planLanczos(op, steps, memory);
-  const keepAll = plan.reorthogonalization === 'full';
-  const basis: Tensor[] = []; // all vectors (full), or q_{j-1}, q_j (three-term)
-  const alpha: number[] = [];
-  const beta: number[] = [];
-  const q = start.clone();
-  ops.scale(q, 1 / ops.norm(q));
-  basis.push(q);
+  const run = new LanczosProcess(start, steps, planLanczos(op, steps, memory), done);
   const w = op.zeros();
-  let lastBeta = 0;
   try {
-    for (let j = 0; j < steps; j++) {
-      const current = basis[basis.length - 1];
-      (yield* op.applyWork(current, w));
-      const a = ops.dot(current, w);
-      alpha.push(a);
-      if (keepAll) {
-        // full reorthogonalisation, twice ("twice is enough"), against all basis vectors
-        for (let pass = 0; pass < 2; pass++) for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
-      } else {
-        // the three-term recurrence w − α q_j − β q_{j−1}, then once more against
-        // those two (local reorthogonalisation: it costs two dots)
-        ops.axpy(w, -a, current);
-        if (basis.length > 1) ops.axpy(w, -beta[beta.length - 1], basis[0]);
-        for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
-      }
-      lastBeta = ops.norm(w);
-      const isLast = j + 1 === steps || lastBeta <= 1e-12 * Math.max(1, Math.abs(a));
-      if (!isLast && done && done({ ...ritzOf(alpha, beta, lastBeta), alpha, beta, reorthogonalization: plan.reorthogonalization })) break;
-      if (isLast) break;
-      beta.push(lastBeta);
-      let next: Tensor;
-      if (keepAll || basis.length < 2) next = w.clone();
-      else {
-        next = basis.shift()!; // reuse q_{j−1}'s memory for q_{j+1}
-        ops.copy(next, w);
-      }
-      ops.scale(next, 1 / lastBeta);
-      basis.push(next);
+    while (!run.ended) {
+      yield* op.applyWork(run.current, w);
+      run.advance(w);
     }
-    const { ritz, residuals } = ritzOf(alpha, beta, lastBeta);
-    return { alpha, beta, ritz, residuals, steps: alpha.length, ...plan };
+    return run.result();
   } finally {
     w.dispose();
-    for (const t of basis) t.dispose();
+    run.dispose();
   }
 }

@@ -1,8 +1,12 @@
 // Evaluation: mean cross-entropy, top-1 and top-5 accuracy of a model on a
-// dataset, in eval mode, from the logits of one forward pass per batch.
+// dataset, in eval mode, from the logits of one forward pass per batch. With
+// a process group each rank evaluates its contiguous share of the samples and
+// one allreduce sums the counts: every rank gets the whole set's numbers.
 import { DataLoader } from '../data/loader.js';
-import type { Dataset } from '../data/dataset.js';
+import { count, sampleSize, type Dataset } from '../data/dataset.js';
+import type { ProcessGroup } from '../distributed.js';
 import type { Model } from '../model/model.js';
+import { native } from '../native/load.js';
 import { one, runAsync, runSync, type Work } from '../model/work.js';
 
 export interface Evaluation {
@@ -21,14 +25,21 @@ export function evaluateAsync(model: Model, data: Dataset, batchSize = 1000): Pr
   return model.exclusive(() => runAsync(evaluateWork(model, data, batchSize)));
 }
 
-/** evaluate() as Work, for composing (a training run). */
-export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000): Work<Evaluation> {
+/** This rank's contiguous share of the samples: ⌊rN/W⌋ up to ⌊(r+1)N/W⌋. */
+function shareOf(data: Dataset, group: ProcessGroup): Dataset {
+  const n = count(data), lo = Math.floor((group.rank * n) / group.worldSize), hi = Math.floor(((group.rank + 1) * n) / group.worldSize);
+  return { ...data, x: data.x.subarray(lo * sampleSize(data), hi * sampleSize(data)), y: data.y.subarray(lo, hi) };
+}
+
+/** evaluate() as Work, for composing (a training run); with `group`, sharded over its ranks. */
+export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000, group?: ProcessGroup): Work<Evaluation> {
   const wasTraining = model.training;
   model.eval();
-  const loader = new DataLoader(data, { batchSize, dtype: model.dtype, device: model.device });
+  const mine = group ? shareOf(data, group) : data;
   let loss = 0, top1 = 0, top5 = 0, n = 0;
   try {
-    for (const { x, y } of loader.epoch(0)) {
+    const loader = count(mine) > 0 ? new DataLoader(mine, { batchSize, dtype: model.dtype, device: model.device }) : undefined;
+    for (const { x, y } of loader?.epoch(0) ?? []) {
       const out = yield* one({ sync: () => model.native.forward(x), async: () => model.native.forwardAsync(x) });
       const logits = out.toArray() as Float32Array | Float64Array;
       const labels = y.toArray() as BigInt64Array;
@@ -51,6 +62,16 @@ export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000): Wo
     }
   } finally {
     model.train(wasTraining);
+  }
+  if (group) {
+    // NCCL reduces device tensors: the sums travel on the model's device
+    const sums = native().Tensor.fromArray(Float64Array.of(loss, top1, top5, n), [4], 'float64', model.device);
+    try {
+      group.allreduce(sums, 'sum');
+      [loss, top1, top5, n] = Array.from(sums.toArray() as Float64Array);
+    } finally {
+      sums.dispose();
+    }
   }
   return { loss: loss / n, top1: top1 / n, top5: top5 / n, count: n };
 }

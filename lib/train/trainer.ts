@@ -4,7 +4,7 @@
 // which a resumed run continues bit for bit.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Dataset } from '../data/dataset.js';
+import { count, type Dataset } from '../data/dataset.js';
 import { BatchTensors, DataLoader } from '../data/loader.js';
 import { hessian } from '../hessian/hessian.js';
 import { probeSuiteWork } from '../hessian/suite.js';
@@ -367,7 +367,7 @@ export class Trainer {
         trainLoss: p.lossSum / Math.max(p.steps, 1),
         trainAccuracy: p.seen > 0 ? p.correct / p.seen : null,
         sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
-        test: yield* evaluateWork(this.model, this.data.test, 1000),
+        test: yield* evaluateWork(this.model, this.data.test, 1000, this.group),
         lr: last.lr,
         rho: last.rho,
         seconds: (Date.now() - epochStart) / 1000,
@@ -390,10 +390,21 @@ export class Trainer {
     return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };
   }
 
-  /** Trace, ‖H‖_F² and λmax of the training loss on a fixed probe batch (eval mode). */
+  /**
+   * Trace, ‖H‖_F² and λmax of the training loss on a fixed probe batch (eval
+   * mode); data-parallel, each rank holds its part of the batch and every HVP
+   * is all-reduced (the numbers one process gets, at 1/N of the work each).
+   */
   private *probe(epoch: number): Work<NonNullable<EpochMetrics['probe']>> {
-    const batch = new DataLoader(this.data.train, { batchSize: 256, dtype: this.config.dtype, device: this.config.device }).batch(0, 0);
-    const h = hessian(this.model, batch, { mode: 'eval' });
+    const g = this.group;
+    const batch = new DataLoader(this.data.train, {
+      batchSize: Math.min(256, count(this.data.train)),
+      dropLast: true,
+      dtype: this.config.dtype,
+      device: this.config.device,
+      ...(g ? { shard: { rank: g.rank, worldSize: g.worldSize } } : {}),
+    }).batch(0, 0);
+    const h = hessian(this.model, batch, { mode: 'eval', ...(g ? { group: g } : {}) });
     try {
       // one probe stream per (epoch, estimator): no estimator reuses another's
       // vectors; log|det| has its own, far from the 4·epoch + k of the others
