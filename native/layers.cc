@@ -1313,6 +1313,38 @@ void StatsAccumulator::Add(size_t meanBuffer, size_t varBuffer, size_t counter, 
 
 void Network::BeginStats() { stats_ = std::make_unique<StatsAccumulator>(); }
 
+at::Tensor Network::StatsSums() const {
+  if (!stats_) Fail("statsSums() without beginStats()");
+  std::vector<at::Tensor> parts;
+  for (const auto& e : stats_->entries) {
+    const auto& s = e.stats;
+    double n = static_cast<double>(s.count);
+    parts.push_back(at::full({1}, n, s.mean.options()));
+    parts.push_back(s.mean * n);
+    parts.push_back(s.m2 + s.mean * s.mean * n);
+  }
+  if (parts.empty()) return at::empty({0}, at::TensorOptions().dtype(at::kDouble).device(device));
+  return at::cat(parts);
+}
+
+void Network::PoolStats(const at::Tensor& sums) {
+  if (!stats_) Fail("poolStats() without beginStats()");
+  at::Tensor mine = StatsSums();
+  if (sums.scalar_type() != at::kDouble || sums.dim() != 1 || sums.numel() != mine.numel() || sums.device() != mine.device())
+    Fail("poolStats: expected the float64 sums of statsSums() (" + std::to_string(mine.numel()) + " values on " +
+         DeviceName(mine.device()) + ") summed over the ranks, got " + DTypeName(sums.scalar_type()) + " " + c10::str(sums.sizes()));
+  int64_t at = 0;
+  for (auto& e : stats_->entries) {
+    int64_t C = e.stats.mean.numel();
+    double n = sums[at].item<double>();
+    at::Tensor s1 = sums.narrow(0, at + 1, C), s2 = sums.narrow(0, at + 1 + C, C);
+    e.stats.count = static_cast<int64_t>(std::llround(n));
+    e.stats.mean = s1 / n;
+    e.stats.m2 = (s2 - s1 * e.stats.mean).clamp_min(0);  // Σx² − n·mean², never below 0 by rounding
+    at += 1 + 2 * C;
+  }
+}
+
 void Network::DiscardStats() { stats_.reset(); }
 
 void Network::CommitStats() {

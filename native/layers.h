@@ -211,6 +211,12 @@ class Network {
   void BeginStats();
   void CommitStats();
   void DiscardStats();
+  // Data-parallel: the gathered statistics as sums over their samples, float64
+  // on the model's device, per BatchNorm layer [n, Σx (C values), Σx² (C)];
+  // PoolStats replaces them by such sums over all ranks (an allreduce of
+  // StatsSums), so every rank commits the statistics of the global batch.
+  at::Tensor StatsSums() const;
+  void PoolStats(const at::Tensor& sums);
 
   at::ScalarType dtype;
   c10::Device device;

@@ -29,6 +29,8 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("beginStats", &M::Guard<&M::BeginStats>),
                          InstanceMethod("commitStats", &M::Guard<&M::CommitStats>),
                          InstanceMethod("discardStats", &M::Guard<&M::DiscardStats>),
+                         InstanceMethod("statsSums", &M::Guard<&M::StatsSums>),
+                         InstanceMethod("poolStats", &M::Guard<&M::PoolStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
@@ -249,6 +251,13 @@ Napi::Value ModelWrap::Loss(const Napi::CallbackInfo& info) {
 // several passes (micro-batches), applied to the running statistics once.
 Napi::Value ModelWrap::BeginStats(const Napi::CallbackInfo& info) {
   Net().BeginStats();
+  return info.Env().Undefined();
+}
+Napi::Value ModelWrap::StatsSums(const Napi::CallbackInfo& info) {
+  return TensorWrap::New(info.Env(), Net().StatsSums());
+}
+Napi::Value ModelWrap::PoolStats(const Napi::CallbackInfo& info) {
+  Net().PoolStats(TensorWrap::Arg(info, 0, "sums"));
   return info.Env().Undefined();
 }
 Napi::Value ModelWrap::CommitStats(const Napi::CallbackInfo& info) {

@@ -67,6 +67,8 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value BeginStats(const Napi::CallbackInfo& info);
   Napi::Value CommitStats(const Napi::CallbackInfo& info);
   Napi::Value DiscardStats(const Napi::CallbackInfo& info);
+  Napi::Value StatsSums(const Napi::CallbackInfo& info);
+  Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value Curvature(const Napi::CallbackInfo& info);

@@ -34,6 +34,14 @@ export function probes(part: number, parts: number, group?: import('../lib/distr
   ];
 }
 
+/** How many running-statistics values the steps' model holds. */
+function bufferCount(batchNorm: boolean): number {
+  const m = new Model(mlp({ layers: [12, 16, 4], activation: 'tanh', batchNorm }), { dtype: 'float64', seed: 5 });
+  const n = m.buffers().values.numel;
+  m.dispose();
+  return n;
+}
+
 /** The steps of test/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
 export function steps(
   rule: string,
@@ -54,7 +62,8 @@ export function steps(
   const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: o.momentum ?? 0.9 }, sharpness: sharpness ?? undefined, seed: 9, group, perturbation: o.perturbation });
   const losses: number[] = [];
   for (let t = 0; t < (o.steps ?? 4); t++) losses.push((m > 1 ? opt.step(micro) : opt.step(x, y)).loss);
-  return [...losses, ...Array.from(model.getParams())];
+  // with BatchNorm, the running statistics too
+  return [...losses, ...Array.from(model.getParams()), ...Array.from(model.buffers().values.toArray() as Float64Array)];
 }
 
 // run as a script (not when the test imports steps())
@@ -92,6 +101,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   } else if (scenario === 'local-step') {
     out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0 });
     out.synced = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0 });
+  } else if (scenario === 'local-batchnorm') {
+    const v = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, batchNorm: true });
+    out.buffers = v.slice(v.length - bufferCount(true));
   } else if (scenario === 'probes') {
     out.values = probes(r, g.worldSize, g);
   } else if (scenario === 'peer-dies') {

@@ -79,7 +79,7 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     expect(out[0].values).toEqual(out[1].values);
   }, 90_000);
 
-  it.each(rules.slice(1, 3))('%s with BatchNorm: two ranks equal one process whose two micro-batches are their halves (per-shard batch statistics)', async (_name, rule) => {
+  it.each(rules.slice(1, 3))('%s with BatchNorm: two ranks equal one process whose two micro-batches are their halves (per-shard batch statistics, pooled running statistics)', async (_name, rule) => {
     const json = JSON.stringify(rule);
     const out = await ranks('batchnorm-steps', 2, 2, { USAM_TEST_RULE: json });
     const one = steps(json, 0, 1, undefined, { batchNorm: true, microBatches: 2 });
@@ -105,6 +105,18 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
       // and synced differs: its ascent uses the whole batch's gradient
       expect(Math.max(...v.slice(1).map((x, i) => Math.abs(x - synced[i + 1])))).toBeGreaterThan(1e-8); // ≫ the 1e-10 of the equality above
     }
+  }, 90_000);
+
+  it('local perturbations with BatchNorm: the running statistics of the unperturbed passes are pooled over the ranks, the same on both', async () => {
+    const rule = JSON.stringify({ kind: 'sam', rho: 0.05 });
+    const out = await ranks('local-batchnorm', 2, 2, { USAM_TEST_RULE: rule });
+    // one process whose two micro-batches are the halves moves them by the same pooled statistics
+    const one = steps(rule, 0, 1, undefined, { batchNorm: true, microBatches: 2, steps: 1, momentum: 0 });
+    const buffers = out[0].buffers as number[];
+    expect(buffers.length).toBeGreaterThan(0);
+    expect(out[1].buffers).toEqual(buffers);
+    const reference = one.slice(one.length - buffers.length);
+    expect(Math.max(...buffers.map((b, i) => Math.abs(b - reference[i])))).toBeLessThan(1e-12);
   }, 90_000);
 
   it('Hessian probes on a sharded batch: one allreduce per HVP, the results of one process on all of it', async () => {

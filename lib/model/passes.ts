@@ -9,8 +9,9 @@
 // its weighted sum and its scalars (one collective per pass), so N processes
 // compute what one process computes on the concatenation of their batches
 // (with BatchNorm: on those batches as micro-batches, each normalised by its
-// own statistics, as PyTorch's DDP without SyncBatchNorm; each rank's running
-// statistics follow its own shard, and the Trainer averages them).
+// own statistics, as PyTorch's DDP without SyncBatchNorm; the running
+// statistics move by the pooled statistics of all ranks' batches, one small
+// float64 allreduce per step, so they too equal one process's).
 import type { HvpCache, Model } from './model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -50,6 +51,8 @@ export class Passes {
     readonly model: Model,
     readonly counters: PassCounters,
     readonly group?: ProcessGroup,
+    /** the ranks whose BatchNorm statistics are pooled (default `group`; 'local' perturbations pool them without syncing the passes) */
+    readonly statsGroup: ProcessGroup | undefined = group,
   ) {
     if (group) this.reducer = new Reducer(group);
   }
@@ -121,16 +124,33 @@ export class Passes {
   }
 
   *lossAndGradWork(out: Tensor, updateStats: boolean): Work<number> {
-    const pooled = updateStats && this.batches.length > 1;
+    // data-parallel, the ranks pool their statistics too (a TorchScript model's BatchNorm moves its own; the Trainer averages those)
+    const acrossRanks = this.statsGroup !== undefined && this.model.torchscript === undefined;
+    const pooled = updateStats && (this.batches.length > 1 || acrossRanks);
     if (!pooled) return yield* this.lossAndGradOnce(out, updateStats);
     this.model.native.beginStats();
     try {
       const loss = yield* this.lossAndGradOnce(out, true);
+      if (acrossRanks) this.poolStatsAcrossRanks();
       this.model.native.commitStats();
       return loss;
     } catch (e) {
       this.model.native.discardStats();
       throw e;
+    }
+  }
+
+  // One float64 allreduce of the step's BatchNorm statistics as sums (none
+  // without BatchNorm): every rank commits those of the global batch, which
+  // is what one process whose micro-batches are the shards commits.
+  private poolStatsAcrossRanks(): void {
+    const sums = this.model.native.statsSums();
+    try {
+      if (sums.numel === 0) return;
+      this.statsGroup!.allreduce(sums, 'sum');
+      this.model.native.poolStats(sums);
+    } finally {
+      sums.dispose();
     }
   }
 

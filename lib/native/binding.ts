@@ -74,6 +74,9 @@ export interface NativeModel {
   beginStats(): void;
   commitStats(): void;
   discardStats(): void;
+  /** data-parallel: the gathered statistics as float64 sums [n, Σx, Σx²] per BatchNorm layer; poolStats takes them summed over the ranks */
+  statsSums(): NativeTensor;
+  poolStats(sums: NativeTensor): void;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
   /**

@@ -139,7 +139,7 @@ export class Optimizer {
     this.every = o.every;
     this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
-    this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined);
+    this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     if (o.sharpness !== undefined) {

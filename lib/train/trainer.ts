@@ -358,8 +358,9 @@ export class Trainer {
           stepsPerSecond: stepsThisRun / Math.max((Date.now() - started) / 1000, 1e-9),
         });
       }
-      // 'local' perturbations move each rank's BatchNorm statistics by its own shard: evaluate and save their mean
-      const stats = this.group ? this.model.buffers() : undefined;
+      // a TorchScript module's BatchNorm moves its statistics by each rank's own shard: evaluate and save
+      // their mean (the library's layers pool them across the ranks at every step: nothing to do)
+      const stats = this.group && this.model.torchscript !== undefined ? this.model.buffers() : undefined;
       if (stats && stats.values.numel > 0) this.group!.allreduce(stats.values, 'avg');
       const m: EpochMetrics = {
         epoch: p.epoch,
