@@ -256,6 +256,30 @@ Jet AffineJet(const at::Tensor& y, const Jet& xh, const at::Tensor& gamma, const
   return {y, d1, d2};
 }
 
+// y = x Wᵀ with ProductInto's products forward and backward, for passes
+// differentiated once (the gradients of training steps): on Debian's
+// LibTorch these reach oneDNN's sgemm where at::linear would reach its
+// OpenBLAS. Its backward is not differentiable again, so passes that are
+// (HVPs by double backward, third-order gradients) keep at::linear. No bias
+// argument: the caller adds it (an undefined input breaks autograd::Function).
+struct LinearOnce : public torch::autograd::Function<LinearOnce> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    std::vector<int64_t> outShape = x.sizes().vec();
+    outShape.back() = w.size(0);
+    return Product(x.reshape({-1, w.size(1)}), w.t()).view(outShape);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    at::Tensor g2 = grads[0].reshape({-1, w.size(0)});
+    at::Tensor gx, gw;
+    if (ctx->needs_input_grad(0)) gx = Product(g2, w).view(x.sizes());
+    if (ctx->needs_input_grad(1)) gw = Product(g2.t(), x.reshape({-1, w.size(1)}));
+    return {gx, gw};
+  }
+};
+
 class Linear : public Layer {
  public:
   Linear(const Napi::Object& o, const std::string& where, const std::string& prefix, Slots& s) : Layer(where) {
@@ -266,6 +290,12 @@ class Linear : public Layer {
     if (hasBias_) bias_ = s.AddParam(prefix + "bias", {out}, b, 0);
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
+#ifdef USAM_DNNL_SGEMM
+    if (!p.twiceDifferentiable && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
+      at::Tensor y = LinearOnce::apply(x, p.params[weight_]);
+      return hasBias_ ? y + p.params[bias_] : y;
+    }
+#endif
     return at::linear(x, p.params[weight_], hasBias_ ? p.params[bias_] : at::Tensor());
   }
   // y = x Wᵀ + b, R{y} = ẋ Wᵀ + x Vᵀ + v_b; reverse: ∂x = g W,
