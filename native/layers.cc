@@ -218,13 +218,13 @@ Jet ScaledJet(const at::Tensor& y, const Jet& x, const std::function<at::Tensor(
 }
 
 // The jet of a normalisation x̂ = c·r, c = x − m(x), r = (m(c²) + ε)^(−1/2),
-// from the primal c and r; m(·) is the mean over `tdims` of a tangent (a
-// value's dims, shifted past a block's leading K):
+// from the primal x̂, c and r (cached: they do not depend on v); m(·) is the
+// mean over `tdims` of a tangent (a value's dims, shifted past a block's
+// leading K):
 //   ċ = ẋ − m(ẋ), ṡ = 2 m(c ċ), ṙ = −½ r³ ṡ, x̂' = ċ r + c ṙ;
 //   c̈ = ẍ − m(ẍ), s̈ = 2 m(ċ² + c c̈), r̈ = ¾ r⁵ ṡ² − ½ r³ s̈,
 //   x̂'' = c̈ r + 2 ċ ṙ + c r̈.
-Jet NormalizedJet(const at::Tensor& c, const at::Tensor& r, const Jet& x, at::IntArrayRef tdims) {
-  at::Tensor xh = c * r;
+Jet NormalizedJet(const at::Tensor& xh, const at::Tensor& c, const at::Tensor& r, const Jet& x, at::IntArrayRef tdims) {
   if (!x.d1.defined()) return {xh, {}, {}};
   auto m = [&](const at::Tensor& t) { return t.mean(tdims, /*keepdim=*/true); };
   at::Tensor r3 = r * r * r;
@@ -635,20 +635,20 @@ class BatchNorm : public Layer {
     channel[1] = x.value.size(1);
     for (int64_t d = 2; d < x.value.dim(); ++d) dims.push_back(d);
     for (auto d : dims) tdims.push_back(p.block ? d + 1 : d);
-    const bool batchStats = p.pass.training;
-    auto [c, r] = Primal2(p, [&] {
-      at::Tensor cc, rr;
-      if (batchStats) {
-        cc = x.value - x.value.mean(dims, /*keepdim=*/true);
-        rr = ((cc * cc).mean(dims, /*keepdim=*/true) + eps_).rsqrt();
-      } else {
-        cc = x.value - p.pass.buffers[mean_].view(channel);
-        rr = (p.pass.buffers[var_].view(channel) + eps_).rsqrt();
-      }
-      return std::make_pair(cc, rr);
-    });
-    Jet xh = batchStats ? NormalizedJet(c, r, x, tdims)
-                        : Jet{c * r, x.d1.defined() ? x.d1 * r : at::Tensor(), x.d2.defined() ? x.d2 * r : at::Tensor()};
+    Jet xh;
+    if (p.pass.training) {
+      auto [c, r] = Primal2(p, [&] {
+        at::Tensor cc = x.value - x.value.mean(dims, /*keepdim=*/true);
+        return std::make_pair(cc, ((cc * cc).mean(dims, /*keepdim=*/true) + eps_).rsqrt());
+      });
+      xh = NormalizedJet(Primal(p, [&, c = c, r = r] { return c * r; }), c, r, x, tdims);
+    } else {
+      auto [value, r] = Primal2(p, [&] {
+        at::Tensor rr = (p.pass.buffers[var_].view(channel) + eps_).rsqrt();
+        return std::make_pair((x.value - p.pass.buffers[mean_].view(channel)) * rr, rr);
+      });
+      xh = ScaledJet(value, x, [r = r](const at::Tensor& t) { return t * r; });
+    }
     if (!affine_) return xh;
     std::vector<int64_t> tangentChannel = TangentShape(channel, p);
     at::Tensor gamma = p.pass.params[weight_].view(channel);
@@ -799,7 +799,8 @@ class LayerNorm : public Layer {
       at::Tensor xc = x.value - x.value.mean(dims_, true);
       return std::make_pair(xc, ((xc * xc).mean(dims_, true) + eps_).rsqrt());
     });
-    Jet xh = NormalizedJet(c, r, x, dims_);  // negative dims: the same for a block's tangents
+    // negative dims: the same for a block's tangents
+    Jet xh = NormalizedJet(Primal(p, [&, c = c, r = r] { return c * r; }), c, r, x, dims_);
     if (!affine_) return xh;
     at::Tensor gamma = p.pass.params[weight_];
     at::Tensor y = Primal(p, [&] { return xh.value * gamma + p.pass.params[bias_]; });
@@ -1442,10 +1443,11 @@ at::Tensor Network::StatsSums() const {
 
 void Network::PoolStats(const at::Tensor& sums) {
   if (!stats_) Fail("poolStats() without beginStats()");
-  at::Tensor mine = StatsSums();
-  if (sums.scalar_type() != at::kDouble || sums.dim() != 1 || sums.numel() != mine.numel() || sums.device() != mine.device())
-    Fail("poolStats: expected the float64 sums of statsSums() (" + std::to_string(mine.numel()) + " values on " +
-         DeviceName(mine.device()) + ") summed over the ranks, got " + DTypeName(sums.scalar_type()) + " " + c10::str(sums.sizes()));
+  int64_t expected = 0;
+  for (const auto& e : stats_->entries) expected += 1 + 2 * e.stats.mean.numel();
+  if (sums.scalar_type() != at::kDouble || sums.dim() != 1 || sums.numel() != expected || sums.device() != device)
+    Fail("poolStats: expected the float64 sums of statsSums() (" + std::to_string(expected) + " values on " +
+         DeviceName(device) + ") summed over the ranks, got " + DTypeName(sums.scalar_type()) + " " + c10::str(sums.sizes()));
   int64_t at = 0;
   for (auto& e : stats_->entries) {
     int64_t C = e.stats.mean.numel();
@@ -1650,70 +1652,58 @@ std::vector<at::Tensor> Network::SplitLikeParams(const at::Tensor& flat, int64_t
   return parts;
 }
 
-void Network::BeginCachedPass(PrimalCache* cache, const at::Tensor& x, const at::Tensor& y, const std::string& method) const {
-  if (!cache) return;
-  PrimalCache::Key key = CacheKey(x, y, method);
-  if (!(cache->key == key)) {
-    cache->Clear();
-    cache->key = key;
-  }
-  cache->cursor = 0;
-}
-
-void Network::EndCachedPass(PrimalCache* cache) {
-  if (!cache) return;
-  if (cache->replaying && cache->cursor != cache->entries.size())
-    Fail("internal error: a pass replayed less of its cache than it recorded");
-  ++(cache->replaying ? cache->replays : cache->records);
-  cache->replaying = true;
-}
-
-double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
+double Network::TangentPass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, PrimalCache* cache,
+                            const std::string& method, const std::function<double(DualPass&)>& body) {
   if (script_)
-    Fail("a TorchScript model has no forward-over-reverse rules (its layers are not this library's); "
-         "use method 'double-backward'");
+    Fail("a TorchScript model has no " + method + " rules (its layers are not this library's); use method 'double-backward'");
   at::NoGradGuard ng;
-  BeginCachedPass(cache, x, y, "forward-over-reverse");
+  if (cache) {
+    PrimalCache::Key key = CacheKey(x, y, method);
+    if (!(cache->key == key)) {
+      cache->Clear();
+      cache->key = key;
+    }
+    cache->cursor = 0;
+  }
   Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
   const int64_t block = v.dim() == 2 ? v.size(0) : 0;
-  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), hvParts = SplitLikeParams(out, block);
-  DualPass dual{pass, vParts, hvParts, cache, block};
+  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), hvParts;
+  DualPass state{pass, vParts, hvParts, cache, block};
   try {
-    DualBackward backward;
-    Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
-    Dual g;
-    double loss = LossDual(z, y, g, cache, dual.block);
-    backward(g);
-    EndCachedPass(cache);
-    return loss;
-  } catch (...) {
-    if (cache) cache->Clear();  // a half-recorded cache must not be replayed
-    throw;
-  }
-}
-
-double Network::Curvature(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
-                          PrimalCache* cache) {
-  if (script_)
-    Fail("a TorchScript model has no forward-over-forward rules (its layers are not this library's); "
-         "use method 'double-backward'");
-  at::NoGradGuard ng;
-  BeginCachedPass(cache, x, y, "forward-over-forward");
-  Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
-  const int64_t block = v.dim() == 2 ? v.size(0) : 0;
-  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), unused;
-  DualPass jets{pass, vParts, unused, cache, block};
-  try {
-    Jet z = RunLayersJet(layers_, {x, {}, {}}, jets);
-    double loss = 0;
-    at::Tensor q = LossJet(z, y, cache, block, loss);
-    out.copy_(q.reshape(out.sizes()));
-    EndCachedPass(cache);
+    double loss = body(state);
+    if (cache) {
+      if (cache->replaying && cache->cursor != cache->entries.size())
+        Fail("internal error: a pass replayed less of its cache than it recorded");
+      ++(cache->replaying ? cache->replays : cache->records);
+      cache->replaying = true;
+    }
     return loss;
   } catch (...) {
     if (cache) cache->Clear();
     throw;
   }
+}
+
+double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
+  return TangentPass(x, y, v, cache, "forward-over-reverse", [&](DualPass& dual) {
+    dual.hv = SplitLikeParams(out, dual.block);
+    DualBackward backward;
+    Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
+    Dual g;
+    double loss = LossDual(z, y, g, cache, dual.block);
+    backward(g);
+    return loss;
+  });
+}
+
+double Network::Curvature(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                          PrimalCache* cache) {
+  return TangentPass(x, y, v, cache, "forward-over-forward", [&](DualPass& jets) {
+    Jet z = RunLayersJet(layers_, {x, {}, {}}, jets);
+    double loss = 0;
+    out.copy_(LossJet(z, y, cache, jets.block, loss).reshape(out.sizes()));
+    return loss;
+  });
 }
 
 // Cross-entropy with label smoothing ε over C classes, mean over N samples:

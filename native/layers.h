@@ -242,11 +242,14 @@ class Network {
   // What the loss's derivatives need that does not depend on v: L, ∂L/∂z and
   // (cross-entropy) softmax(z), through the cache.
   std::vector<at::Tensor> LossPrimal(const at::Tensor& z, const at::Tensor& target, PrimalCache* cache) const;
-  // v split like the parameters ([K, ...shape] views for a block), and the
-  // cache readied for a pass under `method`; EndCachedPass checks the replay.
+  // A flat vector split like the parameters ([K, ...shape] views for a block [K, P]).
   std::vector<at::Tensor> SplitLikeParams(const at::Tensor& flat, int64_t block) const;
-  void BeginCachedPass(PrimalCache* cache, const at::Tensor& x, const at::Tensor& y, const std::string& method) const;
-  static void EndCachedPass(PrimalCache* cache);
+  // The frame of Hvp and Curvature: the pass over the batch in the current
+  // mode with v split like the parameters, the cache readied for `method`
+  // (cleared when its key changed, checked after a replay, cleared when
+  // `body` throws: a half-recorded cache must not be replayed).
+  double TangentPass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, PrimalCache* cache,
+                     const std::string& method, const std::function<double(DualPass&)>& body);
 
   std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;

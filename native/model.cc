@@ -299,16 +299,25 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
 // independent second method. BatchNorm running statistics are never touched.
 // With an HvpCache, what does not depend on v is computed on the first call
 // for the batch and reused by the next ones (PrimalCache).
+// Argument i, 'method': one of `allowed`, the first by default; a TorchScript
+// model has no rules of this library's layers, so double backward is its default.
+std::string ModelWrap::MethodArg(const Napi::CallbackInfo& info, size_t i, const std::vector<std::string>& allowed) {
+  if (info.Length() <= i || info[i].IsUndefined()) return Net().IsScript() ? "double-backward" : allowed.front();
+  std::string method = StringArg(info, i, "method");
+  if (std::find(allowed.begin(), allowed.end(), method) == allowed.end()) {
+    std::string choices;
+    for (size_t k = 0; k < allowed.size(); ++k)
+      choices += (k == 0 ? "'" : k + 1 == allowed.size() ? " or '" : ", '") + allowed[k] + "'";
+    Fail("argument 'method' is '" + method + "'; use " + choices);
+  }
+  return method;
+}
+
 ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = DirectionsArg(info, 2, "v", -1);
   auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
-  // a TorchScript model has no forward-over-reverse rules: double backward is its default
-  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method")
-                       : Net().IsScript()                           ? "double-backward"
-                                                                    : "forward-over-reverse";
-  if (method != "forward-over-reverse" && method != "double-backward")
-    Fail("argument 'method' is '" + method + "'; use 'forward-over-reverse' or 'double-backward'");
+  std::string method = MethodArg(info, 4, {"forward-over-reverse", "double-backward"});
   PrimalCache* cache = nullptr;
   if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
@@ -354,11 +363,7 @@ ModelCall ModelWrap::CurvatureCall(const Napi::CallbackInfo& info) {
   const int64_t K = v.dim() == 2 ? v.size(0) : 1;
   auto& out = TensorWrap::Arg(info, 3, "out");
   CheckFlat(out, "out", K, net.dtype, net.device);
-  std::string method = info.Length() > 4 && !info[4].IsUndefined() ? StringArg(info, 4, "method")
-                       : net.IsScript()                             ? "double-backward"
-                                                                    : "forward-over-forward";
-  if (method != "forward-over-forward" && method != "forward-over-reverse" && method != "double-backward")
-    Fail("argument 'method' is '" + method + "'; use 'forward-over-forward', 'forward-over-reverse' or 'double-backward'");
+  std::string method = MethodArg(info, 4, {"forward-over-forward", "forward-over-reverse", "double-backward"});
   PrimalCache* cache = nullptr;
   if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
@@ -368,15 +373,19 @@ ModelCall ModelWrap::CurvatureCall(const Napi::CallbackInfo& info) {
               *loss = net.Curvature(x, y, v, out, cache);
               return;
             }
+            // ⟨v, Hv⟩ per row: forward-over-reverse takes a block in one pass, double backward row by row
             at::Tensor hv = at::empty_like(v);
-            PrimalCache local;
-            for (int64_t k = 0; k < (v.dim() == 2 ? v.size(0) : 1); ++k) {
-              at::Tensor vk = v.dim() == 2 ? v.select(0, k) : v, hk = v.dim() == 2 ? hv.select(0, k) : hv;
-              *loss = method == "forward-over-reverse" ? net.Hvp(x, y, vk, hk, cache)
-                                                       : GraphHvp(x, y, vk, hk, cache ? *cache : local);
-              at::NoGradGuard ng;
-              out.select(0, k).copy_(at::dot(vk, hk));
+            if (method == "forward-over-reverse") {
+              *loss = net.Hvp(x, y, v, hv, cache);
+            } else {
+              PrimalCache local;
+              for (int64_t k = 0; k < (v.dim() == 2 ? v.size(0) : 1); ++k) {
+                at::Tensor vk = v.dim() == 2 ? v.select(0, k) : v, hk = v.dim() == 2 ? hv.select(0, k) : hv;
+                *loss = GraphHvp(x, y, vk, hk, cache ? *cache : local);
+              }
             }
+            at::NoGradGuard ng;
+            out.copy_((v * hv).sum(-1).reshape(out.sizes()));
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }

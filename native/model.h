@@ -95,6 +95,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   std::pair<at::Tensor, at::Tensor> Batch(const Napi::CallbackInfo& info, size_t first);
   at::Tensor& FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name);
   at::Tensor& DirectionsArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t rows);
+  std::string MethodArg(const Napi::CallbackInfo& info, size_t i, const std::vector<std::string>& allowed);
   // Mean loss of a batch, with a graph when parameters need gradients.
   // `output`, when given, receives the model's outputs.
   at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,

@@ -25,6 +25,11 @@ export interface LoaderOptions {
   shard?: { rank: number; worldSize: number };
 }
 
+/** Rank r's contiguous share [lo, hi) of n items split over W ranks: ⌊rn/W⌋ up to ⌊(r+1)n/W⌋. */
+export function shareRange(n: number, shard: { rank: number; worldSize: number }): [number, number] {
+  return [Math.floor((shard.rank * n) / shard.worldSize), Math.floor(((shard.rank + 1) * n) / shard.worldSize)];
+}
+
 export class DataLoader {
   readonly batchSize: number;
   private staging?: { x: Float32Array; y: Int32Array };
@@ -54,9 +59,7 @@ export class DataLoader {
 
   /** This rank's range [lo, hi) within a global batch of n samples. */
   private shardRange(n: number): [number, number] {
-    const sh = this.options.shard;
-    if (!sh) return [0, n];
-    return [Math.floor((sh.rank * n) / sh.worldSize), Math.floor(((sh.rank + 1) * n) / sh.worldSize)];
+    return this.options.shard ? shareRange(n, this.options.shard) : [0, n];
   }
 
   /** Batches per epoch. */

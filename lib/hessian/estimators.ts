@@ -67,15 +67,13 @@ class Rows {
   }
   /** v[r]ᵀ H v[r] for the first k rows, in one pass (HessianOperator.curvatureWork) */
   *curvatures(k: number): Work<number[]> {
+    if (k === 1) return yield* this.op.curvatureWork(this.v[0]);
     const P = this.op.model.numParams;
-    const v = k === 1 ? this.v[0] : this.flatV.narrow(0, k * P).view([k, P]);
-    const out = native().Tensor.zeros([k], this.op.model.dtype, this.op.model.device);
+    const v = this.flatV.narrow(0, k * P).view([k, P]);
     try {
-      yield* this.op.curvatureWork(v, out);
-      return Array.from(out.toArray() as ArrayLike<number>);
+      return yield* this.op.curvatureWork(v);
     } finally {
-      out.dispose();
-      if (k > 1) v.dispose();
+      v.dispose();
     }
   }
   dispose(): void {
@@ -240,8 +238,12 @@ export function* quadrature(op: HessianOperator, steps: number, runs: number, se
           v.dispose();
         }
         for (let active = group; active.length > 0; active = active.filter((p) => !p.ended)) {
-          active.forEach((p, r) => ops.copy(rows.v[r], p.current));
-          yield* rows.apply(active.length);
+          // one run applies H to its own vector; several go through the rows of a block
+          if (active.length === 1) yield* op.applyWork(active[0].current, rows.hv[0]);
+          else {
+            active.forEach((p, r) => ops.copy(rows.v[r], p.current));
+            yield* rows.apply(active.length);
+          }
           active.forEach((p, r) => p.advance(rows.hv[r]));
         }
         for (const p of group) {

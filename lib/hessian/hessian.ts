@@ -4,7 +4,6 @@
 import { isTensor, type Model } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
-import { native } from '../native/load.js';
 import { ops } from '../ops.js';
 import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
@@ -151,13 +150,7 @@ export class Hessian {
 
   // uᵀHu of a restricted flat u.
   private *curvatureOf(u: Tensor): Work<number> {
-    const out = native().Tensor.zeros([1], this.operator.model.dtype, this.operator.model.device);
-    try {
-      yield* this.operator.curvatureWork(u, out);
-      return (out.toArray() as ArrayLike<number>)[0];
-    } finally {
-      out.dispose();
-    }
+    return (yield* this.operator.curvatureWork(u))[0];
   }
 
   *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {

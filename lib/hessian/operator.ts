@@ -102,21 +102,9 @@ export class HessianOperator {
    * a block counts K HVPs.
    */
   *applyWork(v: Tensor, out: Tensor): Work<Tensor> {
-    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
-    const wasTraining = this.model.training;
-    this.model.train(this.training);
-    try {
-      yield* this.passes.hvpWork(v, out, this.method);
-    } finally {
-      this.model.train(wasTraining);
-      this.keepCachesWithinLimit();
-    }
-    if (v.shape.length === 1) {
-      this.hvps++;
-      return this.restrict(out);
-    }
+    yield* this.passOver(v, this.passes.hvpWork(v, out, this.method));
+    if (v.shape.length === 1) return this.restrict(out);
     const K = v.shape[0], P = this.model.numParams;
-    this.hvps += K;
     if (this.mask) {
       const flat = out.view([K * P]);
       for (let k = 0; k < K; k++) this.restrict(flat.narrow(k * P, P)).dispose();
@@ -126,23 +114,34 @@ export class HessianOperator {
   }
 
   /**
-   * out[k] = v_kᵀ H v_k (restricted v: the quadratic form of H_SS) for a flat
-   * v (out [1]) or each row of a block [K, P] (out [K]), by second-order jets
+   * v_kᵀ H v_k (restricted v: the quadratic form of H_SS) for a flat v (one
+   * number) or each row of a block [K, P] (K numbers), by second-order jets
    * pushed forward (no reverse pass, about half an HVP's matrix work) unless
    * curvatureMethod says otherwise; counts as K applications of H in `hvps`.
    */
-  *curvatureWork(v: Tensor, out: Tensor): Work<Tensor> {
+  *curvatureWork(v: Tensor): Work<number[]> {
+    const out = native().Tensor.zeros([v.shape.length === 2 ? v.shape[0] : 1], this.model.dtype, this.model.device);
+    try {
+      yield* this.passOver(v, this.passes.curvatureWork(v, out, this.curvatureMethod));
+      return Array.from(out.toArray() as ArrayLike<number>);
+    } finally {
+      out.dispose();
+    }
+  }
+
+  // Runs a pass over the batches in the operator's mode (the model's own mode
+  // restored after), keeps the caches within their limit, counts its H applications.
+  private *passOver(v: Tensor, pass: Work<number>): Work<void> {
     if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
-      yield* this.passes.curvatureWork(v, out, this.curvatureMethod);
+      yield* pass;
     } finally {
       this.model.train(wasTraining);
       this.keepCachesWithinLimit();
     }
     this.hvps += v.shape.length === 2 ? v.shape[0] : 1;
-    return out;
   }
 
   /**

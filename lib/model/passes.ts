@@ -198,24 +198,26 @@ export class Passes {
 
   *hvpWork(v: Tensor, out: Tensor, method?: HvpMethod): Work<number> {
     const native = this.model.native;
-    const directions = v.shape.length === 2 ? v.shape[0] : 1;
-    return yield* this.accumulate(out, (b, o, j) => {
-      const cache = this.hvpCaches[j];
-      this.counters.forward++;
-      this.counters.hvp += directions;
-      return one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) });
-    });
+    return yield* this.alongDirections(v, out, this.hvpCaches, (b, o, cache) =>
+      one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) }),
+    );
   }
 
   /** out[k] = v_kᵀ H v_k for a flat v (out [1]) or each row of a block [K, P] (out [K]). */
   *curvatureWork(v: Tensor, out: Tensor, method?: CurvatureMethod): Work<number> {
     const native = this.model.native;
+    return yield* this.alongDirections(v, out, this.curvatureCaches, (b, o, cache) =>
+      one({ sync: () => native.curvature(b.x, b.y, v, o, method, cache), async: () => native.curvatureAsync(b.x, b.y, v, o, method, cache) }),
+    );
+  }
+
+  // A pass along v (a flat direction or a block of K) over the batches, each with its cache of `caches`; counts K HVPs.
+  private *alongDirections(v: Tensor, out: Tensor, caches: (HvpCache | undefined)[], pass: (b: Batch, out: Tensor, cache?: HvpCache) => Work<number>): Work<number> {
     const directions = v.shape.length === 2 ? v.shape[0] : 1;
     return yield* this.accumulate(out, (b, o, j) => {
-      const cache = this.curvatureCaches[j];
       this.counters.forward++;
       this.counters.hvp += directions;
-      return one({ sync: () => native.curvature(b.x, b.y, v, o, method, cache), async: () => native.curvatureAsync(b.x, b.y, v, o, method, cache) });
+      return pass(b, o, caches[j]);
     });
   }
 

@@ -2,7 +2,7 @@
 // dataset, in eval mode, from the logits of one forward pass per batch. With
 // a process group each rank evaluates its contiguous share of the samples and
 // one allreduce sums the counts: every rank gets the whole set's numbers.
-import { DataLoader } from '../data/loader.js';
+import { DataLoader, shareRange } from '../data/loader.js';
 import { count, sampleSize, type Dataset } from '../data/dataset.js';
 import type { ProcessGroup } from '../distributed.js';
 import type { Model } from '../model/model.js';
@@ -25,9 +25,9 @@ export function evaluateAsync(model: Model, data: Dataset, batchSize = 1000): Pr
   return model.exclusive(() => runAsync(evaluateWork(model, data, batchSize)));
 }
 
-/** This rank's contiguous share of the samples: ⌊rN/W⌋ up to ⌊(r+1)N/W⌋. */
+/** This rank's contiguous share of the samples. */
 function shareOf(data: Dataset, group: ProcessGroup): Dataset {
-  const n = count(data), lo = Math.floor((group.rank * n) / group.worldSize), hi = Math.floor(((group.rank + 1) * n) / group.worldSize);
+  const [lo, hi] = shareRange(count(data), group);
   return { ...data, x: data.x.subarray(lo * sampleSize(data), hi * sampleSize(data)), y: data.y.subarray(lo, hi) };
 }
 
