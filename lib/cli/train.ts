@@ -1,6 +1,7 @@
 // `usam train`: flags (or a JSON config validated by the same schema), a
 // worker thread that trains, a progress bar, and Ctrl-C that stops after the
 // current step with a resumable checkpoint.
+import { readingOf, type Reading } from '../sharpness/reading.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../train/checkpoint.js';
@@ -74,8 +75,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
   const quiet = extra['--quiet'] === true || !process.stderr.isTTY;
   let interrupted = 0;
+  let reading: Reading | undefined; // what the epoch line's per-step mean is
   const run = trainInWorker(config as never, {
-    onReady: (r) => process.stderr.write(`usam: training ${r.config.torchscript ?? r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`),
+    onReady: (r) => {
+      reading = readingOf(r.config.optimizer, r.config.estimator);
+      process.stderr.write(`usam: training ${r.config.torchscript ?? r.config.model} (${r.params} parameters) with ${r.config.optimizer} on ${r.config.dataset}, ${r.batches} steps per epoch → ${r.out}\n`);
+    },
     onStep: (s) => {
       if (quiet) return;
       const acc = s.accuracy === null ? '' : `  acc ${(100 * s.accuracy).toFixed(1)}%`;
@@ -84,7 +89,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     },
     onEpoch: (m: EpochMetrics) => {
       if (!quiet) process.stderr.write('\r\x1b[K');
-      const sharp = m.sharpness === null ? '' : `  sharpness ${m.sharpness.toPrecision(4)}`;
+      const sharp = m.sharpness === null ? '' : `  ${reading?.short ?? 'sharpness'} ${m.sharpness.toPrecision(4)}`;
       const probe = m.probe ? `  tr H ${m.probe.trace.toPrecision(4)}  λmax ${m.probe.maxEigenvalue.toPrecision(4)}` : '';
       process.stderr.write(
         `epoch ${m.epoch + 1}: train loss ${m.trainLoss.toFixed(4)}${m.trainAccuracy === null ? '' : ` (${(100 * m.trainAccuracy).toFixed(2)}%)`}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,

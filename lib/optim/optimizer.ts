@@ -10,6 +10,7 @@ import { ops } from '../ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
 import { persistent, track } from '../scope.js';
 import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
+import { readingOf, type Reading } from '../sharpness/reading.js';
 import type { Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseConfigInput, type BaseOptimizer } from './base.js';
 import { resolveGroups, type ParamGroup, type ParamGroupInput } from './groups.js';
@@ -74,7 +75,7 @@ export interface StepResult {
   step: number;
   /** L(w) before the step (mean over the micro-batches) */
   loss: number;
-  /** estimate of S(w) (math.md §1); NaN on plain steps */
+  /** the rule's per-step reading (math.md §2a; `optimizer.reading` names it: an estimate of the measure, or the finite-difference signal at radius rho); NaN on plain steps */
   sharpness: number;
   /** the lambda-weighted term of F(w); NaN on plain steps */
   penalty: number;
@@ -109,6 +110,8 @@ export interface OptimizerStateDict {
 
 export class Optimizer {
   readonly sharpness?: SharpnessConfig;
+  /** what StepResult.sharpness is for this rule (its name, and whether it estimates the measure or is the rule's finite-difference signal) */
+  readonly reading?: Reading;
   readonly base: BaseOptimizer;
   readonly every: number;
   private readonly lr: (t: number) => number;
@@ -145,6 +148,7 @@ export class Optimizer {
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
       this.sharpness = s;
+      this.reading = readingOf(s.kind, 'estimator' in s ? s.estimator : undefined);
       this.rho = schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
       const groupRho = grouping.groups.some((g) => g.rho !== undefined);
       if (groupRho && s.kind !== 'sam' && s.kind !== 'asam')

@@ -12,6 +12,7 @@ import { COLORS, DASHES, densityChart, densityPoints, esc, lineChart, type Serie
 
 export { lineChart, type Series } from './charts.js';
 import { htmlPage } from './page.js';
+import { readingOf, type Reading } from '../sharpness/reading.js';
 
 export interface Run {
   name: string;
@@ -211,21 +212,9 @@ function cellHtml(c: { stat: Stat; delta?: number }, col: Column, isBaseline: bo
 // ---------------------------------------------------------------- rules
 
 /** What the rule's own per-step estimate is, and its unit. */
-export function ruleEstimate(optimizer: string): { name: string; unit: string } | undefined {
-  switch (optimizer) {
-    case 'sam':
-      return { name: 'SAM: L(w + e) − L(w), ‖e‖ = ρ', unit: 'loss (nats), at the run’s ρ' };
-    case 'asam':
-      return { name: 'ASAM: L(w + e) − L(w), adaptive e', unit: 'loss (nats), at the run’s ρ, η' };
-    case 'trace-sam':
-      return { name: 'Trace-SAM: tr H estimate', unit: 'mean of uᵀHu by finite differences; loss / weight²' };
-    case 'frob-sam':
-      return { name: 'Frob-SAM: ‖H‖_F² estimate', unit: '½·Var(uᵀHu), uᵀHu ≈ 2(L(w+ρu) − L − ρgᵀu)/ρ²; loss² / weight⁴' };
-    case 'det-sam':
-      return { name: 'Det-SAM: m⁻², m = E exp(−uᵀHu/2)', unit: 'dimensionless, ∝ det H for its cube' };
-    default:
-      return undefined;
-  }
+/** The reading a run's optimizer reports each step (lib/sharpness/reading.ts). */
+export function ruleReading(config: Record<string, unknown>): Reading | undefined {
+  return readingOf(String(config.optimizer ?? ''), config.estimator === 'exact' ? 'exact' : 'finite-difference');
 }
 
 // ---------------------------------------------------------------- the page
@@ -319,11 +308,11 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
   // 3. each rule's own estimate, in its own chart and unit
   const byRule = new Map<string, Group[]>();
   for (const g of groups) {
-    const opt = String(g.config.optimizer ?? '');
-    if (ruleEstimate(opt)) byRule.set(opt, [...(byRule.get(opt) ?? []), g]);
+    const r = ruleReading(g.config);
+    if (r) byRule.set(r.name, [...(byRule.get(r.name) ?? []), g]);
   }
-  const ruleCharts = [...byRule].map(([opt, gs]) => {
-    const r = ruleEstimate(opt)!;
+  const ruleCharts = [...byRule].map(([, gs]) => {
+    const r = ruleReading(gs[0].config)!;
     return lineChart({
       title: r.name,
       subtitle: r.unit,
@@ -342,8 +331,8 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
   });
   if (ruleCharts.some(Boolean))
     sections.push({
-      title: 'Each rule’s own sharpness estimate',
-      note: 'What a rule estimates during training differs from rule to rule (a loss difference, a trace, a squared Frobenius norm), so each has its own chart; compare runs on the probes above.',
+      title: 'Each rule’s own per-step reading',
+      note: 'What a rule reads during training differs from rule to rule (a loss difference, a finite-difference curvature at the rule’s radius, an HVP estimate), so each has its own chart; the finite-difference readings are not the Hessian measures (docs/readings.md): compare runs on the probes above.',
       charts: ruleCharts,
     });
 

@@ -27,7 +27,10 @@ export interface EpochMetrics {
   trainLoss: number;
   /** accuracy on the training batches, at the weights of each step (before its update) */
   trainAccuracy: number | null;
+  /** mean per-step reading of the rule (what it is: `sharpnessReading`); null for plain steps */
   sharpness: number | null;
+  /** the name of that reading (lib/sharpness/reading.ts; docs/readings.md says how it compares with the probes) */
+  sharpnessReading?: string;
   test: Evaluation;
   lr: number;
   rho: number;
@@ -368,6 +371,7 @@ export class Trainer {
         trainLoss: p.lossSum / Math.max(p.steps, 1),
         trainAccuracy: p.seen > 0 ? p.correct / p.seen : null,
         sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
+        ...(p.sharpnessCount > 0 && this.optimizer.reading ? { sharpnessReading: this.optimizer.reading.name } : {}),
         test: yield* evaluateWork(this.model, this.data.test, 1000, this.group),
         lr: last.lr,
         rho: last.rho,

@@ -28,7 +28,7 @@ export interface RuleContext {
 }
 
 export interface RuleResult {
-  /** estimate of the sharpness measure S(w) (math.md §1; SAM: L(w+e) − L(w)) */
+  /** the step's reading of its measure (math.md §2a; lib/sharpness/reading.ts names it): SAM L(w+e) − L(w), the others phi(mean psi(q_i)) */
   sharpness: number;
   /** the term that lambda multiplies in the objective F(w) = L(w) + lambda·penalty */
   penalty: number;
@@ -158,16 +158,15 @@ export function finite(value: number, field: string, at: number, step: number): 
  * The n perturbed passes of the zeroth-order rules: L_i = L(w + rho·s_i·u_i)
  * and g_i = ∇L there (g_i written into the returned buffers). Antithetic
  * directions pair each draw u with −u (s_i = ±1), independent ones draw every u.
- * With `withFirstOrder`, `firstOrder[i]` = rho·s_i·g0ᵀu_i, the first-order
- * part of L_i − L(w) (one dot product per draw), for estimates of the
- * curvature that must not be swamped by the gradient; empty otherwise.
+ * `firstOrder[i]` = rho·s_i·g0ᵀu_i is the first-order part of L_i − L(w) (one
+ * dot product per draw): the step's reading subtracts it (curvatureSamples),
+ * so that the gradient does not swamp the curvature it reports.
  */
 export function* perturbedPasses(
   ctx: RuleContext,
   sampler: DirectionSampler,
   n: number,
   antithetic: boolean,
-  withFirstOrder = false,
 ): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[] }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
   const losses: number[] = [];
@@ -178,9 +177,9 @@ export function* perturbedPasses(
     const negate = antithetic && i % 2 === 1;
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
-      if (withFirstOrder) slope = ctx.rho * ops.dot(ctx.g0, u);
+      slope = ctx.rho * ops.dot(ctx.g0, u);
     }
-    if (withFirstOrder) firstOrder.push(negate ? -slope : slope);
+    firstOrder.push(negate ? -slope : slope);
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], false);
     if (!Number.isFinite(loss))
@@ -188,6 +187,16 @@ export function* perturbedPasses(
     losses.push(loss);
   }
   return { losses, grads, firstOrder };
+}
+
+/**
+ * The curvature samples behind a finite-difference rule's reading (math.md
+ * §2a): q_i = 2·(L_i − L(w) − rho·s_i·g0ᵀu_i)/rho², which is u_iᵀHu_i exactly
+ * on a quadratic and u_iᵀHu_i + O(rho·‖u_i‖³) otherwise.
+ */
+export function curvatureSamples(ctx: RuleContext, p: { losses: number[]; firstOrder: number[] }): number[] {
+  const rho2 = ctx.rho * ctx.rho;
+  return p.losses.map((l, i) => (2 * (l - ctx.loss - p.firstOrder[i])) / rho2);
 }
 
 /**

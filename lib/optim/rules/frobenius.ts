@@ -3,7 +3,7 @@
 //   grad = g0 + (lambda/rho²)·(1/(n−1))·Σ_i (L_i − L̄)·g_i
 import type { Work } from '../../model/work.js';
 import { ops } from '../../ops.js';
-import { perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import { curvatureSamples, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export function* frobeniusStep(
   ctx: RuleContext,
@@ -12,17 +12,17 @@ export function* frobeniusStep(
 ): Work<RuleResult> {
   const n = o.samples;
   const rho2 = ctx.rho * ctx.rho;
-  const { losses, grads: g, firstOrder } = yield* perturbedPasses(ctx, sampler, n, o.antithetic, true);
+  const passes = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
+  const { losses, grads: g } = passes;
   const mean = losses.reduce((a, b) => a + b, 0) / n;
   const c = o.lambda / rho2 / (n - 1);
   const gradSum = ops.combine(ctx.grad, [1, ...losses.map((l) => c * (l - mean))], [ctx.g0, ...g]);
   const sampleVar = losses.reduce((s, l) => s + (l - mean) ** 2, 0) / (n - 1);
-  // What the step reports: ‖H‖_F² = ½·Var(uᵀHu) (u gaussian), with
-  // uᵀHu ≈ 2·(L_i − L − rho·gᵀu_i)/rho². Without the first-order term removed
-  // the variance of the L_i is that of rho·gᵀu_i, 2‖g‖²/rho² after scaling:
-  // 1e5 where ‖H‖_F² is 1e2 on the default MLP (issue 13). The penalty, the
-  // rule's own objective, is the variance form of math.md §3 as it was.
-  const q = losses.map((l, i) => (2 * (l - ctx.loss - firstOrder[i])) / rho2);
+  // The reading: ½·SampleVar(q_i) (math.md §2a), ‖H‖_F² for gaussian u on a
+  // quadratic. Without the first-order term removed the variance of the L_i
+  // is that of rho·gᵀu_i, 2‖g‖²/rho² after scaling. The penalty, the rule's
+  // own objective, is the variance form of math.md §3 as it was.
+  const q = curvatureSamples(ctx, passes);
   const qMean = q.reduce((a, b) => a + b, 0) / n;
   const qVar = q.reduce((s, x) => s + (x - qMean) ** 2, 0) / (n - 1);
   return { sharpness: 0.5 * qVar, penalty: (0.5 * sampleVar) / rho2, gradSum };

@@ -5,7 +5,7 @@
 import { ops } from '../../ops.js';
 import type { Work } from '../../model/work.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
-import { finite, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
+import { curvatureSamples, finite, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export interface ZerothOrderOptions {
   psi: ScalarFunction;
@@ -17,7 +17,8 @@ export interface ZerothOrderOptions {
 
 export function* zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sampler: DirectionSampler): Work<RuleResult> {
   const n = o.samples;
-  const { losses, grads: g } = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
+  const passes = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
+  const { losses, grads: g } = passes;
   const d = losses.map((li) => (li - ctx.loss) / (ctx.rho * ctx.rho));
   const m = d.reduce((s, di) => s + finite(o.psi.f(di), 'psi', di, ctx.step), 0) / n;
   const penalty = finite(o.phi.f(m), 'phi', m, ctx.step);
@@ -25,7 +26,10 @@ export function* zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sample
   const coefficients = d.map((di) => (outer * finite(o.psi.df(di), 'psi (derivative df)', di, ctx.step)) / n);
   // grad = (1 − Σc_i)·g0 + Σ c_i·g_i, one fused native call
   const gradSum = ops.combine(ctx.grad, [1 - coefficients.reduce((a, b) => a + b, 0), ...coefficients], [ctx.g0, ...g]);
-  // S(w) = phi(E psi(uᵀHu)) with the curvature samples uᵀHu ≈ 2·d_i
-  const sharpness = o.phi.f(d.reduce((s, di) => s + o.psi.f(2 * di), 0) / n);
+  // The reading S(w) = phi(mean psi(q_i)) takes the curvature samples with
+  // the first-order part removed (math.md §2a): the d_i of the rule keep it,
+  // as the reference does, and are not samples of uᵀHu.
+  const q = curvatureSamples(ctx, passes);
+  const sharpness = o.phi.f(q.reduce((s, qi) => s + o.psi.f(qi), 0) / n);
   return { sharpness, penalty, gradSum };
 }
