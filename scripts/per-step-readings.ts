@@ -85,6 +85,11 @@ const batch = loader.batch(0, 0);
 console.error(`trained ${epochs} epochs (${((Date.now() - t0) / 1000).toFixed(0)} s); readings on the first 128 training images, ${K} steps each`);
 
 const results: Record<string, unknown>[] = [];
+// ‖g0‖² on the batch: the size of the first-order term the readings take out
+const g = trainer.model.lossAndGrad(batch.x, batch.y);
+const gradNormSquared = ops.dot(g.grad, g.grad);
+g.grad.dispose();
+console.error(`‖g0‖² on the batch: ${gradNormSquared.toPrecision(4)}`);
 for (const dtype of ['float32', 'float64'] as const) {
   const model = new Model(modelSpecOf(config, data.train), { dtype });
   model.setParams(Float64Array.from(trainer.model.getParams()));
@@ -114,6 +119,7 @@ for (const dtype of ['float32', 'float64'] as const) {
 rmSync(dir, { recursive: true, force: true });
 
 const fmt = (v: number) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(2) : v.toPrecision(4));
+console.log(`‖g0‖² on the batch: ${gradNormSquared.toPrecision(4)}\n`);
 console.log('dtype | rule | estimator | ρ | reading: mean ± se | median | 10–90% | min – max | probe of the measure ± se | mean / probe');
 console.log('---|---|---|---|---|---|---|---|---|---');
 for (const r of results as { dtype: string; optimizer: string; estimator: string; rho: number; reading: ReturnType<typeof summary>; probe: { estimate: number; standardError?: number } | null }[]) {
@@ -122,4 +128,4 @@ for (const r of results as { dtype: string; optimizer: string; estimator: string
     `${r.dtype} | ${r.optimizer} | ${r.estimator} | ${r.rho} | ${fmt(r.reading.mean)} ± ${fmt(r.reading.standardError)} | ${fmt(r.reading.median)} | ${fmt(r.reading.p10)} – ${fmt(r.reading.p90)} | ${fmt(r.reading.min)} – ${fmt(r.reading.max)} | ${p ? `${fmt(p.estimate)} ± ${fmt(p.standardError ?? NaN)}` : '—'} | ${p ? (r.reading.mean / p.estimate).toFixed(3) : '—'}`,
   );
 }
-if (outFile) writeFileSync(outFile, JSON.stringify({ steps: K, epochs, probeSamples, results }, null, 1) + '\n');
+if (outFile) writeFileSync(outFile, JSON.stringify({ steps: K, epochs, probeSamples, gradNormSquared, results }, null, 1) + '\n');

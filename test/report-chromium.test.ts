@@ -45,7 +45,7 @@ describe('the report in headless Chromium', () => {
     expect(layout.legendItems).toBeGreaterThanOrEqual(30);
     expect(layout.minLegendTextWidth, 'legend text has no width: no font installed?').toBeGreaterThan(10);
     expect(layout.overlaps).toEqual([]);
-    for (const title of ['training loss', 'Hessian trace (Hutchinson)', 'Hessian λmax (Lanczos)', 'Frob-SAM: ‖H‖_F² estimate', 'Hessian spectral density (SLQ)'])
+    for (const title of ['training loss', 'Hessian trace (Hutchinson)', 'Hessian λmax (Lanczos)', 'Frob-SAM: finite-difference ½·Var(q) at radius ρ', 'Hessian spectral density (SLQ)'])
       expect(Buffer.from(dom.stdout, 'latin1').toString('utf8')).toContain(`aria-label="${title}"`);
     // and it paints: a PNG of the page
     const png = join(dir, 'report.png');

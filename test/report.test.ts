@@ -156,14 +156,14 @@ describe('the report of four runs with probes and step logs', () => {
       'Hessian λmax (Lanczos)',
       'Hessian log|det(|H| + δI)| (SLQ)',
       'SAM: L(w + e) − L(w), ‖e‖ = ρ',
-      'Trace-SAM: tr H estimate',
-      'Frob-SAM: ‖H‖_F² estimate',
+      'Trace-SAM: finite-difference curvature at radius ρ',
+      'Frob-SAM: finite-difference ½·Var(q) at radius ρ',
       'Hessian spectral density (SLQ)',
     ]);
     // the probes compare all four runs; a rule's chart holds only its runs
     const names = (svg: string) => [...svg.matchAll(/<polyline class="series" data-name="([^"]+)"/g)].map((m) => m[1]);
     expect(names(chart('Hessian trace (Hutchinson)'))).toEqual(['sgd', 'sam', 'trace-sam', 'frob-sam']);
-    expect(names(chart('Frob-SAM: ‖H‖_F² estimate'))).toEqual(['frob-sam ρ=0.005']);
+    expect(names(chart('Frob-SAM: finite-difference ½·Var(q) at radius ρ'))).toEqual(['frob-sam ρ=0.005']);
     expect(html).not.toContain('sharpness estimate S(w)'); // no mixed-unit chart
     // the per-step loss: one point per logged line (3 epochs × 10 lines)
     const loss = [...chart('training loss').matchAll(/<polyline class="series" data-name="sgd"[^>]*points="([^"]+)"/g)][0][1];

@@ -16,7 +16,7 @@ export const TRAIN_HELP = `usam train [flags] | --config FILE.json | --resume RU
 
 Trains a model with any optimizer of the SAM family and writes RUN_DIR (--out):
 config.json, metrics.jsonl (one JSON line per epoch), steps.jsonl (the mean loss and
-sharpness estimate every --step-log-every steps, default 10) and checkpoint.safetensors.
+per-step reading every --step-log-every steps, default 10) and checkpoint.safetensors.
 With no flags: an MLP with Frob-SAM on Fashion-MNIST for 3 epochs.
 Ctrl-C stops after the current step and leaves a checkpoint; --resume continues it.
 

@@ -9,7 +9,7 @@ import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
 import { track } from '../scope.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
-import { measure, type UserSampler } from '../sharpness/config.js';
+import { DEFAULT_HALF_CUBE, measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
 import type { Tensor } from '../tensor.js';
 import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
@@ -285,7 +285,7 @@ export class Hessian {
         const t = op.fromValues(mu(op.model.numParams));
         ops.copy(u, t);
         t.dispose();
-      } else sampleInto(gen, mu, u, config.halfCube ?? 0.05);
+      } else sampleInto(gen, mu, u, config.halfCube ?? DEFAULT_HALF_CUBE);
       op.restrict(u);
       q.push(yield* this.curvatureOf(u));
     }

@@ -6,7 +6,7 @@ import { loadTorchScript, Model } from '../model/model.js';
 import { cnn, mlp, resnet18 } from '../model/presets.js';
 import { formatIssues, type ModelSpecInput } from '../model/spec.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
-import type { SharpnessConfigInput } from '../sharpness/config.js';
+import { DEFAULT_HALF_CUBE, type SharpnessConfigInput } from '../sharpness/config.js';
 
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as const;
 
@@ -48,7 +48,7 @@ export const trainConfig = z
     /** Hessian probes (trace, ‖H‖_F², λmax) every N epochs; 0: never */
     probeEvery: z.number().int().nonnegative().default(0),
     probeSamples: z.number().int().min(2).default(20),
-    /** a line of steps.jsonl (mean loss and sharpness estimate, lr, rho) every k steps; 0: none */
+    /** a line of steps.jsonl (mean loss and the rule's per-step reading, lr, rho) every k steps; 0: none */
     stepLogEvery: z.number().int().nonnegative().default(10),
     /** data-parallel training: this many processes on this machine (usam train starts them; torchrun's variables work too) */
     nproc: z.number().int().positive().default(1),
@@ -89,8 +89,8 @@ export const SHARPNESS_DEFAULTS: Record<string, Record<string, number>> = {
   asam: { rho: 0.5, eta: 0.01 },
   'trace-sam': { rho: 0.015, lambda: 1, samples: 1 },
   'trace-sam-exact': { rho: 0.015, lambda: 1, samples: 1 },
-  'det-sam': { rho: 1, lambda: 1, samples: 1, halfCube: 0.02 },
-  'det-sam-exact': { rho: 1, lambda: 1, samples: 1, halfCube: 0.02 },
+  'det-sam': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
+  'det-sam-exact': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
   'frob-sam': { rho: 0.005, lambda: 0.003, samples: 2 },
   'frob-sam-exact': { rho: 0.007, lambda: 1, samples: 2 },
 };

@@ -2,7 +2,7 @@
 // read it, no network) comparing runs: a table of final numbers with their
 // differences to a baseline, per-step training curves beside the per-epoch
 // evaluations, one chart per Hessian measure of the probes, each rule's own
-// sharpness estimate in its own chart, and the spectral density on a log axis.
+// per-step reading in its own chart, and the spectral density on a log axis.
 // Runs whose configs differ only in seed (and out, threads) form a group,
 // shown as mean ± std over its seeds.
 import { existsSync, readFileSync } from 'node:fs';

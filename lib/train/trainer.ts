@@ -65,7 +65,7 @@ export interface StepLogLine {
   steps: number;
   /** mean training loss L(w) over those steps */
   loss: number;
-  /** mean of the rule's own sharpness estimate over its sharpness-aware steps among them; null for plain steps (SGD, Adam) */
+  /** mean of the rule's per-step reading (lib/sharpness/reading.ts) over its sharpness-aware steps among them; null for plain steps (SGD, Adam) */
   sharpness: number | null;
   lr: number;
   rho: number;
