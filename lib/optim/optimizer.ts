@@ -40,6 +40,7 @@ const optimizerOptions = z
     group: z.instanceof(ProcessGroup, { message: 'must be a ProcessGroup (processGroupFromEnv() or new ProcessGroup({...}))' }).optional(),
     /** with a group: 'synced' (every pass all-reduced) or 'local' (each rank perturbs with its own shard; only the final gradients are averaged) */
     perturbation: z.enum(['synced', 'local']).default('synced'),
+    batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
   })
   .strict();
 
@@ -69,6 +70,16 @@ export interface OptimizerOptions {
    * only the final gradients are averaged, weighted by sample count.
    */
   perturbation?: 'synced' | 'local';
+  /**
+   * When BatchNorm's running statistics move during a sharpness-aware step:
+   * 'once' (default), by the unperturbed pass only; 'every-pass', by every
+   * forward-backward pass of the step, the perturbed ones too, in order, as
+   * the paper's reference code does (its closures run in train mode), so
+   * they move n + 1 times a step. Every pass normalises by its own batch
+   * statistics either way. The exact estimator has no perturbed passes and
+   * refuses 'every-pass'.
+   */
+  batchNorm?: 'once' | 'every-pass';
 }
 
 export interface StepResult {
@@ -124,6 +135,8 @@ export class Optimizer {
   private readonly drawsPerStep: number = 0;
   private readonly rule?: (ctx: RuleContext) => Work<RuleResult>;
   private steps = 0;
+  /** batchNorm 'every-pass': the perturbed passes move BatchNorm's running statistics too */
+  private readonly statsEveryPass: boolean;
   /** 'local' perturbations: the final gradient's allreduce */
   private readonly localReducer?: Reducer;
 
@@ -145,8 +158,13 @@ export class Optimizer {
     this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
+    this.statsEveryPass = o.batchNorm === 'every-pass';
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
+      if (this.statsEveryPass && 'estimator' in s && s.estimator === 'exact')
+        throw new Error(
+          "batchNorm: 'every-pass' moves the statistics at each perturbed forward-backward pass, and the exact estimator has none (its passes are HVPs at w); use batchNorm 'once' with it",
+        );
       this.sharpness = s;
       this.reading = readingOf(s.kind, 'estimator' in s ? s.estimator : undefined);
       this.rho = schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
@@ -274,7 +292,7 @@ export class Optimizer {
       ops.copy(w0, this.model.params);
       // the rules write the update over g0 once they no longer need it (one flat vector less)
       try {
-        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace });
+        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       } finally {
         ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
       }

@@ -54,6 +54,8 @@ export const trainConfig = z
     nproc: z.number().int().positive().default(1),
     /** data-parallel SAM-family steps: 'synced' (every pass all-reduced: what one process computes on the global batch) or 'local' (each rank perturbs with its own shard, as in the SAM paper) */
     perturbation: z.enum(['synced', 'local']).default('synced'),
+    /** BatchNorm running statistics in a sharpness-aware step: moved once (by the unperturbed pass) or at every pass, as the paper's reference code */
+    batchNorm: z.enum(['once', 'every-pass']).default('once'),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
     seed: z.number().int().nonnegative().default(0),
@@ -134,6 +136,7 @@ export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): Optim
     lrSchedule,
     rhoSchedule: c.rhoSchedule === 'cosine' ? { kind: 'cosine', total } : { kind: 'constant' },
     warmup: { steps: c.warmupSteps },
+    batchNorm: c.batchNorm,
   };
 }
 

@@ -25,6 +25,8 @@ export interface RuleContext {
    *  buffer, so a rule writes it only when done with g0 (combine may alias its first term) */
   grad: Tensor;
   workspace: Workspace;
+  /** batchNorm 'every-pass': each perturbed forward-backward pass moves BatchNorm's running statistics, as the reference's train-mode closures do */
+  statsEveryPass: boolean;
 }
 
 export interface RuleResult {
@@ -181,7 +183,7 @@ export function* perturbedPasses(
     }
     firstOrder.push(negate ? -slope : slope);
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
-    const loss = yield* ctx.passes.lossAndGradWork(grads[i], false);
+    const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
     if (!Number.isFinite(loss))
       throw new Error(`step ${ctx.step}: the perturbed loss L(w ${negate ? '−' : '+'} rho·u_${antithetic ? i >> 1 : i}) is ${loss} (rho ${ctx.rho}); nothing was updated. Lower rho or the learning rate.`);
     losses.push(loss);

@@ -23,7 +23,7 @@ export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive:
   }
   if (o.scale) ops.mul(e, e, o.scale); // parameter groups with their own rho
   perturb(ctx, e, 1);
-  const perturbedLoss = yield* ctx.passes.lossAndGradWork(ctx.grad, false);
+  const perturbedLoss = yield* ctx.passes.lossAndGradWork(ctx.grad, ctx.statsEveryPass);
   const sharpness = perturbedLoss - ctx.loss;
   return { sharpness, penalty: sharpness };
 }
