@@ -17,6 +17,7 @@ import { resolveGroups, type ParamGroup, type ParamGroupInput } from './groups.j
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
+import { gradientNormPenaltyStep, randomPerturbationStep } from './rules/controls.js';
 import { exactStep } from './rules/exact.js';
 import { frobeniusStep } from './rules/frobenius.js';
 import { samStep } from './rules/sam.js';
@@ -135,6 +136,8 @@ export class Optimizer {
   private readonly drawsPerStep: number = 0;
   private readonly rule?: (ctx: RuleContext) => Work<RuleResult>;
   private steps = 0;
+  /** false for a rule without a radius (GNP): rho 0 then does not mean a plain step */
+  private usesRho = true;
   /** batchNorm 'every-pass': the perturbed passes move BatchNorm's running statistics too */
   private readonly statsEveryPass: boolean;
   /** 'local' perturbations: the final gradient's allreduce */
@@ -167,7 +170,9 @@ export class Optimizer {
         );
       this.sharpness = s;
       this.reading = readingOf(s.kind, 'estimator' in s ? s.estimator : undefined);
-      this.rho = schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
+      // GNP has no radius: its steps are sharpness-aware whatever the rho schedule says
+      this.rho = s.kind === 'gnp' ? () => 0 : schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
+      this.usesRho = s.kind !== 'gnp';
       const groupRho = grouping.groups.some((g) => g.rho !== undefined);
       if (groupRho && s.kind !== 'sam' && s.kind !== 'asam')
         throw new Error(
@@ -177,14 +182,19 @@ export class Optimizer {
         // e = rho_group·(…) on each group: a per-coordinate factor rho_group / rho
         const scale = groupRho ? this.rhoScale(grouping, s.rho) : undefined;
         this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta, scale } : { adaptive: false, scale });
+      } else if (s.kind === 'gnp') {
+        this.rule = (ctx) => gradientNormPenaltyStep(ctx, { lambda: s.lambda });
       } else {
-        const family = s.kind === 'frob-sam' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
+        const family = s.kind === 'frob-sam' || s.kind === 'rwp' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
         const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube, () => model.zerosLikeParams());
         this.sampler = sampler;
         const antithetic = s.directions === 'antithetic';
         // antithetic pairs share one draw; the exact estimator draws every direction
-        this.drawsPerStep = antithetic && s.estimator !== 'exact' ? s.samples / 2 : s.samples;
-        if (s.estimator === 'exact') {
+        const exactEstimator = 'estimator' in s && s.estimator === 'exact';
+        this.drawsPerStep = antithetic && !exactEstimator ? s.samples / 2 : s.samples;
+        if (s.kind === 'rwp') {
+          this.rule = (ctx) => randomPerturbationStep(ctx, { samples: s.samples, antithetic }, sampler);
+        } else if (s.estimator === 'exact') {
           const exact =
             s.kind === 'frob-sam'
               ? ({ form: 'frobenius', lambda: s.lambda, samples: s.samples } as const)
@@ -280,7 +290,7 @@ export class Optimizer {
     const rho = this.rho(t);
     const g0 = this.workspace.get('unperturbed-grad');
     // rho 0 (e.g. the first step of a rho warm-up) means no perturbation: a plain step
-    const sharpnessAware = this.rule !== undefined && t % this.every === 0 && rho > 0;
+    const sharpnessAware = this.rule !== undefined && t % this.every === 0 && (rho > 0 || !this.usesRho);
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = yield* this.passes.lossAndGradWork(g0, true); // the only pass that moves BatchNorm statistics
     const correct = this.passes.correct;

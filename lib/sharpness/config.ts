@@ -65,6 +65,9 @@ export const sharpnessConfig = z
     z
       .object({ kind: z.literal('frob-sam'), ...common, samples: z.number().int().min(2, 'Frob-SAM needs samples ≥ 2 (it estimates a variance); set samples to 2 or more').default(2) })
       .strict(),
+    // controls (docs/reproduction.md): random weight perturbation at radius rho, and an explicit gradient-norm penalty
+    z.object({ kind: z.literal('rwp'), rho: common.rho, samples: common.samples.default(1), directions: common.directions, mu: measure.optional(), halfCube: common.halfCube }).strict(),
+    z.object({ kind: z.literal('gnp'), lambda: z.number({ message: 'lambda must be a number' }).nonnegative('lambda must be ≥ 0 (the weight of ½‖∇L‖²)') }).strict(),
     z.object({ kind: z.literal('universal'), ...common, samples: common.samples.default(1), psi: scalar('psi'), phi: scalar('phi') }).strict(),
   ])
   .superRefine((c, ctx) => {
@@ -109,3 +112,6 @@ export const traceSam = (o: Of<'trace-sam'>): SharpnessConfigInput => ({ kind: '
 export const detSam = (o: Of<'det-sam'>): SharpnessConfigInput => ({ kind: 'det-sam', ...o });
 export const frobSam = (o: Of<'frob-sam'>): SharpnessConfigInput => ({ kind: 'frob-sam', ...o });
 export const universal = (o: Of<'universal'>): SharpnessConfigInput => ({ kind: 'universal', ...o });
+/** Controls: random weight perturbation, grad = mean ∇L(w + rho·u_i); a gradient-norm penalty, F = L + (lambda/2)·‖∇L‖². */
+export const randomPerturbation = (o: Of<'rwp'>): SharpnessConfigInput => ({ kind: 'rwp', ...o });
+export const gradientNormPenalty = (o: Of<'gnp'>): SharpnessConfigInput => ({ kind: 'gnp', ...o });

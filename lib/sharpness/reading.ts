@@ -58,6 +58,10 @@ export function readingOf(kind: string, estimator: 'finite-difference' | 'exact'
       return exact
         ? { short: 'S ≈', name: 'universal (exact): φ(mean ψ(uᵀHu))', unit: 'the measure by HVPs', kind: 'estimate' }
         : { short: 'fd S signal', name: 'universal: finite-difference φ(mean ψ(q)) at radius ρ', unit: `${fdSample}; → φ(E ψ(uᵀHu)) as ρ → 0 on a smooth loss`, kind: 'signal' };
+    case 'rwp':
+      return { short: 'L(w+ρu)−L(w)', name: 'RWP: L(w + ρu) − L(w), random u', unit: 'loss (nats): the mean rise under the random perturbation at the run’s ρ', kind: 'estimate' };
+    case 'gnp':
+      return { short: '½‖g‖²', name: 'GNP: ½‖∇L(w)‖²', unit: 'the penalised quantity, exact; loss² / weight²', kind: 'estimate' };
     default:
       return undefined;
   }

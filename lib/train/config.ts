@@ -8,7 +8,8 @@ import { formatIssues, type ModelSpecInput } from '../model/spec.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
 import { DEFAULT_HALF_CUBE, type SharpnessConfigInput } from '../sharpness/config.js';
 
-export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as const;
+/** 'rwp' and 'gnp' are the controls: random weight perturbation and an explicit gradient-norm penalty (docs/reproduction.md) */
+export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam', 'rwp', 'gnp'] as const;
 
 export const trainConfig = z
   .object({
@@ -95,14 +96,22 @@ export const SHARPNESS_DEFAULTS: Record<string, Record<string, number>> = {
   'det-sam-exact': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
   'frob-sam': { rho: 0.005, lambda: 0.003, samples: 2 },
   'frob-sam-exact': { rho: 0.007, lambda: 1, samples: 2 },
+  // the controls: RWP at Trace-SAM's radius, GNP at finite-difference Frob-SAM's lambda (its leading term, math §3)
+  rwp: { rho: 0.015, samples: 1 },
+  gnp: { lambda: 0.003 },
 };
 
 export function sharpnessOf(c: TrainConfig): SharpnessConfigInput | undefined {
   if (c.optimizer === 'sgd' || c.optimizer === 'adam' || c.optimizer === 'adamw') return undefined;
   const estimator = c.estimator;
-  const d = SHARPNESS_DEFAULTS[estimator === 'exact' && c.optimizer !== 'sam' && c.optimizer !== 'asam' ? `${c.optimizer}-exact` : c.optimizer];
+  const universalClass = c.optimizer === 'trace-sam' || c.optimizer === 'det-sam' || c.optimizer === 'frob-sam';
+  const d = SHARPNESS_DEFAULTS[estimator === 'exact' && universalClass ? `${c.optimizer}-exact` : c.optimizer];
   const rho = c.rho ?? d.rho;
   switch (c.optimizer) {
+    case 'rwp':
+      return { kind: 'rwp', rho, samples: c.samples ?? d.samples, directions: c.directions };
+    case 'gnp':
+      return { kind: 'gnp', lambda: c.lambda ?? d.lambda };
     case 'sam':
       return { kind: 'sam', rho };
     case 'asam':
