@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../lib/cli/main.js';
 import { parseTrainConfig, SHARPNESS_DEFAULTS, sharpnessOf } from '../lib/train/config.js';
-import { claims, parseReproduceConfig, pickDefaults, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
+import { parseReproduceConfig, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
+import { chosenFromSweep, claims, crossMatrix, pickDefaults } from '../lib/train/verdicts.js';
 import type { ReproduceResults } from '../lib/train/reproduce-report.js';
 import { repoRoot } from './helpers.js';
 
@@ -41,58 +42,66 @@ function record(rule: RunSpec['rule'], seed: number, values: Partial<RunRecord>,
 
 describe('summaries and verdicts', () => {
   const sgd = [record('sgd', 0, { trace: 90, top1: 0.87 }), record('sgd', 1, { trace: 92, top1: 0.88 }), record('sgd', 2, { trace: 94, top1: 0.86 })];
-  const trace = [record('trace-sam', 0, { trace: 70, top1: 0.866 }), record('trace-sam', 1, { trace: 72, top1: 0.87 }), record('trace-sam', 2, { trace: 74, top1: 0.868 })];
+  const trace = [record('trace-sam', 0, { trace: 70, top1: 0.866 }), record('trace-sam', 1, { trace: 73, top1: 0.87 }), record('trace-sam', 2, { trace: 74, top1: 0.868 })];
 
-  it('mean, sample standard deviation, ratio, Welch z and the verdict', () => {
-    const [k] = claims(summarize([...sgd, ...trace]));
+  it('paired by seed: the mean difference, its t interval, p, and Holm over the family', () => {
+    const [k] = claims([...sgd, ...trace]);
     expect(k.measure).toBe('trace');
-    expect(k.value.mean).toBeCloseTo(72, 12);
-    expect(k.value.std).toBeCloseTo(2, 12); // sqrt(((−2)² + 0 + 2²)/2)
-    expect(k.ratio).toBeCloseTo(72 / 92, 12);
-    expect(k.difference).toBeCloseTo(-20, 12);
-    expect(k.z).toBeCloseTo(-20 / Math.sqrt(4 / 3 + 4 / 3), 12);
-    expect(k.top1Difference).toBeCloseTo(0.868 - 0.87, 12);
+    expect(k.against).toBe('sgd');
+    expect(k.value.mean).toBeCloseTo(217 / 3, 12);
+    expect(k.ratio).toBeCloseTo(217 / 3 / 92, 12);
+    // differences −20, −19, −20: mean −59/3, sd √(1/3), df 2
+    const sd = Math.sqrt(((-20 + 59 / 3) ** 2 * 2 + (-19 + 59 / 3) ** 2) / 2);
+    expect(k.paired.mean).toBeCloseTo(-59 / 3, 12);
+    expect(k.paired.standardError).toBeCloseTo(sd / Math.sqrt(3), 12);
+    expect(k.paired.df).toBe(2);
+    expect(k.paired.low).toBeCloseTo(-59 / 3 - 4.302652729749464 * (sd / Math.sqrt(3)), 8);
+    expect(k.top1Difference).toBeCloseTo((0.866 - 0.87 + 0.87 - 0.88 + 0.868 - 0.86) / 3, 12);
+    expect(k.pAdjusted).toBe(k.paired.p); // a family of one
     expect(k.held).toBe(true);
   });
 
-  it('not held: within two standard errors, or higher, or one seed only', () => {
-    const close = [record('trace-sam', 0, { trace: 89 }), record('trace-sam', 1, { trace: 91 }), record('trace-sam', 2, { trace: 93 })];
-    expect(claims(summarize([...sgd, ...close]))[0].held).toBe(false); // z = −0.61
-    const one = claims(summarize([sgd[0], record('trace-sam', 0, { trace: 10 })]))[0];
-    expect(Number.isNaN(one.z)).toBe(true);
+  it('not held: higher, or within noise after Holm, or one seed only', () => {
+    const close = [record('trace-sam', 0, { trace: 91 }), record('trace-sam', 1, { trace: 90 }), record('trace-sam', 2, { trace: 95 })];
+    expect(claims([...sgd, ...close])[0].held).toBe(false);
+    const one = claims([sgd[0], record('trace-sam', 0, { trace: 10 })])[0];
+    expect(Number.isNaN(one.paired.p)).toBe(true);
     expect(one.held).toBe(false);
+    // the controls join the family: Holm multiplies the smallest p by the family's size
+    const rwp = [0, 1, 2].map((s) => record('rwp', s, { trace: 71 + s }));
+    const ks = claims([...sgd, ...trace, ...rwp]);
+    expect(ks.map((k) => k.against)).toEqual(['sgd', 'rwp']);
+    const ps = ks.map((k) => k.paired.p);
+    expect(Math.min(...ks.map((k) => k.pAdjusted))).toBeCloseTo(Math.min(2 * Math.min(...ps), 1), 12);
   });
 
-  it('a failed run is counted and left out of the means', () => {
+  it('a failed run is counted, left out of the means and of its pair', () => {
     const failed = { ...record('trace-sam', 3, { trace: NaN, top1: NaN }), failed: 'training diverged' };
     const cell = summarize([...trace, failed])[0];
     expect(cell.runs).toBe(4);
     expect(cell.failed).toBe(1);
     expect(cell.measures.trace.n).toBe(3);
+    expect(claims([...sgd, record('sgd', 3, {}), ...trace, failed])[0].paired.n).toBe(3);
   });
 
-  it('the pick: the lowest own measure among points within 0.5 pt of SGD; none when no point qualifies', () => {
-    const at = (rho: number, tr: number, top1: number) => [0, 1].map((s) => record('trace-sam', s, { trace: tr + s, top1 }, { rho, lambda: 1 }));
-    const sgd2 = [record('sgd', 0, { trace: 90, top1: 0.87 }), record('sgd', 1, { trace: 91, top1: 0.87 })];
-    const cells = summarize([...sgd2, ...at(0.01, 85, 0.869), ...at(0.02, 70, 0.866), ...at(0.04, 50, 0.86)]);
-    const [p] = pickDefaults(cells);
+  it('the pick, on the validation split: the lowest own measure among points within 0.5 pt of SGD; none when no point qualifies', () => {
+    const probes = (tr: number) => ({ probes: { validation: { trace: tr, traceStandardError: 1, frobeniusSquared: 200, frobeniusStandardError: 1, maxEigenvalue: 8, minEigenvalue: -1, logAbsDet: -7e5 } } });
+    // test-split values that would pick otherwise: the choice must not read them
+    const at = (rho: number, tr: number, top1: number) => [0, 1].map((s) => record('trace-sam', s, { trace: 1, top1: 0.5, validationTop1: top1, ...probes(tr + s) }, { rho, lambda: 1 }));
+    const sgd2 = [0, 1].map((s) => record('sgd', s, { validationTop1: 0.87, ...probes(90 + s) }));
+    const [p] = pickDefaults([...sgd2, ...at(0.01, 85, 0.869), ...at(0.02, 70, 0.866), ...at(0.04, 50, 0.86)]);
     expect(p.hyper).toEqual({ rho: 0.02, lambda: 1 }); // 0.04 is lower but 1 pt worse
     expect(p.candidates).toHaveLength(3);
-    const none = pickDefaults(summarize([...sgd2, ...at(0.04, 50, 0.86), ...at(0.01, 95, 0.87)]));
+    expect(chosenFromSweep([...sgd2, ...at(0.02, 70, 0.866)])).toEqual({ 'trace-sam': { rho: 0.02, lambda: 1 }, rwp: { rho: 0.02 } });
+    const none = pickDefaults([...sgd2, ...at(0.04, 50, 0.86), ...at(0.01, 95, 0.87)]);
     expect(none[0].hyper).toBeNull();
   });
 
-  it('log|det| is compared by difference; SAM and ASAM by λmax; Frob-SAM by ‖H‖_F²', () => {
-    const ks = claims(
-      summarize([
-        ...sgd,
-        record('det-sam', 0, { logAbsDet: -7.0e5 }),
-        record('sam', 0, { maxEigenvalue: 5 }),
-        record('frob-sam-exact', 0, { frobeniusSquared: 150 }),
-      ]),
-    );
+  it('log|det| is compared by difference; SAM and ASAM by λmax; Frob-SAM by ‖H‖_F²; the matrix has every measure', () => {
+    const ks = claims([...sgd, record('det-sam', 0, { logAbsDet: -7.0e5 }), record('sam', 0, { maxEigenvalue: 5 }), record('frob-sam-exact', 0, { frobeniusSquared: 150 })]);
     expect(Object.fromEntries(ks.map((k) => [k.rule, k.measure]))).toEqual({ 'det-sam': 'logAbsDet', sam: 'maxEigenvalue', 'frob-sam-exact': 'frobeniusSquared' });
-    expect(ks.find((k) => k.rule === 'det-sam')!.difference).toBeCloseTo(-1e4, 6);
+    expect(ks.find((k) => k.rule === 'det-sam')!.paired.mean).toBeCloseTo(-1e4, 6);
+    expect(crossMatrix([...sgd, ...trace], 'test').map((c) => c.measure)).toEqual(['trace', 'frobeniusSquared', 'maxEigenvalue', 'logAbsDet']);
   });
 });
 
@@ -111,10 +120,13 @@ describe('the training defaults', () => {
 });
 
 describe('the planned runs', () => {
-  it('full grid: 9 rules × 3 settings × 3 seeds, 3 epochs; label noise and limited data as the reference', () => {
+  it('full grid: 13 arms × 3 settings × 5 fresh seeds (from 100), 3 epochs (SGD at equal compute ×2, ×3); a validation split held out', () => {
     const runs = plannedRuns(parseReproduceConfig({}));
-    expect(runs).toHaveLength(81);
-    expect(new Set(runs.map((r) => r.id)).size).toBe(81);
+    expect(runs).toHaveLength(13 * 3 * 5);
+    expect(new Set(runs.map((r) => r.id)).size).toBe(195);
+    expect(Math.min(...runs.map((r) => r.seed))).toBe(100);
+    expect(runs.find((r) => r.rule === 'sgd-3x')!.config).toMatchObject({ optimizer: 'sgd', epochs: 9, validation: 5000 });
+    expect(plannedRuns(parseReproduceConfig({ rules: ['rwp'] }), { rwp: { rho: 0.02 } })[0].config).toMatchObject({ optimizer: 'rwp', rho: 0.02 });
     const noisy = runs.find((r) => r.setting === 'label-noise')!;
     expect(noisy.config).toMatchObject({ labelNoise: 0.2, epochs: 3, dataset: 'fashion-mnist' });
     expect(runs.find((r) => r.setting === 'limited')!.config).toMatchObject({ subset: 0.1 });
@@ -123,28 +135,28 @@ describe('the planned runs', () => {
   it('--quick: the six finite-difference rules, one seed, one epoch', () => {
     const runs = plannedRuns(parseReproduceConfig({ quick: true }));
     expect(runs).toHaveLength(18);
-    expect(runs.every((r) => r.config.epochs === 1 && r.seed === 0 && !r.rule.endsWith('exact'))).toBe(true);
+    expect(runs.every((r) => r.config.epochs === 1 && r.seed === 100 && !r.rule.endsWith('exact'))).toBe(true);
   });
-  it('--sweep: every point of every rule, and SGD, on the clean MLP', () => {
-    const runs = plannedRuns(parseReproduceConfig({ sweep: true, seeds: 2 }));
-    expect(runs.filter((r) => r.rule === 'sgd')).toHaveLength(2);
+  it('--sweep: every point of every rule, and SGD, on the clean MLP, seeds 0 and 1', () => {
+    const runs = plannedRuns(parseReproduceConfig({ sweep: true }));
+    expect(runs.filter((r) => r.rule === 'sgd').map((r) => r.seed)).toEqual([0, 1]);
     expect(runs.every((r) => r.setting === 'clean' && r.model === 'mlp')).toBe(true);
     expect(runs.find((r) => r.rule === 'trace-sam')!.config).toMatchObject({ optimizer: 'trace-sam', rho: expect.any(Number), lambda: 1 });
   });
   it('bad options name the field', async () => {
     expect(() => parseReproduceConfig({ rules: ['sgd', 'adam'] })).toThrow(/rules/);
-    await expect(main(['reproduce', '--rules', 'sgd,nope'])).rejects.toThrow(/--rules: unknown 'nope'; choose from sgd, sam/);
+    await expect(main(['reproduce', '--rules', 'sgd,nope'])).rejects.toThrow(/--rules: unknown 'nope'; choose from sgd, sgd-2x, sgd-3x, sam/);
   });
 });
 
 describe('usam reproduce end to end (synthetic data, one epoch)', () => {
   const out = mkdtempSync(join(tmpdir(), 'usam-reproduce-'));
   afterAll(() => rmSync(out, { recursive: true, force: true }));
-  const argv = ['reproduce', '--dataset', 'synthetic', '--quick', '--rules', 'sgd,trace-sam', '--settings', 'clean,limited', '--seeds', '2', '--probe-samples', '4', '--probe-batches', '1', '--probe-slq-runs', '1', '--threads', '1', '--out', out];
+  const argv = ['reproduce', '--dataset', 'synthetic', '--quick', '--rules', 'sgd,trace-sam', '--settings', 'clean,limited', '--seeds', '2', '--probe-samples', '4', '--probe-batches', '1', '--probe-slq-runs', '1', '--threads', '1', '--validation', '256', '--out', out];
 
   it('trains, probes and writes results.json, reproduction.md and report.html', async () => {
     const { stderr } = await usam(argv);
-    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed1: top-1/);
+    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed101: top-1/);
     const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as ReproduceResults;
     expect(r.records).toHaveLength(8);
     for (const x of r.records) {
@@ -152,12 +164,15 @@ describe('usam reproduce end to end (synthetic data, one epoch)', () => {
       expect(x.epochs).toBe(1);
       expect(x.trace).toBeGreaterThan(0);
       expect(x.maxEigenvalue).toBeGreaterThan(0);
+      expect(x.probes!.train!.trace).toBeGreaterThan(0); // probed on training images too
+      expect(x.validationTop1).toBeGreaterThan(0);
       // the record is the run's own: its checkpoint and probe sit beside it
       expect(existsSync(join(out, 'runs', x.spec.id, 'checkpoint.safetensors'))).toBe(true);
     }
     const md = readFileSync(join(out, 'reproduction.md'), 'utf8');
-    expect(md).toMatch(/\| mlp \| clean \| trace-sam \| tr H \|/);
-    expect(md).toMatch(/\| mlp \| limited \| trace-sam \| tr H \|/);
+    expect(md).toMatch(/\| clean \| trace-sam \| sgd \| tr H \|/);
+    expect(md).toMatch(/\| limited \| trace-sam \| sgd \| tr H \|/);
+    expect(md).toContain('Every arm on every measure against SGD (training images)');
     expect(md).toContain('### mlp, limited');
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect((html.match(/<svg class="chart"/g) ?? []).length).toBe(5); // top-1 and four measures
@@ -166,17 +181,17 @@ describe('usam reproduce end to end (synthetic data, one epoch)', () => {
 
   it('--report-only summarises what is there and trains nothing', async () => {
     const { stderr } = await usam([...argv, '--rules', 'sgd,trace-sam,sam', '--report-only']);
-    expect(stderr).toMatch(/mlp\/clean\/sam\/seed0: not run \(--report-only\)/);
+    expect(stderr).toMatch(/mlp\/clean\/sam\/seed100: not run \(--report-only\)/);
     expect(existsSync(join(out, 'runs/mlp/clean/sam'))).toBe(false);
     const r = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as ReproduceResults;
     expect(r.records).toHaveLength(8);
   }, 60_000);
 
   it('a second run keeps what is done', async () => {
-    const file = join(out, 'runs/mlp/clean/sgd/seed0/record.json');
+    const file = join(out, 'runs/mlp/clean/sgd/seed100/record.json');
     const before = statSync(file).mtimeMs;
     const { stderr } = await usam(argv);
-    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed1: done before, kept/);
+    expect(stderr).toMatch(/\[8\/8\] mlp\/limited\/trace-sam\/seed101: done before, kept/);
     expect(statSync(file).mtimeMs).toBe(before);
   }, 60_000);
 });

@@ -1,7 +1,7 @@
 // The training configuration: one zod schema behind `usam train` flags, JSON
 // config files and the TypeScript API, and the objects it builds.
 import { z } from 'zod';
-import { channelStats, cifar, type Dataset, fashionMnist, normalize, readIdxDataset, subset, synthetic, withLabelNoise } from '../data/dataset.js';
+import { channelStats, cifar, count, type Dataset, fashionMnist, normalize, readIdxDataset, sampleSize, subset, synthetic, withLabelNoise } from '../data/dataset.js';
 import { loadTorchScript, Model } from '../model/model.js';
 import { cnn, mlp, resnet18 } from '../model/presets.js';
 import { formatIssues, type ModelSpecInput } from '../model/spec.js';
@@ -46,6 +46,8 @@ export const trainConfig = z
     rhoSchedule: z.enum(['constant', 'cosine']).default('constant'),
     labelNoise: z.number().min(0).max(1).default(0),
     subset: z.number().gt(0).max(1).default(1),
+    /** the last N images of the training set held out as a validation split: never trained on, evaluated each epoch (hyperparameters are chosen on it, never on test) */
+    validation: z.number().int().nonnegative().default(0),
     /** Hessian probes (trace, ‖H‖_F², λmax) every N epochs; 0: never */
     probeEvery: z.number().int().nonnegative().default(0),
     probeSamples: z.number().int().min(2).default(20),
@@ -149,7 +151,13 @@ export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): Optim
   };
 }
 
-export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; flipped: number } {
+/** The first `from` samples, or those from `from` on, of a dataset. */
+function slice(d: Dataset, from: number, to: number): Dataset {
+  const n = sampleSize(d);
+  return { ...d, x: d.x.subarray(from * n, to * n), y: d.y.subarray(from, to) };
+}
+
+export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; validation?: Dataset; flipped: number } {
   let train: Dataset, test: Dataset;
   switch (c.dataset) {
     case 'fashion-mnist':
@@ -173,16 +181,25 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; fli
       test = synthetic({ count: 512, shape: [1, 28, 28], classes: 10, seed: c.seed, noise: 2, split: 'test' });
       break;
   }
+  let validation: Dataset | undefined;
+  if (c.validation > 0) {
+    const n = count(train);
+    if (c.validation >= n) throw new Error(`validation: ${c.validation} held-out images leave none of the ${n} training images to train on; hold out fewer`);
+    validation = slice(train, n - c.validation, n);
+    train = slice(train, 0, n - c.validation);
+  }
+  // normalised by the statistics of the images trained on
   const stats = channelStats(train);
   train = normalize(subset(train, c.subset), stats);
   test = normalize(test, stats);
+  if (validation) validation = normalize(validation, stats);
   let flipped = 0;
   if (c.labelNoise > 0) {
     const r = withLabelNoise(train, c.labelNoise, c.seed);
     train = r.dataset;
     flipped = r.flipped.length;
   }
-  return { train, test, flipped };
+  return { train, test, ...(validation ? { validation } : {}), flipped };
 }
 
 /** The run's model: the TorchScript module of `torchscript`, or the preset `model` for the data. */

@@ -25,8 +25,8 @@ export const PROBE_FORMAT = 'usam-probe/1';
 
 export const probeConfig = z
   .object({
-    /** the data the Hessian is of: the run's training split (as trained: subset, label noise) or its test split */
-    split: z.enum(['train', 'test']).default('train'),
+    /** the data the Hessian is of: the run's training split (as trained: subset, label noise), its test split, or its held-out validation split */
+    split: z.enum(['train', 'test', 'validation']).default('train'),
     /** how many batches, from the split's start, in order */
     batches: z.number().int().positive().default(4),
     batchSize: z.number().int().positive().default(256),
@@ -123,7 +123,8 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
   const { config, restore, checkpoint } = probeTarget(target, o);
   if (o.threads) native().setThreads(o.threads);
   const data = datasetsOf(config);
-  const split = o.split === 'train' ? data.train : data.test;
+  const split = o.split === 'train' ? data.train : o.split === 'test' ? data.test : data.validation;
+  if (!split) throw new Error(`split 'validation': the run holds out no validation images (train it with --validation N)`);
   const model = modelOf(config, data.train);
   const batches: Batch[] = [];
   let h: ReturnType<typeof hessian> | undefined;

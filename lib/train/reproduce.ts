@@ -14,9 +14,16 @@ import { type ProbeConfigInput, probeRun } from './probe.js';
 import { stat, type Stat } from './report.js';
 import { Trainer } from './trainer.js';
 
-/** The rules of the grid: an optimizer, and for the universal class the estimator. */
+/**
+ * The arms of the grid: an optimizer, for the universal class the estimator,
+ * and for SGD at equal compute the factor on the epochs (a SAM or Trace-SAM
+ * step costs 2 forward-backward passes, a Frob-SAM step 3). 'rwp' and 'gnp'
+ * are the controls (random weight perturbation, gradient-norm penalty).
+ */
 export const RULES = {
   sgd: { optimizer: 'sgd' },
+  'sgd-2x': { optimizer: 'sgd', epochsFactor: 2 },
+  'sgd-3x': { optimizer: 'sgd', epochsFactor: 3 },
   sam: { optimizer: 'sam' },
   asam: { optimizer: 'asam' },
   'trace-sam': { optimizer: 'trace-sam', estimator: 'finite-difference' },
@@ -25,7 +32,9 @@ export const RULES = {
   'trace-sam-exact': { optimizer: 'trace-sam', estimator: 'exact' },
   'det-sam-exact': { optimizer: 'det-sam', estimator: 'exact' },
   'frob-sam-exact': { optimizer: 'frob-sam', estimator: 'exact' },
-} as const satisfies Record<string, { optimizer: string; estimator?: 'finite-difference' | 'exact' }>;
+  rwp: { optimizer: 'rwp' },
+  gnp: { optimizer: 'gnp' },
+} as const satisfies Record<string, { optimizer: string; estimator?: 'finite-difference' | 'exact'; epochsFactor?: number }>;
 export type RuleName = keyof typeof RULES;
 export const RULE_NAMES = Object.keys(RULES) as RuleName[];
 
@@ -49,6 +58,22 @@ export const OWN_MEASURE: Record<string, Measure | undefined> = {
   'det-sam': 'logAbsDet',
   'frob-sam': 'frobeniusSquared',
 };
+/**
+ * The controls each rule's claim is also tested against, on its own measure:
+ * SGD given the rule's passes per step (equal compute), random weight
+ * perturbation at the same radius (Trace-SAM at lambda 1 with one sample is
+ * exactly RWP), and the gradient-norm penalty that leads finite-difference
+ * Frob-SAM's objective (math §3).
+ */
+export const CONTROLS: Partial<Record<RuleName, RuleName[]>> = {
+  sam: ['sgd-2x'],
+  asam: ['sgd-2x'],
+  'trace-sam': ['sgd-2x', 'rwp'],
+  'det-sam': ['sgd-2x', 'rwp'],
+  'frob-sam': ['sgd-3x', 'gnp'],
+  'frob-sam-exact': ['sgd-3x'],
+};
+
 export const MEASURE_LABEL: Record<Measure, string> = {
   trace: 'tr H',
   frobeniusSquared: '‖H‖_F²',
@@ -79,6 +104,12 @@ export const reproduceConfig = z
     settings: z.array(z.enum(SETTING_NAMES as [SettingName, ...SettingName[]])).optional(),
     rules: z.array(z.enum(RULE_NAMES as [RuleName, ...RuleName[]])).optional(),
     seeds: z.number().int().positive().optional(),
+    /** the first seed (the grid's default 100: seeds never used by the sweep, whose seeds start at 0) */
+    seedBase: z.number().int().nonnegative().optional(),
+    /** training images held out as the validation split in every run (the sweep chooses on it; never on test) */
+    validation: z.number().int().nonnegative().default(5000),
+    /** a sweep.json whose choices set the grid's ρ/λ (default: OUT/sweep.json when there is one, else the shipped defaults) */
+    sweepFrom: z.string().optional(),
     epochs: z.number().int().positive().optional(),
     dataset: z.enum(['fashion-mnist', 'synthetic']).default('fashion-mnist'),
     /** Hutchinson samples of the probes (the trace and ‖H‖_F²) */
@@ -110,13 +141,29 @@ export interface RunSpec {
   setting: SettingName;
   rule: RuleName;
   seed: number;
-  /** the sweep point: hyperparameters that differ from the defaults */
+  /** the sweep point, or the sweep's choice in a grid: hyperparameters that differ from the shipped defaults */
   hyper: { rho?: number; lambda?: number; halfCube?: number };
   config: TrainConfigInput;
 }
 
+/** What a probe of one split measured (the flat fields of a record repeat its first split's). */
+export interface ProbeSummary {
+  trace: number;
+  traceStandardError: number;
+  frobeniusSquared: number;
+  frobeniusStandardError: number;
+  maxEigenvalue: number;
+  minEigenvalue: number;
+  logAbsDet: number;
+}
+export type ProbeSplit = 'test' | 'train' | 'validation';
+
 export interface RunRecord {
   spec: RunSpec;
+  /** top-1 on the held-out validation split (absent: none held out) */
+  validationTop1?: number;
+  /** the probes per split: the grid's on test and training images, the sweep's on validation images */
+  probes?: Partial<Record<ProbeSplit, ProbeSummary>>;
   /** how it was probed */
   probe: ProbeConfigInput;
   /** the error that stopped it (divergence), or null */
@@ -163,7 +210,7 @@ export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCub
 };
 
 function trainConfigOf(model: 'mlp' | 'cnn', setting: SettingName, rule: RuleName, seed: number, hyper: RunSpec['hyper'], c: ReproduceConfig, epochs: number): TrainConfigInput {
-  const r: { optimizer: string; estimator?: 'finite-difference' | 'exact' } = RULES[rule];
+  const r: { optimizer: string; estimator?: 'finite-difference' | 'exact'; epochsFactor?: number } = RULES[rule];
   return {
     model,
     dataset: c.dataset,
@@ -171,22 +218,30 @@ function trainConfigOf(model: 'mlp' | 'cnn', setting: SettingName, rule: RuleNam
     ...(r.estimator ? { estimator: r.estimator } : {}),
     ...hyper,
     ...SETTINGS[setting],
-    epochs,
+    epochs: epochs * (r.epochsFactor ?? 1),
+    ...(c.validation > 0 ? { validation: c.validation } : {}),
     seed,
     ...(c.threads ? { threads: c.threads } : {}),
   };
 }
 
-/** The runs of the grid (or, with `sweep`, of the sweep) the options ask for. */
-export function plannedRuns(c: ReproduceConfig): RunSpec[] {
+/** The splits each run is probed on: the sweep chooses on validation images; the grid reports test and training images. */
+export const probeSplitsOf = (c: ReproduceConfig): ProbeSplit[] => (c.sweep ? ['validation'] : ['test', 'train']);
+
+/**
+ * The runs of the grid (or, with `sweep`, of the sweep) the options ask for;
+ * `chosen` (the sweep's choices) sets the grid's points.
+ */
+export function plannedRuns(c: ReproduceConfig, chosen: Partial<Record<RuleName, RunSpec['hyper']>> = {}): RunSpec[] {
   const epochs = c.epochs ?? (c.quick ? 1 : 3);
-  const seeds = c.seeds ?? (c.quick ? 1 : 3);
+  const seeds = c.seeds ?? (c.quick ? 1 : c.sweep ? 2 : 5);
+  const first = c.seedBase ?? (c.sweep ? 0 : 100);
   const runs: RunSpec[] = [];
   if (c.sweep) {
     const rules = (c.rules ?? ['sgd', ...Object.keys(SWEEP_GRID)]) as RuleName[];
     for (const rule of rules)
       for (const hyper of rule === 'sgd' ? [{}] : (SWEEP_GRID[rule] ?? [{}]))
-        for (let seed = 0; seed < seeds; seed++) {
+        for (let seed = first; seed < first + seeds; seed++) {
           const point = Object.entries(hyper).map(([k, v]) => `${k}${v}`).join('-');
           runs.push({ id: `sweep/${rule}${point ? '-' + point : ''}/seed${seed}`, model: 'mlp', setting: 'clean', rule, seed, hyper, config: trainConfigOf('mlp', 'clean', rule, seed, hyper, c, epochs) });
         }
@@ -197,8 +252,10 @@ export function plannedRuns(c: ReproduceConfig): RunSpec[] {
   for (const model of c.models)
     for (const setting of settings)
       for (const rule of rules)
-        for (let seed = 0; seed < seeds; seed++)
-          runs.push({ id: `${model}/${setting}/${rule}/seed${seed}`, model, setting, rule, seed, hyper: {}, config: trainConfigOf(model, setting, rule, seed, {}, c, epochs) });
+        for (let seed = first; seed < first + seeds; seed++) {
+          const hyper = chosen[rule] ?? {};
+          runs.push({ id: `${model}/${setting}/${rule}/seed${seed}`, model, setting, rule, seed, hyper, config: trainConfigOf(model, setting, rule, seed, hyper, c, epochs) });
+        }
   return runs;
 }
 
@@ -214,13 +271,14 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
   const records: RunRecord[] = [];
   const root = resolve(c.out, 'runs');
   const probeOptions = probeOptionsOf(c);
+  const splits = probeSplitsOf(c);
   specs.forEach((spec, i) => {
     const dir = join(root, spec.id);
     const recordFile = join(dir, RECORD_FILE);
     const tag = `[${i + 1}/${specs.length}] ${spec.id}`;
     if (existsSync(recordFile)) {
       const old = JSON.parse(readFileSync(recordFile, 'utf8')) as RunRecord;
-      if (same(old.spec, spec) && same(old.probe, probeOptions)) {
+      if (same(old.spec, spec) && same(old.probe, probeOptions) && splits.every((sp) => old.probes?.[sp])) {
         records.push(old);
         onProgress?.(`${tag}: done before, kept`);
         return;
@@ -245,9 +303,16 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
     }
     const trainSeconds = (Date.now() - t0) / 1000;
     const t1 = Date.now();
-    const probe = failed ? undefined : probeRun(dir, probeOptions);
+    const probes: Partial<Record<ProbeSplit, ProbeSummary>> = {};
+    for (const split of failed ? [] : splits) {
+      const p = probeRun(dir, { ...probeOptions, split });
+      probes[split] = { trace: p.trace, traceStandardError: p.traceStandardError, frobeniusSquared: p.frobeniusSquared, frobeniusStandardError: p.frobeniusStandardError, maxEigenvalue: p.maxEigenvalue, minEigenvalue: p.minEigenvalue ?? NaN, logAbsDet: p.logAbsDet };
+    }
+    const probe = probes[splits[0]];
     const record: RunRecord = {
       spec,
+      ...(last?.validation ? { validationTop1: last.validation.top1 } : {}),
+      probes,
       probe: probeOptions,
       failed,
       epochs: last ? last.epoch + 1 : 0,
@@ -310,71 +375,5 @@ export function summarize(records: RunRecord[]): Cell[] {
       testLoss: stat(ok.map((r) => r.testLoss)),
       measures: Object.fromEntries(MEASURES.map((m) => [m, stat(ok.map((r) => r[m]))])) as Record<Measure, Stat>,
     };
-  });
-}
-
-/** The rule's own measure against SGD's on the same model, setting and seeds. */
-export interface Claim {
-  model: string;
-  setting: SettingName;
-  rule: RuleName;
-  hyper: RunSpec['hyper'];
-  measure: Measure;
-  /** the rule's measure over its seeds, and SGD's */
-  value: Stat;
-  sgd: Stat;
-  /** rule / SGD (for log|det|, which is a log: the difference) */
-  ratio: number;
-  difference: number;
-  /** the difference in units of its standard error (Welch); NaN with one seed */
-  z: number;
-  top1Difference: number;
-  /** lower than SGD's by more than two standard errors of the difference */
-  held: boolean;
-}
-
-export function claims(cells: Cell[]): Claim[] {
-  const out: Claim[] = [];
-  for (const c of cells) {
-    const measure = OWN_MEASURE[RULES[c.rule].optimizer];
-    if (!measure) continue;
-    const sgd = cells.find((s) => s.rule === 'sgd' && s.model === c.model && s.setting === c.setting);
-    if (!sgd) continue;
-    const a = c.measures[measure], b = sgd.measures[measure];
-    const difference = a.mean - b.mean;
-    const se = Math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n);
-    const z = difference / se;
-    out.push({
-      model: c.model,
-      setting: c.setting,
-      rule: c.rule,
-      hyper: c.hyper,
-      measure,
-      value: a,
-      sgd: b,
-      ratio: a.mean / b.mean,
-      difference,
-      z,
-      top1Difference: c.top1.mean - sgd.top1.mean,
-      held: a.n > 0 && difference < 0 && z < -2,
-    });
-  }
-  return out;
-}
-
-/**
- * The sweep's choice per rule: among its points whose mean top-1 is within
- * 0.5 pt of SGD's (or better), the one that lowers the rule's own measure the
- * most against SGD; none when no point lowers it.
- */
-export function pickDefaults(cells: Cell[]): { rule: RuleName; hyper: RunSpec['hyper'] | null; claim: Claim | null; candidates: Claim[] }[] {
-  const all = claims(cells);
-  const rules = [...new Set(all.map((c) => c.rule))];
-  return rules.map((rule) => {
-    const candidates = all.filter((c) => c.rule === rule);
-    const eligible = candidates.filter((c) => c.top1Difference >= -0.005 && c.difference < 0);
-    // relative to SGD's magnitude, so a log-determinant compares like a ratio
-    const best = eligible.sort((a, b) => a.difference / Math.abs(a.sgd.mean) - b.difference / Math.abs(b.sgd.mean))[0];
-    return { rule, hyper: best?.hyper ?? null, claim: best ?? null, candidates };
   });
 }

@@ -32,6 +32,8 @@ export interface EpochMetrics {
   /** the name of that reading (lib/sharpness/reading.ts; docs/readings.md says how it compares with the probes) */
   sharpnessReading?: string;
   test: Evaluation;
+  /** the held-out part of the training set (config.validation), when there is one */
+  validation?: Evaluation;
   lr: number;
   rho: number;
   seconds: number;
@@ -121,7 +123,7 @@ export class Trainer {
   readonly model: Model;
   readonly optimizer: Optimizer;
   readonly loader: DataLoader;
-  readonly data: { train: Dataset; test: Dataset; flipped: number };
+  readonly data: { train: Dataset; test: Dataset; validation?: Dataset; flipped: number };
   // The batch tensors the steps refill: a new pair per step, freed between
   // the step's own temporaries, left holes in the C heap that glibc never
   // reused (+12% RSS over 20,000 steps; docs/benchmarks.md).
@@ -373,6 +375,7 @@ export class Trainer {
         sharpness: p.sharpnessCount > 0 ? p.sharpnessSum / p.sharpnessCount : null,
         ...(p.sharpnessCount > 0 && this.optimizer.reading ? { sharpnessReading: this.optimizer.reading.name } : {}),
         test: yield* evaluateWork(this.model, this.data.test, 1000, this.group),
+        ...(this.data.validation ? { validation: yield* evaluateWork(this.model, this.data.validation, 1000, this.group) } : {}),
         lr: last.lr,
         rho: last.rho,
         seconds: (Date.now() - epochStart) / 1000,
