@@ -1,7 +1,7 @@
 // `usam reproduce [flags]`: the grid of rules × settings × seeds (or the
 // rho/lambda sweep), with results.json, reproduction.md and report.html in
 // --out, and a line per run.
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { native } from '../native/load.js';
 import { writeAtomic } from '../safetensors.js';
@@ -51,7 +51,8 @@ export function reproduceCommand(argv: string[]): number {
   const results: ReproduceResults = {
     format: REPRODUCE_FORMAT,
     kind: c.sweep ? 'sweep' : 'grid',
-    options: c,
+    // paths as given relative to where it ran, so the files say nothing of the machine
+    options: { ...c, out: relative(process.cwd(), out) || '.', ...(c.sweepFrom ? { sweepFrom: relative(process.cwd(), resolve(c.sweepFrom)) } : {}) },
     libtorch: native().versions().torch,
     date: new Date().toISOString().slice(0, 10),
     seconds: (Date.now() - t0) / 1000,

@@ -199,8 +199,6 @@ export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCub
     { rho: 0.007, lambda: 1 },
     { rho: 0.01, lambda: 1 },
     { rho: 0.014, lambda: 1 },
-    { rho: 0.02, lambda: 1 },
-    { rho: 0.02, lambda: 4 },
   ],
   // ρ = 1: the perturbation is the cube's u itself; a small cube makes the measure ≈ 1 + (a²/3)·tr H (math §1)
   'det-sam': [
