@@ -157,8 +157,10 @@ export interface ProbeSummary {
   logAbsDet: number;
 }
 export type ProbeSplit = 'test' | 'train' | 'validation';
+const NO_PROBE: ProbeSummary = { trace: NaN, traceStandardError: NaN, frobeniusSquared: NaN, frobeniusStandardError: NaN, maxEigenvalue: NaN, minEigenvalue: NaN, logAbsDet: NaN };
 
-export interface RunRecord {
+/** One run: its first split's probe in the flat fields (what the claims read), every split's in `probes`. */
+export interface RunRecord extends ProbeSummary {
   spec: RunSpec;
   /** top-1 on the held-out validation split (absent: none held out) */
   validationTop1?: number;
@@ -172,13 +174,6 @@ export interface RunRecord {
   top1: number;
   testLoss: number;
   trainLoss: number;
-  trace: number;
-  traceStandardError: number;
-  frobeniusSquared: number;
-  frobeniusStandardError: number;
-  maxEigenvalue: number;
-  minEigenvalue: number;
-  logAbsDet: number;
   trainSeconds: number;
   probeSeconds: number;
 }
@@ -303,8 +298,8 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
     const t1 = Date.now();
     const probes: Partial<Record<ProbeSplit, ProbeSummary>> = {};
     for (const split of failed ? [] : splits) {
-      const p = probeRun(dir, { ...probeOptions, split });
-      probes[split] = { trace: p.trace, traceStandardError: p.traceStandardError, frobeniusSquared: p.frobeniusSquared, frobeniusStandardError: p.frobeniusStandardError, maxEigenvalue: p.maxEigenvalue, minEigenvalue: p.minEigenvalue ?? NaN, logAbsDet: p.logAbsDet };
+      const { trace, traceStandardError, frobeniusSquared, frobeniusStandardError, maxEigenvalue, minEigenvalue = NaN, logAbsDet } = probeRun(dir, { ...probeOptions, split });
+      probes[split] = { trace, traceStandardError, frobeniusSquared, frobeniusStandardError, maxEigenvalue, minEigenvalue, logAbsDet };
     }
     const probe = probes[splits[0]];
     const record: RunRecord = {
@@ -317,13 +312,7 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
       top1: last?.test.top1 ?? NaN,
       testLoss: last?.test.loss ?? NaN,
       trainLoss: last?.trainLoss ?? NaN,
-      trace: probe?.trace ?? NaN,
-      traceStandardError: probe?.traceStandardError ?? NaN,
-      frobeniusSquared: probe?.frobeniusSquared ?? NaN,
-      frobeniusStandardError: probe?.frobeniusStandardError ?? NaN,
-      maxEigenvalue: probe?.maxEigenvalue ?? NaN,
-      minEigenvalue: probe?.minEigenvalue ?? NaN,
-      logAbsDet: probe?.logAbsDet ?? NaN,
+      ...(probe ?? NO_PROBE),
       trainSeconds,
       probeSeconds: (Date.now() - t1) / 1000,
     };
