@@ -250,7 +250,7 @@ export class Trainer {
       throw new Error(
         `training diverged at epoch ${p.epoch}, step ${p.globalStep}: the mean training loss of the last ${DIVERGENCE_WINDOW} steps is ` +
           `${mean.toPrecision(4)}, ${(mean / p.startLoss).toPrecision(3)}× that of the first ${DIVERGENCE_WINDOW} (${p.startLoss.toPrecision(4)}; ` +
-          `the limit is --divergence ${c.divergence}, 0 turns the check off). Lower --lr ${c.lr}, --rho ${rho}${lambda}. ` +
+          `the limit is --divergence ${c.divergence}, 0 turns the check off). Lower --lr ${c.lr}${rho > 0 ? `, --rho ${rho}` : ''}${lambda}. ` +
           `The last checkpoint (${this.checkpointFile}) holds the run before it.`,
       );
     }
