@@ -1,8 +1,11 @@
-// Process groups for data-parallel training, on LibTorch's c10d: a TCPStore
-// rendezvous (torchrun's environment variables or explicit options) and Gloo
-// collectives on flat CPU tensors. Collectives block until every rank has
-// joined them, and fail with an error (never hang) when a peer dies or does
-// not come within the timeout.
+// Process groups for data-parallel training, on LibTorch's c10d: a rendezvous
+// through a store file in a private folder (runs on one machine: no listening
+// socket but Gloo's, on loopback) or a TCPStore (torchrun's environment
+// variables or explicit options; c10d binds it to every interface), and Gloo
+// collectives on flat CPU tensors. Every rank presents the run's fingerprint
+// (run token, config, world size) at rendezvous; a process of another run is
+// refused. Collectives block until every rank has joined them, and fail with
+// an error (never hang) when a peer dies or does not come within the timeout.
 import { createServer } from 'node:net';
 import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
@@ -23,6 +26,25 @@ export interface ProcessGroupOptions {
   agentStore?: { restartCount: number };
   /** 'gloo' for CPU tensors (default), 'nccl' for CUDA tensors (CUDA builds with NCCL) */
   backend?: 'gloo' | 'nccl';
+  /** meet through this file (a c10d FileStore; its folder should be the run's alone, mode 0700) instead of a TCPStore: no listening socket */
+  storeFile?: string;
+  /** the address Gloo's connections listen on (e.g. 127.0.0.1 for one machine); default: glooInterface's, else this machine's hostname's */
+  glooHost?: string;
+  /** the network interface Gloo listens on (PyTorch's GLOO_SOCKET_IFNAME) */
+  glooInterface?: string;
+  /** what every rank of the run shares (run token, config hash, ...): a rank whose fields differ is refused by all, naming the fields; the world size is always part of it */
+  fingerprint?: Record<string, string>;
+}
+
+/** "name=value;..." with the world size, for the native check (names and values may not hold ';' or '='). */
+function fingerprintOf(fields: Record<string, string>, worldSize: number): string {
+  const all: Record<string, string> = { ...fields, 'world size': String(worldSize) };
+  for (const [k, v] of Object.entries(all))
+    if (/[;=]/.test(k) || /[;=]/.test(v)) throw new Error(`process group: fingerprint field '${k}' may not contain ';' or '='`);
+  return Object.keys(all)
+    .sort()
+    .map((k) => `${k}=${all[k]}`)
+    .join(';');
 }
 
 export const DEFAULT_PROCESS_GROUP_TIMEOUT_MS = 300_000;
@@ -50,6 +72,7 @@ export class ProcessGroup {
     if (!(Number.isInteger(o.rank) && o.rank >= 0 && o.rank < o.worldSize))
       throw new Error(`process group: rank must be an integer in 0 .. ${o.worldSize - 1} (worldSize ${o.worldSize}), got ${o.rank}`);
     const port = o.masterPort ?? 29500;
+    if (o.storeFile !== undefined && (typeof o.storeFile !== 'string' || o.storeFile === '')) throw new Error(`process group: storeFile must be a file path, got ${String(o.storeFile)}`);
     if (!(positiveInt(port) && port <= 65535)) throw new Error(`process group: masterPort must be a TCP port (1 .. 65535), got ${port}`);
     const timeoutMs = o.timeoutMs ?? DEFAULT_PROCESS_GROUP_TIMEOUT_MS;
     if (!positiveInt(timeoutMs)) throw new Error(`process group: timeoutMs must be a positive integer, got ${timeoutMs}`);
@@ -65,6 +88,10 @@ export class ProcessGroup {
       timeoutMs,
       backend: o.backend ?? 'gloo',
       ...(o.agentStore ? { server: false, prefix: `/worker/attempt_${o.agentStore.restartCount}` } : {}),
+      ...(o.storeFile ? { storeFile: o.storeFile } : {}),
+      ...(o.glooHost ? { glooHost: o.glooHost } : {}),
+      ...(o.glooInterface ? { glooInterface: o.glooInterface } : {}),
+      fingerprint: fingerprintOf(o.fingerprint ?? {}, o.worldSize),
     });
   }
 
@@ -104,9 +131,12 @@ export class ProcessGroup {
 /**
  * The process group torchrun (or a launcher setting the same variables)
  * describes: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and
- * TORCHELASTIC_USE_AGENT_STORE / TORCHELASTIC_RESTART_COUNT.
+ * TORCHELASTIC_USE_AGENT_STORE / TORCHELASTIC_RESTART_COUNT; or, from
+ * `usam train --nproc`, USAM_STORE_FILE (then no MASTER_* are needed). Gloo
+ * listens on USAM_GLOO_HOST's address or GLOO_SOCKET_IFNAME's interface when
+ * set; USAM_RUN_TOKEN joins the fingerprint.
  */
-export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number; backend?: 'gloo' | 'nccl' } = {}): ProcessGroup {
+export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number; backend?: 'gloo' | 'nccl'; fingerprint?: Record<string, string> } = {}): ProcessGroup {
   const need = (name: string) => {
     const v = env[name];
     if (v === undefined || v === '') throw new Error(`process group from the environment: ${name} is not set (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)`);
@@ -118,14 +148,17 @@ export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { t
     return v;
   };
   const agent = env.TORCHELASTIC_USE_AGENT_STORE === 'True' || env.TORCHELASTIC_USE_AGENT_STORE === 'true';
+  const storeFile = env.USAM_STORE_FILE || undefined;
   return new ProcessGroup({
     rank: int('RANK'),
     worldSize: int('WORLD_SIZE'),
-    masterAddr: need('MASTER_ADDR'),
-    masterPort: int('MASTER_PORT'),
+    ...(storeFile ? { storeFile } : { masterAddr: need('MASTER_ADDR'), masterPort: int('MASTER_PORT') }),
     timeoutMs: o.timeoutMs,
     backend: o.backend,
-    ...(agent ? { agentStore: { restartCount: env.TORCHELASTIC_RESTART_COUNT ? int('TORCHELASTIC_RESTART_COUNT') : 0 } } : {}),
+    ...(env.USAM_GLOO_HOST ? { glooHost: env.USAM_GLOO_HOST } : {}),
+    ...(env.GLOO_SOCKET_IFNAME ? { glooInterface: env.GLOO_SOCKET_IFNAME } : {}),
+    fingerprint: { ...o.fingerprint, ...(env.USAM_RUN_TOKEN ? { 'run token': env.USAM_RUN_TOKEN } : {}) },
+    ...(agent && !storeFile ? { agentStore: { restartCount: env.TORCHELASTIC_RESTART_COUNT ? int('TORCHELASTIC_RESTART_COUNT') : 0 } } : {}),
   });
 }
 

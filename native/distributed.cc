@@ -9,11 +9,14 @@
 // Gloo class layout or inline Gloo code of the headers is compiled in.
 #include "distributed.h"
 
+#include <map>
+
 #include "args.h"
 #include "tensor.h"
 
 #ifdef USAM_WITH_GLOO
 #define USE_C10D_GLOO 1
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -65,10 +68,75 @@ Napi::Function ProcessGroupWrap::Define(Napi::Env env) {
                      });
 }
 
-// new ProcessGroup({rank, worldSize, host, port, timeoutMs, server, prefix?}):
-// rank 0 (server: true) hosts the TCPStore unless an agent's store is used
-// (torchrun's TORCHELASTIC_USE_AGENT_STORE), then every rank is a client under
-// a prefix. Returns once all worldSize ranks have met, or fails after timeoutMs.
+// new ProcessGroup({rank, worldSize, host, port, timeoutMs, server, prefix?,
+//                   storeFile?, glooHost?, glooInterface?, fingerprint?}):
+// with storeFile, the ranks meet through a FileStore (a file in a folder only
+// they can reach: no listening socket at all); else rank 0 (server: true)
+// hosts the TCPStore (c10d binds it to every interface) unless an agent's
+// store is used (torchrun's TORCHELASTIC_USE_AGENT_STORE), then every rank is
+// a client under a prefix. Gloo's pairs listen on glooHost's address, or on
+// glooInterface's (GLOO_SOCKET_IFNAME), or on the address this machine's
+// hostname resolves to. With a fingerprint ("name=value;..." pairs), every
+// rank posts its own and checks every other rank's before Gloo connects: a
+// rank of another run is refused by every rank, naming the fields that differ.
+// Returns once all worldSize ranks have met, or fails after timeoutMs.
+#ifdef USAM_WITH_GLOO
+namespace {
+
+std::map<std::string, std::string> FingerprintFields(const std::string& s) {
+  std::map<std::string, std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t end = std::min(s.find(';', start), s.size());
+    const std::string item = s.substr(start, end - start);
+    const size_t eq = item.find('=');
+    if (!item.empty()) out[eq == std::string::npos ? item : item.substr(0, eq)] = eq == std::string::npos ? "" : item.substr(eq + 1);
+    start = end + 1;
+  }
+  return out;
+}
+
+// Rank 0 posts its fingerprint first; every other rank reads it before
+// posting its own, so a process of another run is refused (by itself, with a
+// clear error) before it has written anything the run reads; rank 0 then
+// reads every rank's. A rank that never posts (refused, or gone) leaves rank
+// 0 waiting at most `timeout`: launchers (usam train --nproc, torchrun) stop
+// the others when one fails.
+void CheckFingerprints(c10d::Store& store, int rank, int worldSize, const std::string& mine, std::chrono::milliseconds timeout) {
+  const std::string key = "usam/fingerprint/";
+  const auto own = FingerprintFields(mine);
+  auto check = [&](int r) {
+    std::vector<uint8_t> value;
+    try {
+      store.wait({key + std::to_string(r)}, timeout);
+      value = store.get(key + std::to_string(r));
+    } catch (const std::exception& e) {
+      Fail("process group: rank " + std::to_string(rank) + " did not hear from rank " + std::to_string(r) + " within " + std::to_string(timeout.count()) + " ms (" +
+           CleanTorchMessage(e.what()) + "). Check that it runs and that every rank was given the same MASTER_ADDR/MASTER_PORT (or store file) and WORLD_SIZE; " +
+           "a rank of another run (another run token, config or world size) stops at once with an error saying so: look at its output");
+    }
+    const auto theirs = FingerprintFields(std::string(value.begin(), value.end()));
+    std::string differ;
+    for (const auto& [name, v] : own) {
+      auto it = theirs.find(name);
+      if (it == theirs.end() || it->second != v) differ += (differ.empty() ? "" : ", ") + name;
+    }
+    for (const auto& [name, v] : theirs)
+      if (!own.count(name)) differ += (differ.empty() ? "" : ", ") + name;
+    if (!differ.empty())
+      Fail("process group: rank " + std::to_string(rank) + " and rank " + std::to_string(r) + " belong to different runs: the " + differ +
+           (differ.find(',') == std::string::npos ? " differs" : " differ") +
+           ". Every rank of a run needs the same run token (USAM_RUN_TOKEN), config and world size; refused before any tensor was exchanged");
+  };
+  if (rank != 0) check(0);
+  store.set(key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  if (rank == 0)
+    for (int r = 1; r < worldSize; r++) check(r);
+}
+
+}  // namespace
+#endif
+
 ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap<ProcessGroupWrap>(info) {
   guarded(info.Env(), [&] {
     Napi::Object o = ObjectArg(info, 0, "options");
@@ -90,21 +158,35 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
     if (backend == "nccl")
       Fail("this build has no NCCL backend: build the CUDA flavour against a PyTorch 2.x CUDA wheel with its nvidia-nccl package, or use 'gloo'");
 #endif
+    const std::string storeFile = HasField(o, "storeFile") ? StringField(o, "storeFile", "options") : "";
+    const std::string glooHost = HasField(o, "glooHost") ? StringField(o, "glooHost", "options") : "";
+    const std::string glooInterface = HasField(o, "glooInterface") ? StringField(o, "glooInterface", "options") : "";
+    const std::string fingerprint = HasField(o, "fingerprint") ? StringField(o, "fingerprint", "options") : "";
 #ifdef USAM_WITH_GLOO
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<std::uint16_t>(port);
-    so.isServer = server;
-    so.numWorkers = impl->worldSize;
-    so.waitWorkers = true;  // every rank counts itself in, and returns when all have (as PyTorch does)
-    so.timeout = timeout;
-    try {
-      impl->store = c10::make_intrusive<c10d::TCPStore>(host, so);
-    } catch (const std::exception& e) {
-      Fail("process group: rank " + std::to_string(impl->rank) + " could not meet the others at " + host + ":" + std::to_string(port) +
-           " within " + std::to_string(timeout.count()) + " ms (" + CleanTorchMessage(e.what()) + "). Check MASTER_ADDR/MASTER_PORT, that rank 0 runs, " +
-           "and that every rank was given the same WORLD_SIZE");
+    if (!storeFile.empty()) {
+      try {
+        impl->store = c10::make_intrusive<c10d::FileStore>(storeFile, impl->worldSize);
+        impl->store->setTimeout(timeout);
+      } catch (const std::exception& e) {
+        Fail("process group: rank " + std::to_string(impl->rank) + " could not open the store file " + storeFile + " (" + CleanTorchMessage(e.what()) + ")");
+      }
+    } else {
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<std::uint16_t>(port);
+      so.isServer = server;
+      so.numWorkers = impl->worldSize;
+      so.waitWorkers = true;  // every rank counts itself in, and returns when all have (as PyTorch does)
+      so.timeout = timeout;
+      try {
+        impl->store = c10::make_intrusive<c10d::TCPStore>(host, so);
+      } catch (const std::exception& e) {
+        Fail("process group: rank " + std::to_string(impl->rank) + " could not meet the others at " + host + ":" + std::to_string(port) +
+             " within " + std::to_string(timeout.count()) + " ms (" + CleanTorchMessage(e.what()) + "). Check MASTER_ADDR/MASTER_PORT, that rank 0 runs, " +
+             "and that every rank was given the same WORLD_SIZE");
+      }
     }
     if (!prefix.empty()) impl->store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl->store);
+    if (!fingerprint.empty()) CheckFingerprints(*impl->store, impl->rank, impl->worldSize, fingerprint, timeout);
 #ifdef USAM_WITH_NCCL
     if (backend == "nccl") {
       // a collective that cannot finish fails after the timeout instead of hanging
@@ -122,11 +204,17 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
     }
 #endif
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-#if TORCH_VERSION_MAJOR >= 2
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice(false));
-#else
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-#endif
+    try {
+      if (!glooHost.empty())
+        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(glooHost));
+      else if (!glooInterface.empty())
+        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(glooInterface));
+      else
+        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    } catch (const std::exception& e) {
+      Fail("process group: Gloo could not bind to " + (glooHost.empty() ? (glooInterface.empty() ? std::string("this machine's address") : "interface " + glooInterface + " (GLOO_SOCKET_IFNAME)") : glooHost) +
+           " (" + CleanTorchMessage(e.what()) + ")");
+    }
     try {
       impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, impl->rank, impl->worldSize, options);
     } catch (const std::exception& e) {
@@ -139,6 +227,10 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
     (void)host;
     (void)timeout;
     (void)server;
+    (void)storeFile;
+    (void)glooHost;
+    (void)glooInterface;
+    (void)fingerprint;
     Fail("this build of universal-sam has no c10d Gloo backend (it was compiled without Gloo's headers): install Debian's libgloo-dev "
          "(apt-get install libgloo-dev) and rebuild with `npm run build:native`; see README, Data-parallel training");
 #endif

@@ -73,7 +73,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const t0 = Date.now();
   const out: Record<string, unknown> = {};
   try {
-    const g = processGroupFromEnv(process.env, { timeoutMs });
+    const g = processGroupFromEnv(process.env, { timeoutMs, ...(process.env.USAM_TEST_FINGERPRINT ? { fingerprint: { config: process.env.USAM_TEST_FINGERPRINT } } : {}) });
     out.rank = g.rank;
     out.worldSize = g.worldSize;
     out.backend = g.backend;

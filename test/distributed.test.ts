@@ -1,12 +1,15 @@
 // Process groups on c10d/Gloo (#15): ranks are separate Node processes on
-// loopback, as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR,
-// MASTER_PORT). Collectives against the values computed here; a dead peer and
-// a missing one give errors within the timeout, not hangs.
+// this machine, met as usam train --nproc's meet (a private store file, Gloo
+// on loopback; the TCPStore that torchrun's variables describe is tested in
+// test/distributed-train.test.ts and test/distributed-security.test.ts).
+// Collectives against the values computed here; a dead peer and a missing
+// one give errors within the timeout, not hangs.
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { freePort, processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
+import { localRendezvous } from '../lib/cli/launch.js';
+import { processGroupFromEnv, ProcessGroup } from '../lib/distributed.js';
 import { native } from '../lib/native/load.js';
 import { probes, steps } from './distributed-worker.js';
 import { repoRoot } from './helpers.js';
@@ -18,15 +21,24 @@ const worker = join(repoRoot, 'test/distributed-worker.ts');
 
 type Out = Record<string, unknown> & { rank?: number; error?: string; errorAfterMs?: number };
 
+// the ranks meet as usam train --nproc's do: a private store file, Gloo on loopback (nothing listens elsewhere)
 async function ranks(scenario: string, worldSize: number, started = worldSize, env: Record<string, string> = {}): Promise<Out[]> {
-  const port = await freePort();
+  const rendezvous = localRendezvous();
+  try {
+    return await runRanks(scenario, worldSize, started, { ...rendezvous.env, ...env });
+  } finally {
+    rendezvous.cleanup();
+  }
+}
+
+function runRanks(scenario: string, worldSize: number, started: number, env: Record<string, string>): Promise<Out[]> {
   return Promise.all(
     Array.from({ length: started }, (_, rank) =>
       new Promise<Out>((resolve, reject) => {
         execFile(
           process.execPath,
           ['--import', tsx, worker, scenario],
-          { env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), ...env }, timeout: 60_000 },
+          { env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), ...env }, timeout: 60_000 },
           (err, stdout, stderr) => {
             const line = stdout.trim().split('\n').at(-1);
             if (!line) return reject(new Error(`rank ${rank} printed nothing (${err?.message ?? ''}): ${stderr}`));
@@ -139,7 +151,8 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
   it('a rank that never comes: the rendezvous fails after the timeout, saying what to check', async () => {
     const [zero] = await ranks('collectives', 2, 1, { USAM_TEST_TIMEOUT_MS: '2000' });
     // the store may accept rank 0 alone; then Gloo's connection to its peers times out
-    expect(zero.error).toMatch(/rank 0 (could not meet the others at 127\.0\.0\.1:\d+|of 2 could not connect to its peers) within 2000 ms .*MASTER_ADDR\/MASTER_PORT/);
+    // (or the fingerprint check waits for rank 1's)
+    expect(zero.error).toMatch(/rank 0 (could not meet the others at 127\.0\.0\.1:\d+|of 2 could not connect to its peers|did not hear from rank 1) within 2000 ms .*MASTER_ADDR\/MASTER_PORT/);
     expect(zero.errorAfterMs).toBeGreaterThanOrEqual(1900);
     expect(zero.errorAfterMs).toBeLessThan(10_000);
   }, 60_000);

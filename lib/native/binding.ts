@@ -193,6 +193,13 @@ export interface NativeProcessGroupOptions {
   prefix?: string;
   /** 'gloo' (CPU tensors, default) or 'nccl' (CUDA tensors; CUDA builds with NCCL) */
   backend?: 'gloo' | 'nccl';
+  /** meet through a c10d FileStore at this path instead of the TCPStore (host, port, server, prefix unused) */
+  storeFile?: string;
+  /** Gloo listens on this address, or on this interface's */
+  glooHost?: string;
+  glooInterface?: string;
+  /** "name=value;..." shared by the run's ranks: checked at rendezvous, a mismatch refused by every rank */
+  fingerprint?: string;
 }
 
 export interface NativeProcessGroup {

@@ -3,6 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { processGroupFromEnv } from '../distributed.js';
 import { CONFIG_FILE, Trainer } from './trainer.js';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -28,6 +29,8 @@ try {
           timeoutMs: Number(process.env.USAM_DIST_TIMEOUT_MS) || undefined,
           // NCCL for a CUDA run, Gloo on CPU
           backend: deviceOf(config).startsWith('cuda') ? 'nccl' : 'gloo',
+          // every rank must run the same config: a rank of another run is refused at rendezvous
+          fingerprint: { config: createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 16) },
         }) : undefined;
   const trainer = new Trainer(config as never, { group });
   post({ type: 'ready', out: trainer.out, batches: trainer.loader.length, params: trainer.model.numParams, config: trainer.config });

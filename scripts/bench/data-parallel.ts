@@ -5,7 +5,8 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { freePort, processGroupFromEnv } from '../../lib/distributed.js';
+import { localRendezvous } from '../../lib/cli/launch.js';
+import { processGroupFromEnv } from '../../lib/distributed.js';
 import { DataLoader } from '../../lib/data/loader.js';
 import { fashionMnist } from '../../lib/data/dataset.js';
 import { Model } from '../../lib/model/model.js';
@@ -41,16 +42,16 @@ function rank(): void {
 
 
 async function measure(processes: number, threads: number): Promise<number> {
-  const port = await freePort();
+  const rendezvous = localRendezvous(); // as usam train --nproc: a private store file, Gloo on loopback
   const self = fileURLToPath(import.meta.url);
   const runTs = fileURLToPath(new URL('../run-ts.mjs', import.meta.url));
   const outs = await Promise.all(
     Array.from({ length: processes }, (_, r) =>
       promisify(execFile)(process.execPath, [runTs, self, '--rank', '--steps', String(steps), '--batch', String(batch), '--rule', rule], {
-        env: { ...process.env, BENCH_THREADS: String(threads), RANK: String(r), WORLD_SIZE: String(processes), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) },
+        env: { ...process.env, BENCH_THREADS: String(threads), RANK: String(r), WORLD_SIZE: String(processes), ...rendezvous.env },
       }),
     ),
-  );
+  ).finally(rendezvous.cleanup);
   return JSON.parse(outs[0].stdout.trim().split('\n').at(-1)!).ms;
 }
 
