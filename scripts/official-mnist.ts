@@ -25,6 +25,7 @@ import { Optimizer } from '../lib/optim/optimizer.js';
 import { evaluate } from '../lib/train/evaluate.js';
 import { lineChart, type Series } from '../lib/train/charts.js';
 import { htmlPage } from '../lib/train/page.js';
+import { pairedTTest } from '../lib/train/statistics.js';
 import { option } from './bench/args.js';
 
 const repo = option('--repo', process.env.USAM_OFFICIAL_REPO ?? '');
@@ -135,6 +136,14 @@ for (const e of [1, 2, 5, 10, 15, 20].filter((e) => e <= epochs))
     const [o, u] = [pick('official', arm), pick('ours', arm)];
     lines.push(`${e} | ${arm} | ${cell(o, e, (r) => 100 * r.top1, 2)} | ${cell(u, e, (r) => 100 * r.top1, 2)} | ${cell(o, e, (r) => r.trainLoss, 4)} | ${cell(u, e, (r) => r.trainLoss, 4)} | ${cell(o, e, (r) => r.frobeniusSquared, 2)} | ${cell(u, e, (r) => r.frobeniusSquared, 2)}`);
   }
+// agreement at the last epoch: ours − official, paired by seed (the same seed gives both the same initial weights)
+lines.push('', `epoch ${epochs}, ours − official paired by seed | arm | mean Δ [95% CI] | p (paired t)`, '---|---|---|---');
+for (const [name, f, scale] of [['test top-1 (pt)', (r: EpochRow) => r.top1, 100], ['train loss', (r: EpochRow) => r.trainLoss, 1], ['‖H‖_F²', (r: EpochRow) => r.frobeniusSquared, 1]] as const)
+  for (const arm of Object.keys(ARMS) as Arm[]) {
+    const bySeed = (i: string) => seeds.map((sd) => saved.runs.find((r) => r.implementation === i && r.arm === arm && r.seed === sd)).map((r) => (r ? scale * f(r.epochs[epochs - 1]) : NaN));
+    const t = pairedTTest(bySeed('ours'), bySeed('official'));
+    lines.push(`${name} | ${arm} | ${t.mean.toPrecision(3)} [${t.low.toPrecision(3)}, ${t.high.toPrecision(3)}] | ${t.p.toFixed(3)}`);
+  }
 console.log(lines.join('\n'));
 const style = (i: string, arm: Arm) => (arm === 'sgd' ? 0 : 1) + (i === 'official' ? 0 : 2);
 const chart = (title: string, f: (r: EpochRow) => number, subtitle: string) =>
@@ -151,7 +160,11 @@ const chart = (title: string, f: (r: EpochRow) => number, subtitle: string) =>
       }),
     ),
   });
-writeFileSync(
-  join(out, 'chart.html'),
-  htmlPage('The reference’s MNIST Frob-SAM experiment, official code and universal-sam', [chart('test top-1', (r) => r.top1, 'mean over seeds'), chart('training loss', (r) => r.trainLoss, 'mean of L(w) over the epoch’s steps'), chart('‖H‖_F²', (r) => r.frobeniusSquared, 'mean of 100 ‖Hv‖², v gaussian, first 1,280 training images')].join('\n')),
-);
+const charts = [
+  ['top1', chart('test top-1', (r) => r.top1, 'mean over seeds')],
+  ['train-loss', chart('training loss', (r) => r.trainLoss, 'mean of L(w) over the epoch’s steps')],
+  ['frobenius', chart('‖H‖_F²', (r) => r.frobeniusSquared, 'mean of 100 ‖Hv‖², v gaussian, first 1,280 training images')],
+] as const;
+// each chart as an SVG file (docs/official-mnist.md shows them) and all on one page
+for (const [name, svg] of charts) writeFileSync(join(out, `${name}.svg`), svg + '\n');
+writeFileSync(join(out, 'chart.html'), htmlPage('The reference’s MNIST Frob-SAM experiment, official code and universal-sam', charts.map(([, svg]) => svg).join('\n')));
