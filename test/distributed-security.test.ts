@@ -5,6 +5,7 @@
 // another run (another run token) is refused at rendezvous with a clear error
 // and nobody hangs; two local runs side by side do not interfere.
 import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -93,6 +94,20 @@ async function watch(child: ReturnType<typeof spawn>): Promise<{ sockets: string
   return { sockets: [...sockets], processes, code: await done, stderr };
 }
 
+/** A free TCP port in 20000–29999 (outside Linux's ephemeral range). */
+async function fixedPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error('no free port in 20000–29999');
+}
+
 function rank(env: Record<string, string>, scenario = 'collectives'): Promise<{ error?: string; ms: number }> {
   const t0 = Date.now();
   return new Promise((resolve) =>
@@ -137,13 +152,13 @@ describe.skipIf(!hasGloo)('data-parallel runs open no door', () => {
   }, 60_000);
 
   it('a stranger with the right address but another token is refused; the run completes or stops with that error, never hangs', async () => {
-    const port = await freePort();
+    // a port below the ephemeral range: a client retrying an ephemeral port before anyone listens can connect to itself
+    const port = await fixedPort();
     const base = { WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), USAM_GLOO_HOST: '127.0.0.1' };
-    const [zero, one, stranger] = await Promise.all([
-      rank({ ...base, RANK: '0', USAM_RUN_TOKEN: 'ours' }),
-      rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'ours' }),
-      new Promise<void>((r) => setTimeout(r, 300)).then(() => rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'theirs' })),
-    ]);
+    // the stranger comes first (its store client waits for rank 0's store), so it is there when the run meets
+    const strangerRun = rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'theirs', USAM_TEST_TIMEOUT_MS: '30000' });
+    await new Promise((r) => setTimeout(r, 1000));
+    const [zero, one, stranger] = await Promise.all([rank({ ...base, RANK: '0', USAM_RUN_TOKEN: 'ours' }), rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'ours' }), strangerRun]);
     expect(stranger.error).toMatch(/rank 1 and rank 0 belong to different runs: the run token differs/);
     // it wrote nothing the run reads: the run completes
     expect(zero.error).toBeUndefined();

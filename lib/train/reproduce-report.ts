@@ -110,7 +110,7 @@ export function renderMarkdown(r: ReproduceResults): string {
     out.push('', '### Every point against SGD (validation split, paired by seed)', '');
     out.push('| rule | point | its measure | ratio | paired Δ [95% CI] | validation top-1 Δ (pt) |', '|---|---|---|---|---|---|');
     for (const p of picks) for (const c of p.candidates) out.push(`| ${c.rule} | ${hyperText(c.hyper)} | ${MEASURE_LABEL[c.measure]} | ${versus(c)} | ${interval(c)} | ${pp(c.top1Difference)} |`);
-    out.push('', '### All points (test top-1 and losses for reference; the choice used none of them)', '', ...cellTable(cells, r.records, true), '');
+    out.push('', '### All points: top-1 and losses on test images for reference (the choice used none of them); measures on the validation images', '', ...cellTable(cells, r.records, true), '');
     return out.join('\n') + '\n';
   }
   out.push('### Claims: each rule on its own measure, against SGD and its controls (test images)', '', ...claimRows(claims(r.records, 'test')), '');
