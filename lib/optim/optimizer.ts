@@ -292,7 +292,7 @@ export class Optimizer {
     // rho 0 (e.g. the first step of a rho warm-up) means no perturbation: a plain step
     const sharpnessAware = this.rule !== undefined && t % this.every === 0 && (rho > 0 || !this.usesRho);
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
-    const loss = yield* this.passes.lossAndGradWork(g0, true); // the only pass that moves BatchNorm statistics
+    const loss = yield* this.passes.lossAndGradWork(g0, true); // moves BatchNorm statistics (the only pass that does, unless batchNorm 'every-pass')
     const correct = this.passes.correct;
     checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
     const grad = g0;
