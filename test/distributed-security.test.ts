@@ -5,7 +5,7 @@
 // another run (another run token) is refused at rendezvous with a clear error
 // and nobody hangs; two local runs side by side do not interfere.
 import { execFile, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -108,6 +108,23 @@ async function fixedPort(): Promise<number> {
   throw new Error('no free port in 20000–29999');
 }
 
+/** Resolves once something accepts connections on 127.0.0.1:port (within 60 s). */
+async function listeningOn(port: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1');
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${port}`);
+}
+
 function rank(env: Record<string, string>, scenario = 'collectives'): Promise<{ error?: string; ms: number }> {
   const t0 = Date.now();
   return new Promise((resolve) =>
@@ -155,10 +172,11 @@ describe.skipIf(!hasGloo)('data-parallel runs open no door', () => {
     // a port below the ephemeral range: a client retrying an ephemeral port before anyone listens can connect to itself
     const port = await fixedPort();
     const base = { WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), USAM_GLOO_HOST: '127.0.0.1' };
-    // the stranger comes first (its store client waits for rank 0's store), so it is there when the run meets
-    const strangerRun = rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'theirs', USAM_TEST_TIMEOUT_MS: '30000' });
-    await new Promise((r) => setTimeout(r, 1000));
-    const [zero, one, stranger] = await Promise.all([rank({ ...base, RANK: '0', USAM_RUN_TOKEN: 'ours' }), rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'ours' }), strangerRun]);
+    // the run meets and stays a while; the stranger comes once rank 0's store listens
+    const run = Promise.all([rank({ ...base, RANK: '0', USAM_RUN_TOKEN: 'ours', USAM_TEST_HOLD_MS: '15000' }, 'hold'), rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'ours', USAM_TEST_HOLD_MS: '15000' }, 'hold')]);
+    await listeningOn(port);
+    const stranger = await rank({ ...base, RANK: '1', USAM_RUN_TOKEN: 'theirs' });
+    const [zero, one] = await run;
     expect(stranger.error).toMatch(/rank 1 and rank 0 belong to different runs: the run token differs/);
     // it wrote nothing the run reads: the run completes
     expect(zero.error).toBeUndefined();

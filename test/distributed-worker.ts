@@ -121,6 +121,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
         out.error = (e as Error).message;
         out.errorAfterMs = Date.now() - t1;
       }
+    } else if (scenario === 'hold') {
+      // stay in the group a while (a stranger tries to join meanwhile), then meet once more
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(process.env.USAM_TEST_HOLD_MS ?? 0));
+      g.barrier();
     } else if (scenario === 'bad-calls') {
       const t = tensor(new Float64Array(4), [2, 2], { dtype: 'float64' });
       const errors: string[] = [];
