@@ -13,7 +13,7 @@ import { Optimizer } from '../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
 import { readingOf } from '../lib/sharpness/reading.js';
 import { tensor } from '../lib/tensor.js';
-import { float64Model, randomBatch, rng } from './helpers.js';
+import { float64Model, randomBatch, rng, toNumbers } from './helpers.js';
 
 /** Linear(P→1, no bias), MSE on the rows of X: L(w) = (1/P)·‖Xw − y‖², a quadratic with H = (2/P)·XᵀX. */
 function quadratic(P: number, seed: number, w: number[]) {
@@ -70,6 +70,25 @@ describe('readings called estimates meet their measure', () => {
       expect(readingOf(kind, 'finite-difference')!.kind).toBe('signal');
     }
     expect(readingOf('sgd')).toBeUndefined();
+  });
+
+  it('SAM and ASAM read L(w + e) − L(w) at their ascent step e, computed here by hand', () => {
+    const w = model.getParams();
+    const { loss, grad } = model.lossAndGrad(batch.x, batch.y);
+    const g = toNumbers(grad);
+    const at = (e: ArrayLike<number>) => {
+      model.setParams(Array.from(w, (wi, i) => wi + e[i]));
+      const l = model.loss(batch.x, batch.y);
+      model.setParams(w);
+      return l - loss;
+    };
+    const rho = 0.05, eta = 0.01;
+    const norm = Math.hypot(...g);
+    expect(reading(model, batch, { kind: 'sam', rho }, 1)).toBeCloseTo(at(g.map((gi) => (rho * gi) / (norm + 1e-7))), 12);
+    const t = w.map((wi) => eta + Math.abs(wi));
+    const tNorm = Math.hypot(...g.map((gi, i) => t[i] * gi));
+    expect(reading(model, batch, { kind: 'asam', rho, eta }, 1)).toBeCloseTo(at(g.map((gi, i) => (rho * t[i] * t[i] * gi) / (tNorm + 1e-7))), 12);
+    for (const kind of ['sam', 'asam']) expect(readingOf(kind)!.kind).toBe('estimate');
   });
 
   it('Trace-SAM (exact): the mean reading is tr H within 4 standard errors (Var uᵀHu = 2‖H‖_F²)', () => {
