@@ -32,7 +32,7 @@ export interface ProcessGroupOptions {
   glooHost?: string;
   /** the network interface Gloo listens on (PyTorch's GLOO_SOCKET_IFNAME) */
   glooInterface?: string;
-  /** what every rank of the run shares (run token, config hash, ...): a rank whose fields differ is refused by all, naming the fields; the world size is always part of it */
+  /** what every rank of the run shares (run token, config hash, ...; the world size always): a rank whose fields differ from rank 0's refuses itself, naming them, before it writes anything the run reads */
   fingerprint?: Record<string, string>;
 }
 

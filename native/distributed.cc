@@ -76,9 +76,9 @@ Napi::Function ProcessGroupWrap::Define(Napi::Env env) {
 // store is used (torchrun's TORCHELASTIC_USE_AGENT_STORE), then every rank is
 // a client under a prefix. Gloo's pairs listen on glooHost's address, or on
 // glooInterface's (GLOO_SOCKET_IFNAME), or on the address this machine's
-// hostname resolves to. With a fingerprint ("name=value;..." pairs), every
-// rank posts its own and checks every other rank's before Gloo connects: a
-// rank of another run is refused by every rank, naming the fields that differ.
+// hostname resolves to. With a fingerprint ("name=value;..." pairs), the ranks
+// check each other's before Gloo connects (CheckFingerprints): a rank of
+// another run refuses itself, naming the fields that differ.
 // Returns once all worldSize ranks have met, or fails after timeoutMs.
 #ifdef USAM_WITH_GLOO
 namespace {

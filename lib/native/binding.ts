@@ -198,7 +198,7 @@ export interface NativeProcessGroupOptions {
   /** Gloo listens on this address, or on this interface's */
   glooHost?: string;
   glooInterface?: string;
-  /** "name=value;..." shared by the run's ranks: checked at rendezvous, a mismatch refused by every rank */
+  /** "name=value;..." shared by the run's ranks: checked against rank 0's at rendezvous (a rank that differs refuses itself; rank 0 checks every rank) */
   fingerprint?: string;
 }
 

@@ -98,10 +98,11 @@ export const SHARPNESS_DEFAULTS: Record<string, Record<string, number>> = {
   'det-sam-exact': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
   'frob-sam': { rho: 0.005, lambda: 0.003, samples: 2 },
   'frob-sam-exact': { rho: 0.007, lambda: 1, samples: 2 },
-  // the controls: RWP at Trace-SAM's radius, GNP at finite-difference Frob-SAM's lambda (its leading term, math §3)
-  rwp: { rho: 0.015, samples: 1 },
-  gnp: { lambda: 0.003 },
 };
+// the controls, from the rules they control: RWP at Trace-SAM's radius, GNP at
+// finite-difference Frob-SAM's lambda (the leading term of its objective, math §3)
+SHARPNESS_DEFAULTS.rwp = { rho: SHARPNESS_DEFAULTS['trace-sam'].rho, samples: 1 };
+SHARPNESS_DEFAULTS.gnp = { lambda: SHARPNESS_DEFAULTS['frob-sam'].lambda };
 
 export function sharpnessOf(c: TrainConfig): SharpnessConfigInput | undefined {
   if (c.optimizer === 'sgd' || c.optimizer === 'adam' || c.optimizer === 'adamw') return undefined;
@@ -151,7 +152,7 @@ export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): Optim
   };
 }
 
-/** The first `from` samples, or those from `from` on, of a dataset. */
+/** Samples [from, to) of a dataset (views, no copy). */
 function slice(d: Dataset, from: number, to: number): Dataset {
   const n = sampleSize(d);
   return { ...d, x: d.x.subarray(from * n, to * n), y: d.y.subarray(from, to) };
