@@ -17,18 +17,36 @@ export { schedule, type ScheduleConfig } from './optim/schedule.js';
 export type { Batch, PassCounters } from './model/passes.js';
 export {
   asam,
+  defineRule,
   detSam,
+  findRule,
   frobSam,
   gradientNormPenalty,
   parseSharpness,
   randomPerturbation,
+  readingOf,
+  registerRule,
+  ruleKinds,
+  ruleOf,
+  rules,
   sam,
   traceSam,
+  trainingDefaultsOf,
   universal,
+  type BuiltRule,
+  type Estimator,
+  type Hyper,
+  type Measure,
+  type RuleDescriptor,
+  type RuleEnv,
+  type RuleSchemas,
   type SharpnessConfig,
   type SharpnessConfigInput,
-  type UserSampler,
-} from './sharpness/config.js';
+} from './optim/rules/index.js';
+export type { RuleContext, RuleResult } from './optim/rules/context.js';
+export { sharpnessFields, type UserSampler } from './sharpness/config.js';
+export type { Reading } from './sharpness/reading.js';
+export { ConfigError, DivergenceError, NonFiniteError, UsamError, type ConfigIssue } from './errors.js';
 export { scalarPresets, type ScalarFunction } from './sharpness/functions.js';
 export { hessian, Hessian, FULL_HESSIAN_LIMIT, type HessianOptions, type SharpnessProbe } from './hessian/hessian.js';
 export type { EigenOptions, EigenResult } from './hessian/eigen.js';

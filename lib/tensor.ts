@@ -36,6 +36,17 @@ export function tensor(data: Data, shape?: number[], options: TensorOptions = {}
   return native().Tensor.fromArray(asTyped(data, dtype), shape ?? [data.length], dtype, options.device ?? 'cpu');
 }
 
+/**
+ * A float tensor of `values` (copied) in the dtype and on the device of
+ * `like` — a model, a tensor: `floatTensor(model, values)` is a flat vector
+ * in the model's dtype. `shape` defaults to [values.length].
+ */
+export function floatTensor(like: { dtype: DType; device: Device | string }, values: ArrayLike<number>, shape: number[] = [values.length]): Tensor {
+  if (like.dtype !== 'float32' && like.dtype !== 'float64') throw new Error(`floatTensor: a ${like.dtype} tensor cannot hold values of a float vector; use a float32 or float64 model or tensor`);
+  const data = like.dtype === 'float64' ? (values instanceof Float64Array ? values : Float64Array.from(values)) : values instanceof Float32Array ? values : Float32Array.from(values);
+  return native().Tensor.fromArray(data, shape, like.dtype, like.device);
+}
+
 /** Class labels as an int64 tensor. */
 export function labels(data: ArrayLike<number> | Int32Array, options: { device?: Device | string } = {}): Tensor {
   return tensor(data instanceof Int32Array ? data : Int32Array.from(data), [data.length], { dtype: 'int64', device: options.device });

@@ -17,7 +17,7 @@ import { hessian, type SharpnessProbe } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { ops } from '../lib/ops.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import { readingOf } from '../lib/sharpness/reading.js';
+import { readingOf } from '../lib/optim/rules/index.js';
 import { datasetsOf, modelSpecOf, parseTrainConfig, sharpnessOf, type TrainConfigInput } from '../lib/train/config.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { option } from './bench/args.js';

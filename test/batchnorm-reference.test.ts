@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { maxAbsDiff, randomBatch, repoRoot, rng, toNumbers } from './helpers.js';
 
 function torchPython(): string | null {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { hessian } from '../lib/hessian/hessian.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { parseTrainConfig, sharpnessOf } from '../lib/train/config.js';
 import { float64Model, maxAbsDiff, randomBatch, rng, toNumbers } from './helpers.js';
 

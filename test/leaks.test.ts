@@ -12,7 +12,7 @@ import { Model } from '../lib/model/model.js';
 import { cnn, mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { randomBatch } from './helpers.js';
 

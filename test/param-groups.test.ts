@@ -87,7 +87,7 @@ describe('parameter groups', () => {
     expect(() => new Optimizer(m, { base, groups: [{ params: /^1\./, lr: -1 }] })).toThrow(/groups\[0\].lr must be a positive number, got -1/);
     expect(() => new Optimizer(m, { base, groups: [{ params: 5 as never }] })).toThrow(/groups\[0\].params must be a list of parameter names, a RegExp or a function/);
     expect(() => new Optimizer(m, { base, sharpness: { kind: 'trace-sam', rho: 0.01, lambda: 0.1 }, groups: [{ params: /^1\./, rho: 0.1 }] })).toThrow(
-      /rho per group is for SAM and ASAM; trace-sam divides by one rho²/,
+      /rho per group is for rules with a per-coordinate perturbation \(sam, asam\); trace-sam divides by one rho²/,
     );
   });
 });

@@ -10,8 +10,8 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
-import { readingOf } from '../lib/sharpness/reading.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
+import { readingOf } from '../lib/optim/rules/index.js';
 import { tensor } from '../lib/tensor.js';
 import { float64Model, randomBatch, rng, toNumbers } from './helpers.js';
 

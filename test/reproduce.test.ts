@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../lib/cli/main.js';
-import { parseTrainConfig, SHARPNESS_DEFAULTS, sharpnessOf } from '../lib/train/config.js';
+import { parseTrainConfig, sharpnessOf } from '../lib/train/config.js';
+import { trainingDefaultsOf } from '../lib/optim/rules/index.js';
 import { parseReproduceConfig, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
 import { chosenFromSweep, claims, crossMatrix, pickDefaults } from '../lib/train/verdicts.js';
 import type { ReproduceResults } from '../lib/train/reproduce-report.js';
@@ -109,11 +110,11 @@ describe('the training defaults', () => {
   it('per rule and, for the universal class, per estimator', () => {
     const of = (o: object) => sharpnessOf(parseTrainConfig(o));
     expect(of({ optimizer: 'sgd' })).toBeUndefined();
-    expect(of({ optimizer: 'sam' })).toEqual({ kind: 'sam', rho: SHARPNESS_DEFAULTS.sam.rho });
-    expect(of({ optimizer: 'trace-sam' })).toMatchObject({ kind: 'trace-sam', estimator: 'finite-difference', ...SHARPNESS_DEFAULTS['trace-sam'] });
-    expect(of({ optimizer: 'frob-sam' })).toMatchObject({ kind: 'frob-sam', estimator: 'finite-difference', ...SHARPNESS_DEFAULTS['frob-sam'] });
-    expect(of({ optimizer: 'frob-sam', estimator: 'exact' })).toMatchObject({ kind: 'frob-sam', estimator: 'exact', ...SHARPNESS_DEFAULTS['frob-sam-exact'] });
-    expect(of({ optimizer: 'det-sam', lambda: 0.5 })).toMatchObject({ kind: 'det-sam', lambda: 0.5, halfCube: SHARPNESS_DEFAULTS['det-sam'].halfCube });
+    expect(of({ optimizer: 'sam' })).toEqual({ kind: 'sam', rho: trainingDefaultsOf('sam')!.rho });
+    expect(of({ optimizer: 'trace-sam' })).toMatchObject({ kind: 'trace-sam', estimator: 'finite-difference', ...trainingDefaultsOf('trace-sam') });
+    expect(of({ optimizer: 'frob-sam' })).toMatchObject({ kind: 'frob-sam', estimator: 'finite-difference', ...trainingDefaultsOf('frob-sam') });
+    expect(of({ optimizer: 'frob-sam', estimator: 'exact' })).toMatchObject({ kind: 'frob-sam', estimator: 'exact', ...trainingDefaultsOf('frob-sam', 'exact') });
+    expect(of({ optimizer: 'det-sam', lambda: 0.5 })).toMatchObject({ kind: 'det-sam', lambda: 0.5, halfCube: trainingDefaultsOf('det-sam')!.halfCube });
     // the grid's rules name their estimator, so a change of the default cannot swap one for the other
     expect(plannedRuns(parseReproduceConfig({})).every((r) => !r.rule.includes('-sam') || r.config.estimator !== undefined)).toBe(true);
   });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer, type OptimizerOptions } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { tensor } from '../lib/tensor.js';
 import { float64Model, maxAbsDiff, randomBatch, rng, toNumbers } from './helpers.js';
 

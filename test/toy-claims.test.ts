@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { tensor } from '../lib/tensor.js';
 
 function product(w1: number, w2: number) {

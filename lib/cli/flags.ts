@@ -7,13 +7,19 @@ type Kind = { type: 'number' | 'boolean' | 'string' | 'numbers' | 'strings'; cho
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
+/** Choices a schema lists in its metadata, `.meta({ choices: () => [...] })`, read when asked (the names of registered rules). */
+const choicesOf = (s: z.ZodType): string[] | undefined => (s.meta() as { choices?: () => string[] } | undefined)?.choices?.();
+
 function kindOf(schema: z.ZodType): Kind {
   let s = schema as z.ZodType & { _zod: { def: { type: string; innerType?: z.ZodType; defaultValue?: unknown; element?: z.ZodType; entries?: Record<string, string> } } };
   let fallback: unknown;
+  let listed = choicesOf(s);
   while (s._zod.def.type === 'default' || s._zod.def.type === 'optional') {
     if (s._zod.def.type === 'default') fallback = s._zod.def.defaultValue;
     s = s._zod.def.innerType as typeof s;
+    listed ??= choicesOf(s);
   }
+  if (listed) return { type: s._zod.def.type === 'array' ? 'strings' : 'string', choices: listed, fallback };
   switch (s._zod.def.type) {
     case 'number':
       return { type: 'number', fallback };

@@ -5,14 +5,14 @@ import { join, relative, resolve } from 'node:path';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { native } from '../native/load.js';
 import { writeAtomic } from '../safetensors.js';
-import { executeRuns, parseReproduceConfig, plannedRuns, reproduceConfig, RULE_NAMES, SETTING_NAMES, SWEEP_GRID } from '../train/reproduce.js';
+import { executeRuns, parseReproduceConfig, plannedRuns, reproduceConfig, armNames, SETTING_NAMES, sweepGrid } from '../train/reproduce.js';
 import { REPRODUCE_FORMAT, renderHtml, renderMarkdown, type ReproduceResults } from '../train/reproduce-report.js';
 import { chosenFromSweep } from '../train/verdicts.js';
 import { flagHelp, parseFlags } from './flags.js';
 
 export const REPRODUCE_HELP = `usam reproduce [flags]
 
-The paper's claims in miniature: trains every arm (${RULE_NAMES.join(', ')})
+The paper's claims in miniature: trains every arm (${armNames().join(', ')})
 in every setting (${SETTING_NAMES.join(', ')}) with --seeds seeds (5 by default, from
 seed 100: never the sweep's) on Fashion-MNIST with the last --validation training
 images held out, probes each trained model's Hessian on the same test batches and
@@ -24,7 +24,7 @@ training losses) and OUT/report.html (the plots). When OUT/sweep.json exists
 in OUT are kept, so an interrupted grid continues.
 
 --sweep runs instead the ρ/λ sweep (clean setting, MLP, seeds 0 and 1), chosen on
-the validation split: ${Object.entries(SWEEP_GRID).map(([r, ps]) => `${r} ${ps.length} points`).join(', ')}, and SGD.
+the validation split: ${Object.entries(sweepGrid()).map(([r, ps]) => `${r} ${ps.length} points`).join(', ')}, and SGD.
 
 Flags:
 ${flagHelp(reproduceConfig)}

@@ -1,7 +1,8 @@
 // `usam train`: flags (or a JSON config validated by the same schema), a
 // worker thread that trains, a progress bar, and Ctrl-C that stops after the
 // current step with a resumable checkpoint.
-import { readingOf, type Reading } from '../sharpness/reading.js';
+import { readingOf } from '../optim/rules/index.js';
+import type { Reading } from '../sharpness/reading.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../train/checkpoint.js';

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { Model } from '../model/model.js';
 import { mlp } from '../model/presets.js';
-import { formatIssues } from '../model/spec.js';
+import { ConfigError, formatIssues } from '../errors.js';
 import { labels, tensor, type Tensor } from '../tensor.js';
 
 const vec = z.array(z.number());
@@ -36,7 +36,8 @@ export const trainingGolden = z.object({
     dampening: z.number().default(0),
   }),
   optimizer: z.object({
-    kind: z.enum(['sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam']),
+    /** a registered rule's kind (lib/optim/rules/) */
+    kind: z.string(),
     rho: z.number(),
     lambda: z.number().optional(),
     samples: z.number().int().optional(),
@@ -74,7 +75,7 @@ export function readGolden<S extends z.ZodType>(schema: S, file: string): z.outp
     throw new Error(`${file}: cannot read a golden file: ${(e as Error).message}`);
   }
   const r = schema.safeParse(raw);
-  if (!r.success) throw new Error(`${file}: not a valid golden file:\n${formatIssues(r.error)}`);
+  if (!r.success) throw new ConfigError('golden file', `${file}: not a valid golden file:\n${formatIssues(r.error)}`);
   return r.data;
 }
 

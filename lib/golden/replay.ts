@@ -3,7 +3,8 @@
 // a user sampler; compares the loss before each step and the parameters
 // after it.
 import { Optimizer } from '../optim/optimizer.js';
-import type { SharpnessConfigInput } from '../sharpness/config.js';
+import { ConfigError } from '../errors.js';
+import { hasField, ruleOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 import { goldenSetup, readGolden, trainingGolden, type TrainingGolden } from './format.js';
 
 export interface ReplayResult {
@@ -13,25 +14,22 @@ export interface ReplayResult {
   steps: number;
 }
 
+/** The golden file's hyperparameters, as far as its rule's config has them (the registry's schema says which). */
+const GOLDEN_FIELDS = ['rho', 'lambda', 'samples', 'halfCube', 'eta'] as const;
+
 export function sharpnessOfGolden(g: TrainingGolden, sampler: (p: number) => ArrayLike<number>): SharpnessConfigInput {
   const o = g.optimizer;
-  const need = (field: 'lambda' | 'samples' | 'halfCube' | 'eta') => {
-    const v = o[field];
-    if (v === undefined) throw new Error(`optimizer.${field} is required for kind ${o.kind}`);
-    return v;
-  };
-  switch (o.kind) {
-    case 'sam':
-      return { kind: 'sam', rho: o.rho };
-    case 'asam':
-      return { kind: 'asam', rho: o.rho, eta: need('eta') };
-    case 'frob-sam':
-      return { kind: 'frob-sam', rho: o.rho, lambda: need('lambda'), samples: need('samples'), mu: sampler };
-    case 'trace-sam':
-      return { kind: 'trace-sam', rho: o.rho, lambda: need('lambda'), samples: need('samples'), mu: sampler };
-    case 'det-sam':
-      return { kind: 'det-sam', rho: o.rho, lambda: need('lambda'), samples: need('samples'), halfCube: o.halfCube, mu: sampler };
+  const rule = ruleOf(o.kind, 'optimizer.kind');
+  const config: Record<string, unknown> = { kind: o.kind };
+  for (const field of GOLDEN_FIELDS) {
+    if (!hasField(rule, field)) continue;
+    // the reference's runs set every hyperparameter: a missing one is a damaged file, not a default
+    if (o[field] === undefined && field !== 'halfCube') throw new ConfigError('golden file', [{ path: `optimizer.${field}`, message: `is required for kind ${o.kind}` }]);
+    if (o[field] !== undefined) config[field] = o[field];
   }
+  // the file's directions u_i, fed through a user sampler
+  if (hasField(rule, 'mu')) config.mu = sampler;
+  return config as SharpnessConfigInput;
 }
 
 export function replayGolden(file: string): ReplayResult {

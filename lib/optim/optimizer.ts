@@ -4,24 +4,18 @@
 import { z } from 'zod';
 import type { Model } from '../model/model.js';
 import { ProcessGroup, Reducer } from '../distributed.js';
-import { formatIssues } from '../model/spec.js';
-import { native } from '../native/load.js';
+import { ConfigError, NonFiniteError, parseOrThrow } from '../errors.js';
 import { ops } from '../ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
 import { persistent, track } from '../scope.js';
-import { familyOf, parseSharpness, type SharpnessConfig, type SharpnessConfigInput } from '../sharpness/config.js';
-import { readingOf, type Reading } from '../sharpness/reading.js';
-import type { Tensor } from '../tensor.js';
+import type { Reading } from '../sharpness/reading.js';
+import { floatTensor, type Tensor } from '../tensor.js';
 import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseConfigInput, type BaseOptimizer } from './base.js';
 import { resolveGroups, type ParamGroup, type ParamGroupInput } from './groups.js';
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
-import { DirectionSampler, Workspace, type RuleContext, type RuleResult } from './rules/context.js';
-import { gradientNormPenaltyStep, randomPerturbationStep } from './rules/controls.js';
-import { exactStep } from './rules/exact.js';
-import { frobeniusStep } from './rules/frobenius.js';
-import { samStep } from './rules/sam.js';
-import { zerothOrderStep } from './rules/zeroth-order.js';
+import { Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
+import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig, type SharpnessConfigInput } from './rules/index.js';
 import { schedule, scheduleConfig, warmupConfig } from './schedule.js';
 
 const optimizerOptions = z
@@ -134,7 +128,7 @@ export class Optimizer {
   private readonly gen: Generator;
   private readonly sampler?: DirectionSampler;
   private readonly drawsPerStep: number = 0;
-  private readonly rule?: (ctx: RuleContext) => Work<RuleResult>;
+  private readonly rule?: BuiltRule['step'];
   private steps = 0;
   /** false for a rule without a radius (GNP): rho 0 then does not mean a plain step */
   private usesRho = true;
@@ -147,16 +141,13 @@ export class Optimizer {
     readonly model: Model,
     options: OptimizerOptions,
   ) {
-    const parsed = optimizerOptions.safeParse(options);
-    if (!parsed.success) throw new Error(`invalid optimizer options:\n${formatIssues(parsed.error)}`);
-    const o = parsed.data;
-    const b = baseConfig.safeParse(o.base);
-    if (!b.success) throw new Error(`invalid base optimizer config:\n${formatIssues(b.error, 'base')}`);
-    const grouping = resolveGroups(model, o.groups as ParamGroupInput[], { lr: b.data.lr, weightDecay: weightDecayOf(b.data) });
+    const o = parseOrThrow(optimizerOptions, options, 'optimizer options');
+    const b = parseOrThrow(baseConfig, o.base, 'base optimizer config', 'base');
+    const grouping = resolveGroups(model, o.groups as ParamGroupInput[], { lr: b.lr, weightDecay: weightDecayOf(b) });
     this.groups = grouping.groups;
-    this.base = createBaseOptimizer(b.data, model.params, grouping);
+    this.base = createBaseOptimizer(b, model.params, grouping);
     this.every = o.every;
-    this.lr = schedule(b.data.lr, o.lrSchedule, o.warmup);
+    this.lr = schedule(b.lr, o.lrSchedule, o.warmup);
     this.workspace = new Workspace(model);
     this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
@@ -164,49 +155,24 @@ export class Optimizer {
     this.statsEveryPass = o.batchNorm === 'every-pass';
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
-      if (this.statsEveryPass && 'estimator' in s && s.estimator === 'exact')
-        throw new Error(
-          "batchNorm: 'every-pass' moves the statistics at each perturbed forward-backward pass, and the exact estimator has none (its passes are HVPs at w); use batchNorm 'once' with it",
-        );
+      const rule = ruleOf(s.kind);
       this.sharpness = s;
-      this.reading = readingOf(s.kind, 'estimator' in s ? s.estimator : undefined);
-      // GNP has no radius: its steps are sharpness-aware whatever the rho schedule says
-      this.rho = s.kind === 'gnp' ? () => 0 : schedule(s.rho, o.rhoSchedule, o.rhoWarmup);
-      this.usesRho = s.kind !== 'gnp';
+      this.reading = rule.reading('estimator' in s ? s.estimator : 'finite-difference');
+      // a rule without a radius (GNP): its steps are sharpness-aware whatever the rho schedule says
+      this.usesRho = rule.radius;
+      this.rho = rule.radius && 'rho' in s ? schedule(s.rho, o.rhoSchedule, o.rhoWarmup) : () => 0;
       const groupRho = grouping.groups.some((g) => g.rho !== undefined);
-      if (groupRho && s.kind !== 'sam' && s.kind !== 'asam')
-        throw new Error(
-          `groups: rho per group is for SAM and ASAM; ${s.kind} divides by one rho² and draws u over all parameters, so a group's rho would change the measure itself. Set rho in sharpness, not in groups`,
+      if (groupRho && !rule.groupRho)
+        throw new ConfigError(
+          'optimizer options',
+          `groups: rho per group is for rules with a per-coordinate perturbation (${ruleKinds().filter((k) => ruleOf(k).groupRho).join(', ')}); ${s.kind} divides by one rho² and draws u over all parameters, so a group's rho would change the measure itself. Set rho in sharpness, not in groups`,
         );
-      if (s.kind === 'sam' || s.kind === 'asam') {
-        // e = rho_group·(…) on each group: a per-coordinate factor rho_group / rho
-        const scale = groupRho ? this.rhoScale(grouping, s.rho) : undefined;
-        this.rule = (ctx) => samStep(ctx, s.kind === 'asam' ? { adaptive: true, eta: s.eta, scale } : { adaptive: false, scale });
-      } else if (s.kind === 'gnp') {
-        this.rule = (ctx) => gradientNormPenaltyStep(ctx, { lambda: s.lambda });
-      } else {
-        const family = s.kind === 'frob-sam' || s.kind === 'rwp' ? { mu: s.mu ?? ('gaussian' as const) } : familyOf(s);
-        const sampler = new DirectionSampler(family.mu, this.gen, s.halfCube, () => model.zerosLikeParams());
-        this.sampler = sampler;
-        const antithetic = s.directions === 'antithetic';
-        // antithetic pairs share one draw; the exact estimator draws every direction
-        const exactEstimator = 'estimator' in s && s.estimator === 'exact';
-        this.drawsPerStep = antithetic && !exactEstimator ? s.samples / 2 : s.samples;
-        if (s.kind === 'rwp') {
-          this.rule = (ctx) => randomPerturbationStep(ctx, { samples: s.samples, antithetic }, sampler);
-        } else if (s.estimator === 'exact') {
-          const exact =
-            s.kind === 'frob-sam'
-              ? ({ form: 'frobenius', lambda: s.lambda, samples: s.samples } as const)
-              : ({ form: 'family', ...familyOf(s), lambda: s.lambda, samples: s.samples } as const);
-          this.rule = (ctx) => exactStep(ctx, exact, sampler);
-        } else if (s.kind === 'frob-sam') {
-          this.rule = (ctx) => frobeniusStep(ctx, { lambda: s.lambda, samples: s.samples, antithetic }, sampler);
-        } else {
-          const { psi, phi } = familyOf(s);
-          this.rule = (ctx) => zerothOrderStep(ctx, { psi, phi, lambda: s.lambda, samples: s.samples, antithetic }, sampler);
-        }
-      }
+      // e = rho_group·(…) on each group: a per-coordinate factor rho_group / rho
+      const rhoScale = groupRho && 'rho' in s ? this.rhoScale(grouping, s.rho) : undefined;
+      const built = rule.build(s, { model, generator: this.gen, statsEveryPass: this.statsEveryPass, rhoScale });
+      this.rule = built.step;
+      this.sampler = built.sampler;
+      this.drawsPerStep = built.drawsPerStep ?? 0;
     } else {
       this.rho = () => 0;
     }
@@ -222,7 +188,7 @@ export class Optimizer {
       const g = grouping.groups[seg.group];
       if (g.rho !== undefined) values.fill(g.rho / rho, seg.offset, seg.offset + seg.numel);
     }
-    const t = persistent(() => native().Tensor.fromArray(this.model.dtype === 'float64' ? values : Float32Array.from(values), [values.length], this.model.dtype, this.model.device));
+    const t = persistent(() => floatTensor(this.model, values));
     this.owned.push(t);
     return t;
   }
@@ -294,7 +260,7 @@ export class Optimizer {
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = yield* this.passes.lossAndGradWork(g0, true); // moves BatchNorm statistics (the only pass that does, unless batchNorm 'every-pass')
     const correct = this.passes.correct;
-    checkFinite(loss, `step ${t}: the loss L(w) is ${loss}`);
+    if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t, 'loss', loss);
     const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     if (sharpnessAware) {
@@ -311,7 +277,7 @@ export class Optimizer {
     if (this.localReducer) reported = this.averageLocal(grad, reported);
     const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)
-      throw new Error(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`);
+      throw new NonFiniteError(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t, 'gradient', result.gradSum ?? NaN);
     this.base.step(this.model.params, grad, lr);
     this.steps++;
     const counters = {
@@ -374,25 +340,25 @@ export class Optimizer {
   loadStateDict(sd: OptimizerStateDict): void {
     const where = 'loadStateDict';
     if (!sd || typeof sd !== 'object' || sd.format !== OPTIMIZER_STATE_FORMAT)
-      throw new Error(`${where}: not an optimizer state dict (format must be '${OPTIMIZER_STATE_FORMAT}', got ${JSON.stringify((sd as { format?: unknown })?.format)})`);
+      throw new ConfigError(where, `${where}: not an optimizer state dict (format must be '${OPTIMIZER_STATE_FORMAT}', got ${JSON.stringify((sd as { format?: unknown })?.format)})`);
     const b = this.base.state();
-    if (sd.kind !== b.kind) throw new Error(`${where}: the state is of a ${sd.kind} optimizer, this one is ${b.kind}; make the optimizer with base.kind '${sd.kind}'`);
+    if (sd.kind !== b.kind) throw new ConfigError(where, `${where}: the state is of a ${sd.kind} optimizer, this one is ${b.kind}; make the optimizer with base.kind '${sd.kind}'`);
     const want = Object.keys(b.buffers).sort().join(', ');
     const have = Object.keys(sd.state ?? {}).sort().join(', ');
-    if (want !== have) throw new Error(`${where}: state holds buffers [${have}], a ${b.kind} optimizer needs [${want}]`);
+    if (want !== have) throw new ConfigError(where, `${where}: state holds buffers [${have}], a ${b.kind} optimizer needs [${want}]`);
     for (const [name, t] of Object.entries(b.buffers)) {
       const v = sd.state[name];
       const arrayOk = this.model.dtype === 'float64' ? v instanceof Float64Array : v instanceof Float32Array;
-      if (!arrayOk) throw new Error(`${where}: state.${name} must be a ${this.model.dtype === 'float64' ? 'Float64Array' : 'Float32Array'} (the model is ${this.model.dtype})`);
-      if (v.length !== t.numel) throw new Error(`${where}: state.${name} has ${v.length} values, the model has ${t.numel} parameters`);
+      if (!arrayOk) throw new ConfigError(where, `${where}: state.${name} must be a ${this.model.dtype === 'float64' ? 'Float64Array' : 'Float32Array'} (the model is ${this.model.dtype})`);
+      if (v.length !== t.numel) throw new ConfigError(where, `${where}: state.${name} has ${v.length} values, the model has ${t.numel} parameters`);
     }
     for (const [field, value] of [['steps', sd.steps], ['baseStep', sd.baseStep]] as const)
-      if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${where}: ${field} must be a non-negative integer, got ${value}`);
+      if (!Number.isSafeInteger(value) || value < 0) throw new ConfigError(where, `${where}: ${field} must be a non-negative integer, got ${value}`);
     if (this.sampler && !(sd.generator instanceof Uint8Array))
-      throw new Error(`${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
+      throw new ConfigError(where, `${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
     // everything checked: now write
     for (const [name, t] of Object.entries(b.buffers)) {
-      const src = native().Tensor.fromArray(sd.state[name], [t.numel], this.model.dtype, this.model.device);
+      const src = floatTensor(this.model, sd.state[name]);
       ops.copy(t, src);
       src.dispose();
     }
@@ -423,8 +389,4 @@ export class Optimizer {
     this.localReducer?.dispose();
     this.base.dispose();
   }
-}
-
-function checkFinite(v: number, message: string): void {
-  if (!Number.isFinite(v)) throw new Error(`${message}; nothing was updated. Lower the learning rate or rho, or check the data.`);
 }

@@ -4,12 +4,27 @@ import { z } from 'zod';
 import { channelStats, cifar, count, type Dataset, fashionMnist, normalize, readIdxDataset, sampleSize, subset, synthetic, withLabelNoise } from '../data/dataset.js';
 import { loadTorchScript, Model } from '../model/model.js';
 import { cnn, mlp, resnet18 } from '../model/presets.js';
-import { formatIssues, type ModelSpecInput } from '../model/spec.js';
+import { ConfigError, parseOrThrow } from '../errors.js';
+import type { ModelSpecInput } from '../model/spec.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
-import { DEFAULT_HALF_CUBE, type SharpnessConfigInput } from '../sharpness/config.js';
+import { BASE_OPTIMIZERS, findRule, hasField, rules, trainingDefaultsOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 
-/** 'rwp' and 'gnp' are the controls: random weight perturbation and an explicit gradient-norm penalty (docs/reproduction.md) */
-export const OPTIMIZERS = ['sgd', 'adam', 'adamw', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam', 'rwp', 'gnp'] as const;
+/**
+ * What `--optimizer` takes: the base optimizers, and every registered rule
+ * with training defaults (lib/optim/rules/; 'rwp' and 'gnp' are the
+ * controls, docs/reproduction.md). Read at parse time, so a rule registered
+ * by a program is a training optimizer too.
+ */
+export const trainingOptimizers = (): string[] => [...BASE_OPTIMIZERS, ...rules().filter((r) => r.training || r.follows).map((r) => r.kind)];
+const isBase = (name: string): name is (typeof BASE_OPTIMIZERS)[number] => (BASE_OPTIMIZERS as readonly string[]).includes(name);
+
+const optimizerName = z
+  .string()
+  .superRefine((v, ctx) => {
+    if (!trainingOptimizers().includes(v)) ctx.addIssue({ code: 'custom', message: `unknown optimizer '${v}'; use one of ${trainingOptimizers().join(', ')}` });
+  })
+  .default('frob-sam')
+  .meta({ choices: trainingOptimizers });
 
 export const trainConfig = z
   .object({
@@ -20,7 +35,7 @@ export const trainConfig = z
     hidden: z.array(z.number().int().positive()).default([128]),
     dataset: z.enum(['fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'synthetic']).default('fashion-mnist'),
     dataDir: z.string().optional(),
-    optimizer: z.enum(OPTIMIZERS).default('frob-sam'),
+    optimizer: optimizerName,
     /** base optimizer under a SAM-family rule */
     base: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
     lr: z.number().positive().default(0.05),
@@ -30,7 +45,7 @@ export const trainConfig = z
     rho: z.number().positive().optional(),
     lambda: z.number().finite().optional(),
     samples: z.number().int().positive().optional(),
-    /** the universal-class rules' estimator (their defaults differ per estimator: SHARPNESS_DEFAULTS) */
+    /** the universal-class rules' estimator (their training defaults differ per estimator: each rule's descriptor) */
     estimator: z.enum(['finite-difference', 'exact']).default('finite-difference'),
     directions: z.enum(['independent', 'antithetic']).default('independent'),
     halfCube: z.number().positive().optional(),
@@ -73,58 +88,31 @@ export type TrainConfigInput = z.input<typeof trainConfig>;
 export type TrainConfig = z.output<typeof trainConfig>;
 
 export function parseTrainConfig(raw: unknown): TrainConfig {
-  const r = trainConfig.safeParse(raw);
-  if (!r.success) throw new Error(`invalid training config:\n${formatIssues(r.error)}`);
-  return r.data;
+  return parseOrThrow(trainConfig, raw, 'training config');
 }
 
-/**
- * Defaults of the SAM-family hyperparameters for training, per rule and, for
- * the universal class, per estimator: picked by `usam reproduce --sweep` on
- * the default MLP and Fashion-MNIST, 3 epochs, as the point that lowers the
- * rule's own Hessian measure most against SGD with top-1 within 0.5 pt of
- * SGD's (docs/reproduction.md has the sweep and the grid run at these values).
- * The zeroth-order perturbation has norm ≈ rho·√P, so rho is small for ~1e5
- * parameters. Frob-SAM's finite-difference objective is dominated by a
- * (lambda/2)·‖g‖² term at every usable rho (math §3), its exact one is
- * lambda·rho²/4·‖H‖_F²: their lambdas differ by orders of magnitude.
- */
-export const SHARPNESS_DEFAULTS: Record<string, Record<string, number>> = {
-  sam: { rho: 0.05 },
-  asam: { rho: 0.5, eta: 0.01 },
-  'trace-sam': { rho: 0.015, lambda: 1, samples: 1 },
-  'trace-sam-exact': { rho: 0.015, lambda: 1, samples: 1 },
-  'det-sam': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
-  'det-sam-exact': { rho: 1, lambda: 1, samples: 1, halfCube: DEFAULT_HALF_CUBE },
-  'frob-sam': { rho: 0.005, lambda: 0.003, samples: 2 },
-  'frob-sam-exact': { rho: 0.007, lambda: 1, samples: 2 },
-};
-// the controls, from the rules they control: RWP at Trace-SAM's radius, GNP at
-// finite-difference Frob-SAM's lambda (the leading term of its objective, math §3)
-SHARPNESS_DEFAULTS.rwp = { rho: SHARPNESS_DEFAULTS['trace-sam'].rho, samples: 1 };
-SHARPNESS_DEFAULTS.gnp = { lambda: SHARPNESS_DEFAULTS['frob-sam'].lambda };
+/** The fields of a training config that set a rule's hyperparameters, where the rule's config has them. */
+const RULE_FIELDS = ['rho', 'lambda', 'samples', 'halfCube', 'eta'] as const;
 
+/**
+ * The sharpness config of a training config: the rule's fields the config
+ * sets, the rule's training defaults for the rest (its descriptor's, per
+ * estimator: `usam reproduce --sweep` chose them, docs/reproduction.md).
+ */
 export function sharpnessOf(c: TrainConfig): SharpnessConfigInput | undefined {
-  if (c.optimizer === 'sgd' || c.optimizer === 'adam' || c.optimizer === 'adamw') return undefined;
-  const estimator = c.estimator;
-  const universalClass = c.optimizer === 'trace-sam' || c.optimizer === 'det-sam' || c.optimizer === 'frob-sam';
-  const d = SHARPNESS_DEFAULTS[estimator === 'exact' && universalClass ? `${c.optimizer}-exact` : c.optimizer];
-  const rho = c.rho ?? d.rho;
-  switch (c.optimizer) {
-    case 'rwp':
-      return { kind: 'rwp', rho, samples: c.samples ?? d.samples, directions: c.directions };
-    case 'gnp':
-      return { kind: 'gnp', lambda: c.lambda ?? d.lambda };
-    case 'sam':
-      return { kind: 'sam', rho };
-    case 'asam':
-      return { kind: 'asam', rho, eta: c.eta ?? d.eta };
-    default: {
-      const common = { rho, lambda: c.lambda ?? d.lambda, samples: c.samples ?? d.samples, estimator, directions: c.directions };
-      if (c.optimizer === 'det-sam') return { kind: 'det-sam', ...common, halfCube: c.halfCube ?? d.halfCube };
-      return { kind: c.optimizer, ...common };
-    }
+  if (isBase(c.optimizer)) return undefined;
+  const rule = findRule(c.optimizer);
+  if (!rule) throw new ConfigError('training config', [{ path: 'optimizer', message: `unknown optimizer '${c.optimizer}'; use one of ${trainingOptimizers().join(', ')}` }]);
+  const estimator = hasField(rule, 'estimator') ? c.estimator : 'finite-difference';
+  const defaults = trainingDefaultsOf(rule.kind, estimator) ?? {};
+  const out: Record<string, unknown> = { kind: rule.kind };
+  for (const field of RULE_FIELDS) {
+    const value = c[field] ?? defaults[field];
+    if (hasField(rule, field) && value !== undefined) out[field] = value;
   }
+  if (hasField(rule, 'estimator')) out.estimator = c.estimator;
+  if (hasField(rule, 'directions')) out.directions = c.directions;
+  return out as SharpnessConfigInput;
 }
 
 export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): OptimizerOptions {
@@ -166,13 +154,13 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; val
       test = fashionMnist('test', c.dataDir);
       break;
     case 'mnist':
-      if (!c.dataDir) throw new Error('dataset mnist needs --data-dir (a folder with the MNIST IDX files)');
+      if (!c.dataDir) throw new ConfigError('training config', 'dataset mnist needs --data-dir (a folder with the MNIST IDX files)');
       train = readIdxDataset(c.dataDir, 'train', 'mnist');
       test = readIdxDataset(c.dataDir, 'test', 'mnist');
       break;
     case 'cifar10':
     case 'cifar100':
-      if (!c.dataDir) throw new Error(`dataset ${c.dataset} needs --data-dir (a folder with the CIFAR binary files)`);
+      if (!c.dataDir) throw new ConfigError('training config', `dataset ${c.dataset} needs --data-dir (a folder with the CIFAR binary files)`);
       train = cifar(c.dataset, 'train', c.dataDir);
       test = cifar(c.dataset, 'test', c.dataDir);
       break;
@@ -185,7 +173,7 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; val
   let validation: Dataset | undefined;
   if (c.validation > 0) {
     const n = count(train);
-    if (c.validation >= n) throw new Error(`validation: ${c.validation} held-out images leave none of the ${n} training images to train on; hold out fewer`);
+    if (c.validation >= n) throw new ConfigError('training config', `validation: ${c.validation} held-out images leave none of the ${n} training images to train on; hold out fewer`);
     validation = slice(train, n - c.validation, n);
     train = slice(train, 0, n - c.validation);
   }

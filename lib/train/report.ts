@@ -12,7 +12,8 @@ import { COLORS, DASHES, densityChart, densityPoints, esc, lineChart, type Serie
 
 export { lineChart, type Series } from './charts.js';
 import { htmlPage } from './page.js';
-import { readingOf, type Reading } from '../sharpness/reading.js';
+import { readingOf } from '../optim/rules/index.js';
+import type { Reading } from '../sharpness/reading.js';
 
 export interface Run {
   name: string;
@@ -212,7 +213,7 @@ function cellHtml(c: { stat: Stat; delta?: number }, col: Column, isBaseline: bo
 // ---------------------------------------------------------------- rules
 
 /** What the rule's own per-step estimate is, and its unit. */
-/** The reading a run's optimizer reports each step (lib/sharpness/reading.ts). */
+/** The reading a run's optimizer reports each step (its rule's descriptor, lib/optim/rules/). */
 export function ruleReading(config: Record<string, unknown>): Reading | undefined {
   return readingOf(String(config.optimizer ?? ''), config.estimator === 'exact' ? 'exact' : 'finite-difference');
 }

@@ -7,7 +7,8 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { formatIssues } from '../model/spec.js';
+import { ConfigError, parseOrThrow } from '../errors.js';
+import { findRule, hasField, rules, type Estimator, type Hyper, type Measure, type RuleDescriptor } from '../optim/rules/index.js';
 import { writeAtomic } from '../safetensors.js';
 import type { TrainConfigInput } from './config.js';
 import { type ProbeConfigInput, probeRun } from './probe.js';
@@ -15,28 +16,61 @@ import { stat, type Stat } from './report.js';
 import { Trainer } from './trainer.js';
 
 /**
- * The arms of the grid: an optimizer, for the universal class the estimator,
+ * An arm of the grid: an optimizer, for the universal class the estimator,
  * and for SGD at equal compute the factor on the epochs (a SAM or Trace-SAM
- * step costs 2 forward-backward passes, a Frob-SAM step 3). 'rwp' and 'gnp'
- * are the controls (random weight perturbation, gradient-norm penalty).
+ * step costs 2 forward-backward passes, a Frob-SAM step 3). The rules' arms
+ * come from the registry (lib/optim/rules/): each rule with training
+ * defaults, and its exact variant where it has one; the controls ('rwp',
+ * 'gnp': random weight perturbation, gradient-norm penalty) last.
  */
-export const RULES = {
-  sgd: { optimizer: 'sgd' },
-  'sgd-2x': { optimizer: 'sgd', epochsFactor: 2 },
-  'sgd-3x': { optimizer: 'sgd', epochsFactor: 3 },
-  sam: { optimizer: 'sam' },
-  asam: { optimizer: 'asam' },
-  'trace-sam': { optimizer: 'trace-sam', estimator: 'finite-difference' },
-  'det-sam': { optimizer: 'det-sam', estimator: 'finite-difference' },
-  'frob-sam': { optimizer: 'frob-sam', estimator: 'finite-difference' },
-  'trace-sam-exact': { optimizer: 'trace-sam', estimator: 'exact' },
-  'det-sam-exact': { optimizer: 'det-sam', estimator: 'exact' },
-  'frob-sam-exact': { optimizer: 'frob-sam', estimator: 'exact' },
-  rwp: { optimizer: 'rwp' },
-  gnp: { optimizer: 'gnp' },
-} as const satisfies Record<string, { optimizer: string; estimator?: 'finite-difference' | 'exact'; epochsFactor?: number }>;
-export type RuleName = keyof typeof RULES;
-export const RULE_NAMES = Object.keys(RULES) as RuleName[];
+export interface Arm {
+  name: string;
+  optimizer: string;
+  estimator?: Estimator;
+  epochsFactor?: number;
+  /** the measure the arm's rule is meant to lower: its claim */
+  measure?: Measure;
+  /** the arms its claim is also tested against, besides SGD */
+  controls: string[];
+  /** `--sweep`: the points tried */
+  sweep?: Hyper[];
+}
+export type RuleName = string;
+
+const SGD_ARMS: Arm[] = [
+  { name: 'sgd', optimizer: 'sgd', controls: [] },
+  { name: 'sgd-2x', optimizer: 'sgd', epochsFactor: 2, controls: [] },
+  { name: 'sgd-3x', optimizer: 'sgd', epochsFactor: 3, controls: [] },
+];
+
+/** Every arm, in the order grids run and reports list them. */
+export function arms(): Arm[] {
+  const trained = rules().filter((r) => r.training || r.follows);
+  const armOf = (r: RuleDescriptor, variant: 'default' | 'exact'): Arm => ({
+    name: variant === 'exact' ? `${r.kind}-exact` : r.kind,
+    optimizer: r.kind,
+    ...(hasField(r, 'estimator') ? { estimator: variant === 'exact' ? ('exact' as const) : ('finite-difference' as const) } : {}),
+    ...(r.measure ? { measure: r.measure } : {}),
+    controls: r.controls?.[variant] ?? [],
+    ...(r.sweep?.[variant] ? { sweep: r.sweep[variant] } : {}),
+  });
+  const own = trained.filter((r) => !r.follows);
+  return [
+    ...SGD_ARMS,
+    ...own.map((r) => armOf(r, 'default')),
+    ...own.filter((r) => r.training?.exact).map((r) => armOf(r, 'exact')),
+    ...trained.filter((r) => r.follows).map((r) => armOf(r, 'default')),
+  ];
+}
+export const armNames = (): string[] => arms().map((a) => a.name);
+/** The arm of a name; an unknown name is a ConfigError listing the arms. */
+export function armOf(name: string): Arm {
+  const arm = arms().find((a) => a.name === name);
+  if (!arm) throw new ConfigError('reproduce options', [{ path: 'rules', message: `unknown arm '${name}'; use one of ${armNames().join(', ')}` }]);
+  return arm;
+}
+/** The sweep's points per arm. */
+export const sweepGrid = (): Record<string, Hyper[]> => Object.fromEntries(arms().flatMap((a) => (a.sweep ? [[a.name, a.sweep]] : [])));
 
 /** The training settings of the paper's experiments, in miniature. */
 export const SETTINGS = {
@@ -49,30 +83,7 @@ export const SETTINGS = {
 export type SettingName = keyof typeof SETTINGS;
 export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
 
-/** The measure each rule is meant to lower (what its claim is about). */
-export type Measure = 'trace' | 'frobeniusSquared' | 'maxEigenvalue' | 'logAbsDet';
-export const OWN_MEASURE: Record<string, Measure | undefined> = {
-  sam: 'maxEigenvalue',
-  asam: 'maxEigenvalue',
-  'trace-sam': 'trace',
-  'det-sam': 'logAbsDet',
-  'frob-sam': 'frobeniusSquared',
-};
-/**
- * The controls each rule's claim is also tested against, on its own measure:
- * SGD given the rule's passes per step (equal compute), random weight
- * perturbation at the same radius (Trace-SAM at lambda 1 with one sample is
- * exactly RWP), and the gradient-norm penalty that leads finite-difference
- * Frob-SAM's objective (math §3).
- */
-export const CONTROLS: Partial<Record<RuleName, RuleName[]>> = {
-  sam: ['sgd-2x'],
-  asam: ['sgd-2x'],
-  'trace-sam': ['sgd-2x', 'rwp'],
-  'det-sam': ['sgd-2x', 'rwp'],
-  'frob-sam': ['sgd-3x', 'gnp'],
-  'frob-sam-exact': ['sgd-3x'],
-};
+export type { Measure };
 
 export const MEASURE_LABEL: Record<Measure, string> = {
   trace: 'tr H',
@@ -102,7 +113,15 @@ export const reproduceConfig = z
     sweep: z.boolean().default(false),
     models: z.array(z.enum(['mlp', 'cnn'])).default(['mlp']),
     settings: z.array(z.enum(SETTING_NAMES as [SettingName, ...SettingName[]])).optional(),
-    rules: z.array(z.enum(RULE_NAMES as [RuleName, ...RuleName[]])).optional(),
+    /** arms by name (armNames(): sgd, sgd-2x, ..., each rule, its exact variant, the controls) */
+    rules: z
+      .array(z.string())
+      .superRefine((names, ctx) => {
+        const bad = names.filter((n) => !armNames().includes(n));
+        if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `unknown arm ${bad.map((b) => `'${b}'`).join(', ')}; use ${armNames().join(', ')}` });
+      })
+      .optional()
+      .meta({ choices: armNames }),
     seeds: z.number().int().positive().optional(),
     /** the first seed (the grid's default 100: seeds never used by the sweep, whose seeds start at 0) */
     seedBase: z.number().int().nonnegative().optional(),
@@ -128,9 +147,7 @@ export type ReproduceConfigInput = z.input<typeof reproduceConfig>;
 export type ReproduceConfig = z.output<typeof reproduceConfig>;
 
 export function parseReproduceConfig(raw: unknown): ReproduceConfig {
-  const r = reproduceConfig.safeParse(raw);
-  if (!r.success) throw new Error(`invalid reproduce options:\n${formatIssues(r.error)}`);
-  return r.data;
+  return parseOrThrow(reproduceConfig, raw, 'reproduce options');
 }
 
 /** One run of a grid or sweep. */
@@ -178,32 +195,8 @@ export interface RunRecord extends ProbeSummary {
   probeSeconds: number;
 }
 
-/** The sweep: per rule, the points tried (documented in docs/reproduction.md). */
-export const SWEEP_GRID: Record<string, { rho?: number; lambda?: number; halfCube?: number }[]> = {
-  sam: [{ rho: 0.05 }, { rho: 0.1 }],
-  asam: [{ rho: 0.5 }, { rho: 1 }],
-  // the penalty is ≈ λρ²/2·tr H: ρ² sets its weight, λ > 1 only adds gradient noise
-  'trace-sam': [{ rho: 0.015, lambda: 1 }, { rho: 0.0175, lambda: 1 }, { rho: 0.02, lambda: 1 }],
-  'frob-sam': [
-    { rho: 0.005, lambda: 0.003 },
-    { rho: 0.005, lambda: 0.005 },
-    { rho: 0.005, lambda: 0.01 },
-  ],
-  // the exact estimator's penalty is λρ²/4·‖H‖_F² with no ‖g‖² term (math §3, §6): ρ²λ sets its weight
-  'frob-sam-exact': [
-    { rho: 0.007, lambda: 1 },
-    { rho: 0.01, lambda: 1 },
-    { rho: 0.014, lambda: 1 },
-  ],
-  // ρ = 1: the perturbation is the cube's u itself; a small cube makes the measure ≈ 1 + (a²/3)·tr H (math §1)
-  'det-sam': [
-    { lambda: 1, halfCube: 0.01 },
-    { lambda: 1, halfCube: 0.02 },
-  ],
-};
-
 function trainConfigOf(model: 'mlp' | 'cnn', setting: SettingName, rule: RuleName, seed: number, hyper: RunSpec['hyper'], c: ReproduceConfig, epochs: number): TrainConfigInput {
-  const r: { optimizer: string; estimator?: 'finite-difference' | 'exact'; epochsFactor?: number } = RULES[rule];
+  const r = armOf(rule);
   return {
     model,
     dataset: c.dataset,
@@ -231,16 +224,17 @@ export function plannedRuns(c: ReproduceConfig, chosen: Partial<Record<RuleName,
   const first = c.seedBase ?? (c.sweep ? 0 : 100);
   const runs: RunSpec[] = [];
   if (c.sweep) {
-    const rules = (c.rules ?? ['sgd', ...Object.keys(SWEEP_GRID)]) as RuleName[];
-    for (const rule of rules)
-      for (const hyper of rule === 'sgd' ? [{}] : (SWEEP_GRID[rule] ?? [{}]))
+    const grid = sweepGrid();
+    for (const rule of c.rules ?? ['sgd', ...Object.keys(grid)])
+      for (const hyper of rule === 'sgd' ? [{}] : (grid[rule] ?? [{}]))
         for (let seed = first; seed < first + seeds; seed++) {
           const point = Object.entries(hyper).map(([k, v]) => `${k}${v}`).join('-');
           runs.push({ id: `sweep/${rule}${point ? '-' + point : ''}/seed${seed}`, model: 'mlp', setting: 'clean', rule, seed, hyper, config: trainConfigOf('mlp', 'clean', rule, seed, hyper, c, epochs) });
         }
     return runs;
   }
-  const rules = c.rules ?? (c.quick ? (['sgd', 'sam', 'asam', 'trace-sam', 'det-sam', 'frob-sam'] as RuleName[]) : RULE_NAMES);
+  // quick: SGD and each rule's default variant (no exact estimators, no controls)
+  const rules = c.rules ?? (c.quick ? arms().filter((a) => a.optimizer === 'sgd' ? !a.epochsFactor : !a.estimator || a.estimator === 'finite-difference').filter((a) => !findRule(a.optimizer)?.follows).map((a) => a.name) : armNames());
   const settings = c.settings ?? SETTING_NAMES;
   for (const model of c.models)
     for (const setting of settings)

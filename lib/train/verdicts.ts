@@ -7,7 +7,8 @@
 // made the same way on the validation split.
 import { holm, pairedTTest, type PairedTest } from './statistics.js';
 import { stat, type Stat } from './report.js';
-import { CONTROLS, type Measure, MEASURES, OWN_MEASURE, type ProbeSplit, RULES, type RuleName, type RunRecord, type RunSpec, type SettingName } from './reproduce.js';
+import { rules } from '../optim/rules/index.js';
+import { armOf, type Measure, MEASURES, type ProbeSplit, type RuleName, type RunRecord, type RunSpec, type SettingName } from './reproduce.js';
 
 /** A record's value of a measure on a split (the flat fields are the first split's, for records that predate `probes`). */
 export function measureOf(r: RunRecord, m: Measure, split: ProbeSplit): number {
@@ -68,9 +69,9 @@ export function claims(records: RunRecord[], split: ProbeSplit = 'test'): Claim[
   const rules = [...new Set(records.map((r) => r.spec.rule))];
   const list: Comparison[] = [];
   for (const rule of rules) {
-    const measure = OWN_MEASURE[RULES[rule].optimizer];
+    const { measure, controls } = armOf(rule);
     if (!measure || rule.startsWith('sgd')) continue;
-    for (const against of ['sgd', ...(CONTROLS[rule] ?? [])] as RuleName[]) list.push(...compare(records, rule, against, measure, split));
+    for (const against of ['sgd', ...controls]) list.push(...compare(records, rule, against, measure, split));
   }
   const adjusted = holm(list.map((c) => c.paired.p));
   return list.map((c, i) => ({ ...c, pAdjusted: adjusted[i], held: adjusted[i] < 0.05 && c.paired.mean < 0 }));
@@ -89,9 +90,9 @@ export function crossMatrix(records: RunRecord[], split: ProbeSplit): Comparison
  * point lowers it.
  */
 export function pickDefaults(records: RunRecord[]): { rule: RuleName; hyper: RunSpec['hyper'] | null; choice: Comparison | null; candidates: Comparison[] }[] {
-  const rules = [...new Set(records.map((r) => r.spec.rule))].filter((r) => OWN_MEASURE[RULES[r].optimizer] && !r.startsWith('sgd'));
-  return rules.map((rule) => {
-    const candidates = compare(records, rule, 'sgd', OWN_MEASURE[RULES[rule].optimizer]!, 'validation');
+  const arms = [...new Set(records.map((r) => r.spec.rule))].filter((r) => armOf(r).measure && !r.startsWith('sgd'));
+  return arms.map((rule) => {
+    const candidates = compare(records, rule, 'sgd', armOf(rule).measure!, 'validation');
     const eligible = candidates.filter((c) => c.top1Difference >= -0.005 && c.paired.mean < 0);
     // relative to SGD's magnitude, so a log-determinant compares like a ratio
     const best = eligible.sort((a, b) => a.paired.mean / Math.abs(a.baseline.mean) - b.paired.mean / Math.abs(b.baseline.mean))[0];
@@ -107,7 +108,11 @@ export function pickDefaults(records: RunRecord[]): { rule: RuleName; hyper: Run
 export function chosenFromSweep(records: RunRecord[]): Partial<Record<RuleName, RunSpec['hyper']>> {
   const chosen: Partial<Record<RuleName, RunSpec['hyper']>> = {};
   for (const p of pickDefaults(records)) if (p.hyper) chosen[p.rule] = p.hyper;
-  if (chosen['trace-sam']?.rho !== undefined) chosen.rwp = { rho: chosen['trace-sam'].rho };
-  if (chosen['frob-sam']?.lambda !== undefined) chosen.gnp = { lambda: chosen['frob-sam'].lambda };
+  for (const control of rules().filter((r) => r.follows)) {
+    const { rule, fields } = control.follows!;
+    const from = (chosen[rule] ?? {}) as Record<string, number | undefined>;
+    const taken = Object.fromEntries(fields.flatMap((f) => (from[f] !== undefined ? [[f, from[f]]] : [])));
+    if (Object.keys(taken).length > 0) chosen[control.kind] = taken;
+  }
   return chosen;
 }

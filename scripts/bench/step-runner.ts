@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../../lib/sharpness/config.js';
+import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
 import { labels, tensor } from '../../lib/tensor.js';
 import { BENCH_MODELS, type BenchModel } from './models.js';
 

@@ -1,11 +1,14 @@
-// math.md §4: SAM and ASAM.
+// math.md §4: SAM (and ASAM's step, lib/optim/rules/asam.ts).
 //   SAM:  e = rho·g0 / (‖g0‖ + 1e-7)
 //   ASAM: T = eta + |w|;  e = rho·T²⊙g0 / (‖T⊙g0‖ + 1e-7)
 //   grad = ∇L(w + e)
-import { ops } from '../../ops.js';
-import type { Tensor } from '../../tensor.js';
+import { z } from 'zod';
 import type { Work } from '../../model/work.js';
+import { ops } from '../../ops.js';
+import { sharpnessFields } from '../../sharpness/config.js';
+import type { Tensor } from '../../tensor.js';
 import { perturb, type RuleContext, type RuleResult } from './context.js';
+import { defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
   const e = ctx.workspace.get('direction');
@@ -27,3 +30,27 @@ export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive:
   const sharpness = perturbedLoss - ctx.loss;
   return { sharpness, penalty: sharpness };
 }
+
+const schema = z.object({ kind: z.literal('sam'), rho: sharpnessFields.rho }).strict();
+declare module './registry.js' {
+  interface RuleSchemas {
+    sam: typeof schema;
+  }
+}
+
+export const samRule = defineRule({
+  kind: 'sam',
+  summary: 'SAM: the gradient at w + e, e = rho·g/‖g‖ (math.md §4)',
+  schema,
+  radius: true,
+  groupRho: true,
+  reading: () => ({ short: 'L(w+e)−L(w)', name: 'SAM: L(w + e) − L(w), ‖e‖ = ρ', unit: 'loss (nats) at the run’s ρ: SAM’s own measure, not a Hessian one', kind: 'estimate' }),
+  measure: 'maxEigenvalue',
+  training: { default: { rho: 0.05 } },
+  controls: { default: ['sgd-2x'] },
+  sweep: { default: [{ rho: 0.05 }, { rho: 0.1 }] },
+  build: (c, env) => ({ step: (ctx) => samStep(ctx, { adaptive: false, scale: env.rhoScale }) }),
+});
+
+/** The SAM preset: `sam({ rho: 0.05 })`. */
+export const sam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'sam', ...o });
