@@ -9,9 +9,9 @@
 import { createServer } from 'node:net';
 import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
-import { ops } from './ops.js';
-import { persistent } from './scope.js';
-import type { Tensor } from './tensor.js';
+import { ops } from './tensor/ops.js';
+import { persistent } from './tensor/scope.js';
+import type { Tensor } from './tensor/tensor.js';
 
 export interface ProcessGroupOptions {
   rank: number;

@@ -1,9 +1,9 @@
 // Public API of universal-sam (re-exports only).
 export type { DType, Device, FloatDType, HvpMethod, SlotInfo } from './native/binding.js';
 export { AddonLoadError, addonCandidates, loadedFrom, native } from './native/load.js';
-export { labels, tensor, toFloatArray, zeros, type Tensor, type TensorOptions } from './tensor.js';
-export { ops } from './ops.js';
-export { scope } from './scope.js';
+export { labels, tensor, toFloatArray, zeros, type Tensor, type TensorOptions } from './tensor/tensor.js';
+export { ops } from './tensor/ops.js';
+export { scope } from './tensor/scope.js';
 export { generator, sampleInto, streamSeed, type BuiltinMeasure, type Generator, type StreamPurpose } from './random.js';
 export { Model, hvpCache, loadTorchScript, type TorchScriptSource, type HvpCache, type LossAndGrad, type ModelOptions } from './model/model.js';
 export { type LoadStateDictOptions, type StateDictEntry, type StateDictSource } from './model/state-dict.js';
@@ -72,5 +72,6 @@ export { trainInWorker, type WorkerRun } from './train/run.js';
 export { evaluate, evaluateAsync, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
 export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './safetensors.js';
-export { readRun, renderReport } from './train/report.js';
-export { cuda } from './cuda.js';
+export { readRun, renderReport } from './report/report.js';
+export { cuda, memory, setThreads, trimMemory, versions } from './native/runtime.js';
+export { ProcessGroup, processGroupFromEnv } from './distributed.js';

@@ -1,7 +1,7 @@
 // Seedable generators and the direction samplers u ~ mu of math.md §1.
 import type { NativeGenerator } from './native/binding.js';
 import { native } from './native/load.js';
-import type { Tensor } from './tensor.js';
+import type { Tensor } from './tensor/tensor.js';
 
 export type Generator = NativeGenerator;
 

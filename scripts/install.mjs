@@ -18,11 +18,13 @@ import {
   describeTried,
   findLibtorch,
   HOW_TO_PROVIDE,
-  libtorchRecordPath,
   majorMinor,
+} from '../lib/native/libtorch.mjs';
+import {
+  libtorchRecordPath,
   readBuildInfo,
   writeLibtorchRecord,
-} from '../lib/native/libtorch.mjs';
+} from '../lib/native/build-record.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);

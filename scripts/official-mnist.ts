@@ -23,9 +23,9 @@ import { loadTorchScript } from '../lib/model/model.js';
 import { native } from '../lib/native/load.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { evaluate } from '../lib/train/evaluate.js';
-import { lineChart, type Series } from '../lib/train/charts.js';
-import { htmlPage } from '../lib/train/page.js';
-import { pairedTTest } from '../lib/train/statistics.js';
+import { lineChart, type Series } from '../lib/report/charts.js';
+import { htmlPage } from '../lib/report/page.js';
+import { pairedTTest } from '../lib/experiments/statistics.js';
 import { option } from './bench/args.js';
 
 const repo = option('--repo', process.env.USAM_OFFICIAL_REPO ?? '');

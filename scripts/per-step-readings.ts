@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { DataLoader } from '../lib/data/loader.js';
 import { hessian, type SharpnessProbe } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
-import { ops } from '../lib/ops.js';
+import { ops } from '../lib/tensor/ops.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { readingOf } from '../lib/optim/rules/index.js';
 import { datasetsOf, modelSpecOf, parseTrainConfig, sharpnessOf, type TrainConfigInput } from '../lib/train/config.js';

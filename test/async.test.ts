@@ -7,7 +7,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { cnn, mlp } from '../lib/model/presets.js';
 import { Optimizer, type OptimizerOptions } from '../lib/optim/optimizer.js';
-import { tensor, zeros } from '../lib/tensor.js';
+import { tensor, zeros } from '../lib/tensor/tensor.js';
 import { evaluate, evaluateAsync } from '../lib/train/evaluate.js';
 import { randomBatch } from './helpers.js';
 

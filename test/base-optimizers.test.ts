@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createBaseOptimizer, type BaseConfigInput } from '../lib/optim/base.js';
 import { schedule } from '../lib/optim/schedule.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { maxAbsDiff, toNumbers } from './helpers.js';
 
 const w0 = [0.5, -1.25, 2, 0.1];

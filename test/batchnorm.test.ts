@@ -1,7 +1,7 @@
 // BatchNorm running statistics move only in passes that ask for it.
 import { describe, expect, it } from 'vitest';
 import { cnn, mlp } from '../lib/model/presets.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { float64Model, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 
 describe('BatchNorm running statistics', () => {

@@ -9,7 +9,7 @@ import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { loadCheckpoint, saveCheckpoint } from '../lib/train/checkpoint.js';
-import { labels, tensor } from '../lib/tensor.js';
+import { labels, tensor } from '../lib/tensor/tensor.js';
 import { decodeSafetensors, encodeSafetensors, readSafetensors, stTensor, writeAtomic, writeSafetensors } from '../lib/safetensors.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { repoRoot } from './helpers.js';

@@ -10,7 +10,7 @@ import { cnn, mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { generator } from '../lib/random.js';
-import { tensor, zeros } from '../lib/tensor.js';
+import { tensor, zeros } from '../lib/tensor/tensor.js';
 import { maxAbsDiff, randomBatch, rng, toNumbers } from './helpers.js';
 
 const v = native().versions();

@@ -2,8 +2,8 @@
 // differences in float64, on an MLP with BatchNorm and on a small CNN.
 import { describe, expect, it } from 'vitest';
 import type { Model } from '../lib/model/model.js';
-import { ops } from '../lib/ops.js';
-import { tensor, type Tensor } from '../lib/tensor.js';
+import { ops } from '../lib/tensor/ops.js';
+import { tensor, type Tensor } from '../lib/tensor/tensor.js';
 import { maxAbsDiff, randomVector, toNumbers } from './helpers.js';
 import { derivativeCases, hvpCases } from './model-cases.js';
 

@@ -6,8 +6,8 @@ import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import { scope } from '../lib/scope.js';
-import { tensor, zeros } from '../lib/tensor.js';
+import { scope } from '../lib/tensor/scope.js';
+import { tensor, zeros } from '../lib/tensor/tensor.js';
 import { randomBatch } from './helpers.js';
 
 const live = () => native().memory().liveTensors;

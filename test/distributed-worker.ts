@@ -6,7 +6,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import { labels, tensor } from '../lib/tensor.js';
+import { labels, tensor } from '../lib/tensor/tensor.js';
 import { rng } from './helpers.js';
 
 /** 64 random float64 samples of 12 features and 4 classes from `seed`; part `part` of `parts` of them (contiguous). */

@@ -5,7 +5,7 @@ import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { native } from '../lib/native/load.js';
 import type { NativeModelOptions } from '../lib/native/binding.js';
-import { labels, tensor, zeros, type Tensor } from '../lib/tensor.js';
+import { labels, tensor, zeros, type Tensor } from '../lib/tensor/tensor.js';
 import { rng } from './helpers.js';
 
 const addon = native();

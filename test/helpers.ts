@@ -2,7 +2,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
-import { labels, tensor, type Tensor } from '../lib/tensor.js';
+import { labels, tensor, type Tensor } from '../lib/tensor/tensor.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The golden cases of the reference implementation, kept in the repository (what the golden commands read by default). */

@@ -6,7 +6,7 @@ import { DataLoader } from '../lib/data/loader.js';
 import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { cnn, mlp } from '../lib/model/presets.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { float64Model, goldenDir, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 
 const g = readGolden(hessianGolden, join(goldenDir, 'hessian-mlp-tanh-s1.json'));

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { hessian } from '../lib/hessian/hessian.js';
 import { hvpCache, Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
-import { ops } from '../lib/ops.js';
-import { tensor, zeros } from '../lib/tensor.js';
+import { ops } from '../lib/tensor/ops.js';
+import { tensor, zeros } from '../lib/tensor/tensor.js';
 import { float64Model, maxAbsDiff, randomBatch, randomVector, toNumbers } from './helpers.js';
 import { hvpCases } from './model-cases.js';
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { goldenSetup, hessianGolden, readGolden } from '../lib/golden/format.js';
 import { hessian } from '../lib/hessian/hessian.js';
 import { symmetricEigen } from '../lib/hessian/linalg.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { goldenDir, maxAbsDiff, toNumbers } from './helpers.js';
 
 const g = readGolden(hessianGolden, join(goldenDir, 'hessian-mlp-tanh-s1.json'));

@@ -3,7 +3,7 @@
 // PyTorch in pytorch-twin.test.ts).
 import { describe, expect, it } from 'vitest';
 import { Model } from '../lib/model/model.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 
 const embed = (layers: object[]) => new Model({ input: [3], layers } as never, { dtype: 'float64', seed: 1 });
 const ids = (values: number[]) => tensor(BigInt64Array.from(values, BigInt), [values.length / 3, 3], { dtype: 'int64' });

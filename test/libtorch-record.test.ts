@@ -8,7 +8,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type BuildInfo, clearLibtorchSearches, libtorchRecordPath, readLibtorchRecord, writeLibtorchRecord } from '../lib/native/libtorch.mjs';
+import { type BuildInfo, clearLibtorchSearches } from '../lib/native/libtorch.mjs';
+import { libtorchRecordPath, readLibtorchRecord, writeLibtorchRecord } from '../lib/native/build-record.mjs';
 import { addonCandidates, libtorchFor } from '../lib/native/load.js';
 
 const platform = `${process.platform}-${process.arch}`;

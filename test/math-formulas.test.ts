@@ -6,7 +6,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { tridiagonalEigen } from '../lib/hessian/linalg.js';
 import { Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { rng } from './helpers.js';
 
 /** L(w) = ½·Σ h_i·(w_i − c_i)²: Linear(P→1, no bias) with MSE on the rows √(P·h_i/2)·e_i. */

@@ -4,7 +4,7 @@
 import type { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
 import { cnn, mlp } from '../lib/model/presets.js';
-import { tensor, type Tensor } from '../lib/tensor.js';
+import { tensor, type Tensor } from '../lib/tensor/tensor.js';
 import { float64Model, randomBatch, rng } from './helpers.js';
 
 export interface ModelCase {

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadedFrom, native } from '../lib/native/load.js';
-import { readBuildInfo } from '../lib/native/libtorch.mjs';
+import { readBuildInfo } from '../lib/native/build-record.mjs';
 import { repoRoot } from './helpers.js';
 
 const listFromEnv = (name: string) => (process.env[name] ?? '').split(':').filter(Boolean);

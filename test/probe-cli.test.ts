@@ -11,7 +11,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { loadTorchScript, Model } from '../lib/model/model.js';
 import { loadCheckpoint } from '../lib/train/checkpoint.js';
 import { datasetsOf, modelSpecOf, parseTrainConfig } from '../lib/train/config.js';
-import { PROBE_FORMAT, probeRun, type ProbeReport } from '../lib/train/probe.js';
+import { PROBE_FORMAT, probeRun, type ProbeReport } from '../lib/experiments/probe.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { repoRoot } from './helpers.js';
 

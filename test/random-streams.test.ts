@@ -5,7 +5,7 @@ import { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { generator, streamSeed, type StreamPurpose } from '../lib/random.js';
-import { zeros } from '../lib/tensor.js';
+import { zeros } from '../lib/tensor/tensor.js';
 import { toNumbers } from './helpers.js';
 
 const purposes: StreamPurpose[] = ['init', 'dropout', 'directions', 'probes'];

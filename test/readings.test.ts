@@ -12,7 +12,7 @@ import { mlp } from '../lib/model/presets.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
 import { readingOf } from '../lib/optim/rules/index.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { float64Model, randomBatch, rng, toNumbers } from './helpers.js';
 
 /** Linear(P→1, no bias), MSE on the rows of X: L(w) = (1/P)·‖Xw − y‖², a quadratic with H = (2/P)·XᵀX. */

@@ -11,8 +11,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { probeRun, renderProbePage } from '../lib/train/probe.js';
-import { readRun, renderReport } from '../lib/train/report.js';
+import { probeRun, renderProbePage } from '../lib/experiments/probe.js';
+import { readRun, renderReport } from '../lib/report/report.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { writeFakeRuns } from './report-fixtures.js';
 

@@ -5,8 +5,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { autoAxis, formatTick, linearTicks, logTicks, niceNumber } from '../lib/train/ticks.js';
-import { findBaseline, groupRuns, meanCurve, readRun, renderReport, type Run, stat, summaryTable } from '../lib/train/report.js';
+import { autoAxis, formatTick, linearTicks, logTicks, niceNumber } from '../lib/report/ticks.js';
+import { findBaseline, groupRuns, meanCurve, readRun, renderReport, type Run, stat, summaryTable } from '../lib/report/report.js';
 import { writeFakeRuns } from './report-fixtures.js';
 
 const labels = (a: { ticks: { label: string; minor?: boolean }[] }) => a.ticks.map((t) => t.label + (t.minor ? '*' : ''));

@@ -10,9 +10,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../lib/cli/main.js';
 import { parseTrainConfig, sharpnessOf } from '../lib/train/config.js';
 import { trainingDefaultsOf } from '../lib/optim/rules/index.js';
-import { parseReproduceConfig, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/train/reproduce.js';
-import { chosenFromSweep, claims, crossMatrix, pickDefaults } from '../lib/train/verdicts.js';
-import type { ReproduceResults } from '../lib/train/reproduce-report.js';
+import { parseReproduceConfig, plannedRuns, type RunRecord, type RunSpec, summarize } from '../lib/experiments/reproduce.js';
+import { chosenFromSweep, claims, crossMatrix, pickDefaults } from '../lib/experiments/verdicts.js';
+import type { ReproduceResults } from '../lib/experiments/reproduce-report.js';
 import { repoRoot } from './helpers.js';
 
 // in a child process: the grid takes tens of seconds, and vitest's worker must keep answering

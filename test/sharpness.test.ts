@@ -6,7 +6,7 @@ import { Model } from '../lib/model/model.js';
 import { mlp } from '../lib/model/presets.js';
 import { Optimizer, type OptimizerOptions } from '../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 import { float64Model, maxAbsDiff, randomBatch, rng, toNumbers } from './helpers.js';
 
 // A is SPD; R is its upper Cholesky factor (A = RᵀR).

@@ -2,7 +2,7 @@
 // quantiles from standard tables, and values R's pt/qt give) and
 // hand-worked cases of the paired test and Holm's correction.
 import { describe, expect, it } from 'vitest';
-import { holm, incompleteBeta, logGamma, pairedTTest, studentCdf, studentQuantile } from '../lib/train/statistics.js';
+import { holm, incompleteBeta, logGamma, pairedTTest, studentCdf, studentQuantile } from '../lib/experiments/statistics.js';
 
 describe('Student t', () => {
   it('log Γ matches factorials and Γ(½) = √π', () => {

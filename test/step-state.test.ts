@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Model } from '../lib/model/model.js';
 import { cnn } from '../lib/model/presets.js';
 import { Optimizer, type OptimizerOptions } from '../lib/optim/optimizer.js';
-import { labels, tensor } from '../lib/tensor.js';
+import { labels, tensor } from '../lib/tensor/tensor.js';
 import { maxAbsDiff, randomBatch, toNumbers } from './helpers.js';
 
 const spec = cnn({ input: [2, 6, 6], channels: [3, 4], hidden: 6, classes: 3 }); // two BatchNorm2d layers

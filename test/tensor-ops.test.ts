@@ -1,10 +1,10 @@
 // Tensor handles, flat-vector operations and samplers.
 import { describe, expect, it } from 'vitest';
-import { cuda } from '../lib/cuda.js';
+import { cuda } from '../lib/native/runtime.js';
 import { native } from '../lib/native/load.js';
-import { ops } from '../lib/ops.js';
+import { ops } from '../lib/tensor/ops.js';
 import { generator, sampleInto } from '../lib/random.js';
-import { labels, tensor, zeros } from '../lib/tensor.js';
+import { labels, tensor, zeros } from '../lib/tensor/tensor.js';
 
 describe('tensors', () => {
   it('round-trip float32, float64 and int64 with shape, dtype and device', () => {

@@ -9,8 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { hessian } from '../lib/hessian/hessian.js';
 import { loadTorchScript, type Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
-import { tensor } from '../lib/tensor.js';
-import { probeRun } from '../lib/train/probe.js';
+import { tensor } from '../lib/tensor/tensor.js';
+import { probeRun } from '../lib/experiments/probe.js';
 import { Trainer } from '../lib/train/trainer.js';
 import { maxAbsDiff, repoRoot, toNumbers } from './helpers.js';
 

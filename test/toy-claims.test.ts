@@ -9,7 +9,7 @@ import { hessian } from '../lib/hessian/hessian.js';
 import { Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../lib/optim/rules/index.js';
-import { tensor } from '../lib/tensor.js';
+import { tensor } from '../lib/tensor/tensor.js';
 
 function product(w1: number, w2: number) {
   const model = new Model(

@@ -10,7 +10,7 @@ import { encodeIdx } from '../lib/data/idx.js';
 import { Model } from '../lib/model/model.js';
 import { Optimizer } from '../lib/optim/optimizer.js';
 import { modelSpecOf, optimizerOptionsOf, type TrainConfigInput } from '../lib/train/config.js';
-import { renderReport, readRun } from '../lib/train/report.js';
+import { renderReport, readRun } from '../lib/report/report.js';
 import { Trainer, type TrainResult } from '../lib/train/trainer.js';
 import { repoRoot } from './helpers.js';
 

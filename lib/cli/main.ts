@@ -6,6 +6,7 @@ import { probeCommand } from './probe.js';
 import { reportCommand } from './report.js';
 import { reproduceCommand } from './reproduce.js';
 import { trainCommand } from './train.js';
+import { versions } from '../native/runtime.js';
 
 const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 
@@ -35,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'probe') return probeCommand(argv.slice(1));
   if (command === 'reproduce') return reproduceCommand(argv.slice(1));
   if (command === 'version' || command === '--version') {
-    const v = native().versions();
+    const v = versions();
     const from = loadedFrom();
     process.stdout.write(
       [

@@ -2,7 +2,7 @@
 // a TorchScript file, as JSON and an HTML page, with a progress line per probe.
 import { dirname, join, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../train/probe.js';
+import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../experiments/probe.js';
 import { writeAtomic } from '../safetensors.js';
 import { flagHelp, parseFlags } from './flags.js';
 

@@ -1,7 +1,7 @@
 // `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]`
 import { dirname, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { readRun, renderReport } from '../train/report.js';
+import { readRun, renderReport } from '../report/report.js';
 import { writeAtomic } from '../safetensors.js';
 
 export const REPORT_HELP = `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]

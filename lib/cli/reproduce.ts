@@ -3,12 +3,12 @@
 // --out, and a line per run.
 import { join, relative, resolve } from 'node:path';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { native } from '../native/load.js';
 import { writeAtomic } from '../safetensors.js';
-import { executeRuns, parseReproduceConfig, plannedRuns, reproduceConfig, armNames, SETTING_NAMES, sweepGrid } from '../train/reproduce.js';
-import { REPRODUCE_FORMAT, renderHtml, renderMarkdown, type ReproduceResults } from '../train/reproduce-report.js';
-import { chosenFromSweep } from '../train/verdicts.js';
+import { executeRuns, parseReproduceConfig, plannedRuns, reproduceConfig, armNames, SETTING_NAMES, sweepGrid } from '../experiments/reproduce.js';
+import { REPRODUCE_FORMAT, renderHtml, renderMarkdown, type ReproduceResults } from '../experiments/reproduce-report.js';
+import { chosenFromSweep } from '../experiments/verdicts.js';
 import { flagHelp, parseFlags } from './flags.js';
+import { versions } from '../native/runtime.js';
 
 export const REPRODUCE_HELP = `usam reproduce [flags]
 
@@ -53,7 +53,7 @@ export function reproduceCommand(argv: string[]): number {
     kind: c.sweep ? 'sweep' : 'grid',
     // paths as given relative to where it ran, so the files say nothing of the machine
     options: { ...c, out: relative(process.cwd(), out) || '.', ...(c.sweepFrom ? { sweepFrom: relative(process.cwd(), resolve(c.sweepFrom)) } : {}) },
-    libtorch: native().versions().torch,
+    libtorch: versions().torch,
     date: new Date().toISOString().slice(0, 10),
     seconds: (Date.now() - t0) / 1000,
     records,

@@ -7,8 +7,8 @@
 // batch a single process would take.
 import type { FloatDType } from '../native/binding.js';
 import type { Batch } from '../model/passes.js';
-import { persistent } from '../scope.js';
-import { tensor } from '../tensor.js';
+import { persistent } from '../tensor/scope.js';
+import { tensor } from '../tensor/tensor.js';
 import { count, type Dataset, sampleSize } from './dataset.js';
 import { Prng } from './prng.js';
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { Model } from '../model/model.js';
 import { mlp } from '../model/presets.js';
 import { ConfigError, formatIssues } from '../errors.js';
-import { labels, tensor, type Tensor } from '../tensor.js';
+import { labels, tensor, type Tensor } from '../tensor/tensor.js';
 
 const vec = z.array(z.number());
 const goldenModel = z.object({

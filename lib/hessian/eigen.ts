@@ -2,7 +2,7 @@
 // reorthogonalisation when its basis fits the memory budget, else the
 // three-term recurrence with its ghost copies removed), and power iteration
 // with deflation (the slow baseline).
-import { ops } from '../ops.js';
+import { ops } from '../tensor/ops.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';

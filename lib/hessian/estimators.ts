@@ -3,12 +3,12 @@
 // and tr f(H) (here Σ log(|λ| + δ), the damped log-determinant), each with
 // its standard error. Where only vᵀHv is needed (Hutchinson, Hutch++'s
 // deflated part) it comes from a curvature pass, not an HVP.
-import { native } from '../native/load.js';
-import { ops } from '../ops.js';
-import type { Tensor } from '../tensor.js';
+import { ops } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
 import type { Work } from '../model/work.js';
 import { type LanczosMemoryOptions, LanczosProcess, planLanczos } from './lanczos.js';
 import type { HessianOperator } from './operator.js';
+import { zeros } from '../tensor/tensor.js';
 
 export interface Estimate {
   estimate: number;
@@ -45,8 +45,8 @@ class Rows {
   ) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`block must be an integer ≥ 1 (vectors per HVP pass), got ${size}`);
     const P = op.model.numParams;
-    this.flatV = native().Tensor.zeros([size * P], op.model.dtype, op.model.device);
-    this.flatHv = native().Tensor.zeros([size * P], op.model.dtype, op.model.device);
+    this.flatV = zeros([size * P], op.model);
+    this.flatHv = zeros([size * P], op.model);
     this.v = Array.from({ length: size }, (_, k) => this.flatV.narrow(k * P, P));
     this.hv = Array.from({ length: size }, (_, k) => this.flatHv.narrow(k * P, P));
   }

@@ -4,14 +4,14 @@
 import { isTensor, type Model } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
-import { ops } from '../ops.js';
+import { ops } from '../tensor/ops.js';
 import type { Batch } from '../model/passes.js';
 import { sampleInto } from '../random.js';
-import { track } from '../scope.js';
+import { track } from '../tensor/scope.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { DEFAULT_HALF_CUBE, measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';

@@ -12,8 +12,8 @@
 // removes them (Cullum–Willoughby), and SLQ's quadrature is unaffected in
 // expectation (the copies split the weight of one node).
 import { totalmem } from 'node:os';
-import { ops } from '../ops.js';
-import type { Tensor } from '../tensor.js';
+import { ops } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';
 import type { HessianOperator } from './operator.js';

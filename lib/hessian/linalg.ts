@@ -4,7 +4,7 @@
 // LibTorch (native/linalg.cc) from LAPACK_MIN_SIZE rows on, where the O(n³)
 // loop in JavaScript falls behind (scripts/bench/eigen.ts measures both).
 // Used for full Hessians and for the tridiagonal matrices of Lanczos.
-import { native } from '../native/load.js';
+import { ops } from '../tensor/ops.js';
 
 export interface Eigen {
   /** Eigenvalues in ascending order. */
@@ -26,7 +26,7 @@ function useLapack(n: number, backend: EigenBackend): boolean {
 /** Eigenvalues (and optionally vectors) of the symmetric n×n row-major matrix `a` (not modified). */
 export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = false, backend: EigenBackend = 'auto'): Eigen {
   if (a.length !== n * n) throw new Error(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
-  if (useLapack(n, backend)) return native().linalg.symmetricEigen(Float64Array.from(a), n, wantVectors);
+  if (useLapack(n, backend)) return ops.symmetricEigen(Float64Array.from(a), n, wantVectors);
   const v = Float64Array.from(a);
   const d = new Float64Array(n);
   const e = new Float64Array(n);
@@ -47,7 +47,7 @@ export function tridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<numbe
     const dense = new Float64Array(n * n);
     for (let i = 0; i < n; i++) dense[i * n + i] = alpha[i];
     for (let i = 0; i + 1 < n; i++) dense[(i + 1) * n + i] = dense[i * n + i + 1] = beta[i];
-    return native().linalg.symmetricEigen(dense, n, wantVectors);
+    return ops.symmetricEigen(dense, n, wantVectors);
   }
   const d = Float64Array.from(alpha);
   const e = new Float64Array(n);

@@ -9,14 +9,15 @@
 // batch first, and those batches are recomputed on every HVP.
 import type { Model } from '../model/model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
-import { native } from '../native/load.js';
-import { ops } from '../ops.js';
+import { ops } from '../tensor/ops.js';
 import type { ProcessGroup } from '../distributed.js';
 import { type Batch, Passes } from '../model/passes.js';
 import { runSync, type Work } from '../model/work.js';
 import { type Generator, generator } from '../random.js';
-import type { Tensor } from '../tensor.js';
-import { persistent } from '../scope.js';
+import { floatTensor, type Tensor } from '../tensor/tensor.js';
+import { persistent } from '../tensor/scope.js';
+import { newHvpCache } from '../model/model.js';
+import { zeros } from '../tensor/tensor.js';
 
 /** The default limit of a Hessian's HVP caches over all its batches: 2 GiB. */
 export const DEFAULT_HVP_CACHE_BYTES = 2 ** 31;
@@ -49,8 +50,8 @@ export class HessianOperator {
     this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, group);
     this.passes.use(batches);
     if (cacheBytes > 0) {
-      this.passes.hvpCaches = batches.map(() => new (native().HvpCache)());
-      this.passes.curvatureCaches = batches.map(() => new (native().HvpCache)());
+      this.passes.hvpCaches = batches.map(() => newHvpCache());
+      this.passes.curvatureCaches = batches.map(() => newHvpCache());
     }
     if (curvatureMethod === undefined && method === 'double-backward') this.curvatureMethod = 'double-backward';
     if (!modules || modules.length === 0) {
@@ -82,7 +83,7 @@ export class HessianOperator {
   fromValues(values: ArrayLike<number>): Tensor {
     const m = this.model;
     if (values.length !== m.numParams) throw new Error(`expected a flat vector of ${m.numParams} numbers, got ${values.length}`);
-    return native().Tensor.fromArray(m.dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values), [m.numParams], m.dtype, m.device);
+    return floatTensor(m, values);
   }
 
   /** Zeroes the coordinates outside the selected modules. */
@@ -120,7 +121,7 @@ export class HessianOperator {
    * curvatureMethod says otherwise; counts as K applications of H in `hvps`.
    */
   *curvatureWork(v: Tensor): Work<number[]> {
-    const out = native().Tensor.zeros([v.shape.length === 2 ? v.shape[0] : 1], this.model.dtype, this.model.device);
+    const out = zeros([v.shape.length === 2 ? v.shape[0] : 1], this.model);
     try {
       yield* this.passOver(v, this.passes.curvatureWork(v, out, this.curvatureMethod));
       return Array.from(out.toArray() as ArrayLike<number>);

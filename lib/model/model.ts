@@ -4,9 +4,9 @@
 import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
-import { type Tensor, toFloatArray } from '../tensor.js';
+import { floatTensor, type Tensor, toFloatArray } from '../tensor/tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
-import { persistent, track } from '../scope.js';
+import { persistent, track } from '../tensor/scope.js';
 import type { StTensor } from '../safetensors.js';
 import { loadStateDict, type LoadStateDictOptions, saveStateDict, type StateDictSource, stateDictOf } from './state-dict.js';
 
@@ -15,8 +15,11 @@ export type HvpCache = NativeHvpCache;
 
 /** A new, empty HVP cache, disposed with the scope it is made in (or by dispose()). */
 export function hvpCache(): HvpCache {
-  return track(new (native().HvpCache)());
+  return track(newHvpCache());
 }
+
+/** A new HVP cache its maker disposes (not tracked by scopes). */
+export const newHvpCache = (): HvpCache => new (native().HvpCache)();
 
 export interface ModelOptions {
   dtype?: FloatDType;
@@ -97,12 +100,7 @@ export class Model {
     }
     if (values.length !== this.numParams)
       throw new Error(`setParams: got ${values.length} values, the model has ${this.numParams} parameters`);
-    const t = native().Tensor.fromArray(
-      this.dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values),
-      [this.numParams],
-      this.dtype,
-      this.device,
-    );
+    const t = floatTensor(this, values);
     native().ops.copy(this.params, t);
     t.dispose();
   }

@@ -15,9 +15,9 @@
 import type { HvpCache, Model } from './model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
-import { ops } from '../ops.js';
-import type { Tensor } from '../tensor.js';
-import { persistent } from '../scope.js';
+import { ops } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { persistent } from '../tensor/scope.js';
 import { one, runSync, type Work } from './work.js';
 import { type ProcessGroup, Reducer } from '../distributed.js';
 

@@ -1,6 +1,7 @@
 // Model specs: what a user writes (scalars or pairs, defaults) is validated
 // with zod and normalised into the exact form the native builder reads.
 import { z } from 'zod';
+import { parseOrThrow } from '../errors.js';
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -124,18 +125,7 @@ export type ModelSpec = z.output<typeof modelSpec>;
 
 /** Validates a spec; the error names each wrong field by its path. */
 export function parseModelSpec(spec: unknown): ModelSpec {
-  const r = modelSpec.safeParse(spec);
-  if (!r.success) throw new Error(`invalid model spec:\n${formatIssues(r.error)}`);
-  return r.data;
-}
-
-export function formatIssues(error: z.ZodError, root = ''): string {
-  return error.issues
-    .map((i) => {
-      const path = [root, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))].join('').replace(/^\./, '');
-      return `  - ${path || '(root)'}: ${i.message}`;
-    })
-    .join('\n');
+  return parseOrThrow(modelSpec, spec, 'model spec');
 }
 
 /**

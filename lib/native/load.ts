@@ -38,13 +38,15 @@ import {
   findAllLibtorch,
   HOW_TO_PROVIDE,
   libtorchAt,
-  libtorchFiles,
-  libtorchRecordPath,
   majorMinor,
-  readBuildInfo,
-  readLibtorchRecord,
   realpath,
 } from './libtorch.mjs';
+import {
+  libtorchFiles,
+  libtorchRecordPath,
+  readBuildInfo,
+  readLibtorchRecord,
+} from './build-record.mjs';
 import type { Addon } from './binding.js';
 
 /** The package root: lib/native/ and dist/native/ both sit two levels below it. */

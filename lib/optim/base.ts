@@ -2,8 +2,8 @@
 // (torch.optim.SGD, Adam, AdamW); each step is one fused native call.
 import { z } from 'zod';
 import { native } from '../native/load.js';
-import { persistent } from '../scope.js';
-import type { Tensor } from '../tensor.js';
+import { persistent } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
 import type { ParamGroup, Segment } from './groups.js';
 
 export const baseConfig = z.discriminatedUnion('kind', [

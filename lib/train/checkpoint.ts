@@ -3,11 +3,11 @@
 // its metadata the training config, the position in training and every RNG
 // state, so that a resumed run continues bit for bit.
 import type { Model } from '../model/model.js';
-import { native } from '../native/load.js';
-import { ops } from '../ops.js';
+import { ops } from '../tensor/ops.js';
 import { OPTIMIZER_STATE_FORMAT, type Optimizer } from '../optim/optimizer.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
+import { floatTensor, tensor } from '../tensor/tensor.js';
 
 export const CHECKPOINT_FORMAT = 'usam-checkpoint/1';
 
@@ -92,7 +92,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
     const fill = (target: Tensor, parts: { name: string; offset: number; numel: number }[]) => {
       const values = model.dtype === 'float64' ? new Float64Array(target.numel) : new Float32Array(target.numel);
       for (const p of parts) values.set(need(p.name, p.numel) as Float32Array | Float64Array, p.offset);
-      const t = native().Tensor.fromArray(values, [target.numel], model.dtype, model.device);
+      const t = floatTensor(model, values);
       ops.copy(target, t);
       t.dispose();
     };
@@ -101,7 +101,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
     if (values.numel > 0) fill(values, info);
     if (counterNames.length > 0) {
       const counts = BigInt64Array.from(counterNames, (n) => (need(n, 1) as BigInt64Array)[0]);
-      const t = native().Tensor.fromArray(counts, [counts.length], 'int64', model.device);
+      const t = tensor(counts, [counts.length], { dtype: 'int64', device: model.device });
       ops.copy(counters, t);
       t.dispose();
     }

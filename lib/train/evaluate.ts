@@ -6,8 +6,8 @@ import { DataLoader, shareRange } from '../data/loader.js';
 import { count, sampleSize, type Dataset } from '../data/dataset.js';
 import type { ProcessGroup } from '../distributed.js';
 import type { Model } from '../model/model.js';
-import { native } from '../native/load.js';
 import { one, runAsync, runSync, type Work } from '../model/work.js';
+import { tensor } from '../tensor/tensor.js';
 
 export interface Evaluation {
   loss: number;
@@ -65,7 +65,7 @@ export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000, gro
   }
   if (group) {
     // NCCL reduces device tensors: the sums travel on the model's device
-    const sums = native().Tensor.fromArray(Float64Array.of(loss, top1, top5, n), [4], 'float64', model.device);
+    const sums = tensor(Float64Array.of(loss, top1, top5, n), [4], { device: model.device });
     try {
       group.allreduce(sums, 'sum');
       [loss, top1, top5, n] = Array.from(sums.toArray() as Float64Array);

@@ -2,6 +2,7 @@
 // family, evaluation, optional Hessian probes, metrics as JSON lines, and a
 // checkpoint at every epoch end and whenever it is asked to stop — from
 // which a resumed run continues bit for bit.
+import { DivergenceError, UsamError } from '../errors.js';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { count, type Dataset } from '../data/dataset.js';
@@ -10,68 +11,18 @@ import { hessian } from '../hessian/hessian.js';
 import { probeSuiteWork } from '../hessian/suite.js';
 import { Model } from '../model/model.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
-import { native } from '../native/load.js';
 import { Optimizer } from '../optim/optimizer.js';
 import type { ProcessGroup } from '../distributed.js';
-import { persistent } from '../scope.js';
-import { tensor, type Tensor } from '../tensor.js';
+import { persistent } from '../tensor/scope.js';
+import { tensor, type Tensor } from '../tensor/tensor.js';
 import { streamSeed } from '../random.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
 import { writeAtomic } from '../safetensors.js';
-
-export interface EpochMetrics {
-  epoch: number;
-  step: number;
-  trainLoss: number;
-  /** accuracy on the training batches, at the weights of each step (before its update) */
-  trainAccuracy: number | null;
-  /** mean per-step reading of the rule (what it is: `sharpnessReading`); null for plain steps */
-  sharpness: number | null;
-  /** the name of that reading (lib/sharpness/reading.ts; docs/readings.md says how it compares with the probes) */
-  sharpnessReading?: string;
-  test: Evaluation;
-  /** the held-out part of the training set (config.validation), when there is one */
-  validation?: Evaluation;
-  lr: number;
-  rho: number;
-  seconds: number;
-  stepsPerSecond: number;
-  probe?: {
-    trace: number;
-    traceStandardError: number;
-    frobeniusSquared: number;
-    maxEigenvalue: number;
-    /** Σ log(|λ| + damping) by SLQ (runs without it predate the field) */
-    logAbsDet?: number;
-    logAbsDetDamping?: number;
-    density?: { grid: number[]; values: number[] };
-    hvps: number;
-  };
-}
-
-/**
- * One line of steps.jsonl, written every config.stepLogEvery steps (and at
- * each epoch's last step): the mean over the `steps` steps since the previous
- * line (a window mean, not an exponential average, so a line means the same
- * after a resume).
- */
-export interface StepLogLine {
-  epoch: number;
-  /** global step count after the line's last step */
-  step: number;
-  /** epochs done, fractional: step / steps per epoch */
-  progress: number;
-  /** steps the means are over */
-  steps: number;
-  /** mean training loss L(w) over those steps */
-  loss: number;
-  /** mean of the rule's per-step reading (lib/sharpness/reading.ts) over its sharpness-aware steps among them; null for plain steps (SGD, Adam) */
-  sharpness: number | null;
-  lr: number;
-  rho: number;
-}
+import { checkWritable, CHECKPOINT_FILE, CONFIG_FILE, metricsBefore, METRICS_FILE, STEPS_FILE, trimStepLog, type EpochMetrics, type StepLogLine } from './run-folder.js';
+export { CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, STEPS_FILE, type EpochMetrics, type StepLogLine } from './run-folder.js';
+import { setThreads, trimMemory } from '../native/runtime.js';
 
 export interface StepInfo {
   epoch: number;
@@ -99,23 +50,10 @@ export interface TrainResult {
   progress: Progress;
 }
 
-export const CHECKPOINT_FILE = 'checkpoint.safetensors';
-export const METRICS_FILE = 'metrics.jsonl';
-export const STEPS_FILE = 'steps.jsonl';
 /** Buffered step-log lines are appended at most this often (and before every checkpoint). */
 const STEP_LOG_FLUSH_MS = 500;
 /** Steps whose mean training loss the divergence check compares. */
 export const DIVERGENCE_WINDOW = 50;
-export const CONFIG_FILE = 'config.json';
-
-function checkWritable(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-    accessSync(dir, constants.W_OK);
-  } catch (e) {
-    throw new Error(`output directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
-  }
-}
 
 export class Trainer {
   readonly config: TrainConfig;
@@ -153,7 +91,7 @@ export class Trainer {
     this.out = out;
     if (!resuming && existsSync(checkpointFile))
       throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
-    if (this.config.threads) native().setThreads(this.config.threads);
+    if (this.config.threads) setThreads(this.config.threads);
     // everything that can fail on bad input fails before anything is written
     this.data = datasetsOf(this.config);
     this.model = modelOf(this.config, this.data.train);
@@ -203,31 +141,6 @@ export class Trainer {
     saveCheckpoint(this.checkpointFile, this.model, this.optimizer, this.config, this.progress);
   }
 
-  /** Metrics lines of finished epochs (a resumed run drops lines past its checkpoint). */
-  private metricsSoFar(): EpochMetrics[] {
-    const file = join(this.out, METRICS_FILE);
-    if (!existsSync(file) || !this.writer) return [];
-    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
-    const kept = lines.filter((m) => m.epoch < this.progress.epoch);
-    if (kept.length !== lines.length) writeFileSync(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
-    return kept;
-  }
-
-  /** A resumed run drops step-log lines past its checkpoint (written after it, before a crash). */
-  private trimStepLog(): void {
-    const file = join(this.out, STEPS_FILE);
-    if (!existsSync(file) || !this.writer) return;
-    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
-    const kept = lines.filter((l) => {
-      try {
-        return (JSON.parse(l) as StepLogLine).step <= this.progress.globalStep;
-      } catch {
-        return false; // a torn last line
-      }
-    });
-    if (kept.length !== lines.length) writeFileSync(file, kept.map((l) => l + '\n').join(''));
-  }
-
   /**
    * Stops a run whose training loss has grown far past where it started
    * (config.divergence × the mean of the first DIVERGENCE_WINDOW steps,
@@ -247,11 +160,15 @@ export class Trainer {
     const mean = recent.reduce((a, b) => a + b, 0) / DIVERGENCE_WINDOW;
     if (mean > c.divergence * p.startLoss) {
       const lambda = this.optimizer.sharpness && 'lambda' in this.optimizer.sharpness ? `, --lambda ${this.optimizer.sharpness.lambda}` : '';
-      throw new Error(
+      throw new DivergenceError(
         `training diverged at epoch ${p.epoch}, step ${p.globalStep}: the mean training loss of the last ${DIVERGENCE_WINDOW} steps is ` +
           `${mean.toPrecision(4)}, ${(mean / p.startLoss).toPrecision(3)}× that of the first ${DIVERGENCE_WINDOW} (${p.startLoss.toPrecision(4)}; ` +
           `the limit is --divergence ${c.divergence}, 0 turns the check off). Lower --lr ${c.lr}${rho > 0 ? `, --rho ${rho}` : ''}${lambda}. ` +
           `The last checkpoint (${this.checkpointFile}) holds the run before it.`,
+        p.epoch,
+        p.globalStep,
+        mean / p.startLoss,
+        c.divergence,
       );
     }
   }
@@ -282,8 +199,8 @@ export class Trainer {
 
   private *runWork(events: TrainEvents): Work<TrainResult> {
     const c = this.config;
-    const metrics = this.metricsSoFar();
-    this.trimStepLog();
+    const metrics = this.writer ? metricsBefore(this.out, this.progress.epoch) : [];
+    if (this.writer) trimStepLog(this.out, this.progress.globalStep);
     const p = this.progress;
     const recent: number[] = [];
     // the step log: window sums since the last line, lines buffered in memory
@@ -314,7 +231,13 @@ export class Trainer {
         try {
           r = yield* this.optimizer.stepWork(x, y);
         } catch (e) {
-          throw new Error(`epoch ${p.epoch}, batch ${p.batch}: ${(e as Error).message}`);
+          // where in the run, in front of the step's own message; the error keeps its class (NonFiniteError, ...)
+          const where = `epoch ${p.epoch}, batch ${p.batch}: `;
+          if (e instanceof UsamError) {
+            e.message = where + e.message;
+            throw e;
+          }
+          throw new Error(where + (e as Error).message, { cause: e });
         }
         p.globalStep++;
         p.steps++;
@@ -392,7 +315,7 @@ export class Trainer {
       this.save();
       // give back the free pages the C heap kept over the epoch (evaluation,
       // probes and checkpoint buffers come and go once per epoch)
-      native().trimMemory();
+      trimMemory();
       events.onEpoch?.(m);
     }
     return { stopped: false, out: this.out, checkpoint: this.checkpointFile, metrics, progress: { ...p } };

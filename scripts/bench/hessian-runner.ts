@@ -21,7 +21,7 @@ import { fashionMnist, sampleSize } from '../../lib/data/dataset.js';
 import { hvpCache, Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { generator } from '../../lib/random.js';
-import { labels, tensor } from '../../lib/tensor.js';
+import { labels, tensor } from '../../lib/tensor/tensor.js';
 import { BENCH_MODELS, type BenchModel } from './models.js';
 
 const [modelName, batchArg, dir] = process.argv.slice(2) as [BenchModel, string, string];

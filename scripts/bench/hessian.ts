@@ -17,7 +17,7 @@ import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
 import type { HvpMethod } from '../../lib/native/binding.js';
 import { native } from '../../lib/native/load.js';
-import { labels, type Tensor, tensor } from '../../lib/tensor.js';
+import { labels, type Tensor, tensor } from '../../lib/tensor/tensor.js';
 import { alternate, BENCH_MODELS, type BenchModel, median } from './models.js';
 import { flag, option } from './args.js';
 

@@ -24,7 +24,7 @@ import { hessian } from '../../lib/hessian/hessian.js';
 import { Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
-import { tensor, labels } from '../../lib/tensor.js';
+import { tensor, labels } from '../../lib/tensor/tensor.js';
 import { modelSpecOf, parseTrainConfig } from '../../lib/train/config.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { BENCH_MODELS } from './models.js';

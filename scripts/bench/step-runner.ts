@@ -8,7 +8,7 @@ import { Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
-import { labels, tensor } from '../../lib/tensor.js';
+import { labels, tensor } from '../../lib/tensor/tensor.js';
 import { BENCH_MODELS, type BenchModel } from './models.js';
 
 /** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */

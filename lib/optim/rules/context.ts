@@ -1,13 +1,13 @@
 // What a SAM-family rule sees during one step, and the helpers they share.
 import type { Model } from '../../model/model.js';
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import { type Generator, sampleInto } from '../../random.js';
 import type { UserSampler } from '../../sharpness/config.js';
-import { native } from '../../native/load.js';
-import type { Tensor } from '../../tensor.js';
+import { NonFiniteError } from '../../errors.js';
+import { floatTensor, type Tensor } from '../../tensor/tensor.js';
 import type { Passes } from '../../model/passes.js';
 import type { Work } from '../../model/work.js';
-import { persistent } from '../../scope.js';
+import { persistent } from '../../tensor/scope.js';
 
 export interface RuleContext {
   model: Model;
@@ -124,12 +124,7 @@ export class DirectionSampler {
     if (!u || u.length !== numParams)
       throw new Error(`sharpness.mu: the user sampler returned ${u?.length ?? 'nothing'} numbers; it must return a flat vector of ${numParams}`);
     const out = this.buffer(0);
-    const t = native().Tensor.fromArray(
-      out.dtype === 'float64' ? Float64Array.from(u) : Float32Array.from(u),
-      [numParams],
-      out.dtype as 'float32' | 'float64',
-      out.device,
-    );
+    const t = floatTensor(out, u);
     if (!ops.allFinite(t)) throw new Error('sharpness.mu: the user sampler returned NaN or Inf');
     ops.copy(out, t);
     t.dispose();
@@ -152,7 +147,7 @@ export class DirectionSampler {
 /** Evaluates a user-visible scalar function, refusing NaN/Inf with the field and step named. */
 export function finite(value: number, field: string, at: number, step: number): number {
   if (!Number.isFinite(value))
-    throw new Error(`step ${step}: sharpness.${field} returned ${value} at ${at}; it must be finite on the samples`);
+    throw new NonFiniteError(`step ${step}: sharpness.${field} returned ${value} at ${at}; it must be finite on the samples`, step, field, value);
   return value;
 }
 
@@ -185,7 +180,12 @@ export function* perturbedPasses(
     perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
     if (!Number.isFinite(loss))
-      throw new Error(`step ${ctx.step}: the perturbed loss L(w ${negate ? '−' : '+'} rho·u_${antithetic ? i >> 1 : i}) is ${loss} (rho ${ctx.rho}); nothing was updated. Lower rho or the learning rate.`);
+      throw new NonFiniteError(
+        `step ${ctx.step}: the perturbed loss L(w ${negate ? '−' : '+'} rho·u_${antithetic ? i >> 1 : i}) is ${loss} (rho ${ctx.rho}); nothing was updated. Lower rho or the learning rate.`,
+        ctx.step,
+        'perturbed loss',
+        loss,
+      );
     losses.push(loss);
   }
   return { losses, grads, firstOrder };

@@ -11,7 +11,7 @@
 //                grad = g0 + lambda·rho²·(1/(n−1))·Σ (q_i/2 − mean)·½∇q_i
 // `penalty` reports the measure's estimate as the finite-difference rules do
 // (phi(m); ½·rho²·SampleVar(q/2) for Frobenius), so the two are comparable.
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import type { Work } from '../../model/work.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
 import { finite, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';

@@ -2,7 +2,7 @@
 //   F = L + (lambda/rho²)·½·SampleVar_i[L_i]
 //   grad = g0 + (lambda/rho²)·(1/(n−1))·Σ_i (L_i − L̄)·g_i
 import type { Work } from '../../model/work.js';
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import { curvatureSamples, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 
 export function* frobeniusStep(

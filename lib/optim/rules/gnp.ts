@@ -5,7 +5,7 @@
 // on its own.
 import { z } from 'zod';
 import type { Work } from '../../model/work.js';
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import type { RuleContext, RuleResult } from './context.js';
 import { defineRule, type SharpnessConfigInput } from './registry.js';
 

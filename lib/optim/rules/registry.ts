@@ -11,7 +11,7 @@ import type { Model } from '../../model/model.js';
 import type { Work } from '../../model/work.js';
 import type { Generator } from '../../random.js';
 import type { Reading } from '../../sharpness/reading.js';
-import type { Tensor } from '../../tensor.js';
+import type { Tensor } from '../../tensor/tensor.js';
 import type { DirectionSampler, RuleContext, RuleResult } from './context.js';
 
 export type Estimator = 'finite-difference' | 'exact';

@@ -5,7 +5,7 @@
 // 1 − lambda is 0.
 import { z } from 'zod';
 import type { Work } from '../../model/work.js';
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
 import { curvatureSamples, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
 import { defineRule, type SharpnessConfigInput } from './registry.js';

@@ -4,9 +4,9 @@
 //   grad = ∇L(w + e)
 import { z } from 'zod';
 import type { Work } from '../../model/work.js';
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
-import type { Tensor } from '../../tensor.js';
+import type { Tensor } from '../../tensor/tensor.js';
 import { perturb, type RuleContext, type RuleResult } from './context.js';
 import { defineRule, type SharpnessConfigInput } from './registry.js';
 

@@ -2,7 +2,7 @@
 // Det-SAM, custom), from n+1 forward-backward passes.
 //   d_i = (L(w + rho·u_i) − L(w)) / rho²,  m = mean psi(d_i)
 //   grad = g0 + lambda·phi'(m)·(1/n)·Σ psi'(d_i)·(g_i − g0)
-import { ops } from '../../ops.js';
+import { ops } from '../../tensor/ops.js';
 import type { Work } from '../../model/work.js';
 import type { ScalarFunction } from '../../sharpness/functions.js';
 import { curvatureSamples, finite, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';

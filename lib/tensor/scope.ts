@@ -7,8 +7,8 @@
 // keep for their lifetime (a model's parameters, an optimizer's buffers) is
 // made under persistent(): it belongs to its owner, which a scope disposes
 // as a whole. A tensor the garbage collector took is simply skipped.
-import type { NativeTensor } from './native/binding.js';
-import { native } from './native/load.js';
+import type { NativeTensor } from '../native/binding.js';
+import { native } from '../native/load.js';
 
 /** What scope() disposes besides tensors: the library's objects with owned native memory. */
 export interface Disposable {

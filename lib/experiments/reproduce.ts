@@ -10,10 +10,10 @@ import { z } from 'zod';
 import { ConfigError, parseOrThrow } from '../errors.js';
 import { findRule, hasField, rules, type Estimator, type Hyper, type Measure, type RuleDescriptor } from '../optim/rules/index.js';
 import { writeAtomic } from '../safetensors.js';
-import type { TrainConfigInput } from './config.js';
+import type { TrainConfigInput } from '../train/config.js';
 import { type ProbeConfigInput, probeRun } from './probe.js';
-import { stat, type Stat } from './report.js';
-import { Trainer } from './trainer.js';
+import { stat, type Stat } from '../report/report.js';
+import { Trainer } from '../train/trainer.js';
 
 /**
  * An arm of the grid: an optimizer, for the universal class the estimator,

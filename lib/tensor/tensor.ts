@@ -1,7 +1,7 @@
 // Tensor handles. Tensors stay native; TypeScript holds handles with shape,
 // dtype and device, and copies data in and out with typed arrays.
-import type { DType, Device, FloatDType, NativeTensor } from './native/binding.js';
-import { native } from './native/load.js';
+import type { DType, Device, FloatDType, NativeTensor } from '../native/binding.js';
+import { native } from '../native/load.js';
 
 export type Tensor = NativeTensor;
 export type { DType, Device, FloatDType };
@@ -41,7 +41,7 @@ export function tensor(data: Data, shape?: number[], options: TensorOptions = {}
  * `like` — a model, a tensor: `floatTensor(model, values)` is a flat vector
  * in the model's dtype. `shape` defaults to [values.length].
  */
-export function floatTensor(like: { dtype: DType; device: Device | string }, values: ArrayLike<number>, shape: number[] = [values.length]): Tensor {
+export function floatTensor(like: { dtype: string; device: Device | string }, values: ArrayLike<number>, shape: number[] = [values.length]): Tensor {
   if (like.dtype !== 'float32' && like.dtype !== 'float64') throw new Error(`floatTensor: a ${like.dtype} tensor cannot hold values of a float vector; use a float32 or float64 model or tensor`);
   const data = like.dtype === 'float64' ? (values instanceof Float64Array ? values : Float64Array.from(values)) : values instanceof Float32Array ? values : Float32Array.from(values);
   return native().Tensor.fromArray(data, shape, like.dtype, like.device);

@@ -1,11 +1,11 @@
 // What `usam reproduce` writes: the results as JSON, the tables and claims
 // as Markdown (docs/reproduction.md quotes them) and an HTML page with the
 // plots (top-1 per setting, each Hessian measure per rule).
-import { esc, lineChart, type Series } from './charts.js';
-import { htmlPage } from './page.js';
+import { esc, lineChart, type Series } from '../report/charts.js';
+import { htmlPage } from '../report/page.js';
 import { type Cell, MEASURE_LABEL, MEASURES, PROBE_OPTIONS, type ProbeSplit, type ReproduceConfig, type RunRecord, type RunSpec, summarize } from './reproduce.js';
 import { type Claim, claims, type Comparison, crossMatrix, pickDefaults } from './verdicts.js';
-import { fmt, stat, type Stat } from './report.js';
+import { fmt, stat, type Stat } from '../report/report.js';
 
 export const REPRODUCE_FORMAT = 'usam-reproduce/1';
 

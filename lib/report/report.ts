@@ -7,7 +7,7 @@
 // shown as mean ± std over its seeds.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from './trainer.js';
+import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from '../train/trainer.js';
 import { COLORS, DASHES, densityChart, densityPoints, esc, lineChart, type Series } from './charts.js';
 
 export { lineChart, type Series } from './charts.js';

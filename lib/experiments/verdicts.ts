@@ -6,7 +6,7 @@
 // its adjusted p is below 0.05 and the rule is lower. The sweep's choice is
 // made the same way on the validation split.
 import { holm, pairedTTest, type PairedTest } from './statistics.js';
-import { stat, type Stat } from './report.js';
+import { stat, type Stat } from '../report/report.js';
 import { rules } from '../optim/rules/index.js';
 import { armOf, type Measure, MEASURES, type ProbeSplit, type RuleName, type RunRecord, type RunSpec, type SettingName } from './reproduce.js';
 

@@ -10,16 +10,16 @@ import { hessian } from '../hessian/hessian.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
 import type { Model } from '../model/model.js';
-import { formatIssues } from '../model/spec.js';
+import { parseOrThrow } from '../errors.js';
 import { runSync } from '../model/work.js';
-import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
-import { densityChart, densityPoints, esc } from './charts.js';
-import { loadCheckpoint } from './checkpoint.js';
-import { datasetsOf, modelOf, parseTrainConfig, type TrainConfig } from './config.js';
-import { htmlPage } from './page.js';
-import { fmt } from './report.js';
-import { CHECKPOINT_FILE } from './trainer.js';
+import { densityChart, densityPoints, esc } from '../report/charts.js';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { datasetsOf, modelOf, parseTrainConfig, type TrainConfig } from '../train/config.js';
+import { htmlPage } from '../report/page.js';
+import { fmt } from '../report/report.js';
+import { CHECKPOINT_FILE } from '../train/trainer.js';
+import { setThreads, versions } from '../native/runtime.js';
 
 export const PROBE_FORMAT = 'usam-probe/1';
 
@@ -79,9 +79,7 @@ export interface ProbeReport extends ProbeSuiteResult {
 }
 
 export function parseProbeConfig(raw: unknown): ProbeConfig {
-  const r = probeConfig.safeParse(raw);
-  if (!r.success) throw new Error(`invalid probe options:\n${formatIssues(r.error)}`);
-  return r.data;
+  return parseOrThrow(probeConfig, raw, 'probe options');
 }
 
 /** What a probe target resolves to: the run's config, and how to put the weights into its model. */
@@ -121,7 +119,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
   const o = parseProbeConfig(input);
   const dir = resolve(target);
   const { config, restore, checkpoint } = probeTarget(target, o);
-  if (o.threads) native().setThreads(o.threads);
+  if (o.threads) setThreads(o.threads);
   const data = datasetsOf(config);
   const split = o.split === 'train' ? data.train : o.split === 'test' ? data.test : data.validation;
   if (!split) throw new Error(`split 'validation': the run holds out no validation images (train it with --validation N)`);
@@ -175,7 +173,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       cacheBytesPerBatch: cache.perBatch,
       seconds: (Date.now() - started) / 1000,
       timings,
-      libtorch: native().versions().torch,
+      libtorch: versions().torch,
     };
   } finally {
     h?.dispose();

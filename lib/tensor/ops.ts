@@ -1,0 +1,31 @@
+// Fused flat-vector operations: one native call over P numbers each. Typed
+// functions over the binding (lib/native/binding.ts, NativeOps), so that
+// go-to-definition and static tools follow every call.
+import type { NativeOps, NativeTensor as T } from '../native/binding.js';
+import { native } from '../native/load.js';
+
+const n = (): NativeOps => native().ops;
+
+export const ops = {
+  /** y += a·x */
+  axpy: (y: T, a: number, x: T): void => n().axpy(y, a, x),
+  /** x *= a */
+  scale: (x: T, a: number): void => n().scale(x, a),
+  /** x += c */
+  addScalar: (x: T, c: number): void => n().addScalar(x, c),
+  fill: (x: T, value: number): void => n().fill(x, value),
+  dot: (a: T, b: T): number => n().dot(a, b),
+  /** the Euclidean norm ‖x‖ */
+  norm: (x: T): number => n().norm(x),
+  sum: (x: T): number => n().sum(x),
+  copy: (dst: T, src: T): void => n().copy(dst, src),
+  /** dst = |src| */
+  abs: (dst: T, src: T): void => n().abs(dst, src),
+  /** dst = a ⊙ b */
+  mul: (dst: T, a: T, b: T): void => n().mul(dst, a, b),
+  /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
+  combine: (dst: T, coefficients: number[], tensors: T[]): number => n().combine(dst, coefficients, tensors),
+  allFinite: (x: T): boolean => n().allFinite(x),
+  /** Eigenvalues (ascending) and optionally eigenvectors of a symmetric n×n row-major matrix, by LAPACK */
+  symmetricEigen: (a: Float64Array, size: number, wantVectors: boolean) => native().linalg.symmetricEigen(a, size, wantVectors),
+} satisfies NativeOps & Record<string, unknown>;

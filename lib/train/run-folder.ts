@@ -1,0 +1,97 @@
+// A run's folder: what the Trainer writes there (config.json, metrics.jsonl,
+// steps.jsonl, checkpoint.safetensors), the records of its JSON lines, and
+// how a resumed run drops lines written after its checkpoint.
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Evaluation } from './evaluate.js';
+
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+export const METRICS_FILE = 'metrics.jsonl';
+export const STEPS_FILE = 'steps.jsonl';
+export const CONFIG_FILE = 'config.json';
+
+export function checkWritable(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new Error(`output directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  step: number;
+  trainLoss: number;
+  /** accuracy on the training batches, at the weights of each step (before its update) */
+  trainAccuracy: number | null;
+  /** mean per-step reading of the rule (what it is: `sharpnessReading`); null for plain steps */
+  sharpness: number | null;
+  /** the name of that reading (lib/sharpness/reading.ts; docs/readings.md says how it compares with the probes) */
+  sharpnessReading?: string;
+  test: Evaluation;
+  /** the held-out part of the training set (config.validation), when there is one */
+  validation?: Evaluation;
+  lr: number;
+  rho: number;
+  seconds: number;
+  stepsPerSecond: number;
+  probe?: {
+    trace: number;
+    traceStandardError: number;
+    frobeniusSquared: number;
+    maxEigenvalue: number;
+    /** Σ log(|λ| + damping) by SLQ (runs without it predate the field) */
+    logAbsDet?: number;
+    logAbsDetDamping?: number;
+    density?: { grid: number[]; values: number[] };
+    hvps: number;
+  };
+}
+
+/**
+ * One line of steps.jsonl, written every config.stepLogEvery steps (and at
+ * each epoch's last step): the mean over the `steps` steps since the previous
+ * line (a window mean, not an exponential average, so a line means the same
+ * after a resume).
+ */
+export interface StepLogLine {
+  epoch: number;
+  /** global step count after the line's last step */
+  step: number;
+  /** epochs done, fractional: step / steps per epoch */
+  progress: number;
+  /** steps the means are over */
+  steps: number;
+  /** mean training loss L(w) over those steps */
+  loss: number;
+  /** mean of the rule's per-step reading (lib/sharpness/reading.ts) over its sharpness-aware steps among them; null for plain steps (SGD, Adam) */
+  sharpness: number | null;
+  lr: number;
+  rho: number;
+}
+
+/** metrics.jsonl's lines of the epochs before `epoch` (a resumed run drops lines past its checkpoint, rewriting the file). */
+export function metricsBefore(out: string, epoch: number): EpochMetrics[] {
+  const file = join(out, METRICS_FILE);
+  if (!existsSync(file)) return [];
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
+  const kept = lines.filter((m) => m.epoch < epoch);
+  if (kept.length !== lines.length) writeFileSync(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
+  return kept;
+}
+
+/** Drops steps.jsonl's lines past `globalStep` (written after the checkpoint, before a crash) and a torn last line. */
+export function trimStepLog(out: string, globalStep: number): void {
+  const file = join(out, STEPS_FILE);
+  if (!existsSync(file)) return;
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+  const kept = lines.filter((l) => {
+    try {
+      return (JSON.parse(l) as StepLogLine).step <= globalStep;
+    } catch {
+      return false;
+    }
+  });
+  if (kept.length !== lines.length) writeFileSync(file, kept.map((l) => l + '\n').join(''));
+}
