@@ -1,20 +1,25 @@
-// Every TypeScript block of README.md, run as a user would paste it: each
-// block is written to a file of its own in an empty folder (with the one input
-// file a block names, net.pt, put there) and run by Node with tsx in a child
-// process, importing 'universal-sam' from this checkout. A block that throws,
-// or prints to stderr, fails; so the documentation cannot drift from the code.
+// Every TypeScript block of README.md and docs/*.md, run as a user would paste
+// it: each ```ts block is written to a file of its own in an empty folder
+// (with the one input file a block names, net.pt, put there) and run by Node
+// with tsx in a child process, importing 'universal-sam' from this checkout. A
+// block that throws, or prints to stderr, fails; so the documentation cannot
+// drift from the code. Blocks that are not meant to run (signatures, snippets
+// that need a second machine) are fenced ```text instead (docs/contributing.md).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot } from './helpers.js';
 
-const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-const blocks = [...readme.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => ({ code: m[1], line: readme.slice(0, m.index).split('\n').length + 1 }));
-const work = mkdtempSync(join(tmpdir(), 'usam-readme-'));
+const pages = ['README.md', ...readdirSync(join(repoRoot, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+const blocks = pages.flatMap((page) => {
+  const text = readFileSync(join(repoRoot, page), 'utf8');
+  return [...text.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => ({ page, code: m[1], line: text.slice(0, m.index).split('\n').length + 1 }));
+});
+const work = mkdtempSync(join(tmpdir(), 'usam-docs-'));
 copyFileSync(join(repoRoot, 'test/fixtures/torchscript/mlp-784-scripted.pt'), join(work, 'net.pt'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -30,17 +35,22 @@ async function run(code: string, name: string): Promise<string> {
   return stdout;
 }
 
-describe('README.md: every TypeScript block runs', () => {
-  it('has the blocks it is expected to have', () => expect(blocks.length).toBeGreaterThanOrEqual(9));
+describe('README.md and docs/*.md: every TypeScript block runs', () => {
+  it('has the blocks it is expected to have', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(12);
+    expect(blocks.filter((b) => b.page === 'README.md').length).toBeGreaterThanOrEqual(2);
+    // the one-step example is there, and the check below applies to it
+    expect(blocks.filter((b) => b.code.includes('opt.step(x, y);   // {')).length).toBe(1);
+  });
   for (const [i, b] of blocks.entries()) {
     const title = b.code.split('\n').find((l) => l.trim() && !l.startsWith('import') && !l.startsWith('//'))!.slice(0, 60);
-    it(`block ${i + 1} (README.md:${b.line}): ${title}`, async () => {
+    it(`block ${i + 1} (${b.page}:${b.line}): ${title}`, async () => {
       let out: string;
       try {
         out = await run(b.code, `block${i + 1}`);
       } catch (e) {
         const err = e as { stderr?: string; stdout?: string; message: string };
-        throw new Error(`README.md:${b.line}: the block failed:\n${err.stderr || err.message}\n${err.stdout ?? ''}`);
+        throw new Error(`${b.page}:${b.line}: the block failed:\n${err.stderr || err.message}\n${err.stdout ?? ''}`);
       }
       // the one-step example must train: its printed loss falls
       if (process.env.USAM_TEST_VERBOSE) console.log(out);
