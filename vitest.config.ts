@@ -38,9 +38,21 @@ const summaryLine = {
   },
 };
 
+/**
+ * The suite in three groups, run one after another (`npm test`), or alone:
+ * `npm run test:unit` (fast, under a minute: logic, validation, small
+ * native checks), `npm run test:numerics` (goldens, PyTorch twins, finite
+ * differences), `npm run test:integration` (the package, the CLI, training
+ * runs, data-parallel processes, the report in a browser, the docs' blocks).
+ */
+const GROUPS = ['unit', 'numerics', 'integration'] as const;
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    projects: GROUPS.map((name, order) => ({
+      extends: true,
+      test: { name, include: [`test/${name}/**/*.test.ts`], sequence: { groupOrder: order } },
+    })),
     // Native work is CPU-bound on 2 cores: one test file at a time keeps
     // timings sane and LibTorch's thread pool uncontended.
     fileParallelism: false,

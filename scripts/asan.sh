@@ -3,7 +3,7 @@
 # a separate folder (default /tmp/usam-asan; build/ is left alone) and runs
 # the test suite on it, with the sanitizer runtimes preloaded into Node.
 # Leak detection is off: Node and V8 keep memory to the end by design, and
-# the library's own leaks are counted by test/leaks.test.ts instead.
+# the library's own leaks are counted by test/integration/leaks.test.ts instead.
 # The package, PyTorch-twin and Chromium tests are left out (they start
 # other programs that would inherit the preload).
 #   scripts/asan.sh [BUILD_DIR]
@@ -22,4 +22,4 @@ cmake --build "$out" --parallel "$(nproc)"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 USAM_ADDON="$out/Release/usam.node" npx vitest run \
-  --exclude test/package.test.ts --exclude test/pytorch-twin.test.ts --exclude test/report-chromium.test.ts
+  --exclude test/integration/package.test.ts --exclude test/numerics/pytorch-twin.test.ts --exclude test/integration/report-chromium.test.ts

@@ -65,7 +65,7 @@ say "- usam version: $(node scripts/usam.mjs version | paste -sd ';' -)"
 
 # 2. the CUDA tests (and the whole suite: they must agree with the CPU)
 set +e
-USAM_REQUIRE_CUDA=1 node node_modules/vitest/vitest.mjs run test/cuda.test.ts > "$out/cuda-tests.txt" 2>&1
+USAM_REQUIRE_CUDA=1 node node_modules/vitest/vitest.mjs run test/integration/cuda.test.ts > "$out/cuda-tests.txt" 2>&1
 cuda_rc=$?
 set -e
 say "- CUDA tests: $(grep -E 'Tests +[0-9]' "$out/cuda-tests.txt" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | xargs) (exit $cuda_rc)"

@@ -1,4 +1,4 @@
-// One rank of test/distributed.test.ts: joins the process group torchrun's
+// One rank of test/integration/distributed.test.ts: joins the process group torchrun's
 // variables describe, runs a scenario, prints one JSON line.
 import { pathToFileURL } from 'node:url';
 import { processGroupFromEnv } from '../lib/distributed.js';
@@ -21,7 +21,7 @@ function shard(seed: number, part: number, parts: number) {
   return { x, y, D, xs, ys, n };
 }
 
-/** The probes of test/distributed.test.ts on `part` of `parts` of 64 samples: trace, ‖H‖_F², λmax, log|det|. */
+/** The probes of test/integration/distributed.test.ts on `part` of `parts` of 64 samples: trace, ‖H‖_F², λmax, log|det|. */
 export function probes(part: number, parts: number, group?: import('../lib/distributed.js').ProcessGroup): number[] {
   const { x, y, D } = shard(12, part, parts);
   const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh' }), { dtype: 'float64', seed: 6 });
@@ -42,7 +42,7 @@ function bufferCount(batchNorm: boolean): number {
   return n;
 }
 
-/** The steps of test/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
+/** The steps of test/integration/distributed.test.ts: a float64 MLP, 64 samples; `part` of `parts` of them (contiguous). */
 export function steps(
   rule: string,
   part: number,

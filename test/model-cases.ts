@@ -1,6 +1,6 @@
 // Small float64 models that between them hold every layer type, with a batch
-// each: the cases of the derivative checks (test/derivatives.test.ts) and of
-// the cross-check against PyTorch (test/pytorch-twin.test.ts).
+// each: the cases of the derivative checks (test/numerics/derivatives.test.ts) and of
+// the cross-check against PyTorch (test/numerics/pytorch-twin.test.ts).
 import type { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
 import { cnn, mlp } from '../lib/model/presets.js';

@@ -1,6 +1,6 @@
 """PyTorch twin of the paper's reference training step (dbahri/universal_sam:
 utils/engine.py's train_one_epoch with solver/sam.py's SAM, ISAM and FROSAM),
-written from its algorithm for test/batchnorm-reference.test.ts, float64.
+written from its algorithm for test/numerics/batchnorm-reference.test.ts, float64.
 
 As in the reference, the model is in train mode for every pass: the
 unperturbed forward-backward, then each perturbed closure, so BatchNorm's

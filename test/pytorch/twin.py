@@ -1,5 +1,5 @@
 """PyTorch twin of universal-sam models, for cross-checking Hessian-vector
-products against PyTorch's own autograd (test/pytorch-twin.test.ts).
+products against PyTorch's own autograd (test/numerics/pytorch-twin.test.ts).
 
 Reads on standard input a JSON list of cases, each
   {"name", "spec": {input, layers, loss} (parsed, defaults filled in),

@@ -1,0 +1,181 @@
+// Process groups on c10d/Gloo (#15): ranks are separate Node processes on
+// this machine, met as usam train --nproc's meet (a private store file, Gloo
+// on loopback; the TCPStore that torchrun's variables describe is tested in
+// test/integration/distributed-train.test.ts and test/integration/distributed-security.test.ts).
+// Collectives against the values computed here; a dead peer and a missing
+// one give errors within the timeout, not hangs.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { localRendezvous } from '../../lib/cli/launch.js';
+import { processGroupFromEnv, ProcessGroup } from '../../lib/distributed.js';
+import { native } from '../../lib/native/load.js';
+import { probes, steps } from '../distributed-worker.js';
+import { repoRoot } from '../helpers.js';
+
+const hasGloo = native().versions().distributed.includes('gloo');
+const tsx = pathToFileURL(join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs')).href;
+const worker = join(repoRoot, 'test/distributed-worker.ts');
+
+
+type Out = Record<string, unknown> & { rank?: number; error?: string; errorAfterMs?: number };
+
+// the ranks meet as usam train --nproc's do: a private store file, Gloo on loopback (nothing listens elsewhere)
+async function ranks(scenario: string, worldSize: number, started = worldSize, env: Record<string, string> = {}): Promise<Out[]> {
+  const rendezvous = localRendezvous();
+  try {
+    return await runRanks(scenario, worldSize, started, { ...rendezvous.env, ...env });
+  } finally {
+    rendezvous.cleanup();
+  }
+}
+
+function runRanks(scenario: string, worldSize: number, started: number, env: Record<string, string>): Promise<Out[]> {
+  return Promise.all(
+    Array.from({ length: started }, (_, rank) =>
+      new Promise<Out>((resolve, reject) => {
+        execFile(
+          process.execPath,
+          ['--import', tsx, worker, scenario],
+          { env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), ...env }, timeout: 60_000 },
+          (err, stdout, stderr) => {
+            const line = stdout.trim().split('\n').at(-1);
+            if (!line) return reject(new Error(`rank ${rank} printed nothing (${err?.message ?? ''}): ${stderr}`));
+            resolve(JSON.parse(line) as Out);
+          },
+        );
+      }),
+    ),
+  );
+}
+
+describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback', () => {
+  it('allreduce (sum, avg, max, min) and broadcast, float64 and float32', async () => {
+    const out = await ranks('collectives', 2);
+    for (const [r, o] of out.entries()) {
+      expect(o.error).toBeUndefined();
+      expect([o.rank, o.worldSize, o.backend]).toEqual([r, 2, 'gloo']);
+      for (const dtype of ['float64', 'float32']) {
+        const d = o[dtype] as Record<string, number[]>;
+        const idx = [0, 1, 2, 3, 4];
+        expect(d.sum).toEqual(idx.map((i) => 1 * (i + 1) + 0.25 + 2 * (i + 1) + 0.25));
+        expect(d.avg).toEqual(idx.map((i) => (3 * (i + 1)) / 2));
+        expect(d.max).toEqual(idx.map((i) => (i % 2 === 0 ? 1 : 0)));
+        expect(d.min).toEqual(idx.map((i) => (i % 2 === 0 ? 0 : -1)));
+        expect(d.broadcast).toEqual(idx.map((i) => 10 + i)); // rank 1's values
+      }
+    }
+  }, 90_000);
+
+  // synced data parallelism: two ranks with half the batch each take the steps one process takes on the whole batch
+  const rules: [string, object | null][] = [
+    ['SGD', null],
+    ['SAM', { kind: 'sam', rho: 0.05 }],
+    ['Frob-SAM', { kind: 'frob-sam', rho: 0.01, lambda: 0.01, samples: 2 }],
+    ['Det-SAM', { kind: 'det-sam', rho: 1, lambda: 0.1, samples: 2, halfCube: 0.05 }],
+    ['Trace-SAM, exact estimator', { kind: 'trace-sam', rho: 0.05, lambda: 1, samples: 2, estimator: 'exact' }],
+  ];
+  it.each(rules)('%s: two processes on halves equal one process on the whole batch (float64, 1e-10)', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('steps', 2, 2, { USAM_TEST_RULE: json });
+    const one = steps(json, 0, 1);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      expect(v).toHaveLength(one.length);
+      const scale = Math.max(...one.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - one[i]))) / scale).toBeLessThan(1e-10);
+    }
+    // and the two ranks hold the very same parameters
+    expect(out[0].values).toEqual(out[1].values);
+  }, 90_000);
+
+  it.each(rules.slice(1, 3))('%s with BatchNorm: two ranks equal one process whose two micro-batches are their halves (per-shard batch statistics, pooled running statistics)', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('batchnorm-steps', 2, 2, { USAM_TEST_RULE: json });
+    const one = steps(json, 0, 1, undefined, { batchNorm: true, microBatches: 2 });
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      const scale = Math.max(...one.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - one[i]))) / scale).toBeLessThan(1e-10);
+    }
+  }, 90_000);
+
+  it.each(rules.slice(1, 4))('%s, local perturbations: each rank perturbs with its own half; one step equals the mean of one-process steps on each half', async (_name, rule) => {
+    const json = JSON.stringify(rule);
+    const out = await ranks('local-step', 2, 2, { USAM_TEST_RULE: json });
+    // plain SGD (no momentum): w − lr·(g_A + g_B)/2 is the mean of w − lr·g_A and w − lr·g_B
+    const a = steps(json, 0, 2, undefined, { steps: 1, momentum: 0 }), b = steps(json, 1, 2, undefined, { steps: 1, momentum: 0 });
+    const mean = a.map((v, i) => (v + b[i]) / 2);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[], synced = o.synced as number[];
+      const scale = Math.max(...mean.map(Math.abs));
+      expect(Math.max(...v.map((x, i) => Math.abs(x - mean[i]))) / scale).toBeLessThan(1e-10);
+      // and synced differs: its ascent uses the whole batch's gradient
+      expect(Math.max(...v.slice(1).map((x, i) => Math.abs(x - synced[i + 1])))).toBeGreaterThan(1e-8); // ≫ the 1e-10 of the equality above
+    }
+  }, 90_000);
+
+  it('local perturbations with BatchNorm: the running statistics of the unperturbed passes are pooled over the ranks, the same on both', async () => {
+    const rule = JSON.stringify({ kind: 'sam', rho: 0.05 });
+    const out = await ranks('local-batchnorm', 2, 2, { USAM_TEST_RULE: rule });
+    // one process whose two micro-batches are the halves moves them by the same pooled statistics
+    const one = steps(rule, 0, 1, undefined, { batchNorm: true, microBatches: 2, steps: 1, momentum: 0 });
+    const buffers = out[0].buffers as number[];
+    expect(buffers.length).toBeGreaterThan(0);
+    expect(out[1].buffers).toEqual(buffers);
+    const reference = one.slice(one.length - buffers.length);
+    expect(Math.max(...buffers.map((b, i) => Math.abs(b - reference[i])))).toBeLessThan(1e-12);
+  }, 90_000);
+
+  it('Hessian probes on a sharded batch: one allreduce per HVP, the results of one process on all of it', async () => {
+    const out = await ranks('probes', 2);
+    const one = probes(0, 1);
+    for (const o of out) {
+      expect(o.error).toBeUndefined();
+      const v = o.values as number[];
+      for (let i = 0; i < one.length; i++) expect(Math.abs(v[i] - one[i]) / Math.abs(one[i])).toBeLessThan(1e-10);
+    }
+  }, 90_000);
+
+  it('a peer that dies: the next collective fails with an error naming it, within the timeout', async () => {
+    const [zero, one] = await ranks('peer-dies', 2, 2, { USAM_TEST_TIMEOUT_MS: '15000' });
+    expect(one, JSON.stringify(one)).toMatchObject({ rank: 1, exited: true });
+    expect(zero.error).toMatch(/process group: allreduce failed on rank 0 of 2 \(a peer stopped/);
+    expect(zero.errorAfterMs).toBeLessThan(15_000 + 2_000);
+  }, 90_000);
+
+  it('a rank that never comes: the rendezvous fails after the timeout, saying what to check', async () => {
+    const [zero] = await ranks('collectives', 2, 1, { USAM_TEST_TIMEOUT_MS: '2000' });
+    // the store may accept rank 0 alone; then Gloo's connection to its peers times out
+    // (or the fingerprint check waits for rank 1's)
+    expect(zero.error).toMatch(/rank 0 (could not meet the others at 127\.0\.0\.1:\d+|of 2 could not connect to its peers|did not hear from rank 1) within 2000 ms .*MASTER_ADDR\/MASTER_PORT/);
+    expect(zero.errorAfterMs).toBeGreaterThanOrEqual(1900);
+    expect(zero.errorAfterMs).toBeLessThan(10_000);
+  }, 60_000);
+
+  it('bad calls are errors that say what is wrong', async () => {
+    const out = await ranks('bad-calls', 1);
+    expect(out[0].errors).toEqual([
+      "allreduce: op must be 'sum', 'avg', 'max' or 'min', got 'product'",
+      'broadcast: root must be a rank (0 .. 0), got 5',
+      'process group: barrier() after dispose()',
+    ]);
+  }, 60_000);
+});
+
+describe('process group options', () => {
+  it('refuses bad ranks, sizes, ports and missing variables before any connection', () => {
+    expect(() => new ProcessGroup({ rank: 2, worldSize: 2 })).toThrow(/rank must be an integer in 0 \.\. 1 \(worldSize 2\), got 2/);
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 0 })).toThrow(/worldSize must be a positive integer/);
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 1, masterPort: 70000 })).toThrow(/masterPort must be a TCP port/);
+    expect(() => processGroupFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1' })).toThrow(/MASTER_PORT is not set/);
+    expect(() => processGroupFromEnv({ RANK: 'x', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' })).toThrow(/RANK must be a non-negative integer, got 'x'/);
+  });
+  it.runIf(!hasGloo)('a build without Gloo says how to get it', () => {
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 1 })).toThrow(/install libgloo-dev/);
+  });
+});
