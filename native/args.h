@@ -1,6 +1,7 @@
 // Reading JavaScript arguments and option objects with errors that name the
 // argument or field and say what was expected.
 #pragma once
+#include "core.h"
 #include "pch.h"
 
 namespace usam {
@@ -24,11 +25,8 @@ std::string StringField(const Napi::Object& o, const char* key, const std::strin
 std::vector<int64_t> IntListField(const Napi::Object& o, const char* key, const std::string& where,
                                   size_t length, int64_t min);
 
+// (Fail, DTypeName and DeviceName, which the maths uses too: core.h.)
 at::ScalarType ParseDType(const std::string& s, const std::string& where);
-std::string DTypeName(at::ScalarType t);
 c10::Device ParseDevice(const std::string& s, const std::string& where);
-std::string DeviceName(const c10::Device& d);
-
-[[noreturn]] void Fail(const std::string& message);
 
 }  // namespace usam

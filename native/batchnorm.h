@@ -1,4 +1,4 @@
-// BatchNorm's steps in a forward-over-reverse HVP (see layers.h: Dual).
+// BatchNorm's steps in a forward-over-reverse HVP (see tangent.h: Dual).
 // With x̂ = (x − μ)·r, r = (σ² + ε)^(−1/2), y = γ x̂ + β, and m(·) the mean
 // over every dimension but the channel (batch statistics):
 //   R{x̂} = r (ẋ − m(ẋ) − x̂ m(x̂ ẋ)),  R{r}/r = −r m(x̂ ẋ),  R{y} = γ R{x̂} + v_γ x̂ + v_β;
@@ -10,7 +10,7 @@
 // term vanishes. On the CPU each step is one fused per-channel kernel (two
 // passes over the data); elsewhere it is composed of ATen ops.
 #pragma once
-#include "layers.h"
+#include "tangent.h"
 
 namespace usam {
 

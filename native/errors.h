@@ -3,16 +3,10 @@
 // only the message (no C++ backtrace). A C++ exception must never reach Node
 // (it would abort the process).
 #pragma once
+#include "core.h"
 #include "pch.h"
 
 namespace usam {
-
-// A usage error detected by our own checks; the message is shown as is.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-std::string CleanTorchMessage(const std::string& what);
 
 template <typename F>
 auto guarded(Napi::Env env, F&& body) -> decltype(body()) {
@@ -40,12 +34,6 @@ class GuardedWrap : public Napi::ObjectWrap<T> {
     return guarded(info.Env(), [&] { return (static_cast<T*>(this)->*M)(info); });
   }
 };
-
-// Records a write that bypassed LibTorch's dispatcher (raw pointers, or a
-// kernel's own side effect such as batch_norm's running statistics) in the
-// tensor's version counter, which its views share: HVP caches (PrimalCache)
-// read the counters to see that the parameters or buffers changed.
-inline void NoteWrite(const at::Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
 
 using Function = Napi::Value (*)(const Napi::CallbackInfo&);
 template <Function F>

@@ -8,7 +8,7 @@
 
 namespace usam {
 
-at::Generator MakeGenerator(uint64_t seed, const c10::Device& device);
+// MakeGenerator(seed, device): core.h.
 // A generator's full state as bytes, and back (for checkpoints).
 Napi::Value GeneratorState(Napi::Env env, at::Generator& gen);
 void SetGeneratorState(at::Generator& gen, const Napi::Value& state);

@@ -1,13 +1,16 @@
+// Model and HvpCache (model.h): JS arguments checked and read into tensors
+// and structs, Network's results back into JS values, and the libuv worker
+// that runs the …Async calls. The maths is Network's (network.cc,
+// derivatives.cc).
 #include "model.h"
 
 #include "addon.h"
 #include "args.h"
 #include "generator.h"
+#include "spec_js.h"
 #include "tensor.h"
 
 namespace usam {
-
-namespace ag = torch::autograd;
 
 Napi::Function ModelWrap::Define(Napi::Env env) {
   using M = ModelWrap;
@@ -56,13 +59,20 @@ ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : GuardedWrap<ModelWrap>(in
     auto device = ParseDevice(StringField(opts, "device", "options"), "options.device");
     auto initSeed = IntField(opts, "initSeed", "options", 0);
     auto dropoutSeed = IntField(opts, "dropoutSeed", "options", 0);
-    // {torchscript: FILE, loss?}: a module saved by torch.jit.save
-    if (HasField(spec, "torchscript"))
-      net_ = std::make_unique<Network>(ScriptModule::Load(StringField(spec, "torchscript", "spec"), device),
-                                       spec.Get("loss"), dtype, device, static_cast<uint64_t>(dropoutSeed));
-    else
-      net_ = std::make_unique<Network>(spec, dtype, device, static_cast<uint64_t>(initSeed),
+    // {torchscript: FILE, loss?}: a module saved by torch.jit.save. The
+    // module loads, then the dtype is checked, then the spec is read: the
+    // order the errors have always come in.
+    if (HasField(spec, "torchscript")) {
+      auto module = ScriptModule::Load(StringField(spec, "torchscript", "spec"), device);
+      Network::CheckDType(dtype);
+      Napi::Value loss = spec.Get("loss");
+      LossSpec lossSpec = loss.IsUndefined() || loss.IsNull() ? LossSpec{} : ParseLossSpec(loss, "options.loss");
+      net_ = std::make_unique<Network>(std::move(module), lossSpec, dtype, device, static_cast<uint64_t>(dropoutSeed));
+    } else {
+      Network::CheckDType(dtype);
+      net_ = std::make_unique<Network>(ParseNetworkSpec(spec), dtype, device, static_cast<uint64_t>(initSeed),
                                        static_cast<uint64_t>(dropoutSeed));
+    }
     reportedBytes_ = (net_->flatParams.numel() + net_->flatBuffers.numel()) * net_->flatParams.element_size();
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
   });
@@ -177,55 +187,6 @@ at::Tensor& ModelWrap::DirectionsArg(const Napi::CallbackInfo& info, size_t i, c
   return t;
 }
 
-at::Tensor ModelWrap::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice, at::Tensor* output) {
-  auto& net = *net_;  // checked by the caller (also runs on the thread pool)
-  at::Tensor out = net.Forward(x, updateStats, twice);
-  if (output) *output = out;
-  return net.Loss(out, y);
-}
-
-// Copies per-parameter results into one flat vector; a parameter that the
-// loss does not depend on gets zeros.
-void ModelWrap::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) {
-  at::NoGradGuard ng;
-  const auto& slots = net_->slots.params;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    at::Tensor dst = out.narrow(0, slots[i].offset, slots[i].numel);
-    if (parts[i].defined())
-      dst.copy_(parts[i].reshape(-1));
-    else
-      dst.zero_();
-  }
-}
-
-// Σ_i <parts_i, v_i> with v split like the parameters; differentiable.
-at::Tensor ModelWrap::DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) {
-  const auto& slots = net_->slots.params;
-  at::Tensor total;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    if (!parts[i].defined()) continue;
-    at::Tensor term = (parts[i] * v.narrow(0, slots[i].offset, slots[i].numel).view(slots[i].shape)).sum();
-    total = total.defined() ? total + term : term;
-  }
-  return total.defined() ? total : at::zeros({}, v.options());
-}
-
-// ∇L(w) with its graph kept (create_graph), for differentiating again;
-// `loss` receives L(w). Runs on any thread (the caller checked the model).
-std::vector<at::Tensor> ModelWrap::GradientGraph(const at::Tensor& x, const at::Tensor& y, at::Tensor& loss) {
-  loss = LossOf(x, y, false, true);
-  return ag::grad({loss}, net_->params, {}, true, /*create_graph=*/true, true);
-}
-
-// ∇_w of the scalar `s` into `out`; zeros when s does not depend on w.
-// `retain` keeps the graph behind s for further passes.
-void ModelWrap::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) {
-  if (s.requires_grad())
-    WriteFlat(ag::grad({s}, net_->params, {}, retain, false, true), out);
-  else
-    out.zero_();
-}
-
 // forward(x): the model's outputs (no graph, no statistics moved).
 ModelCall ModelWrap::ForwardCall(const Napi::CallbackInfo& info) {
   auto& net = Net();
@@ -244,7 +205,7 @@ Napi::Value ModelWrap::Loss(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   bool update = info.Length() > 2 && !info[2].IsUndefined() ? BoolArg(info, 2, "updateStats") : false;
   at::NoGradGuard ng;
-  return Napi::Number::New(info.Env(), LossOf(x, y, update, false).item<double>());
+  return Napi::Number::New(info.Env(), Net().LossOf(x, y, update, false).item<double>());
 }
 
 // beginStats() / commitStats() / discardStats(): BatchNorm statistics over
@@ -276,19 +237,7 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   bool update = BoolArg(info, 3, "updateStats");
   auto loss = std::make_shared<double>(0);
   return {[this, x = x, y = y, out, update, loss]() mutable {
-            auto& net = *net_;
-            at::Tensor output;
-            at::Tensor l = LossOf(x, y, update, false, &output);
-            auto grads = ag::grad({l}, net.params, {}, false, false, /*allow_unused=*/true);
-            WriteFlat(grads, out);
-            // training accuracy for free: the logits are at hand
-            if (y.scalar_type() == at::kLong && output.dim() == 2) {
-              at::NoGradGuard ng;
-              lastCorrect_ = output.argmax(1).eq(y).sum().item<int64_t>();
-            } else {
-              lastCorrect_ = -1;
-            }
-            *loss = l.item<double>();
+            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
@@ -322,31 +271,7 @@ ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
   if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
   return {[this, x = x, y = y, v, out, method, loss, cache]() mutable {
-            auto& net = *net_;
-            if (method == "forward-over-reverse") {
-              // The reverse pass writes blocks of `out` while it still reads v, the
-              // parameters and the statistics: if `out` is any of them (e.g.
-              // model.params), compute into a fresh vector and copy at the end.
-              auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
-              if (!overlaps(v) && !overlaps(net.flatParams) && !overlaps(net.flatBuffers)) {
-                *loss = net.Hvp(x, y, v, out, cache);
-                return;
-              }
-              at::Tensor fresh = at::empty_like(out);
-              *loss = net.Hvp(x, y, v, fresh, cache);
-              out.copy_(fresh);
-              return;
-            }
-            // Double backward through the gradient's graph, kept in the caller's
-            // cache or in one for this call: a block builds the graph once and
-            // takes one backward pass of it per direction.
-            PrimalCache local;
-            PrimalCache& graph = cache ? *cache : local;
-            bool block = v.dim() == 2;
-            for (int64_t k = 0; k < (block ? v.size(0) : 1); ++k) {
-              at::Tensor vk = block ? v.select(0, k) : v, outk = block ? out.select(0, k) : out;
-              *loss = GraphHvp(x, y, vk, outk, graph);
-            }
+            *loss = net_->HvpBy(method, x, y, v, out, cache);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
@@ -368,50 +293,12 @@ ModelCall ModelWrap::CurvatureCall(const Napi::CallbackInfo& info) {
   if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
   return {[this, x = x, y = y, v, out, method, loss, cache]() mutable {
-            auto& net = *net_;
-            if (method == "forward-over-forward") {
-              *loss = net.Curvature(x, y, v, out, cache);
-              return;
-            }
-            // ⟨v, Hv⟩ per row: forward-over-reverse takes a block in one pass, double backward row by row
-            at::Tensor hv = at::empty_like(v);
-            if (method == "forward-over-reverse") {
-              *loss = net.Hvp(x, y, v, hv, cache);
-            } else {
-              PrimalCache local;
-              for (int64_t k = 0; k < (v.dim() == 2 ? v.size(0) : 1); ++k) {
-                at::Tensor vk = v.dim() == 2 ? v.select(0, k) : v, hk = v.dim() == 2 ? hv.select(0, k) : hv;
-                *loss = GraphHvp(x, y, vk, hk, cache ? *cache : local);
-              }
-            }
-            at::NoGradGuard ng;
-            out.copy_((v * hv).sum(-1).reshape(out.sizes()));
+            *loss = net_->CurvatureBy(method, x, y, v, out, cache);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
 
 Napi::Value ModelWrap::Curvature(const Napi::CallbackInfo& info) { return RunNow(info.Env(), CurvatureCall(info)); }
-
-double ModelWrap::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
-                           PrimalCache& cache) {
-  auto& net = *net_;
-  PrimalCache::Key key = net.CacheKey(x, y, "double-backward");
-  if (!(cache.key == key) || cache.graph.empty()) {
-    cache.Clear();
-    try {
-      cache.graph = GradientGraph(x, y, cache.loss);
-    } catch (...) {
-      cache.Clear();
-      throw;
-    }
-    cache.key = key;
-    ++cache.records;
-  } else {
-    ++cache.replays;
-  }
-  WriteGradient(DotFlat(cache.graph, v), out, /*retain=*/true);
-  return cache.loss.item<double>();
-}
 
 // quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
 // third derivative of the loss) into `out`; used by the exact estimator.
@@ -420,18 +307,7 @@ ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
   auto& v = FlatArg(info, 2, "v");
   auto& out = FlatArg(info, 3, "out");
   auto q = std::make_shared<double>(0);
-  return {[this, x = x, y = y, v, out, q]() mutable {
-            at::Tensor l;
-            at::Tensor gv = DotFlat(GradientGraph(x, y, l), v);
-            if (!gv.requires_grad()) {
-              out.zero_();
-              *q = 0;
-              return;
-            }
-            at::Tensor qt = DotFlat(ag::grad({gv}, net_->params, {}, true, true, true), v);
-            WriteGradient(qt, out);
-            *q = qt.item<double>();
-          },
+  return {[this, x = x, y = y, v, out, q]() mutable { *q = net_->QuadraticFormGrad(x, y, v, out); },
           [q](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *q); }};
 }
 

@@ -1,10 +1,13 @@
-// Models built natively from a validated spec. All parameters live in one
-// flat buffer (module parameters are views into it, in PyTorch's order:
-// modules in order, weight then bias); all BatchNorm running statistics live
-// in a second flat buffer. Gradients and HVPs come back as flat vectors.
+// The Model and HvpCache classes of the native surface: they marshal JS
+// arguments into tensors and plain structs (spec_js.h), call Network
+// (network.h), which does all the maths, and turn its results into JS values.
+// All parameters live in one flat buffer (module parameters are views into
+// it, in PyTorch's order: modules in order, weight then bias); all BatchNorm
+// running statistics live in a second flat buffer. Gradients and HVPs come
+// back as flat vectors.
 #pragma once
 #include "errors.h"
-#include "layers.h"
+#include "network.h"
 
 namespace usam {
 
@@ -96,17 +99,6 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   at::Tensor& FlatArg(const Napi::CallbackInfo& info, size_t i, const char* name);
   at::Tensor& DirectionsArg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t rows);
   std::string MethodArg(const Napi::CallbackInfo& info, size_t i, const std::vector<std::string>& allowed);
-  // Mean loss of a batch, with a graph when parameters need gradients.
-  // `output`, when given, receives the model's outputs.
-  at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,
-                    at::Tensor* output = nullptr);
-  void WriteFlat(const std::vector<at::Tensor>& grads, at::Tensor& out);
-  at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v);
-  std::vector<at::Tensor> GradientGraph(const at::Tensor& x, const at::Tensor& y, at::Tensor& loss);
-  // H v by double backward through the gradient's graph, kept in `cache`
-  // between calls (PyTorch's create_graph idiom); returns L(w).
-  double GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache& cache);
-  void WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain = false);
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;

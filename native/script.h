@@ -2,7 +2,7 @@
 // behind a model. Only this file's .cc includes the TorchScript headers
 // (heavy to compile); the rest of the addon sees this interface.
 #pragma once
-#include "errors.h"
+#include "core.h"
 
 namespace usam {
 

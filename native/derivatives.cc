@@ -1,0 +1,316 @@
+// The loss of a Network and its derivatives (network.h): the gradient,
+// H·v by forward-over-reverse passes through the layers (Hvp) or by double
+// backward through autograd's graph of the gradient (GraphHvp), vᵀHv by
+// second-order jets (Curvature), and ∇(vᵀHv) (QuadraticFormGrad). Every entry
+// runs on whichever thread the caller chose (model.cc: the JS thread or
+// libuv's pool) and never touches JavaScript.
+#include "network.h"
+
+namespace usam {
+
+namespace ag = torch::autograd;
+
+PrimalCache::Key Network::CacheKey(const at::Tensor& x, const at::Tensor& y, const std::string& method) const {
+  PrimalCache::Key k;
+  k.network = this;
+  k.x = x.unsafeGetTensorImpl(), k.y = y.unsafeGetTensorImpl();
+  k.xVersion = static_cast<int64_t>(x._version()), k.yVersion = static_cast<int64_t>(y._version());
+  k.paramsVersion = static_cast<int64_t>(flatParams._version());
+  k.buffersVersion = static_cast<int64_t>(flatBuffers._version());
+  k.countersVersion = static_cast<int64_t>(counters._version());
+  k.training = training;
+  k.method = method;
+  return k;
+}
+
+std::vector<at::Tensor> Network::SplitLikeParams(const at::Tensor& flat, int64_t block) const {
+  // a block [K, P]: each part a [K, ...shape] view (the rows are strided by P)
+  std::vector<at::Tensor> parts;
+  for (const auto& s : slots.params) {
+    std::vector<int64_t> shape = s.shape;
+    if (block) shape.insert(shape.begin(), block);
+    parts.push_back(flat.narrow(flat.dim() - 1, s.offset, s.numel).view(shape));
+  }
+  return parts;
+}
+
+double Network::TangentPass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, PrimalCache* cache,
+                            const std::string& method, const std::function<double(DualPass&)>& body) {
+  if (script_)
+    Fail("a TorchScript model has no " + method + " rules (its layers are not this library's); use method 'double-backward'");
+  at::NoGradGuard ng;
+  if (cache) {
+    PrimalCache::Key key = CacheKey(x, y, method);
+    if (!(cache->key == key)) {
+      cache->Clear();
+      cache->key = key;
+    }
+    cache->cursor = 0;
+  }
+  Pass pass{params, buffers, counters, training, /*updateStats=*/false, /*twiceDifferentiable=*/false, gen};
+  const int64_t block = v.dim() == 2 ? v.size(0) : 0;
+  std::vector<at::Tensor> vParts = SplitLikeParams(v, block), hvParts;
+  DualPass state{pass, vParts, hvParts, cache, block};
+  try {
+    double loss = body(state);
+    if (cache) {
+      if (cache->replaying && cache->cursor != cache->entries.size())
+        Fail("internal error: a pass replayed less of its cache than it recorded");
+      ++(cache->replaying ? cache->replays : cache->records);
+      cache->replaying = true;
+    }
+    return loss;
+  } catch (...) {
+    if (cache) cache->Clear();
+    throw;
+  }
+}
+
+double Network::Hvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out, PrimalCache* cache) {
+  return TangentPass(x, y, v, cache, "forward-over-reverse", [&](DualPass& dual) {
+    dual.hv = SplitLikeParams(out, dual.block);
+    DualBackward backward;
+    Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
+    Dual g;
+    double loss = LossDual(z, y, g, cache, dual.block);
+    backward(g);
+    return loss;
+  });
+}
+
+double Network::Curvature(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                          PrimalCache* cache) {
+  return TangentPass(x, y, v, cache, "forward-over-forward", [&](DualPass& jets) {
+    Jet z = RunLayersJet(layers_, {x, {}, {}}, jets);
+    double loss = 0;
+    out.copy_(LossJet(z, y, cache, jets.block, loss).reshape(out.sizes()));
+    return loss;
+  });
+}
+
+// Cross-entropy with label smoothing ε over C classes, mean over N samples:
+// ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
+// R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
+// ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
+std::vector<at::Tensor> Network::LossPrimal(const at::Tensor& z, const at::Tensor& y, PrimalCache* cache) const {
+  // through the cache, as the layers' v-independent parts (Primal)
+  auto primal = [&](const std::function<std::vector<at::Tensor>()>& f) { return cache ? cache->Next(f) : f(); };
+  if (loss_.kind == LossKind::Mse) {
+    double scale = 2.0 / static_cast<double>(z.numel());
+    return primal([&] { return std::vector<at::Tensor>{Loss(z, y), (z - y) * scale}; });
+  }
+  int64_t n = z.size(0), classes = z.size(1);
+  return primal([&] {
+    at::Tensor loss = Loss(z, y);  // also checks shapes and labels
+    at::Tensor p = at::softmax(z, 1);
+    at::Tensor g = loss_.labelSmoothing > 0 ? p - loss_.labelSmoothing / static_cast<double>(classes) : p.clone();
+    g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - loss_.labelSmoothing), g.options()));
+    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
+  });
+}
+
+double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache, int64_t block) const {
+  at::Tensor zt = z.tangent;
+  if (!zt.defined()) {
+    std::vector<int64_t> shape = z.value.sizes().vec();
+    if (block) shape.insert(shape.begin(), block);
+    zt = at::zeros(shape, z.value.options());
+  }
+  auto lg = LossPrimal(z.value, y, cache);
+  if (loss_.kind == LossKind::Mse) {
+    grad = {lg[1], zt * (2.0 / static_cast<double>(z.value.numel()))};
+    return lg[0].item<double>();
+  }
+  const at::Tensor& p = lg[2];
+  at::Tensor gt = p * (zt - (p * zt).sum(-1, /*keepdim=*/true));  // classes last, with or without a block
+  grad = {lg[1], gt.div_(static_cast<double>(z.value.size(0)))};
+  return lg[0].item<double>();
+}
+
+// d²L/dt² = Σ ż ∂²L/∂z² ż + ⟨∂L/∂z, z̈⟩: for cross-entropy, per sample
+// żᵀ(diag p − ppᵀ)ż / N (label smoothing changes only ∂L/∂z); for mean
+// squared error 2 Σ ż² / n.
+at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cache, int64_t block, double& loss) const {
+  auto lg = LossPrimal(z.value, y, cache);
+  loss = lg[0].item<double>();
+  // a sum over everything but a block's leading dim
+  auto total = [block](const at::Tensor& t) { return block ? t.flatten(1).sum(1) : t.sum(); };
+  at::Tensor q = block ? at::zeros({block}, z.value.options()) : at::zeros({}, z.value.options());
+  if (z.d1.defined()) {
+    const at::Tensor& zt = z.d1;
+    if (loss_.kind == LossKind::Mse) {
+      q = total(zt * zt).mul_(2.0 / static_cast<double>(z.value.numel()));
+    } else {
+      at::Tensor pz = lg[2] * zt;
+      at::Tensor mean = pz.sum(-1);  // ⟨p, ż⟩ per sample
+      q = total((pz * zt).sum(-1) - mean * mean).div_(static_cast<double>(z.value.size(0)));
+    }
+  }
+  if (z.d2.defined()) q.add_(total(lg[1] * z.d2));
+  return q;
+}
+
+at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {
+  if (loss_.kind == LossKind::Mse) {
+    if (out.sizes() != y.sizes())
+      Fail("argument 'y' has shape " + c10::str(y.sizes()) + " but the model outputs " + c10::str(out.sizes()));
+    return at::mse_loss(out, y);
+  }
+  if (out.dim() != 2) Fail("cross-entropy needs [batch, classes] outputs, the model gives " + c10::str(out.sizes()));
+  int64_t classes = out.size(1);
+  // Labels are checked on the host: an out-of-range label would be a device
+  // assert on CUDA, which kills the CUDA context.
+  auto range = at::aminmax(y);
+  int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
+  if (lo < 0 || hi >= classes)
+    Fail("argument 'y' holds label " + std::to_string(lo < 0 ? lo : hi) + " but the model has " +
+         std::to_string(classes) + " classes (labels 0.." + std::to_string(classes - 1) + ")");
+  at::Tensor logp = at::log_softmax(out, 1);
+  at::Tensor nll = at::nll_loss(logp, y);
+  if (loss_.labelSmoothing == 0) return nll;
+  // PyTorch's label smoothing: (1-ε)·NLL + ε·mean over classes of −log p.
+  return nll * (1.0 - loss_.labelSmoothing) - logp.mean(1).mean() * loss_.labelSmoothing;
+}
+
+at::Tensor Network::LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twice, at::Tensor* output) {
+  at::Tensor out = Forward(x, updateStats, twice);
+  if (output) *output = out;
+  return Loss(out, y);
+}
+
+void Network::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const {
+  at::NoGradGuard ng;
+  const auto& ps = slots.params;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    at::Tensor dst = out.narrow(0, ps[i].offset, ps[i].numel);
+    if (parts[i].defined())
+      dst.copy_(parts[i].reshape(-1));
+    else
+      dst.zero_();
+  }
+}
+
+at::Tensor Network::DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) const {
+  const auto& ps = slots.params;
+  at::Tensor total;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (!parts[i].defined()) continue;
+    at::Tensor term = (parts[i] * v.narrow(0, ps[i].offset, ps[i].numel).view(ps[i].shape)).sum();
+    total = total.defined() ? total + term : term;
+  }
+  return total.defined() ? total : at::zeros({}, v.options());
+}
+
+std::vector<at::Tensor> Network::GradientGraph(const at::Tensor& x, const at::Tensor& y, at::Tensor& loss) {
+  loss = LossOf(x, y, false, true);
+  return ag::grad({loss}, params, {}, true, /*create_graph=*/true, true);
+}
+
+void Network::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) const {
+  if (s.requires_grad())
+    WriteFlat(ag::grad({s}, params, {}, retain, false, true), out);
+  else
+    out.zero_();
+}
+
+double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
+                            int64_t& correct) {
+  at::Tensor output;
+  at::Tensor l = LossOf(x, y, updateStats, false, &output);
+  auto grads = ag::grad({l}, params, {}, false, false, /*allow_unused=*/true);
+  WriteFlat(grads, grad);
+  // training accuracy for free: the logits are at hand
+  if (y.scalar_type() == at::kLong && output.dim() == 2) {
+    at::NoGradGuard ng;
+    correct = output.argmax(1).eq(y).sum().item<int64_t>();
+  } else {
+    correct = -1;
+  }
+  return l.item<double>();
+}
+
+double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                         PrimalCache& cache) {
+  PrimalCache::Key key = CacheKey(x, y, "double-backward");
+  if (!(cache.key == key) || cache.graph.empty()) {
+    cache.Clear();
+    try {
+      cache.graph = GradientGraph(x, y, cache.loss);
+    } catch (...) {
+      cache.Clear();
+      throw;
+    }
+    cache.key = key;
+    ++cache.records;
+  } else {
+    ++cache.replays;
+  }
+  WriteGradient(DotFlat(cache.graph, v), out, /*retain=*/true);
+  return cache.loss.item<double>();
+}
+
+// Forward-over-reverse (Hvp) does about 2/3 of the matrix work of double
+// backward through autograd, which is kept as an independent second method.
+double Network::HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                      at::Tensor& out, PrimalCache* cache) {
+  if (method == "forward-over-reverse") {
+    // The reverse pass writes blocks of `out` while it still reads v, the
+    // parameters and the statistics: if `out` is any of them (e.g.
+    // model.params), compute into a fresh vector and copy at the end.
+    auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
+    if (!overlaps(v) && !overlaps(flatParams) && !overlaps(flatBuffers)) return Hvp(x, y, v, out, cache);
+    at::Tensor fresh = at::empty_like(out);
+    double loss = Hvp(x, y, v, fresh, cache);
+    out.copy_(fresh);
+    return loss;
+  }
+  // Double backward through the gradient's graph, kept in the caller's
+  // cache or in one for this call: a block builds the graph once and
+  // takes one backward pass of it per direction.
+  PrimalCache local;
+  PrimalCache& graph = cache ? *cache : local;
+  bool block = v.dim() == 2;
+  double loss = 0;
+  for (int64_t k = 0; k < (block ? v.size(0) : 1); ++k) {
+    at::Tensor vk = block ? v.select(0, k) : v, outk = block ? out.select(0, k) : out;
+    loss = GraphHvp(x, y, vk, outk, graph);
+  }
+  return loss;
+}
+
+double Network::CurvatureBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                            at::Tensor& out, PrimalCache* cache) {
+  if (method == "forward-over-forward") return Curvature(x, y, v, out, cache);
+  // ⟨v, Hv⟩ per row: forward-over-reverse takes a block in one pass, double backward row by row
+  at::Tensor hv = at::empty_like(v);
+  double loss = 0;
+  if (method == "forward-over-reverse") {
+    loss = Hvp(x, y, v, hv, cache);
+  } else {
+    PrimalCache local;
+    for (int64_t k = 0; k < (v.dim() == 2 ? v.size(0) : 1); ++k) {
+      at::Tensor vk = v.dim() == 2 ? v.select(0, k) : v, hk = v.dim() == 2 ? hv.select(0, k) : hv;
+      loss = GraphHvp(x, y, vk, hk, cache ? *cache : local);
+    }
+  }
+  at::NoGradGuard ng;
+  out.copy_((v * hv).sum(-1).reshape(out.sizes()));
+  return loss;
+}
+
+// gv = ⟨∇L, v⟩ with the gradient's graph; ∇_w gv = H v, taken with its own
+// graph (create_graph), so q = ⟨H v, v⟩ = vᵀHv is differentiable once more:
+// ∇_w q, a third derivative of the loss (the exact estimator's).
+double Network::QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out) {
+  at::Tensor l;
+  at::Tensor gv = DotFlat(GradientGraph(x, y, l), v);
+  if (!gv.requires_grad()) {
+    out.zero_();
+    return 0;
+  }
+  at::Tensor qt = DotFlat(ag::grad({gv}, params, {}, true, true, true), v);
+  WriteGradient(qt, out);
+  return qt.item<double>();
+}
+
+}  // namespace usam
