@@ -7,7 +7,7 @@
 // that need a second machine) are fenced ```text instead (docs/contributing.md).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -21,6 +21,8 @@ const blocks = pages.flatMap((page) => {
 });
 const work = mkdtempSync(join(tmpdir(), 'usam-docs-'));
 copyFileSync(join(repoRoot, 'test/fixtures/torchscript/mlp-784-scripted.pt'), join(work, 'net.pt'));
+// the package's own dependencies (zod, which a rule's schema uses) resolve as in a user's project
+symlinkSync(join(repoRoot, 'node_modules'), join(work, 'node_modules'), 'dir');
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 const lib = pathToFileURL(join(repoRoot, 'lib/index.ts')).href;
