@@ -22,6 +22,7 @@
 // choose a prebuild's) comes from the record `npm install` left beside the
 // local build while it is valid (readLibtorchRecord in ./libtorch.mjs), so
 // loading runs no Python; else from a search, which asks the Pythons.
+import { UsamError } from '../errors.js';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -100,7 +101,7 @@ export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = pro
   return [...prebuilds, local].sort((a, b) => rank(a) - rank(b));
 }
 
-export class AddonLoadError extends Error {
+export class AddonLoadError extends UsamError {
   constructor(
     readonly attempts: Attempt[],
     env: NodeJS.ProcessEnv = process.env,
@@ -114,7 +115,6 @@ export class AddonLoadError extends Error {
           : `\nLibTorch: not found. Looked in:\n${describeTried(tried)}\n${HOW_TO_PROVIDE}`) +
         '\nThen run `npm install` (or `npm run build:native`) in the package to fetch a prebuilt binary or build one.',
     );
-    this.name = 'AddonLoadError';
   }
 }
 

@@ -133,7 +133,7 @@ describe('typed errors', () => {
     }
     expect((caught as ConfigError).issues.map((i) => i.path).sort()).toEqual(['sharpness.rho', 'sharpness.samples']);
     expect(() => parseTrainConfig({ epochs: 0 })).toThrow(ConfigError);
-    expect(() => new Model({ input: [3], layers: [{ type: 'linear', inFeatures: 4, outFeatures: 2 }] } as never)).toThrow(UsamError);
+    expect(() => new Model({ input: [3], layers: [{ type: 'linear', inFeatures: 0, outFeatures: 2 }] })).toThrow(UsamError);
     model.dispose();
   });
 

@@ -6,7 +6,7 @@
 // golden replay all read the descriptors here; none of them names a rule.
 // A rule of one's own is a descriptor passed to registerRule().
 import { z } from 'zod';
-import { ConfigError, issuesOf } from '../../errors.js';
+import { ConfigError, parseOrThrow } from '../../errors.js';
 import type { Model } from '../../model/model.js';
 import type { Work } from '../../model/work.js';
 import type { Generator } from '../../random.js';
@@ -155,9 +155,7 @@ export function parseSharpness(config: unknown, root = 'sharpness'): SharpnessCo
   if (config === null || typeof config !== 'object' || typeof (config as { kind?: unknown }).kind !== 'string')
     throw new ConfigError(`${root} config`, [{ path: `${root}.kind`, message: `a sharpness config is an object with a kind: one of ${ruleKinds().join(', ')}` }]);
   const d = ruleOf((config as { kind: string }).kind, `${root}.kind`);
-  const r = d.schema.safeParse(config);
-  if (!r.success) throw new ConfigError(`${root} config`, issuesOf(r.error, root));
-  const c = r.data as Record<string, unknown>;
+  const c = parseOrThrow(d.schema, config, `${root} config`, root) as Record<string, unknown>;
   const issues = [];
   if (c.directions === 'antithetic' && typeof c.samples === 'number' && c.samples % 2 !== 0)
     issues.push({ path: `${root}.samples`, message: `antithetic directions come in ± pairs: samples must be even, got ${c.samples}` });
