@@ -10,7 +10,7 @@ export const baseConfig = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('sgd'),
-      lr: z.number().positive(),
+      lr: z.number().nonnegative('lr must be ≥ 0 (0 freezes the parameters, as in PyTorch)'),
       momentum: z.number().min(0).default(0),
       dampening: z.number().min(0).default(0),
       weightDecay: z.number().min(0).default(0),
@@ -24,7 +24,7 @@ export const baseConfig = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.enum(['adam', 'adamw']),
-      lr: z.number().positive(),
+      lr: z.number().nonnegative('lr must be ≥ 0 (0 freezes the parameters, as in PyTorch)'),
       beta1: z.number().min(0).lt(1).default(0.9),
       beta2: z.number().min(0).lt(1).default(0.999),
       eps: z.number().positive().default(1e-8),
@@ -45,8 +45,12 @@ export interface BaseOptimizerState {
 
 export interface BaseOptimizer {
   readonly config: BaseConfig;
-  /** w ← step(w, grad) with learning rate `lr` (the schedule's current value). */
-  step(params: Tensor, grad: Tensor, lr: number): void;
+  /**
+   * w ← step(w, grad) with learning rate `lr` (the schedule's current
+   * value). With parameter groups, `lr` and `weightDecay` give each group's
+   * current values (group 0, the default group, first).
+   */
+  step(params: Tensor, grad: Tensor, lr: number | readonly number[], weightDecay?: readonly number[]): void;
   /** Step count and state buffers (momentum, Adam moments), for checkpoints. */
   state(): BaseOptimizerState;
   /** Sets the step count (the buffers of state() are written in place by the caller). */
@@ -62,8 +66,8 @@ export function weightDecayOf(c: BaseConfig): number {
 /**
  * The base optimizer over the flat vector `like` describes. With parameter
  * groups (groups.ts), each range of the vector is stepped with its group's
- * learning rate (scaled like the default one by the schedules) and weight
- * decay: one fused call per range, on views of the vectors.
+ * learning rate and weight decay as given to step() (the Optimizer reads its
+ * live paramGroups): one fused call per range, on views of the vectors.
  */
 export function createBaseOptimizer(config: BaseConfigInput, like: Tensor, grouping?: { groups: ParamGroup[]; segments: Segment[] }): BaseOptimizer {
   const c = baseConfig.parse(config);
@@ -91,15 +95,16 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor, group
   const list = Object.values(buffers);
   return {
     config: c,
-    step(params, grad, lr) {
-      if (!grouped) one(params, grad, list, lr, defaultDecay);
+    step(params, grad, lr, weightDecay) {
+      const lrs = typeof lr === 'number' ? [lr] : lr;
+      const decays = weightDecay ?? [defaultDecay];
+      if (!grouped) one(params, grad, list, lrs[0], decays[0]);
       else {
-        const factor = lr / c.lr; // what the schedules did to the default lr, they do to every group's
         const [p, g] = [parts(params), parts(grad)];
         const bs = list.map(parts);
         grouped.segments.forEach((seg, i) => {
           const group = grouped.groups[seg.group];
-          one(p[i], g[i], bs.map((b) => b[i]), group.lr * factor, seg.group === 0 ? defaultDecay : group.weightDecay);
+          one(p[i], g[i], bs.map((b) => b[i]), lrs[seg.group] ?? lrs[0], decays[seg.group] ?? (seg.group === 0 ? defaultDecay : group.weightDecay));
         });
       }
       steps++;

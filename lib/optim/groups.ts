@@ -4,6 +4,7 @@
 // (the optimizer's own options). On the flat parameter vector a group is a
 // set of ranges; neighbouring parameters of one group merge into one range,
 // so a step costs one fused native call per range.
+import { ConfigError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import type { ModelSpec } from '../model/spec.js';
 
@@ -17,12 +18,25 @@ export interface ParamGroupInput {
   rho?: number;
 }
 
+/**
+ * A parameter group as the Optimizer holds it (`opt.paramGroups[i]`): lr,
+ * weightDecay and rho are live, as in torch.optim: a value set here is used
+ * from the next step on (the schedules scale the group's current value).
+ */
 export interface ParamGroup {
   /** parameter names, in the model's order */
-  names: string[];
+  readonly names: string[];
+  /** the group's base learning rate (≥ 0; 0 freezes the group) */
   lr: number;
   weightDecay: number;
+  /** the group's perturbation radius: group 0's is the rule's rho; another group's, where set, its own (SAM, ASAM) */
   rho?: number;
+}
+
+/** A hyperparameter of a group must be a finite number ≥ 0. */
+export function checkHyper(path: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    throw new ConfigError('parameter groups', [{ path, message: `must be a finite number ≥ 0, got ${typeof value === 'number' ? value : JSON.stringify(value)}` }]);
 }
 
 /** A contiguous range of the flat vector whose parameters share a group. */
@@ -54,9 +68,8 @@ export function resolveGroups(model: Model, inputs: ParamGroupInput[], defaults:
       const unknown = g.params.filter((n) => !info.some((p) => p.name === n));
       if (unknown.length) throw new Error(`${where}.params names no parameter ${unknown.join(', ')}; the model's are ${info.map((p) => p.name).join(', ')}`);
     }
-    for (const [field, value, min] of [['lr', g.lr, 'positive'], ['weightDecay', g.weightDecay, 'nonnegative'], ['rho', g.rho, 'nonnegative']] as const)
-      if (value !== undefined && !(Number.isFinite(value) && (min === 'positive' ? value > 0 : value >= 0)))
-        throw new Error(`${where}.${field} must be a ${min === 'positive' ? 'positive' : 'non-negative'} number, got ${value}`);
+    for (const [field, value] of [['lr', g.lr], ['weightDecay', g.weightDecay], ['rho', g.rho]] as const)
+      if (value !== undefined) checkHyper(`${where}.${field}`, value);
     const names = info.map((p) => p.name).filter((n) => test(n) && !owner.has(n));
     if (names.length === 0) throw new Error(`${where}.params matches no parameter not already in an earlier group; the model's parameters are ${info.map((p) => p.name).join(', ')}`);
     for (const n of names) owner.set(n, k + 1);

@@ -1,118 +1,23 @@
 // The sharpness-aware optimizer: one step = the unperturbed pass, the rule
 // of the configured SAM-family member, exact restoration of w, and the base
 // optimizer's update. Tensors stay native; this file only decides.
-import { z } from 'zod';
 import type { Model } from '../model/model.js';
-import { ProcessGroup, Reducer } from '../distributed.js';
+import { Reducer } from '../distributed.js';
 import { ConfigError, NonFiniteError, parseOrThrow } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
 import { persistent, track } from '../tensor/scope.js';
 import type { Reading } from '../sharpness/reading.js';
 import { floatTensor, type Tensor } from '../tensor/tensor.js';
-import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseConfigInput, type BaseOptimizer } from './base.js';
-import { resolveGroups, type ParamGroup, type ParamGroupInput } from './groups.js';
+import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseOptimizer } from './base.js';
+import { checkHyper, resolveGroups, type ParamGroup, type ParamGroupInput, type Segment } from './groups.js';
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
-import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig, type SharpnessConfigInput } from './rules/index.js';
-import { schedule, scheduleConfig, warmupConfig } from './schedule.js';
-
-const optimizerOptions = z
-  .object({
-    base: z.unknown(),
-    sharpness: z.unknown().optional(),
-    /** a sharpness-aware step every k steps, plain base steps between */
-    every: z.number().int().positive().default(1),
-    /** parameter groups (torch.optim's param_groups): their own lr, weightDecay, rho (SAM/ASAM) */
-    groups: z.array(z.unknown()).default([]),
-    /** seeds the directions u ~ mu (their own stream: streamSeed(seed, 'directions')) */
-    seed: z.number().int().nonnegative().default(0),
-    lrSchedule: scheduleConfig.default({ kind: 'constant' }),
-    rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
-    warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
-    rhoWarmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
-    group: z.instanceof(ProcessGroup, { message: 'must be a ProcessGroup (processGroupFromEnv() or new ProcessGroup({...}))' }).optional(),
-    /** with a group: 'synced' (every pass all-reduced) or 'local' (each rank perturbs with its own shard; only the final gradients are averaged) */
-    perturbation: z.enum(['synced', 'local']).default('synced'),
-    batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
-  })
-  .strict();
-
-export interface OptimizerOptions {
-  base: BaseConfigInput;
-  sharpness?: SharpnessConfigInput;
-  every?: number;
-  /** parameter groups: `[noWeightDecay(model)]`, `[{params: /^0\./, lr: 0.01}]`, ... (optim/groups.ts) */
-  groups?: ParamGroupInput[];
-  seed?: number;
-  lrSchedule?: z.input<typeof scheduleConfig>;
-  rhoSchedule?: z.input<typeof scheduleConfig>;
-  /** linear learning-rate warm-up over the first steps */
-  warmup?: z.input<typeof warmupConfig>;
-  /** linear rho warm-up over the first steps */
-  rhoWarmup?: z.input<typeof warmupConfig>;
-  /**
-   * data-parallel: each rank steps on its shard of the global batch, and every
-   * pass (unperturbed, perturbed, HVP) is all-reduced, so the ranks compute
-   * what one process computes on the whole batch (synced perturbations). The
-   * ranks must start from the same parameters and seed.
-   */
-  group?: ProcessGroup;
-  /**
-   * 'local' (with a group): each rank runs the rule on its own shard (its own
-   * ascent gradient and perturbed losses: the SAM paper's m-sharpness) and
-   * only the final gradients are averaged, weighted by sample count.
-   */
-  perturbation?: 'synced' | 'local';
-  /**
-   * When BatchNorm's running statistics move during a sharpness-aware step:
-   * 'once' (default), by the unperturbed pass only; 'every-pass', by every
-   * forward-backward pass of the step, the perturbed ones too, in order, as
-   * the paper's reference code does (its closures run in train mode), so
-   * they move n + 1 times a step. Every pass normalises by its own batch
-   * statistics either way. The exact estimator has no perturbed passes and
-   * refuses 'every-pass'.
-   */
-  batchNorm?: 'once' | 'every-pass';
-}
-
-export interface StepResult {
-  step: number;
-  /** L(w) before the step (mean over the micro-batches) */
-  loss: number;
-  /** the rule's per-step reading (math.md §2a; `optimizer.reading` names it: an estimate of the measure, or the finite-difference signal at radius rho); NaN on plain steps */
-  sharpness: number;
-  /** the lambda-weighted term of F(w); NaN on plain steps */
-  penalty: number;
-  lr: number;
-  rho: number;
-  /** correctly classified samples at w (the unperturbed pass), null without class labels */
-  correct: number | null;
-  /** samples in the step */
-  count: number;
-  sharpnessAware: boolean;
-  counters: PassCounters;
-}
-
-export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';
-
-/** Optimizer.stateDict()'s result: plain data (typed arrays), like PyTorch's state_dict(). */
-export interface OptimizerStateDict {
-  format: typeof OPTIMIZER_STATE_FORMAT;
-  /** the base optimizer: 'sgd', 'adam' or 'adamw' */
-  kind: string;
-  /** the base optimizer's buffers over the flat parameter vector, by PyTorch's names */
-  state: Record<string, Float32Array | Float64Array>;
-  /** optimizer steps taken (the schedules' time) */
-  steps: number;
-  /** the base optimizer's own step count (Adam's bias correction) */
-  baseStep: number;
-  /** the direction generator's state; null for rules that draw no directions */
-  generator: Uint8Array | null;
-  /** the hyperparameters the optimizer was made with (one group), for reference */
-  paramGroups: Record<string, unknown>[];
-}
+import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig } from './rules/index.js';
+import { scheduleOf } from './schedule.js';
+import { OPTIMIZER_STATE_FORMAT, optimizerOptions, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
+export { OPTIMIZER_STATE_FORMAT, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 
 export class Optimizer {
   readonly sharpness?: SharpnessConfig;
@@ -120,8 +25,10 @@ export class Optimizer {
   readonly reading?: Reading;
   readonly base: BaseOptimizer;
   readonly every: number;
-  private readonly lr: (t: number) => number;
-  private readonly rho: (t: number) => number;
+  /** the schedules, applied to a group's current value at step t */
+  private readonly lrAt: (base: number, t: number) => number;
+  private readonly rhoAt: (base: number, t: number) => number;
+  private readonly segments: Segment[];
   private readonly passes: Passes;
   private readonly counters: PassCounters = { forward: 0, backward: 0, hvp: 0 };
   private readonly workspace: Workspace;
@@ -144,10 +51,12 @@ export class Optimizer {
     const o = parseOrThrow(optimizerOptions, options, 'optimizer options');
     const b = parseOrThrow(baseConfig, o.base, 'base optimizer config', 'base');
     const grouping = resolveGroups(model, o.groups as ParamGroupInput[], { lr: b.lr, weightDecay: weightDecayOf(b) });
-    this.groups = grouping.groups;
+    this.paramGroups = grouping.groups;
+    this.segments = grouping.segments;
     this.base = createBaseOptimizer(b, model.params, grouping);
     this.every = o.every;
-    this.lr = schedule(b.lr, o.lrSchedule, o.warmup);
+    this.lrAt = scheduleOf(o.lrSchedule, o.warmup);
+    this.rhoAt = scheduleOf(o.rhoSchedule, o.rhoWarmup);
     this.workspace = new Workspace(model);
     this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
@@ -160,39 +69,70 @@ export class Optimizer {
       this.reading = rule.reading('estimator' in s ? s.estimator : 'finite-difference');
       // a rule without a radius (GNP): its steps are sharpness-aware whatever the rho schedule says
       this.usesRho = rule.radius;
-      this.rho = rule.radius && 'rho' in s ? schedule(s.rho, o.rhoSchedule, o.rhoWarmup) : () => 0;
-      const groupRho = grouping.groups.some((g) => g.rho !== undefined);
+      // group 0's rho is the rule's: live, like its lr
+      if (rule.radius && 'rho' in s) this.paramGroups[0].rho = s.rho;
+      this.groupRho = rule.groupRho === true;
+      const groupRho = grouping.groups.slice(1).some((g) => g.rho !== undefined);
       if (groupRho && !rule.groupRho)
         throw new ConfigError(
           'optimizer options',
           `groups: rho per group is for rules with a per-coordinate perturbation (${ruleKinds().filter((k) => ruleOf(k).groupRho).join(', ')}); ${s.kind} divides by one rho² and draws u over all parameters, so a group's rho would change the measure itself. Set rho in sharpness, not in groups`,
         );
-      // e = rho_group·(…) on each group: a per-coordinate factor rho_group / rho
-      const rhoScale = groupRho && 'rho' in s ? this.rhoScale(grouping, s.rho) : undefined;
-      const built = rule.build(s, { model, generator: this.gen, statsEveryPass: this.statsEveryPass, rhoScale });
+      const built = rule.build(s, { model, generator: this.gen, statsEveryPass: this.statsEveryPass, rhoScale: () => this.rhoScale() });
       this.rule = built.step;
       this.sampler = built.sampler;
       this.drawsPerStep = built.drawsPerStep ?? 0;
-    } else {
-      this.rho = () => 0;
     }
     track(this);
   }
 
-  /** The parameter groups: the default group first (the optimizer's own options), then the given ones. */
-  readonly groups: ParamGroup[];
-
-  private rhoScale(grouping: ReturnType<typeof resolveGroups>, rho: number): Tensor {
-    const values = new Float64Array(this.model.numParams).fill(1);
-    for (const seg of grouping.segments) {
-      const g = grouping.groups[seg.group];
-      if (g.rho !== undefined) values.fill(g.rho / rho, seg.offset, seg.offset + seg.numel);
-    }
-    const t = persistent(() => floatTensor(this.model, values));
-    this.owned.push(t);
-    return t;
+  /**
+   * The parameter groups, as torch.optim's param_groups: the default group
+   * first (the optimizer's own options), then the given ones. lr,
+   * weightDecay and rho are live: a value set here is used from the next
+   * step on, with the schedules applied to it (lr 0 freezes a group).
+   */
+  readonly paramGroups: ParamGroup[];
+  /** paramGroups, by its earlier name */
+  get groups(): ParamGroup[] {
+    return this.paramGroups;
   }
-  private readonly owned: Tensor[] = [];
+  /** whether groups may perturb by their own rho (the rule's groupRho) */
+  private groupRho = false;
+
+  /**
+   * SAM/ASAM with groups of their own rho: the per-coordinate factor
+   * rho_group / rho of e = rho_group·(…), rebuilt when a group's rho
+   * changes; undefined when every group perturbs by group 0's rho.
+   */
+  private rhoScale(): Tensor | undefined {
+    const rho0 = this.paramGroups[0].rho ?? 0;
+    const rhos = this.paramGroups.map((g, i) => (i === 0 || g.rho === undefined ? rho0 : g.rho));
+    const key = rhos.join(',');
+    if (key === this.scaleKey) return this.scale;
+    this.scale?.dispose();
+    this.scale = undefined;
+    this.scaleKey = key;
+    if (rho0 > 0 && rhos.some((r) => r !== rho0)) {
+      const values = new Float64Array(this.model.numParams).fill(1);
+      for (const seg of this.segments) values.fill(rhos[seg.group] / rho0, seg.offset, seg.offset + seg.numel);
+      this.scale = persistent(() => floatTensor(this.model, values));
+    }
+    return this.scale;
+  }
+  private scale?: Tensor;
+  private scaleKey?: string;
+
+  /** The groups' live values checked before a step uses them. */
+  private checkGroups(): void {
+    this.paramGroups.forEach((g, i) => {
+      checkHyper(`paramGroups[${i}].lr`, g.lr);
+      checkHyper(`paramGroups[${i}].weightDecay`, g.weightDecay);
+      if (g.rho !== undefined) checkHyper(`paramGroups[${i}].rho`, g.rho);
+      if (i > 0 && g.rho !== undefined && !this.groupRho && this.sharpness)
+        throw new ConfigError('parameter groups', [{ path: `paramGroups[${i}].rho`, message: `rho per group is for rules with a per-coordinate perturbation; ${this.sharpness.kind} takes one rho: set paramGroups[0].rho` }]);
+    });
+  }
 
   get stepCount(): number {
     return this.steps;
@@ -252,8 +192,10 @@ export class Optimizer {
     const t = this.steps;
     const before = { ...this.counters };
     this.passes.use(batches);
-    const lr = this.lr(t);
-    const rho = this.rho(t);
+    this.checkGroups();
+    const lrs = this.paramGroups.map((g) => this.lrAt(g.lr, t));
+    const lr = lrs[0];
+    const rho = this.rule && this.usesRho ? this.rhoAt(this.paramGroups[0].rho ?? 0, t) : 0;
     const g0 = this.workspace.get('unperturbed-grad');
     // rho 0 (e.g. the first step of a rho warm-up) means no perturbation: a plain step
     const sharpnessAware = this.rule !== undefined && t % this.every === 0 && (rho > 0 || !this.usesRho);
@@ -278,7 +220,7 @@ export class Optimizer {
     const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)
       throw new NonFiniteError(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t, 'gradient', result.gradSum ?? NaN);
-    this.base.step(this.model.params, grad, lr);
+    this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay));
     this.steps++;
     const counters = {
       forward: this.counters.forward - before.forward,
@@ -324,8 +266,11 @@ export class Optimizer {
       steps: this.steps,
       baseStep: b.step,
       generator: this.sampler ? this.gen.getState() : null,
-      paramGroups: this.groups.map((g, i) =>
-        i === 0 ? { ...base, ...(this.sharpness ? { sharpness: { ...this.sharpness } } : {}), every: this.every, params: g.names } : (({ names, ...rest }) => ({ ...rest, params: names }))(g),
+      // the groups' live values (lr, weightDecay, rho), which loadStateDict adopts
+      paramGroups: this.paramGroups.map((g, i) =>
+        i === 0
+          ? { ...base, lr: g.lr, weightDecay: g.weightDecay, ...(g.rho !== undefined ? { rho: g.rho } : {}), ...(this.sharpness ? { sharpness: { ...this.sharpness } } : {}), every: this.every, params: g.names }
+          : { lr: g.lr, weightDecay: g.weightDecay, ...(g.rho !== undefined ? { rho: g.rho } : {}), params: g.names },
       ),
     };
   }
@@ -333,9 +278,8 @@ export class Optimizer {
   /**
    * Restores stateDict()'s output: buffers, step counts and generator, after
    * checking that they fit this optimizer (base kind, buffer names and
-   * lengths, dtype). The hyperparameters stay those this optimizer was made
-   * with (unlike PyTorch, which adopts the saved param_groups): a resumed run
-   * may change its learning rate on purpose.
+   * lengths, dtype, the groups' parameters), and the groups' live lr,
+   * weightDecay and rho, as PyTorch's load_state_dict adopts param_groups.
    */
   loadStateDict(sd: OptimizerStateDict): void {
     const where = 'loadStateDict';
@@ -354,6 +298,14 @@ export class Optimizer {
     }
     for (const [field, value] of [['steps', sd.steps], ['baseStep', sd.baseStep]] as const)
       if (!Number.isSafeInteger(value) || value < 0) throw new ConfigError(where, `${where}: ${field} must be a non-negative integer, got ${value}`);
+    const saved = Array.isArray(sd.paramGroups) ? sd.paramGroups : [];
+    const names = (g: Record<string, unknown>) => (Array.isArray(g?.params) ? (g.params as string[]).join(',') : '');
+    // a state without groups (saved before they were live) keeps this optimizer's values
+    if (saved.length > 0 && (saved.length !== this.paramGroups.length || saved.some((g, i) => names(g) !== this.paramGroups[i].names.join(','))))
+      throw new ConfigError(where, `${where}: the state's paramGroups (${saved.length}) do not hold the parameters of this optimizer's ${this.paramGroups.length} group(s); make the optimizer with the same groups`);
+    saved.forEach((g, i) => {
+      for (const field of ['lr', 'weightDecay', 'rho'] as const) if (g[field] !== undefined) checkHyper(`${where}: paramGroups[${i}].${field}`, g[field]);
+    });
     if (this.sampler && !(sd.generator instanceof Uint8Array))
       throw new ConfigError(where, `${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
     // everything checked: now write
@@ -364,6 +316,13 @@ export class Optimizer {
     }
     this.steps = sd.steps;
     this.base.restoreStep(sd.baseStep);
+    // the live hyperparameters, as PyTorch's load_state_dict adopts param_groups (a state saved without rho keeps this one's)
+    saved.forEach((g, i) => {
+      const group = this.paramGroups[i];
+      if (typeof g.lr === 'number') group.lr = g.lr;
+      if (typeof g.weightDecay === 'number') group.weightDecay = g.weightDecay;
+      if (typeof g.rho === 'number' && group.rho !== undefined) group.rho = g.rho;
+    });
     if (this.sampler && sd.generator) this.gen.setState(sd.generator);
   }
 
@@ -382,7 +341,7 @@ export class Optimizer {
   /** Frees the optimizer's buffers (not the model's); disposing twice is harmless. */
   dispose(): void {
     this.disposed = true;
-    for (const t of this.owned) t.dispose();
+    this.scale?.dispose();
     this.sampler?.dispose();
     this.workspace.dispose();
     this.passes.dispose();

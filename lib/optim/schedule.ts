@@ -12,11 +12,16 @@ export const warmupConfig = z.object({ steps: z.number().int().nonnegative().def
 
 export type ScheduleConfig = z.input<typeof scheduleConfig>;
 
-/** value(t) = base × factor(t), with an optional linear warm-up over the first steps. */
-export function schedule(base: number, config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}) {
+/**
+ * value(base, t): the schedule applied to a base value at step t, with an
+ * optional linear warm-up over the first steps. The base is read at each
+ * call, so a parameter group's lr changed at run time is scheduled from its
+ * new value (as torch.optim's schedulers scale each group's own lr).
+ */
+export function scheduleOf(config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}): (base: number, t: number) => number {
   const c = scheduleConfig.parse(config);
   const w = warmupConfig.parse(warmup);
-  return (t: number): number => {
+  return (base: number, t: number): number => {
     let v = base;
     switch (c.kind) {
       case 'constant':
@@ -33,4 +38,10 @@ export function schedule(base: number, config: ScheduleConfig = { kind: 'constan
     if (w.steps > 0 && t < w.steps) v *= w.startFactor + (1 - w.startFactor) * (t / w.steps);
     return v;
   };
+}
+
+/** value(t) = the schedule of a fixed base (scheduleOf). */
+export function schedule(base: number, config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}): (t: number) => number {
+  const f = scheduleOf(config, warmup);
+  return (t) => f(base, t);
 }

@@ -52,7 +52,7 @@ export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer,
     format: CHECKPOINT_FORMAT,
     config: JSON.stringify(config),
     progress: JSON.stringify(progress),
-    optimizer: JSON.stringify({ kind: o.kind, steps: o.steps, baseStep: o.baseStep, generator: o.generator ? b64(o.generator) : null }),
+    optimizer: JSON.stringify({ kind: o.kind, steps: o.steps, baseStep: o.baseStep, generator: o.generator ? b64(o.generator) : null, paramGroups: o.paramGroups }),
     modelRng: b64(model.native.getRngState()),
     dtype: model.dtype,
   };
@@ -81,7 +81,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
   };
   const config = parse('config');
   const progress = parse('progress') as Progress;
-  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null };
+  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null; paramGroups?: Record<string, unknown>[] };
   const need = (name: string, numel: number): StData => {
     const t = tensors[name];
     if (!t) throw new Error(`${file}: tensor '${name}' is missing`);
@@ -123,7 +123,8 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
           steps: opt.steps,
           baseStep: opt.baseStep,
           generator: opt.generator === null ? null : unb64(opt.generator),
-          paramGroups: [],
+          // the groups' live lr, weightDecay, rho (checkpoints written before they were saved have none: the optimizer's own stay)
+          paramGroups: Array.isArray(opt.paramGroups) ? opt.paramGroups : [],
         });
       } catch (e) {
         throw new Error(`${file}: ${(e as Error).message}`);

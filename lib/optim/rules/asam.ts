@@ -23,7 +23,7 @@ export const asamRule = defineRule({
   training: { default: { rho: 0.5, eta: 0.01 } },
   controls: { default: ['sgd-2x'] },
   sweep: { default: [{ rho: 0.5 }, { rho: 1 }] },
-  build: (c, env) => ({ step: (ctx) => samStep(ctx, { adaptive: true, eta: c.eta, scale: env.rhoScale }) }),
+  build: (c, env) => ({ step: (ctx) => samStep(ctx, { adaptive: true, eta: c.eta, scale: env.rhoScale() }) }),
 });
 
 /** The ASAM preset: `asam({ rho: 0.5, eta: 0.01 })`. */

@@ -46,8 +46,8 @@ export interface RuleEnv {
   generator: Generator;
   /** batchNorm 'every-pass': the perturbed passes move BatchNorm's running statistics */
   statsEveryPass: boolean;
-  /** with parameter groups that set their own rho (rules with groupRho): the per-coordinate factor rho_group / rho */
-  rhoScale?: Tensor;
+  /** rules with groupRho: the per-coordinate factor rho_group / rho at this step (the groups' rho are live), or undefined when all groups perturb by one rho */
+  rhoScale(): Tensor | undefined;
 }
 
 /** A rule ready to step: its step, and the direction sampler it draws from (the Optimizer disposes it, saves its generator). */

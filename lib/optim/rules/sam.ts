@@ -49,7 +49,7 @@ export const samRule = defineRule({
   training: { default: { rho: 0.05 } },
   controls: { default: ['sgd-2x'] },
   sweep: { default: [{ rho: 0.05 }, { rho: 0.1 }] },
-  build: (c, env) => ({ step: (ctx) => samStep(ctx, { adaptive: false, scale: env.rhoScale }) }),
+  build: (c, env) => ({ step: (ctx) => samStep(ctx, { adaptive: false, scale: env.rhoScale() }) }),
 });
 
 /** The SAM preset: `sam({ rho: 0.05 })`. */

@@ -1,0 +1,106 @@
+// What an Optimizer is made with (its options, validated by zod), what a
+// step returns, and its state as plain data (stateDict()).
+import { z } from 'zod';
+import { ProcessGroup } from '../distributed.js';
+import type { Batch, PassCounters } from '../model/passes.js';
+import type { BaseConfigInput } from './base.js';
+import type { ParamGroupInput } from './groups.js';
+import type { SharpnessConfigInput } from './rules/index.js';
+import { scheduleConfig, warmupConfig } from './schedule.js';
+
+export const optimizerOptions = z
+  .object({
+    base: z.unknown(),
+    sharpness: z.unknown().optional(),
+    /** a sharpness-aware step every k steps, plain base steps between */
+    every: z.number().int().positive().default(1),
+    /** parameter groups (torch.optim's param_groups): their own lr, weightDecay, rho (SAM/ASAM) */
+    groups: z.array(z.unknown()).default([]),
+    /** seeds the directions u ~ mu (their own stream: streamSeed(seed, 'directions')) */
+    seed: z.number().int().nonnegative().default(0),
+    lrSchedule: scheduleConfig.default({ kind: 'constant' }),
+    rhoSchedule: scheduleConfig.default({ kind: 'constant' }),
+    warmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
+    rhoWarmup: warmupConfig.default({ steps: 0, startFactor: 0 }),
+    group: z.instanceof(ProcessGroup, { message: 'must be a ProcessGroup (processGroupFromEnv() or new ProcessGroup({...}))' }).optional(),
+    /** with a group: 'synced' (every pass all-reduced) or 'local' (each rank perturbs with its own shard; only the final gradients are averaged) */
+    perturbation: z.enum(['synced', 'local']).default('synced'),
+    batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
+  })
+  .strict();
+
+export interface OptimizerOptions {
+  base: BaseConfigInput;
+  sharpness?: SharpnessConfigInput;
+  every?: number;
+  /** parameter groups: `[noWeightDecay(model)]`, `[{params: /^0\./, lr: 0.01}]`, ... (optim/groups.ts) */
+  groups?: ParamGroupInput[];
+  seed?: number;
+  lrSchedule?: z.input<typeof scheduleConfig>;
+  rhoSchedule?: z.input<typeof scheduleConfig>;
+  /** linear learning-rate warm-up over the first steps */
+  warmup?: z.input<typeof warmupConfig>;
+  /** linear rho warm-up over the first steps */
+  rhoWarmup?: z.input<typeof warmupConfig>;
+  /**
+   * data-parallel: each rank steps on its shard of the global batch, and every
+   * pass (unperturbed, perturbed, HVP) is all-reduced, so the ranks compute
+   * what one process computes on the whole batch (synced perturbations). The
+   * ranks must start from the same parameters and seed.
+   */
+  group?: ProcessGroup;
+  /**
+   * 'local' (with a group): each rank runs the rule on its own shard (its own
+   * ascent gradient and perturbed losses: the SAM paper's m-sharpness) and
+   * only the final gradients are averaged, weighted by sample count.
+   */
+  perturbation?: 'synced' | 'local';
+  /**
+   * When BatchNorm's running statistics move during a sharpness-aware step:
+   * 'once' (default), by the unperturbed pass only; 'every-pass', by every
+   * forward-backward pass of the step, the perturbed ones too, in order, as
+   * the paper's reference code does (its closures run in train mode), so
+   * they move n + 1 times a step. Every pass normalises by its own batch
+   * statistics either way. The exact estimator has no perturbed passes and
+   * refuses 'every-pass'.
+   */
+  batchNorm?: 'once' | 'every-pass';
+}
+
+export interface StepResult {
+  step: number;
+  /** L(w) before the step (mean over the micro-batches) */
+  loss: number;
+  /** the rule's per-step reading (math.md §2a; `optimizer.reading` names it: an estimate of the measure, or the finite-difference signal at radius rho); NaN on plain steps */
+  sharpness: number;
+  /** the lambda-weighted term of F(w); NaN on plain steps */
+  penalty: number;
+  lr: number;
+  rho: number;
+  /** correctly classified samples at w (the unperturbed pass), null without class labels */
+  correct: number | null;
+  /** samples in the step */
+  count: number;
+  sharpnessAware: boolean;
+  counters: PassCounters;
+}
+
+export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';
+
+/** Optimizer.stateDict()'s result: plain data (typed arrays), like PyTorch's state_dict(). */
+export interface OptimizerStateDict {
+  format: typeof OPTIMIZER_STATE_FORMAT;
+  /** the base optimizer: 'sgd', 'adam' or 'adamw' */
+  kind: string;
+  /** the base optimizer's buffers over the flat parameter vector, by PyTorch's names */
+  state: Record<string, Float32Array | Float64Array>;
+  /** optimizer steps taken (the schedules' time) */
+  steps: number;
+  /** the base optimizer's own step count (Adam's bias correction) */
+  baseStep: number;
+  /** the direction generator's state; null for rules that draw no directions */
+  generator: Uint8Array | null;
+  /** the hyperparameters the optimizer was made with (one group), for reference */
+  paramGroups: Record<string, unknown>[];
+}
+
