@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { parseTrainConfig, trainConfig } from '../train/config.js';
-import { CHECKPOINT_FILE } from '../train/trainer.js';
+import { CHECKPOINT_FILE, RESUME_OVERRIDES } from '../train/trainer.js';
+import { ConfigError } from '../errors.js';
 import { launchRanks } from './launch.js';
 import { trainInWorker } from '../train/run.js';
 import type { EpochMetrics } from '../train/trainer.js';
@@ -24,17 +25,24 @@ Ctrl-C stops after the current step and leaves a checkpoint; --resume continues 
 Flags:
 ${flagHelp(trainConfig)}
   --config FILE.json                          a JSON object with the same fields (camelCase); flags override it
-  --resume RUN_DIR                            continue the run saved in RUN_DIR
+  --resume RUN_DIR                            continue the run saved in RUN_DIR; with it only --epochs (more epochs,
+                                              constant or multistep schedules), --probe-every, --probe-samples,
+                                              --step-log-every, --threads, --divergence, --nproc
   --quiet                                     no progress bar
 `;
 
-function savedNproc(dir: string): number {
+/** The saved run's ranks, epochs and epochs done (the Trainer reports what is wrong with a folder it cannot read). */
+function savedRun(dir: string): { nproc: number; epochs?: number; done?: number } {
   try {
-    return (loadCheckpoint(join(dir, CHECKPOINT_FILE)).config as { nproc?: number }).nproc ?? 1;
+    const c = loadCheckpoint(join(dir, CHECKPOINT_FILE));
+    const config = c.config as { nproc?: number; epochs?: number };
+    return { nproc: config.nproc ?? 1, epochs: config.epochs, done: c.progress.epoch };
   } catch {
-    return 1; // the Trainer reports what is wrong with the folder
+    return { nproc: 1 };
   }
 }
+
+const flagOf = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 function bar(fraction: number, width = 24): string {
   const full = Math.round(fraction * width);
@@ -49,13 +57,26 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const { values, extra } = parseFlags(trainConfig, argv, ['--config', '--resume', '--quiet']);
   let config: object;
   let nproc: number;
+  if (extra['--resume'] === true) throw new ConfigError('flags', [{ path: '--resume', message: 'needs the run folder: usam train --resume runs/NAME' }]);
   if (typeof extra['--resume'] === 'string') {
-    const { nproc: given, ...others } = values;
-    if (Object.keys(others).length > 0 || extra['--config'])
-      throw new Error('--resume takes no other flags but --nproc: the run continues with its saved config');
-    config = { resume: extra['--resume'] };
+    const dir = extra['--resume'];
+    const refused = Object.keys(values).filter((k) => !(RESUME_OVERRIDES as readonly string[]).includes(k));
+    if (refused.length > 0 || extra['--config'])
+      throw new ConfigError('flags', [
+        {
+          path: [...refused.map(flagOf), ...(extra['--config'] ? ['--config'] : [])].join(', '),
+          message: `a resumed run continues its saved config bit for bit; --resume takes only ${RESUME_OVERRIDES.map(flagOf).join(', ')} (start a new run with --out for the rest)`,
+        },
+      ]);
+    const saved = savedRun(dir);
+    const epochs = (values.epochs as number | undefined) ?? saved.epochs;
+    if (saved.done !== undefined && epochs !== undefined && saved.done >= epochs) {
+      process.stderr.write(`usam: ${dir} has finished its ${saved.done} epochs; continue it with --resume ${dir} --epochs ${saved.done + 1} (or more)\n`);
+      return 0;
+    }
+    config = { resume: dir, ...values };
     // a data-parallel run resumes with as many ranks as it had, unless told
-    nproc = (given as number | undefined) ?? savedNproc(extra['--resume']);
+    nproc = (values.nproc as number | undefined) ?? saved.nproc;
   } else {
     let fromFile: object = {};
     if (extra['--config'] !== undefined) {

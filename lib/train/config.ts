@@ -80,7 +80,8 @@ export const trainConfig = z
     threads: z.number().int().positive().optional(),
     /** stop when the mean training loss of the last 50 steps exceeds this many times that of the first 50; 0: never */
     divergence: z.number().min(0).default(10),
-    out: z.string().default('runs/latest'),
+    /** the run's folder; default: a new one, runs/<date>-<optimizer>-<n>, with runs/latest linked to it */
+    out: z.string().optional(),
   })
   .strict();
 

@@ -1,8 +1,8 @@
 // A run's folder: what the Trainer writes there (config.json, metrics.jsonl,
 // steps.jsonl, checkpoint.safetensors), the records of its JSON lines, and
 // how a resumed run drops lines written after its checkpoint.
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, constants, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { Evaluation } from './evaluate.js';
 
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
@@ -94,4 +94,46 @@ export function trimStepLog(out: string, globalStep: number): void {
     }
   });
   if (kept.length !== lines.length) writeFileSync(file, kept.map((l) => l + '\n').join(''));
+}
+
+/** Where runs without an out folder go (relative to the working directory), and the link to the newest. */
+export const DEFAULT_RUNS_ROOT = 'runs';
+export const LATEST_LINK = 'latest';
+
+/**
+ * A new folder for a run given no out: ROOT/<date>-<optimizer>-<n>, the
+ * first n that is free (made with mkdir, so two runs starting together get
+ * two folders), and ROOT/latest, a symbolic link, moved to it. A run never
+ * overwrites another; a ROOT/latest that is a real folder (made by a version
+ * that wrote runs there) is left as it is.
+ */
+export function newRunFolder(root: string, optimizer: string, now = new Date()): string {
+  const base = resolve(root);
+  mkdirSync(base, { recursive: true });
+  const day = now.toISOString().slice(0, 10);
+  for (let n = 1; ; n++) {
+    const name = `${day}-${optimizer}-${n}`;
+    try {
+      mkdirSync(join(base, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw new Error(`cannot make a run folder in ${base}: ${(e as Error).message}; choose one with --out`);
+    }
+    pointLatest(base, name);
+    return join(base, name);
+  }
+}
+
+/** ROOT/latest → name, replaced in one rename (a reader sees the old link or the new one). */
+function pointLatest(base: string, name: string): void {
+  const link = join(base, LATEST_LINK);
+  try {
+    if (!lstatSync(link).isSymbolicLink()) return;
+  } catch {
+    // no link yet
+  }
+  const tmp = `${link}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true });
+  symlinkSync(name, tmp);
+  renameSync(tmp, link);
 }

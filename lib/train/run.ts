@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import type { Progress } from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import type { EpochMetrics, StepInfo } from './trainer.js';
+import type { ResumeInput } from './resume.js';
 
 export interface WorkerHandlers {
   onReady?(info: { out: string; batches: number; params: number; config: TrainConfig }): void;
@@ -18,7 +19,7 @@ export interface WorkerRun {
   stop(): void;
 }
 
-export function trainInWorker(config: TrainConfigInput | { resume: string }, handlers: WorkerHandlers = {}): WorkerRun {
+export function trainInWorker(config: TrainConfigInput | ResumeInput, handlers: WorkerHandlers = {}): WorkerRun {
   const stop = new SharedArrayBuffer(4);
   const flag = new Int32Array(stop);
   if (!('resume' in config)) parseTrainConfig(config); // bad fields fail here, before a thread starts

@@ -2,7 +2,7 @@
 // family, evaluation, optional Hessian probes, metrics as JSON lines, and a
 // checkpoint at every epoch end and whenever it is asked to stop — from
 // which a resumed run continues bit for bit.
-import { DivergenceError, UsamError } from '../errors.js';
+import { ConfigError, DivergenceError, UsamError } from '../errors.js';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { count, type Dataset } from '../data/dataset.js';
@@ -18,9 +18,11 @@ import { tensor, type Tensor } from '../tensor/tensor.js';
 import { streamSeed } from '../random.js';
 import { loadCheckpoint, type Progress, saveCheckpoint } from './checkpoint.js';
 import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
+import { resumedConfig, type ResumeInput } from './resume.js';
+export { RESUME_OVERRIDES, type ResumeInput } from './resume.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
 import { writeAtomic } from '../safetensors.js';
-import { checkWritable, CHECKPOINT_FILE, CONFIG_FILE, metricsBefore, METRICS_FILE, STEPS_FILE, trimStepLog, type EpochMetrics, type StepLogLine } from './run-folder.js';
+import { checkWritable, CHECKPOINT_FILE, CONFIG_FILE, DEFAULT_RUNS_ROOT, LATEST_LINK, metricsBefore, newRunFolder, METRICS_FILE, STEPS_FILE, trimStepLog, type EpochMetrics, type StepLogLine } from './run-folder.js';
 export { CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, STEPS_FILE, type EpochMetrics, type StepLogLine } from './run-folder.js';
 import { setThreads, trimMemory } from '../native/runtime.js';
 
@@ -78,18 +80,21 @@ export class Trainer {
    * run: it trains on its shard of every global batch (config.batchSize),
    * all ranks step together, and rank 0 alone writes the run's files.
    */
-  constructor(config: TrainConfigInput | { resume: string }, options: { group?: ProcessGroup } = {}) {
+  constructor(config: TrainConfigInput | ResumeInput, options: { group?: ProcessGroup } = {}) {
     this.group = options.group;
     this.writer = !this.group || this.group.rank === 0;
     const resuming = 'resume' in config;
-    const out = resolve(resuming ? config.resume : parseTrainConfig(config).out);
-    const checkpointFile = join(out, CHECKPOINT_FILE);
+    const given = resuming ? config.resume : parseTrainConfig(config).out;
+    // no out: a new folder of its own, made once nothing can fail on bad input
+    let out = given === undefined ? undefined : resolve(given);
+    const checkpointFile = join(out ?? '', CHECKPOINT_FILE);
+    if (resuming && !existsSync(checkpointFile))
+      throw new ConfigError('resume', [{ path: 'resume', message: `${out} holds no run to resume (no ${CHECKPOINT_FILE}${existsSync(out!) ? '' : '; the folder does not exist'})` }]);
     const loaded = resuming ? loadCheckpoint(checkpointFile) : undefined;
-    this.config = parseTrainConfig(loaded ? { ...(loaded.config as object), out } : config);
+    this.config = loaded ? resumedConfig(loaded.config, out!, config as ResumeInput, loaded.progress.epoch) : parseTrainConfig(config);
     // the world size is the group's (torchrun's launch says nothing of --nproc)
     if (this.group && this.config.nproc !== this.group.worldSize) this.config = { ...this.config, nproc: this.group.worldSize };
-    this.out = out;
-    if (!resuming && existsSync(checkpointFile))
+    if (!resuming && out !== undefined && existsSync(checkpointFile))
       throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
     if (this.config.threads) setThreads(this.config.threads);
     // everything that can fail on bad input fails before anything is written
@@ -120,6 +125,13 @@ export class Trainer {
       const b = this.model.buffers();
       if (b.values.numel > 0) g.broadcast(b.values, 0);
     }
+    if (out === undefined) {
+      out = this.writer ? newRunFolder(DEFAULT_RUNS_ROOT, this.config.optimizer) : resolve(DEFAULT_RUNS_ROOT, LATEST_LINK); // only rank 0 writes
+      this.config = { ...this.config, out };
+    }
+    this.out = out;
+    if (loaded && this.writer && this.config.epochs !== (loaded.config as { epochs?: number }).epochs)
+      writeAtomic(join(out, CONFIG_FILE), [Buffer.from(JSON.stringify(this.config, null, 2) + '\n')]); // the run's config now says its new length
     if (!loaded && this.writer) {
       const created = !existsSync(out);
       checkWritable(out);
