@@ -82,7 +82,8 @@ void Network::CheckTarget(const at::Tensor& y, int64_t batch) const {
            LossName(loss_.kind) + ", got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()));
   } else if (y.scalar_type() != dtype || y.dim() == 0 || y.size(0) != batch) {
     Fail("argument 'y' must be " + DTypeName(dtype) + " targets of the output's shape (batch " + std::to_string(batch) +
-         ") for " + LossName(loss_.kind) + ", got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()));
+         ") for " + LossName(loss_.kind) + ", got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()) +
+         (y.scalar_type() == at::kLong ? " (int64 class labels are for cross-entropy and nll)" : ""));
   }
 }
 
