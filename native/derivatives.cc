@@ -88,24 +88,66 @@ double Network::Curvature(const at::Tensor& x, const at::Tensor& y, const at::Te
   });
 }
 
-// Cross-entropy with label smoothing ε over C classes, mean over N samples:
-// ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
-// R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N. Mean squared error over n elements:
-// ∂L/∂z = 2 (z − t)/n, R{∂L/∂z} = 2 ż/n.
+// The losses' derivatives in the outputs z, each with PyTorch's mean
+// reduction (N samples, n elements of z); L(z + tż) differentiated in t gives
+// R{∂L/∂z} (forward-over-reverse) and d²L/dt² (jets).
+//
+// Cross-entropy with label smoothing ε over C classes:
+//   ∂L/∂z = (softmax(z) − q)/N with q = (1−ε)·onehot + ε/C, and
+//   R{∂L/∂z} = p ⊙ (ż − ⟨p, ż⟩)/N per sample (p = softmax(z)).
+// NLL on log-probabilities, L = −(1/N) Σ_i z[i, y_i]: linear in z,
+//   ∂L/∂z = −onehot/N; the second and third derivatives are 0, R{∂L/∂z} = 0.
+// The elementwise losses, L = (1/n) Σ ℓ(z, t) over the n elements, have a
+// diagonal ∂²L/∂z² = ℓ''/n, so R{∂L/∂z} = ℓ'' ⊙ ż / n; with r = z − t:
+//   MSE: ℓ = r², ℓ' = 2r, ℓ'' = 2, ℓ''' = 0.
+//   BCE with logits: ℓ = softplus(z) − t·z (= max(z, 0) − t·z + log(1 + e^{−|z|}),
+//     as PyTorch computes it), with s = σ(z): ℓ' = s − t, ℓ'' = s(1 − s),
+//     ℓ''' = s(1 − s)(1 − 2s).
+//   Huber with δ > 0: ℓ = r²/2 for |r| < δ, δ(|r| − δ/2) otherwise;
+//     ℓ' = clamp(r, −δ, δ), ℓ'' = 1{|r| < δ}, ℓ''' = 0. At the kink |r| = δ,
+//     ℓ'' = 0 here as in PyTorch's autograd (huber_loss_double_backward
+//     multiplies by |r| < δ, strictly); ℓ' is continuous there.
+// The third derivatives are autograd's, through QuadraticFormGrad.
+//
+// LossPrimal returns {L, ∂L/∂z} and, where the second derivative needs it,
+// softmax(z) (cross-entropy) or the diagonal ℓ''/n (BCE, Huber).
 std::vector<at::Tensor> Network::LossPrimal(const at::Tensor& z, const at::Tensor& y, PrimalCache* cache) const {
   // through the cache, as the layers' v-independent parts (Primal)
   auto primal = [&](const std::function<std::vector<at::Tensor>()>& f) { return cache ? cache->Next(f) : f(); };
-  if (loss_.kind == LossKind::Mse) {
-    double scale = 2.0 / static_cast<double>(z.numel());
-    return primal([&] { return std::vector<at::Tensor>{Loss(z, y), (z - y) * scale}; });
+  const double n = static_cast<double>(z.numel());
+  switch (loss_.kind) {
+    case LossKind::Mse:
+      return primal([&] { return std::vector<at::Tensor>{Loss(z, y), (z - y) * (2.0 / n)}; });
+    case LossKind::BceWithLogits:
+      return primal([&] {
+        at::Tensor loss = Loss(z, y);  // also checks the targets' shape
+        at::Tensor s = at::sigmoid(z);
+        return std::vector<at::Tensor>{loss, (s - y).div_(n), (s * (1 - s)).div_(n)};
+      });
+    case LossKind::Huber:
+      return primal([&] {
+        at::Tensor loss = Loss(z, y);
+        at::Tensor r = z - y;
+        at::Tensor inside = r.abs().lt(loss_.delta).to(z.scalar_type());
+        return std::vector<at::Tensor>{loss, r.clamp(-loss_.delta, loss_.delta).div_(n), inside.div_(n)};
+      });
+    case LossKind::Nll:
+      return primal([&] {
+        at::Tensor loss = Loss(z, y);  // also checks shapes and labels
+        at::Tensor g = at::zeros_like(z);
+        g.scatter_(1, y.view({-1, 1}), -1.0 / static_cast<double>(z.size(0)));
+        return std::vector<at::Tensor>{loss, g};
+      });
+    case LossKind::CrossEntropy:
+      break;
   }
-  int64_t n = z.size(0), classes = z.size(1);
   return primal([&] {
     at::Tensor loss = Loss(z, y);  // also checks shapes and labels
+    int64_t batch = z.size(0), classes = z.size(1);
     at::Tensor p = at::softmax(z, 1);
     at::Tensor g = loss_.labelSmoothing > 0 ? p - loss_.labelSmoothing / static_cast<double>(classes) : p.clone();
-    g.scatter_add_(1, y.view({-1, 1}), at::full({n, 1}, -(1.0 - loss_.labelSmoothing), g.options()));
-    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(n)), p};
+    g.scatter_add_(1, y.view({-1, 1}), at::full({batch, 1}, -(1.0 - loss_.labelSmoothing), g.options()));
+    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(batch)), p};
   });
 }
 
@@ -117,19 +159,30 @@ double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalC
     zt = at::zeros(shape, z.value.options());
   }
   auto lg = LossPrimal(z.value, y, cache);
-  if (loss_.kind == LossKind::Mse) {
-    grad = {lg[1], zt * (2.0 / static_cast<double>(z.value.numel()))};
-    return lg[0].item<double>();
+  double loss = lg[0].item<double>();
+  switch (loss_.kind) {
+    case LossKind::Mse:
+      grad = {lg[1], zt * (2.0 / static_cast<double>(z.value.numel()))};
+      return loss;
+    case LossKind::Nll:
+      grad = {lg[1], at::zeros_like(zt)};
+      return loss;
+    case LossKind::BceWithLogits:
+    case LossKind::Huber:
+      grad = {lg[1], lg[2] * zt};  // ℓ''/n ⊙ ż, broadcast over a block's leading dim
+      return loss;
+    case LossKind::CrossEntropy:
+      break;
   }
   const at::Tensor& p = lg[2];
   at::Tensor gt = p * (zt - (p * zt).sum(-1, /*keepdim=*/true));  // classes last, with or without a block
   grad = {lg[1], gt.div_(static_cast<double>(z.value.size(0)))};
-  return lg[0].item<double>();
+  return loss;
 }
 
 // d²L/dt² = Σ ż ∂²L/∂z² ż + ⟨∂L/∂z, z̈⟩: for cross-entropy, per sample
-// żᵀ(diag p − ppᵀ)ż / N (label smoothing changes only ∂L/∂z); for mean
-// squared error 2 Σ ż² / n.
+// żᵀ(diag p − ppᵀ)ż / N (label smoothing changes only ∂L/∂z); for NLL 0;
+// for the elementwise losses Σ ℓ'' ż² / n (MSE: 2 Σ ż² / n).
 at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cache, int64_t block, double& loss) const {
   auto lg = LossPrimal(z.value, y, cache);
   loss = lg[0].item<double>();
@@ -138,12 +191,22 @@ at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cach
   at::Tensor q = block ? at::zeros({block}, z.value.options()) : at::zeros({}, z.value.options());
   if (z.d1.defined()) {
     const at::Tensor& zt = z.d1;
-    if (loss_.kind == LossKind::Mse) {
-      q = total(zt * zt).mul_(2.0 / static_cast<double>(z.value.numel()));
-    } else {
-      at::Tensor pz = lg[2] * zt;
-      at::Tensor mean = pz.sum(-1);  // ⟨p, ż⟩ per sample
-      q = total((pz * zt).sum(-1) - mean * mean).div_(static_cast<double>(z.value.size(0)));
+    switch (loss_.kind) {
+      case LossKind::Mse:
+        q = total(zt * zt).mul_(2.0 / static_cast<double>(z.value.numel()));
+        break;
+      case LossKind::Nll:
+        break;
+      case LossKind::BceWithLogits:
+      case LossKind::Huber:
+        q = total(lg[2] * zt * zt);
+        break;
+      case LossKind::CrossEntropy: {
+        at::Tensor pz = lg[2] * zt;
+        at::Tensor mean = pz.sum(-1);  // ⟨p, ż⟩ per sample
+        q = total((pz * zt).sum(-1) - mean * mean).div_(static_cast<double>(z.value.size(0)));
+        break;
+      }
     }
   }
   if (z.d2.defined()) q.add_(total(lg[1] * z.d2));
@@ -151,12 +214,17 @@ at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cach
 }
 
 at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {
-  if (loss_.kind == LossKind::Mse) {
+  const std::string name = LossName(loss_.kind);
+  if (!TakesLabels(loss_.kind)) {
     if (out.sizes() != y.sizes())
-      Fail("argument 'y' has shape " + c10::str(y.sizes()) + " but the model outputs " + c10::str(out.sizes()));
+      Fail("argument 'y' has shape " + c10::str(y.sizes()) + " but the model outputs " + c10::str(out.sizes()) + "; " +
+           name + " needs float targets of the output's shape");
+    if (loss_.kind == LossKind::BceWithLogits)
+      return at::binary_cross_entropy_with_logits(out, y, {}, {}, at::Reduction::Mean);
+    if (loss_.kind == LossKind::Huber) return at::huber_loss(out, y, at::Reduction::Mean, loss_.delta);
     return at::mse_loss(out, y);
   }
-  if (out.dim() != 2) Fail("cross-entropy needs [batch, classes] outputs, the model gives " + c10::str(out.sizes()));
+  if (out.dim() != 2) Fail(name + " needs [batch, classes] outputs, the model gives " + c10::str(out.sizes()));
   int64_t classes = out.size(1);
   // Labels are checked on the host: an out-of-range label would be a device
   // assert on CUDA, which kills the CUDA context.
@@ -165,6 +233,8 @@ at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {
   if (lo < 0 || hi >= classes)
     Fail("argument 'y' holds label " + std::to_string(lo < 0 ? lo : hi) + " but the model has " +
          std::to_string(classes) + " classes (labels 0.." + std::to_string(classes - 1) + ")");
+  // NLL reads the outputs as they are, as log-probabilities (e.g. a log-softmax's)
+  if (loss_.kind == LossKind::Nll) return at::nll_loss(out, y);
   at::Tensor logp = at::log_softmax(out, 1);
   at::Tensor nll = at::nll_loss(logp, y);
   if (loss_.labelSmoothing == 0) return nll;

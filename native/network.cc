@@ -75,13 +75,15 @@ void Network::CheckInput(const at::Tensor& x) const {
 void Network::CheckTarget(const at::Tensor& y, int64_t batch) const {
   if (y.device() != device)
     Fail("argument 'y' is on " + DeviceName(y.device()) + " but the model is on " + DeviceName(device));
-  if (loss_.kind == LossKind::CrossEntropy) {
+  // the whole shape of float targets (the output's) is checked by Loss, after the forward pass
+  if (TakesLabels(loss_.kind)) {
     if (y.scalar_type() != at::kLong || y.dim() != 1 || y.size(0) != batch)
-      Fail("argument 'y' must be int64 class labels of shape [" + std::to_string(batch) + "] for cross-entropy, got " +
-           DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()));
+      Fail("argument 'y' must be int64 class labels of shape [" + std::to_string(batch) + "] for " +
+           LossName(loss_.kind) + ", got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()));
   } else if (y.scalar_type() != dtype || y.dim() == 0 || y.size(0) != batch) {
-    Fail("argument 'y' must be " + DTypeName(dtype) + " targets with batch " + std::to_string(batch) +
-         " for mse, got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()));
+    Fail("argument 'y' must be " + DTypeName(dtype) + " targets of the output's shape (batch " + std::to_string(batch) +
+         ") for " + LossName(loss_.kind) + ", got " + DTypeName(y.scalar_type()) + " " + c10::str(y.sizes()) +
+         (y.scalar_type() == at::kLong ? " (int64 class labels are for cross-entropy and nll)" : ""));
   }
 }
 

@@ -100,7 +100,7 @@ class Network {
   // d²L/dt² from the outputs' jet, per direction ([K], or [] without a block); sets `loss`.
   at::Tensor LossJet(const Jet& z, const at::Tensor& target, PrimalCache* cache, int64_t block, double& loss) const;
   // What the loss's derivatives need that does not depend on v: L, ∂L/∂z and
-  // (cross-entropy) softmax(z), through the cache.
+  // (cross-entropy) softmax(z) or (BCE, Huber) the diagonal ∂²L/∂z², through the cache.
   std::vector<at::Tensor> LossPrimal(const at::Tensor& z, const at::Tensor& target, PrimalCache* cache) const;
   // A flat vector split like the parameters ([K, ...shape] views for a block [K, P]).
   std::vector<at::Tensor> SplitLikeParams(const at::Tensor& flat, int64_t block) const;

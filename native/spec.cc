@@ -163,8 +163,16 @@ LossSpec ParseLossSpec(const Napi::Value& loss, const std::string& where) {
     if (s.labelSmoothing < 0 || s.labelSmoothing > 1) Fail(where + ".labelSmoothing must be in [0, 1]");
   } else if (kind == "mse") {
     s.kind = LossKind::Mse;
+  } else if (kind == "nll") {
+    s.kind = LossKind::Nll;
+  } else if (kind == "bce-with-logits") {
+    s.kind = LossKind::BceWithLogits;
+  } else if (kind == "huber") {
+    s.kind = LossKind::Huber;
+    s.delta = NumberField(lo, "delta", where, 1.0);
+    if (!(s.delta > 0) || !std::isfinite(s.delta)) Fail(where + ".delta must be a finite number > 0");
   } else {
-    Fail(where + ".type '" + kind + "' is unknown; use 'cross-entropy' or 'mse'");
+    Fail(where + ".type '" + kind + "' is unknown; use 'cross-entropy', 'mse', 'nll', 'bce-with-logits' or 'huber'");
   }
   return s;
 }

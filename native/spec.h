@@ -44,12 +44,30 @@ struct LayerSpec {
   std::vector<LayerSpec> body, shortcut;
 };
 
-enum class LossKind { CrossEntropy, Mse };
+// PyTorch's losses, each with mean reduction: CrossEntropyLoss, MSELoss,
+// NLLLoss (on log-probabilities), BCEWithLogitsLoss, HuberLoss.
+enum class LossKind { CrossEntropy, Mse, Nll, BceWithLogits, Huber };
 
 struct LossSpec {
   LossKind kind = LossKind::CrossEntropy;
   double labelSmoothing = 0;  // cross-entropy
+  double delta = 1;           // huber
 };
+
+// The JS name of a loss ('cross-entropy', 'bce-with-logits', ...), for errors.
+inline const char* LossName(LossKind kind) {
+  switch (kind) {
+    case LossKind::CrossEntropy: return "cross-entropy";
+    case LossKind::Mse: return "mse";
+    case LossKind::Nll: return "nll";
+    case LossKind::BceWithLogits: return "bce-with-logits";
+    case LossKind::Huber: return "huber";
+  }
+  return "?";
+}
+// Whether the loss takes int64 class labels [batch] (cross-entropy, nll);
+// the others take float targets of the output's shape.
+inline bool TakesLabels(LossKind kind) { return kind == LossKind::CrossEntropy || kind == LossKind::Nll; }
 
 struct NetworkSpec {
   std::vector<int64_t> input;  // the input's shape without the batch dimension

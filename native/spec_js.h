@@ -9,7 +9,8 @@ namespace usam {
 
 // {input, layers, loss?}
 NetworkSpec ParseNetworkSpec(const Napi::Object& spec);
-// {type: 'cross-entropy' | 'mse', labelSmoothing?}; `where` names it in errors.
+// {type: 'cross-entropy' | 'mse' | 'nll' | 'bce-with-logits' | 'huber', labelSmoothing?, delta?};
+// `where` names it in errors.
 LossSpec ParseLossSpec(const Napi::Value& loss, const std::string& where);
 
 }  // namespace usam

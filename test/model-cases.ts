@@ -135,6 +135,51 @@ export const derivativeCases: ModelCase[] = [
     batch: () => randomBatch([5, 4, 9, 9], 3, 18),
   },
   {
+    name: 'NLL on the outputs of a tanh / softplus MLP',
+    // no log-softmax layer: NLL reads the outputs as log-probabilities as they are, −mean_i out[i, y_i]
+    make: () =>
+      float64Model(
+        {
+          input: [4],
+          layers: [
+            { type: 'linear', inFeatures: 4, outFeatures: 6 },
+            { type: 'tanh' },
+            { type: 'linear', inFeatures: 6, outFeatures: 5 },
+            { type: 'softplus' },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+          loss: { type: 'nll' },
+        },
+        13,
+      ),
+    batch: () => randomBatch([9, 4], 3, 23),
+  },
+  {
+    name: 'BCE with logits on 0/1 and soft targets (GELU MLP)',
+    make: () =>
+      float64Model(
+        {
+          input: [4],
+          layers: [
+            { type: 'linear', inFeatures: 4, outFeatures: 6 },
+            { type: 'gelu' },
+            { type: 'linear', inFeatures: 6, outFeatures: 5 },
+            { type: 'tanh' },
+            { type: 'linear', inFeatures: 5, outFeatures: 3 },
+          ],
+          loss: { type: 'bce-with-logits' },
+        },
+        14,
+      ),
+    // every third target 0 or 1, the others probabilities in (0.05, 0.95)
+    batch: () => floatTargetBatch([8, 4], [8, 3], 24, (i) => (i % 3 === 0 ? i % 2 : 0.5 + 0.45 * Math.sin(i))),
+  },
+  {
+    name: 'Huber (delta 0.5), residuals on both sides of the kink (CNN with BatchNorm)',
+    make: () => float64Model({ ...cnn({ input: [2, 6, 6], channels: [3, 4], hidden: 6, classes: 3 }), loss: { type: 'huber', delta: 0.5 } }, 15),
+    batch: () => floatTargetBatch([6, 2, 6, 6], [6, 3], 25, (i) => 1.5 * Math.sin(1.7 * i)),
+  },
+  {
     name: 'residual CNN (stride-2 and bias-free convs, avg/adaptive pools, MSE)',
     make: () => float64Model(residualSpec(false), 6),
     batch: () => regressionBatch(),
@@ -169,15 +214,38 @@ function residualSpec(dropout: boolean): ModelSpecInput {
   };
 }
 
+/** Random inputs of `shape` and float64 targets of `target`'s shape, the i-th (row-major) target(i). */
+function floatTargetBatch(shape: number[], target: number[], seed: number, value: (i: number) => number) {
+  const { x } = randomBatch(shape, 1, seed);
+  const n = target.reduce((a, b) => a * b, 1);
+  return { x, y: tensor(Float64Array.from({ length: n }, (_, i) => value(i)), target, { dtype: 'float64' }) };
+}
+
 function regressionBatch() {
   const { x } = randomBatch([5, 2, 8, 8], 3, 14);
   const y = tensor(Float64Array.from({ length: 15 }, (_, i) => Math.sin(i)), [5, 3], { dtype: 'float64' });
   return { x, y };
 }
 
-/** The derivative cases, and models with dropout, BatchNorm1d over [N, C, L], tanh-GELU and softplus past its threshold. */
+/**
+ * Huber exactly at its kink, where finite differences do not apply (not a derivative case): zero
+ * weights make the outputs the bias exactly, so r = z − t is exactly δ in column 0 and −δ in column 1
+ * (ℓ'' = 0 there, as in PyTorch's autograd: |r| < δ, strictly), inside in column 2, outside in column 3.
+ */
+export const huberKinkCase: ModelCase = {
+  name: 'Huber at its kink: residuals of exactly ±delta, inside and outside',
+  make: () => {
+    const m = float64Model({ input: [2], layers: [{ type: 'linear', inFeatures: 2, outFeatures: 4 }], loss: { type: 'huber', delta: 0.5 } }, 16);
+    m.setParams([0, 0, 0, 0, 0, 0, 0, 0, 0.25, -0.125, 0.125, 2]);
+    return m;
+  },
+  batch: () => floatTargetBatch([5, 2], [5, 4], 26, (i) => [-0.25, 0.375, 0, 0][i % 4]),
+};
+
+/** The derivative cases, and models with dropout, BatchNorm1d over [N, C, L], tanh-GELU and softplus past its threshold, and Huber at its kink. */
 export const hvpCases: ModelCase[] = [
 ...derivativeCases,
+  huberKinkCase,
   { name: 'residual CNN with dropout', make: () => float64Model(residualSpec(true), 6), batch: regressionBatch },
   {
     name: 'CNN with dropout2d',

@@ -107,10 +107,23 @@ export const layer: z.ZodType<unknown> = z.discriminatedUnion('type', [
   residual as never,
 ]);
 
+/**
+ * The loss, with PyTorch's semantics and mean reduction: 'cross-entropy' (nn.CrossEntropyLoss on logits) and
+ * 'nll' (nn.NLLLoss on log-probabilities) take int64 class labels [batch]; 'mse' (nn.MSELoss),
+ * 'bce-with-logits' (nn.BCEWithLogitsLoss) and 'huber' (nn.HuberLoss; SmoothL1Loss(beta) is HuberLoss(beta)/beta)
+ * take float targets of the output's shape.
+ */
 export const lossSpec = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cross-entropy'), labelSmoothing: z.number().min(0).max(1).default(0) }).strict(),
   z.object({ type: z.literal('mse') }).strict(),
+  z.object({ type: z.literal('nll') }).strict(),
+  z.object({ type: z.literal('bce-with-logits') }).strict(),
+  z.object({ type: z.literal('huber'), delta: z.number().positive().finite().default(1) }).strict(),
 ]);
+
+export type LossType = z.output<typeof lossSpec>['type'];
+/** Whether a loss takes int64 class labels (cross-entropy, nll) rather than float targets of the output's shape. */
+export const takesLabels = (type: LossType): boolean => type === 'cross-entropy' || type === 'nll';
 
 export const modelSpec = z
   .object({

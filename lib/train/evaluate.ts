@@ -1,11 +1,14 @@
-// Evaluation: mean cross-entropy, top-1 and top-5 accuracy of a model on a
-// dataset, in eval mode, from the logits of one forward pass per batch. With
+// Evaluation: the mean loss (cross-entropy of the logits, or NLL of
+// log-probabilities: the model's own loss, without label smoothing), top-1
+// and top-5 accuracy of a model on a class-label dataset, in eval mode, from
+// the outputs of one forward pass per batch. With
 // a process group each rank evaluates its contiguous share of the samples and
 // one allreduce sums the counts: every rank gets the whole set's numbers.
 import { DataLoader, shareRange } from '../data/loader.js';
 import { count, sampleSize, type Dataset } from '../data/dataset.js';
 import type { ProcessGroup } from '../distributed.js';
 import type { Model } from '../model/model.js';
+import { takesLabels, type LossType } from '../model/spec.js';
 import { one, runAsync, runSync, type Work } from '../model/work.js';
 import { tensor } from '../tensor/tensor.js';
 
@@ -33,6 +36,13 @@ function shareOf(data: Dataset, group: ProcessGroup): Dataset {
 
 /** evaluate() as Work, for composing (a training run); with `group`, sharded over its ranks. */
 export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000, group?: ProcessGroup): Work<Evaluation> {
+  const lossType: LossType = model.spec.loss?.type ?? 'cross-entropy';
+  if (!takesLabels(lossType))
+    throw new Error(
+      `evaluate: the model's loss is '${lossType}', which takes float targets of the output's shape, but a dataset holds int class labels; ` +
+        `evaluate() needs a classification loss ('cross-entropy' or 'nll')`,
+    );
+  const nll = lossType === 'nll'; // the outputs are log-probabilities already
   const wasTraining = model.training;
   model.eval();
   const mine = group ? shareOf(data, group) : data;
@@ -47,11 +57,15 @@ export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000, gro
       for (let i = 0; i < labels.length; i++) {
         const row = logits.subarray(i * classes, (i + 1) * classes);
         const label = Number(labels[i]);
-        let max = -Infinity;
-        for (const v of row) max = Math.max(max, v);
-        let sum = 0;
-        for (const v of row) sum += Math.exp(v - max);
-        loss += Math.log(sum) + max - row[label];
+        if (nll) {
+          loss -= row[label];
+        } else {
+          let max = -Infinity;
+          for (const v of row) max = Math.max(max, v);
+          let sum = 0;
+          for (const v of row) sum += Math.exp(v - max);
+          loss += Math.log(sum) + max - row[label];
+        }
         let above = 0; // classes scored above the true one
         for (const v of row) if (v > row[label]) above++;
         if (above === 0) top1++;

@@ -5,7 +5,7 @@ import type { Model } from '../../lib/model/model.js';
 import { ops } from '../../lib/tensor/ops.js';
 import { tensor, type Tensor } from '../../lib/tensor/tensor.js';
 import { maxAbsDiff, randomVector, toNumbers } from '../helpers.js';
-import { derivativeCases, hvpCases } from '../model-cases.js';
+import { derivativeCases, huberKinkCase, hvpCases } from '../model-cases.js';
 
 /** f evaluated at w ± eps·d, parameters restored exactly afterwards. */
 function centralDifference<T>(model: Model, d: Tensor, eps: number, f: () => T): [T, T] {
@@ -112,6 +112,23 @@ describe('forward-over-reverse HVP equals double backward', () => {
     const other = make();
     other.hvp(x, y, v, v);
     expect(maxAbsDiff(toNumbers(v), expected)).toBe(0);
+  });
+
+  it("Huber's second derivative is 0 at the kink |r| = delta (PyTorch's convention), 1 inside, 0 outside", () => {
+    const model = huberKinkCase.make();
+    const { x, y } = huberKinkCase.batch();
+    const P = model.numParams; // 8 weights (all 0), then the 4 biases
+    // along the biases, H = diag(Σ_i ℓ''(r_ij))/n = diag(ℓ''_j)/4: columns at +delta, −delta, inside, outside
+    const expected = [0, 0, 0.25, 0];
+    const v = tensor(Float64Array.from({ length: P }, (_, i) => (i >= 8 ? 1 : 0)), [P], { dtype: 'float64' });
+    for (const method of ['forward-over-reverse', 'double-backward'] as const) {
+      const hv = Array.from(toNumbers(model.hvp(x, y, v, undefined, { method })).subarray(8));
+      expect(maxAbsDiff(hv, expected), method).toBeLessThan(1e-15);
+    }
+    expect(Math.abs(model.curvature(x, y, v) - 0.25)).toBeLessThan(1e-15);
+    // the gradient is continuous there: ℓ' = clamp(r, −delta, delta)
+    const g = Array.from(toNumbers(model.lossAndGrad(x, y, { updateStats: false }).grad).subarray(8));
+    expect(maxAbsDiff(g, [0.125, -0.125, 0.125 / 4, 0.125])).toBeLessThan(1e-15);
   });
 
   it('rejects an unknown method, naming it and the choices', () => {

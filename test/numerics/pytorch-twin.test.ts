@@ -1,9 +1,9 @@
-// Our Hessian-vector products (hand-written forward-over-reverse rules per
-// layer, and double backward) against PyTorch's own autograd on the same
-// model, batch and vector: PyTorch's double backward, and its forward-mode AD
-// through the backward pass (torch.func.jvp of torch.func.grad, which
-// PyTorch 2.x supports). Every layer type, training and evaluation mode,
-// float64. Needs a Python with PyTorch 2.x (USAM_TEST_TORCH_PYTHONS, as CI
+// Our losses, gradients and Hessian-vector products (hand-written
+// forward-over-reverse rules per layer, and double backward) against
+// PyTorch's own autograd on the same model, batch and vector: PyTorch's
+// double backward, and its forward-mode AD through the backward pass
+// (torch.func.jvp of torch.func.grad, which PyTorch 2.x supports). Every
+// layer type and loss, training and evaluation mode, float64. Needs a Python with PyTorch 2.x (USAM_TEST_TORCH_PYTHONS, as CI
 // sets it, or PYTHON); reported as skipped without one.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ function torchPython(): { python: string; version: string } | null {
 interface TwinResult {
   name: string;
   loss: number;
+  grad: number[];
   torch: string;
   doubleBackward: number[];
   forwardOverReverse: number[] | null;
@@ -37,7 +38,7 @@ const runs = hvpCases.flatMap((c) => modes.map((training) => ({ ...c, training }
 describe.skipIf(!torch)(
   `HVPs equal PyTorch ${torch?.version ?? ''}'s autograd on the same model${torch ? '' : ' (skipped: no Python with PyTorch 2.x in USAM_TEST_TORCH_PYTHONS or PYTHON)'}`,
   () => {
-    const ours = new Map<string, { loss: number; forwardOverReverse: Float64Array; doubleBackward: Float64Array }>();
+    const ours = new Map<string, { loss: number; grad: Float64Array; forwardOverReverse: Float64Array; doubleBackward: Float64Array }>();
     const theirs = new Map<string, TwinResult>();
 
     beforeAll(() => {
@@ -56,7 +57,8 @@ describe.skipIf(!torch)(
         const forwardOverReverse = toNumbers(model.hvp(x, y, v));
         model.native.setRngState(state);
         const doubleBackward = toNumbers(model.hvp(x, y, v, undefined, { method: 'double-backward' }));
-        ours.set(id, { loss: model.loss(x, y), forwardOverReverse, doubleBackward });
+        const grad = toNumbers(model.lossAndGrad(x, y, { updateStats: false }).grad);
+        ours.set(id, { loss: model.loss(x, y), grad, forwardOverReverse, doubleBackward });
         const flat = toNumbers(model.params);
         const vFlat = toNumbers(v);
         const buffers = model.buffers();
@@ -87,6 +89,7 @@ describe.skipIf(!torch)(
       const a = ours.get(id)!;
       const t = theirs.get(id)!;
       expect(Math.abs(a.loss - t.loss)).toBeLessThan(1e-13 * Math.max(1, Math.abs(t.loss)));
+      expect(maxAbsDiff(a.grad, t.grad)).toBeLessThan(1e-12 * Math.max(...t.grad.map(Math.abs)));
       const scale = Math.max(...t.doubleBackward.map(Math.abs));
       expect(scale).toBeGreaterThan(1e-3);
       // ours (both methods) against PyTorch's double backward

@@ -8,9 +8,9 @@ Reads on standard input a JSON list of cases, each
    "v": [{"name", "data"}]}
 builds the same model with torch.nn (parameters and BatchNorm statistics
 loaded by their state_dict names), and writes a JSON list of
-  {"name", "loss", "doubleBackward": [...], "forwardOverReverse": [...] | null,
+  {"name", "loss", "grad": [...], "doubleBackward": [...], "forwardOverReverse": [...] | null,
    "forwardOverReverseError": str | null, "torch": version}
-with H·v flattened in the order of "params": by double backward
+with the gradient and H·v flattened in the order of "params": H·v by double backward
 (torch.autograd.grad of <grad, v>), and by forward-mode AD through the
 backward pass (torch.func.jvp of torch.func.grad), where PyTorch supports it.
 """
@@ -115,13 +115,26 @@ def run(case):
     y = tensor_of(case["y"], torch.int64 if case["y"]["labels"] else torch.float64)
     loss_spec = spec["loss"]
 
-    def loss_fn(params):
+    def loss_fn(params, forward_mode=False):
         out = functional_call(model, params, (x,))
-        if loss_spec["type"] == "mse":
+        kind = loss_spec["type"]
+        if kind == "mse":
             # F.mse_loss's value, spelled out: under torch.func.jvp(grad(...)),
             # F.mse_loss's backward writes into the target's zero tangent and
             # fails ("ZeroTensors are immutable", PyTorch 2.13)
             return ((out - y) ** 2).mean()
+        if kind == "nll":
+            return nn.NLLLoss()(out, y)
+        if kind == "bce-with-logits":
+            return nn.BCEWithLogitsLoss()(out, y)
+        if kind == "huber":
+            delta = loss_spec["delta"]
+            if forward_mode:
+                # huber_loss_backward has no forward-mode rule (PyTorch 2.13):
+                # nn.HuberLoss's value spelled out for torch.func.jvp(grad(...))
+                r = (out - y).abs()
+                return torch.where(r < delta, 0.5 * r * r, delta * (r - 0.5 * delta)).mean()
+            return nn.HuberLoss(delta=delta)(out, y)
         return F.cross_entropy(out, y, label_smoothing=loss_spec.get("labelSmoothing", 0.0))
 
     leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
@@ -130,10 +143,11 @@ def run(case):
     dot = sum((gi * v[n]).sum() for gi, n in zip(g, names))
     hv_db = torch.autograd.grad(dot, [leaves[n] for n in names])
     result = {"name": case["name"], "loss": loss.item(), "torch": torch.__version__,
+              "grad": torch.cat([gi.detach().reshape(-1) for gi in g]).tolist(),
               "doubleBackward": torch.cat([h.reshape(-1) for h in hv_db]).tolist(),
               "forwardOverReverse": None, "forwardOverReverseError": None}
     try:
-        _, hv_fr = jvp(grad(loss_fn), (theta,), (v,))
+        _, hv_fr = jvp(grad(lambda p: loss_fn(p, forward_mode=True)), (theta,), (v,))
         result["forwardOverReverse"] = torch.cat([hv_fr[n].reshape(-1) for n in names]).tolist()
     except Exception as e:  # an op without a forward-mode rule for its backward
         result["forwardOverReverseError"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"

@@ -28,6 +28,7 @@ describe('malformed calls become JS errors', () => {
   const flat = () => zeros([P], { dtype: 'float64' });
   const x = () => tensor(new Float64Array(8), [2, 4], { dtype: 'float64' });
   const y = () => labels([0, 2]);
+  const flatOf = (m: Model) => zeros([m.numParams], { dtype: 'float64' });
 
   // For each entry point: valid arguments, and per argument a list of bad values.
   type Entry = { name: string; call: (args: unknown[]) => unknown; valid: () => unknown[]; bad: (() => unknown[])[] };
@@ -93,6 +94,10 @@ describe('malformed calls become JS errors', () => {
       (s) => ((s.layers as unknown[])[0] = null),
       (s) => (s.layers = []),
       (s) => ((s.layers as Record<string, unknown>[])[2].momentum = 3),
+      (s) => (s.loss = { type: 'huber', delta: 0 }),
+      (s) => (s.loss = { type: 'huber', delta: -1 }),
+      (s) => (s.loss = { type: 'huber', delta: 'one' }),
+      (s) => (s.loss = { type: 'bce' }),
     ];
     for (let n = 0; n < 100; n++) {
       const s = structuredClone(model.spec) as unknown as Record<string, unknown>;
@@ -100,6 +105,58 @@ describe('malformed calls become JS errors', () => {
       expect(() => new Model(s as never)).toThrow(/invalid model spec/);
       expect(() => new addon.Model(s, { dtype: 'float64', device: 'cpu', initSeed: 0, dropoutSeed: 0 })).toThrow(/spec|layers|input|loss/);
     }
+  });
+
+  // Per loss: the targets it takes, and bad ones; each error names 'y', what it got and what the loss needs.
+  describe.each([
+    { loss: { type: 'nll' } as const, valid: () => labels([0, 2]), needs: /int64 class labels of shape \[2\] for nll|label 7 but the model has 3 classes|label -1/ },
+    { loss: { type: 'bce-with-logits' } as const, valid: () => tensor(Float64Array.of(0, 1, 0.5, 0.2, 1, 0), [2, 3], { dtype: 'float64' }), needs: /float64 targets of the output's shape \(batch 2\) for bce-with-logits|bce-with-logits needs float targets of the output's shape/ },
+    { loss: { type: 'huber', delta: 0.5 } as const, valid: () => zeros([2, 3], { dtype: 'float64' }), needs: /float64 targets of the output's shape \(batch 2\) for huber|huber needs float targets of the output's shape/ },
+  ])('loss $loss.type', ({ loss, valid, needs }) => {
+    const m = new Model({ ...mlp({ layers: [4, 5, 3] }), loss }, { dtype: 'float64' });
+    const float = loss.type !== 'nll';
+    const wrong = (): unknown[] => [
+      ...notTensors(),
+      labels([0]),
+      zeros([2], { dtype: 'float64' }),
+      zeros([3, 3], { dtype: 'float64' }),
+      zeros([2, 3], { dtype: 'float32' }),
+      zeros([2, 3, 1], { dtype: 'float64' }),
+      ...(float ? [labels([0, 2]), zeros([2, 4], { dtype: 'float64' })] : [labels([0, 7]), labels([-1, 0])]),
+    ];
+    const calls: [string, (y: unknown) => unknown][] = [
+      ['loss', (y) => (m.native as unknown as Record<string, (...a: unknown[]) => unknown>).loss(x(), y)],
+      ['lossAndGrad', (y) => (m.native as unknown as Record<string, (...a: unknown[]) => unknown>).lossAndGrad(x(), y, flatOf(m), false)],
+      ['hvp', (y) => (m.native as unknown as Record<string, (...a: unknown[]) => unknown>).hvp(x(), y, flatOf(m), flatOf(m))],
+      ['quadraticFormGrad', (y) => (m.native as unknown as Record<string, (...a: unknown[]) => unknown>).quadraticFormGrad(x(), y, flatOf(m), flatOf(m))],
+    ];
+
+    it('takes its targets in every entry point', () => {
+      for (const [name, call] of calls) expect(() => call(valid()), name).not.toThrow();
+      expect(Number.isFinite(m.loss(x(), valid()))).toBe(true);
+      expect(Number.isFinite(m.curvature(x(), valid(), flatOf(m)))).toBe(true);
+    });
+
+    it('refuses wrong targets with a JS Error naming y', () => {
+      for (const [name, call] of calls)
+        for (const y of wrong()) {
+          let thrown: unknown;
+          try {
+            call(y);
+          } catch (err) {
+            thrown = err;
+          }
+          expect(thrown, `${name} with y = ${String(y)}`).toBeInstanceOf(Error);
+          expect((thrown as Error).message).toMatch(/'y'|argument 2|tensor/);
+        }
+    });
+
+    it("says what it got and what the loss needs", () => {
+      const bad = float ? [labels([0, 2]), zeros([2, 4], { dtype: 'float64' }), zeros([2, 3], { dtype: 'float32' })] : [labels([0, 7]), zeros([2], { dtype: 'float64' }), labels([0])];
+      for (const y of bad) expect(() => m.loss(x(), y as Tensor)).toThrow(needs);
+      if (float) expect(() => m.loss(x(), zeros([2, 4], { dtype: 'float64' }))).toThrow(/argument 'y' has shape \[2, 4\] but the model outputs \[2, 3\]/);
+      else expect(() => m.loss(x(), zeros([2], { dtype: 'float64' }))).toThrow(/must be int64 class labels of shape \[2\] for nll, got float64 \[2\]/);
+    });
   });
 
   it('a spec whose shapes do not fit names the layer at the first forward', () => {
