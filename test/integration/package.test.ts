@@ -131,7 +131,10 @@ describe('npm pack → install → load from the prebuild', () => {
     const app = join(work, 'app');
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, type: 'module' }));
-    const env = userEnv();
+    // with no real prebuilds the one binary is the suite's own, built for the LibTorch this suite chose
+    // (PYTHON=<venv python> npm test: that venv's torch): the user's install and loads choose the same way
+    const suitePython = prebuilds.length === 0 ? process.env.PYTHON : undefined;
+    const env = userEnv(suitePython);
     expect(spawnSync('/bin/sh', ['-c', 'command -v c++ g++ gcc cc cmake'], { env, encoding: 'utf8' }).stdout.trim()).toBe('');
     const install = await spawnAsync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env });
     expect(install.status, install.stdout + install.stderr + JSON.stringify(install.error)).toBe(0);
@@ -146,7 +149,7 @@ describe('npm pack → install → load from the prebuild', () => {
     const v = native().versions();
     const environments: { python?: string; torch: { version: string; cuda: boolean } }[] =
       prebuilds.length === 0
-        ? [{ torch: { version: v.torch, cuda: v.flavour === 'cuda' } }]
+        ? [{ python: suitePython, torch: { version: v.torch, cuda: v.flavour === 'cuda' } }]
         : [...(debianTorch() ? [{ torch: debianTorch()! }] : []), ...torchPythons.map((python) => ({ python, torch: pythonTorch(python) }))];
     let checked = 0;
     for (const { python, torch } of environments) {
