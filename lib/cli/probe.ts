@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../experiments/probe.js';
 import { writeAtomic } from '../safetensors.js';
 import { flagHelp, parseFlags } from './flags.js';
+import { ConfigError } from '../errors.js';
 
 export const PROBE_HELP = `usam probe RUN_DIR [flags]
 usam probe MODEL.pt [--state-dict W.safetensors] [--dataset NAME] [--dtype D] [flags]
@@ -34,11 +35,12 @@ export function probeCommand(argv: string[]): number {
   if (!runDir || runDir.startsWith('--')) throw new Error(`give the run directory (or a TorchScript file) first; usage: ${PROBE_HELP.split('\n')[0]}`);
   const { values } = parseFlags(probeConfig, rest, [], 'usam probe --help');
   const o = parseProbeConfig(values); // fails on a bad flag before any work
-  const isFile = existsSync(runDir) && !statSync(runDir).isDirectory();
+  if (!existsSync(runDir)) throw new ConfigError('probe', [{ path: runDir, message: "no such run folder or TorchScript file; give the folder of a 'usam train' run (its --out, or runs/latest) or a file saved by torch.jit.save" }]);
+  const isFile = !statSync(runDir).isDirectory();
   const beside = (ext: string) => (isFile ? runDir.replace(/\.[^./]*$/, '') + `.probe.${ext}` : join(runDir, `probe.${ext}`));
   const jsonFile = resolve(o.json ?? beside('json'));
   const htmlFile = resolve(o.html ?? beside('html'));
-  for (const f of [jsonFile, htmlFile]) if (!existsSync(dirname(f))) throw new Error(`${f}: folder ${dirname(f)} does not exist`);
+  for (const f of [jsonFile, htmlFile]) if (!existsSync(dirname(f))) throw new ConfigError('probe', [{ path: f === jsonFile ? '--json' : '--html', message: `${f}: its folder ${dirname(f)} does not exist` }]);
   const report = probeRun(runDir, o, (line) => process.stderr.write(`usam: ${line}\n`));
   writeAtomic(jsonFile, [Buffer.from(JSON.stringify(report, null, 2) + '\n')]);
   writeAtomic(htmlFile, [Buffer.from(renderProbePage(report))]);

@@ -9,6 +9,7 @@ import { REPRODUCE_FORMAT, renderHtml, renderMarkdown, type ReproduceResults } f
 import { chosenFromSweep } from '../experiments/verdicts.js';
 import { flagHelp, parseFlags } from './flags.js';
 import { versions } from '../native/runtime.js';
+import { ConfigError } from '../errors.js';
 
 export const REPRODUCE_HELP = `usam reproduce [flags]
 
@@ -48,6 +49,8 @@ export function reproduceCommand(argv: string[]): number {
   process.stderr.write(`usam: ${c.sweep ? 'sweep' : 'grid'} of ${specs.length} runs → ${out}\n`);
   const t0 = Date.now();
   const records = executeRuns(specs, c, (line) => process.stderr.write(`usam: ${line}\n`));
+  if (c.reportOnly && records.length === 0)
+    throw new ConfigError('reproduce options', [{ path: '--report-only', message: `${out} holds none of the plan's ${specs.length} runs: there is nothing to report. Run it without --report-only first (or give the --out of a grid that ran)` }]);
   const results: ReproduceResults = {
     format: REPRODUCE_FORMAT,
     kind: c.sweep ? 'sweep' : 'grid',

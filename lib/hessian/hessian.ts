@@ -19,6 +19,8 @@ import type { LanczosMemoryOptions } from './lanczos.js';
 import { DEFAULT_HVP_CACHE_BYTES, HessianOperator } from './operator.js';
 import type { ProcessGroup } from '../distributed.js';
 import { extent } from '../extent.js';
+import { totalmem } from 'node:os';
+import { ConfigError } from '../errors.js';
 
 export interface HessianOptions {
   /**
@@ -202,8 +204,13 @@ export class Hessian {
   *fullWork(o: { maxSize?: number } = {}): Work<{ size: number; matrix: number[]; asymmetry: number; hvps: number }> {
     const limit = o.maxSize ?? FULL_HESSIAN_LIMIT;
     const n = this.size;
-    if (n > limit)
-      throw new Error(`full(): the Hessian has ${n} rows, above the limit of ${limit}; restrict it with options.modules or pass full({maxSize: ${n}})`);
+    if (n > limit) {
+      // n² float64 entries, and a symmetric copy while it is made; say so in bytes against this machine's memory
+      const gb = (b: number) => `${(b / 1e9).toPrecision(3)} GB`;
+      const how = n * n * 16 < totalmem() ? `restrict it with options.modules, or pass full({maxSize: ${n}})` : 'restrict it with options.modules, or use the probes that need no matrix (eigenvalues, trace, density)';
+      const what = `the Hessian has ${n} rows, above the limit of ${limit}: its float64 entries take ${gb(n * n * 8)}, this machine has ${gb(totalmem())}; ${how}`;
+      throw new ConfigError('full', [{ path: 'maxSize', message: what }]);
+    }
     const before = this.hvps;
     const H = new Float64Array(n * n);
     const out = this.operator.zeros();
@@ -385,3 +392,4 @@ export class Hessian {
     this.operator.dispose();
   }
 }
+

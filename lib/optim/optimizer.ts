@@ -1,7 +1,7 @@
 // The sharpness-aware optimizer: one step = the unperturbed pass, the rule
 // of the configured SAM-family member, exact restoration of w, and the base
 // optimizer's update. Tensors stay native; this file only decides.
-import type { Model } from '../model/model.js';
+import { isTensor, type Model } from '../model/model.js';
 import { Reducer } from '../distributed.js';
 import { ConfigError, NonFiniteError, parseOrThrow } from '../errors.js';
 import { ops } from '../tensor/ops.js';
@@ -159,6 +159,7 @@ export class Optimizer {
   /** step() as Work (model/work.ts), for composing it into longer work such as a training run. */
   *stepWork(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
     if (this.disposed) throw new Error('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
+    checkStepArguments(a, b);
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
     // statistics, their counters and the direction generator here.
@@ -348,4 +349,22 @@ export class Optimizer {
     this.localReducer?.dispose();
     this.base.dispose();
   }
+}
+
+/** step(x, y) or step([{x, y}, ...]): anything else is refused with the call shown. */
+function checkStepArguments(a: unknown, b: unknown): void {
+  const how = 'opt.step(x, y) with tensors (tensor(...), labels(...)), or opt.step([{ x, y }, ...]) for micro-batches';
+  if (typeof a === 'function')
+    throw new ConfigError('step', [{ path: 'step(closure)', message: `takes the batch, not a closure: ${how}. PyTorch's step(closure) re-evaluates the loss; this optimizer runs its own passes on the batch` }]);
+  if (a === undefined) throw new ConfigError('step', [{ path: 'step()', message: `needs the batch: ${how}` }]);
+  if (Array.isArray(a)) {
+    if (a.length === 0) throw new ConfigError('step', [{ path: 'batches', message: `is empty: ${how}` }]);
+    a.forEach((m, i) => {
+      if (!m || typeof m !== 'object' || !isTensor((m as Batch).x) || !isTensor((m as Batch).y))
+        throw new ConfigError('step', [{ path: `batches[${i}]`, message: `must be { x, y } with tensors: ${how}` }]);
+    });
+    return;
+  }
+  if (!isTensor(a)) throw new ConfigError('step', [{ path: 'x', message: `must be a tensor, got ${a === null ? 'null' : typeof a}: ${how}` }]);
+  if (!isTensor(b)) throw new ConfigError('step', [{ path: 'y', message: `must be a tensor of targets, got ${b === null ? 'null' : typeof b}: ${how}` }]);
 }

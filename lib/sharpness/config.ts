@@ -50,6 +50,11 @@ const positive = (what: string) => z.number({ message: `${what} must be a number
 export const sharpnessFields = {
   rho: positive('rho'),
   lambda: z.number({ message: 'lambda must be a finite number' }).finite(),
+  /** the weight of a penalty (Trace-, Det-, Frob-SAM): a negative one would reward the measure; the universal class takes any lambda */
+  penaltyWeight: z
+    .number({ message: 'lambda must be a finite number' })
+    .finite()
+    .nonnegative('lambda must be ≥ 0: it weighs the penalty, and a negative one would reward sharpness (the universal class takes any lambda)'),
   samples: z.number().int().positive('samples must be an integer ≥ 1'),
   estimator: z.enum(['finite-difference', 'exact']).default('finite-difference'),
   directions: z.enum(['independent', 'antithetic']).default('independent'),

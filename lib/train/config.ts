@@ -6,6 +6,7 @@ import { loadTorchScript, Model } from '../model/model.js';
 import { cnn, mlp, resnet18 } from '../model/presets.js';
 import { ConfigError, parseOrThrow } from '../errors.js';
 import type { ModelSpecInput } from '../model/spec.js';
+import { tensor } from '../tensor/tensor.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
 import { BASE_OPTIMIZERS, findRule, hasField, rules, trainingDefaultsOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 
@@ -195,7 +196,22 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; val
 /** The run's model: the TorchScript module of `torchscript`, or the preset `model` for the data. */
 export function modelOf(c: TrainConfig, d: Dataset): Model {
   const options = { dtype: c.dtype, device: c.device, seed: c.seed };
-  return c.torchscript ? loadTorchScript(c.torchscript, options) : new Model(modelSpecOf(c, d), options);
+  if (!c.torchscript) return new Model(modelSpecOf(c, d), options);
+  const model = loadTorchScript(c.torchscript, options);
+  // a module made for other images fails here, once, with the dataset's shape named (not in the first step's TorchScript traceback)
+  const x = tensor(d.x.subarray(0, 2 * sampleSize(d)), [2, ...d.shape], { dtype: c.dtype, device: c.device });
+  try {
+    model.forward(x).dispose();
+  } catch (e) {
+    model.dispose();
+    const first = (e as Error).message.split('\n').find((l) => /Error|shape|size|dimension/i.test(l)) ?? (e as Error).message.split('\n')[0];
+    throw new ConfigError('training config', [
+      { path: 'torchscript', message: `${c.torchscript} does not take this dataset's images: its forward on a batch of shape [2, ${d.shape.join(', ')}] (${c.dataset}) failed: ${first.trim()}` },
+    ]);
+  } finally {
+    x.dispose();
+  }
+  return model;
 }
 
 export function modelSpecOf(c: TrainConfig, d: Dataset): ModelSpecInput {

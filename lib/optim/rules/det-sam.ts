@@ -12,6 +12,7 @@ const schema = z
   .object({
     kind: z.literal('det-sam'),
     ...universalClassFields,
+    lambda: sharpnessFields.penaltyWeight,
     samples: sharpnessFields.samples.default(1),
     halfCube: sharpnessFields.halfCube.default(DEFAULT_HALF_CUBE),
   })

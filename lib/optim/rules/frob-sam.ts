@@ -1,6 +1,7 @@
 // Frob-SAM (math.md §3): the variance form, F = L + (lambda/rho²)·½·SampleVar_i L(w + rho·u_i),
 // gaussian u; the measure is ‖H‖_F² = ½·Var(uᵀHu).
 import { z } from 'zod';
+import { sharpnessFields } from '../../sharpness/config.js';
 import { FD_SAMPLE } from '../../sharpness/reading.js';
 import { defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
@@ -9,6 +10,7 @@ const schema = z
   .object({
     kind: z.literal('frob-sam'),
     ...universalClassFields,
+    lambda: sharpnessFields.penaltyWeight,
     samples: z.number().int().min(2, 'Frob-SAM needs samples ≥ 2 (it estimates a variance); set samples to 2 or more').default(2),
   })
   .strict();

@@ -7,7 +7,14 @@ import { FD_SAMPLE } from '../../sharpness/reading.js';
 import { defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
 
-const schema = z.object({ kind: z.literal('trace-sam'), ...universalClassFields, samples: sharpnessFields.samples.default(1) }).strict();
+const schema = z
+  .object({
+    kind: z.literal('trace-sam'),
+    ...universalClassFields,
+    lambda: sharpnessFields.penaltyWeight,
+    samples: sharpnessFields.samples.default(1),
+  })
+  .strict();
 declare module './registry.js' {
   interface RuleSchemas {
     'trace-sam': typeof schema;
