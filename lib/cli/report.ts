@@ -12,7 +12,12 @@ training loss (steps.jsonl) beside the per-epoch evaluations, one chart per
 Hessian probe measure (tr H, ‖H‖_F², λmax, log|det|), each rule's own sharpness
 estimate in its own chart, and the spectral density on a log axis.
 Runs whose config.json differ only in seed (and out, threads) are grouped and
-shown as mean ± std over their seeds, so \`usam report runs/*\` works.
+shown as mean ± std over their seeds, so \`usam report runs/*\` works; a
+comparison that rests on one seed says so. A run folder's probe.json (written
+by 'usam probe RUN_DIR') fills tr H, ‖H‖_F², λmax and log|det| where its
+metrics.jsonl has no probe (marked P, with a footnote). Each chart has
+downloads in the page: SVG (1 unit = 1 pt, text ≥ 12 pt), PNG (300 dpi, drawn
+by the page) and CSV (the plotted points: series, x, y, y ∓ std).
 
   --out FILE.html     where to write the page (its folder must exist)
   --baseline NAME     the group differences are taken to: a group or run

@@ -12,6 +12,7 @@ import { loadTorchScript, Model } from '../../lib/model/model.js';
 import { loadCheckpoint } from '../../lib/train/checkpoint.js';
 import { datasetsOf, modelSpecOf, parseTrainConfig } from '../../lib/train/config.js';
 import { PROBE_FORMAT, probeRun, type ProbeReport } from '../../lib/experiments/probe.js';
+import { fmt } from '../../lib/report/report.js';
 import { Trainer } from '../../lib/train/trainer.js';
 import { repoRoot } from '../helpers.js';
 
@@ -61,6 +62,19 @@ describe('usam probe', () => {
     const html = readFileSync(join(run, 'probe.html'), 'utf8');
     expect(html).toMatch(/<svg[^>]*class="chart"/);
     expect(html).toContain('Hessian spectral density (SLQ)');
+    expect(html).toContain('(1 batch of 256)');
+    expect(html).not.toContain('…'); // the legend whole
+    expect(html).toMatch(/density; λmin -?[\d.e-]+, λmax [\d.e-]+<\/text>/);
+    expect(html).toMatch(/class="export-svg" href="data:image\/svg\+xml;base64,[^"]+" download="hessian-spectral-density-slq\.svg"/);
+
+    // usam report reads probe.json: the run trained without --probe-every gets its Hessian measures from it, marked
+    const page = join(tmp(), 'report.html');
+    const rep = spawnSync(process.execPath, [usam, 'report', run, '--out', page], { encoding: 'utf8' });
+    expect(rep.status, rep.stderr).toBe(0);
+    const table = /<table class="summary">[\s\S]*?<\/table>/.exec(readFileSync(page, 'utf8'))![0];
+    for (const v of [r.trace, r.frobeniusSquared, r.maxEigenvalue, r.logAbsDet])
+      expect(table).toContain(`<span class="v">${fmt(v)}<sup class="src" title="from probe.json (usam probe)">P</sup></span>`);
+    expect(table).not.toContain('<td class="num">—</td>');
 
     const empty = tmp();
     const none = spawnSync(process.execPath, [usam, 'probe', empty], { encoding: 'utf8' });

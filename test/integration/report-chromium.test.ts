@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { probeRun, renderProbePage } from '../../lib/experiments/probe.js';
 import { readRun, renderReport } from '../../lib/report/report.js';
 import { Trainer } from '../../lib/train/trainer.js';
-import { writeFakeRuns } from '../report-fixtures.js';
+import { writeFakeProbeFile, writeFakeRuns } from '../report-fixtures.js';
 
 const chromium = spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim();
 
@@ -31,20 +31,51 @@ function browse(url: string, args: string[]) {
   }
 }
 
+interface Layout {
+  charts: number;
+  legendItems: number;
+  markers: number;
+  minLegendTextWidth: number;
+  minFontPt: number;
+  tables: { table: number; width: number; box: number; cut: boolean }[];
+  pageWidth: number;
+  windowWidth: number;
+  overlaps: unknown[];
+  png?: { bytes: number; width: number; height: number };
+}
+
+/** The page's own layout check (and its PNG export of the first chart: --virtual-time-budget lets it finish) at a window width. */
+function layoutAt(file: string, width: number): { layout: Layout; dom: string } {
+  const dom = browse(`file://${file}`, [`--window-size=${width},1400`, '--virtual-time-budget=5000', '--dump-dom']);
+  expect(dom.status, dom.stderr).toBe(0);
+  const attr = /<body[^>]*data-layout="([^"]*)"/.exec(dom.stdout);
+  expect(attr, 'the page’s layout check did not run').not.toBeNull();
+  return { layout: JSON.parse(attr![1].replace(/&quot;/g, '"').replace(/&amp;/g, '&')) as Layout, dom: dom.stdout };
+}
+
+/** What every page must hold at 1,000 and 1,600 px: nothing over the data, no marker clipped, no text outside its chart, no table cut, text ≥ 12 pt, a PNG export that draws. */
+function expectClean(l: Layout, width: number) {
+  expect(l.overlaps, `at ${width} px`).toEqual([]);
+  expect(l.tables.filter((t) => t.cut), `a table is cut at ${width} px`).toEqual([]);
+  expect(l.pageWidth, `the page scrolls sideways at ${width} px`).toBeLessThanOrEqual(l.windowWidth);
+  expect(l.minFontPt).toBeGreaterThanOrEqual(12);
+  expect(l.minLegendTextWidth, 'legend text has no width: no font installed?').toBeGreaterThan(10);
+  expect(l.png?.bytes, 'the PNG export drew nothing').toBeGreaterThan(5_000);
+  expect(l.png!.width).toBeGreaterThanOrEqual(1500); // 300 dpi
+}
+
 describe('the report in headless Chromium', () => {
-  it.skipIf(!chromium)("renders every chart with legends clear of the data (needs Debian's `chromium` package on PATH)", () => {
+  it.skipIf(!chromium)("renders every chart with legends clear of the data, at 1,000 and 1,600 px (needs Debian's `chromium` package on PATH)", () => {
     const dir = mkdtempSync(join(tmpdir(), 'usam-report-chromium-'));
     const html = join(dir, 'report.html');
     writeFileSync(html, renderReport(writeFakeRuns(dir).map(readRun), { baseline: 'sgd' }));
+    for (const width of [1000, 1600]) {
+      const { layout } = layoutAt(html, width);
+      expect(layout.charts).toBe(11);
+      expect(layout.legendItems).toBeGreaterThanOrEqual(30);
+      expectClean(layout, width);
+    }
     const dom = browse(`file://${html}`, ['--window-size=1440,2200', '--dump-dom']);
-    expect(dom.status, dom.stderr).toBe(0);
-    const attr = /<body[^>]*data-layout="([^"]*)"/.exec(dom.stdout);
-    expect(attr, 'the page’s layout check did not run').not.toBeNull();
-    const layout = JSON.parse(attr![1].replace(/&quot;/g, '"').replace(/&amp;/g, '&')) as { charts: number; legendItems: number; minLegendTextWidth: number; overlaps: unknown[] };
-    expect(layout.charts).toBe(11);
-    expect(layout.legendItems).toBeGreaterThanOrEqual(30);
-    expect(layout.minLegendTextWidth, 'legend text has no width: no font installed?').toBeGreaterThan(10);
-    expect(layout.overlaps).toEqual([]);
     for (const title of ['training loss', 'Hessian trace (Hutchinson)', 'Hessian λmax (Lanczos)', 'Frob-SAM: finite-difference ½·Var(q) at radius ρ', 'Hessian spectral density (SLQ)'])
       expect(Buffer.from(dom.stdout, 'latin1').toString('utf8')).toContain(`aria-label="${title}"`);
     // and it paints: a PNG of the page
@@ -57,6 +88,26 @@ describe('the report in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it.skipIf(!chromium)('a one-epoch comparison with probe.json, and one over two seeds: markers whole, the table whole, at 1,000 and 1,600 px (needs `chromium`)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-chromium-one-'));
+    const runs = writeFakeRuns(join(dir, 'one'), { epochs: 1, probes: false, optimizers: ['sgd', 'sam'] });
+    runs.forEach((r, k) => writeFakeProbeFile(r, 1, k));
+    const one = join(dir, 'one.html');
+    writeFileSync(one, renderReport(runs.map(readRun)));
+    const seeds = join(dir, 'seeds.html');
+    writeFileSync(seeds, renderReport(writeFakeRuns(join(dir, 'seeds'), { epochs: 1, seeds: [0, 1, 2] }).map(readRun), { baseline: 'sgd' }));
+    for (const width of [1000, 1600]) {
+      const a = layoutAt(one, width);
+      expect(a.layout.markers).toBeGreaterThanOrEqual(10);
+      expectClean(a.layout, width);
+      expect(a.dom).toContain('class="warn single-seed"');
+      const b = layoutAt(seeds, width);
+      expectClean(b.layout, width);
+      expect(b.layout.tables[0].width).toBeLessThanOrEqual(b.layout.tables[0].box);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it.skipIf(!chromium)('the page of usam probe: its density chart with the legend clear of the data (needs `chromium`)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'usam-probe-chromium-'));
     const run = join(dir, 'run');
@@ -65,24 +116,33 @@ describe('the report in headless Chromium', () => {
     t.dispose();
     const html = join(dir, 'probe.html');
     writeFileSync(html, renderProbePage(probeRun(run, { batches: 1, samples: 4, slqSteps: 12, slqRuns: 1 })));
-    const dom = browse(`file://${html}`, ['--window-size=1200,900', '--dump-dom']);
-    expect(dom.status, dom.stderr).toBe(0);
-    const layout = JSON.parse(/data-layout="([^"]*)"/.exec(dom.stdout)![1].replace(/&quot;/g, '"').replace(/&amp;/g, '&'));
-    expect([layout.charts, layout.legendItems]).toEqual([1, 1]);
-    expect(layout.minLegendTextWidth).toBeGreaterThan(10);
-    expect(layout.overlaps).toEqual([]);
+    for (const width of [1000, 1600]) {
+      const { layout, dom } = layoutAt(html, width);
+      expect([layout.charts, layout.legendItems]).toEqual([1, 1]);
+      expectClean(layout, width);
+      // the legend whole: "density; λmin …, λmax …", no ellipsis
+      expect(Buffer.from(dom, 'latin1').toString('utf8')).toMatch(/<g class="legend-item">.*density; λmin -?[\d.e-]+, λmax [\d.e-]+<\/text><\/g>/);
+    }
     rmSync(dir, { recursive: true, force: true });
   });
 
   it.skipIf(!chromium)('the check itself sees a legend drawn over the data (needs `chromium`)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'usam-report-chromium-'));
     const html = join(dir, 'bad.html');
-    // the old layout: the legend inside the plotting area
-    const page = renderReport(writeFakeRuns(dir).map(readRun)).replace(/<g class="legend-item"><title>([^<]*)<\/title><line x1="([\d.]+)"/, (_m, t) => `<g class="legend-item"><title>${t}</title><line x1="80"`);
+    // a legend item moved into the plotting area
+    const page = renderReport(writeFakeRuns(dir).map(readRun)).replace('<g class="legend-item">', '<g class="legend-item" transform="translate(0,-150)">');
     writeFileSync(html, page);
-    const dom = browse(`file://${html}`, ['--window-size=1440,2200', '--dump-dom']);
-    const layout = JSON.parse(/data-layout="([^"]*)"/.exec(dom.stdout)![1].replace(/&quot;/g, '"'));
-    expect(layout.overlaps).toEqual([{ chart: 0, item: 0, with: 'plot area' }]);
+    expect(layoutAt(html, 1440).layout.overlaps).toEqual([{ chart: 0, item: 0, with: 'plot area' }]);
+    // and a marker on the border (the old one-epoch charts), a table too wide for its box
+    const one = renderReport(writeFakeRuns(join(dir, 'one'), { epochs: 1, optimizers: ['sgd'] }).map(readRun));
+    const cx = /<rect class="plot-area" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"/.exec(one.slice(one.indexOf('aria-label="test loss"')))!;
+    const clipped = one
+      .replace(/(aria-label="test loss"[\s\S]*?<circle class="marker" data-name="sgd" cx=")[\d.]+/, `$1${Number(cx[1]) + Number(cx[2])}`)
+      .replace('.table-wrap{max-width:100%;overflow-x:auto}', '.table-wrap{max-width:100%;overflow-x:hidden}table{min-width:1500px}');
+    writeFileSync(html, clipped);
+    const l = layoutAt(html, 1000).layout;
+    expect(l.overlaps).toEqual([{ chart: 1, marker: 0, with: 'marker clipped by the plot area' }]);
+    expect(l.tables[0].cut).toBe(true);
     rmSync(dir, { recursive: true, force: true });
   });
 });

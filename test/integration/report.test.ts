@@ -1,13 +1,14 @@
 // The report: nice-number and log ticks (exact), grouping by config, the
 // baseline table, and the page's charts — on run directories written here
 // (no training, no addon).
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { autoAxis, formatTick, linearTicks, logTicks, niceNumber } from '../../lib/report/ticks.js';
-import { findBaseline, groupRuns, meanCurve, readRun, renderReport, type Run, stat, summaryTable } from '../../lib/report/report.js';
-import { writeFakeRuns } from '../report-fixtures.js';
+import { findBaseline, groupRuns, meanCurve, readRun, renderReport, type Run, runsPhrase, stat, summaryTable } from '../../lib/report/report.js';
+import { wrapText } from '../../lib/report/export.js';
+import { writeFakeProbeFile, writeFakeRuns } from '../report-fixtures.js';
 
 const labels = (a: { ticks: { label: string; minor?: boolean }[] }) => a.ticks.map((t) => t.label + (t.minor ? '*' : ''));
 const values = (a: { ticks: { value: number }[] }) => a.ticks.map((t) => t.value);
@@ -129,8 +130,8 @@ describe('grouping and the baseline table', () => {
 
   it('the page: table with ± and differences, mean curves, an unknown baseline refused', () => {
     const html = renderReport(runs, { baseline: 'sgd' });
-    expect(html).toMatch(/<td class="num">0\.6 <span class="sd">± 0\.14<\/span><div class="delta">baseline<\/div><\/td>/);
-    expect(html).toMatch(/<div class="delta better">−0\.1 \(−16\.7%\)<\/div>/); // sam's test loss
+    expect(html).toMatch(/<td class="num"><span class="v">0\.6<\/span><span class="sd">± 0\.14<\/span><div class="delta">baseline<\/div><\/td>/);
+    expect(html).toMatch(/<div class="delta better"><span>−0\.1<\/span> <span class="rel">\(−16\.7%\)<\/span><\/div>/); // sam's test loss
     expect(html).toMatch(/\+5\.00 pp/); // sam's top-1
     expect(html).toContain('sgd (2 seeds)');
     expect(html).toContain('class="band"');
@@ -173,13 +174,131 @@ describe('the report of four runs with probes and step logs', () => {
     const yLabels = [...density.matchAll(/<text class="tick" x="\d+(?:\.\d)?" y="[\d.]+" text-anchor="end"[^>]*>([^<]+)</g)].map((m) => m[1]);
     expect(yLabels).toEqual(['10⁻⁶', '10⁻⁵', '10⁻⁴', '10⁻³', '0.01', '0.1', '1', '10']);
     expect((density.match(/class="mark"/g) ?? []).length).toBe(4);
-    // the legend is its own column, right of the plotting area, in every chart
+    // the legend is its own block, under the plotting area, in every chart; no name is cut
     for (const svg of svgs) {
-      const plot = /<rect class="plot-area" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"/.exec(svg)!;
-      const right = Number(plot[1]) + Number(plot[2]);
-      for (const m of svg.matchAll(/<g class="legend-item[^"]*">(?:<title>[^<]*<\/title>)?<(?:line x1|circle cx)="([\d.]+)"/g)) expect(Number(m[1])).toBeGreaterThan(right);
+      const plot = /<rect class="plot-area" x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"/.exec(svg)!;
+      const bottom = Number(plot[1]) + Number(plot[2]);
+      const legend = svg.slice(svg.indexOf('<g class="legend">'));
+      for (const m of legend.matchAll(/<text x="[\d.]+" y="([\d.]+)"/g)) expect(Number(m[1])).toBeGreaterThan(bottom + 30);
+      expect(legend).not.toContain('…');
+      // publication size: 1 unit = 1 pt, no text under 12 pt
+      expect(svg).toMatch(/^<svg class="chart"[^>]* width="\d+pt" height="\d+pt" viewBox="0 0 \d+ \d+"/);
+      for (const m of svg.matchAll(/font-size="([\d.]+)"/g)) expect(Number(m[1])).toBeGreaterThanOrEqual(12);
     }
     expect((html.match(/<svg/g) ?? []).length).toBe((html.match(/<\/svg>/g) ?? []).length);
     expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/); // self-contained
+  });
+});
+
+/** The figures of a page: each chart's SVG and its downloads, decoded. */
+function figures(html: string) {
+  return [...html.matchAll(/<figure class="fig">([\s\S]*?)<\/figure>/g)].map((m) => {
+    const f = m[1];
+    const svgHref = /class="export-svg" href="data:image\/svg\+xml;base64,([^"]+)" download="([^"]+)"/.exec(f);
+    const csvHref = /class="export-csv" href="data:text\/csv;charset=utf-8,([^"]+)" download="([^"]+)"/.exec(f);
+    return {
+      title: /aria-label="([^"]+)"/.exec(f)![1],
+      svg: /<svg class="chart"[\s\S]*?<\/svg>/.exec(f)![0],
+      exported: svgHref ? Buffer.from(svgHref[1], 'base64').toString('utf8') : '',
+      svgFile: svgHref?.[2],
+      png: /class="export-png" href="#" download="([^"]+)"/.exec(f)?.[1],
+      csv: csvHref ? decodeURIComponent(csvHref[1]) : '',
+      csvFile: csvHref?.[2],
+    };
+  });
+}
+
+describe('the issue’s fixes (#27): one epoch, probe.json, wording, exports, one seed', () => {
+  it('one-epoch runs: every series is a visible marker inside the plotting area (inset from its border), not a dot on it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-one-'));
+    const html = renderReport(writeFakeRuns(dir, { epochs: 1, optimizers: ['sgd', 'sam'] }).map(readRun));
+    const test = figures(html).find((f) => f.title === 'test loss')!.svg;
+    const plot = /<rect class="plot-area" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"/.exec(test)!.slice(1).map(Number);
+    const dots = [...test.matchAll(/<circle class="marker" data-name="([^"]+)" cx="([\d.]+)" cy="([\d.]+)" r="([\d.]+)"/g)];
+    expect(dots.map((d) => d[1])).toEqual(['sgd', 'sam']);
+    for (const [, , cx, cy, r] of dots) {
+      expect(Number(cx) + Number(r)).toBeLessThan(plot[0] + plot[2] - 2); // not on the right border
+      expect(Number(cx) - Number(r)).toBeGreaterThan(plot[0]);
+      expect(Number(cy) - Number(r)).toBeGreaterThan(plot[1]);
+      expect(Number(cy) + Number(r)).toBeLessThan(plot[1] + plot[3]);
+    }
+    expect(test).not.toContain('<polyline'); // one point: no line of one point
+  });
+
+  it('reads probe.json where metrics.jsonl has no probe, marks those values and says where they came from', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-probefile-'));
+    const [sgd, sam] = writeFakeRuns(dir, { epochs: 1, probes: false, optimizers: ['sgd', 'sam'] });
+    const before = renderReport([readRun(sgd), readRun(sam)]);
+    expect(before).toMatch(/<td class="num">—<\/td>/);
+    writeFakeProbeFile(sgd, 1);
+    writeFakeProbeFile(sam, 1, 1);
+    const html = renderReport([readRun(sgd), readRun(sam)]);
+    const table = /<table class="summary">[\s\S]*?<\/table>/.exec(html)![0];
+    for (const v of ['91.25', '321.5', '6.125', '-6.54e5', '92.25', '322.5', '7.125']) expect(table).toContain(`<span class="v">${v}<sup class="src"`);
+    expect(table).not.toMatch(/<td class="num">—<\/td>/); // every value filled
+    expect(html).toMatch(/<p class="note probe-source">.*from probe\.json.*1024 train samples, eval mode, after epoch 1.*\(sgd, sam\)/);
+    // in the probe charts (◆, named) and the density
+    const trace = figures(html).find((f) => f.title === 'Hessian trace (Hutchinson)')!;
+    expect(trace.svg).toContain('sgd · probe.json');
+    expect(trace.csv).toContain('sgd · probe.json,1,91.25');
+    expect(figures(html).find((f) => f.title === 'Hessian spectral density (SLQ)')!.svg).toContain('sgd · probe.json λmax 6.125');
+    // metrics.jsonl wins where it has a probe: no mark
+    const probed = writeFakeRuns(mkdtempSync(join(tmpdir(), 'usam-report-both-')), { epochs: 1, optimizers: ['sgd'] });
+    writeFakeProbeFile(probed[0], 1);
+    const both = renderReport(probed.map(readRun));
+    expect(both).toContain('<span class="v">80</span>');
+    expect(both).not.toContain('<sup class="src"');
+  });
+
+  it('says "2 runs" for two single runs, "2 groups of 3 runs" only for groups of several, and warns when a comparison rests on one seed', () => {
+    const g = (...sizes: number[]) => sizes.map((n, i) => ({ name: `g${i}`, config: {}, runs: Array.from({ length: n }, () => ({}) as Run) }));
+    expect(runsPhrase(g(1))).toBe('1 run');
+    expect(runsPhrase(g(1, 1))).toBe('2 runs');
+    expect(runsPhrase(g(3, 3))).toBe('2 groups of 3 runs');
+    expect(runsPhrase(g(2))).toBe('1 group of 2 runs');
+    expect(runsPhrase(g(3, 2))).toBe('5 runs in 2 groups (3 and 2 runs)');
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-words-'));
+    const single = renderReport(writeFakeRuns(join(dir, 'a'), { epochs: 1, optimizers: ['sgd', 'sam'] }).map(readRun));
+    expect(single).toContain('<p class="note">2 runs — ');
+    expect(single).not.toContain('groups');
+    expect(single).toMatch(/<p class="warn single-seed"><b>One seed\.<\/b> This comparison rests on one seed per side: no spread \(±\) can be given and no test/);
+    const seeded = renderReport(writeFakeRuns(join(dir, 'b'), { epochs: 1, seeds: [0, 1], optimizers: ['sgd', 'sam'] }).map(readRun));
+    expect(seeded).toContain('<p class="note">2 groups of 2 runs — ');
+    expect(seeded).not.toContain('single-seed');
+    expect(seeded).toContain('class="error-bar"'); // one epoch, two seeds: the std as a bar
+    const alone = renderReport(writeFakeRuns(join(dir, 'c'), { epochs: 1, optimizers: ['sgd'] }).map(readRun));
+    expect(alone).toContain('<p class="note">1 run — ');
+    expect(alone).not.toContain('single-seed'); // nothing compared
+  });
+
+  it('every chart has its SVG (standalone, in pt), PNG and CSV downloads; long legend names wrap, never cut', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-export-'));
+    const html = renderReport(writeFakeRuns(dir, { seeds: [0, 1] }).map(readRun), { baseline: 'sgd' });
+    const figs = figures(html);
+    expect(figs.length).toBe(11);
+    for (const f of figs) {
+      expect(f.exported).toMatch(/^<\?xml version="1\.0" encoding="UTF-8"\?>\n<svg class="chart" xmlns="http:\/\/www\.w3\.org\/2000\/svg" width="\d+pt"/);
+      expect(f.exported).toContain(f.svg);
+      expect(f.svgFile).toMatch(/^[\p{L}\p{N}-]+\.svg$/u);
+      expect(f.png).toBe(f.svgFile!.replace(/svg$/, 'png'));
+      expect(f.csvFile).toBe(f.svgFile!.replace(/svg$/, 'csv'));
+      expect(f.csv.split('\n')[0]).toMatch(/^series,/);
+    }
+    const test = figs.find((f) => f.title === 'test loss')!;
+    expect(test.csvFile).toBe('test-loss.csv');
+    const rows = test.csv.trim().split('\n');
+    expect(rows[0]).toBe('series,epoch (100 steps each),test loss,test loss - std,test loss + std');
+    expect(rows.length).toBe(1 + 4 * 3); // four groups, three epochs
+    const sgd1 = rows[1].split(',');
+    expect(sgd1[0]).toBe('sgd (2 seeds)');
+    expect(Number(sgd1[1])).toBe(1);
+    expect(Number(sgd1[2])).toBeCloseTo(0.42 * 1.01, 12); // the mean of the two seeds
+    expect(Number(sgd1[4]) - Number(sgd1[2])).toBeCloseTo(Math.SQRT1_2 * 0.42 * 0.02, 12); // + sample std
+    // a long name is wrapped into lines that hold every character
+    const name = 'a rather long run name that would not fit in one line of a legend, seed 12345 of many';
+    expect(wrapText(name, 200, 12).join(' ')).toBe(name);
+    const page = renderReport(writeFakeRuns(mkdtempSync(join(tmpdir(), 'usam-report-long-')), { optimizers: ['sgd'] }).map((d) => ({ ...readRun(d), name })));
+    const legend = figures(page)[1].svg.split('<g class="legend">')[1];
+    expect([...legend.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]).join(' ')).toBe(name);
   });
 });
