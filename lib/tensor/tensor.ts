@@ -51,13 +51,13 @@ export function floatTensor(like: { dtype: string; device: Device | string }, va
 /** Class labels as an int64 tensor. */
 export function labels(data: ArrayLike<number> | Int32Array, options: { device?: Device | string } = {}): Tensor {
   if (data === null || typeof data !== 'object' || typeof (data as ArrayLike<number>).length !== 'number')
-    throw new ConfigError('labels', [{ path: 'data', message: `must be an array of class indices (integers ≥ 0), got ${data === null ? 'null' : typeof data}` }]);
+    throw new ConfigError('labels', [{ path: 'data', message: `must be an array of class indices (integers), got ${data === null ? 'null' : typeof data}` }]);
   if (!(data instanceof Int32Array))
     for (let i = 0; i < data.length; i++) {
       const v = data[i];
-      // Int32Array.from would truncate 1.7 to 1 and keep -1: class labels are indices
-      if (!Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1)
-        throw new ConfigError('labels', [{ path: `data[${i}]`, message: `is ${v}; class labels are integers ≥ 0 (for float targets use tensor(values, shape, { dtype: 'float32' }))` }]);
+      // Int32Array.from would truncate 1.7 to 1: class labels are integers (a loss checks their range: -1 is an integer the loss refuses)
+      if (!Number.isInteger(v) || Math.abs(v) > 2 ** 31 - 1)
+        throw new ConfigError('labels', [{ path: `data[${i}]`, message: `is ${v}; class labels are integers (for float targets use tensor(values, shape, { dtype: 'float32' }))` }]);
     }
   return tensor(data instanceof Int32Array ? data : Int32Array.from(data), [data.length], { dtype: 'int64', device: options.device });
 }
