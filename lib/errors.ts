@@ -48,7 +48,7 @@ export class ConfigError extends UsamError {
 export class NonFiniteError extends UsamError {
   constructor(
     message: string,
-    /** the optimizer step (0-based count of steps taken before it) */
+    /** the optimizer step's number, counting from 1 (the step that failed) */
     readonly step: number,
     /** what was not finite: 'loss', 'perturbed loss', 'gradient', 'psi', ... */
     readonly quantity: string,

@@ -106,7 +106,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     onStep: (s) => {
       if (quiet) return;
       const acc = s.accuracy === null ? '' : `  acc ${(100 * s.accuracy).toFixed(1)}%`;
-      const line = `epoch ${s.epoch + 1}/${s.epochs} ${bar(s.batch / s.batches)} ${s.batch}/${s.batches}  loss ${s.loss.toFixed(4)}${acc}  ${s.stepsPerSecond.toFixed(1)} steps/s`;
+      const line = `epoch ${s.epoch}/${s.epochs} ${bar(s.batch / s.batches)} ${s.batch}/${s.batches}  loss ${s.loss.toFixed(4)}${acc}  ${s.stepsPerSecond.toFixed(1)} steps/s`;
       process.stderr.write(`\r${line}\x1b[K`);
     },
     onEpoch: (m: EpochMetrics) => {
@@ -114,7 +114,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       const sharp = m.sharpness === null ? '' : `  ${reading?.short ?? 'sharpness'} ${m.sharpness.toPrecision(4)}`;
       const probe = m.probe ? `  tr H ${m.probe.trace.toPrecision(4)}  λmax ${m.probe.maxEigenvalue.toPrecision(4)}` : '';
       process.stderr.write(
-        `epoch ${m.epoch + 1}: train loss ${m.trainLoss.toFixed(4)}${m.trainAccuracy === null ? '' : ` (${(100 * m.trainAccuracy).toFixed(2)}%)`}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,
+        `epoch ${m.epoch}: train loss ${m.trainLoss.toFixed(4)}${m.trainAccuracy === null ? '' : ` (${(100 * m.trainAccuracy).toFixed(2)}%)`}  test loss ${m.test.loss.toFixed(4)}  top-1 ${(100 * m.test.top1).toFixed(2)}%  top-5 ${(100 * m.test.top5).toFixed(2)}%${sharp}${probe}  (${m.seconds.toFixed(1)} s)\n`,
       );
     },
   });
@@ -130,7 +130,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   try {
     const r = await run.done;
     if (r.stopped) {
-      process.stderr.write(`usam: stopped at epoch ${r.progress.epoch + 1}, step ${r.progress.batch}; resume with: usam train --resume ${r.out}\n`);
+      process.stderr.write(`usam: stopped in epoch ${r.progress.epoch + 1} after batch ${r.progress.batch}, step ${r.progress.globalStep}; resume with: usam train --resume ${r.out}\n`);
       return 130;
     }
     process.stderr.write(`usam: done; metrics in ${r.out}/metrics.jsonl, checkpoint ${r.checkpoint}\n`);

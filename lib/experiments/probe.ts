@@ -214,7 +214,7 @@ export function renderProbePage(r: ProbeReport): string {
   return htmlPage(
     title,
     `<h1>${esc(title)}</h1>
-<p class="note">${esc(r.run)}${r.checkpoint ? ` at epoch ${r.checkpoint.epoch}, step ${r.checkpoint.step}` : ''}: the Hessian of the mean loss over ${r.samplesUsed} ${o.split} samples (${o.batches} batch${o.batches === 1 ? "" : "es"} of ${o.batchSize}), ${o.mode} mode, ${r.params} parameters; seed ${o.seed}, LibTorch ${esc(r.libtorch)}.</p>
+<p class="note">${esc(r.run)}${r.checkpoint ? ` after epoch ${r.checkpoint.epoch}, step ${r.checkpoint.step}` : ''}: the Hessian of the mean loss over ${r.samplesUsed} ${o.split} samples (${o.batches} batch${o.batches === 1 ? "" : "es"} of ${o.batchSize}), ${o.mode} mode, ${r.params} parameters; seed ${o.seed}, LibTorch ${esc(r.libtorch)}.</p>
 <table class="summary">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join('\n')}</table>
 <h2>Spectral density</h2>
 <p class="note">A log density axis shows both the bulk near 0 and the outliers; dashed marks: λmin and λmax by Lanczos.</p>

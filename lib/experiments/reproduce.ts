@@ -302,7 +302,7 @@ export function executeRuns(specs: RunSpec[], c: ReproduceConfig, onProgress?: (
       probes,
       probe: probeOptions,
       failed,
-      epochs: last ? last.epoch + 1 : 0,
+      epochs: last ? last.epoch : 0,
       top1: last?.test.top1 ?? NaN,
       testLoss: last?.test.loss ?? NaN,
       trainLoss: last?.trainLoss ?? NaN,

@@ -203,7 +203,7 @@ export class Optimizer {
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = yield* this.passes.lossAndGradWork(g0, true); // moves BatchNorm statistics (the only pass that does, unless batchNorm 'every-pass')
     const correct = this.passes.correct;
-    if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t, 'loss', loss);
+    if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
     const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     if (sharpnessAware) {
@@ -211,7 +211,7 @@ export class Optimizer {
       ops.copy(w0, this.model.params);
       // the rules write the update over g0 once they no longer need it (one flat vector less)
       try {
-        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
+        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       } finally {
         ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
       }
@@ -220,7 +220,7 @@ export class Optimizer {
     if (this.localReducer) reported = this.averageLocal(grad, reported);
     const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)
-      throw new NonFiniteError(`step ${t}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t, 'gradient', result.gradSum ?? NaN);
+      throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', result.gradSum ?? NaN);
     this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay));
     this.steps++;
     const counters = {
@@ -228,7 +228,7 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return { step: t, ...reported, lr, rho, sharpnessAware, counters };
+    return { step: t + 1, ...reported, lr, rho, sharpnessAware, counters };
   }
 
   /**

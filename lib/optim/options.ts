@@ -68,6 +68,7 @@ export interface OptimizerOptions {
 }
 
 export interface StepResult {
+  /** the step's number, counting from 1 (the first step is step 1; opt.stepCount after it) */
   step: number;
   /** L(w) before the step (mean over the micro-batches) */
   loss: number;

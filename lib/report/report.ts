@@ -40,7 +40,7 @@ function maxEpochs(groups: Group[]): number {
 }
 
 function epochCurve(g: Group, get: (m: EpochMetrics) => number | null | undefined) {
-  return meanCurve(g.runs.map((r) => r.metrics.map((m) => [m.epoch + 1, get(m) ?? NaN] as [number, number])));
+  return meanCurve(g.runs.map((r) => r.metrics.map((m) => [m.epoch, get(m) ?? NaN] as [number, number])));
 }
 
 /** The values of probe.json (usam probe) of a group's runs, at the epoch of the checkpoint probed. */
@@ -169,7 +169,7 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
   // 4. the spectral density: log density axis, λmax marked
   const densityOf = (r: Run) => {
     const last = [...r.metrics].reverse().find((m) => m.probe?.density);
-    if (last) return { density: last.probe!.density!, lmax: last.probe!.maxEigenvalue, epoch: last.epoch + 1, file: false };
+    if (last) return { density: last.probe!.density!, lmax: last.probe!.maxEigenvalue, epoch: last.epoch, file: false };
     const p = r.probe;
     return p?.density ? { density: p.density, lmax: p.maxEigenvalue, epoch: p.checkpoint?.epoch ?? NaN, file: true } : undefined;
   };

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from '../train/trainer.js';
+import { numberedFromOne } from '../train/run-folder.js';
 
 export interface Run {
   name: string;
@@ -51,9 +52,9 @@ function readJsonLines<T>(file: string): T[] {
 export function readRun(dir: string): Run {
   const metricsFile = join(dir, METRICS_FILE);
   if (!existsSync(metricsFile)) throw new Error(`${dir}: no ${METRICS_FILE}; is it a run directory (usam train --out)?`);
-  const metrics = readJsonLines<EpochMetrics>(metricsFile);
+  const metrics = numberedFromOne(readJsonLines<EpochMetrics>(metricsFile));
   const stepsFile = join(dir, STEPS_FILE);
-  const steps = existsSync(stepsFile) ? readJsonLines<StepLogLine>(stepsFile) : [];
+  const steps = existsSync(stepsFile) ? numberedFromOne(readJsonLines<StepLogLine>(stepsFile)) : [];
   const configFile = join(dir, CONFIG_FILE);
   const config = existsSync(configFile) ? (JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>) : {};
   const probeFile = join(dir, PROBE_JSON);

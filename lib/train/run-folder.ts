@@ -71,12 +71,26 @@ export interface StepLogLine {
   rho: number;
 }
 
+/**
+ * Whether a run's lines number epochs from 0, as versions before 0.2 wrote
+ * them (every number a person reads now counts from 1: the first epoch is
+ * epoch 1, the first step step 1). A file counts from 0 when a line says
+ * epoch 0.
+ */
+export const countsFromZero = (lines: { epoch: number }[]): boolean => lines.some((l) => l.epoch === 0);
+
+/** The lines numbered from 1, whichever way the file counted. */
+export function numberedFromOne<T extends { epoch: number }>(lines: T[]): T[] {
+  return countsFromZero(lines) ? lines.map((l) => ({ ...l, epoch: l.epoch + 1 })) : lines;
+}
+
 /** metrics.jsonl's lines of the epochs before `epoch` (a resumed run drops lines past its checkpoint, rewriting the file). */
 export function metricsBefore(out: string, epoch: number): EpochMetrics[] {
   const file = join(out, METRICS_FILE);
   if (!existsSync(file)) return [];
   const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EpochMetrics);
-  const kept = lines.filter((m) => m.epoch < epoch);
+  const fromZero = countsFromZero(lines);
+  const kept = lines.filter((m) => (fromZero ? m.epoch + 1 : m.epoch) <= epoch);
   if (kept.length !== lines.length) writeFileSync(file, kept.map((m) => JSON.stringify(m) + '\n').join(''));
   return kept;
 }

@@ -173,11 +173,11 @@ export class Trainer {
     if (mean > c.divergence * p.startLoss) {
       const lambda = this.optimizer.sharpness && 'lambda' in this.optimizer.sharpness ? `, --lambda ${this.optimizer.sharpness.lambda}` : '';
       throw new DivergenceError(
-        `training diverged at epoch ${p.epoch}, step ${p.globalStep}: the mean training loss of the last ${DIVERGENCE_WINDOW} steps is ` +
+        `training diverged in epoch ${p.epoch + 1}, at step ${p.globalStep}: the mean training loss of the last ${DIVERGENCE_WINDOW} steps is ` +
           `${mean.toPrecision(4)}, ${(mean / p.startLoss).toPrecision(3)}× that of the first ${DIVERGENCE_WINDOW} (${p.startLoss.toPrecision(4)}; ` +
           `the limit is --divergence ${c.divergence}, 0 turns the check off). Lower --lr ${c.lr}${rho > 0 ? `, --rho ${rho}` : ''}${lambda}. ` +
           `The last checkpoint (${this.checkpointFile}) holds the run before it.`,
-        p.epoch,
+        p.epoch + 1,
         p.globalStep,
         mean / p.startLoss,
         c.divergence,
@@ -244,7 +244,7 @@ export class Trainer {
           r = yield* this.optimizer.stepWork(x, y);
         } catch (e) {
           // where in the run, in front of the step's own message; the error keeps its class (NonFiniteError, ...)
-          const where = `epoch ${p.epoch}, batch ${p.batch}: `;
+          const where = `epoch ${p.epoch + 1}, batch ${p.batch + 1} of ${this.loader.length}: `;
           if (e instanceof UsamError) {
             e.message = where + e.message;
             throw e;
@@ -273,7 +273,7 @@ export class Trainer {
           }
           if (p.globalStep % logEvery === 0 || p.batch + 1 === this.loader.length) {
             const line: StepLogLine = {
-              epoch: p.epoch,
+              epoch: p.epoch + 1,
               step: p.globalStep,
               progress: p.epoch + (p.batch + 1) / this.loader.length,
               steps: win.steps,
@@ -289,7 +289,7 @@ export class Trainer {
         }
         this.checkDivergence(recent, r.loss, r.rho);
         events.onStep?.({
-          epoch: p.epoch,
+          epoch: p.epoch + 1,
           batch: p.batch + 1,
           batches: this.loader.length,
           epochs: c.epochs,
@@ -303,7 +303,7 @@ export class Trainer {
       const stats = this.group && this.model.torchscript !== undefined ? this.model.buffers() : undefined;
       if (stats && stats.values.numel > 0) this.group!.allreduce(stats.values, 'avg');
       const m: EpochMetrics = {
-        epoch: p.epoch,
+        epoch: p.epoch + 1,
         step: p.globalStep,
         trainLoss: p.lossSum / Math.max(p.steps, 1),
         trainAccuracy: p.seen > 0 ? p.correct / p.seen : null,

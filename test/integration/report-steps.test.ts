@@ -22,13 +22,13 @@ describe('steps.jsonl', () => {
     const l = lines(out);
     expect(l.map((x) => x.step)).toEqual([5, 10, 15, 16, 20, 25, 30, 32]);
     expect(l.map((x) => x.steps)).toEqual([5, 5, 5, 1, 4, 5, 5, 2]);
-    expect(l.map((x) => x.epoch)).toEqual([0, 0, 0, 0, 1, 1, 1, 1]);
+    expect(l.map((x) => x.epoch)).toEqual([1, 1, 1, 1, 2, 2, 2, 2]);
     expect(l.map((x) => x.progress)).toEqual([5, 10, 15, 16, 20, 25, 30, 32].map((s) => s / 16));
     for (const x of l) {
       expect(Number.isFinite(x.loss) && Number.isFinite(x.sharpness!) && x.lr > 0 && x.rho > 0).toBe(true);
     }
     // the window means add up to the epoch's mean training loss
-    const epoch0 = l.filter((x) => x.epoch === 0);
+    const epoch0 = l.filter((x) => x.epoch === 1);
     expect(epoch0.reduce((s, x) => s + x.loss * x.steps, 0) / 16).toBeCloseTo(r.metrics[0].trainLoss, 10);
     expect(epoch0.reduce((s, x) => s + x.sharpness! * x.steps, 0) / 16).toBeCloseTo(r.metrics[0].sharpness!, 6);
     // the probe's log|det(|H| + δI)|

@@ -149,7 +149,7 @@ describe('typed errors', () => {
       caught = e;
     }
     expect(caught).toBeInstanceOf(NonFiniteError);
-    expect(caught).toMatchObject({ step: 0, quantity: 'psi' });
+    expect(caught).toMatchObject({ step: 1, quantity: 'psi' });
     expect(Number.isNaN((caught as NonFiniteError).value)).toBe(true);
     expect(model.getParams()).toEqual(w0);
     opt.dispose();

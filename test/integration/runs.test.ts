@@ -69,3 +69,36 @@ describe('runs that never collide', () => {
     expect(realpathSync(join(cwd, 'runs', 'latest'))).toBe(realpathSync(join(cwd, 'runs', `${day}-sam-2`)));
   });
 });
+
+describe('one numbering', () => {
+  it('the console, metrics.jsonl, steps.jsonl, the report and an error name the same epoch and step, counting from 1', async () => {
+    const out = join(work, 'numbered');
+    const r = train(['--dataset', 'synthetic', '--model', 'tiny', '--epochs', '2', '--batch-size', '128', '--step-log-every', '16', '--threads', '1', '--out', out]);
+    expect(r.status, r.stderr).toBe(0);
+    // synthetic: 2048 images, batch 128: 16 steps an epoch
+    expect([...r.stderr.matchAll(/^epoch (\d+): train loss/gm)].map((m) => Number(m[1]))).toEqual([1, 2]);
+    const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics.map((m) => [m.epoch, m.step])).toEqual([[1, 16], [2, 32]]);
+    const steps = readFileSync(join(out, 'steps.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(steps.map((s) => [s.epoch, s.step])).toEqual([[1, 16], [2, 32]]);
+    const { readRun } = await import('../../lib/report/report.js');
+    expect(readRun(out).metrics.map((m) => m.epoch)).toEqual([1, 2]);
+    // an error at a step: the epoch, the batch and the step agree with the numbering above
+    const failing = new Trainer({ dataset: 'synthetic', model: 'tiny', optimizer: 'sgd', lr: 1e38, momentum: 0, epochs: 2, lrSchedule: 'constant', divergence: 0, threads: 1, out: join(work, 'nan') });
+    let message = '';
+    let step = 0;
+    try {
+      failing.run();
+    } catch (e) {
+      message = (e as Error).message;
+      step = (e as { step: number }).step;
+    }
+    failing.dispose();
+    const m = /^epoch (\d+), batch (\d+) of (\d+): step (\d+): /.exec(message);
+    expect(m, message).not.toBeNull();
+    const [epoch, batch, batches, s] = m!.slice(1).map(Number);
+    expect(batches).toBe(16);
+    expect(s).toBe((epoch - 1) * batches + batch);
+    expect(step).toBe(s);
+  });
+});

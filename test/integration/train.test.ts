@@ -111,7 +111,7 @@ describe('bad input: a clear error and no partial output', () => {
     expect(() => t.run()).toThrow();
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
     expect(lines.length).toBe(1);
-    expect(JSON.parse(lines[0]).epoch).toBe(0);
+    expect(JSON.parse(lines[0]).epoch).toBe(1); // epochs count from 1
   });
 
   // root writes through mode 0500: as root, the same check runs as the unprivileged user 'nobody'
@@ -139,7 +139,7 @@ describe('bad input: a clear error and no partial output', () => {
     const config: TrainConfigInput = { dataset: 'synthetic', epochs: 10, hidden: [16], lr: 1, momentum: 0.9, optimizer: 'frob-sam', rho: 0.01, lambda: 0.02, lrSchedule: 'constant' };
     const out = join(tmp(), 'diverging');
     expect(() => new Trainer({ ...config, out }).run()).toThrow(
-      /training diverged at epoch \d+, step \d+: the mean training loss of the last 50 steps is .*× that of the first 50 .*--divergence 10, 0 turns the check off\)\. Lower --lr 1, --rho 0\.01, --lambda 0\.02\./,
+      /training diverged in epoch \d+, at step \d+: the mean training loss of the last 50 steps is .*× that of the first 50 .*--divergence 10, 0 turns the check off\)\. Lower --lr 1, --rho 0\.01, --lambda 0\.02\./,
     );
     const r = new Trainer({ ...config, divergence: 0, out: join(tmp(), 'unchecked') }).run();
     expect(r.metrics.at(-1)!.trainLoss).toBeGreaterThan(1000 * r.metrics[0].trainLoss); // it did diverge, finitely

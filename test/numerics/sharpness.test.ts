@@ -311,7 +311,7 @@ describe('bad configurations and bad numbers', () => {
       sharpness: { kind: 'universal', rho: 0.1, lambda: 1, samples: 1, psi: { f: (d: number) => Math.log(-Math.abs(d) - 1), df: () => 1 }, phi: 'identity' },
     });
     const before = model.getParams();
-    expect(() => opt.step(x, y)).toThrow(/step 0: sharpness\.psi returned NaN/);
+    expect(() => opt.step(x, y)).toThrow(/step 1: sharpness\.psi returned NaN/);
     expect(maxAbsDiff(model.getParams(), before)).toBe(0);
   });
 
@@ -320,7 +320,7 @@ describe('bad configurations and bad numbers', () => {
     const x = tensor(new Float64Array([1, 2, NaN, 0, 0, 0, 1, 1, 1, 2, 2, 2]), [4, 3], { dtype: 'float64' });
     const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'sam', rho: 0.05 } });
     const before = model.getParams();
-    expect(() => opt.step(x, y)).toThrow(/step 0: the loss L\(w\) is NaN/);
+    expect(() => opt.step(x, y)).toThrow(/step 1: the loss L\(w\) is NaN/);
     expect(maxAbsDiff(model.getParams(), before)).toBe(0);
   });
 });

@@ -147,7 +147,7 @@ describe('Trainer.runAsync and await using', () => {
       step = opt.stepAsync(batches[0].x, batches[0].y); // not awaited here
       model = m;
     }
-    await expect(step).resolves.toMatchObject({ step: 0 });
+    await expect(step).resolves.toMatchObject({ step: 1 });
     expect(() => model!.getParams()).toThrow(/disposed/);
   });
 });

@@ -49,7 +49,7 @@ describe('a failed step changes nothing', () => {
     const failing = new Optimizer(model, options(0.05));
     failing.loadStateDict(opt.stateDict());
     failing.paramGroups[0].rho = 1e308;
-    expect(() => failing.step(batch.x, batch.y)).toThrow(/step 1: the perturbed loss L\(w \+ rho·u_0\) is (NaN|Infinity|-Infinity)/);
+    expect(() => failing.step(batch.x, batch.y)).toThrow(/step 2: the perturbed loss L\(w \+ rho·u_0\) is (NaN|Infinity|-Infinity)/);
     expect(model.getParams()).toEqual(before.params);
     expect(stats(model)).toEqual(before.stats);
     expect(Buffer.from(failing.stateDict().generator!).equals(Buffer.from(before.gen))).toBe(true);

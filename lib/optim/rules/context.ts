@@ -12,7 +12,7 @@ import { persistent } from '../../tensor/scope.js';
 export interface RuleContext {
   model: Model;
   passes: Passes;
-  /** the step number (0-based), for error messages */
+  /** the step's number, counting from 1 (as every number a person reads), for error messages */
   step: number;
   rho: number;
   /** w, saved before any perturbation; restored bitwise after each */
