@@ -21,6 +21,8 @@ Network::Network(const NetworkSpec& spec, at::ScalarType dtype_, c10::Device dev
     if (layers_[i]->TakesIndices() && i != 0)
       Fail(layers_[i]->where() + ": an embedding reads integer indices, so it must be the first layer");
   indexInput_ = !layers_.empty() && layers_[0]->TakesIndices();
+  // a model that begins with Flatten also takes its inputs already flat, [batch, C·H·W], as nn.Flatten does
+  flatInput_ = !spec.layers.empty() && spec.layers[0].kind == LayerKind::Flatten;
 
   AllocateStorage(dropoutSeed);
   at::Generator init = MakeGenerator(initSeed, device);
@@ -56,9 +58,13 @@ void Network::CheckInput(const at::Tensor& x) const {
   }
   bool ok = x.dim() == static_cast<int64_t>(inputShape_.size()) + 1;
   for (size_t i = 0; ok && i < inputShape_.size(); ++i) ok = x.size(static_cast<int64_t>(i) + 1) == inputShape_[i];
+  int64_t features = 1;
+  for (int64_t s : inputShape_) features *= s;
+  if (!ok && flatInput_) ok = x.dim() == 2 && x.size(1) == features;
   if (!ok || x.size(0) == 0)
     Fail("argument 'x' has shape " + c10::str(x.sizes()) + " but the model takes [batch, " +
-         c10::Join(", ", inputShape_) + "] with batch >= 1");
+         c10::Join(", ", inputShape_) + "]" + (flatInput_ && inputShape_.size() > 1 ? " (or [batch, " + std::to_string(features) + "], flat)" : "") +
+         " with batch >= 1");
   if (indexInput_) {
     if (x.scalar_type() != at::kLong)
       Fail("argument 'x' is " + DTypeName(x.scalar_type()) +

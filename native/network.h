@@ -125,6 +125,7 @@ class Network {
   std::unique_ptr<StatsAccumulator> stats_;  // set between BeginStats and Commit/DiscardStats
   std::vector<int64_t> inputShape_;
   bool indexInput_ = false;  // the first layer is an Embedding: x holds int64 indices
+  bool flatInput_ = false;   // the first layer is Flatten: x may also come flat, [batch, C·H·W]
   LossSpec loss_;
 };
 

@@ -53,3 +53,20 @@ describe('errors at the doors', () => {
     model.dispose();
   });
 });
+
+describe('inputs as nn.Flatten takes them', () => {
+  it('a model that begins with Flatten takes [N, C·H·W] as well as [N, C, H, W], with the same loss, gradient and HVP', () => {
+    const model = float64Model(mlp({ layers: [12, 5, 3], input: [3, 2, 2] }));
+    const { x, y } = randomBatch([4, 3, 2, 2], 3, 7);
+    const flat = x.view([4, 12]);
+    const v = model.zerosLikeParams();
+    v.copyFrom(Float64Array.from({ length: model.numParams }, (_, i) => Math.sin(i)));
+    const a = model.lossAndGrad(x, y, { updateStats: false });
+    const b = model.lossAndGrad(flat, y, { updateStats: false });
+    expect(b.loss).toBe(a.loss);
+    expect(b.grad.toArray()).toEqual(a.grad.toArray());
+    expect(model.hvp(flat, y, v).toArray()).toEqual(model.hvp(x, y, v).toArray());
+    expect(() => model.loss(x.view([4, 6, 2]), y)).toThrow(/argument 'x' has shape \[4, 6, 2\] but the model takes \[batch, 3, 2, 2\] \(or \[batch, 12\], flat\)/);
+    model.dispose();
+  });
+});
