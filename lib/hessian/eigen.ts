@@ -9,9 +9,11 @@ import type { Work } from '../model/work.js';
 import type { HessianOperator } from './operator.js';
 import { extent } from '../extent.js';
 
+export type Which = 'largest' | 'smallest' | 'both';
+
 export interface EigenOptions extends LanczosMemoryOptions {
   k?: number;
-  which?: 'largest' | 'smallest' | 'both';
+  which?: Which;
   /** stop when every wanted Ritz pair has ‖Hx − θx‖ ≤ tol·max|θ| */
   tol?: number;
   maxIter?: number;
@@ -21,14 +23,22 @@ export interface EigenOptions extends LanczosMemoryOptions {
   stop?: (estimates: number[]) => boolean;
 }
 
-export interface EigenResult {
+/** The largest eigenvalues (descending) and their residual norms ‖Hx − θx‖, in the order of the values. */
+export type LargestEigenvalues = { largest: number[]; largestResiduals: number[] };
+/** The smallest eigenvalues (ascending) and their residual norms. */
+export type SmallestEigenvalues = { smallest: number[]; smallestResiduals: number[] };
+
+/**
+ * eigenvalues()' result: `largest` is there when `which` is 'largest' (the
+ * default) or 'both', `smallest` when it is 'smallest' or 'both', and the
+ * type says so (no `!` needed).
+ */
+export type EigenResult<W extends Which = Which> = EigenRun &
+  ([W] extends ['largest'] ? LargestEigenvalues : [W] extends ['smallest'] ? SmallestEigenvalues : [W] extends ['both'] ? LargestEigenvalues & SmallestEigenvalues : Partial<LargestEigenvalues & SmallestEigenvalues>);
+
+/** What every eigenvalues() result has. */
+export interface EigenRun {
   method: 'lanczos' | 'power';
-  /** largest: descending; smallest: ascending */
-  largest?: number[];
-  smallest?: number[];
-  /** residual norms ‖Hx − θx‖, in the order of the values */
-  largestResiduals?: number[];
-  smallestResiduals?: number[];
   converged: boolean;
   iterations: number;
   hvps: number;

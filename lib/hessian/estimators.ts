@@ -11,6 +11,8 @@ import type { HessianOperator } from './operator.js';
 import { zeros } from '../tensor/tensor.js';
 
 export interface Estimate {
+  /** how it was estimated: 'hutchinson' (the trace; ‖H‖_F² as E‖Hv‖²), 'hutch++', 'slq' (stochastic Lanczos quadrature) */
+  method: string;
   estimate: number;
   standardError: number;
   samples: number;
@@ -107,7 +109,7 @@ function* sampleMean(
     rows.dispose();
   }
   const { mean, se } = meanAndError(xs);
-  return { estimate: mean, standardError: se, samples, hvps: op.hvps - before };
+  return { method: 'hutchinson', estimate: mean, standardError: se, samples, hvps: op.hvps - before };
 }
 
 /** Hutchinson: tr H = E[vᵀHv], v rademacher; each vᵀHv from a curvature pass. */
@@ -176,7 +178,7 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
       true,
     );
     const { mean, se } = meanAndError(xs);
-    return { estimate: exact + mean, standardError: se, samples, hvps: op.hvps - before };
+    return { method: 'hutch++', estimate: exact + mean, standardError: se, samples, hvps: op.hvps - before };
   } finally {
     rows.dispose();
     for (const b of basis) b.dispose();
@@ -274,5 +276,5 @@ export function* spectralSum(
   const q = yield* quadrature(op, steps, runs, seed, memory, block);
   const xs = q.runs.map((r) => op.size * r.nodes.reduce((s, t, j) => s + r.weights[j] * f(t), 0));
   const { mean, se } = meanAndError(xs);
-  return { estimate: mean, standardError: se, samples: runs, hvps: q.hvps, reorthogonalization: q.reorthogonalization, vectorBytes: q.vectorBytes, ...(q.note ? { note: q.note } : {}) };
+  return { method: 'slq', estimate: mean, standardError: se, samples: runs, hvps: q.hvps, reorthogonalization: q.reorthogonalization, vectorBytes: q.vectorBytes, ...(q.note ? { note: q.note } : {}) };
 }

@@ -12,15 +12,13 @@ import { runAsync, runSync, type Work } from '../model/work.js';
 import { DEFAULT_HALF_CUBE, measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { eigenvalues, type EigenOptions, type EigenResult } from './eigen.js';
+import { eigenvalues, type EigenOptions, type EigenResult, type Which } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
 import type { LanczosMemoryOptions } from './lanczos.js';
 import { DEFAULT_HVP_CACHE_BYTES, HessianOperator } from './operator.js';
 import type { ProcessGroup } from '../distributed.js';
 import { extent } from '../extent.js';
-import { totalmem } from 'node:os';
-import { ConfigError } from '../errors.js';
 
 export interface HessianOptions {
   /**
@@ -58,8 +56,8 @@ export interface HessianOptions {
   group?: ProcessGroup;
 }
 
-/** The full Hessian is refused above this many rows unless full({maxSize}) says otherwise. */
-export const FULL_HESSIAN_LIMIT = 4096;
+export { FULL_HESSIAN_LIMIT, type FullHessian } from './full.js';
+import { fullMatrix, type FullHessian } from './full.js';
 
 export type SharpnessProbe =
   | { measure: 'trace' | 'frobenius' | 'det'; samples?: number; halfCube?: number; seed?: number }
@@ -155,17 +153,15 @@ export class Hessian {
     return (yield* this.operator.curvatureWork(u))[0];
   }
 
-  *eigenvaluesWork(options: EigenOptions = {}): Work<EigenResult> {
-    return yield* eigenvalues(this.operator, options);
+  *eigenvaluesWork<W extends Which = 'largest'>(options: EigenOptions & { which?: W } = {}): Work<EigenResult<W>> {
+    return (yield* eigenvalues(this.operator, options)) as EigenResult<W>;
   }
 
   /** `block`: Hutchinson vectors per HVP pass (the same estimate; bench:hessian measures what it costs or saves) */
-  *traceWork(o: TraceOptions = {}): Work<Estimate & { method: string }> {
-    const method = o.method ?? 'hutchinson';
+  *traceWork(o: TraceOptions = {}): Work<Estimate> {
+    if (o.method !== undefined && o.method !== 'hutchinson' && o.method !== 'hutch++') throw new Error(`trace: options.method is '${String(o.method)}'; use 'hutchinson' or 'hutch++'`);
     const samples = o.samples ?? 100;
-    const r =
-      method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0, o.block ?? 1) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
-    return { method, ...r };
+    return o.method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0, o.block ?? 1) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
   }
 
   *frobeniusSquaredWork(o: FrobeniusOptions = {}): Work<Estimate> {
@@ -201,41 +197,8 @@ export class Hessian {
   }
 
   /** The full (restricted) Hessian, symmetrised, from `size` HVPs; refused above `maxSize` rows. */
-  *fullWork(o: { maxSize?: number } = {}): Work<{ size: number; matrix: number[]; asymmetry: number; hvps: number }> {
-    const limit = o.maxSize ?? FULL_HESSIAN_LIMIT;
-    const n = this.size;
-    if (n > limit) {
-      // n² float64 entries, and a symmetric copy while it is made; say so in bytes against this machine's memory
-      const gb = (b: number) => `${(b / 1e9).toPrecision(3)} GB`;
-      const how = n * n * 16 < totalmem() ? `restrict it with options.modules, or pass full({maxSize: ${n}})` : 'restrict it with options.modules, or use the probes that need no matrix (eigenvalues, trace, density)';
-      const what = `the Hessian has ${n} rows, above the limit of ${limit}: its float64 entries take ${gb(n * n * 8)}, this machine has ${gb(totalmem())}; ${how}`;
-      throw new ConfigError('full', [{ path: 'maxSize', message: what }]);
-    }
-    const before = this.hvps;
-    const H = new Float64Array(n * n);
-    const out = this.operator.zeros();
-    const P = this.operator.model.numParams;
-    const unit = new Float64Array(P);
-    for (let j = 0; j < n; j++) {
-      const idx = this.operator.indices(j);
-      unit[idx] = 1;
-      const ej = this.operator.fromValues(unit);
-      unit[idx] = 0;
-      (yield* this.operator.applyWork(ej, out));
-      ej.dispose();
-      const col = out.toArray() as Float64Array | Float32Array;
-      for (let i = 0; i < n; i++) H[i * n + j] = col[this.operator.indices(i)];
-    }
-    out.dispose();
-    let asymmetry = 0;
-    for (let i = 0; i < n; i++)
-      for (let j = 0; j < i; j++) {
-        asymmetry = Math.max(asymmetry, Math.abs(H[i * n + j] - H[j * n + i]));
-        const m = (H[i * n + j] + H[j * n + i]) / 2;
-        H[i * n + j] = m;
-        H[j * n + i] = m;
-      }
-    return { size: n, matrix: Array.from(H), asymmetry, hvps: this.hvps - before };
+  *fullWork(o: { maxSize?: number } = {}): Work<FullHessian> {
+    return yield* fullMatrix(this.operator, this.size, o.maxSize);
   }
 
   /** Exact spectral quantities from full(): eigenvalues, trace, ‖H‖_F², extremes, Σ log(|λ| + damping). */
@@ -328,11 +291,11 @@ export class Hessian {
   quadraticFormAsync(u: Tensor | ArrayLike<number>) {
     return this.runAsync(this.quadraticFormWork(u));
   }
-  eigenvalues(options: EigenOptions = {}) {
-    return runSync(this.eigenvaluesWork(options));
+  eigenvalues<W extends Which = 'largest'>(options: EigenOptions & { which?: W } = {}) {
+    return runSync(this.eigenvaluesWork<W>(options));
   }
-  eigenvaluesAsync(options: EigenOptions = {}) {
-    return this.runAsync(this.eigenvaluesWork(options));
+  eigenvaluesAsync<W extends Which = 'largest'>(options: EigenOptions & { which?: W } = {}) {
+    return this.runAsync(this.eigenvaluesWork<W>(options));
   }
   trace(o: TraceOptions = {}) {
     return runSync(this.traceWork(o));

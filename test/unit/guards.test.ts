@@ -70,3 +70,29 @@ describe('inputs as nn.Flatten takes them', () => {
     model.dispose();
   });
 });
+
+describe('results shaped as a PyTorch user expects', () => {
+  it('full() is a Float64Array with its shape; every estimate names its method; eigenvalues are typed as present', () => {
+    const model = float64Model(mlp({ layers: [4, 3, 2] }));
+    const { x, y } = randomBatch([5, 4], 2, 3);
+    const h = hessian(model, [{ x, y }], { mode: 'eval' });
+    const f = h.full();
+    expect(f.matrix).toBeInstanceOf(Float64Array);
+    expect(f.shape).toEqual([model.numParams, model.numParams]);
+    expect(f.matrix.length).toBe(model.numParams ** 2);
+    expect(h.trace({ samples: 4 }).method).toBe('hutchinson');
+    expect(h.trace({ samples: 6, method: 'hutch++' }).method).toBe('hutch++');
+    expect(h.frobeniusSquared({ samples: 4 }).method).toBe('hutchinson');
+    expect(h.logAbsDet({ damping: 1e-3, steps: 5, runs: 2 }).method).toBe('slq');
+    expect(() => h.trace({ method: 'exact' as never })).toThrow(/trace: options.method is 'exact'; use 'hutchinson' or 'hutch\+\+'/);
+    // compile-time too (npm run typecheck): no `!` needed where `which` says the field is there
+    const top: number = h.eigenvalues({ k: 1 }).largest[0];
+    const both = h.eigenvalues({ k: 1, which: 'both' });
+    const spread: number = both.largest[0] - both.smallest[0];
+    const bottom: number = h.eigenvalues({ k: 1, which: 'smallest' }).smallest[0];
+    expect(top).toBeGreaterThanOrEqual(bottom);
+    expect(spread).toBeGreaterThanOrEqual(0);
+    h.dispose();
+    model.dispose();
+  });
+});
