@@ -25,17 +25,23 @@ Network::Network(const NetworkSpec& spec, at::ScalarType dtype_, c10::Device dev
   flatInput_ = !spec.layers.empty() && spec.layers[0].kind == LayerKind::Flatten;
 
   AllocateStorage(dropoutSeed);
-  at::Generator init = MakeGenerator(initSeed, device);
+  // The initial weights are drawn on the CPU whatever the device (as PyTorch
+  // builds a module on the CPU and moves it), so a seed gives the same model
+  // on every device; on the CPU this is the same draw as in place.
+  at::Generator init = MakeGenerator(initSeed, at::kCPU);
+  const bool onCpu = device.is_cpu();
 
   at::NoGradGuard ng;
   for (const auto& s : slots.params) {
     at::Tensor view = flatParams.narrow(0, s.offset, s.numel).view(s.shape);
+    at::Tensor draw = onCpu ? view : at::empty(s.shape, view.options().device(at::kCPU));
     if (s.stddev > 0)
-      view.normal_(0, s.stddev, init);
+      draw.normal_(0, s.stddev, init);
     else if (s.bound > 0)
-      view.uniform_(-s.bound, s.bound, init);
+      draw.uniform_(-s.bound, s.bound, init);
     else
-      view.fill_(s.fill);
+      draw.fill_(s.fill);
+    if (!onCpu) view.copy_(draw);
     // A leaf that aliases the flat buffer: autograd differentiates with
     // respect to it, updates of the flat buffer are seen by it.
     params.push_back(view.detach().requires_grad_(true));
