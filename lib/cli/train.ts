@@ -20,6 +20,7 @@ Trains a model with any optimizer of the SAM family and writes RUN_DIR (--out):
 config.json, metrics.jsonl (one JSON line per epoch), steps.jsonl (the mean loss and
 per-step reading every --step-log-every steps, default 10) and checkpoint.safetensors.
 With no flags: an MLP with Frob-SAM on Fashion-MNIST for 3 epochs.
+Without --out, each run gets a new folder runs/<date>-<optimizer>-<n>; runs/latest links to the newest.
 Ctrl-C stops after the current step and leaves a checkpoint; --resume continues it.
 
 Flags:
