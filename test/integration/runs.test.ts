@@ -15,7 +15,7 @@ const usam = join(repoRoot, 'scripts', 'usam.mjs');
 const work = mkdtempSync(join(tmpdir(), 'usam-runs-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const train = (args: string[], cwd = work) => spawnSync(process.execPath, [usam, 'train', '--quiet', ...args], { cwd, encoding: 'utf8' });
-const quick = ['--dataset', 'synthetic', '--model', 'tiny', '--batch-size', '256', '--lr-schedule', 'constant', '--threads', '1'];
+const quick = ['--dataset', 'synthetic', '--model', 'tiny', '--batch-size', '512', '--lr-schedule', 'constant', '--threads', '1'];
 const tensorsOf = (dir: string) => readSafetensors(join(dir, 'checkpoint.safetensors')).tensors;
 
 describe('runs that continue', () => {
