@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, parseOrThrow } from '../errors.js';
-import { findRule, hasField, rules, type Estimator, type Hyper, type Measure, type RuleDescriptor } from '../optim/rules/index.js';
+import { findRule, hasField, isTrainable, rules, type Estimator, type Hyper, type Measure, type RuleDescriptor } from '../optim/rules/index.js';
 import { writeAtomic } from '../safetensors.js';
 import type { TrainConfigInput } from '../train/config.js';
 import { type ProbeConfigInput, probeRun } from './probe.js';
@@ -45,7 +45,7 @@ const SGD_ARMS: Arm[] = [
 
 /** Every arm, in the order grids run and reports list them. */
 export function arms(): Arm[] {
-  const trained = rules().filter((r) => r.training || r.follows);
+  const trained = rules().filter(isTrainable);
   const armOf = (r: RuleDescriptor, variant: 'default' | 'exact'): Arm => ({
     name: variant === 'exact' ? `${r.kind}-exact` : r.kind,
     optimizer: r.kind,

@@ -4,7 +4,7 @@
 // after it.
 import { Optimizer } from '../optim/optimizer.js';
 import { ConfigError } from '../errors.js';
-import { hasField, ruleOf, type SharpnessConfigInput } from '../optim/rules/index.js';
+import { hasField, HYPER_FIELDS, ruleOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 import { goldenSetup, readGolden, trainingGolden, type TrainingGolden } from './format.js';
 
 export interface ReplayResult {
@@ -14,14 +14,11 @@ export interface ReplayResult {
   steps: number;
 }
 
-/** The golden file's hyperparameters, as far as its rule's config has them (the registry's schema says which). */
-const GOLDEN_FIELDS = ['rho', 'lambda', 'samples', 'halfCube', 'eta'] as const;
-
 export function sharpnessOfGolden(g: TrainingGolden, sampler: (p: number) => ArrayLike<number>): SharpnessConfigInput {
   const o = g.optimizer;
   const rule = ruleOf(o.kind, 'optimizer.kind');
   const config: Record<string, unknown> = { kind: o.kind };
-  for (const field of GOLDEN_FIELDS) {
+  for (const field of HYPER_FIELDS) {
     if (!hasField(rule, field)) continue;
     // the reference's runs set every hyperparameter: a missing one is a damaged file, not a default
     if (o[field] === undefined && field !== 'halfCube') throw new ConfigError('golden file', [{ path: `optimizer.${field}`, message: `is required for kind ${o.kind}` }]);

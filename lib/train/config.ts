@@ -8,7 +8,7 @@ import { ConfigError, parseOrThrow } from '../errors.js';
 import type { ModelSpecInput } from '../model/spec.js';
 import { tensor } from '../tensor/tensor.js';
 import type { OptimizerOptions } from '../optim/optimizer.js';
-import { BASE_OPTIMIZERS, findRule, hasField, rules, trainingDefaultsOf, type SharpnessConfigInput } from '../optim/rules/index.js';
+import { BASE_OPTIMIZERS, findRule, hasField, HYPER_FIELDS, isTrainable, rules, trainingDefaultsOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 
 /**
  * What `--optimizer` takes: the base optimizers, and every registered rule
@@ -16,7 +16,7 @@ import { BASE_OPTIMIZERS, findRule, hasField, rules, trainingDefaultsOf, type Sh
  * controls, docs/reproduction.md). Read at parse time, so a rule registered
  * by a program is a training optimizer too.
  */
-export const trainingOptimizers = (): string[] => [...BASE_OPTIMIZERS, ...rules().filter((r) => r.training || r.follows).map((r) => r.kind)];
+export const trainingOptimizers = (): string[] => [...BASE_OPTIMIZERS, ...rules().filter(isTrainable).map((r) => r.kind)];
 const isBase = (name: string): name is (typeof BASE_OPTIMIZERS)[number] => (BASE_OPTIMIZERS as readonly string[]).includes(name);
 
 const optimizerName = z
@@ -93,9 +93,6 @@ export function parseTrainConfig(raw: unknown): TrainConfig {
   return parseOrThrow(trainConfig, raw, 'training config');
 }
 
-/** The fields of a training config that set a rule's hyperparameters, where the rule's config has them. */
-const RULE_FIELDS = ['rho', 'lambda', 'samples', 'halfCube', 'eta'] as const;
-
 /**
  * The sharpness config of a training config: the rule's fields the config
  * sets, the rule's training defaults for the rest (its descriptor's, per
@@ -108,7 +105,7 @@ export function sharpnessOf(c: TrainConfig): SharpnessConfigInput | undefined {
   const estimator = hasField(rule, 'estimator') ? c.estimator : 'finite-difference';
   const defaults = trainingDefaultsOf(rule.kind, estimator) ?? {};
   const out: Record<string, unknown> = { kind: rule.kind };
-  for (const field of RULE_FIELDS) {
+  for (const field of HYPER_FIELDS) {
     const value = c[field] ?? defaults[field];
     if (hasField(rule, field) && value !== undefined) out[field] = value;
   }

@@ -84,17 +84,20 @@ export class Trainer {
     this.group = options.group;
     this.writer = !this.group || this.group.rank === 0;
     const resuming = 'resume' in config;
-    const given = resuming ? config.resume : parseTrainConfig(config).out;
+    const parsed = resuming ? undefined : parseTrainConfig(config);
     // no out: a new folder of its own, made once nothing can fail on bad input
-    let out = given === undefined ? undefined : resolve(given);
-    const checkpointFile = join(out ?? '', CHECKPOINT_FILE);
-    if (resuming && !existsSync(checkpointFile))
-      throw new ConfigError('resume', [{ path: 'resume', message: `${out} holds no run to resume (no ${CHECKPOINT_FILE}${existsSync(out!) ? '' : '; the folder does not exist'})` }]);
-    const loaded = resuming ? loadCheckpoint(checkpointFile) : undefined;
-    this.config = loaded ? resumedConfig(loaded.config, out!, config as ResumeInput, loaded.progress.epoch) : parseTrainConfig(config);
+    let out = resuming ? resolve(config.resume) : parsed!.out === undefined ? undefined : resolve(parsed!.out);
+    let loaded: ReturnType<typeof loadCheckpoint> | undefined;
+    if (resuming) {
+      const file = join(out!, CHECKPOINT_FILE);
+      if (!existsSync(file))
+        throw new ConfigError('resume', [{ path: 'resume', message: `${out} holds no run to resume (no ${CHECKPOINT_FILE}${existsSync(out!) ? '' : '; the folder does not exist'})` }]);
+      loaded = loadCheckpoint(file);
+    }
+    this.config = loaded ? resumedConfig(loaded.config, out!, config as ResumeInput, loaded.progress.epoch) : parsed!;
     // the world size is the group's (torchrun's launch says nothing of --nproc)
     if (this.group && this.config.nproc !== this.group.worldSize) this.config = { ...this.config, nproc: this.group.worldSize };
-    if (!resuming && out !== undefined && existsSync(checkpointFile))
+    if (!resuming && out !== undefined && existsSync(join(out, CHECKPOINT_FILE)))
       throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
     if (this.config.threads) setThreads(this.config.threads);
     // everything that can fail on bad input fails before anything is written

@@ -126,6 +126,12 @@ export function ruleOf(kind: string, path = 'sharpness.kind'): RuleDescriptor {
   return d;
 }
 
+/** The hyperparameters a training config or a golden file may set, where the rule's config has them. */
+export const HYPER_FIELDS = ['rho', 'lambda', 'samples', 'halfCube', 'eta'] as const;
+
+/** Whether `usam train` offers the rule: it has training defaults, or takes them from the rule it controls. */
+export const isTrainable = (d: RuleDescriptor): boolean => d.training !== undefined || d.follows !== undefined;
+
 /** Whether a rule's config has a field (rho, lambda, estimator, ...). */
 export const hasField = (d: RuleDescriptor, field: string): boolean => field in d.schema.shape;
 
