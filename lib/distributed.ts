@@ -6,6 +6,7 @@
 // (run token, config, world size) at rendezvous; a process of another run is
 // refused. Collectives block until every rank has joined them, and fail with
 // an error (never hang) when a peer dies or does not come within the timeout.
+import { UsamError } from './errors.js';
 import { createServer } from 'node:net';
 import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
@@ -40,7 +41,7 @@ export interface ProcessGroupOptions {
 function fingerprintOf(fields: Record<string, string>, worldSize: number): string {
   const all: Record<string, string> = { ...fields, 'world size': String(worldSize) };
   for (const [k, v] of Object.entries(all))
-    if (/[;=]/.test(k) || /[;=]/.test(v)) throw new Error(`process group: fingerprint field '${k}' may not contain ';' or '='`);
+    if (/[;=]/.test(k) || /[;=]/.test(v)) throw new UsamError(`process group: fingerprint field '${k}' may not contain ';' or '='`);
   return Object.keys(all)
     .sort()
     .map((k) => `${k}=${all[k]}`)
@@ -68,16 +69,16 @@ export class ProcessGroup {
 
   /** Meets the other ranks; returns when all `worldSize` have joined. */
   constructor(o: ProcessGroupOptions) {
-    if (!positiveInt(o.worldSize)) throw new Error(`process group: worldSize must be a positive integer, got ${o.worldSize}`);
+    if (!positiveInt(o.worldSize)) throw new UsamError(`process group: worldSize must be a positive integer, got ${o.worldSize}`);
     if (!(Number.isInteger(o.rank) && o.rank >= 0 && o.rank < o.worldSize))
-      throw new Error(`process group: rank must be an integer in 0 .. ${o.worldSize - 1} (worldSize ${o.worldSize}), got ${o.rank}`);
+      throw new UsamError(`process group: rank must be an integer in 0 .. ${o.worldSize - 1} (worldSize ${o.worldSize}), got ${o.rank}`);
     const port = o.masterPort ?? 29500;
-    if (o.storeFile !== undefined && (typeof o.storeFile !== 'string' || o.storeFile === '')) throw new Error(`process group: storeFile must be a file path, got ${String(o.storeFile)}`);
-    if (!(positiveInt(port) && port <= 65535)) throw new Error(`process group: masterPort must be a TCP port (1 .. 65535), got ${port}`);
+    if (o.storeFile !== undefined && (typeof o.storeFile !== 'string' || o.storeFile === '')) throw new UsamError(`process group: storeFile must be a file path, got ${String(o.storeFile)}`);
+    if (!(positiveInt(port) && port <= 65535)) throw new UsamError(`process group: masterPort must be a TCP port (1 .. 65535), got ${port}`);
     const timeoutMs = o.timeoutMs ?? DEFAULT_PROCESS_GROUP_TIMEOUT_MS;
-    if (!positiveInt(timeoutMs)) throw new Error(`process group: timeoutMs must be a positive integer, got ${timeoutMs}`);
+    if (!positiveInt(timeoutMs)) throw new UsamError(`process group: timeoutMs must be a positive integer, got ${timeoutMs}`);
     if (native().versions().distributed === '')
-      throw new Error(
+      throw new UsamError(
         'this build of universal-sam has no c10d Gloo backend (compiled without Gloo headers): install libgloo-dev (apt-get install libgloo-dev) and rebuild with `npm run build:native`',
       );
     this.group = new (native().ProcessGroup)({
@@ -96,7 +97,7 @@ export class ProcessGroup {
   }
 
   private live(what: string): NativeProcessGroup {
-    if (!this.group) throw new Error(`process group: ${what} after dispose()`);
+    if (!this.group) throw new UsamError(`process group: ${what} after dispose()`);
     return this.group;
   }
   get rank(): number {
@@ -139,12 +140,12 @@ export class ProcessGroup {
 export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number; backend?: 'gloo' | 'nccl'; fingerprint?: Record<string, string> } = {}): ProcessGroup {
   const need = (name: string) => {
     const v = env[name];
-    if (v === undefined || v === '') throw new Error(`process group from the environment: ${name} is not set (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)`);
+    if (v === undefined || v === '') throw new UsamError(`process group from the environment: ${name} is not set (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)`);
     return v;
   };
   const int = (name: string) => {
     const v = Number(need(name));
-    if (!Number.isInteger(v) || v < 0) throw new Error(`process group from the environment: ${name} must be a non-negative integer, got '${env[name]}'`);
+    if (!Number.isInteger(v) || v < 0) throw new UsamError(`process group from the environment: ${name} must be a non-negative integer, got '${env[name]}'`);
     return v;
   };
   const agent = env.TORCHELASTIC_USE_AGENT_STORE === 'True' || env.TORCHELASTIC_USE_AGENT_STORE === 'true';

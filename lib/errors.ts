@@ -1,9 +1,10 @@
-// The errors a caller can catch by kind. Every error the library throws on
-// purpose is a UsamError; the three kinds below are what a program reacts to
-// differently: fix the input (ConfigError), lower the step size
-// (NonFiniteError, DivergenceError), or install/build the addon
-// (AddonLoadError, lib/native/load.ts). Each carries the fields its message
-// names, so a caller need not parse the message.
+// The errors a caller can catch by kind. Every error the library throws is a
+// UsamError; the kinds below are what a program reacts to differently: fix
+// the input (ConfigError, and its ArgumentError for a function's argument),
+// lower the step size (NonFiniteError, DivergenceError), install/build the
+// addon (AddonLoadError, lib/native/load.ts), or read what LibTorch said
+// (NativeError). Each carries the fields its message names, so a caller need
+// not parse the message.
 import type { z } from 'zod';
 
 /** The base class of the library's own errors. */
@@ -32,13 +33,42 @@ export class ConfigError extends UsamError {
     readonly subject: string,
     /** the fields at fault; or one message, used as the whole message (for checks across fields) */
     issues: ConfigIssue[] | string,
+    /** the whole message, where the issues' list is not it */
+    message?: string,
   ) {
     // a string: one message of its own, the subject as its own prefix
-    const list = typeof issues === 'string' ? [{ path: '', message: issues }] : issues;
-    super(typeof issues === 'string' ? issues : `invalid ${subject}:\n${list.map((i) => `  - ${i.path || '(root)'}: ${i.message}`).join('\n')}`);
+    const list = typeof issues === 'string' ? [{ path: '', message: issues }] : Array.isArray(issues) ? issues : [{ path: '', message: String(issues) }];
+    super(message ?? (typeof issues === 'string' ? issues : `invalid ${subject}:\n${list.map((i) => `  - ${i.path || '(root)'}: ${i.message}`).join('\n')}`));
     this.issues = list;
   }
 }
+
+/**
+ * A function or method was given an argument it cannot take: the wrong type,
+ * a disposed tensor or object, a missing argument. The message reads
+ * `fn: argument 'name' ...`, with what it got and what it expects; `issues`
+ * has one entry, its path the argument's name.
+ */
+export class ArgumentError extends ConfigError {
+  constructor(
+    /** the function or method called: 'mlp', 'Model.hvp', 'hessian(...).trace' */
+    readonly fn: string,
+    /** the argument's name, as in the function's signature */
+    readonly argument: string,
+    /** what is wrong with it: 'must be a Tensor, got the number 42' */
+    problem: string,
+  ) {
+    super(`arguments of ${fn}`, [{ path: argument, message: problem }], `${fn}: argument '${argument}' ${problem}`);
+  }
+}
+
+/**
+ * An error the native addon raised: LibTorch's own message (a shape a layer
+ * does not take, a device that is not there) or the addon's check of what
+ * reached it. The addon throws these itself (lib/native/load.ts hands it the
+ * class).
+ */
+export class NativeError extends UsamError {}
 
 /**
  * A step met NaN or Inf (the loss, a perturbed loss, the gradient, a user

@@ -46,7 +46,7 @@ export {
 export type { RuleContext, RuleResult } from './optim/rules/context.js';
 export { sharpnessFields, type UserSampler } from './sharpness/config.js';
 export type { Reading } from './sharpness/reading.js';
-export { ConfigError, DivergenceError, NonFiniteError, UsamError, type ConfigIssue } from './errors.js';
+export { ArgumentError, ConfigError, DivergenceError, NativeError, NonFiniteError, UsamError, type ConfigIssue } from './errors.js';
 export { scalarPresets, type ScalarFunction } from './sharpness/functions.js';
 export { hessian, Hessian, FULL_HESSIAN_LIMIT, type HessianOptions, type SharpnessProbe } from './hessian/hessian.js';
 export type { EigenOptions, EigenResult } from './hessian/eigen.js';

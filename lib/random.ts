@@ -1,4 +1,5 @@
 // Seedable generators and the direction samplers u ~ mu of math.md §1.
+import { UsamError } from './errors.js';
 import type { NativeGenerator } from './native/binding.js';
 import { native } from './native/load.js';
 import type { Tensor } from './tensor/tensor.js';
@@ -30,10 +31,10 @@ function splitmix64(x: bigint): bigint {
  * (seed, purpose, index), cut to 52 bits so it is an exact JavaScript integer.
  */
 export function streamSeed(seed: number, purpose: StreamPurpose, index = 0): number {
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative integer, got ${seed}`);
-  if (!Number.isSafeInteger(index) || index < 0) throw new Error(`stream index must be a non-negative integer, got ${index}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new UsamError(`seed must be a non-negative integer, got ${seed}`);
+  if (!Number.isSafeInteger(index) || index < 0) throw new UsamError(`stream index must be a non-negative integer, got ${index}`);
   const code = PURPOSE_CODES[purpose];
-  if (code === undefined) throw new Error(`unknown stream purpose '${String(purpose)}'; use ${Object.keys(PURPOSE_CODES).join(', ')}`);
+  if (code === undefined) throw new UsamError(`unknown stream purpose '${String(purpose)}'; use ${Object.keys(PURPOSE_CODES).join(', ')}`);
   const z = splitmix64(splitmix64(splitmix64(BigInt(seed)) ^ code) ^ BigInt(index));
   return Number(z >> 12n);
 }
@@ -58,9 +59,9 @@ export function sampleInto(gen: Generator, measure: BuiltinMeasure, out: Tensor,
     case 'sphere':
       return gen.sphere(out);
     case 'cube':
-      if (!(halfCube > 0)) throw new Error(`halfCube must be > 0 for the cube measure, got ${halfCube}`);
+      if (!(halfCube > 0)) throw new UsamError(`halfCube must be > 0 for the cube measure, got ${halfCube}`);
       return gen.uniform(out, -halfCube, halfCube);
     default:
-      throw new Error(`unknown measure '${String(measure)}'; use gaussian, rademacher, sphere or cube`);
+      throw new UsamError(`unknown measure '${String(measure)}'; use gaussian, rademacher, sphere or cube`);
   }
 }

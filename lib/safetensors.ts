@@ -3,6 +3,7 @@
 // shape and byte range, string metadata, then the raw little-endian data.
 // Written atomically: a temporary file in the same folder, fsync, rename,
 // fsync of the folder — a crash leaves the previous file or the new one.
+import { UsamError } from './errors.js';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
@@ -76,10 +77,10 @@ export function encodeSafetensors(
   let offset = 0;
   const chunks: Buffer[] = [];
   for (const [name, t] of Object.entries(tensors)) {
-    if (name === '__metadata__') throw new Error("safetensors: '__metadata__' cannot name a tensor");
+    if (name === '__metadata__') throw new UsamError("safetensors: '__metadata__' cannot name a tensor");
     const n = t.shape.reduce((a, b) => a * b, 1);
-    if (n !== t.data.length) throw new Error(`safetensors: '${name}' has shape [${t.shape}] but ${t.data.length} values`);
-    if (DTYPE_OF(t.data) !== t.dtype) throw new Error(`safetensors: '${name}' is declared ${t.dtype} but holds ${DTYPE_OF(t.data)} data`);
+    if (n !== t.data.length) throw new UsamError(`safetensors: '${name}' has shape [${t.shape}] but ${t.data.length} values`);
+    if (DTYPE_OF(t.data) !== t.dtype) throw new UsamError(`safetensors: '${name}' is declared ${t.dtype} but holds ${DTYPE_OF(t.data)} data`);
     const bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     entries.push([name, { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] }]);
     offset += bytes.length;
@@ -104,7 +105,7 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
  */
 export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors file'): { tensors: Record<string, StTensor>; metadata: Record<string, string> } {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const damaged = (what: string) => new Error(`${name}: ${what}; the file is damaged or not a safetensors file`);
+  const damaged = (what: string) => new UsamError(`${name}: ${what}; the file is damaged or not a safetensors file`);
   if (buf.length < 8) throw damaged(`${buf.length} bytes are too few for a safetensors file`);
   const n64 = buf.readBigUInt64LE(0);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw damaged(`the header claims ${n64} bytes (at most ${MAX_HEADER_BYTES})`);
@@ -128,7 +129,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors file'):
     if (typeof e !== 'object' || e === null) throw damaged(`tensor '${key}' has no entry object`);
     if (typeof e.dtype !== 'string' || !(e.dtype in SIZE)) {
       const known = typeof e.dtype === 'string' ? REFUSED[e.dtype] : undefined;
-      throw new Error(
+      throw new UsamError(
         known
           ? `${name}: tensor '${key}' is ${e.dtype} (${known}), which universal-sam does not read; save it as float32 or float64 (in PyTorch: t.float() or t.double())`
           : `${name}: tensor '${key}' has dtype ${JSON.stringify(e.dtype)}, which is not a safetensors dtype; the file is damaged`,
@@ -156,7 +157,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors file'):
   if (expected !== undefined) {
     const actual = checksum(entries, [data]);
     if (actual !== expected)
-      throw new Error(`${name}: the file is damaged: its checksum (${CHECKSUM_KEY}) does not match its contents (bytes changed after it was written); use a copy from before the damage`);
+      throw new UsamError(`${name}: the file is damaged: its checksum (${CHECKSUM_KEY}) does not match its contents (bytes changed after it was written); use a copy from before the damage`);
   }
   const tensors: Record<string, StTensor> = {};
   for (const [key, e] of entries) {
@@ -172,7 +173,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors file'):
 
 /** Reads and validates a safetensors file (decodeSafetensors). */
 export function readSafetensors(file: string) {
-  if (!existsSync(file)) throw new Error(`file not found: ${file}`);
+  if (!existsSync(file)) throw new UsamError(`file not found: ${file}`);
   return decodeSafetensors(readFileSync(file), file);
 }
 

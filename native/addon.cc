@@ -138,8 +138,16 @@ static Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
 static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1)
-    throw Napi::Error::New(env, "argument 'threads' must be an integer >= 1");
+    throw JsError(env, "argument 'threads' must be an integer >= 1");
   at::set_num_threads(info[0].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
+// lib/native/load.ts hands over NativeError once, right after loading.
+static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  if (!info[0].IsFunction()) throw JsError(env, "setErrorClass: argument 'errorClass' must be a constructor");
+  Data(env).errorClass = Napi::Persistent(info[0].As<Napi::Function>());
   return env.Undefined();
 }
 
@@ -169,6 +177,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, &GuardFn<&Memory>, "memory"));
   exports.Set("trimMemory", Napi::Function::New(env, &GuardFn<&TrimMemory>, "trimMemory"));
   exports.Set("setThreads", Napi::Function::New(env, &GuardFn<&SetThreads>, "setThreads"));
+  exports.Set("setErrorClass", Napi::Function::New(env, &GuardFn<&SetErrorClass>, "setErrorClass"));
   return exports;
 }
 

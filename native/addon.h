@@ -9,6 +9,8 @@ struct AddonData {
   Napi::FunctionReference model;
   Napi::FunctionReference generator;
   Napi::FunctionReference hvpCache;
+  // the class native errors are made of (errors.h JsError); empty until setErrorClass
+  Napi::FunctionReference errorClass;
   // Open scope() calls, innermost last: weak references to the tensors made
   // while each was open (tensor.cc BeginScope/EndScope).
   std::vector<std::vector<Napi::ObjectReference>> scopes;

@@ -422,7 +422,7 @@ class ModelCallWorker : public Napi::AsyncWorker {
   }
   void OnError(const Napi::Error& e) override {
     Settle();
-    deferred_.Reject(e.Value());
+    deferred_.Reject(JsError(Env(), e.Message()).Value());
   }
 
  private:
@@ -435,7 +435,7 @@ class ModelCallWorker : public Napi::AsyncWorker {
     try {
       return call_.result(Env());
     } catch (const std::exception& e) {
-      deferred_.Reject(Napi::Error::New(Env(), e.what()).Value());
+      deferred_.Reject(JsError(Env(), e.what()).Value());
       return Napi::Value();
     }
   }

@@ -1,6 +1,7 @@
 // Command-line flags derived from a zod object schema: every field `fooBar`
 // becomes `--foo-bar`, typed by the schema (numbers, booleans, enums, lists
 // of numbers as "1,2,3"), so flags and JSON configs cannot drift apart.
+import { UsamError } from '../errors.js';
 import { z } from 'zod';
 
 type Kind = { type: 'number' | 'boolean' | 'string' | 'numbers' | 'strings'; choices?: string[]; fallback?: unknown };
@@ -48,7 +49,7 @@ export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] 
   const extras: Record<string, string | true> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument '${arg}'; flags look like --epochs 3`);
+    if (!arg.startsWith('--')) throw new UsamError(`unexpected argument '${arg}'; flags look like --epochs 3`);
     let [name, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
     if (extra.includes(name)) {
       extras[name] = inline ?? (argv[i + 1] && !argv[i + 1].startsWith('--') ? argv[++i] : true);
@@ -60,28 +61,28 @@ export function parseFlags(schema: z.ZodObject, argv: string[], extra: string[] 
       name = `--${name.slice(5)}`;
     }
     const entry = table.get(name);
-    if (!entry) throw new Error(`unknown flag '${name}'; see '${help}' for the flags`);
+    if (!entry) throw new UsamError(`unknown flag '${name}'; see '${help}' for the flags`);
     const { type } = entry.kind;
     if (type === 'boolean') {
       values[entry.key] = negate ? false : inline === undefined ? true : inline === 'true';
       continue;
     }
     const raw = inline ?? argv[++i];
-    if (raw === undefined) throw new Error(`flag ${name} needs a value`);
+    if (raw === undefined) throw new UsamError(`flag ${name} needs a value`);
     if (type === 'number') {
       const n = Number(raw);
-      if (raw.trim() === '' || Number.isNaN(n)) throw new Error(`flag ${name} takes a number, got '${raw}'`);
+      if (raw.trim() === '' || Number.isNaN(n)) throw new UsamError(`flag ${name} takes a number, got '${raw}'`);
       values[entry.key] = n;
     } else if (type === 'numbers') {
       values[entry.key] = raw.split(',').filter(Boolean).map((v) => {
         const n = Number(v);
-        if (Number.isNaN(n)) throw new Error(`flag ${name} takes numbers separated by commas, got '${raw}'`);
+        if (Number.isNaN(n)) throw new UsamError(`flag ${name} takes numbers separated by commas, got '${raw}'`);
         return n;
       });
     } else if (type === 'strings') {
       const list = raw.split(',').filter(Boolean);
       const bad = list.filter((v) => !entry.kind.choices!.includes(v));
-      if (bad.length > 0) throw new Error(`flag ${name}: unknown ${bad.map((b) => `'${b}'`).join(', ')}; choose from ${entry.kind.choices!.join(', ')} (comma-separated)`);
+      if (bad.length > 0) throw new UsamError(`flag ${name}: unknown ${bad.map((b) => `'${b}'`).join(', ')}; choose from ${entry.kind.choices!.join(', ')} (comma-separated)`);
       values[entry.key] = list;
     } else values[entry.key] = raw;
   }

@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseProbeConfig, probeConfig, probeRun, renderProbePage } from '../experiments/probe.js';
 import { writeAtomic } from '../safetensors.js';
 import { flagHelp, parseFlags } from './flags.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsamError } from '../errors.js';
 
 export const PROBE_HELP = `usam probe RUN_DIR [flags]
 usam probe MODEL.pt [--state-dict W.safetensors] [--dataset NAME] [--dtype D] [flags]
@@ -32,7 +32,7 @@ export function probeCommand(argv: string[]): number {
     return 0;
   }
   const [runDir, ...rest] = argv;
-  if (!runDir || runDir.startsWith('--')) throw new Error(`give the run directory (or a TorchScript file) first; usage: ${PROBE_HELP.split('\n')[0]}`);
+  if (!runDir || runDir.startsWith('--')) throw new UsamError(`give the run directory (or a TorchScript file) first; usage: ${PROBE_HELP.split('\n')[0]}`);
   const { values } = parseFlags(probeConfig, rest, [], 'usam probe --help');
   const o = parseProbeConfig(values); // fails on a bad flag before any work
   if (!existsSync(runDir)) throw new ConfigError('probe', [{ path: runDir, message: "no such run folder or TorchScript file; give the folder of a 'usam train' run (its --out, or runs/latest) or a file saved by torch.jit.save" }]);

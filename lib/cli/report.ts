@@ -1,4 +1,5 @@
 // `usam report RUN_DIR... --out FILE.html [--baseline NAME] [--title TEXT]`
+import { UsamError } from '../errors.js';
 import { dirname, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { readRun, renderReport } from '../report/report.js';
@@ -36,7 +37,7 @@ export function reportCommand(argv: string[]): number {
   let title: string | undefined;
   const value = (i: number, flag: string) => {
     const v = argv[i];
-    if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
+    if (v === undefined || v.startsWith('--')) throw new UsamError(`${flag} needs a value`);
     return v;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -46,18 +47,18 @@ export function reportCommand(argv: string[]): number {
     else if (argv[i].startsWith('--baseline=')) baseline = argv[i].slice(11);
     else if (argv[i] === '--title') title = value(++i, '--title');
     else if (argv[i].startsWith('--title=')) title = argv[i].slice(8);
-    else if (argv[i].startsWith('--')) throw new Error(`unknown flag '${argv[i]}'; usage: ${REPORT_HELP.split('\n')[0]}`);
+    else if (argv[i].startsWith('--')) throw new UsamError(`unknown flag '${argv[i]}'; usage: ${REPORT_HELP.split('\n')[0]}`);
     else dirs.push(argv[i]);
   }
-  if (!out) throw new Error('--out FILE.html is required');
-  if (dirs.length === 0) throw new Error('give at least one run directory');
+  if (!out) throw new UsamError('--out FILE.html is required');
+  if (dirs.length === 0) throw new UsamError('give at least one run directory');
   // `usam report runs/*` may also name files next to the runs (a log, the report itself): skipped, said
   const files = dirs.filter((d) => existsSync(d) && !statSync(d).isDirectory());
   for (const f of files) process.stderr.write(`usam: skipping ${f} (a file, not a run directory)\n`);
   const runDirs = dirs.filter((d) => !files.includes(d));
-  if (runDirs.length === 0) throw new Error('give at least one run directory');
+  if (runDirs.length === 0) throw new UsamError('give at least one run directory');
   const runs = runDirs.map(readRun); // fails before anything is written
-  if (!existsSync(dirname(resolve(out)))) throw new Error(`--out ${out}: folder ${dirname(resolve(out))} does not exist`);
+  if (!existsSync(dirname(resolve(out)))) throw new UsamError(`--out ${out}: folder ${dirname(resolve(out))} does not exist`);
   const html = renderReport(runs, { baseline, title }); // an unknown --baseline fails here, before writing
   writeAtomic(resolve(out), [Buffer.from(html)]);
   process.stderr.write(`usam: wrote ${out} (${runs.length} run${runs.length > 1 ? 's' : ''})\n`);

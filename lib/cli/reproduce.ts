@@ -9,7 +9,7 @@ import { REPRODUCE_FORMAT, renderHtml, renderMarkdown, type ReproduceResults } f
 import { chosenFromSweep } from '../experiments/verdicts.js';
 import { flagHelp, parseFlags } from './flags.js';
 import { versions } from '../native/runtime.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsamError } from '../errors.js';
 
 export const REPRODUCE_HELP = `usam reproduce [flags]
 
@@ -42,7 +42,7 @@ export function reproduceCommand(argv: string[]): number {
   mkdirSync(out, { recursive: true });
   // the grid runs at the sweep's choices (made on the validation split), when there is a sweep
   const sweepFile = c.sweepFrom ?? join(out, 'sweep.json');
-  if (c.sweepFrom && !existsSync(sweepFile)) throw new Error(`--sweep-from ${sweepFile}: no such file; run 'usam reproduce --sweep' first, or leave the flag out for the shipped defaults`);
+  if (c.sweepFrom && !existsSync(sweepFile)) throw new UsamError(`--sweep-from ${sweepFile}: no such file; run 'usam reproduce --sweep' first, or leave the flag out for the shipped defaults`);
   const chosen = !c.sweep && existsSync(sweepFile) ? chosenFromSweep((JSON.parse(readFileSync(sweepFile, 'utf8')) as ReproduceResults).records) : {};
   if (Object.keys(chosen).length > 0) process.stderr.write(`usam: the grid's points from ${sweepFile}: ${JSON.stringify(chosen)}\n`);
   const specs = plannedRuns(c, chosen);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { parseTrainConfig, trainConfig } from '../train/config.js';
 import { CHECKPOINT_FILE, RESUME_OVERRIDES } from '../train/trainer.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsamError } from '../errors.js';
 import { launchRanks } from './launch.js';
 import { trainInWorker } from '../train/run.js';
 import type { EpochMetrics } from '../train/trainer.js';
@@ -81,11 +81,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
   } else {
     let fromFile: object = {};
     if (extra['--config'] !== undefined) {
-      if (extra['--config'] === true) throw new Error('--config needs a file name');
+      if (extra['--config'] === true) throw new UsamError('--config needs a file name');
       try {
         fromFile = JSON.parse(readFileSync(extra['--config'], 'utf8'));
       } catch (e) {
-        throw new Error(`--config ${extra['--config']}: ${(e as Error).message}`);
+        throw new UsamError(`--config ${extra['--config']}: ${(e as Error).message}`);
       }
     }
     config = { ...fromFile, ...values };

@@ -2,6 +2,7 @@
 // them, and the transformations with the reference's semantics: the first
 // fraction of the training set, label noise that flips a seeded random
 // fraction of labels to a different class, per-channel normalisation.
+import { UsamError } from '../errors.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readCifar } from './cifar.js';
@@ -35,7 +36,7 @@ function findFile(dir: string, names: string[], what: string): string {
     const p = join(dir, n);
     if (existsSync(p)) return p;
   }
-  throw new Error(`${what}: none of ${names.join(', ')} found in ${dir}`);
+  throw new UsamError(`${what}: none of ${names.join(', ')} found in ${dir}`);
 }
 
 /** MNIST-format IDX pairs (MNIST, Fashion-MNIST), raw or gzipped. */
@@ -45,9 +46,9 @@ export function readIdxDataset(dir: string, split: 'train' | 'test', name: strin
   const lblFile = findFile(dir, [`${prefix}-labels-idx1-ubyte.gz`, `${prefix}-labels-idx1-ubyte`, `${prefix}-labels.idx1-ubyte`], `${name} ${split} labels`);
   const images = readIdx(imgFile);
   const labels = readIdx(lblFile);
-  if (images.dims.length !== 3) throw new Error(`${imgFile}: expected 3 dimensions (count, rows, cols), got ${images.dims.length}`);
+  if (images.dims.length !== 3) throw new UsamError(`${imgFile}: expected 3 dimensions (count, rows, cols), got ${images.dims.length}`);
   if (labels.dims.length !== 1 || labels.dims[0] !== images.dims[0])
-    throw new Error(`${lblFile}: ${labels.dims[0]} labels for ${images.dims[0]} images in ${imgFile}`);
+    throw new UsamError(`${lblFile}: ${labels.dims[0]} labels for ${images.dims[0]} images in ${imgFile}`);
   const y = Int32Array.from(labels.data);
   const classes = extent(y).max + 1;
   return { name, x: bytesToUnit(images.data), y, shape: [1, images.dims[1], images.dims[2]], classes: Math.max(classes, 10) };
@@ -55,7 +56,7 @@ export function readIdxDataset(dir: string, split: 'train' | 'test', name: strin
 
 export function fashionMnist(split: 'train' | 'test', dir = FASHION_MNIST_DIR): Dataset {
   if (!existsSync(dir))
-    throw new Error(
+    throw new UsamError(
       `Fashion-MNIST not found in ${dir}. Install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; npm install does it when run as root), or pass --data-dir with the IDX files.`,
     );
   return readIdxDataset(dir, split, 'fashion-mnist');
@@ -93,7 +94,7 @@ export function synthetic(o: { count: number; shape: number[]; classes: number; 
 
 /** The first `fraction` of the samples (the reference's subset semantics). */
 export function subset(d: Dataset, fraction: number): Dataset {
-  if (!(fraction > 0 && fraction <= 1)) throw new Error(`subset fraction must be in (0, 1], got ${fraction}`);
+  if (!(fraction > 0 && fraction <= 1)) throw new UsamError(`subset fraction must be in (0, 1], got ${fraction}`);
   const n = Math.max(1, Math.floor(count(d) * fraction));
   return { ...d, x: d.x.slice(0, n * sampleSize(d)), y: d.y.slice(0, n) };
 }
@@ -103,7 +104,7 @@ export function subset(d: Dataset, fraction: number): Dataset {
  * a label drawn uniformly from the other classes (never their own).
  */
 export function withLabelNoise(d: Dataset, fraction: number, seed: number): { dataset: Dataset; flipped: Int32Array } {
-  if (!(fraction >= 0 && fraction <= 1)) throw new Error(`label noise fraction must be in [0, 1], got ${fraction}`);
+  if (!(fraction >= 0 && fraction <= 1)) throw new UsamError(`label noise fraction must be in [0, 1], got ${fraction}`);
   const rng = new Prng(seed, 0x1abe1);
   const n = Math.floor(count(d) * fraction);
   const flipped = rng.permutation(count(d)).slice(0, n).sort();

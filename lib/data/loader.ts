@@ -5,6 +5,7 @@
 // its contiguous part of every global batch (the same permutation and the
 // same augmentation on every rank): the ranks' batches together are the one
 // batch a single process would take.
+import { UsamError } from '../errors.js';
 import type { FloatDType } from '../native/binding.js';
 import type { Batch } from '../model/passes.js';
 import { persistent } from '../tensor/scope.js';
@@ -37,16 +38,16 @@ export class DataLoader {
     readonly dataset: Dataset,
     readonly options: LoaderOptions,
   ) {
-    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new Error(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new UsamError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
     this.batchSize = options.batchSize;
-    if (options.augment && dataset.shape.length !== 3) throw new Error(`augment '${options.augment}' needs image data [C, H, W]`);
+    if (options.augment && dataset.shape.length !== 3) throw new UsamError(`augment '${options.augment}' needs image data [C, H, W]`);
     const sh = options.shard;
     if (sh) {
       if (!(Number.isInteger(sh.worldSize) && sh.worldSize >= 1 && Number.isInteger(sh.rank) && sh.rank >= 0 && sh.rank < sh.worldSize))
-        throw new Error(`shard must be {rank, worldSize} with 0 ≤ rank < worldSize, got ${JSON.stringify(sh)}`);
+        throw new UsamError(`shard must be {rank, worldSize} with 0 ≤ rank < worldSize, got ${JSON.stringify(sh)}`);
       const last = this.globalLength(this.length - 1);
       if (last < sh.worldSize)
-        throw new Error(
+        throw new UsamError(
           `the last batch holds ${last} samples, fewer than the ${sh.worldSize} ranks, so a rank would get none; choose a batch size that leaves at least ${sh.worldSize} in it, or dropLast`,
         );
     }
@@ -93,7 +94,7 @@ export class DataLoader {
     const { xs, ys } = this.stage(epoch, index, order);
     const want = [ys.length, ...this.dataset.shape];
     if (into.x.shape.join() !== want.join() || into.y.shape.join() !== String(ys.length))
-      throw new Error(
+      throw new UsamError(
         `batchInto: batch ${index} has shape [${want}] with labels [${ys.length}], ` +
           `but 'into' has x [${into.x.shape}] and y [${into.y.shape}]; make 'into' with batch() for a batch of this size`,
       );
@@ -116,7 +117,7 @@ export class DataLoader {
     const size = sampleSize(d);
     const start = index * this.batchSize;
     const end = Math.min(start + this.batchSize, order.length);
-    if (start >= end) throw new Error(`batch ${index} is past the end of the epoch (${this.length} batches)`);
+    if (start >= end) throw new UsamError(`batch ${index} is past the end of the epoch (${this.length} batches)`);
     const [lo, hi] = this.shardRange(end - start);
     const from = start + lo, to = start + hi;
     if (!this.staging || this.staging.x.length < (to - from) * size) this.staging = { x: new Float32Array(this.batchSize * size), y: new Int32Array(this.batchSize) };

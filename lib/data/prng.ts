@@ -1,3 +1,4 @@
+import { UsamError } from '../errors.js';
 // A small seedable PRNG (xoshiro128**) for data order, label noise and
 // augmentation: its whole state is four integers, so it is trivially
 // checkpointed, and streams derived from (seed, purpose, index) make every
@@ -62,7 +63,7 @@ export class Prng {
   }
 
   setState(state: number[]): void {
-    if (state.length !== 4) throw new Error('Prng.setState: expected 4 integers');
+    if (state.length !== 4) throw new UsamError('Prng.setState: expected 4 integers');
     this.s = Uint32Array.from(state);
   }
 }

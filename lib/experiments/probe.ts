@@ -10,7 +10,7 @@ import { hessian } from '../hessian/hessian.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
 import type { Model } from '../model/model.js';
-import { parseOrThrow } from '../errors.js';
+import { parseOrThrow, UsamError } from '../errors.js';
 import { runSync } from '../model/work.js';
 import { streamSeed } from '../random.js';
 import { densityChart, densityPoints, esc } from '../report/charts.js';
@@ -85,13 +85,13 @@ export function parseProbeConfig(raw: unknown): ProbeConfig {
 /** What a probe target resolves to: the run's config, and how to put the weights into its model. */
 function probeTarget(target: string, o: ProbeConfig): { config: TrainConfig; restore: (m: Model) => void; checkpoint: ProbeReport['checkpoint'] } {
   const path = resolve(target);
-  if (!existsSync(path)) throw new Error(`${path} does not exist; give the folder of a 'usam train' run (its --out) or a TorchScript file (torch.jit.save)`);
+  if (!existsSync(path)) throw new UsamError(`${path} does not exist; give the folder of a 'usam train' run (its --out) or a TorchScript file (torch.jit.save)`);
   const fileOnly = (['dataset', 'dataDir', 'dtype', 'stateDict'] as const).filter((k) => o[k] !== undefined);
   if (statSync(path).isDirectory()) {
     const file = join(path, CHECKPOINT_FILE);
-    if (!existsSync(file)) throw new Error(`${path} holds no ${CHECKPOINT_FILE}; give the folder of a 'usam train' run (its --out)`);
+    if (!existsSync(file)) throw new UsamError(`${path} holds no ${CHECKPOINT_FILE}; give the folder of a 'usam train' run (its --out)`);
     if (fileOnly.length > 0)
-      throw new Error(`${fileOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`).join(', ')}: only for a TorchScript file; a run directory is probed on its own data, dtype and checkpoint`);
+      throw new UsamError(`${fileOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`).join(', ')}: only for a TorchScript file; a run directory is probed on its own data, dtype and checkpoint`);
     const loaded = loadCheckpoint(file);
     return {
       config: parseTrainConfig({ ...(loaded.config as object), out: path }),
@@ -105,7 +105,7 @@ function probeTarget(target: string, o: ProbeConfig): { config: TrainConfig; res
     try {
       m.loadStateDict(o.stateDict);
     } catch (e) {
-      throw new Error(`--state-dict ${(e as Error).message}\n(the model is ${config.dtype}: --dtype float32|float64 chooses it)`);
+      throw new UsamError(`--state-dict ${(e as Error).message}\n(the model is ${config.dtype}: --dtype float32|float64 chooses it)`);
     }
   };
   return { config, restore, checkpoint: null };
@@ -122,7 +122,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
   if (o.threads) setThreads(o.threads);
   const data = datasetsOf(config);
   const split = o.split === 'train' ? data.train : o.split === 'test' ? data.test : data.validation;
-  if (!split) throw new Error(`split 'validation': the run holds out no validation images (train it with --validation N)`);
+  if (!split) throw new UsamError(`split 'validation': the run holds out no validation images (train it with --validation N)`);
   const model = modelOf(config, data.train);
   const batches: Batch[] = [];
   let h: ReturnType<typeof hessian> | undefined;

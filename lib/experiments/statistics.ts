@@ -1,3 +1,4 @@
+import { UsamError } from '../errors.js';
 // The statistics behind `usam reproduce`'s verdicts: Student's t (its CDF
 // and quantiles, through the regularised incomplete beta function), paired
 // t tests with confidence intervals, and Holm's step-down correction for a
@@ -40,12 +41,12 @@ function betaFraction(x: number, a: number, b: number): number {
     h *= delta;
     if (Math.abs(delta - 1) < 1e-15) return h;
   }
-  throw new Error(`incompleteBeta: no convergence at x=${x}, a=${a}, b=${b}`);
+  throw new UsamError(`incompleteBeta: no convergence at x=${x}, a=${a}, b=${b}`);
 }
 
 /** The regularised incomplete beta function I_x(a, b). */
 export function incompleteBeta(x: number, a: number, b: number): number {
-  if (!(x >= 0 && x <= 1)) throw new Error(`incompleteBeta: x must be in [0, 1], got ${x}`);
+  if (!(x >= 0 && x <= 1)) throw new UsamError(`incompleteBeta: x must be in [0, 1], got ${x}`);
   if (x === 0 || x === 1) return x;
   const front = Math.exp(logGamma(a + b) - logGamma(a) - logGamma(b) + a * Math.log(x) + b * Math.log(1 - x));
   return x < (a + 1) / (a + b + 2) ? (front * betaFraction(x, a, b)) / a : 1 - (front * betaFraction(1 - x, b, a)) / b;
@@ -53,7 +54,7 @@ export function incompleteBeta(x: number, a: number, b: number): number {
 
 /** P(T ≤ t) for Student's t with `df` degrees of freedom. */
 export function studentCdf(t: number, df: number): number {
-  if (!(df > 0)) throw new Error(`studentCdf: df must be > 0, got ${df}`);
+  if (!(df > 0)) throw new UsamError(`studentCdf: df must be > 0, got ${df}`);
   if (!Number.isFinite(t)) return t > 0 ? 1 : 0;
   const tail = 0.5 * incompleteBeta(df / (df + t * t), df / 2, 0.5);
   return t > 0 ? 1 - tail : tail;
@@ -61,7 +62,7 @@ export function studentCdf(t: number, df: number): number {
 
 /** The p-quantile of Student's t (bisection on the CDF, then Newton: 1e-12). */
 export function studentQuantile(p: number, df: number): number {
-  if (!(p > 0 && p < 1)) throw new Error(`studentQuantile: p must be in (0, 1), got ${p}`);
+  if (!(p > 0 && p < 1)) throw new UsamError(`studentQuantile: p must be in (0, 1), got ${p}`);
   if (p < 0.5) return -studentQuantile(1 - p, df);
   let lo = 0, hi = 1;
   while (studentCdf(hi, df) < p) hi *= 2;
@@ -91,7 +92,7 @@ export interface PairedTest {
 
 /** Paired t test of a_i − b_i (e.g. a rule and SGD on the same seeds). */
 export function pairedTTest(a: number[], b: number[], alpha = 0.05): PairedTest {
-  if (a.length !== b.length) throw new Error(`pairedTTest: ${a.length} values against ${b.length}; pairs must match`);
+  if (a.length !== b.length) throw new UsamError(`pairedTTest: ${a.length} values against ${b.length}; pairs must match`);
   const d = a.map((x, i) => x - b[i]).filter(Number.isFinite);
   const n = d.length;
   const mean = d.reduce((s, x) => s + x, 0) / n;

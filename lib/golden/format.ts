@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { Model } from '../model/model.js';
 import { mlp } from '../model/presets.js';
-import { ConfigError, formatIssues } from '../errors.js';
+import { ConfigError, formatIssues, UsamError } from '../errors.js';
 import { labels, tensor, type Tensor } from '../tensor/tensor.js';
 
 const vec = z.array(z.number());
@@ -72,7 +72,7 @@ export function readGolden<S extends z.ZodType>(schema: S, file: string): z.outp
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new Error(`${file}: cannot read a golden file: ${(e as Error).message}`);
+    throw new UsamError(`${file}: cannot read a golden file: ${(e as Error).message}`);
   }
   const r = schema.safeParse(raw);
   if (!r.success) throw new ConfigError('golden file', `${file}: not a valid golden file:\n${formatIssues(r.error)}`);
@@ -83,7 +83,7 @@ export function readGolden<S extends z.ZodType>(schema: S, file: string): z.outp
 export function goldenSetup(g: { model: z.output<typeof goldenModel>; x: number[][]; y: number[] }, params: number[]) {
   const model = new Model(mlp({ layers: g.model.layers, activation: g.model.activation }), { dtype: 'float64' });
   if (params.length !== model.numParams)
-    throw new Error(`golden params hold ${params.length} values but the MLP ${JSON.stringify(g.model.layers)} has ${model.numParams}`);
+    throw new UsamError(`golden params hold ${params.length} values but the MLP ${JSON.stringify(g.model.layers)} has ${model.numParams}`);
   model.setParams(params);
   const inputs = g.model.layers[0];
   const x: Tensor = tensor(Float64Array.from(g.x.flat()), [g.x.length, inputs], { dtype: 'float64' });

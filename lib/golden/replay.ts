@@ -3,7 +3,7 @@
 // a user sampler; compares the loss before each step and the parameters
 // after it.
 import { Optimizer } from '../optim/optimizer.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsamError } from '../errors.js';
 import { hasField, HYPER_FIELDS, ruleOf, type SharpnessConfigInput } from '../optim/rules/index.js';
 import { goldenSetup, readGolden, trainingGolden, type TrainingGolden } from './format.js';
 
@@ -35,9 +35,9 @@ export function replayGolden(file: string): ReplayResult {
   const directions = g.steps.flatMap((s) => s.directions);
   let next = 0;
   const sampler = (p: number) => {
-    if (next >= directions.length) throw new Error(`${file}: the rule asked for more directions than the file holds (${directions.length})`);
+    if (next >= directions.length) throw new UsamError(`${file}: the rule asked for more directions than the file holds (${directions.length})`);
     const u = directions[next++];
-    if (u.length !== p) throw new Error(`${file}: a direction has ${u.length} entries, the model has ${p} parameters`);
+    if (u.length !== p) throw new UsamError(`${file}: a direction has ${u.length} entries, the model has ${p} parameters`);
     return u;
   };
   const opt = new Optimizer(model, { base: g.base, sharpness: sharpnessOfGolden(g, sampler) });
@@ -48,7 +48,7 @@ export function replayGolden(file: string): ReplayResult {
     const params = model.getParams();
     for (let i = 0; i < params.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(params[i] - s.params[i]));
   }
-  if (next !== directions.length) throw new Error(`${file}: the rule used ${next} directions, the file holds ${directions.length}`);
+  if (next !== directions.length) throw new UsamError(`${file}: the rule used ${next} directions, the file holds ${directions.length}`);
   opt.dispose();
   model.dispose();
   return { file, name: g.name, maxAbsDiff, steps: g.steps.length };

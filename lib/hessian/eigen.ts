@@ -2,6 +2,7 @@
 // reorthogonalisation when its basis fits the memory budget, else the
 // three-term recurrence with its ghost copies removed), and power iteration
 // with deflation (the slow baseline).
+import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
@@ -92,14 +93,14 @@ export function* eigenvalues(op: HessianOperator, o: EigenOptions = {}): Work<Ei
   const k = o.k ?? 1;
   const which = o.which ?? 'largest';
   const tol = o.tol ?? 1e-6;
-  if (!Number.isInteger(k) || k < 1 || k > op.size) throw new Error(`eigenvalues: k must be an integer in [1, ${op.size}], got ${k}`);
-  if (!(tol > 0)) throw new Error(`eigenvalues: tol must be > 0, got ${tol}`);
+  if (!Number.isInteger(k) || k < 1 || k > op.size) throw new UsamError(`eigenvalues: k must be an integer in [1, ${op.size}], got ${k}`);
+  if (!(tol > 0)) throw new UsamError(`eigenvalues: tol must be > 0, got ${tol}`);
   const gen = op.newGenerator(o.seed ?? 0);
   const start = op.random(gen, 'sphere');
   const before = op.hvps;
   try {
     if ((o.method ?? 'lanczos') === 'power') {
-      if (which !== 'largest') throw new Error("eigenvalues: power iteration finds only which: 'largest' (of magnitude); use method 'lanczos'");
+      if (which !== 'largest') throw new UsamError("eigenvalues: power iteration finds only which: 'largest' (of magnitude); use method 'lanczos'");
       return yield* powerIteration(op, start, k, tol, o.maxIter ?? 1000, before, o.stop);
     }
     const maxIter = o.maxIter ?? Math.min(op.size, Math.max(100, 6 * k));

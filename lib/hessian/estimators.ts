@@ -3,6 +3,7 @@
 // and tr f(H) (here Σ log(|λ| + δ), the damped log-determinant), each with
 // its standard error. Where only vᵀHv is needed (Hutchinson, Hutch++'s
 // deflated part) it comes from a curvature pass, not an HVP.
+import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Work } from '../model/work.js';
@@ -28,7 +29,7 @@ function meanAndError(xs: number[]): { mean: number; se: number } {
 }
 
 function checkSamples(samples: number, min: number, what: string): void {
-  if (!Number.isInteger(samples) || samples < min) throw new Error(`${what}: samples must be an integer ≥ ${min}, got ${samples}`);
+  if (!Number.isInteger(samples) || samples < min) throw new UsamError(`${what}: samples must be an integer ≥ ${min}, got ${samples}`);
 }
 
 /**
@@ -45,7 +46,7 @@ class Rows {
     private readonly op: HessianOperator,
     readonly size: number,
   ) {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`block must be an integer ≥ 1 (vectors per HVP pass), got ${size}`);
+    if (!Number.isInteger(size) || size < 1) throw new UsamError(`block must be an integer ≥ 1 (vectors per HVP pass), got ${size}`);
     const P = op.model.numParams;
     this.flatV = zeros([size * P], op.model);
     this.flatHv = zeros([size * P], op.model);
@@ -221,8 +222,8 @@ export interface Quadrature {
  * vectors are drawn in the same order; the memory is `block` runs' worth).
  */
 export function* quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}, block = 1): Work<Quadrature> {
-  if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer ≥ 1, got ${steps}`);
-  if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be an integer ≥ 1, got ${runs}`);
+  if (!Number.isInteger(steps) || steps < 1) throw new UsamError(`steps must be an integer ≥ 1, got ${steps}`);
+  if (!Number.isInteger(runs) || runs < 1) throw new UsamError(`runs must be an integer ≥ 1, got ${runs}`);
   const together = Math.min(block, runs);
   const length = Math.min(steps, op.size);
   const plan = planLanczos(op, length, memory, together, 2); // each run's row of v and of H v

@@ -1,7 +1,9 @@
 // The Hessian probe API: hessian(model, data, {mode}) returns an object whose
 // probes all run on native HVPs and report the HVPs they used. Results are
 // plain JSON-serialisable objects.
-import { isTensor, type Model } from '../model/model.js';
+import { UsamError } from '../errors.js';
+import * as check from '../arguments.js';
+import { isTensor, type Model, modelArg } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { ops } from '../tensor/ops.js';
@@ -11,7 +13,7 @@ import { track } from '../tensor/scope.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { DEFAULT_HALF_CUBE, measure, type UserSampler } from '../sharpness/config.js';
 import { resolveScalar, type ScalarFunction, type ScalarPresetName } from '../sharpness/functions.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { type Tensor, tensorArg } from '../tensor/tensor.js';
 import { eigenvalues, type EigenOptions, type EigenResult, type Which } from './eigen.js';
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
@@ -81,38 +83,42 @@ export type FrobeniusOptions = { samples?: number; seed?: number; block?: number
 export type DensityOptions = { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number; block?: number } & LanczosMemoryOptions;
 export type LogAbsDetOptions = { damping: number; steps?: number; runs?: number; seed?: number; block?: number } & LanczosMemoryOptions;
 
-export function hessian(model: Model, data: Batch | Iterable<Batch>, options: Partial<HessianOptions> = {}): Hessian {
-  if (options === null || typeof options !== 'object') throw new Error('hessian: options must be an object like {mode: \'eval\'}');
+export function hessian(model: Model, data: Batch | Iterable<Batch>, options?: Partial<HessianOptions>): Hessian {
+  modelArg('hessian', 'model', model);
+  options = check.options('hessian', 'options', options);
+  if (!isBatch(data) && (typeof data !== 'object' || data === null || typeof (data as Iterable<Batch>)[Symbol.iterator] !== 'function'))
+    throw new check.ArgumentError('hessian', 'data', `must be a batch { x, y } or an array (iterable) of them, got ${check.describeValue(data)}`);
   // eval by default, as PyHessian does; where BatchNorm or dropout make the
   // two modes different functions, the choice is the caller's to make
   if (options.mode === undefined && model.torchscript !== undefined)
-    throw new Error("hessian: a TorchScript model may hold BatchNorm or dropout that this library cannot see; pass options.mode: 'eval' or 'train'");
+    throw new UsamError("hessian: a TorchScript model may hold BatchNorm or dropout that this library cannot see; pass options.mode: 'eval' or 'train'");
   if (options.mode === undefined && modeMatters(model.spec))
-    throw new Error(
+    throw new UsamError(
       "hessian: this model has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval' (running statistics, no dropout: the model as evaluated) or 'train' (batch statistics and dropout masks: the model as trained)",
     );
   const mode = options.mode ?? 'eval';
-  if (mode !== 'train' && mode !== 'eval') throw new Error(`hessian: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
+  if (mode !== 'train' && mode !== 'eval') throw new UsamError(`hessian: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
   const batches = isBatch(data) ? [data] : Array.from(data);
-  if (batches.length === 0) throw new Error('hessian: the data has no batches');
+  if (batches.length === 0) throw new UsamError('hessian: the data has no batches');
   batches.forEach((b, i) => {
-    if (!isBatch(b)) throw new Error(`hessian: data[${i}] is not a batch {x, y}`);
+    if (!isBatch(b)) throw new check.ArgumentError('hessian', `data[${i}]`, `must be a batch { x, y }, got ${check.describeValue(b)}`);
   });
   if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
-    throw new Error(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
+    throw new UsamError(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
   const curvatureMethods = ['forward-over-forward', 'forward-over-reverse', 'double-backward'];
   if (options.curvatureMethod !== undefined && !curvatureMethods.includes(options.curvatureMethod))
-    throw new Error(`hessian: options.curvatureMethod is '${String(options.curvatureMethod)}'; use ${curvatureMethods.map((m) => `'${m}'`).join(', ')}`);
+    throw new UsamError(`hessian: options.curvatureMethod is '${String(options.curvatureMethod)}'; use ${curvatureMethods.map((m) => `'${m}'`).join(', ')}`);
   const cache = options.cache ?? true;
   let cacheBytes: number;
   if (typeof cache === 'boolean') cacheBytes = cache ? DEFAULT_HVP_CACHE_BYTES : 0;
   else if (typeof cache === 'object' && cache !== null && Number.isFinite(cache.maxBytes) && cache.maxBytes >= 0) cacheBytes = cache.maxBytes;
-  else throw new Error(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
+  else throw new UsamError(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
   return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes, options.group, options.curvatureMethod));
 }
 
 export class Hessian {
   constructor(readonly operator: HessianOperator) {
+    check.instanceOf('new Hessian', 'operator', operator, HessianOperator, 'a HessianOperator (make a Hessian with hessian(model, data))');
     track(this);
   }
 
@@ -126,13 +132,15 @@ export class Hessian {
   }
 
   /** v as a flat tensor restricted to the operator's subspace (a copy: the caller's v is left alone). */
-  private restricted(v: Tensor | ArrayLike<number>): Tensor {
+  private restricted(v: Tensor | ArrayLike<number>, fn: string, name: string): Tensor {
+    if (isTensor(v)) tensorArg(fn, name, v);
+    else check.values(fn, name, v);
     return this.operator.restrict(isTensor(v) ? v.clone() : this.operator.fromValues(v));
   }
 
   /** H v (a new flat tensor). */
   *hvpWork(v: Tensor | ArrayLike<number>): Work<Tensor> {
-    const u = this.restricted(v);
+    const u = this.restricted(v, 'Hessian.hvp', 'v');
     const out = (yield* this.operator.applyWork(u, this.operator.zeros()));
     u.dispose();
     return out;
@@ -140,7 +148,7 @@ export class Hessian {
 
   /** uᵀ H u (of the restricted u), from a curvature pass. */
   *quadraticFormWork(u: Tensor | ArrayLike<number>): Work<number> {
-    const r = this.restricted(u);
+    const r = this.restricted(u, 'Hessian.quadraticForm', 'u');
     try {
       return yield* this.curvatureOf(r);
     } finally {
@@ -154,17 +162,20 @@ export class Hessian {
   }
 
   *eigenvaluesWork<W extends Which = 'largest'>(options: EigenOptions & { which?: W } = {}): Work<EigenResult<W>> {
+    check.options('Hessian.eigenvalues', 'options', options);
     return (yield* eigenvalues(this.operator, options)) as EigenResult<W>;
   }
 
   /** `block`: Hutchinson vectors per HVP pass (the same estimate; bench:hessian measures what it costs or saves) */
   *traceWork(o: TraceOptions = {}): Work<Estimate> {
-    if (o.method !== undefined && o.method !== 'hutchinson' && o.method !== 'hutch++') throw new Error(`trace: options.method is '${String(o.method)}'; use 'hutchinson' or 'hutch++'`);
+    check.options('Hessian.trace', 'options', o);
+    if (o.method !== undefined && o.method !== 'hutchinson' && o.method !== 'hutch++') throw new UsamError(`trace: options.method is '${String(o.method)}'; use 'hutchinson' or 'hutch++'`);
     const samples = o.samples ?? 100;
     return o.method === 'hutch++' ? yield* hutchPlusPlus(this.operator, samples, o.seed ?? 0, o.block ?? 1) : yield* hutchinson(this.operator, samples, o.seed ?? 0, o.block ?? 1);
   }
 
   *frobeniusSquaredWork(o: FrobeniusOptions = {}): Work<Estimate> {
+    check.options('Hessian.frobeniusSquared', 'options', o);
     return yield* frobeniusSquared(this.operator, o.samples ?? 100, o.seed ?? 0, o.block ?? 1);
   }
 
@@ -173,6 +184,7 @@ export class Hessian {
    * (weights sum to 1 per run), and a gaussian-smoothed density on a grid.
    */
   *densityWork(o: DensityOptions = {}) {
+    check.options('Hessian.density', 'options', o);
     const q = yield* quadrature(this.operator, o.steps ?? 80, o.runs ?? 5, o.seed ?? 0, o, o.block ?? 1);
     const all = q.runs.flatMap((r) => r.nodes);
     const { min: lo, max: hi } = extent(all);
@@ -191,18 +203,22 @@ export class Hessian {
 
   /** Σ log(|λ_i| + damping) by SLQ (the Hessian of a network is singular: undamped log|det| is −∞). */
   *logAbsDetWork(o: LogAbsDetOptions) {
-    if (!(o?.damping > 0)) throw new Error('logAbsDet: damping must be > 0 (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)');
+    check.object('Hessian.logAbsDet', 'options', o);
+    if (!(o.damping > 0))
+      throw new check.ArgumentError('Hessian.logAbsDet', 'options.damping', `must be > 0, got ${check.describeValue(o.damping)} (Σ log(|λ| + damping); a network Hessian has exact zero eigenvalues)`);
     const r = yield* spectralSum(this.operator, (l) => Math.log(Math.abs(l) + o.damping), o.steps ?? 100, o.runs ?? 10, o.seed ?? 0, o, o.block ?? 1);
     return { damping: o.damping, ...r };
   }
 
   /** The full (restricted) Hessian, symmetrised, from `size` HVPs; refused above `maxSize` rows. */
   *fullWork(o: { maxSize?: number } = {}): Work<FullHessian> {
+    check.options('Hessian.full', 'options', o);
     return yield* fullMatrix(this.operator, this.size, o.maxSize);
   }
 
   /** Exact spectral quantities from full(): eigenvalues, trace, ‖H‖_F², extremes, Σ log(|λ| + damping). */
   *spectrumWork(o: { damping?: number; maxSize?: number } = {}) {
+    check.options('Hessian.spectrum', 'options', o);
     const f = yield* this.fullWork(o);
     const { values } = symmetricEigen(f.matrix, f.size);
     let trace = 0, frob = 0;
@@ -226,8 +242,9 @@ export class Hessian {
    * det (the Det-SAM measure with its cube).
    */
   *sharpnessWork(config: SharpnessProbe): Work<{ estimate: number; standardError?: number; samples: number; hvps: number }> {
+    check.object('Hessian.sharpness', 'config', config);
     const samples = config.samples ?? 100;
-    if (!Number.isInteger(samples) || samples < 2) throw new Error(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
+    if (!Number.isInteger(samples) || samples < 2) throw new UsamError(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
     let psi: ScalarFunction, phi: ScalarFunction, mu: NonNullable<Extract<SharpnessProbe, { psi: unknown }>['mu']>;
     let frobenius = false;
     if ('measure' in config) {

@@ -11,6 +11,7 @@
 // Ritz values reappear as copies ("ghosts") in finite precision; eigen.ts
 // removes them (Cullum–Willoughby), and SLQ's quadrature is unaffected in
 // expectation (the copies split the weight of one node).
+import { UsamError } from '../errors.js';
 import { totalmem } from 'node:os';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -58,9 +59,9 @@ const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `$
 export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1) {
   const mode = o.reorthogonalize ?? 'auto';
   if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
-    throw new Error(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
+    throw new UsamError(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
   const budget = o.maxBasisBytes ?? Math.floor(totalmem() / 4);
-  if (!(budget > 0)) throw new Error(`maxBasisBytes must be a positive number of bytes, got ${budget}`);
+  if (!(budget > 0)) throw new UsamError(`maxBasisBytes must be a positive number of bytes, got ${budget}`);
   const vector = op.model.numParams * (op.model.dtype === 'float64' ? 8 : 4);
   // the basis (steps + 1 vectors at most) and the work vectors (H q_j; for a
   // block also the row q_j is copied into); three-term: q_{j-1}, q_j, the
@@ -72,7 +73,7 @@ export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemory
   if (mode === 'none') return { reorthogonalization: 'none' as const, vectorBytes: threeTerm };
   if (full <= budget) return { reorthogonalization: 'full' as const, vectorBytes: full };
   if (mode === 'full')
-    throw new Error(
+    throw new UsamError(
       `lanczos: ${describe}; raise maxBasisBytes, take fewer steps (maxIter/steps), or use reorthogonalize: 'none' (three vectors, ${formatBytes(threeTerm)})`,
     );
   return { reorthogonalization: 'none' as const, vectorBytes: threeTerm, note: `${describe}: ran without reorthogonalisation (three vectors, ${formatBytes(threeTerm)})` };

@@ -4,6 +4,7 @@
 // LibTorch (native/linalg.cc) from LAPACK_MIN_SIZE rows on, where the O(n³)
 // loop in JavaScript falls behind (scripts/bench/eigen.ts measures both).
 // Used for full Hessians and for the tridiagonal matrices of Lanczos.
+import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 
 export interface Eigen {
@@ -19,13 +20,13 @@ export type EigenBackend = 'auto' | 'js' | 'lapack';
 export const LAPACK_MIN_SIZE = 24;
 
 function useLapack(n: number, backend: EigenBackend): boolean {
-  if (backend !== 'auto' && backend !== 'js' && backend !== 'lapack') throw new Error(`eigen backend is '${String(backend)}'; use 'auto', 'js' or 'lapack'`);
+  if (backend !== 'auto' && backend !== 'js' && backend !== 'lapack') throw new UsamError(`eigen backend is '${String(backend)}'; use 'auto', 'js' or 'lapack'`);
   return backend === 'lapack' || (backend === 'auto' && n >= LAPACK_MIN_SIZE);
 }
 
 /** Eigenvalues (and optionally vectors) of the symmetric n×n row-major matrix `a` (not modified). */
 export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = false, backend: EigenBackend = 'auto'): Eigen {
-  if (a.length !== n * n) throw new Error(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
+  if (a.length !== n * n) throw new UsamError(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
   if (useLapack(n, backend)) return ops.symmetricEigen(Float64Array.from(a), n, wantVectors);
   const v = Float64Array.from(a);
   const d = new Float64Array(n);
@@ -42,7 +43,7 @@ export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = fa
  */
 export function tridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<number>, wantVectors = true, backend: EigenBackend = 'auto'): Eigen {
   const n = alpha.length;
-  if (beta.length !== n - 1 && !(n === 0 && beta.length === 0)) throw new Error(`tridiagonalEigen: ${n} diagonal entries need ${n - 1} off-diagonal ones, got ${beta.length}`);
+  if (beta.length !== n - 1 && !(n === 0 && beta.length === 0)) throw new UsamError(`tridiagonalEigen: ${n} diagonal entries need ${n - 1} off-diagonal ones, got ${beta.length}`);
   if (useLapack(n, backend)) {
     const dense = new Float64Array(n * n);
     for (let i = 0; i < n; i++) dense[i * n + i] = alpha[i];
@@ -152,7 +153,7 @@ function tridiagonalQL(v: Float64Array, n: number, d: Float64Array, e: Float64Ar
     if (m > l) {
       let iter = 0;
       do {
-        if (++iter > 300) throw new Error('symmetric eigensolver did not converge');
+        if (++iter > 300) throw new UsamError('symmetric eigensolver did not converge');
         let g = d[l];
         let p = (d[l + 1] - g) / (2 * e[l]);
         let r = Math.hypot(p, 1);

@@ -7,6 +7,7 @@
 // the loss gradient at every layer), later ones run only the tangent pass.
 // Caches that would take more than `cacheBytes` together are dropped, last
 // batch first, and those batches are recomputed on every HVP.
+import { UsamError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { ops } from '../tensor/ops.js';
@@ -63,7 +64,7 @@ export class HessianOperator {
     const chosen = info.filter((p) => modules.some((m) => p.name.startsWith(`${m}.`)));
     for (const m of modules)
       if (!info.some((p) => p.name.startsWith(`${m}.`)))
-        throw new Error(`modules: no parameters under '${m}'; the model's parameters are ${info.map((p) => p.name).join(', ')}`);
+        throw new UsamError(`modules: no parameters under '${m}'; the model's parameters are ${info.map((p) => p.name).join(', ')}`);
     const maskValues = new Float64Array(model.numParams);
     const starts: number[] = [];
     for (const p of chosen) {
@@ -82,7 +83,7 @@ export class HessianOperator {
 
   fromValues(values: ArrayLike<number>): Tensor {
     const m = this.model;
-    if (values.length !== m.numParams) throw new Error(`expected a flat vector of ${m.numParams} numbers, got ${values.length}`);
+    if (values.length !== m.numParams) throw new UsamError(`expected a flat vector of ${m.numParams} numbers, got ${values.length}`);
     return floatTensor(m, values);
   }
 
@@ -133,7 +134,7 @@ export class HessianOperator {
   // Runs a pass over the batches in the operator's mode (the model's own mode
   // restored after), keeps the caches within their limit, counts its H applications.
   private *passOver(v: Tensor, pass: Work<number>): Work<void> {
-    if (this.disposed) throw new Error('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
+    if (this.disposed) throw new UsamError('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {

@@ -1,10 +1,12 @@
 // A model: the native network plus its flat parameter vector. Everything a
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
+import { UsamError } from '../errors.js';
 import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
-import { floatTensor, type Tensor, toFloatArray } from '../tensor/tensor.js';
+import * as check from '../arguments.js';
+import { floatTensor, optionalTensorArg, type Tensor, tensorArg, toFloatArray } from '../tensor/tensor.js';
 import { type ModelSpec, type ModelSpecInput, parseModelSpec } from './spec.js';
 import { persistent, track } from '../tensor/scope.js';
 import type { StTensor } from '../safetensors.js';
@@ -39,6 +41,23 @@ export interface TorchScriptSource {
   loss?: ModelSpec['loss'];
 }
 
+/** `{ updateStats?, out? }` of lossAndGrad, checked. */
+function gradOptions(fn: string, options: { updateStats?: boolean; out?: Tensor } | undefined) {
+  const o = check.options(fn, 'options', options);
+  if (o.updateStats !== undefined) check.boolean(fn, 'options.updateStats', o.updateStats);
+  optionalTensorArg(fn, 'options.out', o.out);
+  return o;
+}
+
+/** v, out and `{ method?, cache? }` of the HVP and curvature calls, checked before anything reads them. */
+function hvpArgs<O extends { method?: string; cache?: HvpCache }>(fn: string, v: Tensor, out: Tensor | undefined, options: O | undefined, vName = 'v'): O {
+  tensorArg(fn, vName, v);
+  optionalTensorArg(fn, 'out', out);
+  const o = check.options(fn, 'options', options);
+  if (o.method !== undefined) check.string(fn, 'options.method', o.method);
+  return o;
+}
+
 export class Model {
   /** the layers (empty for a TorchScript model: see `torchscript`) */
   readonly spec: ModelSpec;
@@ -51,13 +70,15 @@ export class Model {
   readonly dtype: FloatDType;
   readonly device: string;
 
-  constructor(spec: ModelSpecInput | ModelSpec | TorchScriptSource, options: ModelOptions = {}) {
+  constructor(spec: ModelSpecInput | ModelSpec | TorchScriptSource, options?: ModelOptions) {
+    check.object('new Model', 'spec', spec);
+    options = check.options('new Model', 'options', options);
     const script = 'torchscript' in spec ? spec : undefined;
-    if (script && typeof script.torchscript !== 'string') throw new Error('torchscript must be a file name');
+    if (script) check.string('new Model', 'spec.torchscript', script.torchscript, 'a TorchScript file name');
     this.spec = script ? ({ input: [], layers: [], loss: script.loss } as unknown as ModelSpec) : parseModelSpec(spec as ModelSpecInput);
     this.torchscript = script?.torchscript;
     const seed = options.seed ?? 0;
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`model options.seed must be a non-negative integer, got ${seed}`);
+    check.number('new Model', 'options.seed', seed, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER });
     this.native = new (native().Model)(script ? { torchscript: script.torchscript, loss: script.loss } : this.spec, {
       dtype: options.dtype ?? 'float32',
       device: options.device ?? 'cpu',
@@ -80,7 +101,7 @@ export class Model {
     return this.native.training;
   }
   train(on = true): this {
-    this.native.setTraining(on);
+    this.native.setTraining(check.boolean('Model.train', 'on', on));
     return this;
   }
   eval(): this {
@@ -95,11 +116,12 @@ export class Model {
   /** Overwrites the flat parameters from values or a flat tensor. */
   setParams(values: ArrayLike<number> | Tensor): void {
     if (isTensor(values)) {
-      native().ops.copy(this.params, values);
+      native().ops.copy(this.params, tensorArg('Model.setParams', 'values', values));
       return;
     }
+    check.values('Model.setParams', 'values', values);
     if (values.length !== this.numParams)
-      throw new Error(`setParams: got ${values.length} values, the model has ${this.numParams} parameters`);
+      throw new check.ArgumentError('Model.setParams', 'values', `has ${values.length} values; the model has ${this.numParams} parameters`);
     const t = floatTensor(this, values);
     native().ops.copy(this.params, t);
     t.dispose();
@@ -107,6 +129,7 @@ export class Model {
 
   /** A zero flat vector like the parameters (same size, dtype, device). */
   zerosLikeParams(): Tensor {
+    this.alive('zerosLikeParams');
     return native().Tensor.zeros([this.numParams], this.dtype, this.device);
   }
 
@@ -122,13 +145,13 @@ export class Model {
    * what is missing, extra or mis-shaped; floats of the other dtype only with
    * {convertDType: true}.
    */
-  loadStateDict(source: StateDictSource, options: LoadStateDictOptions = {}): void {
-    loadStateDict(this, source, options);
+  loadStateDict(source: StateDictSource, options?: LoadStateDictOptions): void {
+    loadStateDict(this, source, check.options('Model.loadStateDict', 'options', options));
   }
 
   /** Writes stateDict() as a safetensors file that safetensors.torch.load_file reads. */
   saveStateDict(file: string): void {
-    saveStateDict(this, file);
+    saveStateDict(this, check.string('Model.saveStateDict', 'file', file, 'a file name'));
   }
 
   /** zeros of v's shape: a flat vector, or a block [K, P] of them */
@@ -149,9 +172,10 @@ export class Model {
    * L(w) and ∇L(w) of a batch. `updateStats: false` leaves BatchNorm running
    * statistics untouched (perturbed passes); `out` receives the gradient.
    */
-  lossAndGrad(x: Tensor, y: Tensor, options: { updateStats?: boolean; out?: Tensor } = {}): LossAndGrad {
-    const grad = options.out ?? this.zerosLikeParams();
-    const loss = this.native.lossAndGrad(x, y, grad, options.updateStats ?? true);
+  lossAndGrad(x: Tensor, y: Tensor, options?: { updateStats?: boolean; out?: Tensor }): LossAndGrad {
+    const o = gradOptions('Model.lossAndGrad', options);
+    const grad = o.out ?? this.zerosLikeParams();
+    const loss = this.native.lossAndGrad(x, y, grad, o.updateStats ?? true);
     return { loss, grad };
   }
 
@@ -163,9 +187,10 @@ export class Model {
    * v may be a block [K, P] of K directions: H applied to each row in one
    * pass, the tangents batched (double backward runs them one by one).
    */
-  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Tensor {
+  hvp(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options?: { method?: HvpMethod; cache?: HvpCache }): Tensor {
+    const o = hvpArgs('Model.hvp', v, out, options);
     const result = out ?? this.zerosLike(v);
-    this.native.hvp(x, y, v, result, options.method, options.cache);
+    this.native.hvp(x, y, v, result, o.method, o.cache);
     return result;
   }
 
@@ -178,14 +203,16 @@ export class Model {
    * instead (TorchScript models: double backward). `cache` as for hvp(); a
    * cache serves one method at a time.
    */
-  curvature(x: Tensor, y: Tensor, v: Tensor, options: { method?: CurvatureMethod; cache?: HvpCache } = {}): number {
-    if (v.shape.length !== 1) throw new Error(`curvature: v must be a flat vector [${this.numParams}], got shape [${v.shape.join(', ')}]; for a block use curvatures()`);
+  curvature(x: Tensor, y: Tensor, v: Tensor, options?: { method?: CurvatureMethod; cache?: HvpCache }): number {
+    options = hvpArgs('Model.curvature', v, undefined, options);
+    if (v.shape.length !== 1) throw new UsamError(`curvature: v must be a flat vector [${this.numParams}], got shape [${v.shape.join(', ')}]; for a block use curvatures()`);
     return this.curvatureRows(x, y, v, 1, options)[0];
   }
 
   /** vᵀHv for each row of a block V [K, P], in one pass with the tangents batched. */
-  curvatures(x: Tensor, y: Tensor, V: Tensor, options: { method?: CurvatureMethod; cache?: HvpCache } = {}): number[] {
-    if (V.shape.length !== 2) throw new Error(`curvatures: V must be a block [K, ${this.numParams}], got shape [${V.shape.join(', ')}]; for one vector use curvature()`);
+  curvatures(x: Tensor, y: Tensor, V: Tensor, options?: { method?: CurvatureMethod; cache?: HvpCache }): number[] {
+    options = hvpArgs('Model.curvatures', V, undefined, options, 'V');
+    if (V.shape.length !== 2) throw new UsamError(`curvatures: V must be a block [K, ${this.numParams}], got shape [${V.shape.join(', ')}]; for one vector use curvature()`);
     return this.curvatureRows(x, y, V, V.shape[0], options);
   }
 
@@ -201,6 +228,7 @@ export class Model {
 
   /** q = vᵀHv and ∇_w(vᵀHv), a third derivative of the loss. */
   quadraticFormGrad(x: Tensor, y: Tensor, v: Tensor, out?: Tensor): { q: number; grad: Tensor } {
+    optionalTensorArg('Model.quadraticFormGrad', 'out', out);
     const grad = out ?? this.zerosLikeParams();
     const q = this.native.quadraticFormGrad(x, y, v, grad);
     return { q, grad };
@@ -212,6 +240,8 @@ export class Model {
    * at the same time; different models run concurrently.
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    check.func('Model.exclusive', 'fn', fn, 'a function returning a Promise (the async work to run on this model)');
+    this.alive('exclusive');
     const call = (): Promise<T> => {
       try {
         return fn();
@@ -245,19 +275,21 @@ export class Model {
   }
 
   /** lossAndGrad on libuv's thread pool (the event loop runs meanwhile); the same numbers. */
-  lossAndGradAsync(x: Tensor, y: Tensor, options: { updateStats?: boolean; out?: Tensor } = {}): Promise<LossAndGrad> {
+  lossAndGradAsync(x: Tensor, y: Tensor, options?: { updateStats?: boolean; out?: Tensor }): Promise<LossAndGrad> {
+    const o = gradOptions('Model.lossAndGradAsync', options);
     return this.exclusive(async () => {
-      const grad = options.out ?? this.zerosLikeParams();
-      const loss = await this.native.lossAndGradAsync(x, y, grad, options.updateStats ?? true);
+      const grad = o.out ?? this.zerosLikeParams();
+      const loss = await this.native.lossAndGradAsync(x, y, grad, o.updateStats ?? true);
       return { loss, grad };
     });
   }
 
   /** H v on libuv's thread pool; the same numbers as hvp(). */
-  hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options: { method?: HvpMethod; cache?: HvpCache } = {}): Promise<Tensor> {
+  hvpAsync(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options?: { method?: HvpMethod; cache?: HvpCache }): Promise<Tensor> {
+    const o = hvpArgs('Model.hvpAsync', v, out, options);
     return this.exclusive(async () => {
       const hv = out ?? this.zerosLike(v);
-      await this.native.hvpAsync(x, y, v, hv, options.method, options.cache);
+      await this.native.hvpAsync(x, y, v, hv, o.method, o.cache);
       return hv;
     });
   }
@@ -284,6 +316,10 @@ export class Model {
     this.dispose();
   }
 
+  private alive(method: string): void {
+    if (this.params.disposed) throw new UsamError(`Model.${method}: this model was disposed; it cannot be used after dispose()`);
+  }
+
   /** Frees the native network and the model's own tensors; disposing twice is harmless. */
   dispose(): void {
     this.bufferViews?.values.dispose();
@@ -301,9 +337,15 @@ export class Model {
  * the probes and the state dicts work on it. HVPs run by double backward (the
  * hand-written forward-over-reverse rules are this library's layers' own).
  */
-export function loadTorchScript(file: string, options: ModelOptions & { loss?: ModelSpec['loss'] } = {}): Model {
-  const { loss, ...rest } = options;
+export function loadTorchScript(file: string, options?: ModelOptions & { loss?: ModelSpec['loss'] }): Model {
+  check.string('loadTorchScript', 'file', file, 'a TorchScript file name (torch.jit.save)');
+  const { loss, ...rest } = check.options('loadTorchScript', 'options', options);
   return new Model({ torchscript: file, loss }, rest);
+}
+
+/** A live Model for a door's argument `name`. */
+export function modelArg(fn: string, name: string, v: unknown): Model {
+  return check.instanceOf(fn, name, v, Model, 'a Model (new Model(mlp(...)), loadTorchScript(...))', (m) => m.params.disposed);
 }
 
 export function isTensor(v: unknown): v is Tensor {

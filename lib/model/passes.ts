@@ -12,6 +12,7 @@
 // own statistics, as PyTorch's DDP without SyncBatchNorm; the running
 // statistics move by the pooled statistics of all ranks' batches, one small
 // float64 allreduce per step, so they too equal one process's).
+import { UsamError } from '../errors.js';
 import type { HvpCache, Model } from './model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -59,10 +60,10 @@ export class Passes {
 
   /** The (micro-)batches of the current step. */
   use(batches: Batch[]): void {
-    if (batches.length === 0) throw new Error('a step needs at least one batch');
+    if (batches.length === 0) throw new UsamError('a step needs at least one batch');
     const sizes = batches.map((b, i) => {
       const n = b.x.shape[0];
-      if (!Number.isInteger(n) || n < 1) throw new Error(`batches[${i}].x has no batch dimension`);
+      if (!Number.isInteger(n) || n < 1) throw new UsamError(`batches[${i}].x has no batch dimension`);
       return n;
     });
     let total = sizes.reduce((a, b) => a + b, 0);

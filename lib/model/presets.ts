@@ -1,4 +1,5 @@
 // Ready-made architectures, expanded into layer specs.
+import { UsamError } from '../errors.js';
 import type { LayerSpecInput, ModelSpecInput } from './spec.js';
 
 export type Activation = 'relu' | 'tanh' | 'gelu' | 'softplus';
@@ -16,10 +17,10 @@ export interface MlpOptions {
 
 /** An MLP in PyTorch's layout: nn.Sequential(Flatten, Linear, [BatchNorm1d,] activation, [Dropout,] ..., Linear). */
 export function mlp(o: MlpOptions): ModelSpecInput {
-  if (o.layers.length < 2) throw new Error('mlp: layers needs at least [inputs, outputs]');
+  if (o.layers.length < 2) throw new UsamError('mlp: layers needs at least [inputs, outputs]');
   const input = o.input ?? [o.layers[0]];
   if (input.reduce((a, b) => a * b, 1) !== o.layers[0])
-    throw new Error(`mlp: input [${input.join(', ')}] has ${input.reduce((a, b) => a * b, 1)} values per sample but layers[0] is ${o.layers[0]}; make them agree`);
+    throw new UsamError(`mlp: input [${input.join(', ')}] has ${input.reduce((a, b) => a * b, 1)} values per sample but layers[0] is ${o.layers[0]}; make them agree`);
   // a Flatten first, as in PyTorch's nn.Sequential(nn.Flatten(), nn.Linear, ...): the
   // modules (and state_dict names) line up with that, and image batches go in as they are
   const out: LayerSpecInput[] = [{ type: 'flatten' }];

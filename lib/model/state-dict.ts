@@ -2,6 +2,7 @@
 // PyTorch's name and shape (module index path, then weight/bias,
 // running_mean/running_var, num_batches_tracked), in safetensors files that
 // Python's safetensors reads and writes, or as an object of typed arrays.
+import { UsamError } from '../errors.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
 import type { Model } from './model.js';
 
@@ -67,12 +68,12 @@ export function loadStateDict(model: Model, source: StateDictSource, options: Lo
   if (typeof source === 'string') {
     for (const [name, t] of Object.entries(readSafetensors(source).tensors)) given[name] = { data: t.data, shape: t.shape };
   } else {
-    if (source === null || typeof source !== 'object') throw new Error('loadStateDict: give a safetensors file name or an object of typed arrays');
+    if (source === null || typeof source !== 'object') throw new UsamError('loadStateDict: give a safetensors file name or an object of typed arrays');
     for (const [name, e] of Object.entries(source)) {
       if (ArrayBuffer.isView(e)) given[name] = { data: e as StData };
       else if (e && typeof e === 'object' && ArrayBuffer.isView((e as { data: unknown }).data) && Array.isArray((e as { shape: unknown }).shape))
         given[name] = e as { data: StData; shape: number[] };
-      else throw new Error(`${where}: '${name}' must be a typed array or {data: typed array, shape: number[]}`);
+      else throw new UsamError(`${where}: '${name}' must be a typed array or {data: typed array, shape: number[]}`);
     }
   }
   const slots = slotsOf(model);
@@ -99,7 +100,7 @@ export function loadStateDict(model: Model, source: StateDictSource, options: Lo
     wrongType.length ? `wrong dtype: ${wrongType.join('; ')}${wrongType.some((w) => w.includes('the model is')) ? ' (pass {convertDType: true} to convert)' : ''}` : '',
   ].filter(Boolean);
   if (problems.length > 0)
-    throw new Error(`${where} does not fit the model (${model.numParams} parameters; names as in model.paramInfo() and model.buffers()):\n  ${problems.join('\n  ')}`);
+    throw new UsamError(`${where} does not fit the model (${model.numParams} parameters; names as in model.paramInfo() and model.buffers()):\n  ${problems.join('\n  ')}`);
 
   // everything checked: write all three flat buffers
   const float = (n: number) => (model.dtype === 'float64' ? new Float64Array(n) : new Float32Array(n));

@@ -251,4 +251,6 @@ export interface Addon {
   trimMemory(): boolean;
   memory(): { liveTensors: number; liveTensorBytes: number; mallocInUse?: number; mallocFree?: number; mallocMmapped?: number };
   setThreads(n: number): void;
+  /** the class the addon makes its errors of (NativeError, lib/errors.ts); load.ts sets it once */
+  setErrorClass(errorClass: new (message: string) => Error): void;
 }

@@ -22,7 +22,8 @@
 // choose a prebuild's) comes from the record `npm install` left beside the
 // local build while it is valid (readLibtorchRecord in ./libtorch.mjs), so
 // loading runs no Python; else from a search, which asks the Pythons.
-import { UsamError } from '../errors.js';
+import * as check from '../arguments.js';
+import { NativeError, UsamError } from '../errors.js';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -76,6 +77,8 @@ export interface Loaded {
 const PREBUILD_NAME = /^usam\.(cpu|cuda)\.torch(\d+\.\d+)\.node$/;
 
 export function addonCandidates(root = packageRoot, env: NodeJS.ProcessEnv = process.env): Candidate[] {
+  check.string('addonCandidates', 'root', root, 'a package folder');
+  check.record('addonCandidates', 'env', env);
   // an explicit binary is the only candidate: falling back would hide that it does not load
   if (env.USAM_ADDON) return [{ path: resolve(env.USAM_ADDON), source: 'USAM_ADDON' }];
   const local: Candidate = { path: join(root, 'build', 'Release', 'usam.node'), source: 'local build' };
@@ -106,6 +109,8 @@ export class AddonLoadError extends UsamError {
     readonly attempts: Attempt[],
     env: NodeJS.ProcessEnv = process.env,
   ) {
+    check.array('new AddonLoadError', 'attempts', attempts, 'an array of { source, path, error }');
+    check.record('new AddonLoadError', 'env', env);
     const { all, tried } = findAllLibtorch(env);
     super(
       'universal-sam: no native addon could be loaded. Binaries tried:\n' +
@@ -255,19 +260,19 @@ function firstLine(e: unknown): string {
 
 /** Loads one candidate, or throws why it cannot be loaded. */
 function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv, root: string): Loaded {
-  if (!existsSync(c.path)) throw new Error('file does not exist');
+  if (!existsSync(c.path)) throw new UsamError('file does not exist');
   const build = readBuildInfo(c.path);
   if (!build)
-    throw new Error('has no universal-sam build info (not a universal-sam binary, or built by an older version); rebuild it (npm run build:native)');
+    throw new UsamError('has no universal-sam build info (not a universal-sam binary, or built by an older version); rebuild it (npm run build:native)');
   if (c.flavour && (build.flavour !== c.flavour || majorMinor(build.torch) !== c.torch))
-    throw new Error(`is named for ${c.flavour} LibTorch ${c.torch} but was built as ${build.flavour} against LibTorch ${build.torch}`);
+    throw new UsamError(`is named for ${c.flavour} LibTorch ${c.torch} but was built as ${build.flavour} against LibTorch ${build.torch}`);
   const libtorch = libtorchFor(build, env, root);
-  if (typeof libtorch === 'string') throw new Error(libtorch);
+  if (typeof libtorch === 'string') throw new UsamError(libtorch);
 
   const other = libtorchDirsInProcess().filter((d) => d !== libtorch.libDir);
   if (other.length > 0) {
     const held = libtorchAt(other[0]) ? describeLibtorch(libtorchAt(other[0])!) : `the LibTorch in ${other[0]}`;
-    throw new Error(
+    throw new UsamError(
       `needs ${describeLibtorch(libtorch)}, but this process already has the LibTorch in ${other.join(', ')} loaded (${held})` +
         (preloadedHere.has(other[0])
           ? ', which universal-sam loaded for a candidate listed above that then failed; fix or remove that one. '
@@ -278,7 +283,7 @@ function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv, root: string): Load
 
   const libs = libtorchFiles(libtorch.libDir, build.flavour);
   const childError = loadsInChild(c.path, libs);
-  if (childError) throw new Error(childError);
+  if (childError) throw new UsamError(childError);
 
   loadLibrariesGlobally(libs);
   preloadedHere.add(libtorch.libDir);
@@ -290,12 +295,14 @@ function loadCandidate(c: Candidate, env: NodeJS.ProcessEnv, root: string): Load
         this.dispose();
       },
     });
+  // an older binary without it still loads (its errors are plain Errors)
+  if (typeof addon.setErrorClass === 'function') addon.setErrorClass(NativeError);
   const v = addon.versions();
   if (majorMinor(v.torch) !== majorMinor(build.torch))
-    throw new Error(`built against LibTorch ${build.torch} but reports LibTorch ${v.torch}`);
+    throw new UsamError(`built against LibTorch ${build.torch} but reports LibTorch ${v.torch}`);
   const loadedDir = v.torchLibrary ? realpath(dirname(v.torchLibrary)) : libtorch.libDir;
   if (loadedDir !== libtorch.libDir)
-    throw new Error(`was meant to run with ${describeLibtorch(libtorch)} but LibTorch came from ${loadedDir}`);
+    throw new UsamError(`was meant to run with ${describeLibtorch(libtorch)} but LibTorch came from ${loadedDir}`);
   return { addon, from: c, build, libtorch };
 }
 

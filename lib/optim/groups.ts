@@ -4,7 +4,7 @@
 // (the optimizer's own options). On the flat parameter vector a group is a
 // set of ranges; neighbouring parameters of one group merge into one range,
 // so a step costs one fused native call per range.
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsamError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import type { ModelSpec } from '../model/spec.js';
 
@@ -57,21 +57,21 @@ export function resolveGroups(model: Model, inputs: ParamGroupInput[], defaults:
   const owner = new Map<string, number>();
   inputs.forEach((g, k) => {
     const where = `groups[${k}]`;
-    if (!g || typeof g !== 'object') throw new Error(`${where} must be an object like {params: [...], weightDecay: 0}`);
+    if (!g || typeof g !== 'object') throw new UsamError(`${where} must be an object like {params: [...], weightDecay: 0}`);
     const test =
       Array.isArray(g.params) ? (n: string) => (g.params as string[]).includes(n)
       : g.params instanceof RegExp ? (n: string) => (g.params as RegExp).test(n)
       : typeof g.params === 'function' ? g.params
       : undefined;
-    if (!test) throw new Error(`${where}.params must be a list of parameter names, a RegExp or a function (name) => boolean`);
+    if (!test) throw new UsamError(`${where}.params must be a list of parameter names, a RegExp or a function (name) => boolean`);
     if (Array.isArray(g.params)) {
       const unknown = g.params.filter((n) => !info.some((p) => p.name === n));
-      if (unknown.length) throw new Error(`${where}.params names no parameter ${unknown.join(', ')}; the model's are ${info.map((p) => p.name).join(', ')}`);
+      if (unknown.length) throw new UsamError(`${where}.params names no parameter ${unknown.join(', ')}; the model's are ${info.map((p) => p.name).join(', ')}`);
     }
     for (const [field, value] of [['lr', g.lr], ['weightDecay', g.weightDecay], ['rho', g.rho]] as const)
       if (value !== undefined) checkHyper(`${where}.${field}`, value);
     const names = info.map((p) => p.name).filter((n) => test(n) && !owner.has(n));
-    if (names.length === 0) throw new Error(`${where}.params matches no parameter not already in an earlier group; the model's parameters are ${info.map((p) => p.name).join(', ')}`);
+    if (names.length === 0) throw new UsamError(`${where}.params matches no parameter not already in an earlier group; the model's parameters are ${info.map((p) => p.name).join(', ')}`);
     for (const n of names) owner.set(n, k + 1);
     groups.push({ names, lr: g.lr ?? defaults.lr, weightDecay: g.weightDecay ?? defaults.weightDecay, ...(g.rho !== undefined ? { rho: g.rho } : {}) });
   });

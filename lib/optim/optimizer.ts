@@ -3,7 +3,7 @@
 // optimizer's update. Tensors stay native; this file only decides.
 import { isTensor, type Model } from '../model/model.js';
 import { Reducer } from '../distributed.js';
-import { ConfigError, NonFiniteError, parseOrThrow } from '../errors.js';
+import { ConfigError, NonFiniteError, parseOrThrow, UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
 import { persistent, track } from '../tensor/scope.js';
@@ -158,7 +158,7 @@ export class Optimizer {
 
   /** step() as Work (model/work.ts), for composing it into longer work such as a training run. */
   *stepWork(a: Tensor | Batch[], b?: Tensor): Work<StepResult> {
-    if (this.disposed) throw new Error('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
+    if (this.disposed) throw new UsamError('this optimizer was disposed; it cannot be used after dispose() (make a new one)');
     checkStepArguments(a, b);
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm

@@ -2,6 +2,7 @@
 // steps.jsonl, and probe.json once `usam probe` ran on it), their grouping by
 // config (runs that differ only in seed are one group), and the statistics
 // over a group's seeds.
+import { UsamError } from '../errors.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from '../train/trainer.js';
@@ -44,14 +45,14 @@ function readJsonLines<T>(file: string): T[] {
       try {
         return JSON.parse(l) as T;
       } catch {
-        throw new Error(`${file}: line ${i + 1} is not JSON`);
+        throw new UsamError(`${file}: line ${i + 1} is not JSON`);
       }
     });
 }
 
 export function readRun(dir: string): Run {
   const metricsFile = join(dir, METRICS_FILE);
-  if (!existsSync(metricsFile)) throw new Error(`${dir}: no ${METRICS_FILE}; is it a run directory (usam train --out)?`);
+  if (!existsSync(metricsFile)) throw new UsamError(`${dir}: no ${METRICS_FILE}; is it a run directory (usam train --out)?`);
   const metrics = numberedFromOne(readJsonLines<EpochMetrics>(metricsFile));
   const stepsFile = join(dir, STEPS_FILE);
   const steps = existsSync(stepsFile) ? numberedFromOne(readJsonLines<StepLogLine>(stepsFile)) : [];
@@ -63,9 +64,9 @@ export function readRun(dir: string): Run {
     try {
       probe = JSON.parse(readFileSync(probeFile, 'utf8')) as ProbeFile;
     } catch {
-      throw new Error(`${probeFile} is not JSON`);
+      throw new UsamError(`${probeFile} is not JSON`);
     }
-    if (!String(probe.format ?? '').startsWith('usam-probe/')) throw new Error(`${probeFile}: not written by usam probe (format ${JSON.stringify(probe.format)})`);
+    if (!String(probe.format ?? '').startsWith('usam-probe/')) throw new UsamError(`${probeFile}: not written by usam probe (format ${JSON.stringify(probe.format)})`);
   }
   return { name: basename(resolve(dir)), dir, config, metrics, steps, ...(probe ? { probe } : {}) };
 }

@@ -2,6 +2,7 @@
 // difference to the baseline), where each value came from (metrics.jsonl or
 // probe.json), and the words above it: how many runs in how many groups, and
 // a warning when a comparison rests on one seed.
+import { UsamError } from '../errors.js';
 import type { EpochMetrics } from '../train/trainer.js';
 import { COLORS, DASHES } from './charts.js';
 import { esc } from './export.js';
@@ -78,7 +79,7 @@ export function summaryTable(groups: Group[], baseline?: Group, columns: Column[
 export function findBaseline(groups: Group[], name: string): Group {
   const g =
     groups.find((g) => g.name === name) ?? groups.find((g) => g.runs.some((r) => r.name === name || r.dir === name)) ?? groups.find((g) => g.config.optimizer === name);
-  if (!g) throw new Error(`--baseline ${name}: no run or group of that name or optimizer; the groups are ${groups.map((g) => g.name).join(', ')}`);
+  if (!g) throw new UsamError(`--baseline ${name}: no run or group of that name or optimizer; the groups are ${groups.map((g) => g.name).join(', ')}`);
   return g;
 }
 

@@ -1,3 +1,4 @@
+import { UsamError } from '../errors.js';
 // Axis ticks for the report's charts: "nice numbers" on linear axes
 // (Heckbert, "Nice numbers for graph labels", Graphics Gems, 1990: loose
 // labelling, the axis extended to whole multiples of a 1·2·5 × 10ᵏ step) and
@@ -21,7 +22,7 @@ export interface Axis {
 
 /** Heckbert's nice number near x: 1, 2, 5 or 10 × 10ᵏ (rounded, or the smallest one ≥ x). */
 export function niceNumber(x: number, round: boolean): number {
-  if (!(x > 0) || !Number.isFinite(x)) throw new Error(`niceNumber: expected a positive finite number, got ${x}`);
+  if (!(x > 0) || !Number.isFinite(x)) throw new UsamError(`niceNumber: expected a positive finite number, got ${x}`);
   const exp = Math.floor(Math.log10(x));
   const f = x / 10 ** exp;
   let nf: number;
@@ -55,7 +56,7 @@ export function formatTick(v: number, step: number): string {
 
 /** Heckbert's loose labelling of [min, max] with about `count` ticks. */
 export function linearTicks(min: number, max: number, count = 5): Axis {
-  if (!Number.isFinite(min) || !Number.isFinite(max)) throw new Error(`linearTicks: the range [${min}, ${max}] is not finite`);
+  if (!Number.isFinite(min) || !Number.isFinite(max)) throw new UsamError(`linearTicks: the range [${min}, ${max}] is not finite`);
   if (min > max) [min, max] = [max, min];
   if (min === max) {
     const pad = min === 0 ? 1 : Math.abs(min) * 0.1;
@@ -80,7 +81,7 @@ export function linearTicks(min: number, max: number, count = 5): Axis {
  * eight, every second (third, ...) decade is labelled.
  */
 export function logTicks(min: number, max: number): Axis {
-  if (!(min > 0) || !(max > 0) || !Number.isFinite(min) || !Number.isFinite(max)) throw new Error(`logTicks: the range [${min}, ${max}] must be positive and finite`);
+  if (!(min > 0) || !(max > 0) || !Number.isFinite(min) || !Number.isFinite(max)) throw new UsamError(`logTicks: the range [${min}, ${max}] must be positive and finite`);
   if (min > max) [min, max] = [max, min];
   let lo = Math.floor(Math.log10(min) + 1e-9);
   let hi = Math.ceil(Math.log10(max) - 1e-9);

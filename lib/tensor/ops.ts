@@ -2,6 +2,7 @@
 // functions over the binding (lib/native/binding.ts, NativeOps), so that
 // go-to-definition and static tools follow every call.
 import type { NativeOps, NativeTensor as T } from '../native/binding.js';
+import * as check from '../arguments.js';
 import { native } from '../native/load.js';
 
 const n = (): NativeOps => native().ops;
@@ -27,5 +28,5 @@ export const ops = {
   combine: (dst: T, coefficients: number[], tensors: T[]): number => n().combine(dst, coefficients, tensors),
   allFinite: (x: T): boolean => n().allFinite(x),
   /** Eigenvalues (ascending) and optionally eigenvectors of a symmetric n×n row-major matrix, by LAPACK */
-  symmetricEigen: (a: Float64Array, size: number, wantVectors: boolean) => native().linalg.symmetricEigen(a, size, wantVectors),
+  symmetricEigen: (a: Float64Array, n: number, wantVectors: boolean) => native().linalg.symmetricEigen(a, n, check.boolean('ops.symmetricEigen', 'wantVectors', wantVectors)),
 } satisfies NativeOps & Record<string, unknown>;

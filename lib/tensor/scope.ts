@@ -7,6 +7,8 @@
 // keep for their lifetime (a model's parameters, an optimizer's buffers) is
 // made under persistent(): it belongs to its owner, which a scope disposes
 // as a whole. A tensor the garbage collector took is simply skipped.
+import * as check from '../arguments.js';
+import { UsamError } from '../errors.js';
 import type { NativeTensor } from '../native/binding.js';
 import { native } from '../native/load.js';
 
@@ -65,6 +67,7 @@ function reachable(result: unknown, tensors: NativeTensor[], objects: Set<unknow
  * Promise result is refused (nothing is disposed; use `using` in async code).
  */
 export function scope<T>(fn: () => T): T {
+  check.func('scope', 'fn', fn, 'a function to run (scope(() => { ... }))');
   const T = native().Tensor;
   T.beginScope();
   owners.push([]);
@@ -80,7 +83,7 @@ export function scope<T>(fn: () => T): T {
   if (typeof (result as { then?: unknown } | null)?.then === 'function') {
     T.endScope(null);
     owners[owners.length - 1]?.push(...made);
-    throw new Error('scope(fn): fn returned a Promise; scope() is for synchronous code (nothing was disposed). In async code, use `using` or dispose().');
+    throw new UsamError('scope(fn): fn returned a Promise; scope() is for synchronous code (nothing was disposed). In async code, use `using` or dispose().');
   }
   const tensors: NativeTensor[] = [];
   const objects = new Set<unknown>();

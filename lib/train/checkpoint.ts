@@ -2,6 +2,7 @@
 // tensors in safetensors (parameter names as PyTorch's state_dict), and in
 // its metadata the training config, the position in training and every RNG
 // state, so that a resumed run continues bit for bit.
+import { UsamError } from '../errors.js';
 import type { Model } from '../model/model.js';
 import { ops } from '../tensor/ops.js';
 import { OPTIMIZER_STATE_FORMAT, type Optimizer } from '../optim/optimizer.js';
@@ -71,12 +72,12 @@ export interface LoadedCheckpoint {
 
 export function loadCheckpoint(file: string): LoadedCheckpoint {
   const { tensors, metadata } = readSafetensors(file);
-  if (metadata.format !== CHECKPOINT_FORMAT) throw new Error(`${file}: not a universal-sam checkpoint (format '${metadata.format ?? 'none'}')`);
+  if (metadata.format !== CHECKPOINT_FORMAT) throw new UsamError(`${file}: not a universal-sam checkpoint (format '${metadata.format ?? 'none'}')`);
   const parse = (key: string) => {
     try {
       return JSON.parse(metadata[key]);
     } catch {
-      throw new Error(`${file}: metadata '${key}' is missing or corrupt`);
+      throw new UsamError(`${file}: metadata '${key}' is missing or corrupt`);
     }
   };
   const config = parse('config');
@@ -84,8 +85,8 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
   const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null; paramGroups?: Record<string, unknown>[] };
   const need = (name: string, numel: number): StData => {
     const t = tensors[name];
-    if (!t) throw new Error(`${file}: tensor '${name}' is missing`);
-    if (t.data.length !== numel) throw new Error(`${file}: tensor '${name}' has ${t.data.length} values, the model needs ${numel}`);
+    if (!t) throw new UsamError(`${file}: tensor '${name}' is missing`);
+    if (t.data.length !== numel) throw new UsamError(`${file}: tensor '${name}' has ${t.data.length} values, the model needs ${numel}`);
     return t.data;
   };
   const restoreModel = (model: Model) => {
@@ -112,7 +113,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
     restoreModel,
     restore(model, optimizer) {
       restoreModel(model);
-      if (opt.kind !== optimizer.base.config.kind) throw new Error(`${file}: the checkpoint's optimizer is ${opt.kind}, not ${optimizer.base.config.kind}`);
+      if (opt.kind !== optimizer.base.config.kind) throw new UsamError(`${file}: the checkpoint's optimizer is ${opt.kind}, not ${optimizer.base.config.kind}`);
       const names = OPTIMIZER_BUFFERS[opt.kind];
       const state = Object.fromEntries(names.map((n) => [n, need(`optimizer.${n}`, model.numParams) as Float32Array | Float64Array]));
       try {
@@ -127,7 +128,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
           paramGroups: Array.isArray(opt.paramGroups) ? opt.paramGroups : [],
         });
       } catch (e) {
-        throw new Error(`${file}: ${(e as Error).message}`);
+        throw new UsamError(`${file}: ${(e as Error).message}`);
       }
       model.native.setRngState(unb64(metadata.modelRng));
     },

@@ -4,6 +4,7 @@
 // the outputs of one forward pass per batch. With
 // a process group each rank evaluates its contiguous share of the samples and
 // one allreduce sums the counts: every rank gets the whole set's numbers.
+import { UsamError } from '../errors.js';
 import { DataLoader, shareRange } from '../data/loader.js';
 import { count, sampleSize, type Dataset } from '../data/dataset.js';
 import type { ProcessGroup } from '../distributed.js';
@@ -38,7 +39,7 @@ function shareOf(data: Dataset, group: ProcessGroup): Dataset {
 export function* evaluateWork(model: Model, data: Dataset, batchSize = 1000, group?: ProcessGroup): Work<Evaluation> {
   const lossType: LossType = model.spec.loss?.type ?? 'cross-entropy';
   if (!takesLabels(lossType))
-    throw new Error(
+    throw new UsamError(
       `evaluate: the model's loss is '${lossType}', which takes float targets of the output's shape, but a dataset holds int class labels; ` +
         `evaluate() needs a classification loss ('cross-entropy' or 'nll')`,
     );

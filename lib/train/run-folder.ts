@@ -1,6 +1,7 @@
 // A run's folder: what the Trainer writes there (config.json, metrics.jsonl,
 // steps.jsonl, checkpoint.safetensors), the records of its JSON lines, and
 // how a resumed run drops lines written after its checkpoint.
+import { UsamError } from '../errors.js';
 import { accessSync, constants, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Evaluation } from './evaluate.js';
@@ -15,7 +16,7 @@ export function checkWritable(dir: string): void {
     mkdirSync(dir, { recursive: true });
     accessSync(dir, constants.W_OK);
   } catch (e) {
-    throw new Error(`output directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+    throw new UsamError(`output directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
   }
 }
 
@@ -131,7 +132,7 @@ export function newRunFolder(root: string, optimizer: string, now = new Date()):
       mkdirSync(join(base, name));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw new Error(`cannot make a run folder in ${base}: ${(e as Error).message}; choose one with --out`);
+      throw new UsamError(`cannot make a run folder in ${base}: ${(e as Error).message}; choose one with --out`);
     }
     pointLatest(base, name);
     return join(base, name);

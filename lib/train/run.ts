@@ -1,5 +1,6 @@
 // Training off the main thread: the event loop stays free for signals and
 // progress while a worker thread runs the steps.
+import { UsamError } from '../errors.js';
 import { Worker } from 'node:worker_threads';
 import type { Progress } from './checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
@@ -43,7 +44,7 @@ export function trainInWorker(config: TrainConfigInput | ResumeInput, handlers: 
         resolve(m.result as never);
       } else if (m.type === 'error') {
         settled = true;
-        reject(new Error(m.message as string));
+        reject(new UsamError(m.message as string));
       }
     });
     worker.on('error', (e) => {
@@ -51,7 +52,7 @@ export function trainInWorker(config: TrainConfigInput | ResumeInput, handlers: 
       reject(e);
     });
     worker.on('exit', (code) => {
-      if (!settled) reject(new Error(`the training thread exited with code ${code}`));
+      if (!settled) reject(new UsamError(`the training thread exited with code ${code}`));
     });
   });
   return { done, stop: () => Atomics.store(flag, 0, 1) };

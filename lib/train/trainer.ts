@@ -98,7 +98,7 @@ export class Trainer {
     // the world size is the group's (torchrun's launch says nothing of --nproc)
     if (this.group && this.config.nproc !== this.group.worldSize) this.config = { ...this.config, nproc: this.group.worldSize };
     if (!resuming && out !== undefined && existsSync(join(out, CHECKPOINT_FILE)))
-      throw new Error(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
+      throw new UsamError(`${out} already holds a run (${CHECKPOINT_FILE}); resume it with --resume ${out}, or choose another --out`);
     if (this.config.threads) setThreads(this.config.threads);
     // everything that can fail on bad input fails before anything is written
     this.data = datasetsOf(this.config);
@@ -142,7 +142,7 @@ export class Trainer {
         writeAtomic(join(out, CONFIG_FILE), [Buffer.from(JSON.stringify(this.config, null, 2) + '\n')]);
       } catch (e) {
         if (created) rmSync(out, { recursive: true, force: true });
-        throw new Error(`cannot write to ${out}: ${(e as Error).message}`);
+        throw new UsamError(`cannot write to ${out}: ${(e as Error).message}`);
       }
     }
   }
@@ -252,7 +252,7 @@ export class Trainer {
             e.message = where + e.message;
             throw e;
           }
-          throw new Error(where + (e as Error).message, { cause: e });
+          throw new UsamError(where + (e as Error).message, { cause: e });
         }
         p.globalStep++;
         p.steps++;

@@ -11,7 +11,8 @@ const lib = join(repoRoot, 'lib');
 
 /** lib/'s floors, lowest first (docs/contributing.md, Architecture). Paths are lib-relative folders or files. */
 const FLOORS: string[][] = [
-  ['errors.ts', 'extent.ts', 'safetensors.ts'],
+  ['errors.ts'],
+  ['arguments.ts', 'extent.ts', 'safetensors.ts'],
   ['native'],
   ['tensor'],
   ['random.ts', 'distributed.ts'],

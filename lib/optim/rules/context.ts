@@ -3,7 +3,7 @@ import type { Model } from '../../model/model.js';
 import { ops } from '../../tensor/ops.js';
 import { type Generator, sampleInto } from '../../random.js';
 import type { UserSampler } from '../../sharpness/config.js';
-import { NonFiniteError } from '../../errors.js';
+import { NonFiniteError, UsamError } from '../../errors.js';
 import { floatTensor, type Tensor } from '../../tensor/tensor.js';
 import type { Passes } from '../../model/passes.js';
 import type { Work } from '../../model/work.js';
@@ -97,7 +97,7 @@ export class DirectionSampler {
     const out = this.buffer(this.turn);
     if (this.mu === 'cube') {
       const a = this.halfCube ?? NaN;
-      if (!(a > 0)) throw new Error(`halfCube must be > 0 for the cube measure, got ${this.halfCube}`);
+      if (!(a > 0)) throw new UsamError(`halfCube must be > 0 for the cube measure, got ${this.halfCube}`);
       this.gen.fillAsync(out, 'uniform', -a, a);
     } else this.gen.fillAsync(out, this.mu as 'gaussian' | 'rademacher' | 'sphere');
     this.pending = this.turn;
@@ -122,10 +122,10 @@ export class DirectionSampler {
     }
     const u = this.mu(numParams);
     if (!u || u.length !== numParams)
-      throw new Error(`sharpness.mu: the user sampler returned ${u?.length ?? 'nothing'} numbers; it must return a flat vector of ${numParams}`);
+      throw new UsamError(`sharpness.mu: the user sampler returned ${u?.length ?? 'nothing'} numbers; it must return a flat vector of ${numParams}`);
     const out = this.buffer(0);
     const t = floatTensor(out, u);
-    if (!ops.allFinite(t)) throw new Error('sharpness.mu: the user sampler returned NaN or Inf');
+    if (!ops.allFinite(t)) throw new UsamError('sharpness.mu: the user sampler returned NaN or Inf');
     ops.copy(out, t);
     t.dispose();
     return out;
