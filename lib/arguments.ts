@@ -47,8 +47,8 @@ export function options<T extends object>(fn: string, name: string, v: T | undef
 }
 
 /** A required plain object ({ ... }). */
-export function object<T extends object>(fn: string, name: string, v: T): T {
-  if (!isPlainObject(v)) fail(fn, name, 'an object ({ ... })', v);
+export function object<T extends object>(fn: string, name: string, v: T, what = 'an object ({ ... })'): T {
+  if (!isPlainObject(v)) fail(fn, name, what, v);
   return v;
 }
 

@@ -6,13 +6,14 @@
 // (run token, config, world size) at rendezvous; a process of another run is
 // refused. Collectives block until every rank has joined them, and fail with
 // an error (never hang) when a peer dies or does not come within the timeout.
+import * as check from './arguments.js';
 import { UsamError } from './errors.js';
 import { createServer } from 'node:net';
 import type { DType, NativeProcessGroup } from './native/binding.js';
 import { native } from './native/load.js';
 import { ops } from './tensor/ops.js';
 import { persistent } from './tensor/scope.js';
-import type { Tensor } from './tensor/tensor.js';
+import { type Tensor, tensorArg } from './tensor/tensor.js';
 
 export interface ProcessGroupOptions {
   rank: number;
@@ -69,9 +70,11 @@ export class ProcessGroup {
 
   /** Meets the other ranks; returns when all `worldSize` have joined. */
   constructor(o: ProcessGroupOptions) {
-    if (!positiveInt(o.worldSize)) throw new UsamError(`process group: worldSize must be a positive integer, got ${o.worldSize}`);
+    const fn = 'new ProcessGroup';
+    check.object(fn, 'options', o, 'process group options { rank, worldSize, masterAddr?, masterPort?, storeFile?, ... }');
+    if (!positiveInt(o.worldSize)) throw new check.ArgumentError(fn, 'options.worldSize', `must be a positive integer, got ${check.describeValue(o.worldSize)}`);
     if (!(Number.isInteger(o.rank) && o.rank >= 0 && o.rank < o.worldSize))
-      throw new UsamError(`process group: rank must be an integer in 0 .. ${o.worldSize - 1} (worldSize ${o.worldSize}), got ${o.rank}`);
+      throw new check.ArgumentError(fn, 'options.rank', `must be an integer in 0 .. ${o.worldSize - 1} (worldSize ${o.worldSize}), got ${check.describeValue(o.rank)}`);
     const port = o.masterPort ?? 29500;
     if (o.storeFile !== undefined && (typeof o.storeFile !== 'string' || o.storeFile === '')) throw new UsamError(`process group: storeFile must be a file path, got ${String(o.storeFile)}`);
     if (!(positiveInt(port) && port <= 65535)) throw new UsamError(`process group: masterPort must be a TCP port (1 .. 65535), got ${port}`);
@@ -97,7 +100,7 @@ export class ProcessGroup {
   }
 
   private live(what: string): NativeProcessGroup {
-    if (!this.group) throw new UsamError(`process group: ${what} after dispose()`);
+    if (!this.group) throw new UsamError(`ProcessGroup.${what}: this process group was disposed; it cannot be used after dispose()`);
     return this.group;
   }
   get rank(): number {
@@ -111,14 +114,20 @@ export class ProcessGroup {
   }
   /** In place: every rank ends with the sum (mean, max, min) of all ranks' values. */
   allreduce(t: Tensor, op: 'sum' | 'avg' | 'max' | 'min' = 'sum'): void {
-    this.live('allreduce()').allreduce(t, op);
+    const g = this.live('allreduce');
+    tensorArg('ProcessGroup.allreduce', 'tensor', t);
+    check.oneOf('ProcessGroup.allreduce', 'op', op, ['sum', 'avg', 'max', 'min'] as const);
+    g.allreduce(t, op);
   }
   /** In place: every rank ends with root's values. */
   broadcast(t: Tensor, root = 0): void {
-    this.live('broadcast()').broadcast(t, root);
+    const g = this.live('broadcast');
+    tensorArg('ProcessGroup.broadcast', 'tensor', t);
+    check.number('ProcessGroup.broadcast', 'root', root, { integer: true, min: 0, max: g.worldSize - 1 });
+    g.broadcast(t, root);
   }
   barrier(): void {
-    this.live('barrier()').barrier();
+    this.live('barrier').barrier();
   }
   dispose(): void {
     this.group?.dispose();
@@ -138,6 +147,8 @@ export class ProcessGroup {
  * set; USAM_RUN_TOKEN joins the fingerprint.
  */
 export function processGroupFromEnv(env: NodeJS.ProcessEnv = process.env, o: { timeoutMs?: number; backend?: 'gloo' | 'nccl'; fingerprint?: Record<string, string> } = {}): ProcessGroup {
+  check.record('processGroupFromEnv', 'env', env);
+  check.options('processGroupFromEnv', 'options', o);
   const need = (name: string) => {
     const v = env[name];
     if (v === undefined || v === '') throw new UsamError(`process group from the environment: ${name} is not set (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)`);

@@ -1,8 +1,9 @@
 // Seedable generators and the direction samplers u ~ mu of math.md §1.
+import * as check from './arguments.js';
 import { UsamError } from './errors.js';
 import type { NativeGenerator } from './native/binding.js';
 import { native } from './native/load.js';
-import type { Tensor } from './tensor/tensor.js';
+import { type Tensor, tensorArg } from './tensor/tensor.js';
 
 export type Generator = NativeGenerator;
 
@@ -40,6 +41,8 @@ export function streamSeed(seed: number, purpose: StreamPurpose, index = 0): num
 }
 
 export function generator(seed: number, device = 'cpu'): Generator {
+  check.number('generator', 'seed', seed, { integer: true, min: 0 });
+  check.string('generator', 'device', device, "a device ('cpu', 'cuda')");
   return new (native().Generator)(seed, device);
 }
 
@@ -51,6 +54,10 @@ export type BuiltinMeasure = 'gaussian' | 'rademacher' | 'sphere' | 'cube';
  * [-halfCube, halfCube]^P.
  */
 export function sampleInto(gen: Generator, measure: BuiltinMeasure, out: Tensor, halfCube = 1): void {
+  check.instanceOf('sampleInto', 'gen', gen, native().Generator as unknown as abstract new () => Generator, 'a Generator (generator(seed))');
+  check.oneOf('sampleInto', 'measure', measure, ['gaussian', 'rademacher', 'sphere', 'cube'] as const);
+  tensorArg('sampleInto', 'out', out);
+  check.number('sampleInto', 'halfCube', halfCube, { min: 0 });
   switch (measure) {
     case 'gaussian':
       return gen.gaussian(out);

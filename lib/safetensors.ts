@@ -3,6 +3,7 @@
 // shape and byte range, string metadata, then the raw little-endian data.
 // Written atomically: a temporary file in the same folder, fsync, rename,
 // fsync of the folder — a crash leaves the previous file or the new one.
+import * as check from './arguments.js';
 import { UsamError } from './errors.js';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -41,6 +42,10 @@ const DTYPE_OF = (d: StData): StDType =>
   d instanceof Float32Array ? 'F32' : d instanceof Float64Array ? 'F64' : d instanceof BigInt64Array ? 'I64' : d instanceof Int32Array ? 'I32' : 'U8';
 
 export function stTensor(data: StData, shape: number[]): StTensor {
+  if (!(data instanceof Float32Array || data instanceof Float64Array || data instanceof BigInt64Array || data instanceof Int32Array || data instanceof Uint8Array))
+    throw new check.ArgumentError('stTensor', 'data', `must be a Float32Array, Float64Array, BigInt64Array, Int32Array or Uint8Array, got ${check.describeValue(data)}`);
+  const n = Array.from(check.numbers('stTensor', 'shape', shape, { integer: true, min: 0 })).reduce((a, b) => a * b, 1);
+  if (n !== data.length) throw new check.ArgumentError('stTensor', 'shape', `[${shape.join(', ')}] holds ${n} values, data has ${data.length}`);
   return { dtype: DTYPE_OF(data), shape, data };
 }
 
@@ -173,6 +178,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors file'):
 
 /** Reads and validates a safetensors file (decodeSafetensors). */
 export function readSafetensors(file: string) {
+  check.string('readSafetensors', 'file', file, 'a safetensors file name');
   if (!existsSync(file)) throw new UsamError(`file not found: ${file}`);
   return decodeSafetensors(readFileSync(file), file);
 }
@@ -184,6 +190,11 @@ export function writeSafetensors(
   metadata: Record<string, string> = {},
   options: { checksum?: boolean } = {},
 ): void {
+  check.string('writeSafetensors', 'file', file, 'a file name');
+  check.object('writeSafetensors', 'tensors', tensors, 'an object of names to stTensor(data, shape)');
+  for (const [k, v] of Object.entries(check.record('writeSafetensors', 'metadata', metadata, 'an object of names to strings')))
+    if (typeof v !== 'string') throw new check.ArgumentError('writeSafetensors', 'metadata', `must map names to strings; ${k} is ${check.describeValue(v)}`);
+  check.options('writeSafetensors', 'options', options);
   writeAtomic(file, encodeSafetensors(tensors, metadata, options));
 }
 

@@ -1,6 +1,7 @@
 // CIFAR-10 / CIFAR-100 binary files: records of label byte(s) then 3072
 // pixel bytes (1024 red, 1024 green, 1024 blue, row-major 32×32).
 // CIFAR-10: 1 label byte; CIFAR-100: coarse then fine label (we keep fine).
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { existsSync, readFileSync } from 'node:fs';
 
@@ -11,6 +12,9 @@ export interface CifarRecords {
 }
 
 export function readCifar(files: string[], variant: 'cifar10' | 'cifar100'): CifarRecords {
+  check.array('readCifar', 'files', files, 'an array of file names');
+  files.forEach((f, i) => check.string('readCifar', `files[${i}]`, f, 'a file name'));
+  check.oneOf('readCifar', 'variant', variant, ['cifar10', 'cifar100'] as const);
   const labelBytes = variant === 'cifar10' ? 1 : 2;
   const record = labelBytes + 3072;
   const parts = files.map((f) => {

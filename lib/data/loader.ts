@@ -5,12 +5,13 @@
 // its contiguous part of every global batch (the same permutation and the
 // same augmentation on every rank): the ranks' batches together are the one
 // batch a single process would take.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import type { FloatDType } from '../native/binding.js';
 import type { Batch } from '../model/passes.js';
 import { persistent } from '../tensor/scope.js';
-import { tensor } from '../tensor/tensor.js';
-import { count, type Dataset, sampleSize } from './dataset.js';
+import { tensor, tensorArg } from '../tensor/tensor.js';
+import { count, datasetArg, type Dataset, sampleSize } from './dataset.js';
 import { Prng } from './prng.js';
 
 export interface LoaderOptions {
@@ -38,13 +39,21 @@ export class DataLoader {
     readonly dataset: Dataset,
     readonly options: LoaderOptions,
   ) {
-    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new UsamError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
+    datasetArg('new DataLoader', 'dataset', dataset);
+    check.object('new DataLoader', 'options', options, 'loader options { batchSize, shuffle?, seed?, ... }');
+    check.number('new DataLoader', 'options.batchSize', options.batchSize, { integer: true, min: 1 });
+    if (options.shuffle !== undefined) check.boolean('new DataLoader', 'options.shuffle', options.shuffle);
+    if (options.dropLast !== undefined) check.boolean('new DataLoader', 'options.dropLast', options.dropLast);
+    if (options.seed !== undefined) check.number('new DataLoader', 'options.seed', options.seed, { integer: true, min: 0 });
+    if (options.augment !== undefined) check.oneOf('new DataLoader', 'options.augment', options.augment, ['crop-flip'] as const);
+    if (options.dtype !== undefined) check.oneOf('new DataLoader', 'options.dtype', options.dtype, ['float32', 'float64'] as const);
+    if (options.device !== undefined) check.string('new DataLoader', 'options.device', options.device);
     this.batchSize = options.batchSize;
     if (options.augment && dataset.shape.length !== 3) throw new UsamError(`augment '${options.augment}' needs image data [C, H, W]`);
     const sh = options.shard;
     if (sh) {
       if (!(Number.isInteger(sh.worldSize) && sh.worldSize >= 1 && Number.isInteger(sh.rank) && sh.rank >= 0 && sh.rank < sh.worldSize))
-        throw new UsamError(`shard must be {rank, worldSize} with 0 ≤ rank < worldSize, got ${JSON.stringify(sh)}`);
+        throw new check.ArgumentError('new DataLoader', 'options.shard', `must be { rank, worldSize } with 0 ≤ rank < worldSize, got ${JSON.stringify(sh)}`);
       const last = this.globalLength(this.length - 1);
       if (last < sh.worldSize)
         throw new UsamError(
@@ -70,13 +79,14 @@ export class DataLoader {
   }
 
   order(epoch: number): Int32Array {
+    check.number('DataLoader.order', 'epoch', epoch, { integer: true, min: 0 });
     const n = count(this.dataset);
     return this.options.shuffle ? new Prng(this.options.seed ?? 0, 0x0dde5, epoch).permutation(n) : Int32Array.from({ length: n }, (_, i) => i);
   }
 
   /** Batch `index` of epoch `epoch`, in new tensors. */
-  batch(epoch: number, index: number, order = this.order(epoch)): Batch {
-    const { xs, ys } = this.stage(epoch, index, order);
+  batch(epoch: number, index: number, order?: Int32Array): Batch {
+    const { xs, ys } = this.stage('DataLoader.batch', epoch, index, order);
     const device = this.options.device;
     return {
       x: tensor(xs, [ys.length, ...this.dataset.shape], { dtype: this.options.dtype ?? 'float32', device }),
@@ -90,8 +100,11 @@ export class DataLoader {
    * tensors this way: a new tensor per step, freed between the step's own temporaries, leaves holes
    * in the C heap that are never reused (docs/benchmarks.md, memory over long runs).
    */
-  batchInto(into: Batch, epoch: number, index: number, order = this.order(epoch)): Batch {
-    const { xs, ys } = this.stage(epoch, index, order);
+  batchInto(into: Batch, epoch: number, index: number, order?: Int32Array): Batch {
+    check.object('DataLoader.batchInto', 'into', into, 'a batch { x, y } made by batch()');
+    tensorArg('DataLoader.batchInto', 'into.x', into.x);
+    tensorArg('DataLoader.batchInto', 'into.y', into.y);
+    const { xs, ys } = this.stage('DataLoader.batchInto', epoch, index, order);
     const want = [ys.length, ...this.dataset.shape];
     if (into.x.shape.join() !== want.join() || into.y.shape.join() !== String(ys.length))
       throw new UsamError(
@@ -105,6 +118,7 @@ export class DataLoader {
 
   /** How many samples batch `index` holds (the last one may be partial; with a shard, this rank's part). */
   batchLength(index: number): number {
+    check.number('DataLoader.batchLength', 'index', index, { integer: true, min: 0 });
     const [lo, hi] = this.shardRange(this.globalLength(index));
     return hi - lo;
   }
@@ -112,12 +126,17 @@ export class DataLoader {
   // The samples of one batch, augmented, in staging arrays reused from batch
   // to batch (the tensors copy them): a fresh 400 KB array per step left to
   // the garbage collector also fragmented the C heap over long runs.
-  private stage(epoch: number, index: number, order: Int32Array): { xs: Float32Array; ys: Int32Array } {
+  private stage(fn: string, epoch: number, index: number, given: Int32Array | undefined): { xs: Float32Array; ys: Int32Array } {
+    check.number(fn, 'epoch', epoch, { integer: true, min: 0 });
+    check.number(fn, 'index', index, { integer: true, min: 0 });
+    const order = given ?? this.order(epoch);
+    if (!(order instanceof Int32Array) || order.length !== count(this.dataset))
+      throw new check.ArgumentError(fn, 'order', `must be an Int32Array of ${count(this.dataset)} sample indices (order(epoch)), got ${check.describeValue(order)}`);
     const d = this.dataset;
     const size = sampleSize(d);
     const start = index * this.batchSize;
     const end = Math.min(start + this.batchSize, order.length);
-    if (start >= end) throw new UsamError(`batch ${index} is past the end of the epoch (${this.length} batches)`);
+    if (start >= end) throw new check.ArgumentError(fn, 'index', `is ${index}: batch ${index} is past the end of the epoch (${this.length} batches)`);
     const [lo, hi] = this.shardRange(end - start);
     const from = start + lo, to = start + hi;
     if (!this.staging || this.staging.x.length < (to - from) * size) this.staging = { x: new Float32Array(this.batchSize * size), y: new Int32Array(this.batchSize) };
@@ -144,6 +163,7 @@ export class DataLoader {
 
   /** The batches of one epoch, from `start` on. */
   *epoch(epoch: number, start = 0): Generator<Batch> {
+    check.number('DataLoader.epoch', 'start', start, { integer: true, min: 0 });
     const order = this.order(epoch);
     for (let b = start; b < this.length; b++) yield this.batch(epoch, b, order);
   }
@@ -157,10 +177,15 @@ export class DataLoader {
  */
 export class BatchTensors {
   private readonly kept = new Map<number, Batch>();
-  constructor(readonly loader: DataLoader) {}
+  private disposed = false;
+  constructor(readonly loader: DataLoader) {
+    check.instanceOf('new BatchTensors', 'loader', loader, DataLoader, 'a DataLoader');
+  }
 
   /** Batch `index` of the epoch, in the kept tensors of its size (valid until the next call). */
-  next(epoch: number, index: number, order = this.loader.order(epoch)): Batch {
+  next(epoch: number, index: number, order?: Int32Array): Batch {
+    if (this.disposed) throw new UsamError('BatchTensors.next: these batch tensors were disposed; they cannot be used after dispose()');
+    order ??= this.loader.order(epoch);
     const size = this.loader.batchLength(index);
     const kept = this.kept.get(size);
     if (kept) return this.loader.batchInto(kept, epoch, index, order);
@@ -170,6 +195,7 @@ export class BatchTensors {
   }
 
   dispose(): void {
+    this.disposed = true;
     for (const { x, y } of this.kept.values()) {
       x.dispose();
       y.dispose();

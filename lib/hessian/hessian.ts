@@ -1,7 +1,7 @@
 // The Hessian probe API: hessian(model, data, {mode}) returns an object whose
 // probes all run on native HVPs and report the HVPs they used. Results are
 // plain JSON-serialisable objects.
-import { UsamError } from '../errors.js';
+import { parseOrThrow, UsamError } from '../errors.js';
 import * as check from '../arguments.js';
 import { isTensor, type Model, modelArg } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
@@ -244,10 +244,11 @@ export class Hessian {
   *sharpnessWork(config: SharpnessProbe): Work<{ estimate: number; standardError?: number; samples: number; hvps: number }> {
     check.object('Hessian.sharpness', 'config', config);
     const samples = config.samples ?? 100;
-    if (!Number.isInteger(samples) || samples < 2) throw new UsamError(`sharpness: samples must be an integer ≥ 2, got ${samples}`);
+    check.number('Hessian.sharpness', 'config.samples', samples, { integer: true, min: 2 });
     let psi: ScalarFunction, phi: ScalarFunction, mu: NonNullable<Extract<SharpnessProbe, { psi: unknown }>['mu']>;
     let frobenius = false;
     if ('measure' in config) {
+      check.oneOf('Hessian.sharpness', 'config.measure', config.measure, ['trace', 'frobenius', 'det'] as const);
       if (config.measure === 'det') {
         psi = resolveScalar('exp-neg-half');
         phi = resolveScalar('inverse-square');
@@ -258,9 +259,11 @@ export class Hessian {
         frobenius = config.measure === 'frobenius';
       }
     } else {
+      if (config.psi === undefined || config.phi === undefined)
+        throw new check.ArgumentError('Hessian.sharpness', 'config', "needs a named measure { measure: 'trace' | 'frobenius' | 'det' } or the functions { psi, phi, mu? }");
       psi = resolveScalar(config.psi);
       phi = resolveScalar(config.phi);
-      mu = measure.parse(config.mu ?? 'gaussian');
+      mu = parseOrThrow(measure, config.mu ?? 'gaussian', 'sharpness probe', 'config.mu');
     }
     const op = this.operator;
     const gen = op.newGenerator(config.seed ?? 0);

@@ -4,6 +4,7 @@
 // LibTorch (native/linalg.cc) from LAPACK_MIN_SIZE rows on, where the O(n³)
 // loop in JavaScript falls behind (scripts/bench/eigen.ts measures both).
 // Used for full Hessians and for the tridiagonal matrices of Lanczos.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 
@@ -15,6 +16,7 @@ export interface Eigen {
 }
 
 export type EigenBackend = 'auto' | 'js' | 'lapack';
+const BACKENDS = ['auto', 'js', 'lapack'] as const;
 
 /** From this many rows on, 'auto' hands the problem to LAPACK (measured: docs/benchmarks.md). */
 export const LAPACK_MIN_SIZE = 24;
@@ -26,7 +28,11 @@ function useLapack(n: number, backend: EigenBackend): boolean {
 
 /** Eigenvalues (and optionally vectors) of the symmetric n×n row-major matrix `a` (not modified). */
 export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = false, backend: EigenBackend = 'auto'): Eigen {
-  if (a.length !== n * n) throw new UsamError(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
+  check.values('symmetricEigen', 'a', a);
+  check.number('symmetricEigen', 'n', n, { integer: true, min: 0 });
+  check.boolean('symmetricEigen', 'wantVectors', wantVectors);
+  check.oneOf('symmetricEigen', 'backend', backend, BACKENDS);
+  if (a.length !== n * n) throw new check.ArgumentError('symmetricEigen', 'a', `has ${a.length} entries; an n × n matrix (n = ${n}) has ${n * n}`);
   if (useLapack(n, backend)) return ops.symmetricEigen(Float64Array.from(a), n, wantVectors);
   const v = Float64Array.from(a);
   const d = new Float64Array(n);
@@ -42,8 +48,13 @@ export function symmetricEigen(a: ArrayLike<number>, n: number, wantVectors = fa
  * `alpha` and off-diagonal `beta` (beta[i] couples i and i+1).
  */
 export function tridiagonalEigen(alpha: ArrayLike<number>, beta: ArrayLike<number>, wantVectors = true, backend: EigenBackend = 'auto'): Eigen {
+  check.values('tridiagonalEigen', 'alpha', alpha);
+  check.values('tridiagonalEigen', 'beta', beta);
+  check.boolean('tridiagonalEigen', 'wantVectors', wantVectors);
+  check.oneOf('tridiagonalEigen', 'backend', backend, BACKENDS);
   const n = alpha.length;
-  if (beta.length !== n - 1 && !(n === 0 && beta.length === 0)) throw new UsamError(`tridiagonalEigen: ${n} diagonal entries need ${n - 1} off-diagonal ones, got ${beta.length}`);
+  if (beta.length !== n - 1 && !(n === 0 && beta.length === 0))
+    throw new check.ArgumentError('tridiagonalEigen', 'beta', `has ${beta.length} entries; ${n} diagonal entries (alpha) need ${n - 1} off-diagonal ones`);
   if (useLapack(n, backend)) {
     const dense = new Float64Array(n * n);
     for (let i = 0; i < n; i++) dense[i * n + i] = alpha[i];

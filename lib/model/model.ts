@@ -244,7 +244,7 @@ export class Model {
     this.alive('exclusive');
     const call = (): Promise<T> => {
       try {
-        return fn();
+        return Promise.resolve(fn());
       } catch (e) {
         return Promise.reject(e);
       }

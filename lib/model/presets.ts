@@ -1,4 +1,5 @@
 // Ready-made architectures, expanded into layer specs.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import type { LayerSpecInput, ModelSpecInput } from './spec.js';
 
@@ -17,7 +18,10 @@ export interface MlpOptions {
 
 /** An MLP in PyTorch's layout: nn.Sequential(Flatten, Linear, [BatchNorm1d,] activation, [Dropout,] ..., Linear). */
 export function mlp(o: MlpOptions): ModelSpecInput {
-  if (o.layers.length < 2) throw new UsamError('mlp: layers needs at least [inputs, outputs]');
+  check.object('mlp', 'options', o, 'MLP options { layers: [inputs, ...hidden, outputs], ... }');
+  check.numbers('mlp', 'options.layers', o.layers, { integer: true, min: 1 });
+  if (o.layers.length < 2) throw new check.ArgumentError('mlp', 'options.layers', 'needs at least [inputs, outputs]');
+  if (o.input !== undefined) check.numbers('mlp', 'options.input', o.input, { integer: true, min: 1 });
   const input = o.input ?? [o.layers[0]];
   if (input.reduce((a, b) => a * b, 1) !== o.layers[0])
     throw new UsamError(`mlp: input [${input.join(', ')}] has ${input.reduce((a, b) => a * b, 1)} values per sample but layers[0] is ${o.layers[0]}; make them agree`);
@@ -44,6 +48,9 @@ export interface CnnOptions {
 
 /** conv3x3-BN-ReLU-maxpool2 stages, then fc-ReLU-fc (the benchmark CNN by default). */
 export function cnn(o: CnnOptions = {}): ModelSpecInput {
+  check.options('cnn', 'options', o);
+  if (o.input !== undefined) check.numbers('cnn', 'options.input', o.input, { integer: true, min: 1, length: 3 });
+  if (o.channels !== undefined) check.numbers('cnn', 'options.channels', o.channels, { integer: true, min: 1 });
   const [c0, h0, w0] = o.input ?? [1, 28, 28];
   const channels = o.channels ?? [32, 64];
   const layers: LayerSpecInput[] = [];
@@ -88,6 +95,8 @@ function basicBlock(inC: number, outC: number, stride: number): LayerSpecInput[]
 
 /** The CIFAR ResNet-18 used in the paper (3x3 stem, no max-pool). */
 export function resnet18(o: { classes?: number; input?: [number, number, number]; width?: number } = {}): ModelSpecInput {
+  check.options('resnet18', 'options', o);
+  if (o.input !== undefined) check.numbers('resnet18', 'options.input', o.input, { integer: true, min: 1, length: 3 });
   const [c0, h0, w0] = o.input ?? [3, 32, 32];
   const base = o.width ?? 64;
   const layers: LayerSpecInput[] = [

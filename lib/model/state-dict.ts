@@ -2,6 +2,7 @@
 // PyTorch's name and shape (module index path, then weight/bias,
 // running_mean/running_var, num_batches_tracked), in safetensors files that
 // Python's safetensors reads and writes, or as an object of typed arrays.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
 import type { Model } from './model.js';
@@ -68,7 +69,7 @@ export function loadStateDict(model: Model, source: StateDictSource, options: Lo
   if (typeof source === 'string') {
     for (const [name, t] of Object.entries(readSafetensors(source).tensors)) given[name] = { data: t.data, shape: t.shape };
   } else {
-    if (source === null || typeof source !== 'object') throw new UsamError('loadStateDict: give a safetensors file name or an object of typed arrays');
+    if (source === null || typeof source !== 'object') throw new check.ArgumentError('Model.loadStateDict', 'source', `must be a safetensors file name or an object of typed arrays (stateDict()), got ${check.describeValue(source)}`);
     for (const [name, e] of Object.entries(source)) {
       if (ArrayBuffer.isView(e)) given[name] = { data: e as StData };
       else if (e && typeof e === 'object' && ArrayBuffer.isView((e as { data: unknown }).data) && Array.isArray((e as { shape: unknown }).shape))

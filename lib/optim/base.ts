@@ -1,9 +1,11 @@
 // Base optimizers over the flat parameter vector, with PyTorch semantics
 // (torch.optim.SGD, Adam, AdamW); each step is one fused native call.
 import { z } from 'zod';
+import * as check from '../arguments.js';
+import { parseOrThrow } from '../errors.js';
 import { native } from '../native/load.js';
 import { persistent } from '../tensor/scope.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { type Tensor, tensorArg } from '../tensor/tensor.js';
 import type { ParamGroup, Segment } from './groups.js';
 
 export const baseConfig = z.discriminatedUnion('kind', [
@@ -70,7 +72,13 @@ export function weightDecayOf(c: BaseConfig): number {
  * live paramGroups): one fused call per range, on views of the vectors.
  */
 export function createBaseOptimizer(config: BaseConfigInput, like: Tensor, grouping?: { groups: ParamGroup[]; segments: Segment[] }): BaseOptimizer {
-  const c = baseConfig.parse(config);
+  const c = parseOrThrow(baseConfig, config, 'base optimizer config', 'config');
+  tensorArg('createBaseOptimizer', 'like', like);
+  if (grouping !== undefined) {
+    check.object('createBaseOptimizer', 'grouping', grouping, '{ groups, segments } (resolveGroups)');
+    check.array('createBaseOptimizer', 'grouping.groups', grouping.groups, 'an array of parameter groups');
+    check.array('createBaseOptimizer', 'grouping.segments', grouping.segments, 'an array of { group, offset, numel }');
+  }
   // the optimizer's own buffers, outside every scope() (it disposes them)
   const zeros = () => persistent(() => native().Tensor.zeros(like.shape, like.dtype as 'float32' | 'float64', like.device));
   const decoupled = c.kind === 'adamw';

@@ -5,7 +5,7 @@
 // set of ranges; neighbouring parameters of one group merge into one range,
 // so a step costs one fused native call per range.
 import { ConfigError, UsamError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import { type Model, modelArg } from '../model/model.js';
 import type { ModelSpec } from '../model/spec.js';
 
 export interface ParamGroupInput {
@@ -91,6 +91,7 @@ export function resolveGroups(model: Model, inputs: ParamGroupInput[], defaults:
  * (BatchNorm) take no weight decay. `groups: [noWeightDecay(model)]`.
  */
 export function noWeightDecay(model: Model): ParamGroupInput {
+  modelArg('noWeightDecay', 'model', model);
   const norms = normalisationModules(model.spec);
   return {
     params: (name) => name.endsWith('.bias') || norms.has(name.slice(0, name.lastIndexOf('.'))),

@@ -1,8 +1,9 @@
 // The sharpness-aware optimizer: one step = the unperturbed pass, the rule
 // of the configured SAM-family member, exact restoration of w, and the base
 // optimizer's update. Tensors stay native; this file only decides.
-import { isTensor, type Model } from '../model/model.js';
+import { isTensor, type Model, modelArg } from '../model/model.js';
 import { Reducer } from '../distributed.js';
+import * as check from '../arguments.js';
 import { ConfigError, NonFiniteError, parseOrThrow, UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import { generator, streamSeed, type Generator } from '../random.js';
@@ -48,7 +49,9 @@ export class Optimizer {
     readonly model: Model,
     options: OptimizerOptions,
   ) {
-    const o = parseOrThrow(optimizerOptions, options, 'optimizer options');
+    modelArg('new Optimizer', 'model', model);
+    check.object('new Optimizer', 'options', options, 'optimizer options { base, sharpness?, ... }');
+    const o = parseOrThrow(optimizerOptions, options, 'optimizer options', 'options');
     const b = parseOrThrow(baseConfig, o.base, 'base optimizer config', 'base');
     const grouping = resolveGroups(model, o.groups as ParamGroupInput[], { lr: b.lr, weightDecay: weightDecayOf(b) });
     this.paramGroups = grouping.groups;
@@ -360,11 +363,11 @@ function checkStepArguments(a: unknown, b: unknown): void {
   if (Array.isArray(a)) {
     if (a.length === 0) throw new ConfigError('step', [{ path: 'batches', message: `is empty: ${how}` }]);
     a.forEach((m, i) => {
-      if (!m || typeof m !== 'object' || !isTensor((m as Batch).x) || !isTensor((m as Batch).y))
+      if (!m || typeof m !== 'object' || !isTensor((m as Batch).x) || !isTensor((m as Batch).y) || (m as Batch).x.disposed || (m as Batch).y.disposed)
         throw new ConfigError('step', [{ path: `batches[${i}]`, message: `must be { x, y } with tensors: ${how}` }]);
     });
     return;
   }
-  if (!isTensor(a)) throw new ConfigError('step', [{ path: 'x', message: `must be a tensor, got ${a === null ? 'null' : typeof a}: ${how}` }]);
-  if (!isTensor(b)) throw new ConfigError('step', [{ path: 'y', message: `must be a tensor of targets, got ${b === null ? 'null' : typeof b}: ${how}` }]);
+  if (!isTensor(a) || a.disposed) throw new check.ArgumentError('Optimizer.step', 'x', `must be a live tensor of inputs, got ${check.describeValue(a)}: ${how}`);
+  if (!isTensor(b) || b.disposed) throw new check.ArgumentError('Optimizer.step', 'y', `must be a live tensor of targets, got ${check.describeValue(b)}: ${how}`);
 }

@@ -1,6 +1,8 @@
 // Schedules for the learning rate and for rho: a value as a function of the
 // step (or epoch) counter t = 0, 1, 2, ...
 import { z } from 'zod';
+import * as check from '../arguments.js';
+import { parseOrThrow } from '../errors.js';
 
 export const scheduleConfig = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('constant') }).strict(),
@@ -19,8 +21,8 @@ export type ScheduleConfig = z.input<typeof scheduleConfig>;
  * new value (as torch.optim's schedulers scale each group's own lr).
  */
 export function scheduleOf(config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}): (base: number, t: number) => number {
-  const c = scheduleConfig.parse(config);
-  const w = warmupConfig.parse(warmup);
+  const c = parseOrThrow(scheduleConfig, config, 'schedule config', 'config');
+  const w = parseOrThrow(warmupConfig, check.options('schedule', 'warmup', warmup), 'warmup config', 'warmup');
   return (base: number, t: number): number => {
     let v = base;
     switch (c.kind) {
@@ -42,6 +44,7 @@ export function scheduleOf(config: ScheduleConfig = { kind: 'constant' }, warmup
 
 /** value(t) = the schedule of a fixed base (scheduleOf). */
 export function schedule(base: number, config: ScheduleConfig = { kind: 'constant' }, warmup: z.input<typeof warmupConfig> = {}): (t: number) => number {
+  check.number('schedule', 'base', base);
   const f = scheduleOf(config, warmup);
   return (t) => f(base, t);
 }

@@ -7,6 +7,7 @@
 // shown as mean ± std over its seeds (runs.ts); the table is table.ts. A run
 // folder's probe.json (usam probe) fills the Hessian measures where its
 // metrics.jsonl has none, marked as such.
+import * as check from '../arguments.js';
 import type { EpochMetrics, StepLogLine } from '../train/trainer.js';
 import { densityChart, densityPoints, esc, lineChart, type Series } from './charts.js';
 import { canonical, GROUP_IGNORED, type Group, groupRuns, meanCurve, type ProbeFile, type Run } from './runs.js';
@@ -54,6 +55,10 @@ function seedLabel(g: Group): string {
 }
 
 export function renderReport(runs: Run[], o: ReportOptions = {}): string {
+  check.array('renderReport', 'runs', runs, 'an array of runs (readRun(folder))');
+  if (runs.length === 0) throw new check.ArgumentError('renderReport', 'runs', 'is empty; a report needs at least one run (readRun(folder))');
+  runs.forEach((r, i) => check.object('renderReport', `runs[${i}]`, r, 'a run (readRun(folder))'));
+  check.options('renderReport', 'options', o);
   const groups = groupRuns(runs);
   const baseline = groups.length > 1 ? (o.baseline !== undefined ? findBaseline(groups, o.baseline) : groups[0]) : undefined;
   const style = new Map(groups.map((g, i) => [g, i]));

@@ -2,6 +2,7 @@
 // steps.jsonl, and probe.json once `usam probe` ran on it), their grouping by
 // config (runs that differ only in seed are one group), and the statistics
 // over a group's seeds.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -51,6 +52,7 @@ function readJsonLines<T>(file: string): T[] {
 }
 
 export function readRun(dir: string): Run {
+  check.string('readRun', 'dir', dir, 'a run folder (usam train --out)');
   const metricsFile = join(dir, METRICS_FILE);
   if (!existsSync(metricsFile)) throw new UsamError(`${dir}: no ${METRICS_FILE}; is it a run directory (usam train --out)?`);
   const metrics = numberedFromOne(readJsonLines<EpochMetrics>(metricsFile));

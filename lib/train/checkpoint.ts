@@ -2,10 +2,11 @@
 // tensors in safetensors (parameter names as PyTorch's state_dict), and in
 // its metadata the training config, the position in training and every RNG
 // state, so that a resumed run continues bit for bit.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
-import type { Model } from '../model/model.js';
+import { type Model, modelArg } from '../model/model.js';
 import { ops } from '../tensor/ops.js';
-import { OPTIMIZER_STATE_FORMAT, type Optimizer } from '../optim/optimizer.js';
+import { OPTIMIZER_STATE_FORMAT, Optimizer } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
 import { floatTensor, tensor } from '../tensor/tensor.js';
@@ -39,6 +40,13 @@ function flatArray(t: Tensor): Float32Array | Float64Array {
 }
 
 export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer, config: unknown, progress: Progress): void {
+  check.string('saveCheckpoint', 'file', file, 'a file name');
+  modelArg('saveCheckpoint', 'model', model);
+  check.instanceOf('saveCheckpoint', 'optimizer', optimizer, Optimizer, 'the Optimizer of the model');
+  if (optimizer.model !== model) throw new check.ArgumentError('saveCheckpoint', 'optimizer', 'steps another model; give the optimizer of `model`');
+  check.object('saveCheckpoint', 'config', config as object, 'the run\'s config (an object; {} when there is none)');
+  check.object('saveCheckpoint', 'progress', progress, 'the run\'s progress { epoch, batch, globalStep, ... }');
+  for (const k of ['epoch', 'batch', 'globalStep', 'steps'] as const) check.number('saveCheckpoint', `progress.${k}`, progress[k], { integer: true, min: 0 });
   const tensors: Record<string, StTensor> = {};
   const params = flatArray(model.params);
   for (const p of model.paramInfo()) tensors[p.name] = stTensor(params.slice(p.offset, p.offset + p.numel), p.shape);
@@ -71,6 +79,7 @@ export interface LoadedCheckpoint {
 }
 
 export function loadCheckpoint(file: string): LoadedCheckpoint {
+  check.string('loadCheckpoint', 'file', file, 'a checkpoint file name');
   const { tensors, metadata } = readSafetensors(file);
   if (metadata.format !== CHECKPOINT_FORMAT) throw new UsamError(`${file}: not a universal-sam checkpoint (format '${metadata.format ?? 'none'}')`);
   const parse = (key: string) => {

@@ -4,11 +4,12 @@
 // the outputs of one forward pass per batch. With
 // a process group each rank evaluates its contiguous share of the samples and
 // one allreduce sums the counts: every rank gets the whole set's numbers.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { DataLoader, shareRange } from '../data/loader.js';
-import { count, sampleSize, type Dataset } from '../data/dataset.js';
+import { count, datasetArg, sampleSize, type Dataset } from '../data/dataset.js';
 import type { ProcessGroup } from '../distributed.js';
-import type { Model } from '../model/model.js';
+import { type Model, modelArg } from '../model/model.js';
 import { takesLabels, type LossType } from '../model/spec.js';
 import { one, runAsync, runSync, type Work } from '../model/work.js';
 import { tensor } from '../tensor/tensor.js';
@@ -20,12 +21,25 @@ export interface Evaluation {
   count: number;
 }
 
+/** The arguments of evaluate() and evaluateAsync(), checked. */
+function evaluateArgs(fn: string, model: Model, data: Dataset, batchSize: number): void {
+  modelArg(fn, 'model', model);
+  datasetArg(fn, 'data', data);
+  check.number(fn, 'batchSize', batchSize, { integer: true, min: 1 });
+}
+
 export function evaluate(model: Model, data: Dataset, batchSize = 1000): Evaluation {
+  evaluateArgs('evaluate', model, data, batchSize);
   return runSync(evaluateWork(model, data, batchSize));
 }
 
 /** evaluate() with each batch's forward pass on libuv's thread pool: the same numbers. */
 export function evaluateAsync(model: Model, data: Dataset, batchSize = 1000): Promise<Evaluation> {
+  try {
+    evaluateArgs('evaluateAsync', model, data, batchSize);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return model.exclusive(() => runAsync(evaluateWork(model, data, batchSize)));
 }
 

@@ -1,5 +1,6 @@
 // Training off the main thread: the event loop stays free for signals and
 // progress while a worker thread runs the steps.
+import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { Worker } from 'node:worker_threads';
 import type { Progress } from './checkpoint.js';
@@ -23,6 +24,8 @@ export interface WorkerRun {
 export function trainInWorker(config: TrainConfigInput | ResumeInput, handlers: WorkerHandlers = {}): WorkerRun {
   const stop = new SharedArrayBuffer(4);
   const flag = new Int32Array(stop);
+  check.object('trainInWorker', 'config', config, 'a training config { optimizer, epochs, ... } or { resume: folder }');
+  check.options('trainInWorker', 'handlers', handlers);
   if (!('resume' in config)) parseTrainConfig(config); // bad fields fail here, before a thread starts
   const dev = import.meta.url.endsWith('.ts');
   const url = new URL(dev ? './worker.ts' : './worker.js', import.meta.url);

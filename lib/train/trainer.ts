@@ -2,6 +2,7 @@
 // family, evaluation, optional Hessian probes, metrics as JSON lines, and a
 // checkpoint at every epoch end and whenever it is asked to stop — from
 // which a resumed run continues bit for bit.
+import * as check from '../arguments.js';
 import { ConfigError, DivergenceError, UsamError } from '../errors.js';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, accessSync, constants, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -12,7 +13,7 @@ import { probeSuiteWork } from '../hessian/suite.js';
 import { Model } from '../model/model.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
 import { Optimizer } from '../optim/optimizer.js';
-import type { ProcessGroup } from '../distributed.js';
+import { ProcessGroup } from '../distributed.js';
 import { persistent } from '../tensor/scope.js';
 import { tensor, type Tensor } from '../tensor/tensor.js';
 import { streamSeed } from '../random.js';
@@ -52,6 +53,13 @@ export interface TrainResult {
   progress: Progress;
 }
 
+/** run()'s events, checked: an object of optional functions. */
+function checkEvents(fn: string, events: TrainEvents): void {
+  check.options(fn, 'events', events);
+  for (const k of ['onStep', 'onEpoch', 'shouldStop'] as const)
+    if (events[k] !== undefined) check.func(fn, `events.${k}`, events[k] as (...a: never[]) => unknown);
+}
+
 /** Buffered step-log lines are appended at most this often (and before every checkpoint). */
 const STEP_LOG_FLUSH_MS = 500;
 /** Steps whose mean training loss the divergence check compares. */
@@ -81,6 +89,9 @@ export class Trainer {
    * all ranks step together, and rank 0 alone writes the run's files.
    */
   constructor(config: TrainConfigInput | ResumeInput, options: { group?: ProcessGroup } = {}) {
+    check.object('new Trainer', 'config', config, 'a training config { optimizer, epochs, ... } or { resume: folder }');
+    check.options('new Trainer', 'options', options);
+    if (options.group !== undefined) check.instanceOf('new Trainer', 'options.group', options.group, ProcessGroup, 'a ProcessGroup');
     this.group = options.group;
     this.writer = !this.group || this.group.rank === 0;
     const resuming = 'resume' in config;
@@ -201,6 +212,7 @@ export class Trainer {
 
   /** Runs (or continues) the training to its last epoch; blocks the event loop (see runAsync). */
   run(events: TrainEvents = {}): TrainResult {
+    checkEvents('Trainer.run', events);
     return runSync(this.runWork(events));
   }
 
@@ -209,6 +221,11 @@ export class Trainer {
    * running (a server answering while it trains); the same run bit for bit.
    */
   runAsync(events: TrainEvents = {}): Promise<TrainResult> {
+    try {
+      checkEvents('Trainer.runAsync', events);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.model.exclusive(() => runAsync(this.runWork(events)));
   }
 

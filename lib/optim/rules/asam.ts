@@ -2,7 +2,7 @@
 // e = rho·T²⊙g0 / ‖T⊙g0‖, T = eta + |w| (lib/optim/rules/sam.ts).
 import { z } from 'zod';
 import { sharpnessFields } from '../../sharpness/config.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { samStep } from './sam.js';
 
 const schema = z.object({ kind: z.literal('asam'), rho: sharpnessFields.rho, eta: z.number().nonnegative().default(0.01) }).strict();
@@ -27,4 +27,4 @@ export const asamRule = defineRule({
 });
 
 /** The ASAM preset: `asam({ rho: 0.5, eta: 0.01 })`. */
-export const asam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'asam', ...o });
+export const asam = configBuilder<typeof schema>('asam', 'asam');

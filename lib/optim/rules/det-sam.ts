@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { DEFAULT_HALF_CUBE, sharpnessFields } from '../../sharpness/config.js';
 import { scalarPresets } from '../../sharpness/functions.js';
 import { FD_SAMPLE } from '../../sharpness/reading.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
 
 const schema = z
@@ -41,4 +41,4 @@ export const detSamRule = defineRule({
 });
 
 /** The Det-SAM preset: `detSam({ rho: 1, lambda: 1, halfCube: 0.02 })`. */
-export const detSam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'det-sam', ...o });
+export const detSam = configBuilder<typeof schema>('det-sam', 'detSam');

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { sharpnessFields } from '../../sharpness/config.js';
 import { FD_SAMPLE } from '../../sharpness/reading.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
 
 const schema = z
@@ -51,4 +51,4 @@ export const frobSamRule = defineRule({
 });
 
 /** The Frob-SAM preset: `frobSam({ rho: 0.005, lambda: 0.003, samples: 2 })`. */
-export const frobSam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'frob-sam', ...o });
+export const frobSam = configBuilder<typeof schema>('frob-sam', 'frobSam');

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import type { Work } from '../../model/work.js';
 import { ops } from '../../tensor/ops.js';
 import type { RuleContext, RuleResult } from './context.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* gradientNormPenaltyStep(ctx: RuleContext, o: { lambda: number }): Work<RuleResult> {
   const hg = ctx.workspace.get('hessian-times-gradient');
@@ -37,4 +37,4 @@ export const gnpRule = defineRule({
 });
 
 /** The GNP control: `gradientNormPenalty({ lambda: 0.003 })`. */
-export const gradientNormPenalty = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'gnp', ...o });
+export const gradientNormPenalty = configBuilder<typeof schema>('gnp', 'gradientNormPenalty');

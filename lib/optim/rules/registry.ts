@@ -6,6 +6,7 @@
 // golden replay all read the descriptors here; none of them names a rule.
 // A rule of one's own is a descriptor passed to registerRule().
 import { z } from 'zod';
+import * as check from '../../arguments.js';
 import { ConfigError, parseOrThrow } from '../../errors.js';
 import type { Model } from '../../model/model.js';
 import type { Work } from '../../model/work.js';
@@ -15,6 +16,7 @@ import type { Tensor } from '../../tensor/tensor.js';
 import type { DirectionSampler, RuleContext, RuleResult } from './context.js';
 
 export type Estimator = 'finite-difference' | 'exact';
+const ESTIMATORS = ['finite-difference', 'exact'] as const;
 /** The Hessian measures the probes report (lib/hessian), by which a rule's claim is judged. */
 export type Measure = 'trace' | 'frobeniusSquared' | 'maxEigenvalue' | 'logAbsDet';
 /** Hyperparameters by name: { rho: 0.05 }, { rho: 0.005, lambda: 0.003, samples: 2 }. */
@@ -92,8 +94,39 @@ export interface RuleDescriptor<S extends z.ZodObject = z.ZodObject> {
   build(config: z.output<S>, env: RuleEnv): BuiltRule;
 }
 
-/** Type-checks a descriptor (its build() sees its own schema's config). */
-export const defineRule = <S extends z.ZodObject>(d: RuleDescriptor<S>): RuleDescriptor<S> => d;
+/** A descriptor's shape: a lowercase kind, and a schema whose kind is that literal. */
+function checkDescriptor(fn: string, d: RuleDescriptor<z.ZodObject>): void {
+  check.object(fn, 'descriptor', d, 'a rule descriptor { kind, schema, build, ... } (docs/optimizers.md)');
+  if (typeof d.kind !== 'string' || !/^[a-z][a-z0-9-]*$/.test(d.kind))
+    throw new ConfigError('rule descriptor', [{ path: 'descriptor.kind', message: `must be a lowercase name like 'my-sam', got ${JSON.stringify(d.kind)}` }]);
+  if (!(d.schema instanceof z.ZodObject) || !(d.schema.shape.kind instanceof z.ZodLiteral) || d.schema.shape.kind.value !== d.kind)
+    throw new ConfigError('rule descriptor', [{ path: 'descriptor.schema', message: `must be a z.object({ kind: z.literal('${d.kind}'), ... })` }]);
+  check.func(fn, 'descriptor.build', d.build, 'a function (config, env) => BuiltRule');
+  check.func(fn, 'descriptor.reading', d.reading, "a function (estimator) => Reading (the rule's per-step reading)");
+}
+
+/** Type-checks a descriptor (its build() sees its own schema's config), and checks its shape. */
+export const defineRule = <S extends z.ZodObject>(d: RuleDescriptor<S>): RuleDescriptor<S> => {
+  checkDescriptor('defineRule', d as unknown as RuleDescriptor<z.ZodObject>);
+  return d;
+};
+
+/**
+ * The config builder of a rule, `sam({ rho: 0.05 })`: its fields are
+ * checked at once (ConfigError naming `options.<field>`), so a mistake
+ * surfaces where it is written; the result is the config as given, with its kind.
+ */
+export function configBuilder<S extends z.ZodObject>(kind: string, fn: string) {
+  return (options: Omit<z.input<S>, 'kind'>): SharpnessConfigInput => {
+    const config = { ...check.object(fn, 'options', options as object, `${fn} options { rho, ... }`), kind } as unknown as SharpnessConfigInput;
+    try {
+      parseSharpness(config, 'options');
+    } catch (e) {
+      throw e instanceof ConfigError ? new ConfigError(`${fn}(options)`, e.issues) : e;
+    }
+    return config;
+  };
+}
 
 /** The base optimizers' names, which no rule may take (`usam train --optimizer sgd`). */
 export const BASE_OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
@@ -102,12 +135,9 @@ const registry = new Map<string, RuleDescriptor>();
 
 /** Adds a rule; its kind must be new. Returns the descriptor. */
 export function registerRule<S extends z.ZodObject>(d: RuleDescriptor<S>): RuleDescriptor<S> {
-  if (typeof d?.kind !== 'string' || !/^[a-z][a-z0-9-]*$/.test(d.kind))
-    throw new ConfigError('rule descriptor', [{ path: 'kind', message: `must be a lowercase name like 'my-sam', got ${JSON.stringify(d?.kind)}` }]);
+  checkDescriptor('registerRule', d as unknown as RuleDescriptor<z.ZodObject>);
   if (registry.has(d.kind) || (BASE_OPTIMIZERS as readonly string[]).includes(d.kind))
-    throw new ConfigError('rule descriptor', [{ path: 'kind', message: `'${d.kind}' is taken (${registry.has(d.kind) ? 'a registered rule' : 'a base optimizer'}); choose another name` }]);
-  if (!(d.schema instanceof z.ZodObject) || !(d.schema.shape.kind instanceof z.ZodLiteral) || d.schema.shape.kind.value !== d.kind)
-    throw new ConfigError('rule descriptor', [{ path: 'schema', message: `must be a z.object({ kind: z.literal('${d.kind}'), ... })` }]);
+    throw new ConfigError('rule descriptor', [{ path: 'descriptor.kind', message: `'${d.kind}' is taken (${registry.has(d.kind) ? 'a registered rule' : 'a base optimizer'}); choose another name` }]);
   registry.set(d.kind, d as unknown as RuleDescriptor);
   return d;
 }
@@ -117,10 +147,12 @@ export const rules = (): RuleDescriptor[] => [...registry.values()];
 export const ruleKinds = (): string[] => [...registry.keys()];
 
 /** The rule of a kind, or undefined. */
-export const findRule = (kind: string): RuleDescriptor | undefined => registry.get(kind);
+export const findRule = (kind: string): RuleDescriptor | undefined => registry.get(check.string('findRule', 'kind', kind, "a rule's kind ('sam', 'frob-sam', ...)"));
 
 /** The rule of a kind; an unknown kind is a ConfigError that lists the known ones. */
 export function ruleOf(kind: string, path = 'sharpness.kind'): RuleDescriptor {
+  check.string('ruleOf', 'path', path, 'the config path for messages');
+  if (typeof kind !== 'string') throw new ConfigError('sharpness config', [{ path, message: `must be a rule's kind (one of ${ruleKinds().join(', ')}), got ${check.describeValue(kind)}` }], `ruleOf: argument 'kind' (${path}) must be a rule's kind (one of ${ruleKinds().join(', ')}), got ${check.describeValue(kind)}`);
   const d = registry.get(kind);
   if (!d) throw new ConfigError('sharpness config', [{ path, message: `unknown rule '${kind}'; use one of ${ruleKinds().join(', ')}` }]);
   return d;
@@ -140,7 +172,8 @@ export const variantOf = (estimator: unknown): keyof PerVariant<unknown> => (est
 
 /** The training defaults of a rule's variant, with the fields a control follows taken from its rule. */
 export function trainingDefaultsOf(kind: string, estimator: Estimator = 'finite-difference'): Hyper | undefined {
-  const d = ruleOf(kind);
+  check.oneOf('trainingDefaultsOf', 'estimator', estimator, ESTIMATORS);
+  const d = ruleOf(check.string('trainingDefaultsOf', 'kind', kind, "a rule's kind"), 'kind');
   const own = d.training?.[variantOf(estimator)];
   if (!own && !d.follows) return undefined;
   const followed = d.follows ? trainingDefaultsOf(d.follows.rule) : undefined;
@@ -150,6 +183,8 @@ export function trainingDefaultsOf(kind: string, estimator: Estimator = 'finite-
 
 /** The reading of a rule's StepResult.sharpness; undefined for base optimizers and unknown kinds. */
 export function readingOf(kind: string, estimator: Estimator = 'finite-difference'): Reading | undefined {
+  check.string('readingOf', 'kind', kind, "a rule's kind");
+  check.oneOf('readingOf', 'estimator', estimator, ESTIMATORS);
   return registry.get(kind)?.reading(estimator);
 }
 
@@ -158,6 +193,7 @@ export function readingOf(kind: string, estimator: Estimator = 'finite-differenc
  * rule with directions shares. Throws a ConfigError naming each field.
  */
 export function parseSharpness(config: unknown, root = 'sharpness'): SharpnessConfig {
+  check.string('parseSharpness', 'root', root, "the config's name in messages");
   if (config === null || typeof config !== 'object' || typeof (config as { kind?: unknown }).kind !== 'string')
     throw new ConfigError(`${root} config`, [{ path: `${root}.kind`, message: `a sharpness config is an object with a kind: one of ${ruleKinds().join(', ')}` }]);
   const d = ruleOf((config as { kind: string }).kind, `${root}.kind`);

@@ -8,7 +8,7 @@ import type { Work } from '../../model/work.js';
 import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
 import { curvatureSamples, perturbedPasses, type DirectionSampler, type RuleContext, type RuleResult } from './context.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { directionSampler } from './universal-class.js';
 
 export function* randomPerturbationStep(ctx: RuleContext, o: { samples: number; antithetic: boolean }, sampler: DirectionSampler): Work<RuleResult> {
@@ -55,4 +55,4 @@ export const rwpRule = defineRule({
 });
 
 /** The RWP control: `randomPerturbation({ rho: 0.015 })`. */
-export const randomPerturbation = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'rwp', ...o });
+export const randomPerturbation = configBuilder<typeof schema>('rwp', 'randomPerturbation');

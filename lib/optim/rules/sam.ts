@@ -8,7 +8,7 @@ import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { perturb, type RuleContext, type RuleResult } from './context.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
   const e = ctx.workspace.get('direction');
@@ -53,4 +53,4 @@ export const samRule = defineRule({
 });
 
 /** The SAM preset: `sam({ rho: 0.05 })`. */
-export const sam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'sam', ...o });
+export const sam = configBuilder<typeof schema>('sam', 'sam');

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { sharpnessFields } from '../../sharpness/config.js';
 import { scalarPresets } from '../../sharpness/functions.js';
 import { FD_SAMPLE } from '../../sharpness/reading.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
 
 const schema = z
@@ -41,4 +41,4 @@ export const traceSamRule = defineRule({
 });
 
 /** The Trace-SAM preset: `traceSam({ rho: 0.015, lambda: 1 })`. */
-export const traceSam = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'trace-sam', ...o });
+export const traceSam = configBuilder<typeof schema>('trace-sam', 'traceSam');

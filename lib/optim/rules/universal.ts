@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { scalar, sharpnessFields } from '../../sharpness/config.js';
 import { scalarPresets } from '../../sharpness/functions.js';
 import { FD_SAMPLE } from '../../sharpness/reading.js';
-import { defineRule, type SharpnessConfigInput } from './registry.js';
+import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 import { buildUniversalClass, universalClassFields } from './universal-class.js';
 
 const schema = z.object({ kind: z.literal('universal'), ...universalClassFields, samples: sharpnessFields.samples.default(1), psi: scalar('psi'), phi: scalar('phi') }).strict();
@@ -34,4 +34,4 @@ export const universalRule = defineRule({
 });
 
 /** A member of the universal class: `universal({ psi: 'identity', phi: 'square', rho, lambda })`. */
-export const universal = (o: Omit<z.input<typeof schema>, 'kind'>): SharpnessConfigInput => ({ kind: 'universal', ...o });
+export const universal = configBuilder<typeof schema>('universal', 'universal');
