@@ -322,11 +322,12 @@ export class Model {
 
   /** Frees the native network and the model's own tensors; disposing twice is harmless. */
   dispose(): void {
+    // the network first: while an async call runs it refuses, and nothing is disposed
+    this.native.dispose();
     this.bufferViews?.values.dispose();
     this.bufferViews?.counters.dispose();
     this.bufferViews = undefined;
     this.params.dispose();
-    this.native.dispose();
   }
 }
 

@@ -22,28 +22,12 @@ import { datasetsOf, modelOf, optimizerOptionsOf, parseTrainConfig, type TrainCo
 import { resumedConfig, type ResumeInput } from './resume.js';
 export { RESUME_OVERRIDES, type ResumeInput } from './resume.js';
 import { evaluateWork, type Evaluation } from './evaluate.js';
+import { checkEvents, type StepInfo, type TrainEvents } from './events.js';
 import { writeAtomic } from '../safetensors.js';
 import { checkWritable, CHECKPOINT_FILE, CONFIG_FILE, DEFAULT_RUNS_ROOT, LATEST_LINK, metricsBefore, newRunFolder, METRICS_FILE, STEPS_FILE, trimStepLog, type EpochMetrics, type StepLogLine } from './run-folder.js';
 export { CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, STEPS_FILE, type EpochMetrics, type StepLogLine } from './run-folder.js';
+export type { StepInfo, TrainEvents } from './events.js';
 import { setThreads, trimMemory } from '../native/runtime.js';
-
-export interface StepInfo {
-  epoch: number;
-  batch: number;
-  batches: number;
-  epochs: number;
-  loss: number;
-  /** running training accuracy of the epoch */
-  accuracy: number | null;
-  stepsPerSecond: number;
-}
-
-export interface TrainEvents {
-  onStep?(s: StepInfo): void;
-  onEpoch?(m: EpochMetrics): void;
-  /** asked before every step; true stops after checkpointing */
-  shouldStop?(): boolean;
-}
 
 export interface TrainResult {
   stopped: boolean;
@@ -51,13 +35,6 @@ export interface TrainResult {
   checkpoint: string;
   metrics: EpochMetrics[];
   progress: Progress;
-}
-
-/** run()'s events, checked: an object of optional functions. */
-function checkEvents(fn: string, events: TrainEvents): void {
-  check.options(fn, 'events', events);
-  for (const k of ['onStep', 'onEpoch', 'shouldStop'] as const)
-    if (events[k] !== undefined) check.func(fn, `events.${k}`, events[k] as (...a: never[]) => unknown);
 }
 
 /** Buffered step-log lines are appended at most this often (and before every checkpoint). */

@@ -92,7 +92,7 @@ describe('subset and label noise (reference semantics)', () => {
     // the new label is uniform over the other classes: every offset 1..9 occurs
     const offsets = new Set(Array.from(flipped, (i) => (dataset.y[i] - d.y[i] + 10) % 10));
     expect([...offsets].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    expect(() => withLabelNoise(d, 1.5, 1)).toThrow(/fraction must be in \[0, 1\]/);
+    expect(() => withLabelNoise(d, 1.5, 1)).toThrow(/withLabelNoise: argument 'fraction' must be a finite number ≥ 0 and ≤ 1, got the number 1.5/);
   });
 });
 

@@ -29,7 +29,7 @@ describe('using', () => {
     // what is left: the batch made by randomBatch (not declared with `using`)
     expect(live()).toBe(before + 2);
     expect((kept.t as { disposed: boolean }).disposed).toBe(true);
-    expect(() => kept.m.getParams()).toThrow(/this tensor was disposed/);
+    expect(() => kept.m.getParams()).toThrow(/argument 'tensor' is a Tensor that was disposed/);
     expect(() => kept.o.step(zeros([1, 4]), zeros([1]))).toThrow(/this optimizer was disposed; it cannot be used after dispose\(\)/);
   });
 

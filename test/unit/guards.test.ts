@@ -15,7 +15,7 @@ describe('errors at the doors', () => {
     expect(() => labels(new Float32Array([0.5, 1.7, -0.2]))).toThrow(ConfigError);
     expect(() => labels(new Float32Array([0.5, 1.7, -0.2]))).toThrow(/data\[0\]: is 0.5; class labels are integers \(for float targets use tensor/);
     expect(() => labels([0, 2, 1.5])).toThrow(/data\[2\]: is 1.5/);
-    expect(() => labels(null as never)).toThrow(/data: must be an array of class indices/);
+    expect(() => labels(null as never)).toThrow(/labels: argument 'data' must be an array of class indices \(integers\), got null/);
     const y = labels([0, 2, 1]);
     expect(Array.from(y.toArray() as BigInt64Array, Number)).toEqual([0, 2, 1]);
     y.dispose();
@@ -27,7 +27,7 @@ describe('errors at the doors', () => {
     expect(() => (opt.step as () => unknown)()).toThrow(/step\(\): needs the batch: opt.step\(x, y\) with tensors/);
     expect(() => opt.step((() => 1) as never)).toThrow(/step\(closure\): takes the batch, not a closure/);
     const { x } = randomBatch([2, 4], 3, 1);
-    expect(() => opt.step(x, [0, 1] as never)).toThrow(/y: must be a tensor of targets, got object/);
+    expect(() => opt.step(x, [0, 1] as never)).toThrow(/Optimizer.step: argument 'y' must be a live tensor of targets, got an array of 2/);
     expect(() => opt.step([])).toThrow(/batches: is empty/);
     expect(() => opt.step([{ x } as never])).toThrow(/batches\[0\]: must be \{ x, y \} with tensors/);
     expect(() => opt.step(undefined as never)).toThrow(ConfigError);
@@ -38,7 +38,7 @@ describe('errors at the doors', () => {
   it('a negative lambda is refused where it weighs a penalty; the universal class takes any', () => {
     const model = float64Model(mlp({ layers: [4, 3] }));
     const base = { kind: 'sgd', lr: 0.1 } as const;
-    expect(() => new Optimizer(model, { base, sharpness: frobSam({ rho: 0.01, lambda: -1 }) })).toThrow(/sharpness.lambda: lambda must be ≥ 0: it weighs the penalty/);
+    expect(() => new Optimizer(model, { base, sharpness: frobSam({ rho: 0.01, lambda: -1 }) })).toThrow(/frobSam\(options\):\n  - options.lambda: lambda must be ≥ 0: it weighs the penalty/);
     expect(() => new Optimizer(model, { base, sharpness: traceSam({ rho: 0.01, lambda: -1 }) })).toThrow(ConfigError);
     new Optimizer(model, { base, sharpness: universal({ rho: 0.01, lambda: -1, psi: 'identity', phi: 'identity' }) }).dispose();
     model.dispose();
