@@ -160,17 +160,17 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
   it('bad calls are errors that say what is wrong', async () => {
     const out = await ranks('bad-calls', 1);
     expect(out[0].errors).toEqual([
-      "allreduce: op must be 'sum', 'avg', 'max' or 'min', got 'product'",
-      'broadcast: root must be a rank (0 .. 0), got 5',
-      'process group: barrier() after dispose()',
+      'ProcessGroup.allreduce: argument \'op\' must be one of \'sum\', \'avg\', \'max\', \'min\', got the string "product"',
+      "ProcessGroup.broadcast: argument 'root' must be an integer ≥ 0 and ≤ 0, got the number 5",
+      'ProcessGroup.barrier: this process group was disposed; it cannot be used after dispose()',
     ]);
   }, 60_000);
 });
 
 describe('process group options', () => {
   it('refuses bad ranks, sizes, ports and missing variables before any connection', () => {
-    expect(() => new ProcessGroup({ rank: 2, worldSize: 2 })).toThrow(/rank must be an integer in 0 \.\. 1 \(worldSize 2\), got 2/);
-    expect(() => new ProcessGroup({ rank: 0, worldSize: 0 })).toThrow(/worldSize must be a positive integer/);
+    expect(() => new ProcessGroup({ rank: 2, worldSize: 2 })).toThrow(/new ProcessGroup: argument 'options.rank' must be an integer in 0 \.\. 1 \(worldSize 2\), got the number 2/);
+    expect(() => new ProcessGroup({ rank: 0, worldSize: 0 })).toThrow(/argument 'options.worldSize' must be a positive integer, got the number 0/);
     expect(() => new ProcessGroup({ rank: 0, worldSize: 1, masterPort: 70000 })).toThrow(/masterPort must be a TCP port/);
     expect(() => processGroupFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1' })).toThrow(/MASTER_PORT is not set/);
     expect(() => processGroupFromEnv({ RANK: 'x', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1' })).toThrow(/RANK must be a non-negative integer, got 'x'/);

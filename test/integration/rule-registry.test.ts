@@ -109,7 +109,7 @@ describe('a rule defined in one descriptor', () => {
     const d = findRule('unnormalized-sam')!;
     expect(() => registerRule(d)).toThrow(/'unnormalized-sam' is taken \(a registered rule\)/);
     expect(() => registerRule({ ...d, kind: 'sgd' })).toThrow(/'sgd' is taken \(a base optimizer\)/);
-    expect(() => registerRule({ ...d, kind: 'other' })).toThrow(/schema: must be a z.object\(\{ kind: z.literal\('other'\)/);
+    expect(() => registerRule({ ...d, kind: 'other' })).toThrow(/descriptor.schema: must be a z.object\(\{ kind: z.literal\('other'\)/);
     expect(() => parseTrainConfig({ optimizer: 'nope' })).toThrow(/optimizer: unknown optimizer 'nope'; use one of sgd, adam, adamw, sam, /);
   });
 });

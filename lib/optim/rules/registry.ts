@@ -135,9 +135,10 @@ const registry = new Map<string, RuleDescriptor>();
 
 /** Adds a rule; its kind must be new. Returns the descriptor. */
 export function registerRule<S extends z.ZodObject>(d: RuleDescriptor<S>): RuleDescriptor<S> {
-  checkDescriptor('registerRule', d as unknown as RuleDescriptor<z.ZodObject>);
+  check.object('registerRule', 'descriptor', d, 'a rule descriptor { kind, schema, build, ... } (docs/optimizers.md)');
   if (registry.has(d.kind) || (BASE_OPTIMIZERS as readonly string[]).includes(d.kind))
     throw new ConfigError('rule descriptor', [{ path: 'descriptor.kind', message: `'${d.kind}' is taken (${registry.has(d.kind) ? 'a registered rule' : 'a base optimizer'}); choose another name` }]);
+  checkDescriptor('registerRule', d as unknown as RuleDescriptor<z.ZodObject>);
   registry.set(d.kind, d as unknown as RuleDescriptor);
   return d;
 }
