@@ -212,7 +212,8 @@ export class Model {
   /** vᵀHv for each row of a block V [K, P], in one pass with the tangents batched. */
   curvatures(x: Tensor, y: Tensor, V: Tensor, options?: { method?: CurvatureMethod; cache?: HvpCache }): number[] {
     options = hvpArgs('Model.curvatures', V, undefined, options, 'V');
-    if (V.shape.length !== 2) throw new UsamError(`curvatures: V must be a block [K, ${this.numParams}], got shape [${V.shape.join(', ')}]; for one vector use curvature()`);
+    if (V.shape.length !== 2 || V.shape[1] !== this.numParams)
+      throw new check.ArgumentError('Model.curvatures', 'V', `must be a block [K, ${this.numParams}] of flat vectors, got shape [${V.shape.join(', ')}]; for one vector use curvature()`);
     return this.curvatureRows(x, y, V, V.shape[0], options);
   }
 
