@@ -87,7 +87,7 @@ describe('curvature: blocks, caches, finite differences, errors', () => {
     const { x, y } = randomBatch([4, 5], 3, 1);
     const P = model.numParams;
     expect(() => model.curvature(x, y, randomVector(2 * P, 1).view([2, P]))).toThrow(/curvature: v must be a flat vector .* use curvatures\(\)/);
-    expect(() => model.curvatures(x, y, randomVector(P, 1))).toThrow(/V must be a block \[K, \d+\]/);
+    expect(() => model.curvatures(x, y, randomVector(P, 1))).toThrow(/argument 'V' must be a block \[K, \d+\] of flat vectors/);
     expect(() => model.curvature(x, y, randomVector(P + 1, 1))).toThrow(/argument 'v'/);
     expect(() => model.curvature(x, y, randomVector(P, 1), { method: 'sideways' as never })).toThrow(/argument 'method' is 'sideways'; use 'forward-over-forward'/);
   });
