@@ -17,6 +17,7 @@ import { runAsync, runSync, type Work } from '../model/work.js';
 import { Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
 import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig } from './rules/index.js';
 import { scheduleOf } from './schedule.js';
+import { GradientClipper } from './clip.js';
 import { OPTIMIZER_STATE_FORMAT, optimizerOptions, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 export { OPTIMIZER_STATE_FORMAT, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 
@@ -44,6 +45,8 @@ export class Optimizer {
   private readonly statsEveryPass: boolean;
   /** 'local' perturbations: the final gradient's allreduce */
   private readonly localReducer?: Reducer;
+  /** clipGradNorm: the final gradient's clipping (optim/clip.ts) */
+  private readonly clipper?: GradientClipper;
 
   constructor(
     readonly model: Model,
@@ -65,6 +68,7 @@ export class Optimizer {
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     this.statsEveryPass = o.batchNorm === 'every-pass';
+    if (o.clipGradNorm !== undefined) this.clipper = new GradientClipper(o.clipGradNorm, grouping.segments);
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
       const rule = ruleOf(s.kind);
@@ -224,6 +228,8 @@ export class Optimizer {
     const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
     if (!finite)
       throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', result.gradSum ?? NaN);
+    // clipped once, the combined and averaged gradient, before weight decay and the update (optim/clip.ts)
+    const clip = this.clipper?.clip(grad);
     this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay));
     this.steps++;
     const counters = {
@@ -231,7 +237,7 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return { step: t + 1, ...reported, lr, rho, sharpnessAware, counters };
+    return { step: t + 1, ...reported, lr, rho, sharpnessAware, counters, ...(clip ? { gradNorm: clip.norm, clipped: clip.clipped } : {}) };
   }
 
   /**
@@ -350,6 +356,7 @@ export class Optimizer {
     this.workspace.dispose();
     this.passes.dispose();
     this.localReducer?.dispose();
+    this.clipper?.dispose();
     this.base.dispose();
   }
 }

@@ -7,6 +7,7 @@ import type { BaseConfigInput } from './base.js';
 import type { ParamGroupInput } from './groups.js';
 import type { SharpnessConfigInput } from './rules/index.js';
 import { scheduleConfig, warmupConfig } from './schedule.js';
+import { clipConfig, type ClipInput } from './clip.js';
 
 export const optimizerOptions = z
   .object({
@@ -26,6 +27,7 @@ export const optimizerOptions = z
     /** with a group: 'synced' (every pass all-reduced) or 'local' (each rank perturbs with its own shard; only the final gradients are averaged) */
     perturbation: z.enum(['synced', 'local']).default('synced'),
     batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
+    clipGradNorm: clipConfig.optional(),
   })
   .strict();
 
@@ -65,6 +67,16 @@ export interface OptimizerOptions {
    * refuses 'every-pass'.
    */
   batchNorm?: 'once' | 'every-pass';
+  /**
+   * Gradient clipping, as torch.nn.utils.clip_grad_norm_: the step's final
+   * gradient g becomes g · min(1, maxNorm / (‖g‖ + 1e-6)). Applied once per
+   * step, after the rule has combined its passes and after data-parallel
+   * averaging, before weight decay and the base optimizer's update. A number
+   * is the global maxNorm; `{ maxNorm, perGroup: true }` clips each
+   * parameter group by its own norm. StepResult.gradNorm reports the norm
+   * before clipping.
+   */
+  clipGradNorm?: ClipInput;
 }
 
 export interface StepResult {
@@ -84,6 +96,10 @@ export interface StepResult {
   count: number;
   sharpnessAware: boolean;
   counters: PassCounters;
+  /** with clipGradNorm: the final gradient's norm before clipping (over all parameters) */
+  gradNorm?: number;
+  /** with clipGradNorm: whether the step's gradient was scaled down */
+  clipped?: boolean;
 }
 
 export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';

@@ -28,6 +28,9 @@ export interface Progress {
   seen: number;
   /** mean training loss of the run's first DIVERGENCE_WINDOW steps (the divergence check's yardstick) */
   startLoss?: number;
+  /** with clipGradNorm: Σ of the unfinished epoch's pre-clip gradient norms, and its clipped steps */
+  gradNormSum?: number;
+  clippedSteps?: number;
 }
 
 const OPTIMIZER_BUFFERS: Record<string, string[]> = { sgd: ['momentum_buffer'], adam: ['exp_avg', 'exp_avg_sq'], adamw: ['exp_avg', 'exp_avg_sq'] };

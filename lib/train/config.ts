@@ -75,6 +75,8 @@ export const trainConfig = z
     perturbation: z.enum(['synced', 'local']).default('synced'),
     /** BatchNorm running statistics in a sharpness-aware step: moved once (by the unperturbed pass) or at every pass, as the paper's reference code */
     batchNorm: z.enum(['once', 'every-pass']).default('once'),
+    /** clip each step's final gradient to this global norm (torch.nn.utils.clip_grad_norm_; after the rule and the data-parallel average, before weight decay) */
+    clipGradNorm: z.number().positive().optional(),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
     seed: z.number().int().nonnegative().default(0),
@@ -136,6 +138,7 @@ export function optimizerOptionsOf(c: TrainConfig, stepsPerEpoch: number): Optim
     rhoSchedule: c.rhoSchedule === 'cosine' ? { kind: 'cosine', total } : { kind: 'constant' },
     warmup: { steps: c.warmupSteps },
     batchNorm: c.batchNorm,
+    ...(c.clipGradNorm !== undefined ? { clipGradNorm: c.clipGradNorm } : {}),
   };
 }
 

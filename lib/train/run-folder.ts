@@ -35,6 +35,10 @@ export interface EpochMetrics {
   validation?: Evaluation;
   lr: number;
   rho: number;
+  /** with clipGradNorm: the mean norm of the steps' final gradients before clipping */
+  gradNorm?: number;
+  /** with clipGradNorm: the fraction of the epoch's steps whose gradient was clipped */
+  clipped?: number;
   seconds: number;
   stepsPerSecond: number;
   probe?: {
@@ -70,6 +74,8 @@ export interface StepLogLine {
   sharpness: number | null;
   lr: number;
   rho: number;
+  /** with clipGradNorm: the mean pre-clip gradient norm over those steps */
+  gradNorm?: number;
 }
 
 /**

@@ -214,7 +214,8 @@ export class Trainer {
     const recent: number[] = [];
     // the step log: window sums since the last line, lines buffered in memory
     const logEvery = c.stepLogEvery;
-    const win = { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0 };
+    const win = { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0 };
+    const clipping = c.clipGradNorm !== undefined;
     let buffered: string[] = [];
     let lastFlush = Date.now();
     const flushSteps = () => {
@@ -259,6 +260,11 @@ export class Trainer {
           p.sharpnessSum += r.sharpness;
           p.sharpnessCount++;
         }
+        if (r.gradNorm !== undefined) {
+          p.gradNormSum = (p.gradNormSum ?? 0) + r.gradNorm;
+          p.clippedSteps = (p.clippedSteps ?? 0) + (r.clipped ? 1 : 0);
+          win.gradNorm += r.gradNorm;
+        }
         stepsThisRun++;
         last = { lr: r.lr, rho: r.rho };
         if (logEvery > 0) {
@@ -278,9 +284,10 @@ export class Trainer {
               sharpness: win.sharpnessCount > 0 ? win.sharpness / win.sharpnessCount : null,
               lr: r.lr,
               rho: r.rho,
+              ...(clipping ? { gradNorm: win.gradNorm / win.steps } : {}),
             };
             buffered.push(JSON.stringify(line) + '\n');
-            Object.assign(win, { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0 });
+            Object.assign(win, { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0 });
             if (Date.now() - lastFlush >= STEP_LOG_FLUSH_MS) flushSteps();
           }
         }
@@ -310,11 +317,12 @@ export class Trainer {
         ...(this.data.validation ? { validation: yield* evaluateWork(this.model, this.data.validation, 1000, this.group) } : {}),
         lr: last.lr,
         rho: last.rho,
+        ...(clipping ? { gradNorm: (p.gradNormSum ?? 0) / Math.max(p.steps, 1), clipped: (p.clippedSteps ?? 0) / Math.max(p.steps, 1) } : {}),
         seconds: (Date.now() - epochStart) / 1000,
         stepsPerSecond: p.steps / Math.max((Date.now() - epochStart) / 1000, 1e-9),
       };
       if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = yield* this.probe(p.epoch);
-      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0 });
+      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0, ...(clipping ? { gradNormSum: 0, clippedSteps: 0 } : {}) });
       // The line first, then the checkpoint that records the epoch as done: a
       // crash between them leaves an older checkpoint, and resuming from it
       // drops the line and redoes the epoch; the other order lost the line.
