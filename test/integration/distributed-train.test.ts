@@ -38,10 +38,11 @@ const firstMetrics = (dir: string) => JSON.parse(readFileSync(join(dir, 'metrics
 const relClose = (a: number, b: number, tol: number) => expect(Math.abs(a - b) / Math.max(Math.abs(b), 1e-300)).toBeLessThan(tol);
 
 describe.skipIf(!hasGloo)('usam train --nproc 2 (synced perturbations) against one process', () => {
-  it.each(['sgd', 'sam', 'frob-sam'])('%s: the checkpoints agree to 1e-9', async (optimizer) => {
+  // frob-sam with its final gradients clipped: clipping acts after the allreduce, on the global gradient
+  it.each([['sgd'], ['sam'], ['frob-sam', '--clip-grad-norm', '0.05']])('%s %s %s: the checkpoints agree to 1e-9', async (optimizer, ...more) => {
     const one = join(tmp(), 'one'), two = join(tmp(), 'two');
-    await run([...flags, '--optimizer', optimizer, '--out', one]);
-    const { stderr } = await run([...flags, '--optimizer', optimizer, '--nproc', '2', '--perturbation', 'synced', '--out', two]);
+    await run([...flags, '--optimizer', optimizer, ...more, '--out', one]);
+    const { stderr } = await run([...flags, '--optimizer', optimizer, ...more, '--nproc', '2', '--perturbation', 'synced', '--out', two]);
     expect(stderr).toMatch(/usam: 2 ranks on this machine \(a private store file, Gloo on 127\.0\.0\.1\)/);
     expect(maxDifference(one, two)).toBeLessThan(1e-9);
     // rank 0 alone wrote the files; the saved config records the ranks
@@ -49,6 +50,12 @@ describe.skipIf(!hasGloo)('usam train --nproc 2 (synced perturbations) against o
     expect(readFileSync(join(two, 'metrics.jsonl'), 'utf8').trim().split('\n')).toHaveLength(1);
     // each rank evaluated half the test set and probed half the probe batch; the sums are one process's
     const a = firstMetrics(one), b = firstMetrics(two);
+    if (more.length > 0) {
+      // most steps were clipped, and both saw the same pre-clip norms
+      expect(a.clipped).toBeGreaterThan(0.5);
+      expect(b.clipped).toBe(a.clipped);
+      relClose(b.gradNorm, a.gradNorm, 1e-9);
+    }
     expect([b.test.count, b.test.top1, b.test.top5]).toEqual([a.test.count, a.test.top1, a.test.top5]);
     relClose(b.test.loss, a.test.loss, 1e-9);
     for (const k of ['trace', 'frobeniusSquared', 'maxEigenvalue']) relClose(b.probe[k], a.probe[k], 1e-8);
