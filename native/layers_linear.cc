@@ -45,6 +45,8 @@ class Linear : public Layer {
     if (hasBias_) bias_ = s.AddParam(prefix + "bias", {spec.out}, b, 0);
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
+    if (p.reduced != at::ScalarType::Undefined)
+      return InPassPrecision(p, x, [&](auto cast) { return at::linear(cast(x), cast(p.params[weight_]), cast(hasBias_ ? p.params[bias_] : at::Tensor())); });
 #ifdef USAM_DNNL_SGEMM
     if (!p.twiceDifferentiable && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
       at::Tensor y = LinearOnce::apply(x, p.params[weight_]);
@@ -198,6 +200,7 @@ class Conv2d : public Layer {
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     at::Tensor bias = hasBias_ ? p.params[bias_] : at::Tensor();
     const at::Tensor& w = p.params[weight_];
+    if (p.reduced != at::ScalarType::Undefined) return InPassPrecision(p, x, [&](auto cast) { return Conv(cast(x), cast(w), cast(bias)); });
     bool unitStride = stride_[0] == 1 && stride_[1] == 1;
     bool paddingFits = padding_[0] < w.size(2) && padding_[1] < w.size(3);
     bool plain = groups_ == 1 && dilation_[0] == 1 && dilation_[1] == 1;

@@ -26,6 +26,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("buffers", &M::Guard<&M::Buffers>),
                          InstanceMethod("counters", &M::Guard<&M::Counters>),
                          InstanceMethod("setTraining", &M::Guard<&M::SetTraining>),
+                         InstanceMethod("setPrecision", &M::Guard<&M::SetPrecision>),
                          InstanceMethod("forward", &M::Guard<&M::Forward>),
                          InstanceMethod("loss", &M::Guard<&M::Loss>),
                          InstanceMethod("lossAndGrad", &M::Guard<&M::LossAndGrad>),
@@ -110,6 +111,22 @@ Napi::Value ModelWrap::Training(const Napi::CallbackInfo& info) {
 }
 Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
   Net().training = BoolArg(info, 0, "training");
+  return info.Env().Undefined();
+}
+// setPrecision('fp32' | 'bf16'): the products of Linear and Conv2d in the
+// once-differentiated passes (lossAndGrad, loss, forward) in bfloat16.
+Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
+  std::string p = StringArg(info, 0, "precision");
+  auto& net = Net();
+  if (p == "fp32") {
+    net.reduced = at::ScalarType::Undefined;
+  } else if (p == "bf16") {
+    if (net.IsScript()) Fail("precision 'bf16' is for the library's own layers; a TorchScript model runs in its own dtype (not yet under autocast)");
+    if (net.dtype != at::kFloat) Fail("precision 'bf16' needs a float32 model (its master parameters); this one is " + DTypeName(net.dtype));
+    net.reduced = at::kBFloat16;
+  } else {
+    Fail("argument 'precision' must be 'fp32' or 'bf16', got '" + p + "'");
+  }
   return info.Env().Undefined();
 }
 

@@ -64,6 +64,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value Device(const Napi::CallbackInfo& info);
   Napi::Value Training(const Napi::CallbackInfo& info);
   Napi::Value SetTraining(const Napi::CallbackInfo& info);
+  Napi::Value SetPrecision(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Loss(const Napi::CallbackInfo& info);
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info);

@@ -273,6 +273,7 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
   if (script_) return ScriptForward(x, updateStats);
   Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
+  if (!twiceDifferentiable) pass.reduced = reduced;
   return RunLayers(layers_, x, pass);
 }
 

@@ -82,6 +82,9 @@ class Network {
   at::ScalarType dtype;
   c10::Device device;
   bool training = true;
+  // the model's precision: the reduced type of its once-differentiated
+  // passes (Undefined: none); HVPs, jets and double backward stay in dtype
+  at::ScalarType reduced = at::ScalarType::Undefined;
   Slots slots;
   at::Tensor flatParams, flatBuffers, counters;
   std::vector<at::Tensor> params, buffers;

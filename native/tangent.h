@@ -23,7 +23,21 @@ struct Pass {
   // When set (and updateStats), BatchNorm gathers its batch statistics here
   // instead of moving the running statistics; Network::CommitStats applies them.
   StatsAccumulator* stats = nullptr;
+  // Mixed precision (the model's precision): when defined (bf16), the layers
+  // linear in their parameters (Linear, Conv2d) take their products in this
+  // type and hand back the pass's own type; everything else stays as it is.
+  at::ScalarType reduced = at::ScalarType::Undefined;
 };
+
+// f's products in the pass's reduced type, when it has one: the operands
+// rounded to it, the result back in the type of `like` (autograd carries the
+// casts, so the gradients come back in the parameters' type).
+template <typename F>
+at::Tensor InPassPrecision(const Pass& p, const at::Tensor& like, F&& f) {
+  if (p.reduced == at::ScalarType::Undefined) return f([](const at::Tensor& t) { return t; });
+  auto cast = [&](const at::Tensor& t) { return t.defined() ? t.to(p.reduced) : t; };
+  return f(cast).to(like.scalar_type());
+}
 
 // A value and its directional derivative along the parameter direction v
 // (Pearlmutter's R{·} operator). An undefined tangent means the value does

@@ -2,7 +2,7 @@
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
 import { UsamError } from '../errors.js';
-import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, SlotInfo } from '../native/binding.js';
+import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, Precision, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import * as check from '../arguments.js';
@@ -28,6 +28,17 @@ export interface ModelOptions {
   device?: string;
   /** Seeds parameter initialisation and dropout masks (two independent streams derived from it). */
   seed?: number;
+  /**
+   * Mixed precision, in the manner of torch.autocast: 'bf16' takes the
+   * products of Linear and Conv2d layers in bfloat16 (operands rounded, the
+   * results handed back in float32) in the passes that are differentiated
+   * once (lossAndGrad, loss, forward: training steps and evaluation); the
+   * parameters, gradients, optimizer state, BatchNorm, activations and the
+   * loss stay float32. HVPs, curvature jets and double backward (the Hessian
+   * probes, the exact estimator) always run in float32. A float32 model of
+   * the library's layers only. Default 'fp32'.
+   */
+  precision?: Precision;
 }
 
 export interface LossAndGrad {
@@ -69,6 +80,8 @@ export class Model {
   readonly numParams: number;
   readonly dtype: FloatDType;
   readonly device: string;
+  /** the products of its training and evaluation passes: 'fp32' or 'bf16' (ModelOptions.precision) */
+  readonly precision: Precision;
 
   constructor(spec: ModelSpecInput | ModelSpec | TorchScriptSource, options?: ModelOptions) {
     check.object('new Model', 'spec', spec);
@@ -85,6 +98,8 @@ export class Model {
       initSeed: streamSeed(seed, 'init'),
       dropoutSeed: streamSeed(seed, 'dropout'),
     });
+    this.precision = options.precision === undefined ? 'fp32' : check.oneOf('new Model', 'options.precision', options.precision, ['fp32', 'bf16'] as const);
+    if (this.precision !== 'fp32') this.native.setPrecision(this.precision);
     this.params = persistent(() => this.native.params()); // the model's own alias, outside every scope()
     this.numParams = this.native.numParams;
     this.dtype = this.native.dtype;

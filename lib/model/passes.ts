@@ -182,7 +182,22 @@ export class Passes {
     return runSync(this.quadraticFormGradWork(v, out));
   }
 
+  /** set by the Optimizer: these passes make one update from gradients and second-order terms together */
+  optimizerStep = false;
+
+  // A step that mixes bf16 gradients with second-order terms (which run in
+  // float32) would weigh two precisions in one update: refused, for every
+  // rule that takes such passes (the exact estimator, GNP), before any pass.
+  // (The Hessian probes take float32 HVPs alone: they run.)
+  private secondOrderInFloat32(what: string): void {
+    if (this.optimizerStep && this.model.precision !== 'fp32')
+      throw new UsamError(
+        `this rule takes ${what}, which run in float32, and the model's precision is '${this.model.precision}': a step would mix its bf16 gradients with float32 second-order terms. Use precision 'fp32' for this rule (the Hessian probes run in float32 whatever the precision).`,
+      );
+  }
+
   *quadraticFormGradWork(v: Tensor, out: Tensor): Work<number> {
+    this.secondOrderInFloat32('the gradient of vᵀHv');
     const native = this.model.native;
     return yield* this.accumulate(out, (b, o) => {
       this.counters.forward++;
@@ -198,6 +213,7 @@ export class Passes {
   }
 
   *hvpWork(v: Tensor, out: Tensor, method?: HvpMethod): Work<number> {
+    this.secondOrderInFloat32('Hessian-vector products');
     const native = this.model.native;
     return yield* this.alongDirections(v, out, this.hvpCaches, (b, o, cache) =>
       one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) }),

@@ -56,6 +56,9 @@ export interface SlotInfo {
   numel: number;
 }
 
+/** The products of a model's training and evaluation passes: float32 as is, or bfloat16 (mixed precision). */
+export type Precision = 'fp32' | 'bf16';
+
 export interface NativeModel {
   readonly numParams: number;
   readonly dtype: FloatDType;
@@ -67,6 +70,8 @@ export interface NativeModel {
   buffers(): NativeTensor;
   counters(): NativeTensor;
   setTraining(training: boolean): void;
+  /** 'bf16': Linear and Conv2d products of the once-differentiated passes in bfloat16 (float32 models of the library's own layers) */
+  setPrecision(precision: Precision): void;
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
   lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;

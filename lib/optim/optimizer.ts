@@ -65,6 +65,7 @@ export class Optimizer {
     this.rhoAt = scheduleOf(o.rhoSchedule, o.rhoWarmup);
     this.workspace = new Workspace(model);
     this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
+    this.passes.optimizerStep = true;
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     this.statsEveryPass = o.batchNorm === 'every-pass';

@@ -79,6 +79,8 @@ export const trainConfig = z
     clipGradNorm: z.number().positive().optional(),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
+    /** mixed precision: 'bf16' takes the Linear/Conv2d products of the training and evaluation passes in bfloat16 (float32 models of the library's layers; ModelOptions.precision) */
+    precision: z.enum(['fp32', 'bf16']).default('fp32'),
     seed: z.number().int().nonnegative().default(0),
     threads: z.number().int().positive().optional(),
     /** stop when the mean training loss of the last 50 steps exceeds this many times that of the first 50; 0: never */
@@ -195,7 +197,7 @@ export function datasetsOf(c: TrainConfig): { train: Dataset; test: Dataset; val
 
 /** The run's model: the TorchScript module of `torchscript`, or the preset `model` for the data. */
 export function modelOf(c: TrainConfig, d: Dataset): Model {
-  const options = { dtype: c.dtype, device: c.device, seed: c.seed };
+  const options = { dtype: c.dtype, device: c.device, seed: c.seed, precision: c.precision };
   if (!c.torchscript) return new Model(modelSpecOf(c, d), options);
   const model = loadTorchScript(c.torchscript, options);
   // a module made for other images fails here, once, with the dataset's shape named (not in the first step's TorchScript traceback)

@@ -1,0 +1,79 @@
+// precision 'bf16' (ModelOptions.precision): the products of Linear and
+// Conv2d in bfloat16 in the once-differentiated passes, float32 elsewhere.
+// What can be held exactly: the HVPs and curvature jets (the probes) stay
+// float32 bit for bit; the bf16 passes really differ from float32 (they are
+// not silently float32); a rule that mixes gradients with second-order terms
+// is refused. What is measured against float32 (the same model and batch):
+// the loss and the gradient, within bounds set by bfloat16's unit roundoff
+// u = 2⁻⁹ (8 significant bits): the loss to 50·u relative, the gradient to
+// 50·u in norm (a gradient is a sum of terms that cancel, so its relative
+// error is many u); docs/optimizers.md gives the measured values.
+import { describe, expect, it } from 'vitest';
+import { cnn, hessian, Model, mlp, Optimizer, synthetic, tensor, labels, type ModelSpecInput } from '../../lib/index.js';
+
+const u = 2 ** -9;
+const relNorm = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) {
+    d += (a[i] - b[i]) ** 2;
+    n += b[i] ** 2;
+  }
+  return Math.sqrt(d / n);
+};
+
+const cases: [string, ModelSpecInput, number[]][] = [
+  ['MLP 784-64-10', mlp({ layers: [784, 64, 10], input: [1, 28, 28] }), [1, 28, 28]],
+  ['CNN with BatchNorm', cnn({ input: [1, 12, 12], channels: [4, 8], hidden: 16 }), [1, 12, 12]],
+];
+
+describe("precision 'bf16': Linear and Conv2d products in bfloat16", () => {
+  it.each(cases)('%s: loss and gradient within bfloat16 bounds of float32, HVPs float32 bit for bit', (_, spec, shape) => {
+    const d = synthetic({ count: 32, shape, classes: 10, seed: 1 });
+    const x = tensor(d.x, [32, ...shape]);
+    const y = labels(d.y);
+    const fp32 = new Model(spec, { seed: 3 });
+    const bf16 = new Model(spec, { seed: 3, precision: 'bf16' });
+    expect(bf16.precision).toBe('bf16');
+    // the probes run in float32 whatever the precision (first: the training passes below move BatchNorm's statistics)
+    const v = new Float32Array(fp32.numParams).map((_, i) => Math.sin(i));
+    const h32 = hessian(fp32, { x, y }, { mode: 'eval' }).hvp(v).toArray() as Float32Array;
+    const h16 = hessian(bf16, { x, y }, { mode: 'eval' }).hvp(v).toArray() as Float32Array;
+    expect(Array.from(h16)).toEqual(Array.from(h32));
+    const a = fp32.lossAndGrad(x, y), b = bf16.lossAndGrad(x, y);
+    expect(Math.abs(b.loss - a.loss) / a.loss).toBeLessThan(50 * u);
+    const error = relNorm(b.grad.toArray() as Float32Array, a.grad.toArray() as Float32Array);
+    expect(error).toBeLessThan(50 * u);
+    expect(error).toBeGreaterThan(1e-5); // the products did run in bfloat16
+    // evaluation passes too
+    expect(bf16.loss(x, y)).not.toBe(fp32.loss(x, y));
+  });
+
+  it('SAM trains in bf16 as in float32: the same batches, the loss falls alike', () => {
+    const d = synthetic({ count: 256, shape: [16], classes: 4, seed: 2 });
+    const x = tensor(d.x, [256, 16]);
+    const y = labels(d.y);
+    const run = (precision: 'fp32' | 'bf16') => {
+      const model = new Model(mlp({ layers: [16, 32, 4] }), { seed: 5, precision });
+      const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness: { kind: 'sam', rho: 0.05 } });
+      const losses = Array.from({ length: 40 }, () => opt.step(x, y).loss);
+      return { first: losses[0], last: losses[39] };
+    };
+    const a = run('fp32'), b = run('bf16');
+    expect(b.last).toBeLessThan(0.5 * b.first);
+    expect(Math.abs(b.last - a.last) / a.last).toBeLessThan(0.1);
+  });
+
+  it('is refused where it cannot hold: float64 models, TorchScript, fp16, rules with second-order terms', () => {
+    expect(() => new Model(mlp({ layers: [4, 3] }), { dtype: 'float64', precision: 'bf16' })).toThrow(/precision 'bf16' needs a float32 model/);
+    expect(() => new Model(mlp({ layers: [4, 3] }), { precision: 'fp16' as never })).toThrow(/options.precision' must be one of 'fp32', 'bf16'/);
+    const model = new Model(mlp({ layers: [4, 3] }), { precision: 'bf16' });
+    const x = tensor(new Float32Array(8).map((_, i) => i / 8), [2, 4]);
+    const y = labels([0, 2]);
+    for (const sharpness of [{ kind: 'trace-sam', rho: 0.01, lambda: 1, estimator: 'exact' }, { kind: 'gnp', lambda: 0.01 }] as const) {
+      const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness });
+      const w = model.getParams();
+      expect(() => opt.step(x, y)).toThrow(/run in float32, and the model's precision is 'bf16'/);
+      expect(Array.from(model.getParams())).toEqual(Array.from(w));
+    }
+  });
+});
