@@ -19,6 +19,8 @@ from pytorch_models import make_model, process_info, times_ms
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+# 'bf16': the forward under torch.autocast(bfloat16), the loss in float32 (ours: ModelOptions.precision)
+bf16 = len(sys.argv) > 5 and sys.argv[5] == "bf16"
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -43,7 +45,9 @@ def set_stats(update):
 
 def loss_and_grad():
     opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    loss = F.cross_entropy(out.float(), y)
     loss.backward()
     return loss.item()
 

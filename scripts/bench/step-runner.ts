@@ -1,5 +1,5 @@
 // One benchmark cell in its own process (so that its peak RSS is its own):
-//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER [DEVICE]
+//   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER [DEVICE] [PRECISION]
 // then the protocol of pytorch_steps.py on standard input:
 //   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
 //   info -> {"peakRssKb", "threads", "params", "torch", "torchLibrary"}
@@ -20,9 +20,9 @@ export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
   'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
 };
 
-const [modelName, optimizer, device = 'cpu'] = process.argv.slice(2) as [BenchModel, string, string?];
+const [modelName, optimizer, device = 'cpu', precision = 'fp32'] = process.argv.slice(2) as [BenchModel, string, string?, ('fp32' | 'bf16')?];
 const { spec, input } = BENCH_MODELS[modelName];
-const model = new Model(spec, { dtype: 'float32', seed: 0, device });
+const model = new Model(spec, { dtype: 'float32', seed: 0, device, precision });
 const n = 128 * input.reduce((a, b) => a * b, 1);
 let s = 1;
 const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;

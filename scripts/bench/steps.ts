@@ -1,4 +1,4 @@
-// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda]
+// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda] [--precision bf16]
 // Median ms per optimizer step, ours against the same update rules in
 // PyTorch-Python on the same LibTorch with the same thread count: PYTHON
 // chooses the PyTorch (default Debian's python3-torch, LibTorch 1.13), and
@@ -25,6 +25,8 @@ const models = option('--models', 'tiny,mlp,cnn').split(',');
 const optimizers = option('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 const device = option('--device', 'cpu');
+// 'bf16': ours with ModelOptions.precision 'bf16', PyTorch's forward under torch.autocast(bfloat16)
+const precision = option('--precision', 'fp32');
 const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'python3');
 // One intra-op thread on each side by default. Both peers stay alive and take
 // turns, and an idle OpenMP pool spins for a while after each parallel region:
@@ -62,8 +64,8 @@ const rows: Record<string, number | string>[] = [];
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
-    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device], env(threads));
-    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device], env(threads));
+    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device, precision], env(threads));
+    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision], env(threads));
     await Promise.all([ours.ask(), torch.ask()]);
     const t = { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] };
     for (let r = 0; r < rounds; r++) {
@@ -93,6 +95,7 @@ for (const model of models)
       pytorchPeakRssKb: ti.peakRssKb,
       params: oi.params ?? 0,
       threads,
+      precision,
     };
     rows.push(row);
     if (json) console.log(JSON.stringify(row));
@@ -104,7 +107,7 @@ for (const model of models)
   }
 
 if (!json) {
-  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads})`);
+  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads}; precision ${precision})`);
   for (const model of models) {
     const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd');
     const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam');
