@@ -284,11 +284,15 @@ void Network::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) c
 }
 
 double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
-                            int64_t& correct) {
+                            int64_t& correct, double lossScale) {
   at::Tensor output;
   at::Tensor l = LossOf(x, y, updateStats, false, &output);
-  auto grads = ag::grad({l}, params, {}, false, false, /*allow_unused=*/true);
+  auto grads = ag::grad({lossScale == 1.0 ? l : l * lossScale}, params, {}, false, false, /*allow_unused=*/true);
   WriteFlat(grads, grad);
+  if (lossScale != 1.0) {
+    at::NoGradGuard ng;
+    grad.div_(lossScale);
+  }
   // training accuracy for free: the logits are at hand
   if (y.scalar_type() == at::kLong && output.dim() == 2) {
     at::NoGradGuard ng;

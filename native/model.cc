@@ -120,12 +120,23 @@ Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
   auto& net = Net();
   if (p == "fp32") {
     net.reduced = at::ScalarType::Undefined;
-  } else if (p == "bf16") {
-    if (net.IsScript()) Fail("precision 'bf16' is for the library's own layers; a TorchScript model runs in its own dtype (not yet under autocast)");
-    if (net.dtype != at::kFloat) Fail("precision 'bf16' needs a float32 model (its master parameters); this one is " + DTypeName(net.dtype));
-    net.reduced = at::kBFloat16;
+  } else if (p == "bf16" || p == "fp16") {
+    if (net.IsScript()) Fail("precision '" + p + "' is for the library's own layers; a TorchScript model runs in its own dtype (not yet under autocast)");
+    if (net.dtype != at::kFloat) Fail("precision '" + p + "' needs a float32 model (its master parameters); this one is " + DTypeName(net.dtype));
+    at::ScalarType type = p == "bf16" ? at::kBFloat16 : at::kHalf;
+    // a LibTorch without these products on this device says so here, once, not in the first step
+    try {
+      at::NoGradGuard ng;
+      auto a = at::ones({2, 2}, at::TensorOptions().dtype(type).device(net.device));
+      (void)at::linear(a, a, a[0]).sum().item<double>();
+      (void)at::conv2d(a.view({1, 1, 2, 2}), a.view({1, 1, 2, 2})).sum().item<double>();
+    } catch (const std::exception& e) {
+      Fail("precision '" + p + "': LibTorch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + " has no " + (p == "bf16" ? "bfloat16" : "float16") + " linear/conv products on " +
+           DeviceName(net.device) + " (" + CleanTorchMessage(e.what()) + "); use " + (p == "fp16" ? "'bf16'" : "'fp32'"));
+    }
+    net.reduced = type;
   } else {
-    Fail("argument 'precision' must be 'fp32' or 'bf16', got '" + p + "'");
+    Fail("argument 'precision' must be 'fp32', 'bf16' or 'fp16', got '" + p + "'");
   }
   return info.Env().Undefined();
 }
@@ -247,14 +258,20 @@ Napi::Value ModelWrap::DiscardStats(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// lossAndGrad(x, y, grad, updateStats): writes ∇L(w) into `grad`, returns L(w).
+// lossAndGrad(x, y, grad, updateStats, lossScale = 1): writes ∇L(w) into
+// `grad`, returns L(w). With a loss scale S (mixed precision), the backward
+// pass differentiates S·L, so that small gradients survive float16, and the
+// gradient is divided by S once, here (S a power of two: exact); an overflow
+// leaves Inf/NaN in it for the caller's check.
 ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& out = FlatArg(info, 2, "grad");
   bool update = BoolArg(info, 3, "updateStats");
+  double scale = info.Length() > 4 && !info[4].IsUndefined() ? NumberArg(info, 4, "lossScale") : 1.0;
+  if (!(scale > 0) || !std::isfinite(scale)) Fail("argument 'lossScale' must be a finite number > 0");
   auto loss = std::make_shared<double>(0);
-  return {[this, x = x, y = y, out, update, loss]() mutable {
-            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_);
+  return {[this, x = x, y = y, out, update, loss, scale]() mutable {
+            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }

@@ -34,7 +34,7 @@ class Network {
                     at::Tensor* output = nullptr);
   // ∇L(w) into the flat `grad`; returns L(w). `correct` receives the correctly
   // classified samples for class labels and [batch, classes] outputs, else -1.
-  double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct);
+  double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct, double lossScale = 1.0);
   // H·v into `out` by `method`: 'forward-over-reverse' (Hvp) or
   // 'double-backward' (GraphHvp, row by row for a block); returns L(w).
   double HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,

@@ -36,7 +36,10 @@ export interface ModelOptions {
    * parameters, gradients, optimizer state, BatchNorm, activations and the
    * loss stay float32. HVPs, curvature jets and double backward (the Hessian
    * probes, the exact estimator) always run in float32. A float32 model of
-   * the library's layers only. Default 'fp32'.
+   * the library's layers only. 'fp16' does the same in float16, where
+   * LibTorch has float16 products on the device; its gradients need loss
+   * scaling, which an Optimizer of an fp16 model does by default (its
+   * `lossScale` option). Default 'fp32'.
    */
   precision?: Precision;
 }
@@ -80,7 +83,7 @@ export class Model {
   readonly numParams: number;
   readonly dtype: FloatDType;
   readonly device: string;
-  /** the products of its training and evaluation passes: 'fp32' or 'bf16' (ModelOptions.precision) */
+  /** the products of its training and evaluation passes: 'fp32', 'bf16' or 'fp16' (ModelOptions.precision) */
   readonly precision: Precision;
 
   constructor(spec: ModelSpecInput | ModelSpec | TorchScriptSource, options?: ModelOptions) {
@@ -98,7 +101,7 @@ export class Model {
       initSeed: streamSeed(seed, 'init'),
       dropoutSeed: streamSeed(seed, 'dropout'),
     });
-    this.precision = options.precision === undefined ? 'fp32' : check.oneOf('new Model', 'options.precision', options.precision, ['fp32', 'bf16'] as const);
+    this.precision = options.precision === undefined ? 'fp32' : check.oneOf('new Model', 'options.precision', options.precision, ['fp32', 'bf16', 'fp16'] as const);
     if (this.precision !== 'fp32') this.native.setPrecision(this.precision);
     this.params = persistent(() => this.native.params()); // the model's own alias, outside every scope()
     this.numParams = this.native.numParams;

@@ -12,7 +12,7 @@
 // own statistics, as PyTorch's DDP without SyncBatchNorm; the running
 // statistics move by the pooled statistics of all ranks' batches, one small
 // float64 allreduce per step, so they too equal one process's).
-import { UsamError } from '../errors.js';
+import { NonFiniteError, UsamError } from '../errors.js';
 import type { HvpCache, Model } from './model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { native } from '../native/load.js';
@@ -157,6 +157,7 @@ export class Passes {
 
   private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
     let correct: number | null = 0;
+    const self = this;
     const native = this.model.native;
     const loss = yield* this.accumulate(
       out,
@@ -164,7 +165,8 @@ export class Passes {
         this.counters.forward++;
         this.counters.backward++;
         return (function* () {
-          const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats) });
+          const s = self.lossScale;
+          const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats, s), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats, s) });
           const c = native.lastCorrect;
           correct = c >= 0 && correct !== null ? correct + c : null;
           return l;
@@ -174,6 +176,9 @@ export class Passes {
       { get: () => correct ?? -1, set: (v) => (correct = v >= 0 ? Math.round(v) : null) },
     );
     this.correct = correct;
+    // under loss scaling an overflow is an event, not a failure: the step sees it at once, before a rule uses the gradient
+    if (this.lossScale !== 1 && !(Number.isFinite(loss) && ops.allFinite(out)))
+      throw new NonFiniteError(`a pass overflowed under the loss scale ${this.lossScale} (loss ${loss})`, 0, Number.isFinite(loss) ? 'gradient' : 'loss', loss);
     return loss;
   }
 
@@ -184,6 +189,8 @@ export class Passes {
 
   /** set by the Optimizer: these passes make one update from gradients and second-order terms together */
   optimizerStep = false;
+  /** the loss scale of the step's gradient passes (optim/loss-scale.ts); 1: none */
+  lossScale = 1;
 
   // A step that mixes bf16 gradients with second-order terms (which run in
   // float32) would weigh two precisions in one update: refused, for every

@@ -57,7 +57,7 @@ export interface SlotInfo {
 }
 
 /** The products of a model's training and evaluation passes: float32 as is, or bfloat16 (mixed precision). */
-export type Precision = 'fp32' | 'bf16';
+export type Precision = 'fp32' | 'bf16' | 'fp16';
 
 export interface NativeModel {
   readonly numParams: number;
@@ -70,11 +70,11 @@ export interface NativeModel {
   buffers(): NativeTensor;
   counters(): NativeTensor;
   setTraining(training: boolean): void;
-  /** 'bf16': Linear and Conv2d products of the once-differentiated passes in bfloat16 (float32 models of the library's own layers) */
+  /** 'bf16' / 'fp16': Linear and Conv2d products of the once-differentiated passes in bfloat16 / float16 (float32 models of the library's own layers) */
   setPrecision(precision: Precision): void;
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
-  lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): number;
+  lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number): number;
   /** BatchNorm statistics over several passes, applied to the running statistics once (commit) or not at all (discard). */
   beginStats(): void;
   commitStats(): void;
@@ -96,7 +96,7 @@ export interface NativeModel {
   curvature(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): number;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;
-  lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean): Promise<number>;
+  lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number): Promise<number>;
   hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): Promise<number>;
   curvatureAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): Promise<number>;
   quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;

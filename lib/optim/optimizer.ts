@@ -18,7 +18,8 @@ import { Workspace, type DirectionSampler, type RuleResult } from './rules/conte
 import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig } from './rules/index.js';
 import { scheduleOf } from './schedule.js';
 import { GradientClipper } from './clip.js';
-import { OPTIMIZER_STATE_FORMAT, optimizerOptions, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
+import { lossScaleConfig, LossScaler } from './loss-scale.js';
+import { checkStateDict, OPTIMIZER_STATE_FORMAT, optimizerOptions, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 export { OPTIMIZER_STATE_FORMAT, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 
 export class Optimizer {
@@ -47,6 +48,8 @@ export class Optimizer {
   private readonly localReducer?: Reducer;
   /** clipGradNorm: the final gradient's clipping (optim/clip.ts) */
   private readonly clipper?: GradientClipper;
+  /** loss scaling (optim/loss-scale.ts): on by default for an fp16 model */
+  private readonly scaler?: LossScaler;
 
   constructor(
     readonly model: Model,
@@ -70,6 +73,12 @@ export class Optimizer {
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     this.statsEveryPass = o.batchNorm === 'every-pass';
     if (o.clipGradNorm !== undefined) this.clipper = new GradientClipper(o.clipGradNorm, grouping.segments);
+    const scaling = o.lossScale ?? (model.precision === 'fp16' ? lossScaleConfig.parse({}) : false);
+    if (scaling !== false) {
+      if (o.group && o.perturbation === 'local')
+        throw new ConfigError('optimizer options', [{ path: 'options.lossScale', message: "loss scaling with perturbation 'local' is not supported: one rank's overflow would skip its step alone; use perturbation 'synced' (every pass all-reduced, so all ranks see the same Inf) or lossScale: false" }]);
+      this.scaler = new LossScaler(scaling);
+    }
     if (o.sharpness !== undefined) {
       const s = parseSharpness(o.sharpness);
       const rule = ruleOf(s.kind);
@@ -177,8 +186,14 @@ export class Optimizer {
     const stats = this.statistics;
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
     const generator = this.sampler ? this.gen.getState() : null;
+    if (this.scaler) this.passes.lossScale = this.scaler.scale;
     try {
-      return yield* this.stepOnce(a, b);
+      const r = yield* this.stepOnce(a, b);
+      if (this.scaler) {
+        this.scaler.stepped();
+        r.lossScale = this.scaler.scale;
+      }
+      return r;
     } catch (e) {
       this.sampler?.abort();
       if (stats && saved) {
@@ -186,11 +201,35 @@ export class Optimizer {
         ops.copy(stats.counters, saved.counters);
       }
       if (generator) this.gen.setState(generator);
+      // with loss scaling an overflow is expected now and then: the step is skipped (nothing changed) and the scale backs off
+      if (this.scaler && e instanceof NonFiniteError) {
+        this.scaler.skip();
+        return this.skippedStep();
+      }
       throw e;
     } finally {
       saved?.values.dispose();
       saved?.counters.dispose();
     }
+  }
+
+  /** What a skipped step reports: nothing was computed that counts, and stepCount did not advance. */
+  private skippedStep(): StepResult {
+    const t = this.steps;
+    return {
+      step: t + 1,
+      loss: NaN,
+      sharpness: NaN,
+      penalty: NaN,
+      lr: this.lrAt(this.paramGroups[0].lr, t),
+      rho: 0,
+      correct: null,
+      count: 0,
+      sharpnessAware: false,
+      counters: { forward: 0, backward: 0, hvp: 0 },
+      skipped: true,
+      lossScale: this.scaler!.scale,
+    };
   }
 
   /** The model's BatchNorm statistics and counters (live aliases), saved around each step; null without BatchNorm. */
@@ -277,6 +316,7 @@ export class Optimizer {
       steps: this.steps,
       baseStep: b.step,
       generator: this.sampler ? this.gen.getState() : null,
+      ...(this.scaler ? { lossScale: { ...this.scaler.state } } : {}),
       // the groups' live values (lr, weightDecay, rho), which loadStateDict adopts
       paramGroups: this.paramGroups.map((g, i) =>
         i === 0
@@ -293,32 +333,8 @@ export class Optimizer {
    * weightDecay and rho, as PyTorch's load_state_dict adopts param_groups.
    */
   loadStateDict(sd: OptimizerStateDict): void {
-    const where = 'loadStateDict';
-    if (!sd || typeof sd !== 'object' || sd.format !== OPTIMIZER_STATE_FORMAT)
-      throw new ConfigError(where, `${where}: not an optimizer state dict (format must be '${OPTIMIZER_STATE_FORMAT}', got ${JSON.stringify((sd as { format?: unknown })?.format)})`);
     const b = this.base.state();
-    if (sd.kind !== b.kind) throw new ConfigError(where, `${where}: the state is of a ${sd.kind} optimizer, this one is ${b.kind}; make the optimizer with base.kind '${sd.kind}'`);
-    const want = Object.keys(b.buffers).sort().join(', ');
-    const have = Object.keys(sd.state ?? {}).sort().join(', ');
-    if (want !== have) throw new ConfigError(where, `${where}: state holds buffers [${have}], a ${b.kind} optimizer needs [${want}]`);
-    for (const [name, t] of Object.entries(b.buffers)) {
-      const v = sd.state[name];
-      const arrayOk = this.model.dtype === 'float64' ? v instanceof Float64Array : v instanceof Float32Array;
-      if (!arrayOk) throw new ConfigError(where, `${where}: state.${name} must be a ${this.model.dtype === 'float64' ? 'Float64Array' : 'Float32Array'} (the model is ${this.model.dtype})`);
-      if (v.length !== t.numel) throw new ConfigError(where, `${where}: state.${name} has ${v.length} values, the model has ${t.numel} parameters`);
-    }
-    for (const [field, value] of [['steps', sd.steps], ['baseStep', sd.baseStep]] as const)
-      if (!Number.isSafeInteger(value) || value < 0) throw new ConfigError(where, `${where}: ${field} must be a non-negative integer, got ${value}`);
-    const saved = Array.isArray(sd.paramGroups) ? sd.paramGroups : [];
-    const names = (g: Record<string, unknown>) => (Array.isArray(g?.params) ? (g.params as string[]).join(',') : '');
-    // a state without groups (saved before they were live) keeps this optimizer's values
-    if (saved.length > 0 && (saved.length !== this.paramGroups.length || saved.some((g, i) => names(g) !== this.paramGroups[i].names.join(','))))
-      throw new ConfigError(where, `${where}: the state's paramGroups (${saved.length}) do not hold the parameters of this optimizer's ${this.paramGroups.length} group(s); make the optimizer with the same groups`);
-    saved.forEach((g, i) => {
-      for (const field of ['lr', 'weightDecay', 'rho'] as const) if (g[field] !== undefined) checkHyper(`${where}: paramGroups[${i}].${field}`, g[field]);
-    });
-    if (this.sampler && !(sd.generator instanceof Uint8Array))
-      throw new ConfigError(where, `${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
+    const saved = checkStateDict(sd, { base: b, dtype: this.model.dtype, groups: this.paramGroups, drawsDirections: this.sampler !== undefined, scales: this.scaler !== undefined });
     // everything checked: now write
     for (const [name, t] of Object.entries(b.buffers)) {
       const src = floatTensor(this.model, sd.state[name]);
@@ -335,6 +351,7 @@ export class Optimizer {
       if (typeof g.rho === 'number' && group.rho !== undefined) group.rho = g.rho;
     });
     if (this.sampler && sd.generator) this.gen.setState(sd.generator);
+    if (this.scaler && sd.lossScale) this.scaler.state = { ...sd.lossScale };
   }
 
   [Symbol.dispose](): void {

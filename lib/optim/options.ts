@@ -1,13 +1,15 @@
 // What an Optimizer is made with (its options, validated by zod), what a
 // step returns, and its state as plain data (stateDict()).
 import { z } from 'zod';
+import { ConfigError } from '../errors.js';
 import { ProcessGroup } from '../distributed.js';
 import type { Batch, PassCounters } from '../model/passes.js';
 import type { BaseConfigInput } from './base.js';
-import type { ParamGroupInput } from './groups.js';
+import { checkHyper, type ParamGroup, type ParamGroupInput } from './groups.js';
 import type { SharpnessConfigInput } from './rules/index.js';
 import { scheduleConfig, warmupConfig } from './schedule.js';
 import { clipConfig, type ClipInput } from './clip.js';
+import { lossScaleConfig, type LossScaleInput, type LossScaleState } from './loss-scale.js';
 
 export const optimizerOptions = z
   .object({
@@ -28,6 +30,7 @@ export const optimizerOptions = z
     perturbation: z.enum(['synced', 'local']).default('synced'),
     batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
     clipGradNorm: clipConfig.optional(),
+    lossScale: lossScaleConfig.optional(),
   })
   .strict();
 
@@ -77,6 +80,15 @@ export interface OptimizerOptions {
    * before clipping.
    */
   clipGradNorm?: ClipInput;
+  /**
+   * Dynamic loss scaling (GradScaler's policy, optim/loss-scale.ts): on by
+   * default for a model of precision 'fp16', off otherwise; `false` turns it
+   * off, an object sets `init` (2¹⁶), `growthFactor` (2), `backoffFactor`
+   * (0.5) and `growthInterval` (2000). A step whose passes meet Inf/NaN is
+   * skipped (StepResult.skipped; nothing changes, stepCount does not advance)
+   * and the scale backs off.
+   */
+  lossScale?: LossScaleInput;
 }
 
 export interface StepResult {
@@ -100,6 +112,10 @@ export interface StepResult {
   gradNorm?: number;
   /** with clipGradNorm: whether the step's gradient was scaled down */
   clipped?: boolean;
+  /** with loss scaling: true when a pass met Inf/NaN and the step was skipped (nothing changed) */
+  skipped?: boolean;
+  /** with loss scaling: the scale after this step */
+  lossScale?: number;
 }
 
 export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';
@@ -119,5 +135,48 @@ export interface OptimizerStateDict {
   generator: Uint8Array | null;
   /** the hyperparameters the optimizer was made with (one group), for reference */
   paramGroups: Record<string, unknown>[];
+  /** the loss scaler's state, with loss scaling */
+  lossScale?: LossScaleState;
 }
 
+/**
+ * loadStateDict's checks, before anything is written: the state fits the
+ * optimizer (base kind, buffer names and lengths, dtype, the groups'
+ * parameters, the generator and loss scale it needs). Returns the saved
+ * groups (empty for a state saved before groups were live).
+ */
+export function checkStateDict(
+  sd: OptimizerStateDict,
+  o: { base: { kind: string; buffers: Record<string, { numel: number }> }; dtype: string; groups: ParamGroup[]; drawsDirections: boolean; scales: boolean },
+): Record<string, unknown>[] {
+  const where = 'loadStateDict';
+  const b = o.base;
+  if (!sd || typeof sd !== 'object' || sd.format !== OPTIMIZER_STATE_FORMAT)
+    throw new ConfigError(where, `${where}: not an optimizer state dict (format must be '${OPTIMIZER_STATE_FORMAT}', got ${JSON.stringify((sd as { format?: unknown })?.format)})`);
+  if (sd.kind !== b.kind) throw new ConfigError(where, `${where}: the state is of a ${sd.kind} optimizer, this one is ${b.kind}; make the optimizer with base.kind '${sd.kind}'`);
+  const want = Object.keys(b.buffers).sort().join(', ');
+  const have = Object.keys(sd.state ?? {}).sort().join(', ');
+  if (want !== have) throw new ConfigError(where, `${where}: state holds buffers [${have}], a ${b.kind} optimizer needs [${want}]`);
+  for (const [name, t] of Object.entries(b.buffers)) {
+    const v = sd.state[name];
+    const arrayOk = o.dtype === 'float64' ? v instanceof Float64Array : v instanceof Float32Array;
+    if (!arrayOk) throw new ConfigError(where, `${where}: state.${name} must be a ${o.dtype === 'float64' ? 'Float64Array' : 'Float32Array'} (the model is ${o.dtype})`);
+    if (v.length !== t.numel) throw new ConfigError(where, `${where}: state.${name} has ${v.length} values, the model has ${t.numel} parameters`);
+  }
+  for (const [field, value] of [['steps', sd.steps], ['baseStep', sd.baseStep]] as const)
+    if (!Number.isSafeInteger(value) || value < 0) throw new ConfigError(where, `${where}: ${field} must be a non-negative integer, got ${value}`);
+  const saved = Array.isArray(sd.paramGroups) ? sd.paramGroups : [];
+  const names = (g: Record<string, unknown>) => (Array.isArray(g?.params) ? (g.params as string[]).join(',') : '');
+  // a state without groups (saved before they were live) keeps this optimizer's values
+  if (saved.length > 0 && (saved.length !== o.groups.length || saved.some((g, i) => names(g) !== o.groups[i].names.join(','))))
+    throw new ConfigError(where, `${where}: the state's paramGroups (${saved.length}) do not hold the parameters of this optimizer's ${o.groups.length} group(s); make the optimizer with the same groups`);
+  saved.forEach((g, i) => {
+    for (const field of ['lr', 'weightDecay', 'rho'] as const) if (g[field] !== undefined) checkHyper(`${where}: paramGroups[${i}].${field}`, g[field]);
+  });
+  if (o.drawsDirections && !(sd.generator instanceof Uint8Array))
+    throw new ConfigError(where, `${where}: this optimizer draws directions and needs the generator state (a Uint8Array); the state has ${sd.generator === null ? 'none (saved by a rule without directions)' : typeof sd.generator}`);
+  const ls = sd.lossScale;
+  if (o.scales && ls !== undefined && !(ls && ls.scale > 0 && Number.isFinite(ls.scale) && Number.isSafeInteger(ls.goodSteps) && ls.goodSteps >= 0 && Number.isSafeInteger(ls.skipped) && ls.skipped >= 0))
+    throw new ConfigError(where, `${where}: lossScale must be { scale > 0, goodSteps ≥ 0, skipped ≥ 0 }, got ${JSON.stringify(ls)}`);
+  return saved;
+}

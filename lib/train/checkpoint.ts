@@ -6,7 +6,7 @@ import * as check from '../arguments.js';
 import { UsamError } from '../errors.js';
 import { type Model, modelArg } from '../model/model.js';
 import { ops } from '../tensor/ops.js';
-import { OPTIMIZER_STATE_FORMAT, Optimizer } from '../optim/optimizer.js';
+import { OPTIMIZER_STATE_FORMAT, Optimizer, type OptimizerStateDict } from '../optim/optimizer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { readSafetensors, type StData, stTensor, type StTensor, writeSafetensors } from '../safetensors.js';
 import { floatTensor, tensor } from '../tensor/tensor.js';
@@ -31,6 +31,8 @@ export interface Progress {
   /** with clipGradNorm: Σ of the unfinished epoch's pre-clip gradient norms, and its clipped steps */
   gradNormSum?: number;
   clippedSteps?: number;
+  /** with fp16 loss scaling: the unfinished epoch's skipped steps */
+  skippedSteps?: number;
 }
 
 const OPTIMIZER_BUFFERS: Record<string, string[]> = { sgd: ['momentum_buffer'], adam: ['exp_avg', 'exp_avg_sq'], adamw: ['exp_avg', 'exp_avg_sq'] };
@@ -64,7 +66,7 @@ export function saveCheckpoint(file: string, model: Model, optimizer: Optimizer,
     format: CHECKPOINT_FORMAT,
     config: JSON.stringify(config),
     progress: JSON.stringify(progress),
-    optimizer: JSON.stringify({ kind: o.kind, steps: o.steps, baseStep: o.baseStep, generator: o.generator ? b64(o.generator) : null, paramGroups: o.paramGroups }),
+    optimizer: JSON.stringify({ kind: o.kind, steps: o.steps, baseStep: o.baseStep, generator: o.generator ? b64(o.generator) : null, paramGroups: o.paramGroups, ...(o.lossScale ? { lossScale: o.lossScale } : {}) }),
     modelRng: b64(model.native.getRngState()),
     dtype: model.dtype,
   };
@@ -94,7 +96,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
   };
   const config = parse('config');
   const progress = parse('progress') as Progress;
-  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null; paramGroups?: Record<string, unknown>[] };
+  const opt = parse('optimizer') as { kind: string; steps: number; baseStep: number; generator: string | null; paramGroups?: Record<string, unknown>[]; lossScale?: OptimizerStateDict['lossScale'] };
   const need = (name: string, numel: number): StData => {
     const t = tensors[name];
     if (!t) throw new UsamError(`${file}: tensor '${name}' is missing`);
@@ -136,6 +138,7 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
           steps: opt.steps,
           baseStep: opt.baseStep,
           generator: opt.generator === null ? null : unb64(opt.generator),
+          ...(opt.lossScale ? { lossScale: opt.lossScale } : {}),
           // the groups' live lr, weightDecay, rho (checkpoints written before they were saved have none: the optimizer's own stay)
           paramGroups: Array.isArray(opt.paramGroups) ? opt.paramGroups : [],
         });

@@ -80,7 +80,7 @@ export const trainConfig = z
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
     /** mixed precision: 'bf16' takes the Linear/Conv2d products of the training and evaluation passes in bfloat16 (float32 models of the library's layers; ModelOptions.precision) */
-    precision: z.enum(['fp32', 'bf16']).default('fp32'),
+    precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
     seed: z.number().int().nonnegative().default(0),
     threads: z.number().int().positive().optional(),
     /** stop when the mean training loss of the last 50 steps exceeds this many times that of the first 50; 0: never */

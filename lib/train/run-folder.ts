@@ -39,6 +39,8 @@ export interface EpochMetrics {
   gradNorm?: number;
   /** with clipGradNorm: the fraction of the epoch's steps whose gradient was clipped */
   clipped?: number;
+  /** with fp16 loss scaling: steps skipped for Inf/NaN in the epoch (absent when none) */
+  skippedSteps?: number;
   seconds: number;
   stepsPerSecond: number;
   probe?: {

@@ -249,6 +249,11 @@ export class Trainer {
           }
           throw new UsamError(where + (e as Error).message, { cause: e });
         }
+        if (r.skipped) {
+          // fp16 loss scaling met Inf/NaN: the batch is spent, the step was not taken (its scale backed off)
+          p.skippedSteps = (p.skippedSteps ?? 0) + 1;
+          continue;
+        }
         p.globalStep++;
         p.steps++;
         p.lossSum += r.loss;
@@ -318,11 +323,12 @@ export class Trainer {
         lr: last.lr,
         rho: last.rho,
         ...(clipping ? { gradNorm: (p.gradNormSum ?? 0) / Math.max(p.steps, 1), clipped: (p.clippedSteps ?? 0) / Math.max(p.steps, 1) } : {}),
+        ...(p.skippedSteps ? { skippedSteps: p.skippedSteps } : {}),
         seconds: (Date.now() - epochStart) / 1000,
         stepsPerSecond: p.steps / Math.max((Date.now() - epochStart) / 1000, 1e-9),
       };
       if (c.probeEvery > 0 && (p.epoch + 1) % c.probeEvery === 0) m.probe = yield* this.probe(p.epoch);
-      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0, ...(clipping ? { gradNormSum: 0, clippedSteps: 0 } : {}) });
+      Object.assign(p, { epoch: p.epoch + 1, batch: 0, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 0, correct: 0, seen: 0, ...(clipping ? { gradNormSum: 0, clippedSteps: 0 } : {}), skippedSteps: 0 });
       // The line first, then the checkpoint that records the epoch as done: a
       // crash between them leaves an older checkpoint, and resuming from it
       // drops the line and redoes the epoch; the other order lost the line.

@@ -63,9 +63,9 @@ describe("precision 'bf16': Linear and Conv2d products in bfloat16", () => {
     expect(Math.abs(b.last - a.last) / a.last).toBeLessThan(0.1);
   });
 
-  it('is refused where it cannot hold: float64 models, TorchScript, fp16, rules with second-order terms', () => {
+  it('is refused where it cannot hold: float64 models, unknown precisions, rules with second-order terms', () => {
     expect(() => new Model(mlp({ layers: [4, 3] }), { dtype: 'float64', precision: 'bf16' })).toThrow(/precision 'bf16' needs a float32 model/);
-    expect(() => new Model(mlp({ layers: [4, 3] }), { precision: 'fp16' as never })).toThrow(/options.precision' must be one of 'fp32', 'bf16'/);
+    expect(() => new Model(mlp({ layers: [4, 3] }), { precision: 'fp8' as never })).toThrow(/options.precision' must be one of 'fp32', 'bf16', 'fp16'/);
     const model = new Model(mlp({ layers: [4, 3] }), { precision: 'bf16' });
     const x = tensor(new Float32Array(8).map((_, i) => i / 8), [2, 4]);
     const y = labels([0, 2]);
