@@ -6,7 +6,7 @@ import { probeCommand } from './probe.js';
 import { reportCommand } from './report.js';
 import { reproduceCommand } from './reproduce.js';
 import { trainCommand } from './train.js';
-import { versions } from '../native/runtime.js';
+import { cpuReducedPrecision, versions } from '../native/runtime.js';
 
 const HELP = `usam — sharpness-aware training and Hessian probes on LibTorch
 
@@ -46,10 +46,19 @@ export async function main(argv: string[]): Promise<number> {
         `built against LibTorch ${from.build.torch} at ${from.build.torchLibDir} (${from.build.kind} build${from.build.cuda ? `, CUDA ${from.build.cuda}` : ''})`,
         `CUDA ${v.cudaAvailable ? `available, ${v.cudaDeviceCount} device(s)` : v.flavour === 'cuda' ? 'not available (no GPU or driver visible)' : 'not available (cpu flavour)'}`,
         `threads ${v.threads}${v.defaultThreads === 0 ? ' (from OMP_NUM_THREADS / MKL_NUM_THREADS)' : ''}`,
+        reducedPrecisionLine(),
       ].join('\n') + '\n',
     );
     return 0;
   }
   process.stderr.write(`usam: unknown command '${command}'. Run 'usam --help' for the commands.\n`);
   return 2;
+}
+
+/** What --precision bf16/fp16 costs on this CPU: native arithmetic, or LibTorch's emulation (correct, slower). */
+function reducedPrecisionLine(): string {
+  const c = cpuReducedPrecision();
+  const say = (kind: 'bf16' | 'fp16', how: string) =>
+    how === 'native' ? `${kind} native (${c.flags.filter((f) => f.includes(kind === 'bf16' ? 'bf16' : 'fp16')).join(', ')})` : how === 'emulated' ? `${kind} emulated (correct, slower)` : `${kind} unknown`;
+  return `CPU reduced precision: ${say('bf16', c.bf16)}; ${say('fp16', c.fp16)}`;
 }

@@ -1,5 +1,6 @@
 // The addon's process-wide settings and facts, as typed functions: the
 // versions it was built against, LibTorch's thread count, memory, CUDA.
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 import type { NativeVersions } from './binding.js';
 import { native } from './load.js';
@@ -24,3 +25,23 @@ export const cuda = {
   isAvailable: (): boolean => versions().cudaAvailable,
   deviceCount: (): number => versions().cudaDeviceCount,
 };
+
+/**
+ * Whether this CPU has native bfloat16 and float16 arithmetic (x86 flags in
+ * /proc/cpuinfo: AVX512-BF16 or AMX-BF16; AVX512-FP16 or AMX-FP16). Without
+ * them LibTorch emulates the reduced type: precision 'bf16' / 'fp16' stay
+ * correct, only slower. 'unknown' where /proc/cpuinfo cannot be read.
+ */
+export function cpuReducedPrecision(): { bf16: 'native' | 'emulated' | 'unknown'; fp16: 'native' | 'emulated' | 'unknown'; flags: string[] } {
+  let flags: Set<string>;
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => /^(flags|Features)\s*:/.test(l)) ?? '';
+    flags = new Set(line.split(':')[1]?.trim().split(/\s+/) ?? []);
+  } catch {
+    return { bf16: 'unknown', fp16: 'unknown', flags: [] };
+  }
+  if (flags.size === 0) return { bf16: 'unknown', fp16: 'unknown', flags: [] };
+  const present = (names: string[]) => names.filter((f) => flags.has(f));
+  const bf16 = present(['avx512_bf16', 'amx_bf16']), fp16 = present(['avx512_fp16', 'amx_fp16']);
+  return { bf16: bf16.length > 0 ? 'native' : 'emulated', fp16: fp16.length > 0 ? 'native' : 'emulated', flags: [...bf16, ...fp16] };
+}

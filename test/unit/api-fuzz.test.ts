@@ -135,6 +135,7 @@ const doors: Door[] = [
   fn('loadedFrom', [], () => []),
   fn('addonCandidates', ['root?:string', 'env?:options'], () => [repoRoot, {}]),
   fn('versions', [], () => []),
+  fn('cpuReducedPrecision', [], () => []),
   fn('memory', [], () => []),
   fn('trimMemory', [], () => []),
   fn('setThreads', ['threads:number'], () => [lib.versions().threads]),
