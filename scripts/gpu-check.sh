@@ -81,6 +81,19 @@ node -e '
 ' "$out/bench.jsonl" | tee -a "$summary"
 [ -s "$out/bench.jsonl" ] || say "(benchmark failed: see bench.err)"
 
+# 3b. Mixed precision on the card: bf16 and fp16 (loss-scaled) steps, ours vs PyTorch's autocast
+say ""
+say "| precision | optimizer | ours ms/step | PyTorch ms/step | ours/PyTorch |"
+say "|---|---|---|---|---|"
+for p in bf16 fp16; do
+  node scripts/run-ts.mjs scripts/bench/steps.ts --json --models resnet18 --optimizers sgd,sam --device cuda --rounds 2 --steps 10 --precision $p > "$out/bench-$p.jsonl" 2> "$out/bench-$p.err" || true
+  node -e '
+    const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse).filter((r) => r.optimizer);
+    for (const r of rows) console.log(`| ${r.precision} | ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} |`);
+  ' "$out/bench-$p.jsonl" | tee -a "$summary"
+  [ -s "$out/bench-$p.jsonl" ] || say "($p benchmark failed: see bench-$p.err)"
+done
+
 # 4. ResNet-18 HVP over gradient on the card (forward-over-reverse and double backward)
 say ""
 say "| model | grad ms | HVP ms | HVP/grad | double-backward/grad |"
@@ -92,5 +105,5 @@ node -e '
 ' "$out/hessian.jsonl" | tee -a "$summary"
 [ -s "$out/hessian.jsonl" ] || say "(HVP benchmark failed: see hessian.err)"
 say ""
-say "Raw: build.log, cuda-tests.txt, bench.jsonl, hessian.jsonl."
+say "Raw: build.log, cuda-tests.txt, bench.jsonl, bench-bf16.jsonl, bench-fp16.jsonl, hessian.jsonl."
 exit $cuda_rc

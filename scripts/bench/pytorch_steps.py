@@ -19,8 +19,12 @@ from pytorch_models import make_model, process_info, times_ms
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
-# 'bf16': the forward under torch.autocast(bfloat16), the loss in float32 (ours: ModelOptions.precision)
-bf16 = len(sys.argv) > 5 and sys.argv[5] == "bf16"
+# 'bf16' / 'fp16': the forward under torch.autocast(bfloat16 / float16), the loss in
+# float32 (ours: ModelOptions.precision); fp16 with the loss scaled by 2^16 and
+# the gradients unscaled once per pass (ours: lossScale's default first scale)
+precision = sys.argv[5] if len(sys.argv) > 5 else "fp32"
+reduced = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+loss_scale = 2.0**16 if precision == "fp16" else 1.0
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -45,10 +49,13 @@ def set_stats(update):
 
 def loss_and_grad():
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device.type, dtype=reduced or torch.bfloat16, enabled=reduced is not None):
         out = model(x)
     loss = F.cross_entropy(out.float(), y)
-    loss.backward()
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+    if loss_scale != 1.0:
+        for p in params:
+            p.grad.div_(loss_scale)
     return loss.item()
 
 
