@@ -121,7 +121,6 @@ Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
   if (p == "fp32") {
     net.reduced = at::ScalarType::Undefined;
   } else if (p == "bf16" || p == "fp16") {
-    if (net.IsScript()) Fail("precision '" + p + "' is for the library's own layers; a TorchScript model runs in its own dtype (not yet under autocast)");
     if (net.dtype != at::kFloat) Fail("precision '" + p + "' needs a float32 model (its master parameters); this one is " + DTypeName(net.dtype));
     at::ScalarType type = p == "bf16" ? at::kBFloat16 : at::kHalf;
     // a LibTorch without these products on this device says so here, once, not in the first step

@@ -3,6 +3,8 @@
 // over micro-batches and over ranks. The derivatives are in derivatives.cc.
 #include "network.h"
 
+#include <ATen/autocast_mode.h>
+
 namespace usam {
 
 void Network::CheckDType(at::ScalarType dtype) {
@@ -243,7 +245,59 @@ Network::Network(std::shared_ptr<ScriptModule> script, const LossSpec& loss, at:
 // (a perturbed pass in training mode) runs with the module's buffers
 // re-pointed at copies, and re-points them back afterwards. set_data changes
 // no version counter, so autograd's saved tensors stay valid.
-at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
+namespace {
+// LibTorch's autocast for one forward of a TorchScript module (the model's
+// precision): the module's ops dispatch through the Autocast keys, which
+// cast to the reduced type where torch.autocast would (linear, conv, matmul
+// ...) and keep the rest. Thread-local state, set and restored around the
+// call (the async calls run it on a worker thread). The API changed in 2.4.
+class AutocastScope {
+ public:
+  AutocastScope(c10::DeviceType device, at::ScalarType type) : device_(device) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    wasEnabled_ = at::autocast::is_autocast_enabled(device);
+    wasType_ = at::autocast::get_autocast_dtype(device);
+    at::autocast::set_autocast_dtype(device, type);
+    at::autocast::set_autocast_enabled(device, true);
+#else
+    if (device == c10::DeviceType::CPU) {
+      wasEnabled_ = at::autocast::is_cpu_enabled();
+      wasType_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(type);
+      at::autocast::set_cpu_enabled(true);
+    } else {
+      wasEnabled_ = at::autocast::is_enabled();
+      wasType_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(type);
+      at::autocast::set_enabled(true);
+    }
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(device_, wasEnabled_);
+    at::autocast::set_autocast_dtype(device_, wasType_);
+#else
+    if (device_ == c10::DeviceType::CPU) {
+      at::autocast::set_cpu_enabled(wasEnabled_);
+      at::autocast::set_autocast_cpu_dtype(wasType_);
+    } else {
+      at::autocast::set_enabled(wasEnabled_);
+      at::autocast::set_autocast_gpu_dtype(wasType_);
+    }
+#endif
+  }
+
+ private:
+  c10::DeviceType device_;
+  bool wasEnabled_ = false;
+  at::ScalarType wasType_ = at::kFloat;
+};
+}  // namespace
+
+at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
   if (stats_ && !scriptBuffers_.empty())
     Fail("micro-batches pooling BatchNorm statistics are not supported for TorchScript models; give one batch per step");
   script_->Train(training);
@@ -256,7 +310,14 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
   };
   at::Tensor out;
   try {
-    out = script_->Forward(x);
+    if (reduced != at::ScalarType::Undefined && !twiceDifferentiable) {
+      AutocastScope autocast(device.type(), reduced);
+      // the outputs back in the model's dtype: the loss is taken in it, as the library's layers hand back
+      out = script_->Forward(x);
+      if (out.defined() && out.is_floating_point()) out = out.to(dtype);
+    } else {
+      out = script_->Forward(x);
+    }
   } catch (const c10::Error& e) {
     unshield();
     Fail("the TorchScript module's forward failed: " + CleanTorchMessage(e.what_without_backtrace()));
@@ -271,7 +332,7 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats) {
 }
 
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
-  if (script_) return ScriptForward(x, updateStats);
+  if (script_) return ScriptForward(x, updateStats, twiceDifferentiable);
   Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
   if (!twiceDifferentiable) pass.reduced = reduced;
   return RunLayers(layers_, x, pass);

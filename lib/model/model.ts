@@ -35,8 +35,8 @@ export interface ModelOptions {
    * once (lossAndGrad, loss, forward: training steps and evaluation); the
    * parameters, gradients, optimizer state, BatchNorm, activations and the
    * loss stay float32. HVPs, curvature jets and double backward (the Hessian
-   * probes, the exact estimator) always run in float32. A float32 model of
-   * the library's layers only. 'fp16' does the same in float16, where
+   * probes, the exact estimator) always run in float32. A float32 model; a
+   * TorchScript model runs its forward under LibTorch's autocast instead. 'fp16' does the same in float16, where
    * LibTorch has float16 products on the device; its gradients need loss
    * scaling, which an Optimizer of an fp16 model does by default (its
    * `lossScale` option). Default 'fp32'.

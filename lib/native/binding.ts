@@ -70,7 +70,7 @@ export interface NativeModel {
   buffers(): NativeTensor;
   counters(): NativeTensor;
   setTraining(training: boolean): void;
-  /** 'bf16' / 'fp16': Linear and Conv2d products of the once-differentiated passes in bfloat16 / float16 (float32 models of the library's own layers) */
+  /** 'bf16' / 'fp16': Linear and Conv2d products of the once-differentiated passes in bfloat16 / float16 (float32 models; TorchScript under LibTorch's autocast) */
   setPrecision(precision: Precision): void;
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
