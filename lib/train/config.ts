@@ -79,7 +79,7 @@ export const trainConfig = z
     clipGradNorm: z.number().positive().optional(),
     device: z.string().default('cpu'),
     dtype: z.enum(['float32', 'float64']).default('float32'),
-    /** mixed precision: 'bf16' takes the Linear/Conv2d products of the training and evaluation passes in bfloat16 (float32 models of the library's layers; ModelOptions.precision) */
+    /** mixed precision: 'bf16' / 'fp16' take the Linear/Conv2d products (a TorchScript module: its forward under autocast) of the training and evaluation passes in bfloat16 / float16 (float32 models; ModelOptions.precision; fp16 with loss scaling) */
     precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
     seed: z.number().int().nonnegative().default(0),
     threads: z.number().int().positive().optional(),
