@@ -10,16 +10,9 @@
 // error is many u); docs/optimizers.md gives the measured values.
 import { describe, expect, it } from 'vitest';
 import { cnn, hessian, Model, mlp, Optimizer, synthetic, tensor, labels, type ModelSpecInput } from '../../lib/index.js';
+import { relativeError } from '../helpers.js';
 
 const u = 2 ** -9;
-const relNorm = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(d / n);
-};
 
 const cases: [string, ModelSpecInput, number[]][] = [
   ['MLP 784-64-10', mlp({ layers: [784, 64, 10], input: [1, 28, 28] }), [1, 28, 28]],
@@ -41,7 +34,7 @@ describe("precision 'bf16': Linear and Conv2d products in bfloat16", () => {
     expect(Array.from(h16)).toEqual(Array.from(h32));
     const a = fp32.lossAndGrad(x, y), b = bf16.lossAndGrad(x, y);
     expect(Math.abs(b.loss - a.loss) / a.loss).toBeLessThan(50 * u);
-    const error = relNorm(b.grad.toArray() as Float32Array, a.grad.toArray() as Float32Array);
+    const error = relativeError(b.grad.toArray() as Float32Array, a.grad.toArray() as Float32Array);
     expect(error).toBeLessThan(50 * u);
     expect(error).toBeGreaterThan(1e-5); // the products did run in bfloat16
     // evaluation passes too
