@@ -24,7 +24,7 @@ export function describeValue(v: unknown): string {
   const o = v as Record<string, unknown>;
   // the library's tensors say what they are (a disposed one has no shape to read)
   if (o.disposed === true) return `a disposed ${Object.getPrototypeOf(o)?.constructor?.name ?? 'object'}`;
-  if (Array.isArray(o.shape) && typeof o.dtype === 'string') return `a ${o.disposed === true ? 'disposed ' : ''}${o.dtype} tensor of shape [${(o.shape as number[]).join(', ')}]`;
+  if (Array.isArray(o.shape) && typeof o.dtype === 'string') return `a ${o.dtype} tensor of shape [${(o.shape as number[]).join(', ')}]`;
   const name = Object.getPrototypeOf(o)?.constructor?.name;
   if (name && name !== 'Object') return `a ${name}`;
   const keys = Object.keys(o);
@@ -141,10 +141,4 @@ export function instanceOf<T extends object>(fn: string, name: string, v: unknow
   if (!(v instanceof cls)) fail(fn, name, what, v);
   if (disposed?.(v)) throw new ArgumentError(fn, name, `is a ${cls.name} that was disposed; it cannot be used after dispose()`);
   return v;
-}
-
-/** Too many arguments is as wrong as too few: a PyTorch habit (step(closure)) must not pass silently. */
-export function noMore(fn: string, args: IArguments | unknown[], count: number, hint = ''): void {
-  if (args.length > count && [...(args as unknown[])].slice(count).some((a) => a !== undefined))
-    throw new ArgumentError(fn, `#${count + 1}`, `was given, but ${fn} takes ${count} argument${count === 1 ? '' : 's'}${hint ? `; ${hint}` : ''}`);
 }

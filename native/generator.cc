@@ -111,7 +111,8 @@ at::Tensor& GeneratorWrap::Target(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-void FillInPlace(at::Generator& gen, GeneratorWrap::Kind kind, at::Tensor& t, double lo, double hi) {
+void Fill(at::Generator& gen, GeneratorWrap::Kind kind, at::Tensor& t, double lo, double hi) {
+  at::NoGradGuard ng;
   switch (kind) {
     case GeneratorWrap::Kind::Gaussian:
       t.normal_(0.0, 1.0, gen);
@@ -129,18 +130,6 @@ void FillInPlace(at::Generator& gen, GeneratorWrap::Kind kind, at::Tensor& t, do
       t.uniform_(lo, hi, gen);
       break;
   }
-}
-
-// A draw is made in float64 and rounded to the target's dtype: LibTorch's
-// kernels draw float32 and float64 tensors differently from one seed, and a
-// seed must mean the same directions whatever the model's dtype (a float32
-// step and its float64 reference then differ by rounding alone).
-void Fill(at::Generator& gen, GeneratorWrap::Kind kind, at::Tensor& t, double lo, double hi) {
-  at::NoGradGuard ng;
-  if (t.scalar_type() == at::kDouble) return FillInPlace(gen, kind, t, lo, hi);
-  at::Tensor wide = at::empty(t.sizes(), t.options().dtype(at::kDouble));
-  FillInPlace(gen, kind, wide, lo, hi);
-  t.copy_(wide);
 }
 }  // namespace
 

@@ -113,8 +113,9 @@ Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
   Net().training = BoolArg(info, 0, "training");
   return info.Env().Undefined();
 }
-// setPrecision('fp32' | 'bf16'): the products of Linear and Conv2d in the
-// once-differentiated passes (lossAndGrad, loss, forward) in bfloat16.
+// setPrecision('fp32' | 'bf16' | 'fp16'): the products of Linear and Conv2d
+// (a TorchScript module: its forward under autocast) in the
+// once-differentiated passes (lossAndGrad, loss, forward) in that type.
 Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
   std::string p = StringArg(info, 0, "precision");
   auto& net = Net();

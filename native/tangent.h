@@ -29,12 +29,11 @@ struct Pass {
   at::ScalarType reduced = at::ScalarType::Undefined;
 };
 
-// f's products in the pass's reduced type, when it has one: the operands
-// rounded to it, the result back in the type of `like` (autograd carries the
-// casts, so the gradients come back in the parameters' type).
+// f's products in the pass's reduced type (callers check that it has one):
+// the operands rounded to it, the result back in the type of `like` (autograd
+// carries the casts, so the gradients come back in the parameters' type).
 template <typename F>
 at::Tensor InPassPrecision(const Pass& p, const at::Tensor& like, F&& f) {
-  if (p.reduced == at::ScalarType::Undefined) return f([](const at::Tensor& t) { return t; });
   auto cast = [&](const at::Tensor& t) { return t.defined() ? t.to(p.reduced) : t; };
   return f(cast).to(like.scalar_type());
 }

@@ -157,15 +157,14 @@ export class Passes {
 
   private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
     let correct: number | null = 0;
-    const self = this;
     const native = this.model.native;
     const loss = yield* this.accumulate(
       out,
       (b, o) => {
         this.counters.forward++;
         this.counters.backward++;
+        const s = this.lossScale;
         return (function* () {
-          const s = self.lossScale;
           const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats, s), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats, s) });
           const c = native.lastCorrect;
           correct = c >= 0 && correct !== null ? correct + c : null;

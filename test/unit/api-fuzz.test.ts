@@ -40,7 +40,8 @@ const disposedTensor = () => {
   t.dispose();
   return t;
 };
-const badValues = (): unknown[] => [undefined, null, 42, Number.NaN, 'x', true, {}, [], () => 1, new Float64Array(2), disposedTensor()];
+// the string is a path in the temporary folder: doors that take a file name write it there, not in the repository
+const badValues = (): unknown[] => [undefined, null, 42, Number.NaN, join(dir, 'x'), true, {}, [], () => 1, new Float64Array(2), disposedTensor()];
 
 const isPlain = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 function rightKind(kind: Kind, optional: boolean, v: unknown): boolean {
