@@ -70,10 +70,14 @@ const batches = (micro: number, dtype: 'float32' | 'float64'): Batch[] => {
   }));
 };
 
-/** Directions from a seeded stream, uniform on [−1, 1]^P: the same sequence for each optimizer given a fresh sampler. */
-const sampler = () => {
+/**
+ * Directions from a seeded stream, uniform on [−a, a]^P (a: the rule's
+ * halfCube, Det-SAM's cube; else 1): the same sequence for each optimizer
+ * given a fresh sampler.
+ */
+const sampler = (a = 1) => {
   const r = rng(11);
-  return (p: number) => Float64Array.from({ length: p }, () => 2 * r() - 1);
+  return (p: number) => Float64Array.from({ length: p }, () => a * (2 * r() - 1));
 };
 
 /** Why a cell is refused, where the docs say it is; undefined where it must run. */
@@ -104,7 +108,7 @@ describe('the composition matrix (one process), pairwise, against float64', () =
     const rule = RULES[c.rule];
     const options = (clip?: number): OptimizerOptions => ({
       base: { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 5e-4 },
-      sharpness: rule && 'samples' in rule ? { ...rule, mu: sampler() } : rule,
+      sharpness: rule && 'samples' in rule ? { ...rule, mu: sampler('halfCube' in rule ? rule.halfCube : 1) } : rule,
       seed: 7,
       ...(c.batchNorm === 'every-pass' ? { batchNorm: 'every-pass' as const } : {}),
       ...(clip !== undefined ? { clipGradNorm: clip } : {}),
