@@ -5,7 +5,7 @@ export { labels, tensor, toFloatArray, zeros, type Tensor, type TensorOptions } 
 export { ops } from './tensor/ops.js';
 export { scope } from './tensor/scope.js';
 export { generator, sampleInto, streamSeed, type BuiltinMeasure, type Generator, type StreamPurpose } from './random.js';
-export { Model, hvpCache, loadTorchScript, type TorchScriptSource, type HvpCache, type LossAndGrad, type ModelOptions } from './model/model.js';
+export { Model, hvpCache, loadTorchScript, UNIT_ROUNDOFF, type TorchScriptSource, type HvpCache, type LossAndGrad, type ModelOptions } from './model/model.js';
 export { type LoadStateDictOptions, type StateDictEntry, type StateDictSource } from './model/state-dict.js';
 export { cnn, mlp, resnet18, type CnnOptions, type MlpOptions } from './model/presets.js';
 export { parseModelSpec, type LayerSpecInput, type ModelSpec, type ModelSpecInput } from './model/spec.js';

@@ -56,6 +56,14 @@ export interface HessianOptions {
    * the same seeds.
    */
   group?: ProcessGroup;
+  /**
+   * the precision of the probes' products: 'fp32', whatever the model's
+   * training precision (a bf16 or fp16 model's probes equal its float32
+   * twin's bit for bit). 'bf16' and 'fp16' are refused: an HVP's products
+   * rounded to 8 (11) significant bits err by about 1e-2 (1e-3) relative,
+   * and Lanczos, SLQ and Hutchinson build on hundreds of them.
+   */
+  precision?: 'fp32';
 }
 
 export { FULL_HESSIAN_LIMIT, type FullHessian } from './full.js';
@@ -95,6 +103,12 @@ export function hessian(model: Model, data: Batch | Iterable<Batch>, options?: P
   if (options.mode === undefined && modeMatters(model.spec))
     throw new UsamError(
       "hessian: this model has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval' (running statistics, no dropout: the model as evaluated) or 'train' (batch statistics and dropout masks: the model as trained)",
+    );
+  if (options.precision !== undefined && options.precision !== 'fp32')
+    throw new check.ArgumentError(
+      'hessian',
+      'options.precision',
+      `is ${check.describeValue(options.precision)}: the Hessian probes run in float32 only (a reduced-precision HVP errs by about its unit roundoff relative, 2⁻⁸ for bf16, and the probes build on hundreds of HVPs). Leave it out or pass 'fp32'; a bf16 or fp16 model's probes run in float32 by themselves`,
     );
   const mode = options.mode ?? 'eval';
   if (mode !== 'train' && mode !== 'eval') throw new UsamError(`hessian: options.mode is '${String(mode)}'; use 'train' or 'eval'`);

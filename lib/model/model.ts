@@ -44,6 +44,14 @@ export interface ModelOptions {
   precision?: Precision;
 }
 
+/**
+ * The unit roundoff of each precision's products (half the spacing of
+ * representable numbers at 1: 2⁻ᵖ for p significand bits): bfloat16 keeps 8
+ * bits, float16 11, float32 24. The bounds of the precision tests and the
+ * finite-difference floor are stated in these units.
+ */
+export const UNIT_ROUNDOFF: Readonly<Record<Precision, number>> = { fp32: 2 ** -24, bf16: 2 ** -8, fp16: 2 ** -11 };
+
 export interface LossAndGrad {
   loss: number;
   grad: Tensor;

@@ -116,6 +116,14 @@ export interface StepResult {
   skipped?: boolean;
   /** with loss scaling: the scale after this step */
   lossScale?: number;
+  /**
+   * in reduced precision, for the rules built on differences (Trace/Det/
+   * Frob-SAM, the universal class): the estimated relative rounding error
+   * of the perturbation the passes saw, √(2/3)·u_p·‖w‖/(rho·‖u‖), the
+   * largest over the step's draws (docs/models.md, "The finite-difference
+   * floor"; above 0.05 the step is refused)
+   */
+  perturbationRounding?: number;
 }
 
 export const OPTIMIZER_STATE_FORMAT = 'universal-sam-optimizer/1';

@@ -1,4 +1,4 @@
-// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda] [--precision bf16]
+// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda] [--precision fp32,bf16]
 // Median ms per optimizer step, ours against the same update rules in
 // PyTorch-Python on the same LibTorch with the same thread count: PYTHON
 // chooses the PyTorch (default Debian's python3-torch, LibTorch 1.13), and
@@ -25,8 +25,11 @@ const models = option('--models', 'tiny,mlp,cnn').split(',');
 const optimizers = option('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
 const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 const device = option('--device', 'cpu');
-// 'bf16': ours with ModelOptions.precision 'bf16', PyTorch's forward under torch.autocast(bfloat16)
-const precision = option('--precision', 'fp32');
+// 'bf16': ours with ModelOptions.precision 'bf16', PyTorch's forward under
+// torch.autocast(bfloat16); 'fp16' likewise, with a 2^16 loss scale on both
+// sides. Several (--precision fp32,bf16): every precision's two peers take
+// turns in the same rounds, so the bf16/fp32 ratios come from one run.
+const precisions = option('--precision', 'fp32').split(',');
 const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'python3');
 // One intra-op thread on each side by default. Both peers stay alive and take
 // turns, and an idle OpenMP pool spins for a while after each parallel region:
@@ -64,53 +67,65 @@ const rows: Record<string, number | string>[] = [];
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
-    const ours = new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device, precision], env(threads));
-    const torch = new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision], env(threads));
-    await Promise.all([ours.ask(), torch.ask()]);
-    const t = { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] };
+    const cells = precisions.map((precision) => ({
+      precision,
+      ours: new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device, precision], env(threads)),
+      torch: new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision], env(threads)),
+      t: { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] },
+    }));
+    await Promise.all(cells.flatMap((c) => [c.ours.ask(), c.torch.ask()]));
     for (let r = 0; r < rounds; r++) {
-      const pairs: [Peer, number[], string][] = [
+      const turns: [Peer, number[], string][] = cells.flatMap(({ ours, torch, t }) => [
         [ours, t.ours, `step ${steps}`],
         [torch, t.torch, `step ${steps}`],
         [ours, t.oursFb, `fb ${steps}`],
         [torch, t.torchFb, `fb ${steps}`],
-      ];
-      if (r % 2 === 1) pairs.reverse();
-      for (const [peer, into, cmd] of pairs) into.push(...(await peer.ask<number[]>(cmd)));
+      ]);
+      if (r % 2 === 1) turns.reverse();
+      for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
     }
-    const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
-    ours.close();
-    torch.close();
-    const row = {
-      model,
-      optimizer: o,
-      medianMs: median(t.ours),
-      pytorchMs: median(t.torch),
-      oursOverPytorch: median(t.ours) / median(t.torch),
-      forwardBackwardMs: median(t.oursFb),
-      pytorchForwardBackwardMs: median(t.torchFb),
-      passes: PASSES[o],
-      oursOverPasses: median(t.ours) / (PASSES[o] * median(t.oursFb)),
-      peakRssKb: oi.peakRssKb,
-      pytorchPeakRssKb: ti.peakRssKb,
-      params: oi.params ?? 0,
-      threads,
-      precision,
-    };
-    rows.push(row);
-    if (json) console.log(JSON.stringify(row));
-    else
-      console.log(
-        `${model.padEnd(5)} ${o.padEnd(10)} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
-          `ours/(${PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
-      );
+    const cellRows = [];
+    for (const { precision, ours, torch, t } of cells) {
+      const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
+      ours.close();
+      torch.close();
+      const row = {
+        model,
+        optimizer: o,
+        medianMs: median(t.ours),
+        pytorchMs: median(t.torch),
+        oursOverPytorch: median(t.ours) / median(t.torch),
+        forwardBackwardMs: median(t.oursFb),
+        pytorchForwardBackwardMs: median(t.torchFb),
+        passes: PASSES[o],
+        oursOverPasses: median(t.ours) / (PASSES[o] * median(t.oursFb)),
+        peakRssKb: oi.peakRssKb,
+        pytorchPeakRssKb: ti.peakRssKb,
+        params: oi.params ?? 0,
+        threads,
+        precision,
+      };
+      rows.push(row);
+      cellRows.push(row);
+      if (json) console.log(JSON.stringify(row));
+      else
+        console.log(
+          `${model.padEnd(8)} ${o.padEnd(10)} ${precision} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
+            `ours/(${PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
+        );
+    }
+    // each reduced precision against fp32 of the same run: < 1 is faster
+    const fp32 = cellRows.find((r) => r.precision === 'fp32');
+    if (fp32 && !json)
+      for (const r of cellRows.filter((c) => c !== fp32))
+        console.log(`${''.padEnd(8)} ${''.padEnd(10)} ${r.precision}/fp32: ours ${(r.medianMs / fp32.medianMs).toFixed(3)}, pytorch ${(r.pytorchMs / fp32.pytorchMs).toFixed(3)}`);
   }
 
 if (!json) {
-  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads}; precision ${precision})`);
+  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads}; precision ${precisions.join(', ')})`);
   for (const model of models) {
-    const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd');
-    const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam');
+    const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd' && r.precision === precisions[0]);
+    const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam' && r.precision === precisions[0]);
     if (!sgd || !frob) continue;
     const limitKb = ((sgd.peakRssKb as number) + (4 * (sgd.params as number) * 4) / 1024) * 1.1;
     console.log(

@@ -9,7 +9,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Model, mlp, Optimizer, ProcessGroup, tensor, labels, synthetic, versions, type OptimizerOptions, type SharpnessConfigInput } from '../../lib/index.js';
+import { Model, mlp, Optimizer, ProcessGroup, tensor, labels, synthetic, versions, type OptimizerOptions, type SharpnessConfigInput, UNIT_ROUNDOFF } from '../../lib/index.js';
+import { loadCheckpoint, saveCheckpoint } from '../../lib/train/checkpoint.js';
 import { relativeError } from '../helpers.js';
 
 const spec = mlp({ layers: [12, 16, 4], batchNorm: true });
@@ -82,6 +83,47 @@ describe('loss scaling: once per step, for every rule', () => {
     expect(state(b)).toEqual(state(a));
   });
 
+  // #28's Must-show, in float32 everywhere and in fp16 where LibTorch has it:
+  // the overflow is forced in the perturbed passes alone (rho 1e30 for one
+  // step makes w + rho·u overflow float32; the unperturbed pass is fine).
+  const overflowInPerturbedPass = (precision: 'fp32' | 'fp16') => {
+    const frob = { kind: 'frob-sam', rho: 0.005, lambda: 0.003, samples: 2 } as const;
+    const make = (seed = 4) => new Optimizer(new Model(spec, { seed: 2, precision }), { base, seed, sharpness: frob, lossScale: { init: 2 ** 12 } });
+    const a = make(), twin = make();
+    const full = (o: Optimizer) => ({ ...state(o), generator: o.stateDict().generator, steps: o.stepCount });
+    for (let i = 0; i < 2; i++) expect(a.step(x, y).loss).toBe(twin.step(x, y).loss);
+    const before = full(a);
+    a.paramGroups[0].rho = 1e30;
+    const r = a.step(x, y);
+    expect(r.skipped).toBe(true);
+    expect(r.lossScale).toBe(2 ** 11);
+    expect(a.stateDict().lossScale).toEqual({ scale: 2 ** 11, goodSteps: 0, skipped: 1 });
+    expect(full(a)).toEqual(before); // parameters, BatchNorm statistics, generator, step count
+    a.paramGroups[0].rho = frob.rho;
+    // the twin never saw the skip; given the same scale, it must step as `a` does from here
+    twin.loadStateDict({ ...twin.stateDict(), lossScale: a.stateDict().lossScale });
+    const losses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = a.step(x, y);
+      expect(s.skipped).toBeUndefined();
+      expect(twin.step(x, y).loss).toBe(s.loss);
+      losses.push(s.loss);
+    }
+    expect(full(a)).toEqual(full(twin));
+    expect(losses[2]).toBeLessThan(losses[0]);
+    // a checkpoint taken now, restored into a fresh optimizer of another seed, continues as `a` does
+    const file = join(mkdtempSync(join(tmpdir(), 'usam-ls-ck-')), 'c.safetensors');
+    saveCheckpoint(file, a.model, a, {}, { epoch: 0, batch: 5, globalStep: 5, lossSum: 0, sharpnessSum: 0, sharpnessCount: 0, steps: 5, correct: 0, seen: 0 });
+    const resumed = make(99);
+    loadCheckpoint(file).restore(resumed.model, resumed);
+    expect(resumed.stateDict().lossScale).toEqual({ scale: 2 ** 11, goodSteps: 3, skipped: 1 });
+    for (let i = 0; i < 2; i++) expect(resumed.step(x, y).loss).toBe(a.step(x, y).loss);
+    expect(full(resumed)).toEqual(full(a));
+  };
+  const overflowTitle = 'an overflow in the perturbed pass of a Frob-SAM step skips exactly that step, halves the scale, changes nothing else; training goes on; the scaler resumes bit-exact';
+  it(`fp32: ${overflowTitle}`, () => overflowInPerturbedPass('fp32'));
+  it.skipIf(!fp16)(`fp16: ${overflowTitle}`, () => overflowInPerturbedPass('fp16'));
+
   it.skipIf(!versions().distributed.includes('gloo'))("is refused with perturbation 'local' (one rank would skip alone)", () => {
     const group = new ProcessGroup({ rank: 0, worldSize: 1, storeFile: join(mkdtempSync(join(tmpdir(), 'usam-ls-')), 'store') });
     expect(() => optimizer({ lossScale: {}, perturbation: 'local', group })).toThrow(/options.lossScale: loss scaling with perturbation 'local' is not supported/);
@@ -92,7 +134,7 @@ describe('loss scaling: once per step, for every rule', () => {
     const m16 = new Model(spec, { seed: 2, precision: 'fp16' }), m32 = new Model(spec, { seed: 2 });
     const g16 = m16.lossAndGrad(x, y), g32 = m32.lossAndGrad(x, y);
     const error = relativeError(g16.grad.toArray() as Float32Array, g32.grad.toArray() as Float32Array);
-    expect(error).toBeLessThan(50 * 2 ** -11);
+    expect(error).toBeLessThan(50 * UNIT_ROUNDOFF.fp16);
     expect(error).toBeGreaterThan(1e-6);
     const opt = new Optimizer(m16, { base, sharpness: { kind: 'sam', rho: 0.05 } });
     const r = Array.from({ length: 30 }, () => opt.step(x, y));

@@ -6,7 +6,7 @@
 // itself; the probes bit for bit those of the float32 model.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hessian, labels, loadTorchScript, synthetic, tensor } from '../../lib/index.js';
+import { hessian, labels, loadTorchScript, synthetic, tensor, UNIT_ROUNDOFF } from '../../lib/index.js';
 import { relativeError, repoRoot } from '../helpers.js';
 
 const file = join(repoRoot, 'test', 'fixtures', 'torchscript', 'mlp-784-scripted.pt');
@@ -23,8 +23,8 @@ describe("precision 'bf16' on a TorchScript model (autocast)", () => {
     expect(Array.from(h16)).toEqual(Array.from(h32));
     const a = fp32.lossAndGrad(x, y), b = bf16.lossAndGrad(x, y);
     const error = relativeError(b.grad.toArray() as Float32Array, a.grad.toArray() as Float32Array);
-    expect(error).toBeLessThan(50 * 2 ** -9);
+    expect(error).toBeLessThan(50 * UNIT_ROUNDOFF.bf16);
     expect(error).toBeGreaterThan(1e-5);
-    expect(Math.abs(b.loss - a.loss) / a.loss).toBeLessThan(50 * 2 ** -9);
+    expect(Math.abs(b.loss - a.loss) / a.loss).toBeLessThan(50 * UNIT_ROUNDOFF.bf16);
   });
 });

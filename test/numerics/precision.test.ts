@@ -5,14 +5,15 @@
 // not silently float32); a rule that mixes gradients with second-order terms
 // is refused. What is measured against float32 (the same model and batch):
 // the loss and the gradient, within bounds set by bfloat16's unit roundoff
-// u = 2⁻⁹ (8 significant bits): the loss to 50·u relative, the gradient to
+// u = 2⁻⁸ (8 significant bits; UNIT_ROUNDOFF): the loss to 50·u relative, the gradient to
 // 50·u in norm (a gradient is a sum of terms that cancel, so its relative
 // error is many u); docs/optimizers.md gives the measured values.
 import { describe, expect, it } from 'vitest';
-import { cnn, hessian, Model, mlp, Optimizer, synthetic, tensor, labels, type ModelSpecInput } from '../../lib/index.js';
+import { cnn, hessian, Model, mlp, Optimizer, synthetic, tensor, labels, type ModelSpecInput, UNIT_ROUNDOFF } from '../../lib/index.js';
+import { MAX_PERTURBATION_ROUNDING } from '../../lib/optim/rules/context.js';
 import { relativeError } from '../helpers.js';
 
-const u = 2 ** -9;
+const u = UNIT_ROUNDOFF.bf16;
 
 const cases: [string, ModelSpecInput, number[]][] = [
   ['MLP 784-64-10', mlp({ layers: [784, 64, 10], input: [1, 28, 28] }), [1, 28, 28]],
@@ -68,5 +69,69 @@ describe("precision 'bf16': Linear and Conv2d products in bfloat16", () => {
       expect(() => opt.step(x, y)).toThrow(/run in float32, and the model's precision is 'bf16'/);
       expect(Array.from(model.getParams())).toEqual(Array.from(w));
     }
+  });
+
+  it('probes a bf16-trained model in float32: equal to its float32 twin bit for bit; a bf16 probe is refused', () => {
+    const d = synthetic({ count: 64, shape: [16], classes: 4, seed: 2 });
+    const x = tensor(d.x, [64, 16]);
+    const y = labels(d.y);
+    const trained = new Model(mlp({ layers: [16, 24, 4] }), { seed: 5, precision: 'bf16' });
+    const opt = new Optimizer(trained, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness: { kind: 'frob-sam', rho: 0.05, lambda: 0.01 } });
+    for (let i = 0; i < 10; i++) opt.step(x, y);
+    const twin = new Model(mlp({ layers: [16, 24, 4] }), { seed: 6 });
+    twin.setParams(trained.getParams());
+    const [a, b] = [trained, twin].map((m) => hessian(m, { x, y }));
+    expect(a.trace({ samples: 8, seed: 1 }).estimate).toBe(b.trace({ samples: 8, seed: 1 }).estimate);
+    expect(a.eigenvalues({ k: 2, seed: 1 }).largest).toEqual(b.eigenvalues({ k: 2, seed: 1 }).largest);
+    expect(() => hessian(trained, { x, y }, { precision: 'bf16' as never })).toThrow(/hessian: argument 'options.precision' is the string "bf16": the Hessian probes run in float32 only/);
+    expect(hessian(trained, { x, y }, { precision: 'fp32' }).trace({ samples: 8, seed: 1 }).estimate).toBe(b.trace({ samples: 8, seed: 1 }).estimate);
+  });
+});
+
+// The finite-difference floor (docs/models.md): a bf16 pass rounds w + rho·u
+// and w to 8 significant bits, so a perturbation rho·u too small against
+// the weights is lost in the rounding; the estimate E = √(2/3)·2⁻⁸·‖w‖/(rho·‖u‖)
+// is reported per step and a step with E above MAX_PERTURBATION_ROUNDING is
+// refused, naming the rho that passes, with nothing changed.
+describe("the finite-difference floor of precision 'bf16'", () => {
+  const spec = mlp({ layers: [784, 32, 10], input: [1, 28, 28] });
+  const d = synthetic({ count: 64, shape: [1, 28, 28], classes: 10, seed: 1 });
+  const x = tensor(d.x, [64, 1, 28, 28]);
+  const y = labels(d.y);
+  const make = (rho: number, precision: 'fp32' | 'bf16' = 'bf16', kind: 'frob-sam' | 'rwp' = 'frob-sam') => {
+    const model = new Model(spec, { seed: 3, precision });
+    const sharpness = kind === 'rwp' ? { kind, rho } : { kind, rho, lambda: 0.003, samples: 2 };
+    return new Optimizer(model, { base: { kind: 'sgd', lr: 0.05 }, sharpness, seed: 1 });
+  };
+  const estimate = (o: Optimizer, rho: number) => (Math.sqrt(2 / 3) * UNIT_ROUNDOFF.bf16 * Math.hypot(...o.model.getParams())) / (rho * Math.sqrt(o.model.numParams));
+
+  it('reports the estimate in reduced precision (gaussian ‖u‖ ≈ √P), and nothing in float32 or for a rule without differences', () => {
+    const o = make(0.005);
+    const e = estimate(o, 0.005);
+    const r = o.step(x, y);
+    expect(r.perturbationRounding).toBeGreaterThan(0.95 * e);
+    expect(r.perturbationRounding).toBeLessThan(1.05 * e);
+    expect(make(0.005, 'fp32').step(x, y).perturbationRounding).toBeUndefined();
+    expect(make(1e-5, 'bf16', 'rwp').step(x, y).perturbationRounding).toBeUndefined(); // RWP takes no differences: not refused
+  });
+
+  it('refuses a rho below the floor with the rho that passes, changing nothing; that rho runs', () => {
+    const o = make(1e-4);
+    const w = Array.from(o.model.getParams());
+    let message = '';
+    try {
+      o.step(x, y);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^step 1: rho 0.0001 is below the finite-difference floor of precision 'bf16' for these weights: .* estimated relative error of [0-9.]+ .*Use rho ≥ [0-9.e-]+, or precision 'fp32' for this rule/);
+    expect(Array.from(o.model.getParams())).toEqual(w);
+    expect(o.stepCount).toBe(0);
+    const floor = Number(/Use rho ≥ ([0-9.e-]+),/.exec(message)![1]);
+    expect(floor).toBeGreaterThan(0.95 * 1e-4 * (estimate(o, 1e-4) / MAX_PERTURBATION_ROUNDING));
+    expect(floor).toBeLessThan(1.05 * 1e-4 * (estimate(o, 1e-4) / MAX_PERTURBATION_ROUNDING));
+    const r = make(1.1 * floor).step(x, y);
+    expect(r.perturbationRounding).toBeLessThan(MAX_PERTURBATION_ROUNDING);
+    expect(make(1e-4, 'fp32').step(x, y).perturbationRounding).toBeUndefined(); // float32 has no such floor here
   });
 });

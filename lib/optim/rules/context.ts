@@ -1,5 +1,5 @@
 // What a SAM-family rule sees during one step, and the helpers they share.
-import type { Model } from '../../model/model.js';
+import { UNIT_ROUNDOFF, type Model } from '../../model/model.js';
 import { ops } from '../../tensor/ops.js';
 import { type Generator, sampleInto } from '../../random.js';
 import type { UserSampler } from '../../sharpness/config.js';
@@ -36,6 +36,8 @@ export interface RuleResult {
   penalty: number;
   /** Σ of the gradient's entries when the rule computed it (a free NaN/Inf check) */
   gradSum?: number;
+  /** in reduced precision, the perturbation's estimated rounding error (perturbedPasses' `rounding`) */
+  perturbationRounding?: number;
 }
 
 /** Flat buffers reused across steps, allocated on first use. */
@@ -158,14 +160,20 @@ export function finite(value: number, field: string, at: number, step: number): 
  * `firstOrder[i]` = rho·s_i·g0ᵀu_i is the first-order part of L_i − L(w) (one
  * dot product per draw): the step's reading subtracts it (curvatureSamples),
  * so that the gradient does not swamp the curvature it reports.
+ * `differences`: the rule's update is built from L_i − L(w) and g_i − g0
+ * (Trace/Det/Frob-SAM, the universal class), so in reduced precision a
+ * perturbation below the precision's floor is refused (perturbationFloor).
  */
 export function* perturbedPasses(
   ctx: RuleContext,
   sampler: DirectionSampler,
   n: number,
   antithetic: boolean,
-): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[] }> {
+  differences = true,
+): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[]; rounding?: number }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
+  const floor = differences && ctx.model.precision !== 'fp32';
+  let rounding: number | undefined;
   const losses: number[] = [];
   const firstOrder: number[] = [];
   let u: Tensor | undefined;
@@ -174,6 +182,7 @@ export function* perturbedPasses(
     const negate = antithetic && i % 2 === 1;
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
+      if (floor) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, u));
       slope = ctx.rho * ops.dot(ctx.g0, u);
     }
     firstOrder.push(negate ? -slope : slope);
@@ -188,7 +197,44 @@ export function* perturbedPasses(
       );
     losses.push(loss);
   }
-  return { losses, grads, firstOrder };
+  return { losses, grads, firstOrder, ...(rounding !== undefined ? { rounding } : {}) };
+}
+
+/**
+ * Refuse a perturbation above this estimated relative rounding error
+ * (docs/models.md, "The finite-difference floor"): measured on the MLP,
+ * Frob-SAM's update errs by ≈ 2.3·E against float32, so 0.05 keeps it near
+ * 10%; the readings lose digits sooner (scripts/precision-floor.ts), which
+ * is why the step reports E.
+ */
+export const MAX_PERTURBATION_ROUNDING = 0.05;
+
+/**
+ * The finite-difference floor of reduced precision. A bf16/fp16 pass rounds
+ * the weights it multiplies, w + rho·u and w alike, to the precision's unit
+ * roundoff u_p (relative), so the perturbation the passes see is rho·u plus
+ * the difference of two roundings: an error of rms √(2/3)·u_p·|w| per
+ * weight (each rounding uniform within ±u_p·|w|), against rho·|u|. Its
+ * estimate over all parameters, √(2/3)·u_p·‖w‖/(rho·‖u‖), is the relative
+ * error of what L_i − L(w) and g_i − g0 measure (scripts/precision-floor.ts
+ * compares it with the measured error of the update); above
+ * MAX_PERTURBATION_ROUNDING the step is refused, with the rho that passes;
+ * below, the estimate is returned for StepResult.perturbationRounding. Two
+ * norms per draw, in reduced precision only.
+ */
+function perturbationFloor(ctx: RuleContext, u: Tensor): number {
+  const unit = UNIT_ROUNDOFF[ctx.model.precision];
+  const weights = ops.norm(ctx.w0);
+  const direction = ops.norm(u);
+  const rounding = (Math.sqrt(2 / 3) * unit * weights) / (ctx.rho * direction);
+  if (rounding <= MAX_PERTURBATION_ROUNDING) return rounding;
+  const floor = (Math.sqrt(2 / 3) * unit * weights) / (MAX_PERTURBATION_ROUNDING * direction);
+  throw new UsamError(
+    `step ${ctx.step}: rho ${ctx.rho} is below the finite-difference floor of precision '${ctx.model.precision}' for these weights: ` +
+      `its passes round w + rho·u and w to ${Math.round(-Math.log2(unit))} significant bits, which leaves the perturbation rho·u an estimated relative error of ${rounding.toPrecision(2)} ` +
+      `(√(2/3)·2^${Math.log2(unit)}·‖w‖/(rho·‖u‖), ‖w‖ ${weights.toPrecision(3)}, ‖u‖ ${direction.toPrecision(3)}; at most ${MAX_PERTURBATION_ROUNDING} is accepted), ` +
+      `and the rule's differences L(w + rho·u) − L(w) and ∇L(w + rho·u) − ∇L(w) with it. Use rho ≥ ${floor.toPrecision(2)}, or precision 'fp32' for this rule (docs/models.md, "The finite-difference floor").`,
+  );
 }
 
 /**

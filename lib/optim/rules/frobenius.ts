@@ -25,5 +25,5 @@ export function* frobeniusStep(
   const q = curvatureSamples(ctx, passes);
   const qMean = q.reduce((a, b) => a + b, 0) / n;
   const qVar = q.reduce((s, x) => s + (x - qMean) ** 2, 0) / (n - 1);
-  return { sharpness: 0.5 * qVar, penalty: (0.5 * sampleVar) / rho2, gradSum };
+  return { sharpness: 0.5 * qVar, penalty: (0.5 * sampleVar) / rho2, gradSum, perturbationRounding: passes.rounding };
 }

@@ -13,7 +13,7 @@ import { directionSampler } from './universal-class.js';
 
 export function* randomPerturbationStep(ctx: RuleContext, o: { samples: number; antithetic: boolean }, sampler: DirectionSampler): Work<RuleResult> {
   const n = o.samples;
-  const passes = yield* perturbedPasses(ctx, sampler, n, o.antithetic);
+  const passes = yield* perturbedPasses(ctx, sampler, n, o.antithetic, false);
   const gradSum = ops.combine(ctx.grad, passes.grads.map(() => 1 / n), passes.grads);
   // the reading: the mean loss increase under the random perturbation; the
   // penalty, the mean curvature sample (what Trace-SAM would read)

@@ -31,5 +31,5 @@ export function* zerothOrderStep(ctx: RuleContext, o: ZerothOrderOptions, sample
   // as the reference does, and are not samples of uᵀHu.
   const q = curvatureSamples(ctx, passes);
   const sharpness = o.phi.f(q.reduce((s, qi) => s + o.psi.f(qi), 0) / n);
-  return { sharpness, penalty, gradSum };
+  return { sharpness, penalty, gradSum, perturbationRounding: passes.rounding };
 }
