@@ -78,6 +78,8 @@ export interface StepLogLine {
   rho: number;
   /** with clipGradNorm: the mean pre-clip gradient norm over those steps */
   gradNorm?: number;
+  /** a difference rule in bf16/fp16: the largest StepResult.perturbationRounding over those steps (docs/models.md, the finite-difference floor) */
+  perturbationRounding?: number;
 }
 
 /**

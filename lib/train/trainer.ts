@@ -214,7 +214,7 @@ export class Trainer {
     const recent: number[] = [];
     // the step log: window sums since the last line, lines buffered in memory
     const logEvery = c.stepLogEvery;
-    const win = { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0 };
+    const win = { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0, rounding: -1 };
     const clipping = c.clipGradNorm !== undefined;
     let buffered: string[] = [];
     let lastFlush = Date.now();
@@ -275,6 +275,7 @@ export class Trainer {
         if (logEvery > 0) {
           win.steps++;
           win.loss += r.loss;
+          if (r.perturbationRounding !== undefined) win.rounding = Math.max(win.rounding, r.perturbationRounding);
           if (Number.isFinite(r.sharpness)) {
             win.sharpness += r.sharpness;
             win.sharpnessCount++;
@@ -290,9 +291,10 @@ export class Trainer {
               lr: r.lr,
               rho: r.rho,
               ...(clipping ? { gradNorm: win.gradNorm / win.steps } : {}),
+              ...(win.rounding >= 0 ? { perturbationRounding: win.rounding } : {}),
             };
             buffered.push(JSON.stringify(line) + '\n');
-            Object.assign(win, { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0 });
+            Object.assign(win, { steps: 0, loss: 0, sharpness: 0, sharpnessCount: 0, gradNorm: 0, rounding: -1 });
             if (Date.now() - lastFlush >= STEP_LOG_FLUSH_MS) flushSteps();
           }
         }
