@@ -70,6 +70,12 @@ class Layer {
   virtual Jet ForwardJet(const Jet& x, DualPass& p) const = 0;
   // Whether the layer reads integer indices (Embedding): then it must come first.
   virtual bool TakesIndices() const { return false; }
+  // Whether the layer takes an input in the pass's reduced type (bf16/fp16)
+  // as it is, as torch.autocast runs it: the products, BatchNorm (float32
+  // statistics over a reduced input), the activations, pooling, dropout and
+  // the structural layers. The others (LayerNorm, on autocast's float32
+  // list) get their input back in float32 from RunLayers.
+  virtual bool TakesReduced() const { return false; }
   const std::string& where() const { return where_; }
 
  private:

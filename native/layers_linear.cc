@@ -38,6 +38,7 @@ struct LinearOnce : public torch::autograd::Function<LinearOnce> {
 
 class Linear : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   Linear(const LayerSpec& spec, const std::string& prefix, Slots& s) : Layer(spec.where) {
     double b = FanInBound(spec.in);
     weight_ = s.AddParam(prefix + "weight", {spec.out, spec.in}, b, 0);
@@ -46,7 +47,7 @@ class Linear : public Layer {
   }
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     if (p.reduced != at::ScalarType::Undefined)
-      return InPassPrecision(p, x, [&](auto cast) { return at::linear(cast(x), cast(p.params[weight_]), cast(hasBias_ ? p.params[bias_] : at::Tensor())); });
+      return InPassPrecision(p, [&](auto cast) { return at::linear(cast(x), cast(p.params[weight_]), cast(hasBias_ ? p.params[bias_] : at::Tensor())); });
 #ifdef USAM_DNNL_SGEMM
     if (!p.twiceDifferentiable && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
       at::Tensor y = LinearOnce::apply(x, p.params[weight_]);
@@ -187,6 +188,7 @@ struct Conv2dStride1 : public torch::autograd::Function<Conv2dStride1> {
 
 class Conv2d : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   // spec.cc checked that groups divides both channel counts
   Conv2d(const LayerSpec& spec, const std::string& prefix, Slots& s)
       : Layer(spec.where), stride_(spec.stride), padding_(spec.padding), dilation_(spec.dilation), groups_(spec.groups) {
@@ -200,7 +202,7 @@ class Conv2d : public Layer {
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     at::Tensor bias = hasBias_ ? p.params[bias_] : at::Tensor();
     const at::Tensor& w = p.params[weight_];
-    if (p.reduced != at::ScalarType::Undefined) return InPassPrecision(p, x, [&](auto cast) { return Conv(cast(x), cast(w), cast(bias)); });
+    if (p.reduced != at::ScalarType::Undefined) return InPassPrecision(p, [&](auto cast) { return Conv(cast(x), cast(w), cast(bias)); });
     bool unitStride = stride_[0] == 1 && stride_[1] == 1;
     bool paddingFits = padding_[0] < w.size(2) && padding_[1] < w.size(3);
     bool plain = groups_ == 1 && dilation_[0] == 1 && dilation_[1] == 1;

@@ -10,6 +10,7 @@ namespace {
 
 class BatchNorm : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   // spec.cc checked eps > 0 and momentum in [0, 1]
   BatchNorm(const LayerSpec& spec, const std::string& prefix, Slots& s, int64_t spatialDims)
       : Layer(spec.where), spatialDims_(spatialDims), eps_(spec.eps), momentum_(spec.momentum), affine_(spec.affine) {

@@ -10,6 +10,7 @@ enum class Act { Relu, Gelu, GeluTanh, Tanh, Softplus, Silu, Sigmoid, LeakyRelu 
 
 class Activation : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   // spec.cc checked softplus's beta > 0
   Activation(Act act, const LayerSpec& spec)
       : Layer(spec.where), act_(act), beta_(spec.beta), threshold_(spec.threshold), slope_(spec.negativeSlope) {}

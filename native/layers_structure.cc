@@ -44,6 +44,7 @@ enum class PoolKind { Max, Avg };
 
 class Pool2d : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   // spec.cc defaulted the stride to the kernel and checked the padding (at most half of it)
   Pool2d(PoolKind kind, const LayerSpec& spec)
       : Layer(spec.where), kind_(kind), kernel_(spec.kernelSize), stride_(spec.stride), padding_(spec.padding) {}
@@ -114,6 +115,7 @@ class Pool2d : public Layer {
 
 class AdaptiveAvgPool2d : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   explicit AdaptiveAvgPool2d(const LayerSpec& spec) : Layer(spec.where), output_(spec.outputSize) {}
   at::Tensor Forward(const at::Tensor& x, Pass&) const override {
     CheckImages(where(), x);
@@ -136,6 +138,7 @@ class AdaptiveAvgPool2d : public Layer {
 
 class Flatten : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x.flatten(1); }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
@@ -156,6 +159,7 @@ class Flatten : public Layer {
 // PyTorch's nn.Identity: a placeholder that passes its input on.
 class Identity : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x; }
   Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
@@ -167,6 +171,7 @@ class Identity : public Layer {
 
 class Residual : public Layer {
  public:
+  bool TakesReduced() const override { return true; }
   // an empty shortcut is the identity
   Residual(const LayerSpec& spec, const std::string& prefix, Slots& s)
       : Layer(spec.where), body_(MakeLayers(spec.body, prefix + "body.", s)),
@@ -246,7 +251,10 @@ auto Named(const Layer& layer, F&& step) -> decltype(step()) {
 }  // namespace
 
 at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p) {
-  for (const auto& layer : layers) x = Named(*layer, [&] { return layer->Forward(x, p); });
+  for (const auto& layer : layers) {
+    if (p.reduced != at::ScalarType::Undefined && x.scalar_type() == p.reduced && !layer->TakesReduced()) x = x.to(at::kFloat);
+    x = Named(*layer, [&] { return layer->Forward(x, p); });
+  }
   return x;
 }
 

@@ -334,8 +334,11 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool tw
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
   if (script_) return ScriptForward(x, updateStats, twiceDifferentiable);
   Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
-  if (!twiceDifferentiable) pass.reduced = reduced;
-  return RunLayers(layers_, x, pass);
+  if (twiceDifferentiable || reduced == at::ScalarType::Undefined) return RunLayers(layers_, x, pass);
+  pass.reduced = reduced;
+  // the loss (and what forward() returns) in the model's dtype, as autocast's float32 losses
+  at::Tensor out = RunLayers(layers_, x, pass);
+  return out.is_floating_point() ? out.to(dtype) : out;
 }
 
 }  // namespace usam
