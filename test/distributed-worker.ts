@@ -48,20 +48,31 @@ export function steps(
   part: number,
   parts: number,
   group?: import('../lib/distributed.js').ProcessGroup,
-  o: { perturbation?: 'synced' | 'local'; steps?: number; momentum?: number; batchNorm?: boolean; microBatches?: number } = {},
+  o: { perturbation?: 'synced' | 'local'; steps?: number; momentum?: number; batchNorm?: boolean; microBatches?: number; precision?: 'bf16' | 'fp16'; clip?: number } = {},
 ): number[] {
-  const { x, y, D, xs, ys, n } = shard(11, part, parts);
+  const { xs, ys, D, n } = shard(11, part, parts);
+  // a reduced precision takes a float32 model (float64 otherwise)
+  const dtype = o.precision ? 'float32' : 'float64';
   // micro-batches: the one-process reference of ranks whose BatchNorm normalises each shard by itself
   const m = o.microBatches ?? 1, k = n / m;
   const micro = Array.from({ length: m }, (_, j) => ({
-    x: tensor(xs.slice((part * n + j * k) * D, (part * n + (j + 1) * k) * D), [k, D], { dtype: 'float64' }),
+    x: tensor(xs.slice((part * n + j * k) * D, (part * n + (j + 1) * k) * D), [k, D], { dtype }),
     y: labels(ys.slice(part * n + j * k, part * n + (j + 1) * k)),
   }));
-  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh', batchNorm: o.batchNorm }), { dtype: 'float64', seed: 5 });
+  const model = new Model(mlp({ layers: [D, 16, 4], activation: 'tanh', batchNorm: o.batchNorm }), { dtype, seed: 5, ...(o.precision ? { precision: o.precision } : {}) });
   const sharpness = JSON.parse(rule);
-  const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: o.momentum ?? 0.9 }, sharpness: sharpness ?? undefined, seed: 9, group, perturbation: o.perturbation });
+  const opt = new Optimizer(model, {
+    base: { kind: 'sgd', lr: 0.1, momentum: o.momentum ?? 0.9 },
+    sharpness: sharpness ?? undefined,
+    seed: 9,
+    group,
+    perturbation: o.perturbation,
+    ...(o.clip !== undefined ? { clipGradNorm: o.clip } : {}),
+    // 'local' refuses loss scaling (one rank would skip alone): fp16 runs it unscaled, on these small values
+    ...(o.perturbation === 'local' ? { lossScale: false as const } : {}),
+  });
   const losses: number[] = [];
-  for (let t = 0; t < (o.steps ?? 4); t++) losses.push((m > 1 ? opt.step(micro) : opt.step(x, y)).loss);
+  for (let t = 0; t < (o.steps ?? 4); t++) losses.push((m > 1 ? opt.step(micro) : opt.step(micro[0].x, micro[0].y)).loss);
   // with BatchNorm, the running statistics too
   return [...losses, ...Array.from(model.getParams()), ...Array.from(model.buffers().values.toArray() as Float64Array)];
 }
@@ -78,6 +89,11 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     out.worldSize = g.worldSize;
     out.backend = g.backend;
     const r = g.rank;
+    // the reduced-precision cells of the composition matrix (USAM_TEST_PRECISION, USAM_TEST_CLIP)
+    const reduced = {
+      ...(process.env.USAM_TEST_PRECISION ? { precision: process.env.USAM_TEST_PRECISION as 'bf16' | 'fp16' } : {}),
+      ...(process.env.USAM_TEST_CLIP ? { clip: Number(process.env.USAM_TEST_CLIP) } : {}),
+    };
     if (scenario === 'collectives') {
       const values = (f: (i: number) => number, dtype: 'float32' | 'float64') => tensor(Float64Array.from({ length: 5 }, (_, i) => f(i)), [5], { dtype });
       for (const dtype of ['float64', 'float32'] as const) {
@@ -97,10 +113,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     } else if (scenario === 'steps') {
       out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g);
     } else if (scenario === 'batchnorm-steps') {
-    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { batchNorm: true });
+    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { batchNorm: true, ...reduced });
   } else if (scenario === 'local-step') {
-    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0 });
-    out.synced = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0 });
+    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, ...reduced });
+    out.synced = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0, ...reduced });
   } else if (scenario === 'local-batchnorm') {
     const v = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, batchNorm: true });
     out.buffers = v.slice(v.length - bufferCount(true));

@@ -30,11 +30,12 @@ export interface ModelOptions {
   seed?: number;
   /**
    * Mixed precision, in the manner of torch.autocast: 'bf16' takes the
-   * products of Linear and Conv2d layers in bfloat16 (operands rounded, the
-   * results handed back in float32) in the passes that are differentiated
-   * once (lossAndGrad, loss, forward: training steps and evaluation); the
-   * parameters, gradients, optimizer state, BatchNorm, activations and the
-   * loss stay float32. HVPs, curvature jets and double backward (the Hessian
+   * products of Linear and Conv2d layers in bfloat16 (operands rounded; the
+   * activations stay bfloat16 through BatchNorm, activations and pooling, as
+   * under autocast) in the passes that are differentiated once (lossAndGrad,
+   * loss, forward: training steps and evaluation); the parameters,
+   * gradients, optimizer state, BatchNorm's statistics and the loss stay
+   * float32. HVPs, curvature jets and double backward (the Hessian
    * probes, the exact estimator) always run in float32. A float32 model; a
    * TorchScript model runs its forward under LibTorch's autocast instead. 'fp16' does the same in float16, where
    * LibTorch has float16 products on the device; its gradients need loss

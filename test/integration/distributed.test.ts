@@ -11,10 +11,18 @@ import { describe, expect, it } from 'vitest';
 import { localRendezvous } from '../../lib/cli/launch.js';
 import { processGroupFromEnv, ProcessGroup } from '../../lib/distributed.js';
 import { native } from '../../lib/native/load.js';
+import { Model } from '../../lib/model/model.js';
+import { mlp } from '../../lib/model/presets.js';
 import { probes, steps } from '../distributed-worker.js';
 import { repoRoot } from '../helpers.js';
 
 const hasGloo = native().versions().distributed.includes('gloo');
+let fp16 = true;
+try {
+  new Model(mlp({ layers: [2, 2] }), { precision: 'fp16' }).dispose();
+} catch {
+  fp16 = false; // Debian's LibTorch 1.13 has no float16 products on the CPU
+}
 const tsx = pathToFileURL(join(repoRoot, 'node_modules/tsx/dist/esm/index.mjs')).href;
 const worker = join(repoRoot, 'test/distributed-worker.ts');
 
@@ -100,6 +108,36 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
       const v = o.values as number[];
       const scale = Math.max(...one.map(Math.abs));
       expect(Math.max(...v.map((x, i) => Math.abs(x - one[i]))) / scale).toBeLessThan(1e-10);
+    }
+  }, 90_000);
+
+  // The composition matrix's 2-rank cells in reduced precision
+  // (docs/optimizers.md): the one-process reference of synced ranks is the
+  // same step on their shards as micro-batches (which composition.test.ts
+  // holds against float64), that of local ones the mean of one-process
+  // steps on each shard; the ranks must equal them to float32 rounding.
+  // Frob-SAM (3 passes, differences) at a rho above bf16's floor for this
+  // model; clipping below every gradient's norm, so that it clips.
+  it.each([['bf16', true], ['fp16', fp16]] as const)('Frob-SAM in %s with BatchNorm and clipping: two synced ranks equal one process whose micro-batches are their halves; local perturbations the mean of one-process steps on each half (float32, 1e-5)', async (precision, available) => {
+    if (!available) return void console.log(`skipped: no float16 products on this LibTorch`);
+    const rule = JSON.stringify({ kind: 'frob-sam', rho: 0.05, lambda: 0.01, samples: 2 });
+    const close = (v: number[], reference: number[]) => {
+      const scale = Math.max(...reference.map(Math.abs));
+      expect(v).toHaveLength(reference.length);
+      expect(Math.max(...v.map((x, i) => Math.abs(x - reference[i]))) / scale).toBeLessThan(1e-5);
+    };
+    const synced = await ranks('batchnorm-steps', 2, 2, { USAM_TEST_RULE: rule, USAM_TEST_PRECISION: precision, USAM_TEST_CLIP: '0.05' });
+    const one = steps(rule, 0, 1, undefined, { batchNorm: true, microBatches: 2, precision, clip: 0.05 });
+    for (const o of synced) {
+      expect(o.error).toBeUndefined();
+      close(o.values as number[], one);
+    }
+    // local: clipping acts on the averaged gradient, which a mean of one-process steps does not clip; left out
+    const local = await ranks('local-step', 2, 2, { USAM_TEST_RULE: rule, USAM_TEST_PRECISION: precision });
+    const a = steps(rule, 0, 2, undefined, { steps: 1, momentum: 0, precision }), b = steps(rule, 1, 2, undefined, { steps: 1, momentum: 0, precision });
+    for (const o of local) {
+      expect(o.error).toBeUndefined();
+      close(o.values as number[], a.map((v, i) => (v + b[i]) / 2));
     }
   }, 90_000);
 
