@@ -81,18 +81,19 @@ node -e '
 ' "$out/bench.jsonl" | tee -a "$summary"
 [ -s "$out/bench.jsonl" ] || say "(benchmark failed: see bench.err)"
 
-# 3b. Mixed precision on the card: bf16 and fp16 (loss-scaled) steps, ours vs PyTorch's autocast
+# 3b. Mixed precision on the card: fp32, bf16 and fp16 (loss-scaled) steps in one alternating run, ours vs PyTorch's autocast (+ GradScaler's 2^16 scale for fp16)
 say ""
-say "| precision | optimizer | ours ms/step | PyTorch ms/step | ours/PyTorch |"
-say "|---|---|---|---|---|"
-for p in bf16 fp16; do
-  node scripts/run-ts.mjs scripts/bench/steps.ts --json --models resnet18 --optimizers sgd,sam --device cuda --rounds 2 --steps 10 --precision $p > "$out/bench-$p.jsonl" 2> "$out/bench-$p.err" || true
-  node -e '
-    const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse).filter((r) => r.optimizer);
-    for (const r of rows) console.log(`| ${r.precision} | ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} |`);
-  ' "$out/bench-$p.jsonl" | tee -a "$summary"
-  [ -s "$out/bench-$p.jsonl" ] || say "($p benchmark failed: see bench-$p.err)"
-done
+say "| precision | optimizer | ours ms/step | PyTorch ms/step | ours/PyTorch | ours ÷ fp32 | PyTorch ÷ fp32 |"
+say "|---|---|---|---|---|---|---|"
+node scripts/run-ts.mjs scripts/bench/steps.ts --json --models resnet18 --optimizers sgd,sam --device cuda --rounds 2 --steps 10 --precision fp32,bf16,fp16 > "$out/bench-precision.jsonl" 2> "$out/bench-precision.err" || true
+node -e '
+  const rows = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse).filter((r) => r.optimizer);
+  for (const r of rows) {
+    const f = rows.find((q) => q.optimizer === r.optimizer && q.precision === "fp32");
+    console.log(`| ${r.precision} | ${r.optimizer} | ${r.medianMs.toFixed(2)} | ${r.pytorchMs.toFixed(2)} | ${r.oursOverPytorch.toFixed(3)} | ${f ? (r.medianMs / f.medianMs).toFixed(3) : "–"} | ${f ? (r.pytorchMs / f.pytorchMs).toFixed(3) : "–"} |`);
+  }
+' "$out/bench-precision.jsonl" | tee -a "$summary"
+[ -s "$out/bench-precision.jsonl" ] || say "(precision benchmark failed: see bench-precision.err)"
 
 # 4. ResNet-18 HVP over gradient on the card (forward-over-reverse and double backward)
 say ""

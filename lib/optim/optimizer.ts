@@ -277,16 +277,8 @@ export class Optimizer {
       backward: this.counters.backward - before.backward,
       hvp: this.counters.hvp - before.hvp,
     };
-    return {
-      step: t + 1,
-      ...reported,
-      lr,
-      rho,
-      sharpnessAware,
-      counters,
-      ...(clip ? { gradNorm: clip.norm, clipped: clip.clipped } : {}),
-      ...(result.perturbationRounding !== undefined ? { perturbationRounding: result.perturbationRounding } : {}),
-    };
+    const rounding = result.perturbationRounding !== undefined ? { perturbationRounding: result.perturbationRounding } : {};
+    return { step: t + 1, ...reported, lr, rho, sharpnessAware, counters, ...(clip ? { gradNorm: clip.norm, clipped: clip.clipped } : {}), ...rounding };
   }
 
   /**
