@@ -85,6 +85,9 @@ class Network {
   // the model's precision: the reduced type of its once-differentiated
   // passes (Undefined: none); HVPs, jets and double backward stay in dtype
   at::ScalarType reduced = at::ScalarType::Undefined;
+  // the reduced types whose products were tried on this device (setPrecision
+  // tries each once: an optimizer of another precision switches per step)
+  std::vector<at::ScalarType> reducedChecked;
   Slots slots;
   at::Tensor flatParams, flatBuffers, counters;
   std::vector<at::Tensor> params, buffers;

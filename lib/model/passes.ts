@@ -14,7 +14,7 @@
 // float64 allreduce per step, so they too equal one process's).
 import { NonFiniteError, UsamError } from '../errors.js';
 import type { HvpCache, Model } from './model.js';
-import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
+import type { CurvatureMethod, HvpMethod, Precision } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -56,6 +56,7 @@ export class Passes {
     readonly statsGroup: ProcessGroup | undefined = group,
   ) {
     if (group) this.reducer = new Reducer(group);
+    this.precision = model.precision;
   }
 
   /** The (micro-)batches of the current step. */
@@ -190,15 +191,17 @@ export class Passes {
   optimizerStep = false;
   /** the loss scale of the step's gradient passes (optim/loss-scale.ts); 1: none */
   lossScale = 1;
+  /** the precision these passes run in: the model's, or its Optimizer's (OptimizerOptions.precision), which switches the model to it around each step */
+  precision: Precision;
 
   // A step that mixes bf16 gradients with second-order terms (which run in
   // float32) would weigh two precisions in one update: refused, for every
   // rule that takes such passes (the exact estimator, GNP), before any pass.
   // (The Hessian probes take float32 HVPs alone: they run.)
   private secondOrderInFloat32(what: string): void {
-    if (this.optimizerStep && this.model.precision !== 'fp32')
+    if (this.optimizerStep && this.precision !== 'fp32')
       throw new UsamError(
-        `this rule takes ${what}, which run in float32, and the model's precision is '${this.model.precision}': a step would mix its bf16 gradients with float32 second-order terms. Use precision 'fp32' for this rule (the Hessian probes run in float32 whatever the precision).`,
+        `this rule takes ${what}, which run in float32, and the step's precision is '${this.precision}': a step would mix its bf16 gradients with float32 second-order terms. Use precision 'fp32' for this rule (the Hessian probes run in float32 whatever the precision).`,
       );
   }
 

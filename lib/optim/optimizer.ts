@@ -19,7 +19,7 @@ import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig
 import { scheduleOf } from './schedule.js';
 import { GradientClipper } from './clip.js';
 import { lossScaleConfig, LossScaler } from './loss-scale.js';
-import { checkStateDict, OPTIMIZER_STATE_FORMAT, optimizerOptions, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
+import { checkStateDict, OPTIMIZER_STATE_FORMAT, optimizerOptions, optimizerPrecision, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 export { OPTIMIZER_STATE_FORMAT, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 
 export class Optimizer {
@@ -69,11 +69,12 @@ export class Optimizer {
     this.workspace = new Workspace(model);
     this.passes = new Passes(model, this.counters, o.perturbation === 'synced' ? o.group : undefined, o.group);
     this.passes.optimizerStep = true;
+    this.passes.precision = optimizerPrecision(model, o.precision);
     if (o.group && o.perturbation === 'local') this.localReducer = new Reducer(o.group);
     this.gen = generator(streamSeed(o.seed, 'directions'), model.device);
     this.statsEveryPass = o.batchNorm === 'every-pass';
     if (o.clipGradNorm !== undefined) this.clipper = new GradientClipper(o.clipGradNorm, grouping.segments);
-    const scaling = o.lossScale ?? (model.precision === 'fp16' ? lossScaleConfig.parse({}) : false);
+    const scaling = o.lossScale ?? (this.passes.precision === 'fp16' ? lossScaleConfig.parse({}) : false);
     if (scaling !== false) {
       if (o.group && o.perturbation === 'local')
         throw new ConfigError('optimizer options', [{ path: 'options.lossScale', message: "loss scaling with perturbation 'local' is not supported: one rank's overflow would skip its step alone; use perturbation 'synced' (every pass all-reduced, so all ranks see the same Inf) or lossScale: false" }]);
@@ -187,6 +188,9 @@ export class Optimizer {
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
     const generator = this.sampler ? this.gen.getState() : null;
     if (this.scaler) this.passes.lossScale = this.scaler.scale;
+    // an optimizer's own precision holds for its step's passes only, as torch.autocast around it
+    const switched = this.passes.precision !== this.model.precision;
+    if (switched) this.model.native.setPrecision(this.passes.precision);
     try {
       const r = yield* this.stepOnce(a, b);
       if (this.scaler) {
@@ -208,6 +212,7 @@ export class Optimizer {
       }
       throw e;
     } finally {
+      if (switched) this.model.native.setPrecision(this.model.precision);
       saved?.values.dispose();
       saved?.counters.dispose();
     }
@@ -216,20 +221,8 @@ export class Optimizer {
   /** What a skipped step reports: nothing was computed that counts, and stepCount did not advance. */
   private skippedStep(): StepResult {
     const t = this.steps;
-    return {
-      step: t + 1,
-      loss: NaN,
-      sharpness: NaN,
-      penalty: NaN,
-      lr: this.lrAt(this.paramGroups[0].lr, t),
-      rho: 0,
-      correct: null,
-      count: 0,
-      sharpnessAware: false,
-      counters: { forward: 0, backward: 0, hvp: 0 },
-      skipped: true,
-      lossScale: this.scaler!.scale,
-    };
+    const nothing = { loss: NaN, sharpness: NaN, penalty: NaN, rho: 0, correct: null, count: 0, sharpnessAware: false, counters: { forward: 0, backward: 0, hvp: 0 } };
+    return { step: t + 1, ...nothing, lr: this.lrAt(this.paramGroups[0].lr, t), skipped: true, lossScale: this.scaler!.scale };
   }
 
   /** The model's BatchNorm statistics and counters (live aliases), saved around each step; null without BatchNorm. */

@@ -3,7 +3,9 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { ProcessGroup } from '../distributed.js';
+import type { Model } from '../model/model.js';
 import type { Batch, PassCounters } from '../model/passes.js';
+import type { Precision } from '../native/binding.js';
 import type { BaseConfigInput } from './base.js';
 import { checkHyper, type ParamGroup, type ParamGroupInput } from './groups.js';
 import type { SharpnessConfigInput } from './rules/index.js';
@@ -31,6 +33,7 @@ export const optimizerOptions = z
     batchNorm: z.enum(['once', 'every-pass'], { message: "batchNorm must be 'once' (the default) or 'every-pass' (the reference code's behaviour)" }).default('once'),
     clipGradNorm: clipConfig.optional(),
     lossScale: lossScaleConfig.optional(),
+    precision: z.enum(['fp32', 'bf16', 'fp16']).optional(),
   })
   .strict();
 
@@ -89,6 +92,15 @@ export interface OptimizerOptions {
    * and the scale backs off.
    */
   lossScale?: LossScaleInput;
+  /**
+   * The precision of this optimizer's passes, as torch.autocast around the
+   * training step (ModelOptions.precision says what each precision does):
+   * default the model's. A 'bf16' or 'fp16' optimizer of a float32 ('fp32')
+   * model runs its steps' passes in the reduced type and leaves the model's
+   * own passes (loss, forward, evaluation, the probes) in float32; a model
+   * made with a reduced precision takes no other.
+   */
+  precision?: 'fp32' | 'bf16' | 'fp16';
 }
 
 export interface StepResult {
@@ -187,4 +199,25 @@ export function checkStateDict(
   if (o.scales && ls !== undefined && !(ls && ls.scale > 0 && Number.isFinite(ls.scale) && Number.isSafeInteger(ls.goodSteps) && ls.goodSteps >= 0 && Number.isSafeInteger(ls.skipped) && ls.skipped >= 0))
     throw new ConfigError(where, `${where}: lossScale must be { scale > 0, goodSteps ≥ 0, skipped ≥ 0 }, got ${JSON.stringify(ls)}`);
   return saved;
+}
+
+/**
+ * The precision of an optimizer's passes (OptimizerOptions.precision): the
+ * model's by default; another only for a float32 ('fp32') model, tried on
+ * the model's device here (a float64 model, or a LibTorch without those
+ * products, is refused now rather than at the first step).
+ */
+export function optimizerPrecision(model: Model, requested: Precision | undefined): Precision {
+  if (requested === undefined || requested === model.precision) return model.precision;
+  const refuse = (message: string) => new ConfigError('optimizer options', [{ path: 'options.precision', message }]);
+  if (model.precision !== 'fp32')
+    throw refuse(`the model was made with precision '${model.precision}', which its passes keep; an optimizer sets its own precision only for a model of precision 'fp32' (make the model with precision 'fp32', or leave options.precision out)`);
+  try {
+    model.native.setPrecision(requested);
+  } catch (e) {
+    throw refuse((e as Error).message);
+  } finally {
+    model.native.setPrecision('fp32');
+  }
+  return requested;
 }

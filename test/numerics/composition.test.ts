@@ -86,7 +86,7 @@ const sampler = (a = 1) => {
 function refusal(c: Cell, fp16: boolean): RegExp | undefined {
   if (c.precision === 'fp16' && !fp16) return /precision 'fp16': LibTorch \d+\.\d+ has no float16/;
   if (c.rule === 'exact' && c.batchNorm === 'every-pass') return /every-pass/;
-  if (c.rule === 'exact' && c.precision !== 'fp32') return /run in float32, and the model's precision is/;
+  if (c.rule === 'exact' && c.precision !== 'fp32') return /run in float32, and the step's precision is/;
   return undefined;
 }
 

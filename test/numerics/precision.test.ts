@@ -66,9 +66,37 @@ describe("precision 'bf16': Linear and Conv2d products in bfloat16", () => {
     for (const sharpness of [{ kind: 'trace-sam', rho: 0.01, lambda: 1, estimator: 'exact' }, { kind: 'gnp', lambda: 0.01 }] as const) {
       const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness });
       const w = model.getParams();
-      expect(() => opt.step(x, y)).toThrow(/run in float32, and the model's precision is 'bf16'/);
+      expect(() => opt.step(x, y)).toThrow(/run in float32, and the step's precision is 'bf16'/);
       expect(Array.from(model.getParams())).toEqual(Array.from(w));
     }
+  });
+
+  it("an Optimizer's own precision: its steps as a bf16 model's, bit for bit; the model's own passes stay float32; refused where it cannot hold", () => {
+    const d = synthetic({ count: 64, shape: [16], classes: 4, seed: 2 });
+    const x = tensor(d.x, [64, 16]);
+    const y = labels(d.y);
+    const spec = mlp({ layers: [16, 24, 4], batchNorm: true });
+    const sharpness = { kind: 'frob-sam', rho: 0.05, lambda: 0.01 } as const;
+    const bf16Model = new Model(spec, { seed: 5, precision: 'bf16' });
+    const fp32Model = new Model(spec, { seed: 5 });
+    const a = new Optimizer(bf16Model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness, seed: 1 });
+    const b = new Optimizer(fp32Model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness, seed: 1, precision: 'bf16' });
+    for (let i = 0; i < 3; i++) expect(b.step(x, y).loss).toBe(a.step(x, y).loss);
+    expect(Array.from(fp32Model.getParams())).toEqual(Array.from(bf16Model.getParams()));
+    expect(fp32Model.precision).toBe('fp32');
+    // outside the step, the model's passes are float32: its loss is a float32 twin's, not the bf16 model's
+    const twin = new Model(spec, { seed: 6 });
+    twin.setParams(fp32Model.getParams());
+    twin.buffers().values.copyFrom(fp32Model.buffers().values.toArray() as Float32Array);
+    fp32Model.eval(), twin.eval(), bf16Model.eval();
+    expect(fp32Model.loss(x, y)).toBe(twin.loss(x, y));
+    expect(fp32Model.loss(x, y)).not.toBe(bf16Model.loss(x, y));
+    expect(() => new Optimizer(bf16Model, { base: { kind: 'sgd', lr: 0.1 }, precision: 'fp32' })).toThrow(/options.precision: the model was made with precision 'bf16'/);
+    expect(() => new Optimizer(new Model(spec, { dtype: 'float64' }), { base: { kind: 'sgd', lr: 0.1 }, precision: 'bf16' })).toThrow(/options.precision: .*precision 'bf16' needs a float32 model/);
+    expect(() => new Optimizer(fp32Model, { base: { kind: 'sgd', lr: 0.1 }, precision: 'fp8' as never })).toThrow(/options.precision/);
+    const exact = new Optimizer(fp32Model, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { kind: 'trace-sam', rho: 0.01, lambda: 1, estimator: 'exact' }, precision: 'bf16' });
+    expect(() => exact.step(x, y)).toThrow(/run in float32, and the step's precision is 'bf16'/);
+    expect(fp32Model.loss(x, y)).toBe(twin.loss(x, y)); // a refused step leaves the model float32 too
   });
 
   it('probes a bf16-trained model in float32: equal to its float32 twin bit for bit; a bf16 probe is refused', () => {

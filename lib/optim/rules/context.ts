@@ -172,7 +172,7 @@ export function* perturbedPasses(
   differences = true,
 ): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[]; rounding?: number }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
-  const floor = differences && ctx.model.precision !== 'fp32';
+  const floor = differences && ctx.passes.precision !== 'fp32';
   let rounding: number | undefined;
   const losses: number[] = [];
   const firstOrder: number[] = [];
@@ -223,14 +223,14 @@ export const MAX_PERTURBATION_ROUNDING = 0.05;
  * norms per draw, in reduced precision only.
  */
 function perturbationFloor(ctx: RuleContext, u: Tensor): number {
-  const unit = UNIT_ROUNDOFF[ctx.model.precision];
+  const unit = UNIT_ROUNDOFF[ctx.passes.precision];
   const weights = ops.norm(ctx.w0);
   const direction = ops.norm(u);
   const rounding = (Math.sqrt(2 / 3) * unit * weights) / (ctx.rho * direction);
   if (rounding <= MAX_PERTURBATION_ROUNDING) return rounding;
   const floor = (Math.sqrt(2 / 3) * unit * weights) / (MAX_PERTURBATION_ROUNDING * direction);
   throw new UsamError(
-    `step ${ctx.step}: rho ${ctx.rho} is below the finite-difference floor of precision '${ctx.model.precision}' for these weights: ` +
+    `step ${ctx.step}: rho ${ctx.rho} is below the finite-difference floor of precision '${ctx.passes.precision}' for these weights: ` +
       `its passes round w + rho·u and w to ${Math.round(-Math.log2(unit))} significant bits, which leaves the perturbation rho·u an estimated relative error of ${rounding.toPrecision(2)} ` +
       `(√(2/3)·2^${Math.log2(unit)}·‖w‖/(rho·‖u‖), ‖w‖ ${weights.toPrecision(3)}, ‖u‖ ${direction.toPrecision(3)}; at most ${MAX_PERTURBATION_ROUNDING} is accepted), ` +
       `and the rule's differences L(w + rho·u) − L(w) and ∇L(w + rho·u) − ∇L(w) with it. Use rho ≥ ${floor.toPrecision(2)}, or precision 'fp32' for this rule (docs/models.md, "The finite-difference floor").`,
