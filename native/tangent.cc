@@ -5,6 +5,9 @@
 
 #include <unordered_set>
 
+#include <pthread.h>
+#include <signal.h>
+
 namespace usam {
 
 // a + b, where an undefined tensor stands for zero.
@@ -42,6 +45,42 @@ DualBackward IdentityBackward(const Dual& x) {
 // oneDNN's row-major sgemm (dnnl.h; the library Debian's LibTorch links).
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// OpenMP's per-thread team size (libgomp, which LibTorch and oneDNN load).
+extern "C" int omp_get_max_threads(void);
+extern "C" void omp_set_num_threads(int n);
+
+namespace {
+// oneDNN before 3.11.2 runs its JIT sgemm kernels with rsp pointing into the
+// heap (oneDNN issue #4845): a signal handled on a thread inside one pushes
+// its frame there and corrupts the heap. Debian's LibTorch 1.13 links
+// oneDNN 2.6. Measured here: a stream of SIGHUP (handled by Node) aborted a
+// loop of MLP forward-backward passes after about 3,500 signals ("corrupted
+// size vs. prev_size"), and `node --cpu-prof` (SIGPROF) at once; the
+// LibTorch 2.13 build (no direct sgemm) took 321,410 signals unharmed. So
+// each call runs on the calling thread alone (a team of one: its OpenMP
+// threads would take signals meant for the process, and blocking them there
+// left 2 threads aborting after 105,347 signals) with its signals held
+// (blocked, and delivered on return). One thread of oneDNN's sgemm is still
+// several times OpenBLAS's generic build at two (tangent.h).
+class SignalsHeld {
+ public:
+  SignalsHeld() : threads_(omp_get_max_threads()) {
+    if (threads_ > 1) omp_set_num_threads(1);
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved_);
+  }
+  ~SignalsHeld() {
+    pthread_sigmask(SIG_SETMASK, &saved_, nullptr);
+    if (threads_ > 1) omp_set_num_threads(threads_);
+  }
+
+ private:
+  int threads_;
+  sigset_t saved_;
+};
+}  // namespace
 #endif
 
 // The matrix products of the HVP and jet passes of Linear layers. Debian's
@@ -86,11 +125,17 @@ void ProductInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   bool floats = a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat;
   bool cpu = a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu();
-  if (floats && cpu && M > 0 && N > 0 && K > 0 && out.is_contiguous() && layout(a, ta, lda) && layout(b, tb, ldb) &&
-      dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, accumulate ? 1.0f : 0.0f,
-                 out.data_ptr<float>(), N) == 0) {
-    NoteWrite(out);  // written through its pointer: autograd's and the caches' version checks must see it
-    return;
+  if (floats && cpu && M > 0 && N > 0 && K > 0 && out.is_contiguous() && layout(a, ta, lda) && layout(b, tb, ldb)) {
+    int status = 0;
+    {
+      SignalsHeld held;
+      status = dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, accumulate ? 1.0f : 0.0f,
+                          out.data_ptr<float>(), N);
+    }
+    if (status == 0) {
+      NoteWrite(out);  // written through its pointer: autograd's and the caches' version checks must see it
+      return;
+    }
   }
 #endif
   if (accumulate)
