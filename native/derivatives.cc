@@ -285,6 +285,7 @@ void Network::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) c
 
 double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
                             int64_t& correct, double lossScale) {
+  PassSignals held;  // forward and backward
   at::Tensor output;
   at::Tensor l = LossOf(x, y, updateStats, false, &output);
   auto grads = ag::grad({lossScale == 1.0 ? l : l * lossScale}, params, {}, false, false, /*allow_unused=*/true);
@@ -327,6 +328,7 @@ double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Ten
 // backward through autograd, which is kept as an independent second method.
 double Network::HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                       at::Tensor& out, PrimalCache* cache) {
+  PassSignals held;
   if (method == "forward-over-reverse") {
     // The reverse pass writes blocks of `out` while it still reads v, the
     // parameters and the statistics: if `out` is any of them (e.g.
@@ -354,6 +356,7 @@ double Network::HvpBy(const std::string& method, const at::Tensor& x, const at::
 
 double Network::CurvatureBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                             at::Tensor& out, PrimalCache* cache) {
+  PassSignals held;
   if (method == "forward-over-forward") return Curvature(x, y, v, out, cache);
   // ⟨v, Hv⟩ per row: forward-over-reverse takes a block in one pass, double backward row by row
   at::Tensor hv = at::empty_like(v);
@@ -376,6 +379,7 @@ double Network::CurvatureBy(const std::string& method, const at::Tensor& x, cons
 // graph (create_graph), so q = ⟨H v, v⟩ = vᵀHv is differentiable once more:
 // ∇_w q, a third derivative of the loss (the exact estimator's).
 double Network::QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out) {
+  PassSignals held;
   at::Tensor l;
   at::Tensor gv = DotFlat(GradientGraph(x, y, l), v);
   if (!gv.requires_grad()) {

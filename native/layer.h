@@ -72,9 +72,10 @@ class Layer {
   virtual bool TakesIndices() const { return false; }
   // Whether the layer takes an input in the pass's reduced type (bf16/fp16)
   // as it is, as torch.autocast runs it: the products, BatchNorm (float32
-  // statistics over a reduced input), the activations, pooling, dropout and
-  // the structural layers. The others (LayerNorm, on autocast's float32
-  // list) get their input back in float32 from RunLayers.
+  // statistics over a reduced input), the activations, pooling and the
+  // structural layers. The others get their input back in float32 from
+  // RunLayers: LayerNorm (on autocast's float32 list), dropout (so that its
+  // masks are float32's).
   virtual bool TakesReduced() const { return false; }
   const std::string& where() const { return where_; }
 

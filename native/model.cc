@@ -125,7 +125,8 @@ Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
     if (net.dtype != at::kFloat) Fail("precision '" + p + "' needs a float32 model (its master parameters); this one is " + DTypeName(net.dtype));
     at::ScalarType type = p == "bf16" ? at::kBFloat16 : at::kHalf;
     // a LibTorch without these products on this device says so here, once, not in the first step
-    if (std::find(net.reducedChecked.begin(), net.reducedChecked.end(), type) == net.reducedChecked.end()) try {
+    bool tried = std::find(net.reducedChecked.begin(), net.reducedChecked.end(), type) != net.reducedChecked.end();
+    if (!tried) try {
       at::NoGradGuard ng;
       auto a = at::ones({2, 2}, at::TensorOptions().dtype(type).device(net.device));
       (void)at::linear(a, a, a[0]).sum().item<double>();
@@ -134,7 +135,7 @@ Napi::Value ModelWrap::SetPrecision(const Napi::CallbackInfo& info) {
       Fail("precision '" + p + "': LibTorch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + " has no " + (p == "bf16" ? "bfloat16" : "float16") + " linear/conv products on " +
            DeviceName(net.device) + " (" + CleanTorchMessage(e.what()) + "); use " + (p == "fp16" ? "'bf16'" : "'fp32'"));
     }
-    if (std::find(net.reducedChecked.begin(), net.reducedChecked.end(), type) == net.reducedChecked.end()) net.reducedChecked.push_back(type);
+    if (!tried) net.reducedChecked.push_back(type);
     net.reduced = type;
   } else {
     Fail("argument 'precision' must be 'fp32', 'bf16' or 'fp16', got '" + p + "'");

@@ -5,6 +5,8 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <optional>
+
 namespace usam {
 
 void Network::CheckDType(at::ScalarType dtype) {
@@ -297,7 +299,7 @@ class AutocastScope {
 };
 }  // namespace
 
-at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
+at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool autocast) {
   if (stats_ && !scriptBuffers_.empty())
     Fail("micro-batches pooling BatchNorm statistics are not supported for TorchScript models; give one batch per step");
   script_->Train(training);
@@ -310,14 +312,9 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool tw
   };
   at::Tensor out;
   try {
-    if (reduced != at::ScalarType::Undefined && !twiceDifferentiable) {
-      AutocastScope autocast(device.type(), reduced);
-      // the outputs back in the model's dtype: the loss is taken in it, as the library's layers hand back
-      out = script_->Forward(x);
-      if (out.defined() && out.is_floating_point()) out = out.to(dtype);
-    } else {
-      out = script_->Forward(x);
-    }
+    std::optional<AutocastScope> scope;
+    if (autocast) scope.emplace(device.type(), reduced);
+    out = script_->Forward(x);
   } catch (const c10::Error& e) {
     unshield();
     Fail("the TorchScript module's forward failed: " + CleanTorchMessage(e.what_without_backtrace()));
@@ -332,13 +329,19 @@ at::Tensor Network::ScriptForward(const at::Tensor& x, bool updateStats, bool tw
 }
 
 at::Tensor Network::Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable) {
-  if (script_) return ScriptForward(x, updateStats, twiceDifferentiable);
-  Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
-  if (twiceDifferentiable || reduced == at::ScalarType::Undefined) return RunLayers(layers_, x, pass);
-  pass.reduced = reduced;
+  PassSignals held;
+  // mixed precision in the passes differentiated once (the model's precision)
+  const bool reduce = reduced != at::ScalarType::Undefined && !twiceDifferentiable;
+  at::Tensor out;
+  if (script_) {
+    out = ScriptForward(x, updateStats, reduce);
+  } else {
+    Pass pass{params, buffers, counters, training, updateStats, twiceDifferentiable, gen, stats_.get()};
+    if (reduce) pass.reduced = reduced;
+    out = RunLayers(layers_, x, pass);
+  }
   // the loss (and what forward() returns) in the model's dtype, as autocast's float32 losses
-  at::Tensor out = RunLayers(layers_, x, pass);
-  return out.is_floating_point() ? out.to(dtype) : out;
+  return reduce && out.defined() && out.is_floating_point() ? out.to(dtype) : out;
 }
 
 }  // namespace usam

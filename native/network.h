@@ -100,7 +100,8 @@ class Network {
   std::vector<at::Tensor> scriptBuffers_, scriptBufferViews_;
   // flatParams, flatBuffers and counters sized from `slots`, and the dropout generator
   void AllocateStorage(uint64_t dropoutSeed);
-  at::Tensor ScriptForward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
+  // the module's forward; `autocast`: under LibTorch's autocast to `reduced`
+  at::Tensor ScriptForward(const at::Tensor& x, bool updateStats, bool autocast);
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
   double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache, int64_t block) const;
   // d²L/dt² from the outputs' jet, per direction ([K], or [] without a block); sets `loss`.

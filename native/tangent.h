@@ -7,6 +7,8 @@
 #pragma once
 #include "core.h"
 
+#include <signal.h>
+
 namespace usam {
 
 struct StatsAccumulator;  // layer.h
@@ -170,6 +172,21 @@ DualBackward IdentityBackward(const Dual& x);
 // operand broadcast); out contiguous. Float32 CPU products go to oneDNN's
 // sgemm where the build found it (USAM_DNNL_SGEMM; see tangent.cc).
 void ProductInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate);
+
+// Holds this thread's signals (blocked, delivered at the end) while a pass
+// runs, in builds that call oneDNN's sgemm directly, whose kernels a handled
+// signal can corrupt (tangent.cc says why); elsewhere nothing. Scopes nest:
+// only the outermost blocks and restores.
+class PassSignals {
+ public:
+  PassSignals();
+  ~PassSignals();
+  PassSignals(const PassSignals&) = delete;
+  PassSignals& operator=(const PassSignals&) = delete;
+
+ private:
+  sigset_t saved_;
+};
 // a·b into a new tensor, and out += a·b, by ProductInto.
 at::Tensor Product(const at::Tensor& a, const at::Tensor& b);
 void AddProduct(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);

@@ -172,7 +172,8 @@ export function* perturbedPasses(
   differences = true,
 ): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[]; rounding?: number }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
-  const floor = differences && ctx.passes.precision !== 'fp32';
+  // ‖w‖ once per step (w0 is the same for every draw)
+  const weights = differences && ctx.passes.precision !== 'fp32' ? ops.norm(ctx.w0) : undefined;
   let rounding: number | undefined;
   const losses: number[] = [];
   const firstOrder: number[] = [];
@@ -182,7 +183,7 @@ export function* perturbedPasses(
     const negate = antithetic && i % 2 === 1;
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
-      if (floor) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, u));
+      if (weights !== undefined) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, weights, u));
       slope = ctx.rho * ops.dot(ctx.g0, u);
     }
     firstOrder.push(negate ? -slope : slope);
@@ -219,16 +220,16 @@ export const MAX_PERTURBATION_ROUNDING = 0.05;
  * error of what L_i − L(w) and g_i − g0 measure (scripts/precision-floor.ts
  * compares it with the measured error of the update); above
  * MAX_PERTURBATION_ROUNDING the step is refused, with the rho that passes;
- * below, the estimate is returned for StepResult.perturbationRounding. Two
- * norms per draw, in reduced precision only.
+ * below, the estimate is returned for StepResult.perturbationRounding. One
+ * norm per draw (‖w‖ = `weights`, one per step), in reduced precision only.
  */
-function perturbationFloor(ctx: RuleContext, u: Tensor): number {
+function perturbationFloor(ctx: RuleContext, weights: number, u: Tensor): number {
   const unit = UNIT_ROUNDOFF[ctx.passes.precision];
-  const weights = ops.norm(ctx.w0);
   const direction = ops.norm(u);
   const rounding = (Math.sqrt(2 / 3) * unit * weights) / (ctx.rho * direction);
   if (rounding <= MAX_PERTURBATION_ROUNDING) return rounding;
-  const floor = (Math.sqrt(2 / 3) * unit * weights) / (MAX_PERTURBATION_ROUNDING * direction);
+  // E is proportional to 1/rho: the rho with E at the bound
+  const floor = (ctx.rho * rounding) / MAX_PERTURBATION_ROUNDING;
   throw new UsamError(
     `step ${ctx.step}: rho ${ctx.rho} is below the finite-difference floor of precision '${ctx.passes.precision}' for these weights: ` +
       `its passes round w + rho·u and w to ${Math.round(-Math.log2(unit))} significant bits, which leaves the perturbation rho·u an estimated relative error of ${rounding.toPrecision(2)} ` +
