@@ -2,13 +2,19 @@
 (math.md §2-5), written the idiomatic PyTorch way (per-parameter loops,
 torch.optim.SGD), timed on the same LibTorch (Debian's python3-torch).
 
-usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS [DEVICE]
-then, on standard input, one command a line (the protocol of step-runner.ts):
+usage: python3 pytorch_steps.py MODEL OPTIMIZER THREADS [DEVICE [PRECISION [official]]]
+With "official", the step is the paper's own code instead: the optimizer
+classes SAM, ISAM and FROSAM of solver/sam.py in a clone of dbahri/universal_sam
+whose path is in USAM_BENCH_OFFICIAL (imported from there, never copied),
+called as its utils/engine.py's train_one_epoch calls them (fp32 only).
+Then, on standard input, one command a line (the protocol of step-runner.ts):
   step K   -> a JSON list of K step times (ms)
   fb K     -> a JSON list of K forward-backward times (ms)
   info     -> {"peakRssKb", "threads", "torch", "torchLibrary"}
 """
+import argparse
 import json
+import os
 import sys
 
 import torch
@@ -115,13 +121,50 @@ def zeroth_order_step(kind, n, rho, lam, half_cube=0.05):
     opt.step()
 
 
-STEP = {
-    "sgd": lambda: (loss_and_grad(), opt.step()),
-    "sam": sam_step,
-    "trace-sam": lambda: zeroth_order_step("trace", 1, 0.01, 1.0),
-    "det-sam": lambda: zeroth_order_step("det", 1, 1.0, 0.01),
-    "frob-sam": lambda: zeroth_order_step("frob", 2, 0.005, 0.001),
-}[optimizer]
+def official_step(repo):
+    """The step of the paper's code: its engine's first forward-backward, then
+    its optimizer class's step(loss, closure) with the benchmark's settings."""
+    sys.path.insert(0, repo)
+    from solver.sam import FROSAM, ISAM, SAM  # the clone's classes
+
+    args = argparse.Namespace(rho=0.05, sam_variant="sam", asam_eta=0.0, isam_n_samples=1, isam_lam=1.0,
+                              isam_rho=0.01, isam_setting="trace", isam_half_cube_len=1.0)
+    if optimizer == "det-sam":
+        args.isam_setting, args.isam_rho, args.isam_lam, args.isam_half_cube_len = "det", 1.0, 0.01, 0.05
+    if optimizer == "frob-sam":
+        args.isam_rho, args.isam_lam, args.isam_n_samples = 0.005, 0.001, 2
+    cls = {"sgd": None, "sam": SAM, "trace-sam": ISAM, "det-sam": ISAM, "frob-sam": FROSAM}[optimizer]
+    official = cls(params=params, base_optimizer=opt, args=args) if cls else opt
+
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        official.zero_grad()
+        loss.backward()
+        if cls:
+            official.step(loss=loss, closure=closure)
+        else:
+            official.step()
+
+    return step
+
+
+if len(sys.argv) > 6 and sys.argv[6] == "official":
+    if precision != "fp32":
+        sys.exit("pytorch_steps.py: the official classes run in fp32 only")
+    STEP = official_step(os.environ["USAM_BENCH_OFFICIAL"])
+else:
+    STEP = {
+        "sgd": lambda: (loss_and_grad(), opt.step()),
+        "sam": sam_step,
+        "trace-sam": lambda: zeroth_order_step("trace", 1, 0.01, 1.0),
+        "det-sam": lambda: zeroth_order_step("det", 1, 1.0, 0.01),
+        "frob-sam": lambda: zeroth_order_step("frob", 2, 0.005, 0.001),
+    }[optimizer]
 
 
 for _ in range(2):  # warm-up

@@ -9,6 +9,10 @@
 // and take turns (R rounds of K steps each), so that a slow phase of the
 // machine hits both alike. Also ours over (n+1) × one forward-backward of the
 // same model (n perturbed passes per step), and peak RSS for the memory target.
+// USAM_BENCH_OFFICIAL=<a clone of dbahri/universal_sam> adds a third peer: the
+// paper's own optimizer classes (solver/sam.py, imported from that clone by
+// pytorch_steps.py ... official) on the same model, batch and LibTorch, fp32
+// cells only; without it that column is reported as skipped.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
@@ -37,6 +41,8 @@ const python = process.env.PYTHON ?? (device === 'cpu' ? '/usr/bin/python3' : 'p
 // step 12.7 ms at 2 threads against ≈1 ms at 1). Use --threads N on a machine
 // with cores to spare.
 const threads = Number(option('--threads', '1'));
+const officialRepo = process.env.USAM_BENCH_OFFICIAL;
+if (!json && !officialRepo) console.log('official classes: skipped (set USAM_BENCH_OFFICIAL to a clone of dbahri/universal_sam)');
 
 interface Info {
   peakRssKb: number;
@@ -63,7 +69,7 @@ interface Info {
   }
 }
 
-const rows: Record<string, number | string>[] = [];
+const rows: Record<string, number | string | null>[] = [];
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
@@ -71,13 +77,18 @@ for (const model of models)
       precision,
       ours: new Peer(process.execPath, [join(root, 'scripts/run-ts.mjs'), join(here, 'step-runner.ts'), model, o, device, precision], env(threads)),
       torch: new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision], env(threads)),
-      t: { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[] },
+      official:
+        officialRepo && precision === 'fp32'
+          ? new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision, 'official'], env(threads))
+          : undefined,
+      t: { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[], official: [] as number[] },
     }));
-    await Promise.all(cells.flatMap((c) => [c.ours.ask(), c.torch.ask()]));
+    await Promise.all(cells.flatMap((c) => [c.ours.ask(), c.torch.ask(), c.official?.ask()]));
     for (let r = 0; r < rounds; r++) {
-      const turns: [Peer, number[], string][] = cells.flatMap(({ ours, torch, t }) => [
+      const turns: [Peer, number[], string][] = cells.flatMap(({ ours, torch, official, t }) => [
         [ours, t.ours, `step ${steps}`],
         [torch, t.torch, `step ${steps}`],
+        ...(official ? [[official, t.official, `step ${steps}`] as [Peer, number[], string]] : []),
         [ours, t.oursFb, `fb ${steps}`],
         [torch, t.torchFb, `fb ${steps}`],
       ]);
@@ -85,16 +96,19 @@ for (const model of models)
       for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
     }
     const cellRows = [];
-    for (const { precision, ours, torch, t } of cells) {
+    for (const { precision, ours, torch, official, t } of cells) {
       const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
       ours.close();
       torch.close();
+      official?.close();
       const row = {
         model,
         optimizer: o,
         medianMs: median(t.ours),
         pytorchMs: median(t.torch),
         oursOverPytorch: median(t.ours) / median(t.torch),
+        officialMs: official ? median(t.official) : null,
+        oursOverOfficial: official ? median(t.ours) / median(t.official) : null,
         forwardBackwardMs: median(t.oursFb),
         pytorchForwardBackwardMs: median(t.torchFb),
         passes: PASSES[o],
@@ -111,6 +125,7 @@ for (const model of models)
       else
         console.log(
           `${model.padEnd(8)} ${o.padEnd(10)} ${precision} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
+            (official ? `official ${row.officialMs!.toFixed(2)} ms  ours/official ${row.oursOverOfficial!.toFixed(3)}  ` : '') +
             `ours/(${PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
         );
     }
