@@ -4,6 +4,7 @@
 // second-order jets (Curvature), and ∇(vᵀHv) (QuadraticFormGrad). Every entry
 // runs on whichever thread the caller chose (model.cc: the JS thread or
 // libuv's pool) and never touches JavaScript.
+#include "fused.h"
 #include "network.h"
 
 namespace usam {
@@ -248,16 +249,25 @@ at::Tensor Network::LossOf(const at::Tensor& x, const at::Tensor& y, bool update
   return Loss(out, y);
 }
 
-void Network::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const {
+std::optional<double> Network::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const {
   at::NoGradGuard ng;
   const auto& ps = slots.params;
+  // the sum of what is written comes with the copy (one fused loop a part on
+  // the CPU): the optimizer's NaN/Inf check of a gradient, with no pass of its own
+  std::optional<double> total = 0.0;
   for (size_t i = 0; i < ps.size(); ++i) {
     at::Tensor dst = out.narrow(0, ps[i].offset, ps[i].numel);
-    if (parts[i].defined())
-      dst.copy_(parts[i].reshape(-1));
-    else
+    double sum = 0;
+    if (!parts[i].defined()) {
       dst.zero_();
+    } else if (FusedCopySum(dst, parts[i], sum)) {
+      if (total) *total += sum;
+    } else {
+      dst.copy_(parts[i].reshape(-1));
+      total.reset();
+    }
   }
+  return total;
 }
 
 at::Tensor Network::DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) const {
@@ -284,12 +294,14 @@ void Network::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) c
 }
 
 double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
-                            int64_t& correct, double lossScale) {
+                            int64_t& correct, double lossScale, std::optional<double>* gradSum) {
   PassSignals held;  // forward and backward
   at::Tensor output;
   at::Tensor l = LossOf(x, y, updateStats, false, &output);
   auto grads = ag::grad({lossScale == 1.0 ? l : l * lossScale}, params, {}, false, false, /*allow_unused=*/true);
-  WriteFlat(grads, grad);
+  auto sum = WriteFlat(grads, grad);
+  // ÷ a power of two: finite exactly when the scaled sum is
+  if (gradSum) *gradSum = sum;
   if (lossScale != 1.0) {
     at::NoGradGuard ng;
     grad.div_(lossScale);

@@ -60,6 +60,30 @@ double Combine(at::Tensor& dst, const std::vector<double>& c, const std::vector<
 }
 
 template <typename T>
+double CopySumLoop(at::Tensor& dst, const at::Tensor& src) {
+  T* out = dst.data_ptr<T>();
+  const T* in = src.data_ptr<T>();
+  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
+  at::parallel_for(0, dst.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    double acc[4] = {0, 0, 0, 0};
+    int64_t k = begin;
+    for (; k + 4 <= end; k += 4)
+      for (int j = 0; j < 4; ++j) {
+        out[k + j] = in[k + j];
+        acc[j] += static_cast<double>(in[k + j]);
+      }
+    for (; k < end; ++k) {
+      out[k] = in[k];
+      acc[0] += static_cast<double>(in[k]);
+    }
+    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+template <typename T>
 void SgdLoop(at::Tensor& wt, const at::Tensor& gt, at::Tensor& bt, const SgdParams& p) {
   T* w = wt.data_ptr<T>();
   const T* g = gt.data_ptr<T>();
@@ -93,6 +117,14 @@ double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::ve
   at::mul_out(dst, xs[0], c[0]);
   for (size_t i = 1; i < xs.size(); ++i) dst.add_(xs[i], c[i]);
   return dst.sum(at::kDouble).item<double>();
+}
+
+bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum) {
+  if (!Fusable(dst) || !Fusable(src) || dst.scalar_type() != src.scalar_type() || dst.numel() != src.numel()) return false;
+  if (dst.scalar_type() != at::kFloat && dst.scalar_type() != at::kDouble) return false;
+  NoteWrite(dst);
+  sum = dst.scalar_type() == at::kFloat ? CopySumLoop<float>(dst, src) : CopySumLoop<double>(dst, src);
+  return true;
 }
 
 void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p) {

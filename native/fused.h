@@ -12,6 +12,11 @@ namespace usam {
 // check comes free).
 double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::vector<at::Tensor>& xs);
 
+// dst = src (same numel; src of any shape, dst flat) for a CPU float/double
+// contiguous pair of one dtype, returning Σ_k dst[k] in double as
+// FusedCombine does; for any other pair, false (nothing written).
+bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum);
+
 struct SgdParams {
   double lr, momentum, dampening, weightDecay;
   bool nesterov, first;

@@ -36,6 +36,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("statsSums", &M::Guard<&M::StatsSums>),
                          InstanceMethod("poolStats", &M::Guard<&M::PoolStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
+                         InstanceAccessor("lastGradSum", &M::Guard<&M::LastGradSum>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
                          InstanceMethod("lossAndGradAsync", &M::Guard<&M::Async<&M::LossAndGradCall>>),
@@ -273,7 +274,7 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   if (!(scale > 0) || !std::isfinite(scale)) Fail("argument 'lossScale' must be a finite number > 0");
   auto loss = std::make_shared<double>(0);
   return {[this, x = x, y = y, out, update, loss, scale]() mutable {
-            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale);
+            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale, &lastGradSum_);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
@@ -501,6 +502,12 @@ Napi::Value ModelWrap::RunAsync(const Napi::CallbackInfo& info, ModelCall call) 
 
 Napi::Value ModelWrap::LastCorrect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(lastCorrect_));
+}
+
+// Σ of the last lossAndGrad's gradient (null where the copy did not compute it: CUDA)
+Napi::Value ModelWrap::LastGradSum(const Napi::CallbackInfo& info) {
+  if (!lastGradSum_) return info.Env().Null();
+  return Napi::Number::New(info.Env(), *lastGradSum_);
 }
 
 Napi::Value ModelWrap::GetRngState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), Net().gen); }

@@ -74,6 +74,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value StatsSums(const Napi::CallbackInfo& info);
   Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
+  Napi::Value LastGradSum(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value Curvature(const Napi::CallbackInfo& info);
   Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);
@@ -103,6 +104,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;
+  std::optional<double> lastGradSum_;  // Σ of the last lossAndGrad's gradient (before a loss scale's division), when computed
   int64_t lastCorrect_ = -1;  // correctly classified samples of the last lossAndGrad (cross-entropy)
   bool busy_ = false;         // an async call is running
 };

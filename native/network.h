@@ -9,6 +9,8 @@
 #include "layer.h"
 #include "script.h"
 
+#include <optional>
+
 namespace usam {
 
 class Network {
@@ -34,7 +36,9 @@ class Network {
                     at::Tensor* output = nullptr);
   // ∇L(w) into the flat `grad`; returns L(w). `correct` receives the correctly
   // classified samples for class labels and [batch, classes] outputs, else -1.
-  double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct, double lossScale = 1.0);
+  // gradSum: Σ of the written gradient (before the loss scale's division) when the copy computed it (CPU), else empty
+  double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct, double lossScale = 1.0,
+                     std::optional<double>* gradSum = nullptr);
   // H·v into `out` by `method`: 'forward-over-reverse' (Hvp) or
   // 'double-backward' (GraphHvp, row by row for a block); returns L(w).
   double HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
@@ -119,7 +123,8 @@ class Network {
                      const std::string& method, const std::function<double(DualPass&)>& body);
   // Per-parameter results copied into one flat vector; a parameter that the
   // loss does not depend on gets zeros.
-  void WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const;
+  // out = the parts, flattened; returns Σ out when every part took the fused copy (CPU), else empty
+  std::optional<double> WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const;
   // Σ_i <parts_i, v_i> with v split like the parameters; differentiable.
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) const;
   // ∇L(w) with its graph kept (create_graph), for differentiating again;

@@ -115,6 +115,13 @@ export class Passes {
   correct: number | null = null;
 
   /**
+   * A free NaN/Inf check of the last lossAndGrad's gradient: a sum over its
+   * entries (finite exactly when every entry is), or null where the passes
+   * did not compute one (CUDA, a process group).
+   */
+  gradSum: number | null = null;
+
+  /**
    * L and ∇L at the current parameters. With updateStats, BatchNorm's running
    * statistics move once, by the mean and unbiased variance of all the
    * micro-batches together (as for one batch of their concatenation); each
@@ -158,17 +165,22 @@ export class Passes {
 
   private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
     let correct: number | null = 0;
+    // Σ of the micro-batches' gradients as weighted into out: finite exactly when out is (the native copy computes each)
+    let gradSum: number | null = 0;
     const native = this.model.native;
     const loss = yield* this.accumulate(
       out,
-      (b, o) => {
+      (b, o, j) => {
         this.counters.forward++;
         this.counters.backward++;
         const s = this.lossScale;
+        const weights = this.weights;
         return (function* () {
           const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats, s), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats, s) });
           const c = native.lastCorrect;
           correct = c >= 0 && correct !== null ? correct + c : null;
+          const sum = native.lastGradSum;
+          gradSum = typeof sum !== 'number' || gradSum === null ? null : gradSum + weights[j] * sum;
           return l;
         })();
       },
@@ -176,8 +188,10 @@ export class Passes {
       { get: () => correct ?? -1, set: (v) => (correct = v >= 0 ? Math.round(v) : null) },
     );
     this.correct = correct;
+    // another rank's gradients were summed into out: only a check of out itself speaks for them
+    this.gradSum = this.group ? null : gradSum;
     // under loss scaling an overflow is an event, not a failure: the step sees it at once, before a rule uses the gradient
-    if (this.lossScale !== 1 && !(Number.isFinite(loss) && ops.allFinite(out)))
+    if (this.lossScale !== 1 && !(Number.isFinite(loss) && (this.gradSum !== null ? Number.isFinite(this.gradSum) : ops.allFinite(out))))
       throw new NonFiniteError(`a pass overflowed under the loss scale ${this.lossScale} (loss ${loss})`, 0, Number.isFinite(loss) ? 'gradient' : 'loss', loss);
     return loss;
   }

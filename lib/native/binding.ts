@@ -84,6 +84,8 @@ export interface NativeModel {
   poolStats(sums: NativeTensor): void;
   /** correctly classified samples of the last lossAndGrad (cross-entropy), −1 otherwise */
   readonly lastCorrect: number;
+  /** Σ of the last lossAndGrad's gradient as written (before a loss scale's division), computed by its copy on the CPU; null where not (CUDA). Finite exactly when every entry is. */
+  readonly lastGradSum: number | null;
   /**
    * with `cache`, what does not depend on v is computed once per batch and parameters and reused;
    * v and out may be blocks [K, P] of K directions (one pass with the tangents batched)

@@ -258,9 +258,11 @@ export class Optimizer {
     }
     let reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
     if (this.localReducer) reported = this.averageLocal(grad, reported);
-    const finite = result.gradSum !== undefined && !this.localReducer ? Number.isFinite(result.gradSum) : ops.allFinite(grad);
+    // a plain step's gradient is its one pass's: that pass summed it as it wrote it
+    const gradSum = sharpnessAware ? result.gradSum : (this.passes.gradSum ?? undefined);
+    const finite = gradSum !== undefined && !this.localReducer ? Number.isFinite(gradSum) : ops.allFinite(grad);
     if (!finite)
-      throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', result.gradSum ?? NaN);
+      throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', gradSum ?? NaN);
     // clipped once, the combined and averaged gradient, before weight decay and the update (optim/clip.ts)
     const clip = this.clipper?.clip(grad);
     this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay));

@@ -1,6 +1,9 @@
 // Data-parallel SAM steps on the CNN (#15): 2 processes × 1 thread against 1
 // process × 1 thread and × 2 threads, the same global batch, taking turns
 // round after round; prints ms per step and the ratios to 1 × 1 from this run.
+// Two controls measure what the machine allows: 1 process on half the batch,
+// and 2 independent processes (no process group, no collective) each on half
+// the batch at once: the speed-up 2 ranks could reach with free communication.
 //   npm run bench:data-parallel -- [--steps 10] [--rounds 3] [--batch 128] [--rule sam]
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +26,10 @@ const sharpness = rule === 'sam' ? { kind: 'sam' as const, rho: 0.05 } : rule ==
 
 /** One rank (or the single process): ms per step over `steps` steps after 2 warm-up steps. */
 function rank(): void {
-  const worldSize = Number(process.env.WORLD_SIZE ?? '1');
+  // an independent process runs alone on its half of the batch: no group
+  const independent = process.env.BENCH_INDEPENDENT === '1';
+  const worldSize = independent ? 1 : Number(process.env.WORLD_SIZE ?? '1');
+  const batch = Number(process.env.BENCH_BATCH ?? option('--batch', '128'));
   native().setThreads(Number(process.env.BENCH_THREADS));
   const group = worldSize > 1 ? processGroupFromEnv() : undefined;
   const r = group?.rank ?? 0;
@@ -41,14 +47,21 @@ function rank(): void {
 }
 
 
-async function measure(processes: number, threads: number): Promise<number> {
+async function measure(processes: number, threads: number, independent = false, perProcessBatch = batch): Promise<number> {
   const rendezvous = localRendezvous(); // as usam train --nproc: a private store file, Gloo on loopback
   const self = fileURLToPath(import.meta.url);
   const runTs = fileURLToPath(new URL('../run-ts.mjs', import.meta.url));
   const outs = await Promise.all(
     Array.from({ length: processes }, (_, r) =>
       promisify(execFile)(process.execPath, [runTs, self, '--rank', '--steps', String(steps), '--batch', String(batch), '--rule', rule], {
-        env: { ...process.env, BENCH_THREADS: String(threads), RANK: String(r), WORLD_SIZE: String(processes), ...rendezvous.env },
+        env: {
+          ...process.env,
+          BENCH_THREADS: String(threads),
+          RANK: String(r),
+          WORLD_SIZE: String(processes),
+          ...rendezvous.env,
+          ...(independent ? { BENCH_INDEPENDENT: '1', BENCH_BATCH: String(perProcessBatch) } : {}),
+        },
       }),
     ),
   ).finally(rendezvous.cleanup);
@@ -60,15 +73,19 @@ async function main(): Promise<void> {
     { name: '1 process × 1 thread', processes: 1, threads: 1 },
     { name: '1 process × 2 threads', processes: 1, threads: 2 },
     { name: '2 processes × 1 thread', processes: 2, threads: 1 },
+    // the controls: half the batch alone, and two such processes at once with no collective
+    { name: `control: 1 process × 1 thread, batch ${batch / 2}`, processes: 1, threads: 1, independent: true },
+    { name: `control: 2 independent processes × 1 thread, batch ${batch / 2} each, no collective`, processes: 2, threads: 1, independent: true },
   ];
   const times = configs.map(() => [] as number[]);
   for (let round = 0; round < rounds; round++)
-    for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads));
+    for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads, c.independent, batch / 2));
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const base = median(times[0]);
   console.log(`CNN ${rule} steps, global batch ${batch}, ${steps} steps × ${rounds} rounds (median), LibTorch ${native().versions().torch}`);
-  console.log('| setup | ms per step | vs 1 × 1 |\n|---|---|---|');
-  for (const [i, c] of configs.entries()) console.log(`| ${c.name} | ${median(times[i]).toFixed(1)} | ${(median(times[i]) / base).toFixed(3)}× |`);
+  console.log('| setup | ms per step | vs 1 × 1 | speed-up |\n|---|---|---|---|');
+  for (const [i, c] of configs.entries())
+    console.log(`| ${c.name} | ${median(times[i]).toFixed(1)} | ${(median(times[i]) / base).toFixed(3)}× | ${(base / median(times[i])).toFixed(2)}× |`);
 }
 
 if (process.argv.includes('--rank')) rank();

@@ -3,7 +3,8 @@
 // fails changes nothing at all.
 import { describe, expect, it } from 'vitest';
 import { Model } from '../../lib/model/model.js';
-import { cnn } from '../../lib/model/presets.js';
+import { cnn, mlp } from '../../lib/model/presets.js';
+import { ops } from '../../lib/tensor/ops.js';
 import { Optimizer, type OptimizerOptions } from '../../lib/optim/optimizer.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
 import { maxAbsDiff, randomBatch, toNumbers } from '../helpers.js';
@@ -61,4 +62,52 @@ describe('a failed step changes nothing', () => {
     twinOpt.step(batch.x, batch.y);
     expect(model.getParams()).toEqual(twin.getParams());
   });
+});
+
+// A finite loss with an overflowing gradient (MSE): input feature 0 is huge
+// and its weights are zero, so the outputs stay finite, while the targets are
+// far enough that ∂L/∂W[:, 0] = Σ_b 2(z_b − t_b)·x_b0/N overflows. The step
+// must see it (the passes sum the gradient as they write it, instead of a
+// separate check) and change nothing.
+describe('an overflowing gradient under a finite loss', () => {
+  const cases = [
+    { dtype: 'float32' as const, huge: 3e38, far: 1e17 },
+    { dtype: 'float64' as const, huge: 1e308, far: 1e150 },
+  ];
+  for (const { dtype, huge, far } of cases) {
+    const setup = () => {
+      const model = new Model({ ...mlp({ layers: [4, 10], activation: 'tanh' }), loss: { type: 'mse' } }, { dtype, seed: 3 });
+      const w = Array.from(model.getParams());
+      for (let k = 0; k < 10; k++) w[k * 4] = 0; // W[k][0] (weight [10, 4], row-major)
+      model.setParams(w);
+      const b = randomBatch([128, 4], 10, 31, dtype);
+      const x = Array.from(toNumbers(b.x));
+      for (let i = 0; i < 128; i++) x[i * 4] = huge;
+      const y = tensor(new Float64Array(128 * 10).fill(far), [128, 10], { dtype });
+      return { model, x: tensor(Float64Array.from(x), [128, 4], { dtype }), y };
+    };
+    it(`${dtype}: the pass reports Σ of the gradient it wrote, non-finite here, with a finite loss`, () => {
+      const { model, x, y } = setup();
+      const g = model.zerosLikeParams();
+      const loss = model.native.lossAndGrad(x, y, g, false);
+      expect(Number.isFinite(loss)).toBe(true);
+      expect(ops.allFinite(g)).toBe(false);
+      expect(Number.isFinite(model.native.lastGradSum!)).toBe(false);
+      // and on an ordinary batch it is the gradient's sum
+      const ok = randomBatch([16, 4], 10, 32, dtype);
+      const t = tensor(Float64Array.from({ length: 160 }, (_, i) => Math.cos(i)), [16, 10], { dtype });
+      model.native.lossAndGrad(ok.x, t, g, false);
+      expect(model.native.lastGradSum!).toBeCloseTo(ops.sum(g), dtype === 'float64' ? 12 : 5);
+    });
+    for (const sharpness of [undefined, { kind: 'sam' as const, rho: 0.05 }])
+      it(`${dtype}, ${sharpness?.kind ?? 'sgd'}: the step is refused, whole batch or micro-batches, and nothing changed`, () => {
+        const { model, x, y } = setup();
+        const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9 }, sharpness, seed: 1 });
+        const before = model.getParams();
+        expect(() => opt.step(x, y)).toThrow(/step 1: the gradient holds NaN or Inf/);
+        expect(() => opt.step([{ x, y }, { x, y }])).toThrow(/step 1: the gradient holds NaN or Inf/);
+        expect(model.getParams()).toEqual(before);
+        expect(opt.stepCount).toBe(0);
+      });
+  }
 });

@@ -11,6 +11,11 @@ import { perturb, type RuleContext, type RuleResult } from './context.js';
 import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
+  if (!o.adaptive && !o.scale) {
+    // e = s·g0: w0 + s·g0 in one fused pass, no vector e
+    perturb(ctx, ctx.g0, ctx.rho / (ops.norm(ctx.g0) + 1e-7));
+    return yield* perturbedGradient(ctx);
+  }
   const e = ctx.workspace.get('direction');
   if (o.adaptive) {
     const t = ctx.workspace.get('asam-scale');
@@ -26,9 +31,14 @@ export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive:
   }
   if (o.scale) ops.mul(e, e, o.scale); // parameter groups with their own rho
   perturb(ctx, e, 1);
+  return yield* perturbedGradient(ctx);
+}
+
+// grad = ∇L(w + e), with the pass's own sum of it (the step's NaN/Inf check)
+function* perturbedGradient(ctx: RuleContext): Work<RuleResult> {
   const perturbedLoss = yield* ctx.passes.lossAndGradWork(ctx.grad, ctx.statsEveryPass);
   const sharpness = perturbedLoss - ctx.loss;
-  return { sharpness, penalty: sharpness };
+  return { sharpness, penalty: sharpness, gradSum: ctx.passes.gradSum ?? undefined };
 }
 
 const schema = z.object({ kind: z.literal('sam'), rho: sharpnessFields.rho }).strict();
