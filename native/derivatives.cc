@@ -332,7 +332,20 @@ double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Ten
   } else {
     ++cache.replays;
   }
-  WriteGradient(DotFlat(cache.graph, v), out, /*retain=*/true);
+  // H v = the gradient graph's backward with v as its output gradient
+  // (PyTorch's idiom: autograd.grad(grads, params, grad_outputs=v)), no ⟨g, v⟩
+  // nodes of its own; a gradient entry that does not depend on w adds nothing
+  const auto& ps = slots.params;
+  std::vector<at::Tensor> outputs, directions;
+  for (size_t i = 0; i < ps.size(); ++i)
+    if (cache.graph[i].defined() && cache.graph[i].requires_grad()) {
+      outputs.push_back(cache.graph[i]);
+      directions.push_back(v.narrow(0, ps[i].offset, ps[i].numel).view(ps[i].shape));
+    }
+  if (outputs.empty())
+    out.zero_();
+  else
+    WriteFlat(ag::grad(outputs, params, directions, /*retain_graph=*/true, false, /*allow_unused=*/true), out);
   return cache.loss.item<double>();
 }
 

@@ -1,7 +1,8 @@
 // Ours in the Hessian-vector product comparison, as a persistent process:
 //   node scripts/run-ts.mjs scripts/bench/hessian-runner.ts MODEL BATCH DIR
-// Sets one thread, builds MODEL (eval mode) with seed 0 on the first BATCH
-// Fashion-MNIST training images, and writes to DIR what the PyTorch peer
+// Sets one thread, builds MODEL (eval mode) with seed 0 (a brought ts- model:
+// loads its TorchScript file) on the first BATCH Fashion-MNIST training images
+// (models of another input shape: a seeded gaussian batch), and writes to DIR what the PyTorch peer
 // (pytorch_hessian.py) loads: params.f32 (in paramInfo order, PyTorch's
 // named_parameters order), x.f32, y.i32, v.f32 (a seeded gaussian vector) and
 // hv.f32 (our H v) and q.f64 (our vᵀHv). Then, one command a line, each
@@ -18,21 +19,23 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fashionMnist, sampleSize } from '../../lib/data/dataset.js';
-import { hvpCache, Model } from '../../lib/model/model.js';
+import { hvpCache } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { generator } from '../../lib/random.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
-import { BENCH_MODELS, type BenchModel } from './models.js';
+import { makeBenchModel } from './models.js';
 
-const [modelName, batchArg, dir] = process.argv.slice(2) as [BenchModel, string, string];
+const [modelName, batchArg, dir] = process.argv.slice(2) as [string, string, string];
 const batchSize = Number(batchArg);
 native().setThreads(1);
-const { spec, input } = BENCH_MODELS[modelName];
-const model = new Model(spec, { dtype: 'float32', seed: 0 });
+const { model, input } = makeBenchModel(modelName, { dtype: 'float32', seed: 0 });
 model.train(false);
 const data = fashionMnist('train');
-const xs = data.x.slice(0, batchSize * sampleSize(data));
-const ys = Int32Array.from(data.y.subarray(0, batchSize));
+const perSample = input.reduce((a, b) => a * b, 1);
+const images = perSample === sampleSize(data);
+const xs = images ? data.x.slice(0, batchSize * perSample) : new Float32Array(batchSize * perSample);
+if (!images) generator(11).gaussian(tensor(xs, [xs.length]));
+const ys = images ? Int32Array.from(data.y.subarray(0, batchSize)) : Int32Array.from({ length: batchSize }, (_, i) => (i * 7) % 10);
 const x = tensor(xs, [batchSize, ...input]);
 const y = labels(ys);
 const v = model.zerosLikeParams();

@@ -1,4 +1,6 @@
 // npm run bench:hessian [-- --json] [--rounds R] [--hvps K] [--models mlp256,cnn] [--batch 512] [--blocks 4,16]
+// (--models also takes the brought models ts-mnist, ts-resnet20, ts-transformer: TorchScript files
+// both sides run; scripts/bench/models.ts)
 // Per-HVP time of a probe, ours against the PyTorch idiom PyHessian uses
 // (the gradient's graph built once with create_graph, one autograd.grad per
 // vector), on the same LibTorch (PYTHON, default Debian's python3-torch;
@@ -14,12 +16,13 @@
 //  - trace step: one vᵀHv as our trace probes take it (second-order jets
 //    forward, cached), against PyHessian's trace step (H v by the idiom,
 //    then the dot product with v).
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
-import { median } from './models.js';
+import { isTorchScriptBenchModel, median } from './models.js';
 import { Peer } from './peer.js';
 import { flag, option } from './args.js';
 
@@ -32,7 +35,7 @@ const batch = option('--batch', '512');
 const models = option('--models', 'mlp256,cnn').split(',');
 const blockSizes = option('--blocks', '4,16').split(',').map(Number);
 const python = process.env.PYTHON ?? '/usr/bin/python3';
-const env = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
 
 interface Info {
   peakRssKb: number;
@@ -41,6 +44,18 @@ interface Info {
   torchLibrary?: string;
   params?: number;
   cacheBytes?: number;
+}
+
+// brought models (ts-...): traced once by the PyTorch side; both sides run that TorchScript file
+const scripted = models.filter(isTorchScriptBenchModel);
+if (scripted.length > 0) {
+  const tsDir = mkdtempSync(join(tmpdir(), 'usam-bench-ts-'));
+  process.on('exit', () => rmSync(tsDir, { recursive: true, force: true }));
+  env.USAM_BENCH_TS_DIR = tsDir;
+  if (spawnSync(python, [join(here, 'pytorch_models.py'), 'trace', tsDir, ...scripted], { stdio: 'inherit' }).status !== 0) {
+    console.error(`bench: ${python} could not trace ${scripted.join(', ')} (see above)`);
+    process.exit(2);
+  }
 }
 
 const rows: Record<string, unknown>[] = [];

@@ -1,9 +1,34 @@
 // The benchmark models (tiny, MLP, CNN on 28×28 inputs; ResNet-18 on 32×32×3; batch 128),
 // shared by the benchmarks and their PyTorch twins (scripts/bench/pytorch_models.py).
+import { join } from 'node:path';
+import { loadTorchScript, Model, type ModelOptions } from '../../lib/model/model.js';
 import { cnn, mlp, resnet18 } from '../../lib/model/presets.js';
 import type { ModelSpecInput } from '../../lib/model/spec.js';
 
 export type BenchModel = 'tiny' | 'mlp' | 'mlp256' | 'cnn' | 'resnet18';
+
+/**
+ * Brought models: PyTorch modules (pytorch_models.py) that both sides run as
+ * the same TorchScript file, written by `pytorch_models.py trace` into the
+ * folder USAM_BENCH_TS_DIR; ours loads it with loadTorchScript.
+ */
+export type TorchScriptBenchModel = 'ts-mnist' | 'ts-resnet20' | 'ts-transformer';
+export const TORCHSCRIPT_INPUTS: Record<TorchScriptBenchModel, number[]> = {
+  /** the paper's MNIST model: six Linear layers, the second applied twice */
+  'ts-mnist': [1, 28, 28],
+  /** PyHessian's CIFAR ResNet-20 shape */
+  'ts-resnet20': [3, 32, 32],
+  /** a transformer encoder block over 16 tokens of width 64 */
+  'ts-transformer': [16, 64],
+};
+export const isTorchScriptBenchModel = (name: string): name is TorchScriptBenchModel => name in TORCHSCRIPT_INPUTS;
+
+/** A benchmark model by name (a brought one from its TorchScript file in USAM_BENCH_TS_DIR), and its input shape. */
+export function makeBenchModel(name: string, options: ModelOptions): { model: Model; input: number[] } {
+  if (isTorchScriptBenchModel(name)) return { model: loadTorchScript(join(process.env.USAM_BENCH_TS_DIR ?? '', `${name}.pt`), options), input: TORCHSCRIPT_INPUTS[name] };
+  const { spec, input } = BENCH_MODELS[name as BenchModel];
+  return { model: new Model(spec, options), input };
+}
 
 export const BENCH_MODELS: Record<BenchModel, { spec: ModelSpecInput; input: number[] }> = {
   tiny: { spec: mlp({ layers: [784, 32, 10], activation: 'tanh' }), input: [784] },

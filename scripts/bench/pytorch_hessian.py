@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from pytorch_models import make_model, process_info, times_ms
+from pytorch_models import INPUTS, load_model, process_info, times_ms
 
 model_name, folder = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
@@ -32,7 +32,7 @@ def load(name, dtype):
         return torch.frombuffer(bytearray(f.read()), dtype=dtype)
 
 
-model = make_model(model_name)
+model = load_model(model_name)
 model.eval()
 params = [p for p in model.parameters()]
 flat = load("params.f32", torch.float32)
@@ -44,7 +44,7 @@ with torch.no_grad():
         p.copy_(flat[offset:offset + p.numel()].view_as(p))
         offset += p.numel()
 x = load("x.f32", torch.float32)
-x = x.view(-1, *((1, 28, 28) if model_name == "cnn" else (784,)))
+x = x.view(-1, *INPUTS[model_name])
 y = load("y.i32", torch.int32).long()
 v_flat = load("v.f32", torch.float32)
 v, offset = [], 0

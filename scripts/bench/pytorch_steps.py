@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pytorch_models import make_model, process_info, times_ms
+from pytorch_models import INPUTS, load_model, process_info, times_ms
 
 model_name, optimizer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
@@ -35,10 +35,10 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 
 
-model = make_model(model_name).to(device)
+model = load_model(model_name).to(device)
 params = [p for p in model.parameters()]
 opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-x = torch.randn(128, *((3, 32, 32) if model_name == "resnet18" else (1, 28, 28)), device=device)
+x = torch.randn(128, *INPUTS[model_name], device=device)
 y = torch.randint(0, 10, (128,), device=device)
 bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 

@@ -4,12 +4,11 @@
 //   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
 //   info -> {"peakRssKb", "threads", "params", "torch", "torchLibrary"}
 import { createInterface } from 'node:readline';
-import { Model } from '../../lib/model/model.js';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
-import { BENCH_MODELS, type BenchModel } from './models.js';
+import { makeBenchModel } from './models.js';
 
 /** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */
 export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
@@ -20,9 +19,9 @@ export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
   'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
 };
 
-const [modelName, optimizer, device = 'cpu', precision = 'fp32'] = process.argv.slice(2) as [BenchModel, string, string?, ('fp32' | 'bf16')?];
-const { spec, input } = BENCH_MODELS[modelName];
-const model = new Model(spec, { dtype: 'float32', seed: 0, device, precision });
+const [modelName, optimizer, device = 'cpu', precision = 'fp32'] = process.argv.slice(2) as [string, string, string?, ('fp32' | 'bf16')?];
+// a brought model (ts-...) is the TorchScript file the PyTorch peer runs too
+const { model, input } = makeBenchModel(modelName, { dtype: 'float32', seed: 0, device, precision });
 const n = 128 * input.reduce((a, b) => a * b, 1);
 let s = 1;
 const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;

@@ -13,10 +13,16 @@
 // paper's own optimizer classes (solver/sam.py, imported from that clone by
 // pytorch_steps.py ... official) on the same model, batch and LibTorch, fp32
 // cells only; without it that column is reported as skipped.
+// Models ts-mnist, ts-resnet20, ts-transformer (--models) are brought models:
+// pytorch_models.py traces them once into a temporary folder, and both sides
+// run that same TorchScript file (ours through loadTorchScript).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
-import { median } from './models.js';
+import { isTorchScriptBenchModel, median } from './models.js';
 import { Peer } from './peer.js';
 import { flag, option } from './args.js';
 
@@ -65,6 +71,19 @@ interface Info {
   else console.log(header);
   if (majorMinor(oi.torch) !== majorMinor(ti.torch)) {
     console.error(`bench: ours and PyTorch run on different LibTorch versions (${header}); build ours against PYTHON's torch (PYTHON=${python} npm run build:native) or set USAM_ADDON`);
+    process.exit(2);
+  }
+}
+
+// the brought models, traced once by the PyTorch side into a folder both sides read
+const scripted = models.filter(isTorchScriptBenchModel);
+if (scripted.length > 0) {
+  const dir = mkdtempSync(join(tmpdir(), 'usam-bench-ts-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  process.env.USAM_BENCH_TS_DIR = dir;
+  const r = spawnSync(python, [join(here, 'pytorch_models.py'), 'trace', dir, ...scripted], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`bench: ${python} could not trace ${scripted.join(', ')} (see above)`);
     process.exit(2);
   }
 }
