@@ -57,6 +57,8 @@ export default defineConfig({
     // timings sane and LibTorch's thread pool uncontended.
     fileParallelism: false,
     pool: 'forks',
+    // TMPDIR: a folder of this run's own, removed at its end (test/global-setup.ts)
+    globalSetup: ['test/global-setup.ts'],
     testTimeout: 180_000,
     hookTimeout: 120_000,
     reporters: ['default', summaryLine],

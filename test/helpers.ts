@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Model } from '../lib/model/model.js';
@@ -56,4 +57,22 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
 
 export function toNumbers(t: Tensor): Float64Array {
   return Float64Array.from(t.toArray() as Float64Array);
+}
+
+/**
+ * A Python with PyTorch 2.x for the twin tests: the first of
+ * USAM_TEST_TORCH_PYTHONS (`:`-separated, as CI sets it) and PYTHON whose
+ * torch is 2.x, with its version; null when there is none (the tests say
+ * they are skipped). `atMost` [major, minor]: only a torch no newer than that
+ * (a file it saves must load in a LibTorch of that version).
+ */
+export function torchPython(atMost?: [number, number]): { python: string; version: string } | null {
+  for (const python of [...(process.env.USAM_TEST_TORCH_PYTHONS ?? '').split(':'), process.env.PYTHON].filter(Boolean) as string[]) {
+    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+    if (r.status !== 0) continue;
+    const [major, minor] = r.stdout.split('.').map(Number);
+    if (major < 2 || (atMost && (major > atMost[0] || (major === atMost[0] && minor > atMost[1])))) continue;
+    return { python, version: r.stdout.trim() };
+  }
+  return null;
 }

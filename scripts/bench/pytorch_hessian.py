@@ -25,6 +25,11 @@ from pytorch_models import INPUTS, load_model, process_info, times_ms
 
 model_name, folder = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
+# LibTorch 2.x's fused attention kernels have no second derivative: the idiom
+# needs the math attention on an attention model (ours takes it for such passes)
+for switch in ("enable_flash_sdp", "enable_mem_efficient_sdp"):
+    if hasattr(torch.backends.cuda, switch):
+        getattr(torch.backends.cuda, switch)(False)
 
 
 def load(name, dtype):

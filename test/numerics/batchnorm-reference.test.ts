@@ -12,15 +12,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../../lib/model/model.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
-import { maxAbsDiff, randomBatch, repoRoot, rng, toNumbers } from '../helpers.js';
+import { maxAbsDiff, randomBatch, repoRoot, rng, toNumbers, torchPython } from '../helpers.js';
 
-function torchPython(): string | null {
-  for (const python of [...(process.env.USAM_TEST_TORCH_PYTHONS ?? '').split(':'), process.env.PYTHON].filter(Boolean) as string[]) {
-    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-    if (r.status === 0 && Number(r.stdout.split('.')[0]) >= 2) return python;
-  }
-  return null;
-}
 
 const spec = {
   input: [2, 6, 6],
@@ -88,7 +81,7 @@ describe('batchNorm: once or at every pass', () => {
   });
 });
 
-const python = torchPython();
+const python = torchPython()?.python;
 describe.skipIf(!python)(`the reference step's BatchNorm, against its PyTorch twin${python ? '' : ' (skipped: no Python with PyTorch 2.x in USAM_TEST_TORCH_PYTHONS or PYTHON)'}`, () => {
   const slice = (flat: Float64Array, info: { offset: number; numel: number }) => Array.from(flat.subarray(info.offset, info.offset + info.numel));
   const cases = rules.flatMap(({ name, rule, samples }) => (['every-pass', 'once'] as const).map((batchNorm) => ({ name, rule, samples, batchNorm })));

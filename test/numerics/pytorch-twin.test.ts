@@ -8,17 +8,9 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { toNumbers, maxAbsDiff, randomVector, repoRoot } from '../helpers.js';
+import { toNumbers, maxAbsDiff, randomVector, repoRoot, torchPython } from '../helpers.js';
 import { hvpCases } from '../model-cases.js';
 
-function torchPython(): { python: string; version: string } | null {
-  const candidates = [...(process.env.USAM_TEST_TORCH_PYTHONS ?? '').split(':'), process.env.PYTHON].filter(Boolean) as string[];
-  for (const python of candidates) {
-    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-    if (r.status === 0 && Number(r.stdout.split('.')[0]) >= 2) return { python, version: r.stdout.trim() };
-  }
-  return null;
-}
 
 interface TwinResult {
   name: string;

@@ -2,6 +2,7 @@
 // saved by Debian's PyTorch 1.13 (scripts/make-torchscript-fixtures.py, which
 // also wrote their float64 losses and HVPs by PyTorch's double backward into
 // reference.json), so these tests run without Python.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,9 @@ import { Optimizer } from '../../lib/optim/optimizer.js';
 import { tensor } from '../../lib/tensor/tensor.js';
 import { probeRun } from '../../lib/experiments/probe.js';
 import { Trainer } from '../../lib/train/trainer.js';
-import { maxAbsDiff, repoRoot, toNumbers } from '../helpers.js';
+import { native } from '../../lib/native/load.js';
+import { labels } from '../../lib/tensor/tensor.js';
+import { maxAbsDiff, repoRoot, toNumbers, torchPython } from '../helpers.js';
 
 const dir = join(repoRoot, 'test', 'fixtures', 'torchscript');
 interface Case {
@@ -146,5 +149,38 @@ describe(`TorchScript modules saved by PyTorch ${ref.torch}`, () => {
     expect(() => loadTorchScript(join(dir, 'mlp-scripted.pt'), { loss: { type: 'hinge' } as never })).toThrow(/options.loss.type 'hinge' is unknown/);
     const two = loadTorchScript(join(dir, 'two-inputs.pt'), { dtype: 'float64' });
     expect(() => two.forward(x)).toThrow(/the TorchScript module's forward failed: .*mask/s);
+  });
+});
+
+// LibTorch 2.x runs attention through fused kernels whose backward has no
+// derivative (flash attention on the CPU): PyTorch's own double backward
+// fails on such a module with its defaults. Ours takes the math attention
+// for passes differentiated twice, and its HVP equals PyTorch's with the
+// math attention. Needs LibTorch 2.x and a torch no newer than it (to save
+// the module); skipped otherwise.
+const [major, minor] = native().versions().torch.split('.').map(Number);
+const twin = major >= 2 ? torchPython([major, minor]) : null;
+describe.skipIf(!twin)(`attention traced by PyTorch 2.x${twin ? '' : ' (skipped: needs LibTorch 2.x and a torch 2.x Python no newer, in USAM_TEST_TORCH_PYTHONS or PYTHON)'}`, () => {
+  it('a module with nn.MultiheadAttention: double-backward HVPs and vᵀHv equal PyTorch\'s with the math attention (1e-10, float64)', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'usam-attention-')), 'attention.pt');
+    const r = spawnSync(twin!.python, [join(repoRoot, 'test/pytorch/attention_twin.py'), file], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    if (r.status !== 0) throw new Error(`test/pytorch/attention_twin.py failed: ${r.stderr}`);
+    const t = JSON.parse(r.stdout) as { fused: string | null; x: number[]; shape: number[]; y: number[]; v: number[]; loss: number; hv: number[]; names: string[] };
+    const model = loadTorchScript(file, { dtype: 'float64' });
+    expect(model.paramInfo().map((p) => p.name)).toEqual(t.names);
+    const x = tensor(Float64Array.from(t.x), t.shape, { dtype: 'float64' });
+    const y = labels(t.y);
+    const v = tensor(Float64Array.from(t.v), [t.v.length], { dtype: 'float64' });
+    const out = model.zerosLikeParams();
+    const loss = model.native.hvp(x, y, v, out);
+    expect(Math.abs(loss - t.loss)).toBeLessThan(1e-12);
+    const scale = Math.max(...t.hv.map(Math.abs));
+    expect(maxAbsDiff(toNumbers(out), t.hv) / scale).toBeLessThan(1e-10);
+    const q = tensor(new Float64Array(1), [1], { dtype: 'float64' });
+    model.native.curvature(x, y, v, q);
+    const exact = t.hv.reduce((s, h, i) => s + h * t.v[i], 0);
+    expect(Math.abs(toNumbers(q)[0] - exact) / Math.abs(exact)).toBeLessThan(1e-10);
+    // the fused kernel is back for first-order passes (PyTorch's default): it is what fails twice
+    console.log(`PyTorch ${twin!.version} with its defaults: ${t.fused ?? 'no fused attention kernel here'}`);
   });
 });
