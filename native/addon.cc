@@ -1,5 +1,6 @@
 // Registers the native surface; lib/native/binding.ts describes it in types.
 #include "addon.h"
+#include "tangent.h"
 #include "distributed.h"
 
 #include "generator.h"
@@ -101,6 +102,7 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   o.Set("distributed", DistributedBackends());
   o.Set("build", USAM_BUILD_INFO_JSON);
   o.Set("torchLibrary", LoadedLibrary(reinterpret_cast<const void*>(&at::get_num_threads)));
+  o.Set("sgemm", DnnlSgemmNow() ? "onednn" : "libtorch");
   return o;
 }
 

@@ -48,12 +48,10 @@ class Linear : public Layer {
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     if (p.reduced != at::ScalarType::Undefined)
       return InPassPrecision(p, [&](auto cast) { return at::linear(cast(x), cast(p.params[weight_]), cast(hasBias_ ? p.params[bias_] : at::Tensor())); });
-#ifdef USAM_DNNL_SGEMM
-    if (!p.twiceDifferentiable && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
+    if (DnnlSgemm() && !p.twiceDifferentiable && x.scalar_type() == at::kFloat && x.device().is_cpu()) {
       at::Tensor y = LinearOnce::apply(x, p.params[weight_]);
       return hasBias_ ? y + p.params[bias_] : y;
     }
-#endif
     return at::linear(x, p.params[weight_], hasBias_ ? p.params[bias_] : at::Tensor());
   }
   // y = x Wᵀ + b, R{y} = ẋ Wᵀ + x Vᵀ + v_b; reverse: ∂x = g W,

@@ -5,6 +5,7 @@
 
 #include <unordered_set>
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -49,16 +50,61 @@ extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_
 // OpenMP's per-thread team size (libgomp, which LibTorch and oneDNN load).
 extern "C" int omp_get_max_threads(void);
 extern "C" void omp_set_num_threads(int n);
+#endif
 
 namespace {
+
+// Where this process calls oneDNN's sgemm directly. A build against a 1.x
+// LibTorch with the system's libdnnl links it (USAM_DNNL_SGEMM). Any other
+// build looks for the system's libdnnl.so.2 (Debian's libdnnl2: oneDNN 2.6)
+// when USAM_DNNL_SGEMM=1 is set: on the development machine (AMD EPYC, one
+// thread) its sgemm took 126-130 µs for the MLP's 128×784·784×128 products
+// where the 2.13 wheel's at::mm (MKL) took 284-306 µs. OpenMP's controls
+// are whichever libgomp the process loaded first (LibTorch's; the library's
+// own dependency resolves to the same one).
+struct DirectSgemm {
+  int (*sgemm)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
+               int64_t) = nullptr;
+  int (*maxThreads)() = nullptr;
+  void (*setThreads)(int) = nullptr;
+  bool linked = false;  // linked at build time (1.x): taken at any thread count
+};
+
+const DirectSgemm& Direct() {
+  static const DirectSgemm direct = [] {
+    DirectSgemm d;
+#ifdef USAM_DNNL_SGEMM
+    d.sgemm = &dnnl_sgemm;
+    d.maxThreads = &omp_get_max_threads;
+    d.setThreads = &omp_set_num_threads;
+    d.linked = true;
+#else
+    const char* on = std::getenv("USAM_DNNL_SGEMM");
+    if (on != nullptr && std::string(on) == "1") {
+      // RTLD_DEEPBIND: the library's own symbols first. A 2.x LibTorch carries
+      // another oneDNN inside it, whose exported internals would otherwise
+      // stand in for this one's (measured: its sgemm then ran MKL's kernels).
+      if (void* lib = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) {
+        d.sgemm = reinterpret_cast<decltype(d.sgemm)>(dlsym(lib, "dnnl_sgemm"));
+        d.maxThreads = reinterpret_cast<decltype(d.maxThreads)>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+        d.setThreads = reinterpret_cast<decltype(d.setThreads)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+        if (d.sgemm == nullptr || d.maxThreads == nullptr || d.setThreads == nullptr) d = DirectSgemm();
+      }
+    }
+#endif
+    return d;
+  }();
+  return direct;
+}
+
 // The calling thread alone runs oneDNN's sgemm (a team of one; see PassSignals).
 class TeamOfOne {
  public:
-  TeamOfOne() : threads_(omp_get_max_threads()) {
-    if (threads_ > 1) omp_set_num_threads(1);
+  TeamOfOne() : threads_(Direct().maxThreads()) {
+    if (threads_ > 1) Direct().setThreads(1);
   }
   ~TeamOfOne() {
-    if (threads_ > 1) omp_set_num_threads(threads_);
+    if (threads_ > 1) Direct().setThreads(threads_);
   }
 
  private:
@@ -66,7 +112,12 @@ class TeamOfOne {
 };
 thread_local int signalsHeldDepth = 0;
 }  // namespace
-#endif
+
+bool DnnlSgemm() { return Direct().sgemm != nullptr; }
+
+// where sgemm is taken at runtime (2.x), only at one intra-op thread: the
+// team of one would otherwise give up LibTorch's threads
+bool DnnlSgemmNow() { return DnnlSgemm() && (Direct().linked || at::get_num_threads() == 1); }
 
 // oneDNN before 3.11.2 runs its JIT sgemm kernels with rsp pointing into the
 // heap (oneDNN issue #4845): a signal handled on a thread inside one pushes
@@ -83,20 +134,16 @@ thread_local int signalsHeldDepth = 0;
 // passes hold them once for the whole pass (a hold per product cost two
 // system calls each: the tiny model's forward-backward 0.17 -> 0.22 ms);
 // ProductInto holds them itself when called outside one.
-PassSignals::PassSignals() {
-#ifdef USAM_DNNL_SGEMM
-  if (signalsHeldDepth++ > 0) return;
+PassSignals::PassSignals() : active_(DnnlSgemm()) {
+  if (!active_ || signalsHeldDepth++ > 0) return;
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &saved_);
-#endif
 }
 
 PassSignals::~PassSignals() {
-#ifdef USAM_DNNL_SGEMM
-  if (--signalsHeldDepth > 0) return;
+  if (!active_ || --signalsHeldDepth > 0) return;
   pthread_sigmask(SIG_SETMASK, &saved_, nullptr);
-#endif
 }
 
 // The matrix products of the HVP and jet passes of Linear layers. Debian's
@@ -123,7 +170,7 @@ void ProductInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool
     }
     return;
   }
-#ifdef USAM_DNNL_SGEMM
+  if (DnnlSgemmNow()) {
   // each operand row-major ('N', its row stride) or a transposed row-major view ('T', its column stride)
   auto layout = [](const at::Tensor& t, char& trans, int64_t& ld) {
     if (t.stride(1) == 1 && t.stride(0) >= t.size(1)) {
@@ -146,15 +193,15 @@ void ProductInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool
     {
       PassSignals held;
       TeamOfOne team;
-      status = dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, accumulate ? 1.0f : 0.0f,
-                          out.data_ptr<float>(), N);
+      status = Direct().sgemm(ta, tb, M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, accumulate ? 1.0f : 0.0f,
+                              out.data_ptr<float>(), N);
     }
     if (status == 0) {
       NoteWrite(out);  // written through its pointer: autograd's and the caches' version checks must see it
       return;
     }
   }
-#endif
+  }
   if (accumulate)
     out.addmm_(a, b);
   else

@@ -170,8 +170,16 @@ DualBackward IdentityBackward(const Dual& x);
 // out = a·b, or out += a·b, for a [M, K] and b [K, N] (each row-major or the
 // transpose of a row-major view) or a block of them [B, ·, ·] (a shared 2-D
 // operand broadcast); out contiguous. Float32 CPU products go to oneDNN's
-// sgemm where the build found it (USAM_DNNL_SGEMM; see tangent.cc).
+// sgemm where this process calls it (DnnlSgemm; see tangent.cc).
 void ProductInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate);
+
+// Whether this process calls oneDNN's sgemm directly: builds against a 1.x
+// LibTorch with the system's libdnnl (USAM_DNNL_SGEMM at build time); other
+// builds when the environment variable USAM_DNNL_SGEMM=1 is set and the
+// system's libdnnl.so.2 loads (those at one intra-op thread only).
+bool DnnlSgemm();
+// Whether ProductInto calls it now (DnnlSgemm, and for the latter builds one intra-op thread).
+bool DnnlSgemmNow();
 
 // Holds this thread's signals (blocked, delivered at the end) while a pass
 // runs, in builds that call oneDNN's sgemm directly, whose kernels a handled
@@ -185,6 +193,7 @@ class PassSignals {
   PassSignals& operator=(const PassSignals&) = delete;
 
  private:
+  bool active_;
   sigset_t saved_;
 };
 // a·b into a new tensor, and out += a·b, by ProductInto.

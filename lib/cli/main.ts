@@ -46,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
         `built against LibTorch ${from.build.torch} at ${from.build.torchLibDir} (${from.build.kind} build${from.build.cuda ? `, CUDA ${from.build.cuda}` : ''})`,
         `CUDA ${v.cudaAvailable ? `available, ${v.cudaDeviceCount} device(s)` : v.flavour === 'cuda' ? 'not available (no GPU or driver visible)' : 'not available (cpu flavour)'}`,
         `threads ${v.threads}${v.defaultThreads === 0 ? ' (from OMP_NUM_THREADS / MKL_NUM_THREADS)' : ''}`,
+        `Linear layers' float32 products: ${v.sgemm === 'onednn' ? "oneDNN's sgemm" : "LibTorch's at::mm (USAM_DNNL_SGEMM=1 with libdnnl2 installed takes oneDNN's at one thread; docs/performance.md)"}`,
         reducedPrecisionLine(),
       ].join('\n') + '\n',
     );

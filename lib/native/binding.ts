@@ -236,6 +236,12 @@ export interface NativeVersions {
   build: string;
   /** the LibTorch file this process really loaded (libtorch_cpu) */
   torchLibrary: string;
+  /**
+   * who multiplies float32 Linear layers on the CPU now: 'onednn' (oneDNN's sgemm, called directly: builds against a 1.x
+   * LibTorch with the system's libdnnl, or any build with USAM_DNNL_SGEMM=1 and Debian's libdnnl2 installed while it
+   * runs one intra-op thread) or 'libtorch' (at::mm, LibTorch's BLAS)
+   */
+  sgemm: 'onednn' | 'libtorch';
 }
 
 export interface NativeLinalg {

@@ -2,7 +2,7 @@
 //   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER [DEVICE] [PRECISION]
 // then the protocol of pytorch_steps.py on standard input:
 //   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
-//   info -> {"peakRssKb", "threads", "params", "torch", "torchLibrary"}
+//   info -> {"peakRssKb", "threads", "params", "torch", "torchLibrary", "sgemm"}
 import { createInterface } from 'node:readline';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
@@ -45,6 +45,6 @@ for await (const line of createInterface({ input: process.stdin })) {
   if (cmd === 'step') console.log(JSON.stringify(times(() => opt.step(x, y), Number(k))));
   else if (cmd === 'fb') console.log(JSON.stringify(times(() => model.native.lossAndGrad(x, y, grad, true), Number(k))));
   else if (cmd === 'info')
-    console.log(JSON.stringify({ peakRssKb: process.resourceUsage().maxRSS, threads: native().versions().threads, params: model.numParams, torch: native().versions().torch, torchLibrary: native().versions().torchLibrary }));
+    console.log(JSON.stringify({ peakRssKb: process.resourceUsage().maxRSS, threads: native().versions().threads, params: model.numParams, torch: native().versions().torch, torchLibrary: native().versions().torchLibrary, sgemm: native().versions().sgemm }));
   else break;
 }

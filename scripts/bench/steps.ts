@@ -56,6 +56,7 @@ interface Info {
   params?: number;
   torch: string;
   torchLibrary?: string;
+  sgemm?: string;
 }
 
 // Which LibTorch each side runs on: a ratio means something only on the same one.
@@ -66,8 +67,8 @@ interface Info {
   const [oi, ti] = await Promise.all([ours.ask<Info>('info'), torch.ask<Info>('info')]);
   ours.close();
   torch.close();
-  const header = `ours: LibTorch ${oi.torch} (${oi.torchLibrary}); PyTorch: ${python}, torch ${ti.torch} (${ti.torchLibrary})`;
-  if (json) console.log(JSON.stringify({ oursTorch: oi.torch, oursLibrary: oi.torchLibrary, pytorchTorch: ti.torch, pytorchLibrary: ti.torchLibrary, python }));
+  const header = `ours: LibTorch ${oi.torch} (${oi.torchLibrary}; Linear products: ${oi.sgemm === 'onednn' ? "oneDNN's sgemm" : 'at::mm'}); PyTorch: ${python}, torch ${ti.torch} (${ti.torchLibrary})`;
+  if (json) console.log(JSON.stringify({ oursTorch: oi.torch, oursLibrary: oi.torchLibrary, oursSgemm: oi.sgemm, pytorchTorch: ti.torch, pytorchLibrary: ti.torchLibrary, python }));
   else console.log(header);
   if (majorMinor(oi.torch) !== majorMinor(ti.torch)) {
     console.error(`bench: ours and PyTorch run on different LibTorch versions (${header}); build ours against PYTHON's torch (PYTHON=${python} npm run build:native) or set USAM_ADDON`);

@@ -5,13 +5,21 @@
 // passes within about 3,500 signals, and `node --cpu-prof` at once. The
 // child handles SIGHUP; the parent sends them as fast as it can for a few
 // seconds, at one and at two threads; the child must finish and report.
+// Builds that do not link oneDNN (2.x) call it too when USAM_DNNL_SGEMM=1
+// and the system's libdnnl.so.2 loads: that case runs as well where it can.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { native } from '../../lib/native/load.js';
 import { repoRoot } from '../helpers.js';
 
-async function storm(threads: number, ms: number): Promise<{ code: number | null; signal: string | null; sent: number; report?: { passes: number; handled: number } }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test/fixtures/signal-storm.ts'), String(threads)], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'] });
+async function storm(
+  threads: number,
+  ms: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; signal: string | null; sent: number; report?: { passes: number; handled: number; sgemm: string } }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test/fixtures/signal-storm.ts'), String(threads)], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'], env });
   const exited = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
   let out = '';
   await new Promise<void>((resolve, reject) => {
@@ -44,6 +52,18 @@ describe('signals during native passes', () => {
     expect(r.signal).toBeNull();
     expect(r.code).toBe(0);
     expect(r.sent).toBeGreaterThan(1000);
+    expect(r.report!.passes).toBeGreaterThan(10);
+    expect(r.report!.handled).toBeGreaterThan(0);
+    expect(r.report!.sgemm).toBe(native().versions().sgemm);
+  }, 30_000);
+
+  // a build that does not link oneDNN, with Debian's libdnnl2 installed
+  const optIn = native().versions().sgemm === 'libtorch' && existsSync('/usr/lib/x86_64-linux-gnu/libdnnl.so.2');
+  it.skipIf(!optIn)(`USAM_DNNL_SGEMM=1 on a build that does not link oneDNN: its sgemm runs, and so do the signals${optIn ? '' : ' (skipped: the build links oneDNN, or no libdnnl.so.2)'}`, async () => {
+    const r = await storm(1, 3000, { ...process.env, USAM_DNNL_SGEMM: '1' });
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(0);
+    expect(r.report!.sgemm).toBe('onednn');
     expect(r.report!.passes).toBeGreaterThan(10);
     expect(r.report!.handled).toBeGreaterThan(0);
   }, 30_000);
