@@ -3,17 +3,25 @@
 // through TMPDIR, which os.tmpdir() reads. The run removes it at the end, so
 // a suite leaves nothing behind in the system's temporary folder (it used to
 // leave some eighty folders a run).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export default function setup(): () => void {
+  // every project of the run (unit, numerics, integration) calls this: the
+  // first makes the folder, the others keep it (nested folders would make
+  // paths too long for Chromium's Unix socket)
+  if (process.env.USAM_TEST_RUN_TMPDIR) return () => {};
   const previous = process.env.TMPDIR;
   const root = mkdtempSync(join(tmpdir(), 'usam-test-run-'));
+  // as /tmp itself: a test's child that runs as another user ('nobody') writes here too
+  chmodSync(root, 0o1777);
   process.env.TMPDIR = root;
+  process.env.USAM_TEST_RUN_TMPDIR = root;
   return () => {
     if (previous === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = previous;
+    delete process.env.USAM_TEST_RUN_TMPDIR;
     rmSync(root, { recursive: true, force: true });
   };
 }
