@@ -3,7 +3,7 @@
 // through TMPDIR, which os.tmpdir() reads. The run removes it at the end, so
 // a suite leaves nothing behind in the system's temporary folder (it used to
 // leave some eighty folders a run).
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -16,6 +16,14 @@ export default function setup(): () => void {
   const root = mkdtempSync(join(tmpdir(), 'usam-test-run-'));
   // as /tmp itself: a test's child that runs as another user ('nobody') writes here too
   chmodSync(root, 0o1777);
+  // tsx keeps its compiled files in the temporary folder (tsx-UID): that one
+  // stays where it was, so that runs (and CI's three suites) share it as before
+  const uid = process.getuid?.();
+  if (uid !== undefined) {
+    const cache = join(tmpdir(), `tsx-${uid}`);
+    mkdirSync(cache, { recursive: true, mode: 0o700 });
+    symlinkSync(cache, join(root, `tsx-${uid}`), 'dir');
+  }
   process.env.TMPDIR = root;
   process.env.USAM_TEST_RUN_TMPDIR = root;
   return () => {
