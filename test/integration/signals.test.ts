@@ -3,7 +3,7 @@
 // run with rsp pointing into the heap (oneDNN issue #4845): before the fix
 // in native/tangent.cc a stream of handled signals aborted a loop of MLP
 // passes within about 3,500 signals, and `node --cpu-prof` at once. The
-// child handles SIGHUP; the parent sends them as fast as it can for a few
+// child handles SIGHUP; the parent sends them as fast as it can for two
 // seconds, at one and at two threads; the child must finish and report.
 // Builds that do not link oneDNN (2.x) call it too when USAM_DNNL_SGEMM=1
 // and the system's libdnnl.so.2 loads: that case runs as well where it can.
@@ -48,7 +48,7 @@ async function storm(
 
 describe('signals during native passes', () => {
   it.each([1, 2])('%i thread(s): thousands of handled signals during training passes and HVPs, and the process finishes', async (threads) => {
-    const r = await storm(threads, 3000);
+    const r = await storm(threads, 2000);
     expect(r.signal).toBeNull();
     expect(r.code).toBe(0);
     expect(r.sent).toBeGreaterThan(1000);
@@ -60,7 +60,7 @@ describe('signals during native passes', () => {
   // a build that does not link oneDNN, with Debian's libdnnl2 installed
   const optIn = native().versions().sgemm === 'libtorch' && existsSync('/usr/lib/x86_64-linux-gnu/libdnnl.so.2');
   it.skipIf(!optIn)(`USAM_DNNL_SGEMM=1 on a build that does not link oneDNN: its sgemm runs, and so do the signals${optIn ? '' : ' (skipped: the build links oneDNN, or no libdnnl.so.2)'}`, async () => {
-    const r = await storm(1, 3000, { ...process.env, USAM_DNNL_SGEMM: '1' });
+    const r = await storm(1, 2000, { ...process.env, USAM_DNNL_SGEMM: '1' });
     expect(r.signal).toBeNull();
     expect(r.code).toBe(0);
     expect(r.report!.sgemm).toBe('onednn');
