@@ -112,6 +112,15 @@ export class ProcessGroup {
   get backend(): string {
     return this.live('backend').backend;
   }
+  /**
+   * How allreduces of CPU tensors travel: 'shared memory' between ranks that
+   * met through a store file (`usam train --nproc`: one machine), else 'gloo'
+   * (with the reason in parentheses when a store-file group could not share
+   * memory, e.g. USAM_SHARED_MEMORY=0 on a rank); 'nccl' for CUDA.
+   */
+  get transport(): string {
+    return this.live('transport').transport;
+  }
   /** In place: every rank ends with the sum (mean, max, min) of all ranks' values. */
   allreduce(t: Tensor, op: 'sum' | 'avg' | 'max' | 'min' = 'sum'): void {
     const g = this.live('allreduce');

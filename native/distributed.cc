@@ -12,6 +12,7 @@
 #include <map>
 
 #include "args.h"
+#include "shared_memory.h"
 #include "tensor.h"
 
 #ifdef USAM_WITH_GLOO
@@ -45,6 +46,10 @@ struct ProcessGroupWrap::Impl {
   int rank = 0;
   int worldSize = 1;
   std::string backend;
+  // ranks that met through a store file share a machine: their allreduces of
+  // CPU tensors go through shared memory (the rest through Gloo)
+  std::unique_ptr<SharedMemoryAllreduce> shm;
+  std::string transport;
 #ifdef USAM_WITH_GLOO
   c10::intrusive_ptr<c10d::Store> store;
 #if TORCH_VERSION_MAJOR >= 2
@@ -65,6 +70,7 @@ Napi::Function ProcessGroupWrap::Define(Napi::Env env) {
                          InstanceAccessor("rank", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Rank>, nullptr),
                          InstanceAccessor("worldSize", &ProcessGroupWrap::Guard<&ProcessGroupWrap::WorldSize>, nullptr),
                          InstanceAccessor("backend", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Backend>, nullptr),
+                         InstanceAccessor("transport", &ProcessGroupWrap::Guard<&ProcessGroupWrap::Transport>, nullptr),
                      });
 }
 
@@ -134,6 +140,48 @@ void CheckFingerprints(c10d::Store& store, int rank, int worldSize, const std::s
     for (int r = 1; r < worldSize; r++) check(r);
 }
 
+// The ranks of a store-file group agree on a shared-memory segment for their
+// allreduces: rank 0 creates it and posts its name, every rank posts whether
+// it could map it, and the segment is used only when all could (ranks on
+// different machines, a full /dev/shm or USAM_SHARED_MEMORY=0 on any rank:
+// Gloo alone, everywhere). Rank 0 then removes the name: nothing stays in
+// /dev/shm, even if a rank is killed later. `transport` says which, and why not.
+void SetUpSharedMemory(ProcessGroupWrap::Impl& g, std::chrono::milliseconds timeout) {
+  const char* flag = std::getenv("USAM_SHARED_MEMORY");
+  const bool wanted = !(flag && std::string(flag) == "0");
+  std::string why = wanted ? "" : "USAM_SHARED_MEMORY=0";
+  std::unique_ptr<SharedMemoryAllreduce> shm;
+  const std::string key = "usam/shared-memory/";
+  auto text = [](const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); };
+  auto bytes = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  try {
+    if (g.rank == 0) {
+      if (wanted) shm = SharedMemoryAllreduce::Create(g.worldSize, timeout, why);
+      g.store->set(key + "name", bytes(shm ? shm->Name() : ""));
+    } else {
+      g.store->wait({key + "name"}, timeout);
+      const std::string name = text(g.store->get(key + "name"));
+      if (name.empty() && why.empty()) why = "rank 0 has none";
+      if (wanted && !name.empty()) shm = SharedMemoryAllreduce::Attach(name, g.rank, g.worldSize, timeout, why);
+    }
+    g.store->set(key + "ok/" + std::to_string(g.rank), bytes(shm ? "1" : "0"));
+    bool all = true;
+    for (int r = 0; r < g.worldSize; r++) {
+      g.store->wait({key + "ok/" + std::to_string(r)}, timeout);
+      if (text(g.store->get(key + "ok/" + std::to_string(r))) != "1") {
+        all = false;
+        if (why.empty()) why = "rank " + std::to_string(r) + " could not map it";
+      }
+    }
+    if (g.rank == 0 && shm) shm->Unlink();
+    if (all) g.shm = std::move(shm);
+  } catch (const std::exception& e) {
+    Fail("process group: rank " + std::to_string(g.rank) + " could not agree on shared memory with its peers within " + std::to_string(timeout.count()) +
+         " ms (" + CleanTorchMessage(e.what()) + "); a peer stopped while the group was starting");
+  }
+  g.transport = g.shm ? "shared memory" : "gloo (no shared memory: " + why + ")";
+}
+
 }  // namespace
 #endif
 
@@ -199,6 +247,7 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
         Fail("process group: rank " + std::to_string(impl->rank) + " could not start NCCL (" + CleanTorchMessage(e.what()) + ")");
       }
       impl->backend = "nccl";
+      impl->transport = "nccl";
       impl_ = std::move(impl);
       return;
     }
@@ -223,6 +272,8 @@ ProcessGroupWrap::ProcessGroupWrap(const Napi::CallbackInfo& info) : GuardedWrap
            " ranks were started with the same MASTER_ADDR/MASTER_PORT and WORLD_SIZE, and that each has its own RANK");
     }
     impl->backend = "gloo";
+    impl->transport = "gloo";
+    if (!storeFile.empty() && impl->worldSize > 1) SetUpSharedMemory(*impl, timeout);
 #else
     (void)host;
     (void)timeout;
@@ -282,12 +333,22 @@ Napi::Value ProcessGroupWrap::Allreduce(const Napi::CallbackInfo& info) {
   const std::string op = info.Length() > 1 && !info[1].IsUndefined() ? StringArg(info, 1, "op") : "sum";
 #ifdef USAM_WITH_GLOO
   c10d::AllreduceOptions o;
+  SharedMemoryAllreduce::Op shmOp = SharedMemoryAllreduce::Op::Sum;
   if (op == "sum" || op == "avg") o.reduceOp = c10d::ReduceOp::SUM;
-  else if (op == "max") o.reduceOp = c10d::ReduceOp::MAX;
-  else if (op == "min") o.reduceOp = c10d::ReduceOp::MIN;
+  else if (op == "max") o.reduceOp = c10d::ReduceOp::MAX, shmOp = SharedMemoryAllreduce::Op::Max;
+  else if (op == "min") o.reduceOp = c10d::ReduceOp::MIN, shmOp = SharedMemoryAllreduce::Op::Min;
   else Fail("allreduce: op must be 'sum', 'avg', 'max' or 'min', got '" + op + "'");
-  std::vector<at::Tensor> tensors{t};
-  Finish(g.group->allreduce(tensors, o), g, "allreduce");
+  if (g.shm && t.device().type() == c10::kCPU) {
+    try {
+      g.shm->Allreduce(t, shmOp);
+    } catch (const std::exception& e) {
+      Fail("process group: allreduce failed on rank " + std::to_string(g.rank) + " of " + std::to_string(g.worldSize) +
+           " (a peer stopped, or did not reach the same collective within the timeout): " + CleanTorchMessage(e.what()));
+    }
+  } else {
+    std::vector<at::Tensor> tensors{t};
+    Finish(g.group->allreduce(tensors, o), g, "allreduce");
+  }
   if (op == "avg") t.div_(g.worldSize);
   NoteWrite(t);
 #else
@@ -333,5 +394,6 @@ Napi::Value ProcessGroupWrap::Dispose(const Napi::CallbackInfo& info) {
 Napi::Value ProcessGroupWrap::Rank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Live("rank").rank); }
 Napi::Value ProcessGroupWrap::WorldSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Live("worldSize").worldSize); }
 Napi::Value ProcessGroupWrap::Backend(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), Live("backend").backend); }
+Napi::Value ProcessGroupWrap::Transport(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), Live("transport").transport); }
 
 }  // namespace usam

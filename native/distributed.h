@@ -1,5 +1,6 @@
 // Process groups on LibTorch's c10d (the engine of PyTorch's DDP and
-// torchrun): a TCPStore rendezvous and Gloo collectives on flat CPU buffers.
+// torchrun): a TCPStore rendezvous and Gloo collectives on flat CPU buffers;
+// allreduces between ranks of one machine through shared memory (shared_memory.h).
 // Every collective has a timeout; a peer that dies or never comes gives a JS
 // error, never a hang.
 #pragma once
@@ -26,6 +27,7 @@ class ProcessGroupWrap : public GuardedWrap<ProcessGroupWrap> {
   Napi::Value Rank(const Napi::CallbackInfo& info);
   Napi::Value WorldSize(const Napi::CallbackInfo& info);
   Napi::Value Backend(const Napi::CallbackInfo& info);
+  Napi::Value Transport(const Napi::CallbackInfo& info);
   Impl& Live(const char* what);
 
   std::unique_ptr<Impl> impl_;

@@ -1,5 +1,6 @@
 // One rank of test/integration/distributed.test.ts: joins the process group torchrun's
 // variables describe, runs a scenario, prints one JSON line.
+import { createHash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { processGroupFromEnv } from '../lib/distributed.js';
 import { hessian } from '../lib/hessian/hessian.js';
@@ -88,6 +89,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     out.rank = g.rank;
     out.worldSize = g.worldSize;
     out.backend = g.backend;
+    out.transport = g.transport;
     const r = g.rank;
     // the reduced-precision cells of the composition matrix (USAM_TEST_PRECISION, USAM_TEST_CLIP)
     const reduced = {
@@ -108,6 +110,37 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
         const b = values((i) => 10 * r + i, dtype);
         g.broadcast(b, 1);
         out[dtype] = { sum: Array.from(sum.toArray() as Float64Array), avg: Array.from(avg.toArray() as Float64Array), max: Array.from(max.toArray() as Float64Array), min: Array.from(min.toArray() as Float64Array), broadcast: Array.from(b.toArray() as Float64Array) };
+      }
+      g.barrier();
+    } else if (scenario === 'transport') {
+      // random values (bit-level comparison between transports), sizes of one and of several 4 MiB chunks, and
+      // integer values whose sums are exact in any order (any world size)
+      const random = rng(100 + r);
+      const cases: [string, 'float32' | 'float64', number, 'sum' | 'avg' | 'max' | 'min', (i: number) => number][] = [
+        ['small float32 sum', 'float32', 7, 'sum', () => random() * 2 - 1],
+        ['chunked float32 sum', 'float32', 1_500_000, 'sum', () => random() * 2 - 1],
+        ['chunked float64 avg', 'float64', 600_000, 'avg', () => random() * 2 - 1],
+        ['float32 max', 'float32', 1000, 'max', () => random() * 2 - 1],
+        ['float64 min', 'float64', 1000, 'min', () => random() * 2 - 1],
+        ['exact float64 sum', 'float64', 5, 'sum', (i) => (r + 1) * (i + 1)],
+      ];
+      const results: Record<string, { sha: string; head: number[] }> = {};
+      for (const [name, dtype, n, op, f] of cases) {
+        const t = tensor(Float64Array.from({ length: n }, (_, i) => f(i)), [n], { dtype });
+        g.allreduce(t, op);
+        const values = t.toArray() as Float32Array | Float64Array;
+        results[name] = { sha: createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex'), head: Array.from(values.slice(0, 5)) };
+      }
+      out.results = results;
+      // a rank that calls with another size: every rank gets an error saying so (not a hang)
+      if (process.env.USAM_TEST_MISMATCH) {
+        const t = tensor(new Float64Array(r + 3), [r + 3], { dtype: 'float64' });
+        try {
+          g.allreduce(t);
+          out.mismatch = 'returned';
+        } catch (e) {
+          out.mismatch = (e as Error).message;
+        }
       }
       g.barrier();
     } else if (scenario === 'steps') {

@@ -213,6 +213,8 @@ export interface NativeProcessGroup {
   readonly rank: number;
   readonly worldSize: number;
   readonly backend: string;
+  /** how allreduces travel: 'shared memory', 'gloo' (with the reason when a store-file group has no shared memory), or 'nccl' */
+  readonly transport: string;
   allreduce(t: NativeTensor, op?: 'sum' | 'avg' | 'max' | 'min'): void;
   broadcast(t: NativeTensor, root?: number): void;
   barrier(): void;

@@ -3,7 +3,9 @@
 // round after round; prints ms per step and the ratios to 1 × 1 from this run.
 // Two controls measure what the machine allows: 1 process on half the batch,
 // and 2 independent processes (no process group, no collective) each on half
-// the batch at once: the speed-up 2 ranks could reach with free communication.
+// the batch at once, timed by the slower of the two: the speed-up 2 ranks
+// could reach with free communication. The header names the transport of
+// the allreduces (shared memory; Gloo with USAM_SHARED_MEMORY=0).
 //   npm run bench:data-parallel -- [--steps 10] [--rounds 3] [--batch 128] [--rule sam]
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -42,10 +44,12 @@ function rank(): void {
   const t0 = performance.now();
   for (let i = 2; i < steps + 2; i++) opt.step(data[i].x, data[i].y);
   const ms = (performance.now() - t0) / steps;
-  if (r === 0) process.stdout.write(JSON.stringify({ ms }) + '\n');
+  process.stdout.write(JSON.stringify({ ms, transport: group?.transport }) + '\n');
   group?.dispose();
 }
 
+
+let transport = '';
 
 async function measure(processes: number, threads: number, independent = false, perProcessBatch = batch): Promise<number> {
   const rendezvous = localRendezvous(); // as usam train --nproc: a private store file, Gloo on loopback
@@ -65,7 +69,10 @@ async function measure(processes: number, threads: number, independent = false, 
       }),
     ),
   ).finally(rendezvous.cleanup);
-  return JSON.parse(outs[0].stdout.trim().split('\n').at(-1)!).ms;
+  const reports = outs.map((o) => JSON.parse(o.stdout.trim().split('\n').at(-1)!) as { ms: number; transport?: string });
+  transport = reports[0].transport ?? transport;
+  // the slowest process: a synchronised step waits for it (ranks of a group all report the same step time)
+  return Math.max(...reports.map((r) => r.ms));
 }
 
 async function main(): Promise<void> {
@@ -82,7 +89,7 @@ async function main(): Promise<void> {
     for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads, c.independent, batch / 2));
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const base = median(times[0]);
-  console.log(`CNN ${rule} steps, global batch ${batch}, ${steps} steps × ${rounds} rounds (median), LibTorch ${native().versions().torch}`);
+  console.log(`CNN ${rule} steps, global batch ${batch}, ${steps} steps × ${rounds} rounds (median), LibTorch ${native().versions().torch}, allreduces through ${transport}`);
   console.log('| setup | ms per step | vs 1 × 1 | speed-up |\n|---|---|---|---|');
   for (const [i, c] of configs.entries())
     console.log(`| ${c.name} | ${median(times[i]).toFixed(1)} | ${(median(times[i]) / base).toFixed(3)}× | ${(base / median(times[i])).toFixed(2)}× |`);

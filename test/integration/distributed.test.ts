@@ -5,6 +5,7 @@
 // Collectives against the values computed here; a dead peer and a missing
 // one give errors within the timeout, not hangs.
 import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -63,7 +64,7 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     const out = await ranks('collectives', 2);
     for (const [r, o] of out.entries()) {
       expect(o.error).toBeUndefined();
-      expect([o.rank, o.worldSize, o.backend]).toEqual([r, 2, 'gloo']);
+      expect([o.rank, o.worldSize, o.backend, o.transport]).toEqual([r, 2, 'gloo', 'shared memory']);
       for (const dtype of ['float64', 'float32']) {
         const d = o[dtype] as Record<string, number[]>;
         const idx = [0, 1, 2, 3, 4];
@@ -75,6 +76,32 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
       }
     }
   }, 90_000);
+
+  // ranks that meet through a store file share one machine: allreduces through shared memory
+  const segments = () => (existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((f) => f.startsWith('usam-')) : []);
+  it('between ranks of one machine, allreduces go through shared memory: bit for bit what Gloo gives, in chunks, and nothing left in /dev/shm', async () => {
+    const before = segments();
+    const [shm, gloo, three] = [await ranks('transport', 2), await ranks('transport', 2, 2, { USAM_SHARED_MEMORY: '0' }), await ranks('transport', 3)];
+    for (const o of [...shm, ...gloo, ...three]) expect(o.error, JSON.stringify(o)).toBeUndefined();
+    expect(shm.map((o) => o.transport)).toEqual(['shared memory', 'shared memory']);
+    expect(gloo.map((o) => o.transport)).toEqual(['gloo (no shared memory: USAM_SHARED_MEMORY=0)', 'gloo (no shared memory: USAM_SHARED_MEMORY=0)']);
+    expect(three.map((o) => o.transport)).toEqual(['shared memory', 'shared memory', 'shared memory']);
+    type Results = Record<string, { sha: string; head: number[] }>;
+    const [a, b] = [shm[0].results as Results, gloo[0].results as Results];
+    expect(Object.keys(a)).toHaveLength(6);
+    // every rank ends with the same bits, and they are Gloo's (a sum of two is the same either way round)
+    for (const o of [...shm, ...gloo]) expect(o.results).toEqual(b);
+    expect(a).toEqual(b);
+    // three ranks: exact values, and the same bits on every rank
+    for (const o of three) expect((o.results as Results)['exact float64 sum'].head).toEqual([6, 12, 18, 24, 30]);
+    for (const o of three) expect(o.results).toEqual(three[0].results);
+    expect(segments()).toEqual(before);
+  }, 120_000);
+
+  it('ranks that call allreduce with different sizes get an error saying so, through shared memory', async () => {
+    const out = await ranks('transport', 2, 2, { USAM_TEST_MISMATCH: '1' });
+    for (const o of out) expect(o.mismatch).toMatch(/allreduce failed on rank \d of 2 .*called allreduce with another tensor or op \(\d values\) than rank \d .*every rank must make the same collective calls/);
+  }, 60_000);
 
   // synced data parallelism: two ranks with half the batch each take the steps one process takes on the whole batch
   const rules: [string, object | null][] = [
@@ -186,6 +213,12 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     expect(one, JSON.stringify(one)).toMatchObject({ rank: 1, exited: true });
     expect(zero.error).toMatch(/process group: allreduce failed on rank 0 of 2 \(a peer stopped/);
     expect(zero.errorAfterMs).toBeLessThan(15_000 + 2_000);
+    // through shared memory the error names the rank and its process, as soon as the process is gone
+    expect(zero.error).toMatch(/rank 1 \(process \d+\) stopped while rank 0 waited for it to reach the same allreduce/);
+    // and through Gloo (its peer's socket closed)
+    const [gloo] = await ranks('peer-dies', 2, 2, { USAM_TEST_TIMEOUT_MS: '15000', USAM_SHARED_MEMORY: '0' });
+    expect(gloo.error).toMatch(/process group: allreduce failed on rank 0 of 2 \(a peer stopped/);
+    expect(gloo.errorAfterMs).toBeLessThan(15_000 + 2_000);
   }, 90_000);
 
   it('a rank that never comes: the rendezvous fails after the timeout, saying what to check', async () => {
