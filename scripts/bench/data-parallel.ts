@@ -5,7 +5,8 @@
 // and 2 independent processes (no process group, no collective) each on half
 // the batch at once, timed by the slower of the two: the speed-up 2 ranks
 // could reach with free communication. The header names the transport of
-// the allreduces (shared memory; Gloo with USAM_SHARED_MEMORY=0).
+// the ranks' allreduces (shared memory on one machine); one more setup runs
+// the same ranks with Gloo's (USAM_SHARED_MEMORY=0).
 //   npm run bench:data-parallel -- [--steps 10] [--rounds 3] [--batch 128] [--rule sam]
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -51,7 +52,7 @@ function rank(): void {
 
 let transport = '';
 
-async function measure(processes: number, threads: number, independent = false, perProcessBatch = batch): Promise<number> {
+async function measure(processes: number, threads: number, independent = false, perProcessBatch = batch, env: Record<string, string> = {}): Promise<number> {
   const rendezvous = localRendezvous(); // as usam train --nproc: a private store file, Gloo on loopback
   const self = fileURLToPath(import.meta.url);
   const runTs = fileURLToPath(new URL('../run-ts.mjs', import.meta.url));
@@ -65,28 +66,31 @@ async function measure(processes: number, threads: number, independent = false, 
           WORLD_SIZE: String(processes),
           ...rendezvous.env,
           ...(independent ? { BENCH_INDEPENDENT: '1', BENCH_BATCH: String(perProcessBatch) } : {}),
+          ...env,
         },
       }),
     ),
   ).finally(rendezvous.cleanup);
   const reports = outs.map((o) => JSON.parse(o.stdout.trim().split('\n').at(-1)!) as { ms: number; transport?: string });
-  transport = reports[0].transport ?? transport;
+  if (!env.USAM_SHARED_MEMORY) transport = reports[0].transport ?? transport;
   // the slowest process: a synchronised step waits for it (ranks of a group all report the same step time)
   return Math.max(...reports.map((r) => r.ms));
 }
 
 async function main(): Promise<void> {
-  const configs = [
+  const configs: { name: string; processes: number; threads: number; independent?: boolean; env?: Record<string, string> }[] = [
     { name: '1 process × 1 thread', processes: 1, threads: 1 },
     { name: '1 process × 2 threads', processes: 1, threads: 2 },
     { name: '2 processes × 1 thread', processes: 2, threads: 1 },
+    // the same ranks with Gloo's allreduces (USAM_SHARED_MEMORY=0)
+    { name: '2 processes × 1 thread, allreduces through Gloo', processes: 2, threads: 1, env: { USAM_SHARED_MEMORY: '0' } },
     // the controls: half the batch alone, and two such processes at once with no collective
     { name: `control: 1 process × 1 thread, batch ${batch / 2}`, processes: 1, threads: 1, independent: true },
     { name: `control: 2 independent processes × 1 thread, batch ${batch / 2} each, no collective`, processes: 2, threads: 1, independent: true },
   ];
   const times = configs.map(() => [] as number[]);
   for (let round = 0; round < rounds; round++)
-    for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads, c.independent, batch / 2));
+    for (const [i, c] of configs.entries()) times[i].push(await measure(c.processes, c.threads, c.independent, batch / 2, c.env));
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const base = median(times[0]);
   console.log(`CNN ${rule} steps, global batch ${batch}, ${steps} steps × ${rounds} rounds (median), LibTorch ${native().versions().torch}, allreduces through ${transport}`);
