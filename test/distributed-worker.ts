@@ -84,6 +84,12 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const timeoutMs = Number(process.env.USAM_TEST_TIMEOUT_MS ?? 20000);
   const t0 = Date.now();
   const out: Record<string, unknown> = {};
+  // USAM_TEST_RULE: one rule's results in out; USAM_TEST_RULES (a JSON array): each rule's in out.byRule, in
+  // turn in the same processes (a pair of ranks takes about 2 s to start)
+  const eachRule = (f: (rule: string) => Record<string, unknown>) => {
+    if (process.env.USAM_TEST_RULES) out.byRule = (JSON.parse(process.env.USAM_TEST_RULES) as unknown[]).map((rule) => f(JSON.stringify(rule)));
+    else Object.assign(out, f(process.env.USAM_TEST_RULE!));
+  };
   try {
     const g = processGroupFromEnv(process.env, { timeoutMs, ...(process.env.USAM_TEST_FINGERPRINT ? { fingerprint: { config: process.env.USAM_TEST_FINGERPRINT } } : {}) });
     out.rank = g.rank;
@@ -144,12 +150,14 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       }
       g.barrier();
     } else if (scenario === 'steps') {
-      out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g);
+      eachRule((rule) => ({ values: steps(rule, r, g.worldSize, g) }));
     } else if (scenario === 'batchnorm-steps') {
-    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { batchNorm: true, ...reduced });
-  } else if (scenario === 'local-step') {
-    out.values = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, ...reduced });
-    out.synced = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0, ...reduced });
+      eachRule((rule) => ({ values: steps(rule, r, g.worldSize, g, { batchNorm: true, ...reduced }) }));
+    } else if (scenario === 'local-step') {
+      eachRule((rule) => ({
+        values: steps(rule, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, ...reduced }),
+        synced: steps(rule, r, g.worldSize, g, { perturbation: 'synced', steps: 1, momentum: 0, ...reduced }),
+      }));
   } else if (scenario === 'local-batchnorm') {
     const v = steps(process.env.USAM_TEST_RULE!, r, g.worldSize, g, { perturbation: 'local', steps: 1, momentum: 0, batchNorm: true });
     out.buffers = v.slice(v.length - bufferCount(true));

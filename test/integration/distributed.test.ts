@@ -40,6 +40,17 @@ async function ranks(scenario: string, worldSize: number, started = worldSize, e
   }
 }
 
+// Several tests of one scenario share one pair of ranks that takes each test's rule in turn
+// (USAM_TEST_RULES): started once, on the first test's call; each test reads its rule's results.
+const shared = new Map<string, Promise<Out[]>>();
+async function ranksForRule(scenario: string, rules: (object | null)[], rule: object | null, env: Record<string, string> = {}): Promise<Out[]> {
+  const key = JSON.stringify([scenario, rules, env]);
+  if (!shared.has(key)) shared.set(key, ranks(scenario, 2, 2, { USAM_TEST_RULES: JSON.stringify(rules), ...env }));
+  const out = await shared.get(key)!;
+  const i = rules.indexOf(rule);
+  return out.map((o) => ({ ...o, ...((o.byRule as Out[] | undefined)?.[i] ?? {}) }));
+}
+
 function runRanks(scenario: string, worldSize: number, started: number, env: Record<string, string>): Promise<Out[]> {
   return Promise.all(
     Array.from({ length: started }, (_, rank) =>
@@ -79,9 +90,10 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
 
   // ranks that meet through a store file share one machine: allreduces through shared memory
   const segments = () => (existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((f) => f.startsWith('usam-')) : []);
-  it('between ranks of one machine, allreduces go through shared memory: bit for bit what Gloo gives, in chunks, and nothing left in /dev/shm', async () => {
+  it('between ranks of one machine, allreduces go through shared memory: bit for bit what Gloo gives, in chunks, nothing left in /dev/shm; a size mismatch is an error', async () => {
     const before = segments();
-    const [shm, gloo, three] = [await ranks('transport', 2), await ranks('transport', 2, 2, { USAM_SHARED_MEMORY: '0' }), await ranks('transport', 3)];
+    // (the shared-memory pair then calls allreduce with sizes that differ between the ranks)
+    const [shm, gloo, three] = [await ranks('transport', 2, 2, { USAM_TEST_MISMATCH: '1' }), await ranks('transport', 2, 2, { USAM_SHARED_MEMORY: '0' }), await ranks('transport', 3)];
     for (const o of [...shm, ...gloo, ...three]) expect(o.error, JSON.stringify(o)).toBeUndefined();
     expect(shm.map((o) => o.transport)).toEqual(['shared memory', 'shared memory']);
     expect(gloo.map((o) => o.transport)).toEqual(['gloo (no shared memory: USAM_SHARED_MEMORY=0)', 'gloo (no shared memory: USAM_SHARED_MEMORY=0)']);
@@ -96,12 +108,9 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     for (const o of three) expect((o.results as Results)['exact float64 sum'].head).toEqual([6, 12, 18, 24, 30]);
     for (const o of three) expect(o.results).toEqual(three[0].results);
     expect(segments()).toEqual(before);
+    // ranks that call allreduce with different sizes: an error saying so on every rank
+    for (const o of shm) expect(o.mismatch).toMatch(/allreduce failed on rank \d of 2 .*called allreduce with another tensor or op \(\d values\) than rank \d .*every rank must make the same collective calls/);
   }, 120_000);
-
-  it('ranks that call allreduce with different sizes get an error saying so, through shared memory', async () => {
-    const out = await ranks('transport', 2, 2, { USAM_TEST_MISMATCH: '1' });
-    for (const o of out) expect(o.mismatch).toMatch(/allreduce failed on rank \d of 2 .*called allreduce with another tensor or op \(\d values\) than rank \d .*every rank must make the same collective calls/);
-  }, 60_000);
 
   // synced data parallelism: two ranks with half the batch each take the steps one process takes on the whole batch
   const rules: [string, object | null][] = [
@@ -113,7 +122,7 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
   ];
   it.each(rules)('%s: two processes on halves equal one process on the whole batch (float64, 1e-10)', async (_name, rule) => {
     const json = JSON.stringify(rule);
-    const out = await ranks('steps', 2, 2, { USAM_TEST_RULE: json });
+    const out = await ranksForRule('steps', rules.map((r) => r[1]), rule);
     const one = steps(json, 0, 1);
     for (const o of out) {
       expect(o.error).toBeUndefined();
@@ -128,7 +137,7 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
 
   it.each(rules.slice(1, 3))('%s with BatchNorm: two ranks equal one process whose two micro-batches are their halves (per-shard batch statistics, pooled running statistics)', async (_name, rule) => {
     const json = JSON.stringify(rule);
-    const out = await ranks('batchnorm-steps', 2, 2, { USAM_TEST_RULE: json });
+    const out = await ranksForRule('batchnorm-steps', rules.slice(1, 3).map((r) => r[1]), rule);
     const one = steps(json, 0, 1, undefined, { batchNorm: true, microBatches: 2 });
     for (const o of out) {
       expect(o.error).toBeUndefined();
@@ -172,7 +181,7 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
 
   it.each(rules.slice(1, 4))('%s, local perturbations: each rank perturbs with its own half; one step equals the mean of one-process steps on each half', async (_name, rule) => {
     const json = JSON.stringify(rule);
-    const out = await ranks('local-step', 2, 2, { USAM_TEST_RULE: json });
+    const out = await ranksForRule('local-step', rules.slice(1, 4).map((r) => r[1]), rule);
     // plain SGD (no momentum): w − lr·(g_A + g_B)/2 is the mean of w − lr·g_A and w − lr·g_B
     const a = steps(json, 0, 2, undefined, { steps: 1, momentum: 0 }), b = steps(json, 1, 2, undefined, { steps: 1, momentum: 0 });
     const mean = a.map((v, i) => (v + b[i]) / 2);
