@@ -67,14 +67,15 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<int64_t>
               "shared-memory collectives need address-free atomics");
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "the futex word is the atomic's storage");
 
+// The segment: the header, one line of state per rank, then (page-aligned) one slot per rank.
+size_t SharedMemoryAllreduce::SlotsOffset(int worldSize) { return RoundUp(RoundUp(sizeof(Header), kLine) + worldSize * sizeof(RankState), kPage); }
+size_t SharedMemoryAllreduce::SegmentBytes(int worldSize) { return SlotsOffset(worldSize) + worldSize * kSlotBytes; }
+
 SharedMemoryAllreduce::RankState& SharedMemoryAllreduce::State(int r) const {
   return reinterpret_cast<RankState*>(static_cast<uint8_t*>(base_) + RoundUp(sizeof(Header), kLine))[r];
 }
 
-uint8_t* SharedMemoryAllreduce::Slot(int r) const {
-  const size_t states = RoundUp(RoundUp(sizeof(Header), kLine) + worldSize_ * sizeof(RankState), kPage);
-  return static_cast<uint8_t*>(base_) + states + r * slotBytes_;
-}
+uint8_t* SharedMemoryAllreduce::Slot(int r) const { return static_cast<uint8_t*>(base_) + SlotsOffset(worldSize_) + r * slotBytes_; }
 
 #ifdef __linux__
 
@@ -95,7 +96,7 @@ std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Create(int worldSi
   s->worldSize_ = worldSize;
   s->timeout_ = timeout;
   s->slotBytes_ = kSlotBytes;
-  s->bytes_ = RoundUp(RoundUp(sizeof(Header), kLine) + worldSize * sizeof(RankState), kPage) + worldSize * kSlotBytes;
+  s->bytes_ = SegmentBytes(worldSize);
   std::random_device rd;
   char name[48];
   std::snprintf(name, sizeof name, "/usam-%08x%08x%08x", rd(), rd(), rd());
@@ -133,7 +134,7 @@ std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Attach(const std::
   s->worldSize_ = worldSize;
   s->timeout_ = timeout;
   s->slotBytes_ = kSlotBytes;
-  s->bytes_ = RoundUp(RoundUp(sizeof(Header), kLine) + worldSize * sizeof(RankState), kPage) + worldSize * kSlotBytes;
+  s->bytes_ = SegmentBytes(worldSize);
   s->unlinked_ = true;  // rank 0 owns the name
   const int fd = shm_open(name.c_str(), O_RDWR, 0);
   if (fd < 0) {

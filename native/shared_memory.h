@@ -53,6 +53,8 @@ class SharedMemoryAllreduce {
   SharedMemoryAllreduce() = default;
   struct Header;
   struct RankState;
+  static size_t SlotsOffset(int worldSize);
+  static size_t SegmentBytes(int worldSize);
   bool Map(int fd, std::string& why);
   RankState& State(int r) const;
   uint8_t* Slot(int r) const;
