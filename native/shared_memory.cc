@@ -75,7 +75,10 @@ SharedMemoryAllreduce::RankState& SharedMemoryAllreduce::State(int r) const {
   return reinterpret_cast<RankState*>(static_cast<uint8_t*>(base_) + RoundUp(sizeof(Header), kLine))[r];
 }
 
-uint8_t* SharedMemoryAllreduce::Slot(int r) const { return static_cast<uint8_t*>(base_) + SlotsOffset(worldSize_) + r * slotBytes_; }
+uint8_t* SharedMemoryAllreduce::Slot(int r) const { return static_cast<uint8_t*>(base_) + SlotsOffset(worldSize_) + r * kSlotBytes; }
+
+SharedMemoryAllreduce::SharedMemoryAllreduce(std::string name, int rank, int worldSize, std::chrono::milliseconds timeout)
+    : name_(std::move(name)), rank_(rank), worldSize_(worldSize), timeout_(timeout), bytes_(SegmentBytes(worldSize)) {}
 
 #ifdef __linux__
 
@@ -91,33 +94,24 @@ bool SharedMemoryAllreduce::Map(int fd, std::string& why) {
 }
 
 std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Create(int worldSize, std::chrono::milliseconds timeout, std::string& why) {
-  std::unique_ptr<SharedMemoryAllreduce> s(new SharedMemoryAllreduce());
-  s->rank_ = 0;
-  s->worldSize_ = worldSize;
-  s->timeout_ = timeout;
-  s->slotBytes_ = kSlotBytes;
-  s->bytes_ = SegmentBytes(worldSize);
   std::random_device rd;
   char name[48];
   std::snprintf(name, sizeof name, "/usam-%08x%08x%08x", rd(), rd(), rd());
-  s->name_ = name;
+  std::unique_ptr<SharedMemoryAllreduce> s(new SharedMemoryAllreduce(name, 0, worldSize, timeout));
   const int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) {
     why = "shm_open(" + s->name_ + ") failed: " + std::strerror(errno);
     return nullptr;
   }
+  s->ownsName_ = true;  // from here on, a failure removes the name (the destructor)
   // the pages reserved now: a /dev/shm without room is refused here, not a SIGBUS mid-step
   const int err = posix_fallocate(fd, 0, static_cast<off_t>(s->bytes_));
   if (err != 0) {
     close(fd);
-    shm_unlink(name);
     why = "reserving " + std::to_string(s->bytes_ >> 20) + " MiB in /dev/shm failed: " + std::strerror(err);
     return nullptr;
   }
-  if (!s->Map(fd, why)) {
-    shm_unlink(name);
-    return nullptr;
-  }
+  if (!s->Map(fd, why)) return nullptr;
   auto* h = static_cast<Header*>(s->base_);
   h->magic = kMagic;
   h->worldSize = static_cast<uint64_t>(worldSize);
@@ -128,14 +122,7 @@ std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Create(int worldSi
 
 std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Attach(const std::string& name, int rank, int worldSize,
                                                                      std::chrono::milliseconds timeout, std::string& why) {
-  std::unique_ptr<SharedMemoryAllreduce> s(new SharedMemoryAllreduce());
-  s->name_ = name;
-  s->rank_ = rank;
-  s->worldSize_ = worldSize;
-  s->timeout_ = timeout;
-  s->slotBytes_ = kSlotBytes;
-  s->bytes_ = SegmentBytes(worldSize);
-  s->unlinked_ = true;  // rank 0 owns the name
+  std::unique_ptr<SharedMemoryAllreduce> s(new SharedMemoryAllreduce(name, rank, worldSize, timeout));
   const int fd = shm_open(name.c_str(), O_RDWR, 0);
   if (fd < 0) {
     why = "shm_open(" + name + ") failed: " + std::strerror(errno) + " (the ranks are not on one machine?)";
@@ -159,12 +146,12 @@ std::unique_ptr<SharedMemoryAllreduce> SharedMemoryAllreduce::Attach(const std::
 
 SharedMemoryAllreduce::~SharedMemoryAllreduce() {
   if (base_) munmap(base_, bytes_);
-  if (!unlinked_) shm_unlink(name_.c_str());
+  Unlink();
 }
 
 void SharedMemoryAllreduce::Unlink() {
-  if (!unlinked_) shm_unlink(name_.c_str());
-  unlinked_ = true;
+  if (ownsName_) shm_unlink(name_.c_str());
+  ownsName_ = false;
 }
 
 void SharedMemoryAllreduce::Publish() {
@@ -222,7 +209,7 @@ void SharedMemoryAllreduce::Allreduce(at::Tensor& t, Op op) {
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   const int64_t n = t.numel();
   const size_t itemBytes = t.element_size();
-  const int64_t perChunk = static_cast<int64_t>(slotBytes_ / itemBytes);
+  const int64_t perChunk = static_cast<int64_t>(kSlotBytes / itemBytes);
   const int64_t chunks = std::max<int64_t>(1, (n + perChunk - 1) / perChunk);
   auto* data = static_cast<uint8_t*>(t.data_ptr());
   RankState& mine = State(rank_);

@@ -50,7 +50,7 @@ class SharedMemoryAllreduce {
   void Allreduce(at::Tensor& t, Op op);
 
  private:
-  SharedMemoryAllreduce() = default;
+  SharedMemoryAllreduce(std::string name, int rank, int worldSize, std::chrono::milliseconds timeout);
   struct Header;
   struct RankState;
   static size_t SlotsOffset(int worldSize);
@@ -67,11 +67,10 @@ class SharedMemoryAllreduce {
   int rank_ = 0;
   int worldSize_ = 1;
   std::chrono::milliseconds timeout_{0};
-  size_t slotBytes_ = 0;
   size_t bytes_ = 0;
   void* base_ = nullptr;
   uint32_t seq_ = 0;  // chunks this rank has completed
-  bool unlinked_ = false;
+  bool ownsName_ = false;  // rank 0, from creating the segment until Unlink()
 };
 
 }  // namespace usam

@@ -129,6 +129,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
         ['float32 max', 'float32', 1000, 'max', () => random() * 2 - 1],
         ['float64 min', 'float64', 1000, 'min', () => random() * 2 - 1],
         ['exact float64 sum', 'float64', 5, 'sum', (i) => (r + 1) * (i + 1)],
+        ['exact float64 max', 'float64', 5, 'max', (i) => (i + r) % 3],
+        ['exact float64 min', 'float64', 5, 'min', (i) => (i + r) % 3],
       ];
       const results: Record<string, { sha: string; head: number[] }> = {};
       for (const [name, dtype, n, op, f] of cases) {

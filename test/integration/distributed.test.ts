@@ -100,12 +100,18 @@ describe.skipIf(!hasGloo)('process groups (c10d Gloo), two processes on loopback
     expect(three.map((o) => o.transport)).toEqual(['shared memory', 'shared memory', 'shared memory']);
     type Results = Record<string, { sha: string; head: number[] }>;
     const [a, b] = [shm[0].results as Results, gloo[0].results as Results];
-    expect(Object.keys(a)).toHaveLength(6);
+    expect(Object.keys(a)).toHaveLength(8);
     // every rank ends with the same bits, and they are Gloo's (a sum of two is the same either way round)
     for (const o of [...shm, ...gloo]) expect(o.results).toEqual(b);
     expect(a).toEqual(b);
     // three ranks: exact values, and the same bits on every rank
-    for (const o of three) expect((o.results as Results)['exact float64 sum'].head).toEqual([6, 12, 18, 24, 30]);
+    for (const o of three) {
+      const r = o.results as Results;
+      expect(r['exact float64 sum'].head).toEqual([6, 12, 18, 24, 30]);
+      // (i + rank) mod 3 over ranks 0, 1, 2 takes every value 0..2 at every i
+      expect(r['exact float64 max'].head).toEqual([2, 2, 2, 2, 2]);
+      expect(r['exact float64 min'].head).toEqual([0, 0, 0, 0, 0]);
+    }
     for (const o of three) expect(o.results).toEqual(three[0].results);
     expect(segments()).toEqual(before);
     // ranks that call allreduce with different sizes: an error saying so on every rank
