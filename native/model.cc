@@ -43,6 +43,9 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("hvpAsync", &M::Guard<&M::Async<&M::HvpCall>>),
                          InstanceMethod("curvature", &M::Guard<&M::Curvature>),
                          InstanceMethod("curvatureAsync", &M::Guard<&M::Async<&M::CurvatureCall>>),
+                         InstanceMethod("gaussNewton", &M::Guard<&M::GaussNewton>),
+                         InstanceMethod("gaussNewtonAsync", &M::Guard<&M::Async<&M::GaussNewtonCall>>),
+                         InstanceMethod("fisherTargets", &M::Guard<&M::FisherTargets>),
                          InstanceMethod("quadraticFormGradAsync", &M::Guard<&M::Async<&M::QuadraticFormGradCall>>),
                          InstanceMethod("quadraticFormGrad", &M::Guard<&M::QuadraticFormGrad>),
                          InstanceMethod("getRngState", &M::Guard<&M::GetRngState>),
@@ -336,6 +339,36 @@ ModelCall ModelWrap::CurvatureCall(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::Curvature(const Napi::CallbackInfo& info) { return RunNow(info.Env(), CurvatureCall(info)); }
+
+// gaussNewton(x, y, v, out, kind, cache?): writes G·v into `out` for kind
+// 'ggn', 'empirical-fisher' or 'mc-fisher' (Network::GaussNewtonBy; v and out
+// flat [P] or a block [K, P]), returns L(w).
+ModelCall ModelWrap::GaussNewtonCall(const Napi::CallbackInfo& info) {
+  auto [x, y] = Batch(info, 0);
+  auto& v = DirectionsArg(info, 2, "v", -1);
+  auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
+  std::string kind = StringArg(info, 4, "kind");  // checked by GaussNewtonBy
+  PrimalCache* cache = nullptr;
+  if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
+  auto loss = std::make_shared<double>(0);
+  return {[this, x = x, y = y, v, out, kind, loss, cache]() mutable {
+            *loss = net_->GaussNewtonBy(kind, x, y, v, out, cache);
+          },
+          [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
+}
+
+Napi::Value ModelWrap::GaussNewton(const Napi::CallbackInfo& info) { return RunNow(info.Env(), GaussNewtonCall(info)); }
+
+// fisherTargets(outputs, noise): targets drawn from the model's predictive
+// distribution at `outputs` by transforming `noise` (Network::FisherTargets).
+Napi::Value ModelWrap::FisherTargets(const Napi::CallbackInfo& info) {
+  auto& net = Net();
+  auto& z = TensorWrap::Arg(info, 0, "outputs");
+  auto& noise = TensorWrap::Arg(info, 1, "noise");
+  if (z.device() != net.device || noise.device() != net.device)
+    Fail("outputs and noise must be on the model's device (" + net.device.str() + ")");
+  return TensorWrap::New(info.Env(), net.FisherTargets(z, noise));
+}
 
 // quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
 // third derivative of the loss) into `out`; used by the exact estimator.

@@ -77,6 +77,8 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value LastGradSum(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value Curvature(const Napi::CallbackInfo& info);
+  Napi::Value GaussNewton(const Napi::CallbackInfo& info);
+  Napi::Value FisherTargets(const Napi::CallbackInfo& info);
   Napi::Value QuadraticFormGrad(const Napi::CallbackInfo& info);
   Napi::Value GetRngState(const Napi::CallbackInfo& info);
   Napi::Value SetRngState(const Napi::CallbackInfo& info);
@@ -86,6 +88,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   ModelCall LossAndGradCall(const Napi::CallbackInfo& info);
   ModelCall HvpCall(const Napi::CallbackInfo& info);
   ModelCall CurvatureCall(const Napi::CallbackInfo& info);
+  ModelCall GaussNewtonCall(const Napi::CallbackInfo& info);
   ModelCall QuadraticFormGradCall(const Napi::CallbackInfo& info);
   Napi::Value RunNow(Napi::Env env, ModelCall call);
   Napi::Value RunAsync(const Napi::CallbackInfo& info, ModelCall call);

@@ -47,6 +47,19 @@ class Network {
   // of the other two HVPs; returns L(w).
   double CurvatureBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                      at::Tensor& out, PrimalCache* cache);
+  // G·v into `out` for a Gauss-Newton-type curvature `kind` (gauss_newton.cc):
+  // "ggn" (Jᵀ ∂²L/∂z² J), "empirical-fisher" (per-sample gradients' second
+  // moment) or "mc-fisher" (the same at targets y drawn from the model, see
+  // FisherTargets); v, out flat [P] or a block [K, P]; returns L(w).
+  double GaussNewtonBy(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                       at::Tensor& out, PrimalCache* cache);
+  // Targets drawn from the model's predictive distribution at outputs z, one
+  // set per leading row of `noise`: cross-entropy labels by inverse CDF of
+  // softmax(z) (noise uniform [M, N]), BCE 0/1 with P(1) = σ(z) (noise
+  // uniform [M, ...z]), MSE z + noise/√2 (noise standard normal [M, ...z]:
+  // (z − ỹ)² is the negative log-density of N(z, 1/2), so that the Fisher's
+  // expectation is the GGN).
+  at::Tensor FisherTargets(const at::Tensor& z, const at::Tensor& noise) const;
   // q = vᵀHv, with ∇_w q (a third derivative of the loss) written into `out`; returns q.
   double QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out);
   // H·v into `out` by forward-over-reverse differentiation (one forward pass
@@ -113,6 +126,15 @@ class Network {
   // What the loss's derivatives need that does not depend on v: L, ∂L/∂z and
   // (cross-entropy) softmax(z) or (BCE, Huber) the diagonal ∂²L/∂z², through the cache.
   std::vector<at::Tensor> LossPrimal(const at::Tensor& z, const at::Tensor& target, PrimalCache* cache) const;
+  // The output-space term of a Gauss-Newton product: M·ż for the outputs'
+  // dual z (M = ∂²L/∂z², or n·g_n g_nᵀ per sample with g = ∂L/∂z and n the
+  // loss's number of terms); sets `loss`.
+  at::Tensor OutputCurvature(const std::string& kind, const Dual& z, const at::Tensor& y, PrimalCache* cache,
+                             int64_t block, double& loss) const;
+  // GaussNewtonBy for a TorchScript module, by autograd (J·v by the double-vjp
+  // trick on the kept graph of Jᵀu, then Jᵀ(M·Jv)), row by row for a block.
+  double ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                           at::Tensor& out, PrimalCache& cache);
   // A flat vector split like the parameters ([K, ...shape] views for a block [K, P]).
   std::vector<at::Tensor> SplitLikeParams(const at::Tensor& flat, int64_t block) const;
   // The frame of Hvp and Curvature: the pass over the batch in the current

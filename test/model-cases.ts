@@ -1,11 +1,13 @@
 // Small float64 models that between them hold every layer type, with a batch
 // each: the cases of the derivative checks (test/numerics/derivatives.test.ts) and of
 // the cross-check against PyTorch (test/numerics/pytorch-twin.test.ts).
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import type { Model } from '../lib/model/model.js';
 import type { ModelSpecInput } from '../lib/model/spec.js';
 import { cnn, mlp } from '../lib/model/presets.js';
 import { tensor, type Tensor } from '../lib/tensor/tensor.js';
-import { float64Model, randomBatch, rng } from './helpers.js';
+import { float64Model, randomBatch, repoRoot, rng, toNumbers } from './helpers.js';
 
 export interface ModelCase {
   name: string;
@@ -303,3 +305,50 @@ export const hvpCases: ModelCase[] = [
     batch: () => randomBatch([9, 4], 3, 15),
   },
 ];
+
+/**
+ * A case as test/pytorch/twin.py reads it (and gauss_newton_twin.py): the
+ * spec, mode, batch, parameters and buffers by name, and the direction v.
+ */
+export function twinInput(name: string, model: Model, batch: { x: Tensor; y: Tensor }, v: Tensor, training: boolean) {
+  const { x, y } = batch;
+  const flat = toNumbers(model.params);
+  const vFlat = toNumbers(v);
+  const buffers = model.buffers();
+  const bufFlat = toNumbers(buffers.values);
+  const labels = y.dtype === 'int64';
+  return {
+    name,
+    spec: model.spec,
+    training,
+    x: { shape: x.shape, data: x.dtype === 'int64' ? Array.from(x.toArray() as BigInt64Array, Number) : Array.from(toNumbers(x)) },
+    y: { shape: y.shape, data: labels ? Array.from(y.toArray() as BigInt64Array, Number) : Array.from(toNumbers(y)), labels },
+    params: model.paramInfo().map((p) => ({ name: p.name, shape: p.shape, data: Array.from(flat.subarray(p.offset, p.offset + p.numel)) })),
+    buffers: buffers.info.map((b) => ({ name: b.name, shape: b.shape, data: Array.from(bufFlat.subarray(b.offset, b.offset + b.numel)) })),
+    v: model.paramInfo().map((p) => ({ name: p.name, data: Array.from(vFlat.subarray(p.offset, p.offset + p.numel)) })),
+  };
+}
+
+/** The case's model and batch in `training` mode; for eval mode the running statistics are first moved off their initial values. */
+export function preparedModel(c: ModelCase, training: boolean) {
+  const model = c.make();
+  const { x, y } = c.batch();
+  if (!training) {
+    model.train(true);
+    for (let i = 0; i < 2; i++) model.lossAndGrad(x, y, { updateStats: true });
+  }
+  model.train(training);
+  return { model, x, y };
+}
+
+/** Runs test/pytorch/`script` on the cases (JSON on its standard input) and returns its JSON results. */
+export function runPythonTwin<T>(python: string, script: string, cases: unknown[]): T[] {
+  const r = spawnSync(python, [join(repoRoot, 'test', 'pytorch', script)], {
+    input: JSON.stringify(cases),
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+    env: { ...process.env, OMP_NUM_THREADS: '1' },
+  });
+  if (r.status !== 0) throw new Error(`test/pytorch/${script} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T[];
+}

@@ -7,7 +7,7 @@ import { ops } from '../tensor/ops.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';
-import type { HessianOperator } from './operator.js';
+import type { CurvatureOperator } from './operator.js';
 import { extent } from '../extent.js';
 
 export type Which = 'largest' | 'smallest' | 'both';
@@ -89,7 +89,7 @@ export function withoutGhosts(run: Ritz, alpha: number[], beta: number[], scale:
   return { ritz, residuals };
 }
 
-export function* eigenvalues(op: HessianOperator, o: EigenOptions = {}): Work<EigenResult> {
+export function* eigenvalues(op: CurvatureOperator, o: EigenOptions = {}): Work<EigenResult> {
   const k = o.k ?? 1;
   const which = o.which ?? 'largest';
   const tol = o.tol ?? 1e-6;
@@ -150,15 +150,15 @@ export function* eigenvalues(op: HessianOperator, o: EigenOptions = {}): Work<Ei
 
 // Power iteration on H − Σ λ_j v_j v_jᵀ, one eigenpair after the other.
 function* powerIteration(
-  op: HessianOperator,
-  start: ReturnType<HessianOperator['zeros']>,
+  op: CurvatureOperator,
+  start: ReturnType<CurvatureOperator['zeros']>,
   k: number,
   tol: number,
   maxIter: number,
   before: number,
   stop?: (estimates: number[]) => boolean,
 ): Work<EigenResult> {
-  const found: { value: number; vector: ReturnType<HessianOperator['zeros']> }[] = [];
+  const found: { value: number; vector: ReturnType<CurvatureOperator['zeros']> }[] = [];
   const residuals: number[] = [];
   const w = op.zeros();
   let iterations = 0;

@@ -8,7 +8,7 @@ import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Work } from '../model/work.js';
 import { type LanczosMemoryOptions, LanczosProcess, planLanczos } from './lanczos.js';
-import type { HessianOperator } from './operator.js';
+import type { CurvatureOperator } from './operator.js';
 import { zeros } from '../tensor/tensor.js';
 
 export interface Estimate {
@@ -43,7 +43,7 @@ class Rows {
   private readonly flatV: Tensor;
   private readonly flatHv: Tensor;
   constructor(
-    private readonly op: HessianOperator,
+    private readonly op: CurvatureOperator,
     readonly size: number,
   ) {
     if (!Number.isInteger(size) || size < 1) throw new UsamError(`block must be an integer ≥ 1 (vectors per HVP pass), got ${size}`);
@@ -68,7 +68,7 @@ class Rows {
       hv.dispose();
     }
   }
-  /** v[r]ᵀ H v[r] for the first k rows, in one pass (HessianOperator.curvatureWork) */
+  /** v[r]ᵀ H v[r] for the first k rows, in one pass (CurvatureOperator.curvatureWork) */
   *curvatures(k: number): Work<number[]> {
     if (k === 1) return yield* this.op.curvatureWork(this.v[0]);
     const P = this.op.model.numParams;
@@ -89,7 +89,7 @@ class Rows {
  * error; `measure(rows, k)` gives it for the first k rows, `block` at a time.
  */
 function* sampleMean(
-  op: HessianOperator,
+  op: CurvatureOperator,
   samples: number,
   seed: number,
   kind: 'rademacher' | 'gaussian',
@@ -114,7 +114,7 @@ function* sampleMean(
 }
 
 /** Hutchinson: tr H = E[vᵀHv], v rademacher; each vᵀHv from a curvature pass. */
-export function* hutchinson(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
+export function* hutchinson(op: CurvatureOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'trace');
   return yield* sampleMean(op, samples, seed, 'rademacher', (rows, k) => rows.curvatures(k), block);
 }
@@ -125,7 +125,7 @@ export function* hutchinson(op: HessianOperator, samples: number, seed: number, 
  * estimates the trace of the deflated rest by Hutchinson; each phase applies
  * H to `block` vectors per pass, the same estimate.
  */
-export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
+export function* hutchPlusPlus(op: CurvatureOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 6, "trace({method: 'hutch++'})");
   const m = Math.floor(samples / 3);
   const rows = new Rows(op, Math.min(block, m));
@@ -187,7 +187,7 @@ export function* hutchPlusPlus(op: HessianOperator, samples: number, seed: numbe
 }
 
 /** ‖H‖_F² = E‖Hv‖², v ~ N(0, I). */
-export function* frobeniusSquared(op: HessianOperator, samples: number, seed: number, block = 1): Work<Estimate> {
+export function* frobeniusSquared(op: CurvatureOperator, samples: number, seed: number, block = 1): Work<Estimate> {
   checkSamples(samples, 2, 'frobeniusSquared');
   return yield* sampleMean(
     op,
@@ -221,7 +221,7 @@ export interface Quadrature {
  * step one block HVP over their current vectors (the same runs: the start
  * vectors are drawn in the same order; the memory is `block` runs' worth).
  */
-export function* quadrature(op: HessianOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}, block = 1): Work<Quadrature> {
+export function* quadrature(op: CurvatureOperator, steps: number, runs: number, seed: number, memory: LanczosMemoryOptions = {}, block = 1): Work<Quadrature> {
   if (!Number.isInteger(steps) || steps < 1) throw new UsamError(`steps must be an integer ≥ 1, got ${steps}`);
   if (!Number.isInteger(runs) || runs < 1) throw new UsamError(`runs must be an integer ≥ 1, got ${runs}`);
   const together = Math.min(block, runs);
@@ -266,7 +266,7 @@ export function* quadrature(op: HessianOperator, steps: number, runs: number, se
 
 /** tr f(H) ≈ size · mean over runs of Σ_j w_j f(θ_j). */
 export function* spectralSum(
-  op: HessianOperator,
+  op: CurvatureOperator,
   f: (lambda: number) => number,
   steps: number,
   runs: number,

@@ -4,7 +4,7 @@
 import { totalmem } from 'node:os';
 import { ConfigError } from '../errors.js';
 import type { Work } from '../model/work.js';
-import type { HessianOperator } from './operator.js';
+import type { CurvatureOperator } from './operator.js';
 
 /** full()'s result: the (restricted) Hessian as a row-major float64 matrix of `shape`, symmetrised. */
 export interface FullHessian {
@@ -21,7 +21,7 @@ export interface FullHessian {
 export const FULL_HESSIAN_LIMIT = 4096;
 
 /** The n×n (restricted) Hessian of `op`, refused above `maxSize` rows (default FULL_HESSIAN_LIMIT) with the bytes it would take. */
-export function* fullMatrix(op: HessianOperator, n: number, maxSize = FULL_HESSIAN_LIMIT): Work<FullHessian> {
+export function* fullMatrix(op: CurvatureOperator, n: number, maxSize = FULL_HESSIAN_LIMIT): Work<FullHessian> {
   const limit = maxSize;
   if (n > limit) {
     // n² float64 entries, and a symmetric copy while it is made; say so in bytes against this machine's memory

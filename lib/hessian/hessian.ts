@@ -3,8 +3,7 @@
 // plain JSON-serialisable objects.
 import { parseOrThrow, UsamError } from '../errors.js';
 import * as check from '../arguments.js';
-import { isTensor, type Model, modelArg } from '../model/model.js';
-import { modeMatters } from '../model/spec.js';
+import { isTensor, type Model } from '../model/model.js';
 import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
 import { ops } from '../tensor/ops.js';
 import type { Batch } from '../model/passes.js';
@@ -18,19 +17,12 @@ import { eigenvalues, type EigenOptions, type EigenResult, type Which } from './
 import { type Estimate, frobeniusSquared, hutchinson, hutchPlusPlus, quadrature, type QuadratureRun, spectralSum } from './estimators.js';
 import { symmetricEigen } from './linalg.js';
 import type { LanczosMemoryOptions } from './lanczos.js';
-import { DEFAULT_HVP_CACHE_BYTES, HessianOperator } from './operator.js';
-import type { ProcessGroup } from '../distributed.js';
+import { CurvatureOperator } from './operator.js';
+import { operatorArgs, type OperatorOptions } from './operator-args.js';
 import { extent } from '../extent.js';
 
-export interface HessianOptions {
-  /**
-   * BatchNorm/dropout behaviour of the passes: batch statistics ('train') or
-   * running ones ('eval'). Default 'eval'; required for a model with
-   * BatchNorm or dropout, where the two are different functions.
-   */
-  mode: 'train' | 'eval';
-  /** restrict every probe to the parameters of these modules (names as in paramInfo(), e.g. '0', '3.body.1') */
-  modules?: string[];
+/** hessian()'s options: those of every operator (OperatorOptions) and how its products are computed. */
+export interface HessianOptions extends OperatorOptions {
   /** how each HVP is computed (default 'forward-over-reverse'; 'double-backward' is LibTorch's autograd) */
   hvpMethod?: HvpMethod;
   /**
@@ -41,29 +33,6 @@ export interface HessianOptions {
    * 'double-backward' and for TorchScript models).
    */
   curvatureMethod?: CurvatureMethod;
-  /**
-   * Reuse, from one HVP to the next, what does not depend on v (per batch; see
-   * HessianOperator): true (default) with at most DEFAULT_HVP_CACHE_BYTES over
-   * all batches, `{maxBytes}` to choose the limit, false to recompute every
-   * HVP in full. With dropout in 'train' mode a cached batch keeps one mask
-   * for all its HVPs (one fixed H); uncached, every HVP draws new masks.
-   */
-  cache?: boolean | { maxBytes: number };
-  /**
-   * data-parallel probes: each rank holds its shard of the data, every HVP is
-   * all-reduced (one collective per HVP), and every rank gets the results one
-   * process gets on all the data. The ranks must call the same probes with
-   * the same seeds.
-   */
-  group?: ProcessGroup;
-  /**
-   * the precision of the probes' products: 'fp32', whatever the model's
-   * training precision (a bf16 or fp16 model's probes equal its float32
-   * twin's bit for bit). 'bf16' and 'fp16' are refused: an HVP's products
-   * rounded to 8 (11) significant bits err by about 1e-2 (1e-3) relative,
-   * and Lanczos, SLQ and Hutchinson build on hundreds of them.
-   */
-  precision?: 'fp32';
 }
 
 export { FULL_HESSIAN_LIMIT, type FullHessian } from './full.js';
@@ -80,10 +49,6 @@ export type SharpnessProbe =
       seed?: number;
     };
 
-function isBatch(d: unknown): d is Batch {
-  return typeof d === 'object' && d !== null && 'x' in d && 'y' in d;
-}
-
 /** Hutchinson or Hutch++ (`block`: vectors per HVP pass, the same estimate). */
 export type TraceOptions = { method?: 'hutchinson' | 'hutch++'; samples?: number; seed?: number; block?: number };
 export type FrobeniusOptions = { samples?: number; seed?: number; block?: number };
@@ -91,48 +56,25 @@ export type FrobeniusOptions = { samples?: number; seed?: number; block?: number
 export type DensityOptions = { steps?: number; runs?: number; seed?: number; gridPoints?: number; sigma?: number; block?: number } & LanczosMemoryOptions;
 export type LogAbsDetOptions = { damping: number; steps?: number; runs?: number; seed?: number; block?: number } & LanczosMemoryOptions;
 
-export function hessian(model: Model, data: Batch | Iterable<Batch>, options?: Partial<HessianOptions>): Hessian {
-  modelArg('hessian', 'model', model);
-  options = check.options('hessian', 'options', options);
-  if (!isBatch(data) && (typeof data !== 'object' || data === null || typeof (data as Iterable<Batch>)[Symbol.iterator] !== 'function'))
-    throw new check.ArgumentError('hessian', 'data', `must be a batch { x, y } or an array (iterable) of them, got ${check.describeValue(data)}`);
-  // eval by default, as PyHessian does; where BatchNorm or dropout make the
-  // two modes different functions, the choice is the caller's to make
-  if (options.mode === undefined && model.torchscript !== undefined)
-    throw new UsamError("hessian: a TorchScript model may hold BatchNorm or dropout that this library cannot see; pass options.mode: 'eval' or 'train'");
-  if (options.mode === undefined && modeMatters(model.spec))
-    throw new UsamError(
-      "hessian: this model has BatchNorm or dropout, so train and eval mode give different Hessians; pass options.mode: 'eval' (running statistics, no dropout: the model as evaluated) or 'train' (batch statistics and dropout masks: the model as trained)",
-    );
-  if (options.precision !== undefined && options.precision !== 'fp32')
-    throw new check.ArgumentError(
-      'hessian',
-      'options.precision',
-      `is ${check.describeValue(options.precision)}: the Hessian probes run in float32 only (a reduced-precision HVP errs by about its unit roundoff relative, 2⁻⁸ for bf16, and the probes build on hundreds of HVPs). Leave it out or pass 'fp32'; a bf16 or fp16 model's probes run in float32 by themselves`,
-    );
-  const mode = options.mode ?? 'eval';
-  if (mode !== 'train' && mode !== 'eval') throw new UsamError(`hessian: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
-  const batches = isBatch(data) ? [data] : Array.from(data);
-  if (batches.length === 0) throw new UsamError('hessian: the data has no batches');
-  batches.forEach((b, i) => {
-    if (!isBatch(b)) throw new check.ArgumentError('hessian', `data[${i}]`, `must be a batch { x, y }, got ${check.describeValue(b)}`);
-  });
-  if (options.hvpMethod !== undefined && options.hvpMethod !== 'forward-over-reverse' && options.hvpMethod !== 'double-backward')
-    throw new UsamError(`hessian: options.hvpMethod is '${String(options.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
+export function hessian(model: Model, data: Batch | Iterable<Batch>, options?: Partial<HessianOptions>): Curvature {
+  const a = operatorArgs('hessian', model, data, options);
+  const o = a.options as Partial<HessianOptions>;
+  if (o.hvpMethod !== undefined && o.hvpMethod !== 'forward-over-reverse' && o.hvpMethod !== 'double-backward')
+    throw new UsamError(`hessian: options.hvpMethod is '${String(o.hvpMethod)}'; use 'forward-over-reverse' or 'double-backward'`);
   const curvatureMethods = ['forward-over-forward', 'forward-over-reverse', 'double-backward'];
-  if (options.curvatureMethod !== undefined && !curvatureMethods.includes(options.curvatureMethod))
-    throw new UsamError(`hessian: options.curvatureMethod is '${String(options.curvatureMethod)}'; use ${curvatureMethods.map((m) => `'${m}'`).join(', ')}`);
-  const cache = options.cache ?? true;
-  let cacheBytes: number;
-  if (typeof cache === 'boolean') cacheBytes = cache ? DEFAULT_HVP_CACHE_BYTES : 0;
-  else if (typeof cache === 'object' && cache !== null && Number.isFinite(cache.maxBytes) && cache.maxBytes >= 0) cacheBytes = cache.maxBytes;
-  else throw new UsamError(`hessian: options.cache must be true, false or {maxBytes: a number ≥ 0}, got ${JSON.stringify(cache)}`);
-  return new Hessian(new HessianOperator(model, batches, mode === 'train', options.modules, options.hvpMethod, cacheBytes, options.group, options.curvatureMethod));
+  if (o.curvatureMethod !== undefined && !curvatureMethods.includes(o.curvatureMethod))
+    throw new UsamError(`hessian: options.curvatureMethod is '${String(o.curvatureMethod)}'; use ${curvatureMethods.map((m) => `'${m}'`).join(', ')}`);
+  return new Curvature(new CurvatureOperator(model, a.batches, { ...a.operator, method: o.hvpMethod, curvatureMethod: o.curvatureMethod }));
 }
 
-export class Hessian {
-  constructor(readonly operator: HessianOperator) {
-    check.instanceOf('new Hessian', 'operator', operator, HessianOperator, 'a HessianOperator (make a Hessian with hessian(model, data))');
+/**
+ * The probes of one curvature operator (hessian(), ggn(), fisher()): HVPs
+ * (or G·v), quadratic forms, eigenvalues, trace, ‖·‖_F², spectral density,
+ * log|det|, the full matrix, sharpness measures. Exported as Hessian too.
+ */
+export class Curvature {
+  constructor(readonly operator: CurvatureOperator) {
+    check.instanceOf('new Curvature', 'operator', operator, CurvatureOperator, 'a CurvatureOperator (make one with hessian(), ggn() or fisher())');
     track(this);
   }
 
@@ -390,3 +332,6 @@ export class Hessian {
   }
 }
 
+
+/** The probes' class under its first name: hessian() returns one. */
+export { Curvature as Hessian };

@@ -17,7 +17,7 @@ import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';
-import type { HessianOperator } from './operator.js';
+import type { CurvatureOperator } from './operator.js';
 
 export type Reorthogonalization = 'full' | 'none' | 'auto';
 
@@ -56,7 +56,7 @@ const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `$
  * Which reorthogonalisation a run of `steps` steps gets, and the bytes of the
  * vectors it will hold, decided before any allocation.
  */
-export function planLanczos(op: HessianOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1) {
+export function planLanczos(op: CurvatureOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1) {
   const mode = o.reorthogonalize ?? 'auto';
   if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
     throw new UsamError(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
@@ -159,7 +159,7 @@ export class LanczosProcess {
  * `done` is asked after every step, with the Ritz pairs so far, whether to stop.
  */
 export function* lanczos(
-  op: HessianOperator,
+  op: CurvatureOperator,
   start: Tensor,
   maxSteps: number,
   done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,

@@ -1,15 +1,19 @@
-// The Hessian of a model's loss on fixed data as a linear operator on flat
-// vectors: H v by the model's HVP (the sample-count-weighted mean over the
-// batches), optionally restricted to the parameters of named modules (the
-// principal block H_SS, acting on vectors that are zero outside S).
-// A probe applies one H to many vectors, so by default each batch keeps an
-// HVP cache: the first HVP computes what does not depend on v (activations,
+// A curvature of a model's loss on fixed data as a linear operator on flat
+// vectors: the Hessian H (v ↦ H v by the model's HVP), or a Gauss-Newton-type
+// matrix G = Jᵀ M J (the GGN, the empirical or the Monte-Carlo Fisher: v ↦ G v
+// by a J v pass, M in output space and a Jᵀ pass), each the sample-count-
+// weighted mean over the batches, optionally restricted to the parameters of
+// named modules (the principal block A_SS, acting on vectors that are zero
+// outside S). Every probe (eigen.ts, estimators.ts, full.ts) runs on this one
+// interface, so each runs on every curvature.
+// A probe applies one operator to many vectors, so by default each batch keeps
+// a cache: the first product computes what does not depend on v (activations,
 // the loss gradient at every layer), later ones run only the tangent pass.
 // Caches that would take more than `cacheBytes` together are dropped, last
-// batch first, and those batches are recomputed on every HVP.
+// batch first, and those batches are recomputed on every product.
 import { UsamError } from '../errors.js';
 import type { Model } from '../model/model.js';
-import type { CurvatureMethod, HvpMethod } from '../native/binding.js';
+import type { CurvatureMethod, GaussNewtonKind, HvpMethod } from '../native/binding.js';
 import { ops } from '../tensor/ops.js';
 import type { ProcessGroup } from '../distributed.js';
 import { type Batch, Passes } from '../model/passes.js';
@@ -20,11 +24,33 @@ import { persistent } from '../tensor/scope.js';
 import { newHvpCache } from '../model/model.js';
 import { zeros } from '../tensor/tensor.js';
 
-/** The default limit of a Hessian's HVP caches over all its batches: 2 GiB. */
+/** The default limit of an operator's product caches over all its batches: 2 GiB. */
 export const DEFAULT_HVP_CACHE_BYTES = 2 ** 31;
 
-export class HessianOperator {
-  /** HVPs used so far (each over all batches). */
+/** Which curvature an operator applies: the Hessian or a Gauss-Newton-type matrix (positive semi-definite). */
+export type CurvatureKind = 'hessian' | GaussNewtonKind;
+
+export interface CurvatureOperatorOptions {
+  /** default 'hessian' */
+  kind?: CurvatureKind;
+  /** BatchNorm/dropout in training mode during the passes */
+  training: boolean;
+  /** restrict to the parameters of these modules */
+  modules?: string[];
+  /** how each HVP is computed (the Hessian only) */
+  method?: HvpMethod;
+  /** the most bytes the batches' caches may hold together; 0: no caches */
+  cacheBytes?: number;
+  /** data-parallel: the batches are this rank's shard, every product is all-reduced */
+  group?: ProcessGroup;
+  /** how quadratic forms vᵀHv are taken (curvatureWork); default: jets, or ⟨v, Hv⟩ by double backward where HVPs are */
+  curvatureMethod?: CurvatureMethod;
+  /** tensors the operator owns (e.g. sampled targets), disposed with it */
+  owned?: Tensor[];
+}
+
+export class CurvatureOperator {
+  /** products used so far (each over all batches; named hvps for every kind) */
   hvps = 0;
   /** The dimension of the (restricted) operator. */
   readonly size: number;
@@ -32,29 +58,33 @@ export class HessianOperator {
   readonly mask?: Tensor;
   /** Flat indices of the selected coordinates, in order. */
   readonly indices: (i: number) => number;
+  readonly kind: CurvatureKind;
+  readonly training: boolean;
+  readonly method?: HvpMethod;
+  readonly cacheBytes: number;
+  readonly curvatureMethod?: CurvatureMethod;
   private readonly passes: Passes;
+  private readonly owned: Tensor[];
   private cacheDropped = 0;
 
   constructor(
     readonly model: Model,
     batches: Batch[],
-    readonly training: boolean,
-    modules?: string[],
-    readonly method?: HvpMethod,
-    /** the most bytes the batches' HVP caches may hold together; 0: no caches */
-    readonly cacheBytes = DEFAULT_HVP_CACHE_BYTES,
-    /** data-parallel: the batches are this rank's shard, every HVP is all-reduced */
-    group?: ProcessGroup,
-    /** how quadratic forms vᵀHv are taken (curvatureWork); default: jets, or ⟨v, Hv⟩ by double backward where HVPs are */
-    readonly curvatureMethod?: CurvatureMethod,
+    o: CurvatureOperatorOptions,
   ) {
-    this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, group);
+    this.kind = o.kind ?? 'hessian';
+    this.training = o.training;
+    this.method = o.method;
+    this.cacheBytes = o.cacheBytes ?? DEFAULT_HVP_CACHE_BYTES;
+    this.owned = o.owned ?? [];
+    this.curvatureMethod = o.curvatureMethod ?? (o.method === 'double-backward' ? 'double-backward' : undefined);
+    this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, o.group);
     this.passes.use(batches);
-    if (cacheBytes > 0) {
+    if (this.cacheBytes > 0) {
       this.passes.hvpCaches = batches.map(() => newHvpCache());
       this.passes.curvatureCaches = batches.map(() => newHvpCache());
     }
-    if (curvatureMethod === undefined && method === 'double-backward') this.curvatureMethod = 'double-backward';
+    const modules = o.modules;
     if (!modules || modules.length === 0) {
       this.size = model.numParams;
       this.indices = (i) => i;
@@ -76,6 +106,16 @@ export class HessianOperator {
     this.mask = persistent(() => this.fromValues(maskValues));
   }
 
+  /** The batches the operator averages over (for 'mc-fisher': each input once per drawn target set). */
+  get batches(): readonly Batch[] {
+    return this.passes.batches;
+  }
+
+  /** Whether every eigenvalue is ≥ 0 by construction (the Gauss-Newton-type kinds). */
+  get positiveSemidefinite(): boolean {
+    return this.kind !== 'hessian';
+  }
+
   /** A zero vector of the model's size, dtype and device. */
   zeros(): Tensor {
     return this.model.zerosLikeParams();
@@ -93,18 +133,19 @@ export class HessianOperator {
     return v;
   }
 
-  /** out = H v (restricted). */
+  /** out = A v (restricted). */
   apply(v: Tensor, out: Tensor): Tensor {
     return runSync(this.applyWork(v, out));
   }
 
   /**
-   * out = H v (restricted), or for a block v of K directions, [K, P] each,
-   * H applied to every row in one pass per batch (the tangents batched);
-   * a block counts K HVPs.
+   * out = A v (restricted), or for a block v of K directions, [K, P] each,
+   * A applied to every row in one pass per batch (the tangents batched);
+   * a block counts K products.
    */
   *applyWork(v: Tensor, out: Tensor): Work<Tensor> {
-    yield* this.passOver(v, this.passes.hvpWork(v, out, this.method));
+    const pass = this.kind === 'hessian' ? this.passes.hvpWork(v, out, this.method) : this.passes.gaussNewtonWork(v, out, this.kind);
+    yield* this.passOver(v, pass);
     if (v.shape.length === 1) return this.restrict(out);
     const K = v.shape[0], P = this.model.numParams;
     if (this.mask) {
@@ -122,6 +163,7 @@ export class HessianOperator {
    * curvatureMethod says otherwise; counts as K applications of H in `hvps`.
    */
   *curvatureWork(v: Tensor): Work<number[]> {
+    if (this.kind !== 'hessian') return yield* this.formByProduct(v);
     const out = zeros([v.shape.length === 2 ? v.shape[0] : 1], this.model);
     try {
       yield* this.passOver(v, this.passes.curvatureWork(v, out, this.curvatureMethod));
@@ -131,10 +173,35 @@ export class HessianOperator {
     }
   }
 
+  // v_kᵀ A v_k as ⟨v_k, A v_k⟩ from one product (flat or block)
+  private *formByProduct(v: Tensor): Work<number[]> {
+    const av = zeros(v.shape, this.model);
+    try {
+      yield* this.applyWork(v, av);
+      if (v.shape.length === 1) return [ops.dot(v, av)];
+      const [K, P] = v.shape;
+      const fv = v.view([K * P]), fa = av.view([K * P]);
+      try {
+        return Array.from({ length: K }, (_, k) => {
+          const a = fv.narrow(k * P, P), b = fa.narrow(k * P, P);
+          const d = ops.dot(a, b);
+          a.dispose();
+          b.dispose();
+          return d;
+        });
+      } finally {
+        fv.dispose();
+        fa.dispose();
+      }
+    } finally {
+      av.dispose();
+    }
+  }
+
   // Runs a pass over the batches in the operator's mode (the model's own mode
   // restored after), keeps the caches within their limit, counts its H applications.
   private *passOver(v: Tensor, pass: Work<number>): Work<void> {
-    if (this.disposed) throw new UsamError('this Hessian was disposed; it cannot be used after dispose() (make a new one with hessian(model, data))');
+    if (this.disposed) throw new UsamError(`this ${this.kind === 'hessian' ? 'Hessian' : this.kind} operator was disposed; it cannot be used after dispose() (make a new one with hessian(), ggn() or fisher())`);
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
@@ -199,6 +266,8 @@ export class HessianOperator {
   dispose(): void {
     this.disposed = true;
     this.mask?.dispose();
+    for (const t of this.owned) t.dispose();
+    this.owned.length = 0;
     for (const c of [...this.passes.hvpCaches, ...this.passes.curvatureCaches]) c?.dispose();
     this.passes.hvpCaches = [];
     this.passes.curvatureCaches = [];

@@ -14,7 +14,7 @@
 // float64 allreduce per step, so they too equal one process's).
 import { NonFiniteError, UsamError } from '../errors.js';
 import type { HvpCache, Model } from './model.js';
-import type { CurvatureMethod, HvpMethod, Precision } from '../native/binding.js';
+import type { CurvatureMethod, GaussNewtonKind, HvpMethod, Precision } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -240,6 +240,14 @@ export class Passes {
     const native = this.model.native;
     return yield* this.alongDirections(v, out, this.hvpCaches, (b, o, cache) =>
       one({ sync: () => native.hvp(b.x, b.y, v, o, method, cache), async: () => native.hvpAsync(b.x, b.y, v, o, method, cache) }),
+    );
+  }
+
+  /** out = G v for a Gauss-Newton-type curvature (flat v or a block [K, P]); shares the HVP caches (their key holds the kind). */
+  *gaussNewtonWork(v: Tensor, out: Tensor, kind: GaussNewtonKind): Work<number> {
+    const native = this.model.native;
+    return yield* this.alongDirections(v, out, this.hvpCaches, (b, o, cache) =>
+      one({ sync: () => native.gaussNewton(b.x, b.y, v, o, kind, cache), async: () => native.gaussNewtonAsync(b.x, b.y, v, o, kind, cache) }),
     );
   }
 

@@ -13,6 +13,8 @@ export type FloatArray = Float32Array | Float64Array;
 export type HvpMethod = 'forward-over-reverse' | 'double-backward';
 /** How vᵀHv is taken: second-order jets pushed forward (no reverse pass), or ⟨v, Hv⟩ from an HVP. */
 export type CurvatureMethod = 'forward-over-forward' | HvpMethod;
+/** The Gauss-Newton-type curvatures: Jᵀ M J with the loss's Hessian in the outputs (GGN) or the per-sample gradients' second moment (Fisher). */
+export type GaussNewtonKind = 'ggn' | 'empirical-fisher' | 'mc-fisher';
 
 export interface NativeTensor {
   readonly shape: number[];
@@ -96,6 +98,17 @@ export interface NativeModel {
    * for layer models) pushes second-order jets through the layers and runs no reverse pass
    */
   curvature(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): number;
+  /**
+   * G·v into `out` for a Gauss-Newton-type `kind` (v, out flat or blocks [K, P]; with `cache` as hvp's);
+   * 'mc-fisher' takes y as targets drawn by fisherTargets
+   */
+  gaussNewton(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, kind: GaussNewtonKind, cache?: NativeHvpCache): number;
+  gaussNewtonAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, kind: GaussNewtonKind, cache?: NativeHvpCache): Promise<number>;
+  /**
+   * targets drawn from the model's predictive distribution at `outputs`, one set per leading row of `noise`:
+   * cross-entropy labels (noise uniform [M, N]), BCE 0/1 (uniform [M, ...outputs]), MSE outputs + √(d/2)·noise (normal [M, ...outputs])
+   */
+  fisherTargets(outputs: NativeTensor, noise: NativeTensor): NativeTensor;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;
   lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number): Promise<number>;

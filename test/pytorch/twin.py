@@ -94,7 +94,9 @@ def tensor_of(entry, dtype=torch.float64):
     return torch.tensor(entry["data"], dtype=dtype).reshape(entry["shape"])
 
 
-def run(case):
+def setup(case):
+    """The case's model (its parameters and buffers loaded), parameter names
+    in our order, the parameters and v as dicts, and the batch."""
     spec = case["spec"]
     training = case["training"]
     model = build(spec["layers"], training)
@@ -113,6 +115,12 @@ def run(case):
     v = {e["name"]: tensor_of({"data": e["data"], "shape": list(theta[e["name"]].shape)}) for e in case["v"]}
     x = tensor_of(case["x"], torch.int64 if spec["layers"][0]["type"] == "embedding" else torch.float64)
     y = tensor_of(case["y"], torch.int64 if case["y"]["labels"] else torch.float64)
+    return model, names, theta, v, x, y
+
+
+def run(case):
+    spec = case["spec"]
+    model, names, theta, v, x, y = setup(case)
     loss_spec = spec["loss"]
 
     def loss_fn(params, forward_mode=False):
