@@ -201,7 +201,7 @@ export class CurvatureOperator {
   // Runs a pass over the batches in the operator's mode (the model's own mode
   // restored after), keeps the caches within their limit, counts its H applications.
   private *passOver(v: Tensor, pass: Work<number>): Work<void> {
-    if (this.disposed) throw new UsamError(`this ${this.kind === 'hessian' ? 'Hessian' : this.kind} operator was disposed; it cannot be used after dispose() (make a new one with hessian(), ggn() or fisher())`);
+    if (this.disposed) throw new UsamError(`this ${this.kind === 'hessian' ? 'Hessian' : `${this.kind} operator`} was disposed; it cannot be used after dispose() (make a new one with hessian(), ggn() or fisher())`);
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
