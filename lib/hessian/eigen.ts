@@ -4,6 +4,8 @@
 // with deflation (the slow baseline).
 import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
+import { type Tensor, tensorArg } from '../tensor/tensor.js';
+import { orthonormalBasis } from './subspace.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';
@@ -22,6 +24,26 @@ export interface EigenOptions extends LanczosMemoryOptions {
   seed?: number;
   /** an extra stopping rule, asked after every HVP with the current estimates of the wanted eigenvalues (largest first) */
   stop?: (estimates: number[]) => boolean;
+  /**
+   * also return the eigenvectors (Lanczos: Ritz vectors from the kept basis,
+   * so the basis must fit maxBasisBytes), unit-norm flat tensors the caller
+   * disposes, with their residuals ‖Ax − λx‖ measured by one more product each
+   */
+  vectors?: boolean;
+  /**
+   * deflation: find the eigenpairs of the operator on the orthogonal
+   * complement of these vectors (e.g. those found before; orthonormalised
+   * here, left as they are)
+   */
+  deflate?: Tensor[];
+}
+
+/** eigenvalues({vectors: true})' vectors, in the order of the values, and their measured residuals ‖Ax − λx‖. */
+export interface EigenVectors {
+  largestVectors?: Tensor[];
+  smallestVectors?: Tensor[];
+  largestVectorResiduals?: number[];
+  smallestVectorResiduals?: number[];
 }
 
 /** The largest eigenvalues (descending) and their residual norms ‖Hx − θx‖, in the order of the values. */
@@ -35,6 +57,7 @@ export type SmallestEigenvalues = { smallest: number[]; smallestResiduals: numbe
  * type says so (no `!` needed).
  */
 export type EigenResult<W extends Which = Which> = EigenRun &
+  EigenVectors &
   ([W] extends ['largest'] ? LargestEigenvalues : [W] extends ['smallest'] ? SmallestEigenvalues : [W] extends ['both'] ? LargestEigenvalues & SmallestEigenvalues : Partial<LargestEigenvalues & SmallestEigenvalues>);
 
 /** What every eigenvalues() result has. */
@@ -95,15 +118,25 @@ export function* eigenvalues(op: CurvatureOperator, o: EigenOptions = {}): Work<
   const tol = o.tol ?? 1e-6;
   if (!Number.isInteger(k) || k < 1 || k > op.size) throw new UsamError(`eigenvalues: k must be an integer in [1, ${op.size}], got ${k}`);
   if (!(tol > 0)) throw new UsamError(`eigenvalues: tol must be > 0, got ${tol}`);
+  if (o.deflate !== undefined && !Array.isArray(o.deflate)) throw new UsamError('eigenvalues: options.deflate must be an array of flat tensors (e.g. the largestVectors of an earlier run)');
+  for (const [i, d] of (o.deflate ?? []).entries()) {
+    tensorArg('eigenvalues', `options.deflate[${i}]`, d);
+    if (d.shape.length !== 1 || d.shape[0] !== op.model.numParams || d.dtype !== op.model.dtype)
+      throw new UsamError(`eigenvalues: options.deflate[${i}] must be a flat ${op.model.dtype} tensor of the model's ${op.model.numParams} parameters, got ${d.dtype} [${d.shape}]`);
+  }
+  const deflate = o.deflate?.length ? orthonormalBasis('eigenvalues', 'options.deflate', o.deflate, true) : [];
   const gen = op.newGenerator(o.seed ?? 0);
   const start = op.random(gen, 'sphere');
   const before = op.hvps;
   try {
+    if (deflate.length > 0 && k > op.size - deflate.length)
+      throw new UsamError(`eigenvalues: k must be at most ${op.size - deflate.length} (the size less the ${deflate.length} deflated vectors), got ${k}`);
     if ((o.method ?? 'lanczos') === 'power') {
       if (which !== 'largest') throw new UsamError("eigenvalues: power iteration finds only which: 'largest' (of magnitude); use method 'lanczos'");
+      if (o.vectors || deflate.length > 0) throw new UsamError("eigenvalues: vectors and deflate are Lanczos options; use method 'lanczos' (the default)");
       return yield* powerIteration(op, start, k, tol, o.maxIter ?? 1000, before, o.stop);
     }
-    const maxIter = o.maxIter ?? Math.min(op.size, Math.max(100, 6 * k));
+    const maxIter = o.maxIter ?? Math.min(op.size - deflate.length, Math.max(100, 6 * k));
     const scaleOf = (ritz: { value: number }[]) => Math.max(extent(ritz.map((r) => Math.abs(r.value))).max, 1e-300);
     // with the basis kept every Ritz value is genuine; without it, ghosts go first
     const clean = (r: Ritz & Pick<LanczosRun, 'alpha' | 'beta' | 'reorthogonalization'>): Ritz =>
@@ -116,6 +149,8 @@ export function* eigenvalues(op: CurvatureOperator, o: EigenOptions = {}): Work<
       if (which !== 'largest') for (let i = 0; i < Math.min(k, m); i++) idx.push(i);
       return { ok: m >= k && idx.every((i) => residuals[i] <= tol * scale), idx };
     };
+    const topOf = (m: number) => Array.from({ length: Math.min(k, m) }, (_, i) => m - 1 - i);
+    const bottomOf = (m: number) => Array.from({ length: Math.min(k, m) }, (_, i) => i);
     const run = yield* lanczos(
       op,
       start,
@@ -126,16 +161,31 @@ export function* eigenvalues(op: CurvatureOperator, o: EigenOptions = {}): Work<
         return w.ok || (o.stop?.(w.idx.map((i) => c.ritz[i].value)) ?? false);
       },
       o,
+      {
+        deflate,
+        // the basis is kept (full), so every Ritz pair is genuine: the indices are the run's own
+        vectors: o.vectors ? (r) => [...(which !== 'smallest' ? topOf(r.ritz.length) : []), ...(which !== 'largest' ? bottomOf(r.ritz.length) : [])] : undefined,
+      },
     );
     const final = clean(run);
     const m = final.ritz.length;
     const take = (indices: number[]) => ({ values: indices.map((i) => final.ritz[i].value), residuals: indices.map((i) => final.residuals[i]) });
-    const top = take(Array.from({ length: Math.min(k, m) }, (_, i) => m - 1 - i));
-    const bottom = take(Array.from({ length: Math.min(k, m) }, (_, i) => i));
+    const top = take(topOf(m));
+    const bottom = take(bottomOf(m));
+    let vectors: EigenVectors = {};
+    if (run.vectors) {
+      const nTop = which !== 'smallest' ? top.values.length : 0;
+      const residuals = yield* measuredResiduals(op, run.vectors, [...(nTop ? top.values : []), ...(which !== 'largest' ? bottom.values : [])], deflate);
+      vectors = {
+        ...(which !== 'smallest' ? { largestVectors: run.vectors.slice(0, nTop), largestVectorResiduals: residuals.slice(0, nTop) } : {}),
+        ...(which !== 'largest' ? { smallestVectors: run.vectors.slice(nTop), smallestVectorResiduals: residuals.slice(nTop) } : {}),
+      };
+    }
     return {
       method: 'lanczos',
       ...(which !== 'smallest' ? { largest: top.values, largestResiduals: top.residuals } : {}),
       ...(which !== 'largest' ? { smallest: bottom.values, smallestResiduals: bottom.residuals } : {}),
+      ...vectors,
       converged: wanted(final).ok || (run.steps === op.size && run.reorthogonalization === 'full'),
       iterations: run.steps,
       hvps: op.hvps - before,
@@ -145,6 +195,24 @@ export function* eigenvalues(op: CurvatureOperator, o: EigenOptions = {}): Work<
     };
   } finally {
     start.dispose();
+    for (const d of deflate) d.dispose();
+  }
+}
+
+// ‖A' x − λx‖ for each pair, A' the operator deflated by `deflate` (projected on both sides), one product each.
+function* measuredResiduals(op: CurvatureOperator, xs: Tensor[], values: number[], deflate: Tensor[]): Work<number[]> {
+  const w = op.zeros();
+  try {
+    const out: number[] = [];
+    for (const [i, x] of xs.entries()) {
+      yield* op.applyWork(x, w);
+      for (const d of deflate) ops.axpy(w, -ops.dot(d, w), d);
+      ops.axpy(w, -values[i], x);
+      out.push(ops.norm(w));
+    }
+    return out;
+  } finally {
+    w.dispose();
   }
 }
 

@@ -56,7 +56,7 @@ const formatBytes = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `$
  * Which reorthogonalisation a run of `steps` steps gets, and the bytes of the
  * vectors it will hold, decided before any allocation.
  */
-export function planLanczos(op: CurvatureOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1) {
+export function planLanczos(op: CurvatureOperator, steps: number, o: LanczosMemoryOptions = {}, runs = 1, workVectors = 1, needBasis?: string) {
   const mode = o.reorthogonalize ?? 'auto';
   if (mode !== 'full' && mode !== 'none' && mode !== 'auto')
     throw new UsamError(`reorthogonalize is '${String(mode)}'; use 'full', 'none' or 'auto'`);
@@ -70,6 +70,11 @@ export function planLanczos(op: CurvatureOperator, steps: number, o: LanczosMemo
   const threeTerm = runs * (3 + workVectors) * vector;
   const each = runs > 1 ? ` in each of ${runs} runs at once` : '';
   const describe = `full reorthogonalisation of ${steps} steps keeps ${steps + 1} basis vectors of ${op.model.numParams} ${op.model.dtype} values${each}: ${formatBytes(full)}, over the budget of ${formatBytes(budget)} (maxBasisBytes)`;
+  if (needBasis !== undefined) {
+    // Ritz vectors are combinations of the basis: it is kept whatever the mode says
+    if (mode === 'none') throw new UsamError(`lanczos: ${needBasis} needs the basis kept; reorthogonalize 'none' keeps three vectors (leave it out or use 'full')`);
+    if (full > budget) throw new UsamError(`lanczos: ${needBasis} needs the basis kept, and ${describe}; raise maxBasisBytes or take fewer steps (maxIter)`);
+  }
   if (mode === 'none') return { reorthogonalization: 'none' as const, vectorBytes: threeTerm };
   if (full <= budget) return { reorthogonalization: 'full' as const, vectorBytes: full };
   if (mode === 'full')
@@ -98,9 +103,12 @@ export class LanczosProcess {
     private readonly steps: number,
     readonly plan: ReturnType<typeof planLanczos>,
     private readonly done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,
+    /** orthonormal vectors the run stays orthogonal to (deflation: it finds the eigenpairs of the rest) */
+    private readonly deflate: Tensor[] = [],
   ) {
     this.keepAll = plan.reorthogonalization === 'full';
     const q = start.clone();
+    this.project(q);
     ops.scale(q, 1 / ops.norm(q));
     this.basis.push(q);
     this.ended = steps < 1;
@@ -110,9 +118,15 @@ export class LanczosProcess {
     return this.basis[this.basis.length - 1];
   }
 
+  // w − V(Vᵀw), twice (as the basis' own reorthogonalisation)
+  private project(w: Tensor): void {
+    for (let pass = 0; pass < 2; pass++) for (const d of this.deflate) ops.axpy(w, -ops.dot(d, w), d);
+  }
+
   advance(w: Tensor): boolean {
     const { alpha, beta, basis } = this;
     const current = this.current;
+    this.project(w);
     const a = ops.dot(current, w);
     alpha.push(a);
     if (this.keepAll) {
@@ -143,6 +157,24 @@ export class LanczosProcess {
     return false;
   }
 
+  /**
+   * The Ritz vectors x = Q y for eigenvectors y of T (as tridiagonalEigen's
+   * columns, one per wanted index): new flat tensors, the caller's to dispose.
+   * Needs the basis (full reorthogonalisation).
+   */
+  ritzVectors(indices: number[]): Tensor[] {
+    if (!this.keepAll) throw new UsamError('internal error: Ritz vectors need the kept basis');
+    const m = this.alpha.length;
+    const { vectors } = tridiagonalEigen(this.alpha, this.beta.slice(0, m - 1));
+    return indices.map((j) => {
+      const x = this.basis[0].clone();
+      ops.scale(x, vectors![j]);
+      for (let i = 1; i < m; i++) ops.axpy(x, vectors![i * m + j], this.basis[i]);
+      ops.scale(x, 1 / ops.norm(x));
+      return x;
+    });
+  }
+
   result(): LanczosRun {
     const { ritz, residuals } = ritzOf(this.alpha, this.beta, this.lastBeta);
     return { alpha: this.alpha, beta: this.beta, ritz, residuals, steps: this.alpha.length, ...this.plan };
@@ -164,16 +196,21 @@ export function* lanczos(
   maxSteps: number,
   done?: (run: Pick<LanczosRun, 'ritz' | 'residuals' | 'alpha' | 'beta' | 'reorthogonalization'>) => boolean,
   memory: LanczosMemoryOptions = {},
-): Work<LanczosRun> {
-  const steps = Math.min(maxSteps, op.size);
-  const run = new LanczosProcess(start, steps, planLanczos(op, steps, memory), done);
+  /** vectors: which Ritz vectors to return (chosen from the final run: indices into its ascending ritz); deflate: as LanczosProcess */
+  extra: { vectors?: (run: LanczosRun) => number[]; deflate?: Tensor[] } = {},
+): Work<LanczosRun & { vectors?: Tensor[] }> {
+  const deflated = extra.deflate?.length ?? 0;
+  const steps = Math.min(maxSteps, op.size - deflated);
+  const plan = planLanczos(op, steps, memory, 1, 1, extra.vectors ? 'eigenvectors (vectors: true)' : undefined);
+  const run = new LanczosProcess(start, steps, plan, done, extra.deflate);
   const w = op.zeros();
   try {
     while (!run.ended) {
       yield* op.applyWork(run.current, w);
       run.advance(w);
     }
-    return run.result();
+    const result = run.result();
+    return extra.vectors ? { ...result, vectors: run.ritzVectors(extra.vectors(result)) } : result;
   } finally {
     w.dispose();
     run.dispose();

@@ -227,6 +227,10 @@ const doors: Door[] = [
   // curvature operators and their probes (class Curvature, exported as Hessian too)
   fn('ggn', ['model:instance', 'data:any', 'options?:options'], () => [model(), { x: x(), y: y() }, {}]),
   fn('fisher', ['model:instance', 'data:any', 'options:object'], () => [model(), { x: x(), y: y() }, { kind: 'mc', samples: 2 }]),
+  fn('principalAngles', ['a:array', 'b:array'], () => [[flat()], [flat()]].map((set) => { set[0].copyFrom(new Float64Array(set[0].shape[0]).fill(1)); return set; })),
+  ...(['compareSubspaces', 'compareSubspacesAsync'] as const).map((name) =>
+    fn(name, ['a:instance', 'b:instance', 'options?:options'], () => [hessian(), lib.ggn(model(), { x: x(), y: y() }), { k: 2 }]),
+  ),
   fn('hessian', ['model:instance', 'data:any', 'options?:options'], () => [model(), { x: x(), y: y() }, {}]),
   ctor('Curvature', ['operator:instance'], () => [hessian().operator]),
   ...(['hvp', 'hvpAsync', 'hvpWork'] as const).map((m) => method('Curvature', m, hessian, ['v:numbers'], () => [new Float64Array(model().numParams)])),
