@@ -6,7 +6,9 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { DataLoader } from '../data/loader.js';
-import { hessian } from '../hessian/hessian.js';
+import { type Curvature, hessian } from '../hessian/hessian.js';
+import { compareSubspaces, type SubspaceComparison } from '../hessian/compare.js';
+import { fisher, ggn } from '../hessian/gauss-newton.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
 import type { Model } from '../model/model.js';
@@ -47,6 +49,14 @@ export const probeConfig = z
     dtype: z.enum(['float32', 'float64']).optional(),
     /** for a TorchScript file: weights to load first (a safetensors state dict, PyTorch's names) */
     stateDict: z.string().optional(),
+    /**
+     * compare the Hessian's top eigenspace with another operator's on the same
+     * batches: 'ggn', 'empirical-fisher', 'mc-fisher' (of the same weights), or
+     * the folder of another run of the same model (its checkpoint's Hessian)
+     */
+    compare: z.string().min(1).optional(),
+    /** the dimension of the compared eigenspaces */
+    compareK: z.number().int().positive().default(10),
     /** where to write the JSON and the page (default RUN_DIR/probe.json, RUN_DIR/probe.html) */
     json: z.string().optional(),
     html: z.string().optional(),
@@ -75,6 +85,8 @@ export interface ProbeReport extends ProbeSuiteResult {
   seconds: number;
   /** per probe: HVPs and seconds */
   timings: { probe: ProbeName; hvps: number; seconds: number }[];
+  /** with --compare: the principal angles between the top-k eigenspaces of this Hessian (a) and the other operator (b) */
+  comparison?: SubspaceComparison & { against: string; seconds: number };
   libtorch: string;
 }
 
@@ -157,6 +169,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       }),
     );
     const cache = h.operator.cacheInfo();
+    const comparison = o.compare === undefined ? undefined : compareWith(o.compare, h, { config, train: data.train, batches, mode: o.mode, k: o.compareK, seed: seed(5), o }, onProgress);
     return {
       format: PROBE_FORMAT,
       run: dir,
@@ -165,7 +178,12 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       optimizer: checkpoint ? config.optimizer : 'none',
       dataset: config.dataset,
       params: model.numParams,
-      options: { split: o.split, batches: count, batchSize: o.batchSize, mode: o.mode, samples: o.samples, slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads, ...(o.stateDict ? { stateDict: resolve(o.stateDict) } : {}) },
+      options: {
+        ...{ split: o.split, batches: count, batchSize: o.batchSize, mode: o.mode, samples: o.samples },
+        ...{ slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads, compareK: o.compareK },
+        ...(o.stateDict ? { stateDict: resolve(o.stateDict) } : {}),
+        ...(o.compare ? { compare: o.compare } : {}),
+      },
       samplesUsed,
       loss,
       ...r,
@@ -173,6 +191,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       cacheBytesPerBatch: cache.perBatch,
       seconds: (Date.now() - started) / 1000,
       timings,
+      ...(comparison ? { comparison } : {}),
       libtorch: versions().torch,
     };
   } finally {
@@ -182,6 +201,45 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       b.y.dispose();
     }
     model.dispose();
+  }
+}
+
+const OPERATORS = ['ggn', 'empirical-fisher', 'mc-fisher'] as const;
+
+// --compare: the other operator on the same batches (a kind of the same
+// weights, or the Hessian of another run's checkpoint), its top-k eigenspace
+// against the Hessian's
+function compareWith(
+  against: string,
+  h: Curvature,
+  c: { config: TrainConfig; train: Parameters<typeof modelOf>[1]; batches: Batch[]; mode: 'train' | 'eval'; k: number; seed: number; o: ProbeConfig },
+  onProgress?: (line: string) => void,
+): ProbeReport['comparison'] {
+  const started = Date.now();
+  const model = h.operator.model;
+  let other: Model | undefined;
+  let b: Curvature | undefined;
+  try {
+    if ((OPERATORS as readonly string[]).includes(against)) {
+      b = against === 'ggn' ? ggn(model, c.batches, { mode: c.mode }) : fisher(model, c.batches, { mode: c.mode, kind: against === 'mc-fisher' ? 'mc' : 'empirical', ...(against === 'mc-fisher' ? { seed: c.seed } : {}) });
+    } else {
+      if (!existsSync(against) || !statSync(against).isDirectory())
+        throw new UsamError(`--compare ${against}: give 'ggn', 'empirical-fisher', 'mc-fisher' or the folder of another 'usam train' run of the same model`);
+      const target = probeTarget(against, { ...c.o, dataset: undefined, dataDir: undefined, dtype: undefined, stateDict: undefined });
+      const mine = `${c.config.torchscript ?? c.config.model} in ${c.config.dtype}`, theirs = `${target.config.torchscript ?? target.config.model} in ${target.config.dtype}`;
+      other = modelOf(target.config, c.train);
+      if (mine !== theirs || other.numParams !== model.numParams)
+        throw new UsamError(`--compare ${against}: its model is ${theirs} (${other.numParams} parameters), this one ${mine} (${model.numParams}); compare runs of the same model`);
+      target.restore(other);
+      b = hessian(other, c.batches, { mode: c.mode });
+    }
+    onProgress?.(`compare: the top ${c.k} eigenspaces of the Hessian and of ${against}`);
+    const r = compareSubspaces(h, b, { k: Math.min(c.k, model.numParams), tol: 1e-4, seed: c.seed });
+    onProgress?.(`compare: overlap ${r.overlap.toPrecision(4)}, ${r.hvps} products in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return { against, ...r, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    b?.dispose();
+    other?.dispose();
   }
 }
 
@@ -218,6 +276,15 @@ export function renderProbePage(r: ProbeReport): string {
 <table class="summary">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join('\n')}</table>
 <h2>Spectral density</h2>
 <p class="note">A log density axis shows both the bulk near 0 and the outliers; dashed marks: λmin and λmax by Lanczos.</p>
-<div class="charts">${chart}</div>`,
+<div class="charts">${chart}</div>${r.comparison ? comparisonSection(r.comparison) : ''}`,
   );
+}
+
+function comparisonSection(c: NonNullable<ProbeReport['comparison']>): string {
+  const rows = c.angles.map((angle, i) => `<tr><td class="num">${i + 1}</td><td class="num">${esc(fmt(c.a.values[i]))}</td><td class="num">${esc(fmt(c.b.values[i]))}</td><td class="num">${((angle * 180) / Math.PI).toFixed(2)}°</td></tr>`);
+  return `
+<h2>Top-${c.k} eigenspaces: the Hessian against ${esc(c.against)}</h2>
+<p class="note">Principal angles between the two ${c.k}-dimensional eigenspaces (Lanczos vectors), ascending; overlap ‖Q_Aᵀ Q_B‖_F²/k = ${esc(c.overlap.toPrecision(4))} (1: the same subspace, 0: orthogonal). ${c.hvps} products, ${c.seconds.toFixed(1)} s.</p>
+<table class="summary"><tr><th>i</th><th>λ_i (Hessian)</th><th>λ_i (${esc(c.against)})</th><th>θ_i</th></tr>
+${rows.join('\n')}</table>`;
 }

@@ -87,6 +87,34 @@ describe('usam probe', () => {
     expect(unknown.stderr).toMatch(/unknown flag '--epochs'; see 'usam probe --help'/);
   });
 
+  it('--compare: the Hessian against itself at the same checkpoint (angles 0) and against the GGN (nonnegative values); a section of the page; bad values refused', () => {
+    const small = ['--batches', '1', '--batch-size', '100', '--samples', '4', '--slq-steps', '6', '--slq-runs', '1', '--compare-k', '3'];
+    const out = tmp();
+    const self = spawnSync(process.execPath, [usam, 'probe', run, ...small, '--compare', run, '--json', join(out, 'self.json'), '--html', join(out, 'self.html')], { encoding: 'utf8' });
+    expect(self.status, self.stderr).toBe(0);
+    expect(self.stderr).toMatch(/usam: compare: overlap 1\.000, \d+ products in/);
+    const same = (JSON.parse(readFileSync(join(out, 'self.json'), 'utf8')) as ProbeReport).comparison!;
+    expect(same).toMatchObject({ against: run, k: 3, which: 'largest' });
+    expect(Math.max(...same.angles)).toBeLessThan(1e-4);
+    same.a.values.forEach((v, i) => expect(Math.abs(v - same.b.values[i])).toBeLessThan(1e-9 * same.a.values[0]));
+
+    const g = spawnSync(process.execPath, [usam, 'probe', run, ...small, '--compare', 'ggn', '--json', join(out, 'ggn.json'), '--html', join(out, 'ggn.html')], { encoding: 'utf8' });
+    expect(g.status, g.stderr).toBe(0);
+    const c = (JSON.parse(readFileSync(join(out, 'ggn.json'), 'utf8')) as ProbeReport).comparison!;
+    expect(c.against).toBe('ggn');
+    expect(c.b.values.every((v) => v >= -1e-12 * c.b.values[0])).toBe(true);
+    expect(c.angles.every((a) => a >= 0 && a <= Math.PI / 2)).toBe(true);
+    expect(c.overlap).toBeGreaterThan(0);
+    expect(c.overlap).toBeLessThanOrEqual(1 + 1e-12);
+    const html = readFileSync(join(out, 'ggn.html'), 'utf8');
+    expect(html).toContain('Top-3 eigenspaces: the Hessian against ggn');
+    expect((html.match(/<td class="num">[\d.]+°<\/td>/g) ?? []).length).toBe(3);
+
+    const bad = spawnSync(process.execPath, [usam, 'probe', run, ...small, '--compare', 'hessian-of-nothing'], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/--compare hessian-of-nothing: give 'ggn', 'empirical-fisher', 'mc-fisher' or the folder of another 'usam train' run/);
+  });
+
   it('a TorchScript file with a state dict: its weights, on the named data, in the named dtype; MODEL.probe.json beside it', () => {
     const dir = tmp();
     const file = join(dir, 'net.pt');
