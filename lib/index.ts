@@ -51,6 +51,7 @@ export { scalarPresets, type ScalarFunction } from './sharpness/functions.js';
 export { hessian, Hessian, Curvature, FULL_HESSIAN_LIMIT, type HessianOptions, type SharpnessProbe } from './hessian/hessian.js';
 export { ggn, fisher, type FisherOptions } from './hessian/gauss-newton.js';
 export { principalAngles, type PrincipalAngles } from './hessian/subspace.js';
+export { lossLandscape, filterNormalisedDirection, type Landscape, type LandscapeOptions } from './hessian/landscape.js';
 export { compareSubspaces, compareSubspacesAsync, type CompareOptions, type SubspaceComparison } from './hessian/compare.js';
 export type { OperatorOptions } from './hessian/operator-args.js';
 export type { CurvatureKind } from './hessian/operator.js';

@@ -9,6 +9,8 @@ import { DataLoader } from '../data/loader.js';
 import { type Curvature, hessian } from '../hessian/hessian.js';
 import { compareSubspaces, type SubspaceComparison } from '../hessian/compare.js';
 import { fisher, ggn } from '../hessian/gauss-newton.js';
+import { type Landscape, lossLandscape } from '../hessian/landscape.js';
+import { heatmapChart } from '../report/heatmap.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
 import type { Model } from '../model/model.js';
@@ -57,6 +59,11 @@ export const probeConfig = z
     compare: z.string().min(1).optional(),
     /** the dimension of the compared eigenspaces */
     compareK: z.number().int().positive().default(10),
+    /** the loss on a plane through the weights: along the Hessian's top two eigenvectors, or two filter-normalised random directions */
+    landscape: z.enum(['eigenvectors', 'random']).optional(),
+    /** grid points per axis (odd) and the half-width of α, β */
+    landscapePoints: z.number().int().min(3).max(401).default(21),
+    landscapeRange: z.number().positive().default(1),
     /** where to write the JSON and the page (default RUN_DIR/probe.json, RUN_DIR/probe.html) */
     json: z.string().optional(),
     html: z.string().optional(),
@@ -85,6 +92,8 @@ export interface ProbeReport extends ProbeSuiteResult {
   seconds: number;
   /** per probe: HVPs and seconds */
   timings: { probe: ProbeName; hvps: number; seconds: number }[];
+  /** with --landscape: L(w + αd₁ + βd₂) on a grid */
+  landscape?: Landscape & { seconds: number };
   /** with --compare: the principal angles between the top-k eigenspaces of this Hessian (a) and the other operator (b) */
   comparison?: SubspaceComparison & { against: string; seconds: number };
   libtorch: string;
@@ -170,6 +179,12 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
     );
     const cache = h.operator.cacheInfo();
     const comparison = o.compare === undefined ? undefined : compareWith(o.compare, h, { config, train: data.train, batches, mode: o.mode, k: o.compareK, seed: seed(5), o }, onProgress);
+    let landscape: ProbeReport['landscape'];
+    if (o.landscape) {
+      const at = Date.now();
+      onProgress?.(`landscape: ${o.landscapePoints}×${o.landscapePoints} points along ${o.landscape === 'random' ? 'two filter-normalised random directions' : "the Hessian's top two eigenvectors"}`);
+      landscape = { ...lossLandscape(model, batches, { mode: o.mode, directions: o.landscape, points: o.landscapePoints, range: o.landscapeRange, seed: seed(6) }), seconds: (Date.now() - at) / 1000 };
+    }
     return {
       format: PROBE_FORMAT,
       run: dir,
@@ -183,6 +198,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
         ...{ slqSteps: o.slqSteps, slqRuns: o.slqRuns, damping: o.damping, seed: o.seed, threads: o.threads, compareK: o.compareK },
         ...(o.stateDict ? { stateDict: resolve(o.stateDict) } : {}),
         ...(o.compare ? { compare: o.compare } : {}),
+        ...{ landscapePoints: o.landscapePoints, landscapeRange: o.landscapeRange, ...(o.landscape ? { landscape: o.landscape } : {}) },
       },
       samplesUsed,
       loss,
@@ -192,6 +208,7 @@ export function probeRun(target: string, input: ProbeConfigInput = {}, onProgres
       seconds: (Date.now() - started) / 1000,
       timings,
       ...(comparison ? { comparison } : {}),
+      ...(landscape ? { landscape } : {}),
       libtorch: versions().torch,
     };
   } finally {
@@ -276,8 +293,27 @@ export function renderProbePage(r: ProbeReport): string {
 <table class="summary">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(v)}</td></tr>`).join('\n')}</table>
 <h2>Spectral density</h2>
 <p class="note">A log density axis shows both the bulk near 0 and the outliers; dashed marks: λmin and λmax by Lanczos.</p>
-<div class="charts">${chart}</div>${r.comparison ? comparisonSection(r.comparison) : ''}`,
+<div class="charts">${chart}</div>${r.landscape ? landscapeSection(r.landscape) : ''}${r.comparison ? comparisonSection(r.comparison) : ''}`,
   );
+}
+
+function landscapeSection(l: NonNullable<ProbeReport['landscape']>): string {
+  const along = l.directions === 'eigenvectors' ? `the Hessian's top eigenvectors (λ₁ ${fmt(l.eigenvalues![0])}, λ₂ ${fmt(l.eigenvalues![1])}; unit norm)` : 'two gaussian directions normalised filter by filter (Li et al. 2018)';
+  const chart = heatmapChart({
+    title: 'Loss landscape L(w + α·d₁ + β·d₂)',
+    subtitle: `along ${along}; + marks the weights, L = ${fmt(l.center)}`,
+    xLabel: 'α (along d₁)',
+    yLabel: 'β (along d₂)',
+    valueLabel: 'loss',
+    xs: l.alphas,
+    ys: l.betas,
+    values: l.loss,
+    mark: [0, 0],
+  });
+  return `
+<h2>Loss landscape</h2>
+<p class="note">${l.alphas.length} × ${l.betas.length} points, ${l.passes} forward passes, ${l.seconds.toFixed(1)} s; ‖d₁‖ ${esc(fmt(l.norms[0]))}, ‖d₂‖ ${esc(fmt(l.norms[1]))}, cos(d₁, d₂) ${esc(l.cosine.toFixed(3))}.</p>
+<div class="charts">${chart}</div>`;
 }
 
 function comparisonSection(c: NonNullable<ProbeReport['comparison']>): string {

@@ -49,7 +49,7 @@ export const slug = (s: string) =>
     .replace(/^-+|-+$/g, '')
     .slice(0, 60) || 'chart';
 
-const csvField = (v: string | number) => {
+export const csvField = (v: string | number) => {
   const s = typeof v === 'number' ? (Number.isFinite(v) ? String(v) : '') : v;
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 };

@@ -108,20 +108,27 @@ describe('the report in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it.skipIf(!chromium)('the page of usam probe: its density chart with the legend clear of the data (needs `chromium`)', () => {
+  it.skipIf(!chromium)('the page of usam probe: its density chart and its loss-landscape heat map, legends clear of the data (needs `chromium`)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'usam-probe-chromium-'));
     const run = join(dir, 'run');
     const t = new Trainer({ dataset: 'synthetic', epochs: 1, hidden: [4], out: run });
     t.run();
     t.dispose();
     const html = join(dir, 'probe.html');
-    writeFileSync(html, renderProbePage(probeRun(run, { batches: 1, samples: 4, slqSteps: 12, slqRuns: 1 })));
+    writeFileSync(html, renderProbePage(probeRun(run, { batches: 1, samples: 4, slqSteps: 12, slqRuns: 1, landscape: 'eigenvectors', landscapePoints: 9 })));
     for (const width of [1000, 1600]) {
       const { layout, dom } = layoutAt(html, width);
-      expect([layout.charts, layout.legendItems]).toEqual([1, 1]);
+      // the density's legend item, and the heat map's colour bar
+      expect([layout.charts, layout.legendItems]).toEqual([2, 2]);
       expectClean(layout, width);
+      const text = Buffer.from(dom, 'latin1').toString('utf8');
       // the legend whole: "density; λmin …, λmax …", no ellipsis
-      expect(Buffer.from(dom, 'latin1').toString('utf8')).toMatch(/<g class="legend-item">.*density; λmin -?[\d.e-]+, λmax [\d.e-]+<\/text><\/g>/);
+      expect(text).toMatch(/<g class="legend-item">.*density; λmin -?[\d.e-]+, λmax [\d.e-]+<\/text><\/g>/);
+      expect(text).toContain('aria-label="Loss landscape L(w + α·d₁ + β·d₂)"');
+      // 81 cells, coloured on the viridis scale
+      const cells = /<g class="cells">([\s\S]*?)<\/g>/.exec(text)![1];
+      expect((cells.match(/<rect /g) ?? []).length).toBe(81);
+      expect(new Set(cells.match(/fill="rgb\([\d,]+\)"/g)).size).toBeGreaterThan(10);
     }
     rmSync(dir, { recursive: true, force: true });
   });

@@ -228,6 +228,8 @@ const doors: Door[] = [
   fn('ggn', ['model:instance', 'data:any', 'options?:options'], () => [model(), { x: x(), y: y() }, {}]),
   fn('fisher', ['model:instance', 'data:any', 'options:object'], () => [model(), { x: x(), y: y() }, { kind: 'mc', samples: 2 }]),
   fn('principalAngles', ['a:array', 'b:array'], () => [[flat()], [flat()]].map((set) => { set[0].copyFrom(new Float64Array(set[0].shape[0]).fill(1)); return set; })),
+  fn('lossLandscape', ['model:instance', 'data:any', 'options?:options'], () => [model(), { x: x(), y: y() }, { points: 3 }]),
+  fn('filterNormalisedDirection', ['model:instance', 'seed:number', 'index:number'], () => [model(), 1, 0]),
   ...(['compareSubspaces', 'compareSubspacesAsync'] as const).map((name) =>
     fn(name, ['a:instance', 'b:instance', 'options?:options'], () => [hessian(), lib.ggn(model(), { x: x(), y: y() }), { k: 2 }]),
   ),
