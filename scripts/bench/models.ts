@@ -12,7 +12,7 @@ export type BenchModel = 'tiny' | 'mlp' | 'mlp256' | 'cnn' | 'resnet18';
  * the same TorchScript file, written by `pytorch_models.py trace` into the
  * folder USAM_BENCH_TS_DIR; ours loads it with loadTorchScript.
  */
-export type TorchScriptBenchModel = 'ts-mnist' | 'ts-resnet20' | 'ts-transformer';
+export type TorchScriptBenchModel = 'ts-mnist' | 'ts-resnet20' | 'ts-transformer' | 'ts-transformer-10m';
 export const TORCHSCRIPT_INPUTS: Record<TorchScriptBenchModel, number[]> = {
   /** the paper's MNIST model: six Linear layers, the second applied twice */
   'ts-mnist': [1, 28, 28],
@@ -20,6 +20,8 @@ export const TORCHSCRIPT_INPUTS: Record<TorchScriptBenchModel, number[]> = {
   'ts-resnet20': [3, 32, 32],
   /** a transformer encoder block over 16 tokens of width 64 */
   'ts-transformer': [16, 64],
+  /** six such blocks of width 384 over 16 tokens: 10.7M parameters (bench:scale) */
+  'ts-transformer-10m': [16, 384],
 };
 export const isTorchScriptBenchModel = (name: string): name is TorchScriptBenchModel => name in TORCHSCRIPT_INPUTS;
 

@@ -112,9 +112,27 @@ class TransformerBlock(nn.Module):
         return self.head(x.mean(1))
 
 
+class TransformerStack(nn.Module):
+    """Six pre-norm blocks of width 384 (6 heads, MLP 1536) over 16 tokens: 10.7M parameters (the scale benchmark)."""
+
+    def __init__(self, width=384, heads=6, hidden=1536, blocks=6, classes=10):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, hidden, classes) for _ in range(blocks))
+        for b in self.blocks:
+            del b.head  # one head, after the last block
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        for b in self.blocks:
+            h = b.norm1(x)
+            x = x + b.attention(h, h, h, need_weights=False)[0]
+            x = x + b.mlp(b.norm2(x))
+        return self.head(x.mean(1))
+
+
 # each model's input shape (one sample)
 INPUTS = {"tiny": (1, 28, 28), "mlp": (1, 28, 28), "mlp256": (1, 28, 28), "cnn": (1, 28, 28), "resnet18": (3, 32, 32),
-          "ts-mnist": (1, 28, 28), "ts-resnet20": (3, 32, 32), "ts-transformer": (16, 64)}
+          "ts-mnist": (1, 28, 28), "ts-resnet20": (3, 32, 32), "ts-transformer": (16, 64), "ts-transformer-10m": (16, 384)}
 
 
 def make_model(name):
@@ -124,6 +142,8 @@ def make_model(name):
         return cifar_resnet([16, 32, 64], 3)
     if name == "ts-transformer":
         return TransformerBlock()
+    if name == "ts-transformer-10m":
+        return TransformerStack()
     if name == "resnet18":
         return resnet18()
     if name == "tiny":
