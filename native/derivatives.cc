@@ -323,35 +323,47 @@ double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor
 
 double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
                          PrimalCache& cache) {
-  PrimalCache::Key key = CacheKey(x, y, "double-backward");
-  if (!(cache.key == key) || cache.graph.empty()) {
-    cache.Clear();
-    try {
-      cache.graph = GradientGraph(x, y, cache.loss);
-    } catch (...) {
-      cache.Clear();
-      throw;
-    }
-    cache.key = key;
-    ++cache.records;
-  } else {
-    ++cache.replays;
-  }
+  KeepGraph(cache, CacheKey(x, y, "double-backward"), [&] { cache.graph = GradientGraph(x, y, cache.loss); });
   // H v = the gradient graph's backward with v as its output gradient
   // (PyTorch's idiom: autograd.grad(grads, params, grad_outputs=v)), no ⟨g, v⟩
   // nodes of its own; a gradient entry that does not depend on w adds nothing
-  const auto& ps = slots.params;
-  std::vector<at::Tensor> outputs, directions;
-  for (size_t i = 0; i < ps.size(); ++i)
-    if (cache.graph[i].defined() && cache.graph[i].requires_grad()) {
-      outputs.push_back(cache.graph[i]);
-      directions.push_back(v.narrow(0, ps[i].offset, ps[i].numel).view(ps[i].shape));
-    }
-  if (outputs.empty())
+  auto hv = BackwardWith(cache.graph, 0, v, params);
+  if (hv.empty())
     out.zero_();
   else
-    WriteFlat(ag::grad(outputs, params, directions, /*retain_graph=*/true, false, /*allow_unused=*/true), out);
+    WriteFlat(hv, out);
   return cache.loss.item<double>();
+}
+
+void Network::KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const {
+  if (cache.key == key && !cache.graph.empty()) {
+    ++cache.replays;
+    return;
+  }
+  cache.Clear();
+  try {
+    record();
+  } catch (...) {
+    cache.Clear();  // a half-recorded graph must not be replayed
+    throw;
+  }
+  cache.key = key;
+  ++cache.records;
+}
+
+std::vector<at::Tensor> Network::BackwardWith(const std::vector<at::Tensor>& graph, size_t first, const at::Tensor& v,
+                                              const std::vector<at::Tensor>& inputs) const {
+  const auto& ps = slots.params;
+  std::vector<at::Tensor> outputs, directions;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const at::Tensor& t = graph[first + i];
+    if (t.defined() && t.requires_grad()) {
+      outputs.push_back(t);
+      directions.push_back(v.narrow(0, ps[i].offset, ps[i].numel).view(ps[i].shape));
+    }
+  }
+  if (outputs.empty()) return {};
+  return ag::grad(outputs, inputs, directions, /*retain_graph=*/true, false, /*allow_unused=*/true);
 }
 
 // Forward-over-reverse (Hvp) does about 2/3 of the matrix work of double

@@ -101,42 +101,23 @@ double Network::GaussNewtonBy(const std::string& kind, const at::Tensor& x, cons
 double Network::ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                                   at::Tensor& out, PrimalCache& cache) {
   // cache.graph: {z, the probe u, Jᵀu per parameter (with its graph)}
-  PrimalCache::Key key = CacheKey(x, y, "graph " + kind);
-  if (!(cache.key == key) || cache.graph.empty()) {
-    cache.Clear();
-    try {
-      MathAttention twice;  // Jᵀu is differentiated again
-      at::Tensor z = Forward(x, false, true);
-      at::Tensor probe = at::zeros_like(z).requires_grad_(true);
-      cache.graph = {z, probe};
-      for (auto& t : ag::grad({z}, params, {probe}, /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true))
-        cache.graph.push_back(t);
-      at::NoGradGuard ng;
-      cache.loss = Loss(z.detach(), y);
-    } catch (...) {
-      cache.Clear();
-      throw;
-    }
-    cache.key = key;
-    ++cache.records;
-  } else {
-    ++cache.replays;
-  }
+  KeepGraph(cache, CacheKey(x, y, "graph " + kind), [&] {
+    MathAttention twice;  // Jᵀu is differentiated again
+    at::Tensor z = Forward(x, false, true);
+    at::Tensor probe = at::zeros_like(z).requires_grad_(true);
+    cache.graph = {z, probe};
+    for (auto& t : ag::grad({z}, params, {probe}, /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true))
+      cache.graph.push_back(t);
+    at::NoGradGuard ng;
+    cache.loss = Loss(z.detach(), y);
+  });
   const at::Tensor &z = cache.graph[0], &probe = cache.graph[1];
-  const auto& ps = slots.params;
   const bool block = v.dim() == 2;
   for (int64_t k = 0; k < (block ? v.size(0) : 1); ++k) {
     at::Tensor vk = block ? v.select(0, k) : v, outk = block ? out.select(0, k) : out;
-    std::vector<at::Tensor> outputs, directions;
-    for (size_t i = 0; i < ps.size(); ++i) {
-      const at::Tensor& jt = cache.graph[2 + i];
-      if (jt.defined() && jt.requires_grad()) {
-        outputs.push_back(jt);
-        directions.push_back(vk.narrow(0, ps[i].offset, ps[i].numel).view(ps[i].shape));
-      }
-    }
-    at::Tensor jv;
-    if (!outputs.empty()) jv = ag::grad(outputs, {probe}, directions, /*retain_graph=*/true, false, /*allow_unused=*/true)[0];
+    // J v = ∂⟨Jᵀu, v⟩/∂u
+    auto jvs = BackwardWith(cache.graph, 2, vk, {probe});
+    at::Tensor jv = jvs.empty() ? at::Tensor() : jvs[0];
     double loss = 0;
     at::Tensor u;
     {

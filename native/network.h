@@ -135,6 +135,15 @@ class Network {
   // trick on the kept graph of Jᵀu, then Jᵀ(M·Jv)), row by row for a block.
   double ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                            at::Tensor& out, PrimalCache& cache);
+  // Leaves in `cache` the graph `record` builds for `key`: recorded unless
+  // the cache holds it already (then a replay); a failed recording leaves it empty.
+  void KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const;
+  // The backward of kept per-parameter graph entries (graph[first + i] for
+  // parameter i; those that do not depend on `inputs` skipped) with v split
+  // like the parameters as their output gradients: ∂⟨entries, v⟩/∂inputs,
+  // the graph retained; empty when no entry depends on them.
+  std::vector<at::Tensor> BackwardWith(const std::vector<at::Tensor>& graph, size_t first, const at::Tensor& v,
+                                       const std::vector<at::Tensor>& inputs) const;
   // A flat vector split like the parameters ([K, ...shape] views for a block [K, P]).
   std::vector<at::Tensor> SplitLikeParams(const at::Tensor& flat, int64_t block) const;
   // The frame of Hvp and Curvature: the pass over the batch in the current

@@ -4,7 +4,7 @@
 // series a colour and a dash pattern so lines stay distinct in print and for
 // colour-blind readers. Sizes are in points (1 unit = 1 pt, text ≥ 12 pt), so
 // the SVG a chart exports is at publication size as it is.
-import { chartCsv, esc, figure, slug, textWidth, wrapText } from './export.js';
+import { chartCsv, chartOpening, esc, FS, figure, LINE, slug, textWidth, wrapText } from './export.js';
 import { type Axis, autoAxis, linearTicks, logTicks, niceNumber } from './ticks.js';
 
 export { esc } from './export.js';
@@ -65,9 +65,6 @@ export interface ChartOptions {
 let clipCount = 0;
 /** width, plotting-area height, right margin, inset of the data from the plot's border (markers stay inside), all in pt */
 const W0 = 480, PLOT_H0 = 220, R = 12, PAD = 10;
-const FS = { title: 14, text: 12 };
-const LINE = 15;
-const FONT = 'font-family="DejaVu Sans,Verdana,system-ui,-apple-system,Segoe UI,Roboto,sans-serif"';
 
 function epochAxis(epochs: number): Axis {
   const step = Math.max(1, Math.round(niceNumber(Math.max(epochs, 1) / 6, true)));
@@ -174,13 +171,7 @@ export function lineChart(o: ChartOptions): string {
   const H = Math.ceil(cy + rowH + 4);
 
   const out: string[] = [];
-  out.push(
-    `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${W}pt" height="${H}pt" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(o.title)}" ${FONT}>`,
-    `<title>${esc(o.title)}${o.subtitle ? ' — ' + esc(o.subtitle) : ''}</title>`,
-    `<rect width="${W}" height="${H}" fill="#fff"/>`,
-  );
-  titleLines.forEach((l, i) => out.push(`<text x="10" y="${22 + LINE * i}" font-size="${FS.title}" font-weight="600">${esc(l)}</text>`));
-  subLines.forEach((l, i) => out.push(`<text class="subtitle" x="10" y="${22 + LINE * (titleLines.length + i)}" font-size="${FS.text}" fill="#444">${esc(l)}</text>`));
+  out.push(...chartOpening(o.title, o.subtitle, W, H, titleLines, subLines));
   out.push(`<rect class="plot-area" x="${L}" y="${T}" width="${plotR - L}" height="${plotB - T}" fill="#fff" stroke="#aaa"/>`);
   // grid and tick labels
   for (const t of yAxis.ticks) {

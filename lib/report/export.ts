@@ -67,6 +67,25 @@ export function chartCsv(series: { name: string; points: [number, number][]; ban
   return rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n';
 }
 
+/** The charts' text sizes (pt), line height and fonts. */
+export const FS = { title: 14, text: 12 };
+export const LINE = 15;
+export const FONT = 'font-family="DejaVu Sans,Verdana,system-ui,-apple-system,Segoe UI,Roboto,sans-serif"';
+
+/**
+ * A chart's opening: the <svg> of W × H pt with its accessible title, the
+ * white ground, and the title and subtitle lines (as wrapText made them).
+ */
+export function chartOpening(title: string, subtitle: string | undefined, W: number, H: number, titleLines: string[], subLines: string[]): string[] {
+  return [
+    `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${W}pt" height="${H}pt" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}" ${FONT}>`,
+    `<title>${esc(title)}${subtitle ? ' — ' + esc(subtitle) : ''}</title>`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    ...titleLines.map((l, i) => `<text x="10" y="${22 + LINE * i}" font-size="${FS.title}" font-weight="600">${esc(l)}</text>`),
+    ...subLines.map((l, i) => `<text class="subtitle" x="10" y="${22 + LINE * (titleLines.length + i)}" font-size="${FS.text}" fill="#444">${esc(l)}</text>`),
+  ];
+}
+
 /** A chart and its downloads: SVG (the chart itself, standalone), PNG (drawn from the SVG by the page's script) and CSV. */
 export function figure(svg: string, name: string, csv: string): string {
   const svgHref = `data:image/svg+xml;base64,${Buffer.from(`<?xml version="1.0" encoding="UTF-8"?>\n${svg}\n`).toString('base64')}`;

@@ -4,7 +4,7 @@
 // its labels in a legend block under the plotting area (never over the data),
 // the centre marked, and the same downloads as the line charts (SVG, PNG,
 // CSV of the grid). Sizes in points, text ≥ 12 pt.
-import { csvField, esc, figure, slug, wrapText } from './export.js';
+import { chartOpening, csvField, esc, FS, figure, LINE, slug, wrapText } from './export.js';
 import { linearTicks } from './ticks.js';
 
 // viridis at 0, ¼, ½, ¾, 1
@@ -40,9 +40,6 @@ export interface HeatmapOptions {
 }
 
 const W = 480, L = 62, R = 14, PLOT_H = 300;
-const FS = { title: 14, text: 12 };
-const LINE = 15;
-const FONT = 'font-family="DejaVu Sans,Verdana,system-ui,-apple-system,Segoe UI,Roboto,sans-serif"';
 const f1 = (v: number) => v.toFixed(1);
 
 /** The heat map in its figure with downloads; '' when it has no finite value. */
@@ -63,13 +60,7 @@ export function heatmapChart(o: HeatmapOptions): string {
   const out: string[] = [];
   const barY = plotB + 52, barH = 12;
   const H = barY + barH + 40;
-  out.push(
-    `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="${W}pt" height="${H}pt" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(o.title)}" ${FONT}>`,
-    `<title>${esc(o.title)}${o.subtitle ? ' — ' + esc(o.subtitle) : ''}</title>`,
-    `<rect width="${W}" height="${H}" fill="#fff"/>`,
-  );
-  titleLines.forEach((l, i) => out.push(`<text x="10" y="${22 + LINE * i}" font-size="${FS.title}" font-weight="600">${esc(l)}</text>`));
-  subLines.forEach((l, i) => out.push(`<text class="subtitle" x="10" y="${22 + LINE * (titleLines.length + i)}" font-size="${FS.text}" fill="#444">${esc(l)}</text>`));
+  out.push(...chartOpening(o.title, o.subtitle, W, H, titleLines, subLines));
   out.push(`<rect class="plot-area" x="${L}" y="${T}" width="${plotR - L}" height="${PLOT_H}" fill="#fff" stroke="#aaa"/>`);
   // cells: each centred on its grid point, covering the plot exactly
   out.push('<g class="cells">');
