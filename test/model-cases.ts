@@ -342,12 +342,12 @@ export function preparedModel(c: ModelCase, training: boolean) {
 }
 
 /** Runs test/pytorch/`script` on the cases (JSON on its standard input) and returns its JSON results. */
-export function runPythonTwin<T>(python: string, script: string, cases: unknown[]): T[] {
+export function runPythonTwin<T>(python: string, script: string, cases: unknown[], env: Record<string, string> = {}): T[] {
   const r = spawnSync(python, [join(repoRoot, 'test', 'pytorch', script)], {
     input: JSON.stringify(cases),
     encoding: 'utf8',
     maxBuffer: 256 << 20,
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
+    env: { ...process.env, OMP_NUM_THREADS: '1', ...env },
   });
   if (r.status !== 0) throw new Error(`test/pytorch/${script} failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as T[];
