@@ -49,11 +49,19 @@ export function writeFakeRuns(root: string, o: { epochs?: number; seeds?: number
 }
 
 /** A probe.json as `usam probe` writes it (the fields the report reads), after `epoch` epochs. */
-export function writeFakeProbeFile(dir: string, epoch: number, k = 0): void {
+export function writeFakeProbeFile(dir: string, epoch: number, k = 0, o: { curvature?: boolean } = {}): void {
   const grid = Array.from({ length: 60 }, (_, i) => -1 + (i * 8) / 59);
+  // usam probe --compare ggn --landscape eigenvectors: angles that grow with i, a bowl tilted by k
+  const axis = Array.from({ length: 11 }, (_, i) => -1 + i / 5);
+  const curvature = o.curvature
+    ? {
+        comparison: { against: 'ggn', k: 10, angles: axis.slice(1).map((_, i) => 0.05 * (i + 1) * (1 + 0.1 * k)), overlap: 0.8 - 0.05 * k },
+        landscape: { alphas: axis, betas: axis, loss: axis.map((b) => axis.map((a) => 0.3 + 3 * a * a + b * b + 0.2 * k * a)), center: 0.3, directions: 'eigenvectors', eigenvalues: [6, 2] },
+      }
+    : {};
   const values = grid.map((x) => 8 * Math.exp(-(x * x) / 0.02) + 1e-4 * Math.exp(-((x - 6) ** 2) / 0.05) + 1e-6);
   writeFileSync(
     join(dir, 'probe.json'),
-    JSON.stringify({ format: 'usam-probe/1', run: dir, checkpoint: { epoch, step: 100 * epoch }, trace: 91.25 + k, traceStandardError: 3, frobeniusSquared: 321.5 + k, frobeniusStandardError: 9, maxEigenvalue: 6.125 + k, minEigenvalue: -0.75, logAbsDet: -654321 + k, logAbsDetDamping: 1e-3, density: { grid, values }, samplesUsed: 1024, loss: 0.3, hvps: 300, options: { split: 'train', batches: 4, batchSize: 256, mode: 'eval' } }),
+    JSON.stringify({ format: 'usam-probe/1', run: dir, checkpoint: { epoch, step: 100 * epoch }, trace: 91.25 + k, traceStandardError: 3, frobeniusSquared: 321.5 + k, frobeniusStandardError: 9, maxEigenvalue: 6.125 + k, minEigenvalue: -0.75, logAbsDet: -654321 + k, logAbsDetDamping: 1e-3, density: { grid, values }, samplesUsed: 1024, loss: 0.3, hvps: 300, options: { split: 'train', batches: 4, batchSize: 256, mode: 'eval' }, ...curvature }),
   );
 }

@@ -10,7 +10,7 @@ import { type Curvature, hessian } from '../hessian/hessian.js';
 import { compareSubspaces, type SubspaceComparison } from '../hessian/compare.js';
 import { fisher, ggn } from '../hessian/gauss-newton.js';
 import { type Landscape, lossLandscape } from '../hessian/landscape.js';
-import { heatmapChart } from '../report/heatmap.js';
+import { landscapeChart } from '../report/heatmap.js';
 import { type ProbeName, type ProbeSuiteResult, probeSuiteWork } from '../hessian/suite.js';
 import type { Batch } from '../model/passes.js';
 import type { Model } from '../model/model.js';
@@ -298,18 +298,7 @@ export function renderProbePage(r: ProbeReport): string {
 }
 
 function landscapeSection(l: NonNullable<ProbeReport['landscape']>): string {
-  const along = l.directions === 'eigenvectors' ? `the Hessian's top eigenvectors (λ₁ ${fmt(l.eigenvalues![0])}, λ₂ ${fmt(l.eigenvalues![1])}; unit norm)` : 'two gaussian directions normalised filter by filter (Li et al. 2018)';
-  const chart = heatmapChart({
-    title: 'Loss landscape L(w + α·d₁ + β·d₂)',
-    subtitle: `along ${along}; + marks the weights, L = ${fmt(l.center)}`,
-    xLabel: 'α (along d₁)',
-    yLabel: 'β (along d₂)',
-    valueLabel: 'loss',
-    xs: l.alphas,
-    ys: l.betas,
-    values: l.loss,
-    mark: [0, 0],
-  });
+  const chart = landscapeChart(l);
   return `
 <h2>Loss landscape</h2>
 <p class="note">${l.alphas.length} × ${l.betas.length} points, ${l.passes} forward passes, ${l.seconds.toFixed(1)} s; ‖d₁‖ ${esc(fmt(l.norms[0]))}, ‖d₂‖ ${esc(fmt(l.norms[1]))}, cos(d₁, d₂) ${esc(l.cosine.toFixed(3))}.</p>

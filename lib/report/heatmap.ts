@@ -99,3 +99,36 @@ export function heatmapChart(o: HeatmapOptions): string {
   o.values.forEach((row, j) => row.forEach((v, i) => rows.push([o.xs[i], o.ys[j], v])));
   return figure(out.join(''), slug(o.title), rows.map((r) => r.map(csvField).join(',')).join('\n') + '\n');
 }
+
+/** What a landscape chart needs of lossLandscape()'s result (probe.json's `landscape`). */
+export interface LandscapeData {
+  alphas: number[];
+  betas: number[];
+  loss: number[][];
+  center: number;
+  directions: string;
+  eigenvalues?: [number, number];
+}
+
+const fmtShort = (v: number) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : v.toPrecision(4));
+
+/** The loss landscape as a heat map, the weights marked; `name` prefixes the title (a run's). */
+export function landscapeChart(l: LandscapeData, name?: string): string {
+  const along =
+    l.directions === 'eigenvectors' && l.eigenvalues
+      ? `the Hessian's top eigenvectors (λ₁ ${fmtShort(l.eigenvalues[0])}, λ₂ ${fmtShort(l.eigenvalues[1])}; unit norm)`
+      : l.directions === 'random'
+        ? 'two gaussian directions normalised filter by filter (Li et al. 2018)'
+        : 'two given directions';
+  return heatmapChart({
+    title: `${name ? `${name}: l` : 'L'}oss landscape L(w + α·d₁ + β·d₂)`,
+    subtitle: `along ${along}; + marks the weights, L = ${fmtShort(l.center)}`,
+    xLabel: 'α (along d₁)',
+    yLabel: 'β (along d₂)',
+    valueLabel: 'loss',
+    xs: l.alphas,
+    ys: l.betas,
+    values: l.loss,
+    mark: [0, 0],
+  });
+}

@@ -10,6 +10,7 @@
 import * as check from '../arguments.js';
 import type { EpochMetrics, StepLogLine } from '../train/trainer.js';
 import { densityChart, densityPoints, esc, lineChart, type Series } from './charts.js';
+import { landscapeChart } from './heatmap.js';
 import { canonical, GROUP_IGNORED, type Group, groupRuns, meanCurve, type ProbeFile, type Run } from './runs.js';
 import { findBaseline, fmt, runsPhrase, seedWarning, summaryTable, tableHtml } from './table.js';
 
@@ -200,6 +201,31 @@ export function renderReport(runs: Run[], o: ReportOptions = {}): string {
       charts: [densityChart(`last probed epoch (${lastEpoch}); density clipped at 10⁻⁷ of its peak`, densities)],
     });
   }
+
+  // 5. what usam probe --compare and --landscape wrote into probe.json (one seed's per group)
+  const compared = groups.flatMap((g) => (g.runs[0].probe?.comparison ? [{ g, c: g.runs[0].probe.comparison }] : []));
+  if (compared.length > 0)
+    sections.push({
+      title: 'Eigenspaces (usam probe --compare)',
+      note: 'Principal angles between the top-k eigenspace of each run’s Hessian and that of the operator it was compared with (the GGN, a Fisher, or another run’s Hessian), on its probe batches; 0°: shared directions, 90°: orthogonal ones. The legend gives the overlap ‖Q_AᵀQ_B‖_F²/k.',
+      charts: [
+        lineChart({
+          title: 'Principal angles between top eigenspaces',
+          subtitle: 'probe.json of each run (usam probe --compare)',
+          xLabel: 'i (ascending angles)',
+          yLabel: 'angle θ_i (degrees)',
+          yScale: 'linear',
+          series: compared.map(({ g, c }) => ({
+            name: `${g.name} against ${c.against}: overlap ${c.overlap.toFixed(3)}`,
+            style: style.get(g)!,
+            points: c.angles.map((a, i): [number, number] => [i + 1, (a * 180) / Math.PI]),
+          })),
+        }),
+      ],
+    });
+  const landscapes = groups.flatMap((g) => (g.runs[0].probe?.landscape ? [landscapeChart(g.runs[0].probe.landscape, g.name)] : []));
+  if (landscapes.length > 0)
+    sections.push({ title: 'Loss landscapes (usam probe --landscape)', note: 'L(w + α·d₁ + β·d₂) on the run’s probe batches, from probe.json; colour scales are per run.', charts: landscapes });
 
   const rows = summaryTable(groups, baseline);
   const common = groups[0]?.config ?? {};

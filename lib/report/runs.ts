@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { CONFIG_FILE, type EpochMetrics, METRICS_FILE, STEPS_FILE, type StepLogLine } from '../train/trainer.js';
 import { numberedFromOne } from '../train/run-folder.js';
+import type { LandscapeData } from './heatmap.js';
 
 export interface Run {
   name: string;
@@ -34,6 +35,10 @@ export interface ProbeFile {
   checkpoint: { epoch: number; step: number } | null;
   samplesUsed: number;
   options: { split: string; batches: number; batchSize: number; mode: string };
+  /** usam probe --compare: the principal angles between the Hessian's top-k eigenspace and another operator's */
+  comparison?: { against: string; k: number; angles: number[]; overlap: number };
+  /** usam probe --landscape */
+  landscape?: LandscapeData;
 }
 
 export const PROBE_JSON = 'probe.json';

@@ -88,10 +88,10 @@ describe('the report in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it.skipIf(!chromium)('a one-epoch comparison with probe.json, and one over two seeds: markers whole, the table whole, at 1,000 and 1,600 px (needs `chromium`)', () => {
+  it.skipIf(!chromium)('a one-epoch comparison with probe.json (with --compare angles and --landscape heat maps), and one over two seeds: markers whole, the table whole, at 1,000 and 1,600 px (needs `chromium`)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'usam-report-chromium-one-'));
     const runs = writeFakeRuns(join(dir, 'one'), { epochs: 1, probes: false, optimizers: ['sgd', 'sam'] });
-    runs.forEach((r, k) => writeFakeProbeFile(r, 1, k));
+    runs.forEach((r, k) => writeFakeProbeFile(r, 1, k, { curvature: true }));
     const one = join(dir, 'one.html');
     writeFileSync(one, renderReport(runs.map(readRun)));
     const seeds = join(dir, 'seeds.html');

@@ -250,6 +250,26 @@ describe('the issue’s fixes (#27): one epoch, probe.json, wording, exports, on
     expect(both).not.toContain('<sup class="src"');
   });
 
+  it('shows what usam probe --compare and --landscape wrote into probe.json: the angles per run, and one heat map per run', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'usam-report-curvature-'));
+    const [sgd, sam] = writeFakeRuns(dir, { epochs: 1, probes: false, optimizers: ['sgd', 'sam'] });
+    expect(renderReport([readRun(sgd), readRun(sam)])).not.toContain('Eigenspaces');
+    writeFakeProbeFile(sgd, 1, 0, { curvature: true });
+    writeFakeProbeFile(sam, 1, 1, { curvature: true });
+    const html = renderReport([readRun(sgd), readRun(sam)]);
+    const angles = figures(html).find((f) => f.title === 'Principal angles between top eigenspaces')!;
+    expect(angles.svg).toContain('sgd against ggn: overlap 0.800');
+    expect(angles.svg).toContain('sam against ggn: overlap 0.750');
+    // 0.05 rad = 2.8648°, the first angle of sgd
+    expect(angles.csv).toContain(`sgd against ggn: overlap 0.800,1,${(0.05 * 180) / Math.PI}`);
+    const maps = figures(html).filter((f) => /loss landscape/.test(f.title));
+    expect(maps.map((f) => f.title)).toEqual(['sgd: loss landscape L(w + α·d₁ + β·d₂)', 'sam: loss landscape L(w + α·d₁ + β·d₂)']);
+    expect(maps[0].svg).toContain('λ₁ 6.000, λ₂ 2.000');
+    expect((/<g class="cells">([\s\S]*?)<\/g>/.exec(maps[0].svg)![1].match(/<rect /g) ?? []).length).toBe(121);
+    // sam's grid point (−1, −1): 0.3 + 3α² + β² + 0.2·k·α with k = 1
+    expect(maps[1].csv.split('\n').slice(0, 2)).toEqual(['α (along d₁),β (along d₂),loss', `-1,-1,${0.3 + 3 * -1 * -1 + -1 * -1 + 0.2 * 1 * -1}`]);
+  });
+
   it('says "2 runs" for two single runs, "2 groups of 3 runs" only for groups of several, and warns when a comparison rests on one seed', () => {
     const g = (...sizes: number[]) => sizes.map((n, i) => ({ name: `g${i}`, config: {}, runs: Array.from({ length: n }, () => ({}) as Run) }));
     expect(runsPhrase(g(1))).toBe('1 run');
