@@ -55,6 +55,7 @@ export function fisher(model: Model, data: Batch | Iterable<Batch>, options: Par
       if (o[key] !== undefined) throw new check.ArgumentError('fisher', `options.${key}`, "applies to kind 'mc' only (the empirical Fisher uses the data's targets)");
     return new Curvature(new CurvatureOperator(model, a.batches, { ...a.operator, kind: 'empirical-fisher' }));
   }
+  if (a.operator.stream) throw new check.ArgumentError('fisher', 'options.stream', "is not taken with kind 'mc': its drawn targets are kept per batch; pass the batches");
   const samples = o.samples ?? 1;
   check.number('fisher', 'options.samples', samples, { integer: true, min: 1 });
   const seed = o.seed ?? 0;

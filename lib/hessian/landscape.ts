@@ -49,8 +49,8 @@ export interface Landscape {
 export function lossLandscape(model: Model, data: Batch | Iterable<Batch>, options: Partial<LandscapeOptions> = {}): Landscape {
   const a = operatorArgs('lossLandscape', model, data, options);
   const o = a.options as Partial<LandscapeOptions>;
-  for (const key of ['group', 'modules'] as const)
-    if (a.options[key] !== undefined) throw new check.ArgumentError('lossLandscape', `options.${key}`, 'is not taken here: the landscape moves every weight of one process; leave it out');
+  for (const key of ['group', 'modules', 'stream'] as const)
+    if (a.options[key] !== undefined) throw new check.ArgumentError('lossLandscape', `options.${key}`, 'is not taken by lossLandscape (it moves every weight of one process, over batches it holds); leave it out');
   const range = o.range ?? 1;
   check.number('lossLandscape', 'options.range', range, { min: Number.MIN_VALUE });
   const points = o.points ?? 21;

@@ -7,7 +7,7 @@ import { type Model, modelArg } from '../model/model.js';
 import { modeMatters } from '../model/spec.js';
 import type { Batch } from '../model/passes.js';
 import type { ProcessGroup } from '../distributed.js';
-import { type CurvatureOperatorOptions, DEFAULT_HVP_CACHE_BYTES } from './operator.js';
+import { type CurvatureOperatorOptions, DEFAULT_HVP_CACHE_BYTES, type StreamedData } from './operator.js';
 
 export interface OperatorOptions {
   /**
@@ -42,6 +42,13 @@ export interface OperatorOptions {
    * and Lanczos, SLQ and Hutchinson build on hundreds of them.
    */
   precision?: 'fp32';
+  /**
+   * data a DataLoader: make its batches for each product, one at a time, and
+   * dispose each after its pass, so the probe holds one batch instead of all
+   * (no product caches: every product recomputes its passes; not with a
+   * process group)
+   */
+  stream?: boolean;
 }
 
 function isBatch(d: unknown): d is Batch {
@@ -75,6 +82,17 @@ export function operatorArgs(
     );
   const mode = options.mode ?? 'eval';
   if (mode !== 'train' && mode !== 'eval') throw new UsamError(`${fn}: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
+  if (options.stream !== undefined) check.boolean(fn, 'options.stream', options.stream);
+  if (options.stream) {
+    const loader = data as Partial<StreamedData>;
+    if (typeof loader.batch !== 'function' || typeof loader.batchLength !== 'function' || typeof loader.length !== 'number')
+      throw new check.ArgumentError(fn, 'data', 'must be a DataLoader with options.stream (its batches are made for each product); pass the batches without stream');
+    if (options.group) throw new check.ArgumentError(fn, 'options.group', 'is not taken with options.stream; shard the data and leave stream out');
+    if (options.cache !== undefined && options.cache !== false)
+      throw new check.ArgumentError(fn, 'options.cache', 'must be left out (or false) with options.stream: a streamed batch is made anew for every product, so nothing can be cached');
+    if (loader.length === 0) throw new UsamError(`${fn}: the data has no batches`);
+    return { batches: [], options, operator: { training: mode === 'train', modules: options.modules, cacheBytes: 0, stream: loader as StreamedData } };
+  }
   const batches = isBatch(data) ? [data] : Array.from(data);
   if (batches.length === 0) throw new UsamError(`${fn}: the data has no batches`);
   batches.forEach((b, i) => {

@@ -47,6 +47,19 @@ export interface CurvatureOperatorOptions {
   curvatureMethod?: CurvatureMethod;
   /** tensors the operator owns (e.g. sampled targets), disposed with it */
   owned?: Tensor[];
+  /**
+   * stream the data: each product makes the loader's batches one at a time
+   * (epoch 0's order) and disposes each after its pass, so one batch is held
+   * instead of all (no caches; `batches` is then empty)
+   */
+  stream?: StreamedData;
+}
+
+/** What streaming needs of a DataLoader. */
+export interface StreamedData {
+  readonly length: number;
+  batch(epoch: number, index: number): Batch;
+  batchLength(index: number): number;
 }
 
 export class CurvatureOperator {
@@ -65,6 +78,7 @@ export class CurvatureOperator {
   readonly curvatureMethod?: CurvatureMethod;
   private readonly passes: Passes;
   private readonly owned: Tensor[];
+  private readonly stream?: StreamedData;
   private cacheDropped = 0;
 
   constructor(
@@ -75,11 +89,12 @@ export class CurvatureOperator {
     this.kind = o.kind ?? 'hessian';
     this.training = o.training;
     this.method = o.method;
-    this.cacheBytes = o.cacheBytes ?? DEFAULT_HVP_CACHE_BYTES;
+    this.stream = o.stream;
+    this.cacheBytes = o.stream ? 0 : (o.cacheBytes ?? DEFAULT_HVP_CACHE_BYTES);
     this.owned = o.owned ?? [];
     this.curvatureMethod = o.curvatureMethod ?? (o.method === 'double-backward' ? 'double-backward' : undefined);
     this.passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 }, o.group);
-    this.passes.use(batches);
+    if (!this.stream) this.passes.use(batches);
     if (this.cacheBytes > 0) {
       this.passes.hvpCaches = batches.map(() => newHvpCache());
       this.passes.curvatureCaches = batches.map(() => newHvpCache());
@@ -108,7 +123,7 @@ export class CurvatureOperator {
 
   /** The batches the operator averages over (for 'mc-fisher': each input once per drawn target set). */
   get batches(): readonly Batch[] {
-    return this.passes.batches;
+    return this.stream ? [] : this.passes.batches;
   }
 
   /** Whether every eigenvalue is ≥ 0 by construction (the Gauss-Newton-type kinds). */
@@ -144,8 +159,8 @@ export class CurvatureOperator {
    * a block counts K products.
    */
   *applyWork(v: Tensor, out: Tensor): Work<Tensor> {
-    const pass = this.kind === 'hessian' ? this.passes.hvpWork(v, out, this.method) : this.passes.gaussNewtonWork(v, out, this.kind);
-    yield* this.passOver(v, pass);
+    const kind = this.kind;
+    yield* this.passOver(v, out, (o) => (kind === 'hessian' ? this.passes.hvpWork(v, o, this.method) : this.passes.gaussNewtonWork(v, o, kind)));
     if (v.shape.length === 1) return this.restrict(out);
     const K = v.shape[0], P = this.model.numParams;
     if (this.mask) {
@@ -166,7 +181,7 @@ export class CurvatureOperator {
     if (this.kind !== 'hessian') return yield* this.formByProduct(v);
     const out = zeros([v.shape.length === 2 ? v.shape[0] : 1], this.model);
     try {
-      yield* this.passOver(v, this.passes.curvatureWork(v, out, this.curvatureMethod));
+      yield* this.passOver(v, out, (o) => this.passes.curvatureWork(v, o, this.curvatureMethod));
       return Array.from(out.toArray() as ArrayLike<number>);
     } finally {
       out.dispose();
@@ -198,19 +213,46 @@ export class CurvatureOperator {
     }
   }
 
-  // Runs a pass over the batches in the operator's mode (the model's own mode
-  // restored after), keeps the caches within their limit, counts its H applications.
-  private *passOver(v: Tensor, pass: Work<number>): Work<void> {
+  // Runs a pass over the batches into `out` in the operator's mode (the
+  // model's own mode restored after), keeps the caches within their limit,
+  // counts its applications.
+  private *passOver(v: Tensor, out: Tensor, pass: (out: Tensor) => Work<number>): Work<void> {
     if (this.disposed) throw new UsamError(`this ${this.kind === 'hessian' ? 'Hessian' : `${this.kind} operator`} was disposed; it cannot be used after dispose() (make a new one with hessian(), ggn() or fisher())`);
     const wasTraining = this.model.training;
     this.model.train(this.training);
     try {
-      yield* pass;
+      if (this.stream) yield* this.streamed(out, pass);
+      else yield* pass(out);
     } finally {
       this.model.train(wasTraining);
       this.keepCachesWithinLimit();
     }
     this.hvps += v.shape.length === 2 ? v.shape[0] : 1;
+  }
+
+  // A streamed pass: each batch made from the loader, its pass run, weighted
+  // into `out` by its share of the samples (as Passes' accumulation), disposed.
+  private *streamed(out: Tensor, pass: (out: Tensor) => Work<number>): Work<void> {
+    const s = this.stream!;
+    const sizes = Array.from({ length: s.length }, (_, j) => s.batchLength(j));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const scratch = sizes.length > 1 ? zeros(out.shape, this.model) : undefined;
+    try {
+      for (let j = 0; j < sizes.length; j++) {
+        const b = s.batch(0, j);
+        try {
+          this.passes.use([b]);
+          yield* pass(j === 0 ? out : scratch!);
+        } finally {
+          b.x.dispose();
+          b.y.dispose();
+        }
+        if (j === 0) ops.scale(out, sizes[0] / total);
+        else ops.axpy(out, sizes[j] / total, scratch!);
+      }
+    } finally {
+      scratch?.dispose();
+    }
   }
 
   /**
