@@ -78,7 +78,7 @@ export function operatorArgs(
     throw new check.ArgumentError(
       fn,
       'options.precision',
-      `is ${check.describeValue(options.precision)}: the curvature probes run in float32 only (a reduced-precision product errs by about its unit roundoff relative, 2⁻⁸ for bf16, and the probes build on hundreds of products). Leave it out or pass 'fp32'; a bf16 or fp16 model's probes run in float32 by themselves`,
+      `is ${check.describeValue(options.precision)}: the ${fn === 'hessian' ? 'Hessian' : 'curvature'} probes run in float32 only (a reduced-precision product errs by about its unit roundoff relative, 2⁻⁸ for bf16, and the probes build on hundreds of products). Leave it out or pass 'fp32'; a bf16 or fp16 model's probes run in float32 by themselves`,
     );
   const mode = options.mode ?? 'eval';
   if (mode !== 'train' && mode !== 'eval') throw new UsamError(`${fn}: options.mode is '${String(mode)}'; use 'train' or 'eval'`);
