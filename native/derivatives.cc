@@ -155,13 +155,15 @@ std::vector<at::Tensor> Network::LossPrimal(const at::Tensor& z, const at::Tenso
   });
 }
 
+at::Tensor Network::OutputTangent(const Dual& z, int64_t block) {
+  if (z.tangent.defined()) return z.tangent;
+  std::vector<int64_t> shape = z.value.sizes().vec();
+  if (block) shape.insert(shape.begin(), block);
+  return at::zeros(shape, z.value.options());
+}
+
 double Network::LossDual(const Dual& z, const at::Tensor& y, Dual& grad, PrimalCache* cache, int64_t block) const {
-  at::Tensor zt = z.tangent;
-  if (!zt.defined()) {
-    std::vector<int64_t> shape = z.value.sizes().vec();
-    if (block) shape.insert(shape.begin(), block);
-    zt = at::zeros(shape, z.value.options());
-  }
+  at::Tensor zt = OutputTangent(z, block);
   auto lg = LossPrimal(z.value, y, cache);
   double loss = lg[0].item<double>();
   switch (loss_.kind) {

@@ -49,12 +49,7 @@ at::Tensor Network::OutputCurvature(const std::string& kind, const Dual& z, cons
   }
   if (kind == "mc-fisher" && (loss_.kind == LossKind::Nll || loss_.kind == LossKind::Huber))
     Fail(NoLikelihood(loss_.kind));
-  at::Tensor zt = z.tangent;
-  if (!zt.defined()) {
-    std::vector<int64_t> shape = z.value.sizes().vec();
-    if (block) shape.insert(shape.begin(), block);
-    zt = at::zeros(shape, z.value.options());
-  }
+  at::Tensor zt = OutputTangent(z, block);
   auto lg = LossPrimal(z.value, y, cache);
   loss = lg[0].item<double>();
   const int64_t samples = z.value.size(0);

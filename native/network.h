@@ -119,6 +119,8 @@ class Network {
   void AllocateStorage(uint64_t dropoutSeed);
   // the module's forward; `autocast`: under LibTorch's autocast to `reduced`
   at::Tensor ScriptForward(const at::Tensor& x, bool updateStats, bool autocast);
+  // The outputs' tangent ż, zeros of the outputs' shape (a block's [K, ...]) where nothing upstream depends on w.
+  static at::Tensor OutputTangent(const Dual& z, int64_t block);
   // (∂L/∂z, R{∂L/∂z}) of the loss at the outputs z; returns L.
   double LossDual(const Dual& z, const at::Tensor& target, Dual& grad, PrimalCache* cache, int64_t block) const;
   // d²L/dt² from the outputs' jet, per direction ([K], or [] without a block); sets `loss`.
