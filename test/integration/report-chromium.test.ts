@@ -44,9 +44,9 @@ interface Layout {
   png?: { bytes: number; width: number; height: number };
 }
 
-/** The page's own layout check (and its PNG export of the first chart: --virtual-time-budget lets it finish) at a window width. */
+/** The page's own layout check (and its PNG export of the first chart: --virtual-time-budget lets it finish; 5 s of virtual time once fell short on a loaded machine, hence 15) at a window width. */
 function layoutAt(file: string, width: number): { layout: Layout; dom: string } {
-  const dom = browse(`file://${file}`, [`--window-size=${width},1400`, '--virtual-time-budget=5000', '--dump-dom']);
+  const dom = browse(`file://${file}`, [`--window-size=${width},1400`, '--virtual-time-budget=15000', '--dump-dom']);
   expect(dom.status, dom.stderr).toBe(0);
   const attr = /<body[^>]*data-layout="([^"]*)"/.exec(dom.stdout);
   expect(attr, 'the page’s layout check did not run').not.toBeNull();
