@@ -337,6 +337,15 @@ double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Ten
   return cache.loss.item<double>();
 }
 
+double Network::IntoSeparate(at::Tensor& out, const at::Tensor& v, const std::function<double(at::Tensor&)>& pass) const {
+  auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
+  if (!overlaps(v) && !overlaps(flatParams) && !overlaps(flatBuffers)) return pass(out);
+  at::Tensor fresh = at::empty_like(out);
+  double loss = pass(fresh);
+  out.copy_(fresh);
+  return loss;
+}
+
 void Network::KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const {
   if (cache.key == key && !cache.graph.empty()) {
     ++cache.replays;
@@ -373,17 +382,7 @@ std::vector<at::Tensor> Network::BackwardWith(const std::vector<at::Tensor>& gra
 double Network::HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                       at::Tensor& out, PrimalCache* cache) {
   PassSignals held;
-  if (method == "forward-over-reverse") {
-    // The reverse pass writes blocks of `out` while it still reads v, the
-    // parameters and the statistics: if `out` is any of them (e.g.
-    // model.params), compute into a fresh vector and copy at the end.
-    auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
-    if (!overlaps(v) && !overlaps(flatParams) && !overlaps(flatBuffers)) return Hvp(x, y, v, out, cache);
-    at::Tensor fresh = at::empty_like(out);
-    double loss = Hvp(x, y, v, fresh, cache);
-    out.copy_(fresh);
-    return loss;
-  }
+  if (method == "forward-over-reverse") return IntoSeparate(out, v, [&](at::Tensor& o) { return Hvp(x, y, v, o, cache); });
   // Double backward through the gradient's graph, kept in the caller's
   // cache or in one for this call: a block builds the graph once and
   // takes one backward pass of it per direction.

@@ -77,20 +77,17 @@ double Network::GaussNewtonBy(const std::string& kind, const at::Tensor& x, cons
     PrimalCache local;
     return ScriptGaussNewton(kind, x, y, v, out, cache ? *cache : local);
   }
-  // as HvpBy: the reverse pass writes `out` while it reads v and the parameters
-  auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
-  at::Tensor target = overlaps(v) || overlaps(flatParams) || overlaps(flatBuffers) ? at::empty_like(out) : out;
-  double loss = TangentPass(x, y, v, cache, kind, [&](DualPass& dual) {
-    dual.hv = SplitLikeParams(target, dual.block);
-    DualBackward backward;
-    Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
-    double l = 0;
-    at::Tensor u = OutputCurvature(kind, z, y, cache, dual.block, l);
-    backward({at::zeros_like(z.value), u});
-    return l;
+  return IntoSeparate(out, v, [&](at::Tensor& target) {
+    return TangentPass(x, y, v, cache, kind, [&](DualPass& dual) {
+      dual.hv = SplitLikeParams(target, dual.block);
+      DualBackward backward;
+      Dual z = RunLayersDual(layers_, {x, {}}, dual, backward);
+      double loss = 0;
+      at::Tensor u = OutputCurvature(kind, z, y, cache, dual.block, loss);
+      backward({at::zeros_like(z.value), u});
+      return loss;
+    });
   });
-  if (!target.is_same(out)) out.copy_(target);
-  return loss;
 }
 
 double Network::ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,

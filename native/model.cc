@@ -303,15 +303,20 @@ std::string ModelWrap::MethodArg(const Napi::CallbackInfo& info, size_t i, const
 }
 
 ModelCall ModelWrap::HvpCall(const Napi::CallbackInfo& info) {
+  return ProductCall(info, MethodArg(info, 4, {"forward-over-reverse", "double-backward"}), &Network::HvpBy);
+}
+
+// (x, y, v, out, method, cache?) into run(method, ...): an HVP or a
+// Gauss-Newton-type product of a flat v or a block [K, P]; returns L(w).
+ModelCall ModelWrap::ProductCall(const Napi::CallbackInfo& info, std::string method, ProductRun run) {
   auto [x, y] = Batch(info, 0);
   auto& v = DirectionsArg(info, 2, "v", -1);
   auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
-  std::string method = MethodArg(info, 4, {"forward-over-reverse", "double-backward"});
   PrimalCache* cache = nullptr;
   if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
   auto loss = std::make_shared<double>(0);
-  return {[this, x = x, y = y, v, out, method, loss, cache]() mutable {
-            *loss = net_->HvpBy(method, x, y, v, out, cache);
+  return {[this, x = x, y = y, v, out, method, loss, cache, run]() mutable {
+            *loss = (net_.get()->*run)(method, x, y, v, out, cache);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
@@ -344,17 +349,7 @@ Napi::Value ModelWrap::Curvature(const Napi::CallbackInfo& info) { return RunNow
 // 'ggn', 'empirical-fisher' or 'mc-fisher' (Network::GaussNewtonBy; v and out
 // flat [P] or a block [K, P]), returns L(w).
 ModelCall ModelWrap::GaussNewtonCall(const Napi::CallbackInfo& info) {
-  auto [x, y] = Batch(info, 0);
-  auto& v = DirectionsArg(info, 2, "v", -1);
-  auto& out = DirectionsArg(info, 3, "out", v.dim() == 2 ? v.size(0) : 0);
-  std::string kind = StringArg(info, 4, "kind");  // checked by GaussNewtonBy
-  PrimalCache* cache = nullptr;
-  if (auto* wrap = HvpCacheWrap::Arg(info, 5)) cache = &wrap->Cache();
-  auto loss = std::make_shared<double>(0);
-  return {[this, x = x, y = y, v, out, kind, loss, cache]() mutable {
-            *loss = net_->GaussNewtonBy(kind, x, y, v, out, cache);
-          },
-          [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
+  return ProductCall(info, StringArg(info, 4, "kind"), &Network::GaussNewtonBy);  // the kind checked by GaussNewtonBy
 }
 
 Napi::Value ModelWrap::GaussNewton(const Napi::CallbackInfo& info) { return RunNow(info.Env(), GaussNewtonCall(info)); }

@@ -89,6 +89,9 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   ModelCall HvpCall(const Napi::CallbackInfo& info);
   ModelCall CurvatureCall(const Napi::CallbackInfo& info);
   ModelCall GaussNewtonCall(const Napi::CallbackInfo& info);
+  using ProductRun = double (Network::*)(const std::string&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         at::Tensor&, PrimalCache*);
+  ModelCall ProductCall(const Napi::CallbackInfo& info, std::string method, ProductRun run);
   ModelCall QuadraticFormGradCall(const Napi::CallbackInfo& info);
   Napi::Value RunNow(Napi::Env env, ModelCall call);
   Napi::Value RunAsync(const Napi::CallbackInfo& info, ModelCall call);

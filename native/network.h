@@ -137,6 +137,10 @@ class Network {
   // trick on the kept graph of Jᵀu, then Jᵀ(M·Jv)), row by row for a block.
   double ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                            at::Tensor& out, PrimalCache& cache);
+  // pass(out), or, where `out` overlaps v, the parameters or the buffers
+  // (e.g. model.params: a reverse pass writes `out` while it still reads
+  // them), pass(a fresh tensor) copied into `out` at the end; returns its L.
+  double IntoSeparate(at::Tensor& out, const at::Tensor& v, const std::function<double(at::Tensor&)>& pass) const;
   // Leaves in `cache` the graph `record` builds for `key`: recorded unless
   // the cache holds it already (then a replay); a failed recording leaves it empty.
   void KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const;

@@ -5,7 +5,7 @@
 import { UsamError } from '../errors.js';
 import { ops } from '../tensor/ops.js';
 import { type Tensor, tensorArg } from '../tensor/tensor.js';
-import { orthonormalBasis } from './subspace.js';
+import { orthonormalBasis, projectOut } from './subspace.js';
 import { lanczos, type LanczosMemoryOptions, type LanczosRun } from './lanczos.js';
 import { tridiagonalEigen } from './linalg.js';
 import type { Work } from '../model/work.js';
@@ -206,7 +206,7 @@ function* measuredResiduals(op: CurvatureOperator, xs: Tensor[], values: number[
     const out: number[] = [];
     for (const [i, x] of xs.entries()) {
       yield* op.applyWork(x, w);
-      for (const d of deflate) ops.axpy(w, -ops.dot(d, w), d);
+      projectOut(w, deflate, 1);
       ops.axpy(w, -values[i], x);
       out.push(ops.norm(w));
     }

@@ -4,6 +4,7 @@
 // its standard error. Where only vᵀHv is needed (Hutchinson, Hutch++'s
 // deflated part) it comes from a curvature pass, not an HVP.
 import { UsamError } from '../errors.js';
+import { projectOut } from './subspace.js';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Work } from '../model/work.js';
@@ -154,7 +155,7 @@ export function* hutchPlusPlus(op: CurvatureOperator, samples: number, seed: num
       (row) => op.random(gen, 'rademacher', row),
       (r) => {
         const q = rows.hv[r].clone();
-        for (let pass = 0; pass < 2; pass++) for (const b of basis) ops.axpy(q, -ops.dot(b, q), b);
+        projectOut(q, basis);
         const n = ops.norm(q);
         if (n <= 1e-12) return q.dispose();
         ops.scale(q, 1 / n);
@@ -173,7 +174,7 @@ export function* hutchPlusPlus(op: CurvatureOperator, samples: number, seed: num
       Math.max(samples - m - basis.length, 2),
       (row) => {
         op.random(gen, 'rademacher', row);
-        for (const b of basis) ops.axpy(row, -ops.dot(b, row), b); // (I − QQᵀ)v
+        projectOut(row, basis, 1); // (I − QQᵀ)v
       },
       (_r, _i, q) => xs.push(q),
       true,

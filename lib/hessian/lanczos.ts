@@ -16,6 +16,7 @@ import { totalmem } from 'node:os';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { tridiagonalEigen } from './linalg.js';
+import { projectOut } from './subspace.js';
 import type { Work } from '../model/work.js';
 import type { CurvatureOperator } from './operator.js';
 
@@ -108,7 +109,7 @@ export class LanczosProcess {
   ) {
     this.keepAll = plan.reorthogonalization === 'full';
     const q = start.clone();
-    this.project(q);
+    projectOut(q, this.deflate);
     ops.scale(q, 1 / ops.norm(q));
     this.basis.push(q);
     this.ended = steps < 1;
@@ -118,26 +119,21 @@ export class LanczosProcess {
     return this.basis[this.basis.length - 1];
   }
 
-  // w − V(Vᵀw), twice (as the basis' own reorthogonalisation)
-  private project(w: Tensor): void {
-    for (let pass = 0; pass < 2; pass++) for (const d of this.deflate) ops.axpy(w, -ops.dot(d, w), d);
-  }
-
   advance(w: Tensor): boolean {
     const { alpha, beta, basis } = this;
     const current = this.current;
-    this.project(w);
+    projectOut(w, this.deflate);
     const a = ops.dot(current, w);
     alpha.push(a);
     if (this.keepAll) {
       // full reorthogonalisation, twice ("twice is enough"), against all basis vectors
-      for (let pass = 0; pass < 2; pass++) for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+      projectOut(w, basis);
     } else {
       // the three-term recurrence w − α q_j − β q_{j−1}, then once more against
       // those two (local reorthogonalisation: it costs two dots)
       ops.axpy(w, -a, current);
       if (basis.length > 1) ops.axpy(w, -beta[beta.length - 1], basis[0]);
-      for (const qi of basis) ops.axpy(w, -ops.dot(qi, w), qi);
+      projectOut(w, basis, 1);
     }
     this.lastBeta = ops.norm(w);
     const isLast = alpha.length === this.steps || this.lastBeta <= 1e-12 * Math.max(1, Math.abs(a));

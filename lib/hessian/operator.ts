@@ -126,11 +126,6 @@ export class CurvatureOperator {
     return this.stream ? [] : this.passes.batches;
   }
 
-  /** Whether every eigenvalue is ≥ 0 by construction (the Gauss-Newton-type kinds). */
-  get positiveSemidefinite(): boolean {
-    return this.kind !== 'hessian';
-  }
-
   /** A zero vector of the model's size, dtype and device. */
   zeros(): Tensor {
     return this.model.zerosLikeParams();

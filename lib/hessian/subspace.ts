@@ -47,6 +47,15 @@ export function principalAngles(a: Tensor[], b: Tensor[]): PrincipalAngles {
   }
 }
 
+/**
+ * w − Q(Qᵀw) for orthonormal Q, one vector at a time, `passes` times
+ * (twice is enough: Giraud et al. 2005): the reorthogonalisation of Lanczos,
+ * deflation, Hutch++'s sketch and Gram–Schmidt below.
+ */
+export function projectOut(w: Tensor, basis: readonly Tensor[], passes = 2): void {
+  for (let pass = 0; pass < passes; pass++) for (const q of basis) ops.axpy(w, -ops.dot(q, w), q);
+}
+
 /** Orthonormal copies (Gram–Schmidt, twice) of flat, independent vectors, in float64 unless `keepDType`; the caller disposes them. */
 export function orthonormalBasis(fn: string, name: string, vectors: Tensor[], keepDType = false): Tensor[] {
   if (!Array.isArray(vectors) || vectors.length === 0) throw new UsamError(`${fn}: ${name} must be a non-empty array of flat tensors (e.g. eigenvalues({vectors: true}).largestVectors)`);
@@ -58,7 +67,7 @@ export function orthonormalBasis(fn: string, name: string, vectors: Tensor[], ke
       const q = keepDType || v.dtype === 'float64' ? v.clone() : v.to('cpu', 'float64');
       out.push(q);
       const norm = ops.norm(q);
-      for (let pass = 0; pass < 2; pass++) for (const p of out.slice(0, -1)) ops.axpy(q, -ops.dot(p, q), p);
+      projectOut(q, out.slice(0, -1));
       const left = ops.norm(q);
       if (!(left > 1e-8 * norm)) throw new UsamError(`${fn}: ${name}[${i}] is zero or in the span of the vectors before it; pass independent vectors`);
       ops.scale(q, 1 / left);

@@ -54,7 +54,7 @@ describe('streamed probes', () => {
     expect(() => hessian(model, [batch], { stream: true })).toThrow(/data.*must be a DataLoader with options\.stream/);
     expect(() => hessian(model, loader, { stream: true, cache: { maxBytes: 1e6 } })).toThrow(/options\.cache.*nothing can be cached/);
     expect(() => fisher(model, loader, { kind: 'mc', stream: true })).toThrow(/options\.stream.*kind 'mc'/);
-    expect(() => lossLandscape(model, loader, { stream: true })).toThrow(/options\.stream.*lossLandscape/);
+    expect(() => lossLandscape(model, loader, { stream: true } as never)).toThrow(/options\.stream.*lossLandscape/);
     expect(() => hessian(model, loader, { stream: 'yes' as unknown as boolean })).toThrow(/options\.stream/);
   });
 });
