@@ -12,6 +12,12 @@ namespace usam {
 // check comes free).
 double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::vector<at::Tensor>& xs);
 
+// dst = base + scale·dir, returning ⟨probe, dir⟩ accumulated in double, in
+// one pass over the four vectors (a perturbation w0 + s·u together with the
+// slope g0ᵀu that the zeroth-order rules' readings subtract). dst may alias
+// base only.
+double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, const at::Tensor& dir, const at::Tensor& probe);
+
 // dst = src (same numel; src of any shape, dst flat) for a CPU float/double
 // contiguous pair of one dtype, returning Σ_k dst[k] in double as
 // FusedCombine does; for any other pair, false (nothing written).
@@ -23,7 +29,11 @@ struct SgdParams {
 };
 
 // PyTorch's SGD: d = g + wd·w; b = first ? d : μ·b + (1−dampening)·d;
-// w −= lr·(nesterov ? d + μ·b : b)   (momentum 0: w −= lr·d)
-void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p);
+// w −= lr·(nesterov ? d + μ·b : b)   (momentum 0: w −= lr·d).
+// With `from` (same layout as w), the step starts from those weights instead
+// of w's: w = from − lr·(...), d = g + wd·from, bit for bit what copying
+// `from` into w and then stepping gives, in one pass instead of two (a
+// sharpness-aware step restores w0 that way: its w is still perturbed).
+void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p, const at::Tensor* from = nullptr);
 
 }  // namespace usam

@@ -12,7 +12,17 @@ void CheckState(const at::Tensor& param, const at::Tensor& t, const char* name) 
   CheckSameLayout(param, "param", t, name);
 }
 
-// sgdStep(param, grad, momentumBuffer, {lr, momentum, dampening, weightDecay, nesterov, first})
+// The optional `from` of both steps: the weights the step starts from (w0
+// of a sharpness-aware step, whose param still holds a perturbed w), written
+// as param's new value in the same pass; absent or undefined: param itself.
+const at::Tensor* FromArg(const Napi::CallbackInfo& info, size_t i, const at::Tensor& param) {
+  if (info.Length() <= i || info[i].IsUndefined()) return nullptr;
+  auto& from = TensorWrap::Arg(info, i, "from");
+  CheckState(param, from, "from");
+  return &from;
+}
+
+// sgdStep(param, grad, momentumBuffer, {lr, momentum, dampening, weightDecay, nesterov, first}, from?)
 Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   auto& w = TensorWrap::Arg(info, 0, "param");
   auto& g = TensorWrap::Arg(info, 1, "grad");
@@ -23,11 +33,11 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   double lr = NumberField(o, "lr", "sgd"), momentum = NumberField(o, "momentum", "sgd", 0.0);
   double dampening = NumberField(o, "dampening", "sgd", 0.0), wd = NumberField(o, "weightDecay", "sgd", 0.0);
   bool nesterov = BoolField(o, "nesterov", "sgd", false), first = BoolField(o, "first", "sgd", false);
-  FusedSgd(w, g, buf, {lr, momentum, dampening, wd, nesterov, first});
+  FusedSgd(w, g, buf, {lr, momentum, dampening, wd, nesterov, first}, FromArg(info, 4, w));
   return info.Env().Undefined();
 }
 
-// adamStep(param, grad, expAvg, expAvgSq, {lr, beta1, beta2, eps, weightDecay, decoupled, step})
+// adamStep(param, grad, expAvg, expAvgSq, {lr, beta1, beta2, eps, weightDecay, decoupled, step}, from?)
 // `step` counts from 1; `decoupled` selects AdamW's weight decay.
 Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   auto& w = TensorWrap::Arg(info, 0, "param");
@@ -42,7 +52,9 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   double eps = NumberField(o, "eps", "adam"), wd = NumberField(o, "weightDecay", "adam", 0.0);
   bool decoupled = BoolField(o, "decoupled", "adam", false);
   int64_t step = IntField(o, "step", "adam", 1);
+  const at::Tensor* from = FromArg(info, 5, w);
   at::NoGradGuard ng;
+  if (from) w.copy_(*from);  // ATen's ops below read w: start it at `from`
   at::Tensor grad = g;
   if (wd != 0) {
     if (decoupled)

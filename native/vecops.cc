@@ -136,6 +136,24 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), FusedCombine(dst, c, t));
 }
 
+// shiftDot(dst, base, scale, dir, probe): dst = base + scale·dir and
+// returns ⟨probe, dir⟩ (accumulated in double), in one pass. dst may alias
+// base only.
+Napi::Value ShiftDot(const Napi::CallbackInfo& info) {
+  auto& dst = TensorWrap::Arg(info, 0, "dst");
+  auto& base = TensorWrap::Arg(info, 1, "base");
+  double scale = NumberArg(info, 2, "scale");
+  auto& dir = TensorWrap::Arg(info, 3, "dir");
+  auto& probe = TensorWrap::Arg(info, 4, "probe");
+  CheckFloat(dst, "dst");
+  CheckSameLayout(dst, "dst", base, "base");
+  CheckSameLayout(dst, "dst", dir, "dir");
+  CheckSameLayout(dst, "dst", probe, "probe");
+  if (!std::isfinite(scale)) Fail("shiftDot: argument 'scale' must be a finite number");
+  if (dir.is_same(dst) || probe.is_same(dst)) Fail("shiftDot: dst may alias only base");
+  return Napi::Number::New(info.Env(), FusedShiftDot(dst, base, scale, dir, probe));
+}
+
 Napi::Value AllFinite(const Napi::CallbackInfo& info) {
   auto& x = TensorWrap::Arg(info, 0, "x");
   at::NoGradGuard ng;
@@ -161,6 +179,7 @@ Napi::Object DefineVecOps(Napi::Env env) {
   ops.Set("abs", Napi::Function::New(env, &GuardFn<&Abs>, "abs"));
   ops.Set("mul", Napi::Function::New(env, &GuardFn<&Mul>, "mul"));
   ops.Set("combine", Napi::Function::New(env, &GuardFn<&Combine>, "combine"));
+  ops.Set("shiftDot", Napi::Function::New(env, &GuardFn<&ShiftDot>, "shiftDot"));
   ops.Set("allFinite", Napi::Function::New(env, &GuardFn<&AllFinite>, "allFinite"));
   return ops;
 }

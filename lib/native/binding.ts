@@ -174,6 +174,8 @@ export interface NativeOps {
   mul(dst: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
   combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): number;
+  /** dst = base + scale·dir, returns ⟨probe, dir⟩ (accumulated in double), one pass; dst may alias base only */
+  shiftDot(dst: NativeTensor, base: NativeTensor, scale: number, dir: NativeTensor, probe: NativeTensor): number;
   allFinite(x: NativeTensor): boolean;
 }
 
@@ -197,8 +199,9 @@ export interface AdamStepOptions {
 }
 
 export interface NativeOptim {
-  sgdStep(param: NativeTensor, grad: NativeTensor, momentumBuffer: NativeTensor, options: SgdStepOptions): void;
-  adamStep(param: NativeTensor, grad: NativeTensor, expAvg: NativeTensor, expAvgSq: NativeTensor, options: AdamStepOptions): void;
+  /** `from`: the weights the step starts from (param's layout), written as param's new value in the same pass; default param itself */
+  sgdStep(param: NativeTensor, grad: NativeTensor, momentumBuffer: NativeTensor, options: SgdStepOptions, from?: NativeTensor): void;
+  adamStep(param: NativeTensor, grad: NativeTensor, expAvg: NativeTensor, expAvgSq: NativeTensor, options: AdamStepOptions, from?: NativeTensor): void;
 }
 
 export interface NativeProcessGroupOptions {

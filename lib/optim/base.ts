@@ -50,9 +50,12 @@ export interface BaseOptimizer {
   /**
    * w ← step(w, grad) with learning rate `lr` (the schedule's current
    * value). With parameter groups, `lr` and `weightDecay` give each group's
-   * current values (group 0, the default group, first).
+   * current values (group 0, the default group, first). `from`: the weights
+   * the step starts from where `params` holds others (a sharpness-aware step's
+   * w0, its params still perturbed): params = from − lr·(...) in the same
+   * pass, bit for bit a copy of `from` into params and then the step.
    */
-  step(params: Tensor, grad: Tensor, lr: number | readonly number[], weightDecay?: readonly number[]): void;
+  step(params: Tensor, grad: Tensor, lr: number | readonly number[], weightDecay?: readonly number[], from?: Tensor): void;
   /** Step count and state buffers (momentum, Adam moments), for checkpoints. */
   state(): BaseOptimizerState;
   /** Sets the step count (the buffers of state() are written in place by the caller). */
@@ -96,23 +99,25 @@ export function createBaseOptimizer(config: BaseConfigInput, like: Tensor, group
     return v;
   };
   let steps = 0;
-  const one = (params: Tensor, grad: Tensor, b: Tensor[], lr: number, weightDecay: number) => {
-    if (c.kind === 'sgd') native().optim.sgdStep(params, grad, b[0], { ...c, lr, weightDecay, first: steps === 0 });
-    else native().optim.adamStep(params, grad, b[0], b[1], { ...c, lr, weightDecay, decoupled, step: steps + 1 });
+  const one = (params: Tensor, grad: Tensor, b: Tensor[], lr: number, weightDecay: number, from: Tensor | undefined) => {
+    if (c.kind === 'sgd') native().optim.sgdStep(params, grad, b[0], { ...c, lr, weightDecay, first: steps === 0 }, from);
+    else native().optim.adamStep(params, grad, b[0], b[1], { ...c, lr, weightDecay, decoupled, step: steps + 1 }, from);
   };
   const list = Object.values(buffers);
   return {
     config: c,
-    step(params, grad, lr, weightDecay) {
+    step(params, grad, lr, weightDecay, from) {
       const lrs = typeof lr === 'number' ? [lr] : lr;
       const decays = weightDecay ?? [defaultDecay];
-      if (!grouped) one(params, grad, list, lrs[0], decays[0]);
+      if (from !== undefined) tensorArg('BaseOptimizer.step', 'from', from);
+      if (!grouped) one(params, grad, list, lrs[0], decays[0], from);
       else {
         const [p, g] = [parts(params), parts(grad)];
+        const f = from !== undefined ? parts(from) : undefined;
         const bs = list.map(parts);
         grouped.segments.forEach((seg, i) => {
           const group = grouped.groups[seg.group];
-          one(p[i], g[i], bs.map((b) => b[i]), lrs[seg.group] ?? lrs[0], decays[seg.group] ?? (seg.group === 0 ? defaultDecay : group.weightDecay));
+          one(p[i], g[i], bs.map((b) => b[i]), lrs[seg.group] ?? lrs[0], decays[seg.group] ?? (seg.group === 0 ? defaultDecay : group.weightDecay), f?.[i]);
         });
       }
       steps++;

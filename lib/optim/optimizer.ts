@@ -17,7 +17,7 @@ import { runAsync, runSync, type Work } from '../model/work.js';
 import { Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
 import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig } from './rules/index.js';
 import { scheduleOf } from './schedule.js';
-import { GradientClipper } from './clip.js';
+import { type ClipResult, GradientClipper } from './clip.js';
 import { lossScaleConfig, LossScaler } from './loss-scale.js';
 import { checkStateDict, OPTIMIZER_STATE_FORMAT, optimizerOptions, optimizerPrecision, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
 export { OPTIMIZER_STATE_FORMAT, type OptimizerOptions, type OptimizerStateDict, type StepResult } from './options.js';
@@ -246,26 +246,34 @@ export class Optimizer {
     if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
     const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
-    if (sharpnessAware) {
-      const w0 = this.workspace.get('saved-params');
-      ops.copy(w0, this.model.params);
-      // the rules write the update over g0 once they no longer need it (one flat vector less)
-      try {
+    // w0 while params hold a perturbed w: the base step starts from it, which
+    // restores w in the update's own pass (bit for bit a copy and then the
+    // step); a failure before that restores it in `finally`
+    let perturbedFrom: Tensor | undefined;
+    let reported: { loss: number; correct: number | null; count: number; sharpness: number; penalty: number };
+    let clip: ClipResult | undefined;
+    try {
+      if (sharpnessAware) {
+        const w0 = this.workspace.get('saved-params');
+        ops.copy(w0, this.model.params);
+        perturbedFrom = w0;
+        // the rules write the update over g0 once they no longer need it (one flat vector less)
         result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
-      } finally {
-        ops.copy(this.model.params, w0); // w exactly, bit for bit, before the base step (and after an error)
       }
+      reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
+      if (this.localReducer) reported = this.averageLocal(grad, reported);
+      // a plain step's gradient is its one pass's: that pass summed it as it wrote it
+      const gradSum = sharpnessAware ? result.gradSum : (this.passes.gradSum ?? undefined);
+      const finite = gradSum !== undefined && !this.localReducer ? Number.isFinite(gradSum) : ops.allFinite(grad);
+      if (!finite)
+        throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', gradSum ?? NaN);
+      // clipped once, the combined and averaged gradient, before weight decay and the update (optim/clip.ts)
+      clip = this.clipper?.clip(grad);
+      this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay), perturbedFrom);
+      perturbedFrom = undefined;
+    } finally {
+      if (perturbedFrom) ops.copy(this.model.params, perturbedFrom); // w exactly, bit for bit, after an error
     }
-    let reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
-    if (this.localReducer) reported = this.averageLocal(grad, reported);
-    // a plain step's gradient is its one pass's: that pass summed it as it wrote it
-    const gradSum = sharpnessAware ? result.gradSum : (this.passes.gradSum ?? undefined);
-    const finite = gradSum !== undefined && !this.localReducer ? Number.isFinite(gradSum) : ops.allFinite(grad);
-    if (!finite)
-      throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', gradSum ?? NaN);
-    // clipped once, the combined and averaged gradient, before weight decay and the update (optim/clip.ts)
-    const clip = this.clipper?.clip(grad);
-    this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay));
     this.steps++;
     const counters = {
       forward: this.counters.forward - before.forward,

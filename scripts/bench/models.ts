@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { loadTorchScript, Model, type ModelOptions } from '../../lib/model/model.js';
 import { cnn, mlp, resnet18 } from '../../lib/model/presets.js';
 import type { ModelSpecInput } from '../../lib/model/spec.js';
+import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
 
 export type BenchModel = 'tiny' | 'mlp' | 'mlp256' | 'cnn' | 'resnet18';
 
@@ -41,6 +42,18 @@ export const BENCH_MODELS: Record<BenchModel, { spec: ModelSpecInput; input: num
   /** the CIFAR ResNet-18 of the paper (GPU check) */
   resnet18: { spec: resnet18({ classes: 10 }), input: [3, 32, 32] },
 };
+
+/** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */
+export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
+  sgd: undefined,
+  sam: { kind: 'sam', rho: 0.05 },
+  'trace-sam': { kind: 'trace-sam', rho: 0.01, lambda: 1, samples: 1 },
+  'det-sam': { kind: 'det-sam', rho: 1, lambda: 0.01, samples: 1, halfCube: 0.05 },
+  'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
+};
+
+/** Forward-backward passes of each benchmark rule's step (n + 1): the floor's divisor. */
+export const BENCH_PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -6,18 +6,8 @@
 import { createInterface } from 'node:readline';
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
-import type { SharpnessConfigInput } from '../../lib/optim/rules/index.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
-import { makeBenchModel } from './models.js';
-
-/** The rules and hyperparameters of the benchmark (pytorch_steps.py uses the same). */
-export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
-  sgd: undefined,
-  sam: { kind: 'sam', rho: 0.05 },
-  'trace-sam': { kind: 'trace-sam', rho: 0.01, lambda: 1, samples: 1 },
-  'det-sam': { kind: 'det-sam', rho: 1, lambda: 0.01, samples: 1, halfCube: 0.05 },
-  'frob-sam': { kind: 'frob-sam', rho: 0.005, lambda: 0.001, samples: 2 },
-};
+import { BENCH_RULES, makeBenchModel } from './models.js';
 
 const [modelName, optimizer, device = 'cpu', precision = 'fp32'] = process.argv.slice(2) as [string, string, string?, ('fp32' | 'bf16')?];
 // a brought model (ts-...) is the TorchScript file the PyTorch peer runs too

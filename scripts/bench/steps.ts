@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
-import { isTorchScriptBenchModel, median } from './models.js';
+import { BENCH_PASSES, isTorchScriptBenchModel, median } from './models.js';
 import { Peer } from './peer.js';
 import { flag, option } from './args.js';
 
@@ -33,7 +33,6 @@ const rounds = Number(option('--rounds', '5'));
 const steps = Number(option('--steps', '6'));
 const models = option('--models', 'tiny,mlp,cnn').split(',');
 const optimizers = option('--optimizers', 'sgd,sam,trace-sam,det-sam,frob-sam').split(',');
-const PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 const device = option('--device', 'cpu');
 // 'bf16': ours with ModelOptions.precision 'bf16', PyTorch's forward under
 // torch.autocast(bfloat16); 'fp16' likewise, with a 2^16 loss scale on both
@@ -131,8 +130,8 @@ for (const model of models)
         oursOverOfficial: official ? median(t.ours) / median(t.official) : null,
         forwardBackwardMs: median(t.oursFb),
         pytorchForwardBackwardMs: median(t.torchFb),
-        passes: PASSES[o],
-        oursOverPasses: median(t.ours) / (PASSES[o] * median(t.oursFb)),
+        passes: BENCH_PASSES[o],
+        oursOverPasses: median(t.ours) / (BENCH_PASSES[o] * median(t.oursFb)),
         peakRssKb: oi.peakRssKb,
         pytorchPeakRssKb: ti.peakRssKb,
         params: oi.params ?? 0,
@@ -146,7 +145,7 @@ for (const model of models)
         console.log(
           `${model.padEnd(8)} ${o.padEnd(10)} ${precision} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
             (official ? `official ${row.officialMs!.toFixed(2)} ms  ours/official ${row.oursOverOfficial!.toFixed(3)}  ` : '') +
-            `ours/(${PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
+            `ours/(${BENCH_PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
         );
     }
     // each reduced precision against fp32 of the same run: < 1 is faster

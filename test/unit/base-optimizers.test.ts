@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createBaseOptimizer, type BaseConfigInput } from '../../lib/optim/base.js';
 import { schedule } from '../../lib/optim/schedule.js';
+import { ops } from '../../lib/tensor/ops.js';
 import { tensor } from '../../lib/tensor/tensor.js';
 import { maxAbsDiff, toNumbers } from '../helpers.js';
 
@@ -63,6 +64,49 @@ describe('base optimizers', () => {
       // PyTorch's denominator is sqrt(v)/sqrt(1−β2^t) + eps, i.e. sqrt(vhat) + eps, as above
       expect(maxAbsDiff(run({ kind, lr, beta1: b1, beta2: b2, eps, weightDecay: wd }, [lr, lr, lr]), w)).toBeLessThan(1e-13);
     }
+  });
+
+  it('a step from given weights (a sharpness-aware step restoring w0 in its update) equals a copy and then the step, bit for bit', () => {
+    // float32, as the fused loop runs; the params hold other (perturbed) values each time
+    const n = 70_001;
+    let s = 5;
+    const draw = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    const start = Float32Array.from({ length: n }, draw);
+    const gs = [0, 1, 2].map(() => Float32Array.from({ length: n }, draw));
+    const grouping = {
+      groups: [
+        { names: ['a'], lr: 0.1, weightDecay: 0.01 },
+        { names: ['b'], lr: 0.02, weightDecay: 0 },
+      ],
+      segments: [
+        { offset: 0, numel: 40_000, group: 0 },
+        { offset: 40_000, numel: n - 40_000, group: 1 },
+      ],
+    };
+    const configs: BaseConfigInput[] = [
+      { kind: 'sgd', lr: 0.1 },
+      { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 5e-4 },
+      { kind: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01 },
+      { kind: 'adam', lr: 0.01, weightDecay: 0.05 },
+      { kind: 'adamw', lr: 0.01 },
+    ];
+    for (const config of configs)
+      for (const grouped of [false, true]) {
+        const [copied, fused] = [tensor(start), tensor(start)];
+        const [a, b] = [createBaseOptimizer(config, copied, grouped ? grouping : undefined), createBaseOptimizer(config, fused, grouped ? grouping : undefined)];
+        const w0 = tensor(start);
+        gs.forEach((g, t) => {
+          ops.copy(w0, copied);
+          // both perturbed, then: copy w0 back and step; or step from w0
+          for (const p of [copied, fused]) ops.axpy(p, 0.3, tensor(g));
+          ops.copy(copied, w0);
+          const lrs = grouped ? [0.1 / (t + 1), 0.02] : 0.1 / (t + 1);
+          const decays = grouped ? [0.01, 0] : undefined;
+          a.step(copied, tensor(g), lrs, decays);
+          b.step(fused, tensor(g), lrs, decays, w0);
+        });
+        expect(Array.from(toNumbers(fused)), `${config.kind} ${JSON.stringify(config)} grouped ${grouped}`).toEqual(Array.from(toNumbers(copied)));
+      }
   });
 
   it('schedules: constant, multistep, cosine and linear warm-up', () => {

@@ -105,6 +105,31 @@ describe('flat-vector operations', () => {
     expect(ops.allFinite(z)).toBe(true);
     expect(ops.allFinite(v([1, NaN]))).toBe(false);
   });
+
+  it('shiftDot: dst = base + scale·dir and ⟨probe, dir⟩ accumulated in double, in place over base too', () => {
+    // float32 vectors longer than one parallel grain, against float64 arithmetic on the same float32 values
+    const n = 100_003;
+    let s = 11;
+    const draw = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    const [w, u, g] = [0, 1, 2].map(() => Float32Array.from({ length: n }, draw));
+    const base = tensor(w);
+    const dst = zeros([n]);
+    const slope = ops.shiftDot(dst, base, 0.37, tensor(u), tensor(g));
+    let exact = 0;
+    for (let k = 0; k < n; k++) exact += g[k] * u[k];
+    expect(Math.abs(slope - exact)).toBeLessThan(1e-9 * Math.sqrt(n));
+    const out = dst.toArray() as Float32Array;
+    for (let k = 0; k < n; k += 997) expect(out[k]).toBe(Math.fround(w[k] + Math.fround(Math.fround(0.37) * u[k])));
+    // the same as the combine it replaces (params ← w0 + s·u), bit for bit, and dst may be base itself
+    const combined = zeros([n]);
+    ops.combine(combined, [1, 0.37], [base, tensor(u)]);
+    expect(Array.from(combined.toArray() as Float32Array)).toEqual(Array.from(out));
+    ops.shiftDot(base, base, 0.37, tensor(u), tensor(g));
+    expect(Array.from(base.toArray() as Float32Array)).toEqual(Array.from(out));
+    const x = v([1, 2]);
+    expect(() => ops.shiftDot(x, v([0, 0]), 1, x, v([1, 1]))).toThrow(/dst may alias only base/);
+    expect(() => ops.shiftDot(x, x, NaN, v([1, 1]), v([1, 1]))).toThrow(/scale/);
+  });
 });
 
 describe('samplers', () => {

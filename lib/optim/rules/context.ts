@@ -184,10 +184,10 @@ export function* perturbedPasses(
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
       if (weights !== undefined) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, weights, u));
-      slope = ctx.rho * ops.dot(ctx.g0, u);
-    }
+      // params ← w0 + rho·u, and the slope rho·g0ᵀu from the same pass over u
+      slope = ctx.rho * ops.shiftDot(ctx.model.params, ctx.w0, ctx.rho, u, ctx.g0);
+    } else perturb(ctx, u!, -ctx.rho);
     firstOrder.push(negate ? -slope : slope);
-    perturb(ctx, u!, negate ? -ctx.rho : ctx.rho);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
     if (!Number.isFinite(loss))
       throw new NonFiniteError(
