@@ -55,6 +55,26 @@ export const BENCH_RULES: Record<string, SharpnessConfigInput | undefined> = {
 /** Forward-backward passes of each benchmark rule's step (n + 1): the floor's divisor. */
 export const BENCH_PASSES: Record<string, number> = { sgd: 1, sam: 2, 'trace-sam': 2, 'det-sam': 2, 'frob-sam': 3 };
 
+/**
+ * The median of xs and a distribution-free interval for it from two order
+ * statistics: [x_(k), x_(n+1−k)] with the largest k whose coverage
+ * 1 − 2·P(Binomial(n, ½) < k) is at least 95% (k = 1, min to max, where n is
+ * too small for 95%; `coverage` says what it is). Used on per-round ratios:
+ * the rounds of an alternating run are its independent repeats, and this
+ * host's speed drifts by tens of percent between them.
+ */
+export function medianInterval(xs: number[]): { median: number; low: number; high: number; coverage: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  // cdf[j] = P(B ≤ j), B ~ Binomial(n, 1/2)
+  const cdf: number[] = [];
+  for (let j = 0, c = 1, acc = 0; j <= n; j++, c = (c * (n - j + 1)) / j) cdf.push((acc += c / 2 ** n));
+  // [x_(k), x_(n+1−k)] covers the median with probability 1 − 2·P(B ≤ k − 1)
+  let k = 1;
+  while (k + 1 <= (n + 1) / 2 && 1 - 2 * cdf[k] >= 0.95) k++;
+  return { median: median(s), low: s[k - 1], high: s[n - k], coverage: 1 - 2 * cdf[k - 1] };
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);

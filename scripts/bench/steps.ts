@@ -9,6 +9,10 @@
 // and take turns (R rounds of K steps each), so that a slow phase of the
 // machine hits both alike. Also ours over (n+1) × one forward-backward of the
 // same model (n perturbed passes per step), and peak RSS for the memory target.
+// Each ratio is given with a distribution-free interval for the median of its
+// per-round ratios (models.ts medianInterval): on a shared VM the speed moves
+// by tens of percent between rounds, and a ratio without it overstates what
+// one run shows (use ≥ 6 rounds for a 95% interval).
 // USAM_BENCH_OFFICIAL=<a clone of dbahri/universal_sam> adds a third peer: the
 // paper's own optimizer classes (solver/sam.py, imported from that clone by
 // pytorch_steps.py ... official) on the same model, batch and LibTorch, fp32
@@ -22,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { majorMinor } from '../../lib/native/libtorch.mjs';
-import { BENCH_PASSES, isTorchScriptBenchModel, median } from './models.js';
+import { BENCH_PASSES, isTorchScriptBenchModel, median, medianInterval } from './models.js';
 import { Peer } from './peer.js';
 import { flag, option } from './args.js';
 
@@ -88,7 +92,8 @@ if (scripted.length > 0) {
   }
 }
 
-const rows: Record<string, number | string | null>[] = [];
+const rows: Record<string, unknown>[] = [];
+const range = (i: { low: number; high: number }) => `[${i.low.toFixed(3)}, ${i.high.toFixed(3)}]`;
 const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
 for (const model of models)
   for (const o of optimizers) {
@@ -120,6 +125,13 @@ for (const model of models)
       ours.close();
       torch.close();
       official?.close();
+      // per round: the ratio of the two peers' medians in that round (the rounds are the run's independent repeats)
+      const perRound = (a: number[], b: number[], scale = 1) =>
+        Array.from({ length: rounds }, (_, r) => median(a.slice(r * steps, (r + 1) * steps)) / (scale * median(b.slice(r * steps, (r + 1) * steps))));
+      const interval = (a: number[], b: number[], scale = 1) => {
+        const m = medianInterval(perRound(a, b, scale));
+        return { low: m.low, high: m.high, coverage: m.coverage };
+      };
       const row = {
         model,
         optimizer: o,
@@ -132,6 +144,10 @@ for (const model of models)
         pytorchForwardBackwardMs: median(t.torchFb),
         passes: BENCH_PASSES[o],
         oursOverPasses: median(t.ours) / (BENCH_PASSES[o] * median(t.oursFb)),
+        /** distribution-free intervals (medianInterval) of the per-round ratios */
+        oursOverPytorchInterval: interval(t.ours, t.torch),
+        oursOverOfficialInterval: official ? interval(t.ours, t.official) : null,
+        oursOverPassesInterval: interval(t.ours, t.oursFb, BENCH_PASSES[o]),
         peakRssKb: oi.peakRssKb,
         pytorchPeakRssKb: ti.peakRssKb,
         params: oi.params ?? 0,
@@ -143,9 +159,9 @@ for (const model of models)
       if (json) console.log(JSON.stringify(row));
       else
         console.log(
-          `${model.padEnd(8)} ${o.padEnd(10)} ${precision} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)}  ` +
-            (official ? `official ${row.officialMs!.toFixed(2)} ms  ours/official ${row.oursOverOfficial!.toFixed(3)}  ` : '') +
-            `ours/(${BENCH_PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
+          `${model.padEnd(8)} ${o.padEnd(10)} ${precision} ours ${row.medianMs.toFixed(2).padStart(8)} ms  pytorch ${row.pytorchMs.toFixed(2).padStart(8)} ms  ours/pytorch ${row.oursOverPytorch.toFixed(3)} ${range(row.oursOverPytorchInterval)}  ` +
+            (official ? `official ${row.officialMs!.toFixed(2)} ms  ours/official ${row.oursOverOfficial!.toFixed(3)} ${range(row.oursOverOfficialInterval!)}  ` : '') +
+            `ours/(${BENCH_PASSES[o]}×fb ${row.forwardBackwardMs.toFixed(2)} ms) ${row.oursOverPasses.toFixed(3)} ${range(row.oursOverPassesInterval)}  peak RSS ${(oi.peakRssKb / 1024).toFixed(0)} MiB`,
         );
     }
     // each reduced precision against fp32 of the same run: < 1 is faster
@@ -156,7 +172,10 @@ for (const model of models)
   }
 
 if (!json) {
-  console.log(`(${rounds} rounds × ${steps} steps, medians; threads ${rows[0]?.threads}; precision ${precisions.join(', ')})`);
+  const coverage = medianInterval(Array.from({ length: rounds }, (_, i) => i)).coverage;
+  console.log(
+    `(${rounds} rounds × ${steps} steps, medians; [a, b]: a distribution-free ${(100 * coverage).toFixed(1)}% interval for the median of the per-round ratios; threads ${rows[0]?.threads}; precision ${precisions.join(', ')})`,
+  );
   for (const model of models) {
     const sgd = rows.find((r) => r.model === model && r.optimizer === 'sgd' && r.precision === precisions[0]);
     const frob = rows.find((r) => r.model === model && r.optimizer === 'frob-sam' && r.precision === precisions[0]);
