@@ -1,4 +1,4 @@
-// npm run bench [-- --json] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda] [--precision fp32,bf16]
+// npm run bench [-- --json] [--out FILE] [--rounds R] [--steps K] [--threads N] [--models tiny,mlp,cnn] [--optimizers ...] [--device cuda] [--precision fp32,bf16]
 // Median ms per optimizer step, ours against the same update rules in
 // PyTorch-Python on the same LibTorch with the same thread count: PYTHON
 // chooses the PyTorch (default Debian's python3-torch, LibTorch 1.13), and
@@ -21,7 +21,7 @@
 // pytorch_models.py traces them once into a temporary folder, and both sides
 // run that same TorchScript file (ours through loadTorchScript).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,8 @@ import { flag, option } from './args.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const json = flag('--json');
+// --out FILE: every row (with its raw times) as one JSON array, beside the text
+const outFile = option('--out', '');
 const rounds = Number(option('--rounds', '5'));
 const steps = Number(option('--steps', '6'));
 const models = option('--models', 'tiny,mlp,cnn').split(',');
@@ -94,7 +96,10 @@ if (scripted.length > 0) {
 
 const rows: Record<string, unknown>[] = [];
 const range = (i: { low: number; high: number }) => `[${i.low.toFixed(3)}, ${i.high.toFixed(3)}]`;
-const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
+// Above one thread, OpenMP's idle threads sleep instead of spinning
+// (OMP_WAIT_POLICY=PASSIVE, both peers): a peer waiting for its turn then
+// leaves the cores to the one running (see `threads` above).
+const env = (threads: number) => ({ ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), ...(threads > 1 ? { OMP_WAIT_POLICY: 'PASSIVE' } : {}) });
 for (const model of models)
   for (const o of optimizers) {
     const cells = precisions.map((precision) => ({
@@ -128,26 +133,26 @@ for (const model of models)
       // per round: the ratio of the two peers' medians in that round (the rounds are the run's independent repeats)
       const perRound = (a: number[], b: number[], scale = 1) =>
         Array.from({ length: rounds }, (_, r) => median(a.slice(r * steps, (r + 1) * steps)) / (scale * median(b.slice(r * steps, (r + 1) * steps))));
-      const interval = (a: number[], b: number[], scale = 1) => {
-        const m = medianInterval(perRound(a, b, scale));
-        return { low: m.low, high: m.high, coverage: m.coverage };
-      };
+      const ratio = (a: number[], b: number[], scale = 1) => medianInterval(perRound(a, b, scale));
       const row = {
         model,
         optimizer: o,
         medianMs: median(t.ours),
         pytorchMs: median(t.torch),
-        oursOverPytorch: median(t.ours) / median(t.torch),
+        /** ratios: the median of the per-round ratios (each round's two medians), with its interval */
+        oursOverPytorch: ratio(t.ours, t.torch).median,
         officialMs: official ? median(t.official) : null,
-        oursOverOfficial: official ? median(t.ours) / median(t.official) : null,
+        oursOverOfficial: official ? ratio(t.ours, t.official).median : null,
         forwardBackwardMs: median(t.oursFb),
         pytorchForwardBackwardMs: median(t.torchFb),
         passes: BENCH_PASSES[o],
-        oursOverPasses: median(t.ours) / (BENCH_PASSES[o] * median(t.oursFb)),
-        /** distribution-free intervals (medianInterval) of the per-round ratios */
-        oursOverPytorchInterval: interval(t.ours, t.torch),
-        oursOverOfficialInterval: official ? interval(t.ours, t.official) : null,
-        oursOverPassesInterval: interval(t.ours, t.oursFb, BENCH_PASSES[o]),
+        oursOverPasses: ratio(t.ours, t.oursFb, BENCH_PASSES[o]).median,
+        /** distribution-free intervals (medianInterval) for the median of the per-round ratios */
+        oursOverPytorchInterval: ratio(t.ours, t.torch),
+        oursOverOfficialInterval: official ? ratio(t.ours, t.official) : null,
+        oursOverPassesInterval: ratio(t.ours, t.oursFb, BENCH_PASSES[o]),
+        /** every time measured (ms), round after round of `steps` each */
+        times: t,
         peakRssKb: oi.peakRssKb,
         pytorchPeakRssKb: ti.peakRssKb,
         params: oi.params ?? 0,
@@ -171,6 +176,7 @@ for (const model of models)
         console.log(`${''.padEnd(8)} ${''.padEnd(10)} ${r.precision}/fp32: ours ${(r.medianMs / fp32.medianMs).toFixed(3)}, pytorch ${(r.pytorchMs / fp32.pytorchMs).toFixed(3)}`);
   }
 
+if (outFile) writeFileSync(outFile, JSON.stringify(rows));
 if (!json) {
   const coverage = medianInterval(Array.from({ length: rounds }, (_, i) => i)).coverage;
   console.log(
