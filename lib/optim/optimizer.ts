@@ -246,17 +246,14 @@ export class Optimizer {
     if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
     const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
-    // w0 while params hold a perturbed w: the base step starts from it, which
-    // restores w in the update's own pass (bit for bit a copy and then the
-    // step); a failure before that restores it in `finally`
+    // w0 while params hold a perturbed w: the base step starts from it (restoring w in its own pass), a failure before restores it
     let perturbedFrom: Tensor | undefined;
-    let reported: { loss: number; correct: number | null; count: number; sharpness: number; penalty: number };
-    let clip: ClipResult | undefined;
+    let reported: ReturnType<Optimizer['averageLocal']>, clip: ClipResult | undefined;
     try {
       if (sharpnessAware) {
         const w0 = this.workspace.get('saved-params');
         ops.copy(w0, this.model.params);
-        perturbedFrom = w0;
+        perturbedFrom = w0; // only now: w0 holds w
         // the rules write the update over g0 once they no longer need it (one flat vector less)
         result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       }

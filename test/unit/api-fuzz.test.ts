@@ -153,6 +153,7 @@ const doors: Door[] = [
   fn('ops.abs', ['dst:tensor', 'src:tensor'], () => [lib.zeros([3]), lib.zeros([3])]),
   fn('ops.mul', ['dst:tensor', 'a:tensor', 'b:tensor'], () => [lib.zeros([3]), lib.zeros([3]), lib.zeros([3])]),
   fn('ops.combine', ['dst:tensor', 'coefficients:numbers', 'tensors:array'], () => [lib.zeros([3]), [1, 2], [lib.zeros([3]), lib.zeros([3])]]),
+  fn('ops.shiftDot', ['dst:tensor', 'base:tensor', 'scale:number', 'dir:tensor', 'probe:tensor'], () => [lib.zeros([3]), lib.zeros([3]), 0.5, lib.zeros([3]), lib.zeros([3])]),
   fn('ops.allFinite', ['x:tensor'], () => [lib.zeros([3])]),
   fn('ops.symmetricEigen', ['a:numbers', 'n:number', 'wantVectors:boolean'], () => [new Float64Array([2, 1, 1, 2]), 2, true]),
   fn('symmetricEigen', ['a:numbers', 'n:number', 'wantVectors?:boolean', 'backend?:string'], () => [[2, 1, 1, 2], 2, true, 'auto']),
