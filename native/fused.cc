@@ -3,7 +3,6 @@
 #include "errors.h"
 
 #include <algorithm>
-#include <type_traits>
 
 namespace usam {
 
@@ -12,6 +11,22 @@ namespace {
 bool Fusable(const at::Tensor& t) { return t.device().is_cpu() && t.is_contiguous(); }
 
 constexpr int64_t kGrain = 1 << 15;
+
+// Σ over [0, n) of what `chunk(begin, end, acc)` adds into four double
+// accumulators (independent: no serial add chain), chunk by chunk in
+// parallel; the fused loops' sums (a NaN/Inf check, a dot) all take this.
+template <typename Chunk>
+double ParallelSum(int64_t n, const Chunk& chunk) {
+  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    double acc[4] = {0, 0, 0, 0};
+    chunk(begin, end, acc);
+    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
 
 // N > 0: a fixed number of terms, so the inner loop unrolls and vectorises;
 // N == 0: any number of terms.
@@ -25,9 +40,7 @@ double CombineLoop(at::Tensor& dst, const std::vector<double>& c, const std::vec
     in[i] = xs[i].data_ptr<T>();
     coef[i] = static_cast<T>(c[i]);
   }
-  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
-  at::parallel_for(0, dst.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    double acc[4] = {0, 0, 0, 0};  // independent accumulators: no serial add chain
+  return ParallelSum(dst.numel(), [&](int64_t begin, int64_t end, double* acc) {
     for (int64_t block = begin; block < end; block += 256) {
       const int64_t stop = std::min(end, block + 256);
       // the terms first (vectorised: dst aliases at most in[0], element by element)
@@ -42,11 +55,7 @@ double CombineLoop(at::Tensor& dst, const std::vector<double>& c, const std::vec
         for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(out[k + j]);
       for (; k < stop; ++k) acc[0] += static_cast<double>(out[k]);
     }
-    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
   });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
 }
 
 template <typename T>
@@ -67,9 +76,7 @@ double ShiftDotLoop(at::Tensor& dst, const at::Tensor& base, double scale, const
   const T* u = dir.data_ptr<T>();
   const T* g = probe.data_ptr<T>();
   const T s = static_cast<T>(scale);
-  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
-  at::parallel_for(0, dst.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    double acc[4] = {0, 0, 0, 0};
+  return ParallelSum(dst.numel(), [&](int64_t begin, int64_t end, double* acc) {
     int64_t k = begin;
     // out may alias w only, element by element: no dependence across iterations
 #pragma GCC ivdep
@@ -82,20 +89,14 @@ double ShiftDotLoop(at::Tensor& dst, const at::Tensor& base, double scale, const
       acc[0] += static_cast<double>(g[k]) * static_cast<double>(u[k]);
       out[k] = w[k] + s * u[k];
     }
-    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
   });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
 }
 
 template <typename T>
 double CopySumLoop(at::Tensor& dst, const at::Tensor& src) {
   T* out = dst.data_ptr<T>();
   const T* in = src.data_ptr<T>();
-  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
-  at::parallel_for(0, dst.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    double acc[4] = {0, 0, 0, 0};
+  return ParallelSum(dst.numel(), [&](int64_t begin, int64_t end, double* acc) {
     int64_t k = begin;
     for (; k + 4 <= end; k += 4)
       for (int j = 0; j < 4; ++j) {
@@ -106,41 +107,28 @@ double CopySumLoop(at::Tensor& dst, const at::Tensor& src) {
       out[k] = in[k];
       acc[0] += static_cast<double>(in[k]);
     }
-    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
   });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
 }
 
-// One loop per combination of the step's flags, fixed at compile time, over
-// restrict pointers: GCC's runtime alias checks sent the loop with a second
-// read pointer (w0) down its scalar path (≈3× slower, measured); in place
-// (Separate false) w0 is not read at all. Not inlined: inlined into
-// parallel_for's one-thread path, the restrict was lost and the copy there
-// stayed scalar.
-template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov, bool Separate>
+// The update over [begin, end), over restrict pointers and not inlined:
+// with a second read pointer (w0) and inlined into parallel_for's one-thread
+// path, GCC's copy of the loop stayed scalar (≈3× slower, measured). In place
+// (Separate false) w0 is not read at all.
+template <typename T, bool Separate>
 __attribute__((noinline)) void SgdRange(T* __restrict w, const T* __restrict w0, const T* __restrict g, T* __restrict b, int64_t begin, int64_t end, const SgdParams& p) {
   const T lr = static_cast<T>(p.lr), mu = static_cast<T>(p.momentum), wd = static_cast<T>(p.weightDecay);
   const T keep = static_cast<T>(1.0 - p.dampening);
+  const bool useMomentum = p.momentum != 0, first = p.first, nesterov = p.nesterov;
   for (int64_t k = begin; k < end; ++k) {
     const T start = Separate ? w0[k] : w[k];
-    T d = Decay ? g[k] + wd * start : g[k];
-    if (Momentum) {
-      T m = First ? d : mu * b[k] + keep * d;
+    T d = wd != T(0) ? g[k] + wd * start : g[k];
+    if (useMomentum) {
+      T m = first ? d : mu * b[k] + keep * d;
       b[k] = m;
-      d = Nesterov ? d + mu * m : m;
+      d = nesterov ? d + mu * m : m;
     }
     w[k] = start - lr * d;
   }
-}
-
-template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
-void SgdLoopOf(T* w, const T* w0, const T* g, T* b, int64_t n, const SgdParams& p) {
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    if (w0 == w) SgdRange<T, Decay, Momentum, First, Nesterov, false>(w, nullptr, g, b, begin, end, p);
-    else SgdRange<T, Decay, Momentum, First, Nesterov, true>(w, w0, g, b, begin, end, p);
-  });
 }
 
 template <typename T>
@@ -149,17 +137,10 @@ void SgdLoop(at::Tensor& wt, const at::Tensor& gt, at::Tensor& bt, const SgdPara
   const T* w0 = from.data_ptr<T>();  // w itself, or the weights the step starts from
   const T* g = gt.data_ptr<T>();
   T* b = bt.data_ptr<T>();
-  const int64_t n = wt.numel();
-  const bool decay = p.weightDecay != 0;
-  if (p.momentum == 0) return decay ? SgdLoopOf<T, true, false, false, false>(w, w0, g, b, n, p) : SgdLoopOf<T, false, false, false, false>(w, w0, g, b, n, p);
-  auto momentum = [&](auto first, auto nesterov) {
-    constexpr bool F = decltype(first)::value, N = decltype(nesterov)::value;
-    decay ? SgdLoopOf<T, true, true, F, N>(w, w0, g, b, n, p) : SgdLoopOf<T, false, true, F, N>(w, w0, g, b, n, p);
-  };
-  using Yes = std::true_type;
-  using No = std::false_type;
-  if (p.first) p.nesterov ? momentum(Yes{}, Yes{}) : momentum(Yes{}, No{});
-  else p.nesterov ? momentum(No{}, Yes{}) : momentum(No{}, No{});
+  at::parallel_for(0, wt.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    if (w0 == w) SgdRange<T, false>(w, nullptr, g, b, begin, end, p);
+    else SgdRange<T, true>(w, w0, g, b, begin, end, p);
+  });
 }
 
 }  // namespace
