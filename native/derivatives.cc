@@ -300,8 +300,27 @@ void Network::WriteGradient(const at::Tensor& s, at::Tensor& out, bool retain) c
     out.zero_();
 }
 
+std::string Network::RulesRefusal(double lossScale) const {
+  if (script_) return "a TorchScript model has no first-order rules of this library's layers";
+  if (!gradRules_) return "a layer of this model has no first-order rule (only linear, the activations, dropout, flatten, identity and residual blocks of them do)";
+  if (reduced != at::ScalarType::Undefined) return "mixed precision (the model's precision " + DTypeName(reduced) + ") runs its products under autocast";
+  if (lossScale != 1.0) return "a loss scale differentiates S·L";
+  return "";
+}
+
+int64_t Network::CountCorrect(const at::Tensor& output, const at::Tensor& y) {
+  if (y.scalar_type() != at::kLong || output.dim() != 2) return -1;
+  at::NoGradGuard ng;
+  return output.argmax(1).eq(y).sum().item<int64_t>();
+}
+
 double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
-                            int64_t& correct, double lossScale, std::optional<double>* gradSum) {
+                            int64_t& correct, double lossScale, std::optional<double>* gradSum, GradMethod method) {
+  if (method != GradMethod::Autograd) {
+    std::string refusal = RulesRefusal(lossScale);
+    if (refusal.empty()) return LossAndGradByRules(x, y, grad, updateStats, correct, gradSum);
+    if (method == GradMethod::Rules) Fail("method 'rules' cannot take this gradient: " + refusal + "; use method 'autograd' (or leave it out)");
+  }
   PassSignals held;  // forward and backward
   at::Tensor output;
   at::Tensor l = LossOf(x, y, updateStats, false, &output);
@@ -314,13 +333,33 @@ double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor
     grad.div_(lossScale);
   }
   // training accuracy for free: the logits are at hand
-  if (y.scalar_type() == at::kLong && output.dim() == 2) {
-    at::NoGradGuard ng;
-    correct = output.argmax(1).eq(y).sum().item<int64_t>();
-  } else {
-    correct = -1;
-  }
+  correct = CountCorrect(output, y);
   return l.item<double>();
+}
+
+// The forward pass keeps what each layer's reverse step needs; the loss's
+// ∂L/∂z is LossPrimal's (the one the HVPs' reverse pass starts from); the
+// reverse steps write each parameter's gradient into its part of `grad`.
+double Network::LossAndGradByRules(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
+                                   int64_t& correct, std::optional<double>* gradSum) {
+  PassSignals held;
+  at::NoGradGuard ng;
+  return IntoSeparate(grad, {x, y}, [&](at::Tensor& out) {
+    Pass pass{params, buffers, counters, training, updateStats, /*twiceDifferentiable=*/false, gen, stats_.get()};
+    std::vector<at::Tensor> parts = SplitLikeParams(out, 0);
+    std::vector<char> written(parts.size(), 0);
+    GradPass state{pass, parts, written};
+    bool upstream = false;
+    GradBackward backward;
+    at::Tensor z = RunLayersGrad(layers_, x, state, upstream, backward);
+    auto lg = LossPrimal(z, y, nullptr);
+    if (upstream) backward(lg[1]);
+    for (size_t i = 0; i < parts.size(); ++i)
+      if (!written[i]) parts[i].zero_();  // a parameter the loss does not depend on
+    if (gradSum) *gradSum = FusedSum(out);
+    correct = CountCorrect(z, y);
+    return lg[0].item<double>();
+  });
 }
 
 double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
@@ -337,9 +376,9 @@ double Network::GraphHvp(const at::Tensor& x, const at::Tensor& y, const at::Ten
   return cache.loss.item<double>();
 }
 
-double Network::IntoSeparate(at::Tensor& out, const at::Tensor& v, const std::function<double(at::Tensor&)>& pass) const {
-  auto overlaps = [&](const at::Tensor& t) { return at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
-  if (!overlaps(v) && !overlaps(flatParams) && !overlaps(flatBuffers)) return pass(out);
+double Network::IntoSeparate(at::Tensor& out, const std::vector<at::Tensor>& reads, const std::function<double(at::Tensor&)>& pass) const {
+  auto overlaps = [&](const at::Tensor& t) { return t.defined() && at::get_overlap_status(out, t) != at::MemOverlapStatus::No; };
+  if (std::none_of(reads.begin(), reads.end(), overlaps) && !overlaps(flatParams) && !overlaps(flatBuffers)) return pass(out);
   at::Tensor fresh = at::empty_like(out);
   double loss = pass(fresh);
   out.copy_(fresh);
@@ -382,7 +421,7 @@ std::vector<at::Tensor> Network::BackwardWith(const std::vector<at::Tensor>& gra
 double Network::HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                       at::Tensor& out, PrimalCache* cache) {
   PassSignals held;
-  if (method == "forward-over-reverse") return IntoSeparate(out, v, [&](at::Tensor& o) { return Hvp(x, y, v, o, cache); });
+  if (method == "forward-over-reverse") return IntoSeparate(out, {v}, [&](at::Tensor& o) { return Hvp(x, y, v, o, cache); });
   // Double backward through the gradient's graph, kept in the caller's
   // cache or in one for this call: a block builds the graph once and
   // takes one backward pass of it per direction.

@@ -178,6 +178,26 @@ bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum) {
   return true;
 }
 
+namespace {
+template <typename T>
+double SumLoop(const at::Tensor& x) {
+  const T* in = x.data_ptr<T>();
+  return ParallelSum(x.numel(), [&](int64_t begin, int64_t end, double* acc) {
+    int64_t k = begin;
+    for (; k + 4 <= end; k += 4)
+      for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(in[k + j]);
+    for (; k < end; ++k) acc[0] += static_cast<double>(in[k]);
+  });
+}
+}  // namespace
+
+std::optional<double> FusedSum(const at::Tensor& x) {
+  if (!Fusable(x)) return std::nullopt;
+  if (x.scalar_type() == at::kFloat) return SumLoop<float>(x);
+  if (x.scalar_type() == at::kDouble) return SumLoop<double>(x);
+  return std::nullopt;
+}
+
 void FusedSgd(at::Tensor& w, const at::Tensor& g, at::Tensor& buf, const SgdParams& p, const at::Tensor* from) {
   at::NoGradGuard ng;
   const at::Tensor& start = from ? *from : w;

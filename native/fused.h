@@ -5,6 +5,8 @@
 #pragma once
 #include "pch.h"
 
+#include <optional>
+
 namespace usam {
 
 // dst = Σ_i c[i]·xs[i]; returns Σ_k dst[k] in double (finite exactly when
@@ -22,6 +24,10 @@ double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, cons
 // contiguous pair of one dtype, returning Σ_k dst[k] in double as
 // FusedCombine does; for any other pair, false (nothing written).
 bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum);
+
+// Σ_k x[k] in double, for a CPU float/double contiguous x (as FusedCopySum's
+// sum, for a gradient the layers' rules wrote in place); empty for any other.
+std::optional<double> FusedSum(const at::Tensor& x);
 
 struct SgdParams {
   double lr, momentum, dampening, weightDecay;

@@ -77,7 +77,7 @@ double Network::GaussNewtonBy(const std::string& kind, const at::Tensor& x, cons
     PrimalCache local;
     return ScriptGaussNewton(kind, x, y, v, out, cache ? *cache : local);
   }
-  return IntoSeparate(out, v, [&](at::Tensor& target) {
+  return IntoSeparate(out, {v}, [&](at::Tensor& target) {
     return TangentPass(x, y, v, cache, kind, [&](DualPass& dual) {
       dual.hv = SplitLikeParams(target, dual.block);
       DualBackward backward;

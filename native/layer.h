@@ -59,6 +59,28 @@ struct StatsAccumulator {
   void Add(size_t meanBuffer, size_t varBuffer, size_t counter, double momentum, const at::Tensor& x);
 };
 
+// A layer's reverse step in a first-order pass by the layers' own rules
+// (Network::LossAndGrad, method 'rules'): maps ∂L/∂y of the layer's output to
+// ∂L/∂x of its input and writes the layer's parameter gradients on the way.
+// Returns an undefined tensor when the input does not depend on the
+// parameters (nothing upstream needs ∂L/∂x). Closures may hold references to
+// the layer and to the GradPass: they run, and are dropped, within the
+// LossAndGrad call that made them.
+using GradBackward = std::function<at::Tensor(const at::Tensor& grad)>;
+
+// The state of such a pass: the forward pass's, and the flat gradient split
+// like the parameters, each part written once by its layer (Gradient marks
+// it; Network zeroes a part no layer wrote).
+struct GradPass {
+  Pass& pass;
+  std::vector<at::Tensor>& grads;
+  std::vector<char>& written;
+  at::Tensor& Gradient(size_t param) {
+    written[param] = 1;
+    return grads[param];
+  }
+};
+
 class Layer {
  public:
   explicit Layer(std::string where) : where_(std::move(where)) {}
@@ -68,6 +90,16 @@ class Layer {
   virtual Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const = 0;
   // The forward pass with second-order jets along v: (y, ẏ, ÿ).
   virtual Jet ForwardJet(const Jet& x, DualPass& p) const = 0;
+  // Whether the layer has a first-order reverse rule (ForwardGrad). A network
+  // whose layers all have one takes its gradients by them, with no autograd
+  // graph (the engine's nodes, saved variables and the gradients' copy into
+  // the flat vector cost as much as the products on a small MLP); the others
+  // by autograd.
+  virtual bool HasGradRule() const { return false; }
+  // The forward pass of a gradient by the layer's own reverse rule: returns
+  // y and sets `backward`. `upstream`: on entry whether x depends on the
+  // parameters, on return whether y does. Called only where HasGradRule().
+  virtual at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const;
   // Whether the layer reads integer indices (Embedding): then it must come first.
   virtual bool TakesIndices() const { return false; }
   // Whether the layer takes an input in the pass's reduced type (bf16/fp16)
@@ -95,6 +127,10 @@ at::Tensor RunLayers(const LayerList& layers, at::Tensor x, Pass& p);
 Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& backward);
 // The same with second-order jets.
 Jet RunLayersJet(const LayerList& layers, Jet x, DualPass& p);
+// The same by the layers' first-order reverse rules (each HasGradRule).
+at::Tensor RunLayersGrad(const LayerList& layers, at::Tensor x, GradPass& p, bool& upstream, GradBackward& backward);
+// Whether every layer of `layers` has a first-order reverse rule.
+bool HaveGradRules(const LayerList& layers);
 
 // Each family's layers, for MakeLayers; `prefix` names their parameters.
 std::unique_ptr<Layer> MakeLinearLayer(const LayerSpec& s, const std::string& prefix, Slots& slots);

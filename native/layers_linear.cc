@@ -54,6 +54,28 @@ class Linear : public Layer {
     }
     return at::linear(x, p.params[weight_], hasBias_ ? p.params[bias_] : at::Tensor());
   }
+  bool HasGradRule() const override { return true; }
+  // y = x Wᵀ + b; reverse: ∂W = gᵀ x and ∂b = Σ g written straight into the
+  // flat gradient, ∂x = g W only where x depends on the parameters
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+    const at::Tensor& w = p.pass.params[weight_];
+    std::vector<int64_t> outShape = x.sizes().vec();
+    outShape.back() = w.size(0);
+    at::Tensor x2 = x.reshape({-1, w.size(1)});
+    const at::Tensor bias = hasBias_ ? p.pass.params[bias_] : at::Tensor();
+    // Forward's products (the loss bit for bit model.loss()'s and autograd's)
+    at::Tensor y = DnnlSgemm() && x.scalar_type() == at::kFloat && x.device().is_cpu() ? Affine(x2, w, bias).view(outShape)
+                                                                                      : at::linear(x, w, bias);
+    backward = [this, &p, x2, needsInput = upstream, inShape = x.sizes().vec()](const at::Tensor& g) -> at::Tensor {
+      const at::Tensor& w = p.pass.params[weight_];
+      at::Tensor g2 = g.reshape({-1, w.size(0)});
+      ProductInto(p.Gradient(weight_), g2.t(), x2, false);
+      if (hasBias_) at::sum_out(p.Gradient(bias_), g2, {0});
+      return needsInput ? Product(g2, w).view(inShape) : at::Tensor();
+    };
+    upstream = true;
+    return y;
+  }
   // y = x Wᵀ + b, R{y} = ẋ Wᵀ + x Vᵀ + v_b; reverse: ∂x = g W,
   // R{∂x} = ġ W + g V, (Hv)_W = ġᵀ x + gᵀ ẋ, (Hv)_b = Σ ġ.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {

@@ -27,6 +27,29 @@ class Activation : public Layer {
     }
     return x;
   }
+  bool HasGradRule() const override { return true; }
+  // ∂x = f'(x) g by ATen's own backward kernels, the ones autograd calls
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+    at::Tensor y = Forward(x, p.pass);
+    if (!upstream) {
+      backward = [](const at::Tensor&) { return at::Tensor(); };
+      return y;
+    }
+    backward = [this, x, y](const at::Tensor& g) -> at::Tensor {
+      switch (act_) {
+        case Act::Relu: return at::threshold_backward(g, y, 0);
+        case Act::Gelu: return at::gelu_backward(g, x);
+        case Act::GeluTanh: return at::gelu_backward(g, x, "tanh");
+        case Act::Tanh: return at::tanh_backward(g, y);
+        case Act::Softplus: return at::softplus_backward(g, x, beta_, threshold_);
+        case Act::Silu: return at::silu_backward(g, x);
+        case Act::Sigmoid: return at::sigmoid_backward(g, y);
+        case Act::LeakyRelu: return at::leaky_relu_backward(g, x, slope_, false);
+      }
+      return g;
+    };
+    return y;
+  }
   // R{y} = f'(x) ẋ; reverse: ∂x = f'(x) g, R{∂x} = f'(x) ġ + f''(x) ẋ g.
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     at::Tensor y = Primal(p, [&] { return Forward(x.value, p.pass); });
@@ -123,6 +146,17 @@ class Dropout : public Layer {
   at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     if (!p.training || p_ == 0) return x;
     return x * Mask(x, p);
+  }
+  bool HasGradRule() const override { return true; }
+  // ∂x = mask ⊙ g (the same draw as Forward's)
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+    if (!p.pass.training || p_ == 0) {
+      backward = [up = upstream](const at::Tensor& g) { return up ? g : at::Tensor(); };
+      return x;
+    }
+    at::Tensor keep = Mask(x, p.pass);
+    backward = [up = upstream, keep](const at::Tensor& g) { return up ? g * keep : at::Tensor(); };
+    return x * keep;
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     if (!p.pass.training || p_ == 0) {

@@ -141,6 +141,11 @@ class Flatten : public Layer {
   bool TakesReduced() const override { return true; }
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x.flatten(1); }
+  bool HasGradRule() const override { return true; }
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool& upstream, GradBackward& backward) const override {
+    backward = [upstream, shape = x.sizes().vec()](const at::Tensor& g) { return upstream ? g.reshape(shape) : at::Tensor(); };
+    return x.flatten(1);
+  }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
@@ -162,6 +167,11 @@ class Identity : public Layer {
   bool TakesReduced() const override { return true; }
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x; }
+  bool HasGradRule() const override { return true; }
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool& upstream, GradBackward& backward) const override {
+    backward = [upstream](const at::Tensor& g) { return upstream ? g : at::Tensor(); };
+    return x;
+  }
   Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
     backward = IdentityBackward(x);
     return x;
@@ -180,6 +190,19 @@ class Residual : public Layer {
     at::Tensor main = RunLayers(body_, x, p);
     at::Tensor skip = shortcut_.empty() ? x : RunLayers(shortcut_, x, p);
     CheckShapes(main, skip);
+    return main + skip;
+  }
+  bool HasGradRule() const override { return HaveGradRules(body_) && HaveGradRules(shortcut_); }
+  // y = body(x) + shortcut(x); reverse: ∂x = body's ∂x + shortcut's (either may be nothing)
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+    bool bodyUp = upstream, skipUp = upstream;
+    GradBackward bodyBack, skipBack;
+    at::Tensor main = RunLayersGrad(body_, x, p, bodyUp, bodyBack);
+    at::Tensor skip = shortcut_.empty() ? x : RunLayersGrad(shortcut_, x, p, skipUp, skipBack);
+    CheckShapes(main, skip);
+    if (shortcut_.empty()) skipBack = [up = upstream](const at::Tensor& g) { return up ? g : at::Tensor(); };
+    backward = [bodyBack, skipBack](const at::Tensor& g) { return Plus(bodyBack(g), skipBack(g)); };
+    upstream = bodyUp || skipUp;
     return main + skip;
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
@@ -275,6 +298,29 @@ Dual RunLayersDual(const LayerList& layers, Dual x, DualPass& p, DualBackward& b
 Jet RunLayersJet(const LayerList& layers, Jet x, DualPass& p) {
   for (const auto& layer : layers) x = Named(*layer, [&] { return layer->ForwardJet(x, p); });
   return x;
+}
+
+at::Tensor RunLayersGrad(const LayerList& layers, at::Tensor x, GradPass& p, bool& upstream, GradBackward& backward) {
+  std::vector<GradBackward> steps(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i)
+    x = Named(*layers[i], [&] { return layers[i]->ForwardGrad(x, p, upstream, steps[i]); });
+  backward = [&layers, steps = std::move(steps)](const at::Tensor& grad) -> at::Tensor {
+    at::Tensor g = grad;
+    for (size_t i = steps.size(); i-- > 0;) {
+      if (!g.defined()) return {};  // nothing upstream depends on the parameters
+      g = Named(*layers[i], [&] { return steps[i](g); });
+    }
+    return g;
+  };
+  return x;
+}
+
+bool HaveGradRules(const LayerList& layers) {
+  return std::all_of(layers.begin(), layers.end(), [](const auto& layer) { return layer->HasGradRule(); });
+}
+
+at::Tensor Layer::ForwardGrad(const at::Tensor&, GradPass&, bool&, GradBackward&) const {
+  Fail(where() + ": internal error: this layer has no first-order reverse rule");
 }
 
 }  // namespace usam

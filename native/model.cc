@@ -264,20 +264,29 @@ Napi::Value ModelWrap::DiscardStats(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// lossAndGrad(x, y, grad, updateStats, lossScale = 1): writes ∇L(w) into
-// `grad`, returns L(w). With a loss scale S (mixed precision), the backward
-// pass differentiates S·L, so that small gradients survive float16, and the
-// gradient is divided by S once, here (S a power of two: exact); an overflow
-// leaves Inf/NaN in it for the caller's check.
+// lossAndGrad(x, y, grad, updateStats, lossScale = 1, method?): writes ∇L(w)
+// into `grad`, returns L(w). With a loss scale S (mixed precision), the
+// backward pass differentiates S·L, so that small gradients survive float16,
+// and the gradient is divided by S once, here (S a power of two: exact); an
+// overflow leaves Inf/NaN in it for the caller's check. method: 'rules' (the
+// layers' own reverse rules) or 'autograd'; left out, the rules wherever they
+// apply (Network::RulesRefusal), autograd elsewhere.
 ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& out = FlatArg(info, 2, "grad");
   bool update = BoolArg(info, 3, "updateStats");
   double scale = info.Length() > 4 && !info[4].IsUndefined() ? NumberArg(info, 4, "lossScale") : 1.0;
   if (!(scale > 0) || !std::isfinite(scale)) Fail("argument 'lossScale' must be a finite number > 0");
+  Network::GradMethod method = Network::GradMethod::Auto;
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    std::string name = StringArg(info, 5, "method");
+    if (name == "rules") method = Network::GradMethod::Rules;
+    else if (name == "autograd") method = Network::GradMethod::Autograd;
+    else Fail("argument 'method' is '" + name + "'; use 'rules' or 'autograd' (or leave it out: the rules wherever they apply)");
+  }
   auto loss = std::make_shared<double>(0);
-  return {[this, x = x, y = y, out, update, loss, scale]() mutable {
-            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale, &lastGradSum_);
+  return {[this, x = x, y = y, out, update, loss, scale, method]() mutable {
+            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale, &lastGradSum_, method);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }

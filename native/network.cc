@@ -25,6 +25,7 @@ Network::Network(const NetworkSpec& spec, at::ScalarType dtype_, c10::Device dev
     if (layers_[i]->TakesIndices() && i != 0)
       Fail(layers_[i]->where() + ": an embedding reads integer indices, so it must be the first layer");
   indexInput_ = !layers_.empty() && layers_[0]->TakesIndices();
+  gradRules_ = HaveGradRules(layers_);
   // a model that begins with Flatten also takes its inputs already flat, [batch, C·H·W], as nn.Flatten does
   flatInput_ = !spec.layers.empty() && spec.layers[0].kind == LayerKind::Flatten;
 

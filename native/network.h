@@ -34,11 +34,20 @@ class Network {
   // `output`, when given, receives the model's outputs.
   at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,
                     at::Tensor* output = nullptr);
+  // How LossAndGrad differentiates: by the layers' own first-order reverse
+  // rules (Layer::ForwardGrad: no autograd graph, the gradients written
+  // straight into the flat vector), by autograd, or (Auto) by the rules
+  // wherever they apply (RulesApply) and by autograd elsewhere.
+  enum class GradMethod { Auto, Rules, Autograd };
+  // Why the rules cannot take this pass's gradient (lossScale: its loss
+  // scale), or empty when they can: every layer has one, not TorchScript,
+  // the model's own precision, no loss scale.
+  std::string RulesRefusal(double lossScale) const;
   // ∇L(w) into the flat `grad`; returns L(w). `correct` receives the correctly
   // classified samples for class labels and [batch, classes] outputs, else -1.
   // gradSum: Σ of the written gradient (before the loss scale's division) when the copy computed it (CPU), else empty
   double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct, double lossScale = 1.0,
-                     std::optional<double>* gradSum = nullptr);
+                     std::optional<double>* gradSum = nullptr, GradMethod method = GradMethod::Auto);
   // H·v into `out` by `method`: 'forward-over-reverse' (Hvp) or
   // 'double-backward' (GraphHvp, row by row for a block); returns L(w).
   double HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
@@ -112,6 +121,7 @@ class Network {
 
  private:
   LayerList layers_;
+  bool gradRules_ = false;  // every layer has a first-order reverse rule (HaveGradRules)
   std::shared_ptr<ScriptModule> script_;
   // the module's buffer tensors (re-pointed into flatBuffers and counters)
   std::vector<at::Tensor> scriptBuffers_, scriptBufferViews_;
@@ -137,10 +147,15 @@ class Network {
   // trick on the kept graph of Jᵀu, then Jᵀ(M·Jv)), row by row for a block.
   double ScriptGaussNewton(const std::string& kind, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                            at::Tensor& out, PrimalCache& cache);
-  // pass(out), or, where `out` overlaps v, the parameters or the buffers
-  // (e.g. model.params: a reverse pass writes `out` while it still reads
-  // them), pass(a fresh tensor) copied into `out` at the end; returns its L.
-  double IntoSeparate(at::Tensor& out, const at::Tensor& v, const std::function<double(at::Tensor&)>& pass) const;
+  // pass(out), or, where `out` overlaps one of `reads`, the parameters or the
+  // buffers (e.g. model.params: a reverse pass writes `out` while it still
+  // reads them), pass(a fresh tensor) copied into `out` at the end; returns its L.
+  double IntoSeparate(at::Tensor& out, const std::vector<at::Tensor>& reads, const std::function<double(at::Tensor&)>& pass) const;
+  // LossAndGrad by the layers' rules (RulesRefusal empty).
+  double LossAndGradByRules(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct,
+                            std::optional<double>* gradSum);
+  // The correctly classified samples for class labels and [batch, classes] outputs, else -1.
+  static int64_t CountCorrect(const at::Tensor& output, const at::Tensor& y);
   // Leaves in `cache` the graph `record` builds for `key`: recorded unless
   // the cache holds it already (then a replay); a failed recording leaves it empty.
   void KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const;

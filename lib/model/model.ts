@@ -2,7 +2,7 @@
 // SAM-family rule needs is a call over flat vectors: loss, gradient, HVP,
 // and the gradient of uᵀHu (a third derivative).
 import { UsamError } from '../errors.js';
-import type { CurvatureMethod, FloatDType, HvpMethod, NativeHvpCache, NativeModel, Precision, SlotInfo } from '../native/binding.js';
+import type { CurvatureMethod, FloatDType, GradMethod, HvpMethod, NativeHvpCache, NativeModel, Precision, SlotInfo } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { streamSeed } from '../random.js';
 import * as check from '../arguments.js';
@@ -64,11 +64,19 @@ export interface TorchScriptSource {
   loss?: ModelSpec['loss'];
 }
 
-/** `{ updateStats?, out? }` of lossAndGrad, checked. */
-function gradOptions(fn: string, options: { updateStats?: boolean; out?: Tensor } | undefined) {
+/** lossAndGrad's options: `out` receives the gradient; `method` as GradMethod says. */
+export interface GradOptions {
+  updateStats?: boolean;
+  out?: Tensor;
+  method?: GradMethod;
+}
+
+/** `{ updateStats?, out?, method? }` of lossAndGrad, checked. */
+function gradOptions(fn: string, options: GradOptions | undefined) {
   const o = check.options(fn, 'options', options);
   if (o.updateStats !== undefined) check.boolean(fn, 'options.updateStats', o.updateStats);
   optionalTensorArg(fn, 'options.out', o.out);
+  if (o.method !== undefined) check.string(fn, 'options.method', o.method);
   return o;
 }
 
@@ -198,11 +206,13 @@ export class Model {
   /**
    * L(w) and ∇L(w) of a batch. `updateStats: false` leaves BatchNorm running
    * statistics untouched (perturbed passes); `out` receives the gradient.
+   * `method`: 'rules' (the layers' own reverse rules, no autograd graph) or
+   * 'autograd'; left out, the rules wherever they apply (docs/models.md).
    */
-  lossAndGrad(x: Tensor, y: Tensor, options?: { updateStats?: boolean; out?: Tensor }): LossAndGrad {
+  lossAndGrad(x: Tensor, y: Tensor, options?: GradOptions): LossAndGrad {
     const o = gradOptions('Model.lossAndGrad', options);
     const grad = o.out ?? this.zerosLikeParams();
-    const loss = this.native.lossAndGrad(x, y, grad, o.updateStats ?? true);
+    const loss = this.native.lossAndGrad(x, y, grad, o.updateStats ?? true, undefined, o.method);
     return { loss, grad };
   }
 
@@ -303,11 +313,11 @@ export class Model {
   }
 
   /** lossAndGrad on libuv's thread pool (the event loop runs meanwhile); the same numbers. */
-  lossAndGradAsync(x: Tensor, y: Tensor, options?: { updateStats?: boolean; out?: Tensor }): Promise<LossAndGrad> {
+  lossAndGradAsync(x: Tensor, y: Tensor, options?: GradOptions): Promise<LossAndGrad> {
     const o = gradOptions('Model.lossAndGradAsync', options);
     return this.exclusive(async () => {
       const grad = o.out ?? this.zerosLikeParams();
-      const loss = await this.native.lossAndGradAsync(x, y, grad, o.updateStats ?? true);
+      const loss = await this.native.lossAndGradAsync(x, y, grad, o.updateStats ?? true, undefined, o.method);
       return { loss, grad };
     });
   }

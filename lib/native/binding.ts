@@ -10,6 +10,8 @@ export type FloatArray = Float32Array | Float64Array;
  * tangent rules per layer, about 2/3 of the matrix work of double backward)
  * or 'double-backward' (LibTorch's autograd differentiating the gradient).
  */
+/** How a gradient is taken: by the layers' own first-order reverse rules (no autograd graph; linear, activation, dropout, flatten, identity and residual layers, the model's own precision, no loss scale) or by autograd; left out, the rules wherever they apply. */
+export type GradMethod = 'rules' | 'autograd';
 export type HvpMethod = 'forward-over-reverse' | 'double-backward';
 /** How vᵀHv is taken: second-order jets pushed forward (no reverse pass), or ⟨v, Hv⟩ from an HVP. */
 export type CurvatureMethod = 'forward-over-forward' | HvpMethod;
@@ -76,7 +78,7 @@ export interface NativeModel {
   setPrecision(precision: Precision): void;
   forward(x: NativeTensor): NativeTensor;
   loss(x: NativeTensor, y: NativeTensor, updateStats?: boolean): number;
-  lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number): number;
+  lossAndGrad(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number, method?: GradMethod): number;
   /** BatchNorm statistics over several passes, applied to the running statistics once (commit) or not at all (discard). */
   beginStats(): void;
   commitStats(): void;
@@ -111,7 +113,7 @@ export interface NativeModel {
   fisherTargets(outputs: NativeTensor, noise: NativeTensor): NativeTensor;
   /** the Async twins run on libuv's thread pool; the model refuses other calls until they settle */
   forwardAsync(x: NativeTensor): Promise<NativeTensor>;
-  lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number): Promise<number>;
+  lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number, method?: GradMethod): Promise<number>;
   hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): Promise<number>;
   curvatureAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): Promise<number>;
   quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;

@@ -1,0 +1,135 @@
+// Gradients by the layers' own first-order reverse rules (Layer::ForwardGrad,
+// no autograd graph) against autograd's, on every model case both can take,
+// in float64: the loss, the gradient, the correct count and the gradient's
+// sum for the NaN check. The rules' own correctness against central
+// differences and against PyTorch comes from derivatives.test.ts and
+// pytorch-twin.test.ts, which now run on them; this file pins that the two
+// methods agree, where each one applies, and that 'rules' is refused by name
+// where it cannot apply.
+import { describe, expect, it } from 'vitest';
+import { loadTorchScript, Model } from '../../lib/model/model.js';
+import { mlp } from '../../lib/model/presets.js';
+import { join } from 'node:path';
+import { hvpCases } from '../model-cases.js';
+import { float64Model, randomBatch, repoRoot, toNumbers } from '../helpers.js';
+import { ops } from '../../lib/tensor/ops.js';
+import { tensor } from '../../lib/tensor/tensor.js';
+
+/** A model the rules take whole: linear layers, dropout, a residual block of them, every activation kind. */
+const allRules = () =>
+  float64Model(
+    {
+      input: [5],
+      layers: [
+        { type: 'linear', inFeatures: 5, outFeatures: 8 },
+        { type: 'dropout', p: 0.3 },
+        { type: 'residual', body: [{ type: 'linear', inFeatures: 8, outFeatures: 8 }, { type: 'relu' }] },
+        { type: 'residual', body: [{ type: 'linear', inFeatures: 8, outFeatures: 6 }, { type: 'tanh' }], shortcut: [{ type: 'linear', inFeatures: 8, outFeatures: 6, bias: false }] },
+        { type: 'sigmoid' },
+        { type: 'identity' },
+        { type: 'linear', inFeatures: 6, outFeatures: 6 },
+        { type: 'leakyrelu', negativeSlope: 0.1 },
+        { type: 'linear', inFeatures: 6, outFeatures: 6 },
+        { type: 'silu' },
+        { type: 'linear', inFeatures: 6, outFeatures: 6 },
+        { type: 'gelu', approximate: 'tanh' },
+        { type: 'linear', inFeatures: 6, outFeatures: 3 },
+      ],
+    },
+    21,
+  );
+
+const cases = [...hvpCases, { name: 'dropout, residual blocks of linear layers and every activation kind', make: allRules, batch: () => randomBatch([10, 5], 3, 31) }];
+
+/** loss, gradient, correct count and gradient sum of one method, from the same RNG state (dropout's masks). */
+function gradientBy(model: Model, x: ReturnType<typeof randomBatch>['x'], y: ReturnType<typeof randomBatch>['y'], method: 'rules' | 'autograd', rng: Uint8Array) {
+  model.native.setRngState(rng);
+  const { loss, grad } = model.lossAndGrad(x, y, { updateStats: false, method });
+  const result = { loss, grad: toNumbers(grad), correct: model.native.lastCorrect, gradSum: model.native.lastGradSum };
+  grad.dispose();
+  return result;
+}
+
+describe('gradients by the layers\' rules against autograd (float64)', () => {
+  let applied = 0;
+  for (const c of cases) {
+    it(c.name, () => {
+      const model = c.make();
+      const { x, y } = c.batch();
+      const rng = model.native.getRngState();
+      const auto = gradientBy(model, x, y, 'autograd', rng);
+      let rules: ReturnType<typeof gradientBy>;
+      try {
+        rules = gradientBy(model, x, y, 'rules', rng);
+      } catch (e) {
+        // refused by name: the model holds a layer without a rule (conv, norm, pooling, embedding)
+        expect(String(e)).toMatch(/method 'rules' cannot take this gradient: a layer of this model has no first-order rule .*use method 'autograd'/);
+        // and the default is then autograd, bit for bit
+        model.native.setRngState(rng);
+        const byDefault = model.lossAndGrad(x, y, { updateStats: false });
+        expect(toNumbers(byDefault.grad)).toEqual(auto.grad);
+        return;
+      }
+      applied++;
+      const scale = Math.max(...auto.grad.map(Math.abs));
+      expect(scale).toBeGreaterThan(1e-3);
+      const worst = Math.max(...rules.grad.map((g, i) => Math.abs(g - auto.grad[i])));
+      expect(worst / scale).toBeLessThan(1e-13);
+      expect(Math.abs(rules.loss - auto.loss)).toBeLessThanOrEqual(1e-15 * Math.abs(auto.loss));
+      expect(rules.correct).toBe(auto.correct);
+      // the NaN/Inf check's sum: the gradient's own sum, in double
+      expect(rules.gradSum).not.toBeNull();
+      expect(Math.abs(rules.gradSum! - rules.grad.reduce((a, b) => a + b, 0))).toBeLessThan(1e-12 * (1 + scale));
+      // the default takes the rules, bit for bit
+      model.native.setRngState(rng);
+      const byDefault = model.lossAndGrad(x, y, { updateStats: false });
+      expect(toNumbers(byDefault.grad)).toEqual(rules.grad);
+      model.dispose();
+    });
+  }
+  it('the rules took at least six of the cases (not a vacuous comparison)', () => {
+    expect(applied).toBeGreaterThanOrEqual(6);
+  });
+});
+
+describe("gradients by the layers' rules: float32, aliasing, refusals", () => {
+  it('float32 MLP of the benchmark shape: rules within float32 rounding of autograd', () => {
+    const model = new Model(mlp({ layers: [784, 64, 64, 10], activation: 'relu' }), { seed: 2 });
+    const { x, y } = randomBatch([64, 784], 10, 5, 'float32');
+    const a = toNumbers(model.lossAndGrad(x, y, { method: 'autograd', updateStats: false }).grad);
+    const r = toNumbers(model.lossAndGrad(x, y, { method: 'rules', updateStats: false }).grad);
+    const scale = Math.max(...a.map(Math.abs));
+    expect(Math.max(...r.map((g, i) => Math.abs(g - a[i]))) / scale).toBeLessThan(1e-5);
+  });
+
+  it('out overlapping the parameters or the batch: the same gradient as into a fresh vector', () => {
+    const model = float64Model(mlp({ layers: [4, 4, 4], activation: 'tanh' }), 3);
+    const P = model.numParams; // 4·4 + 4 + 4·4 + 4 = 40: the batch below is `out` itself, seen as [10, 4]
+    expect(P).toBe(40);
+    const values = Float64Array.from({ length: P }, (_, i) => Math.sin(i));
+    const { y } = randomBatch([10, 4], 4, 9);
+    const x = tensor(values, [10, 4], { dtype: 'float64' });
+    const fresh = toNumbers(model.lossAndGrad(x, y, { method: 'rules' }).grad);
+    const store = tensor(values, [P], { dtype: 'float64' });
+    model.lossAndGrad(store.view([10, 4]), y, { method: 'rules', out: store });
+    expect(toNumbers(store)).toEqual(fresh);
+    // into the parameters themselves: the gradient at the old w
+    const w = model.params.clone();
+    model.lossAndGrad(x, y, { method: 'rules', out: model.params });
+    expect(toNumbers(model.params)).toEqual(fresh);
+    ops.copy(model.params, w);
+  });
+
+  it("'rules' is refused by name where it cannot apply; a bad method is named", () => {
+    const { x, y } = randomBatch([4, 784], 10, 1, 'float32');
+    const bf16 = new Model(mlp({ layers: [784, 8, 10] }), { seed: 1, precision: 'bf16' });
+    expect(() => bf16.lossAndGrad(x, y, { method: 'rules' })).toThrow(/method 'rules' cannot take this gradient: mixed precision .*use method 'autograd'/);
+    expect(() => bf16.lossAndGrad(x, y)).not.toThrow();
+    const scripted = loadTorchScript(join(repoRoot, 'test', 'fixtures', 'torchscript', 'mlp-784-scripted.pt'));
+    expect(() => scripted.lossAndGrad(x, y, { method: 'rules' })).toThrow(/a TorchScript model has no first-order rules/);
+    const plain = new Model(mlp({ layers: [784, 8, 10] }), { seed: 1 });
+    expect(() => plain.lossAndGrad(x, y, { method: 'exact' as never })).toThrow(/argument 'method' is 'exact'; use 'rules' or 'autograd'/);
+    expect(() => plain.lossAndGrad(x, y, { method: 3 as never })).toThrow(/options\.method/);
+    expect(() => plain.native.lossAndGrad(x, y, plain.zerosLikeParams(), true, 2, 'rules')).toThrow(/a loss scale differentiates S·L/);
+  });
+});
