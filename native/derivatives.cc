@@ -14,6 +14,38 @@ namespace usam {
 
 namespace ag = torch::autograd;
 
+namespace {
+// g[i, y_i] −= c for each row i of g [N, C] (y int64 labels, checked): a
+// loop over the N labels on the CPU, where scatter_add_ cost a TensorIterator.
+void SubtractAtLabels(at::Tensor& g, const at::Tensor& y, double c) {
+  if (g.device().is_cpu() && g.is_contiguous() && y.is_contiguous() && (g.scalar_type() == at::kFloat || g.scalar_type() == at::kDouble)) {
+    const int64_t* labels = y.data_ptr<int64_t>();
+    const int64_t rows = g.size(0), classes = g.size(1);
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "SubtractAtLabels", [&] {
+      scalar_t* out = g.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < rows; ++i) out[i * classes + labels[i]] -= static_cast<scalar_t>(c);
+    });
+    return;
+  }
+  g.scatter_add_(1, y.view({-1, 1}), at::full({g.size(0), 1}, -c, g.options()));
+}
+
+// The rows of `output` [N, C] whose argmax (the first maximum; a NaN counts
+// as the maximum, as at::argmax) is the row's label.
+template <typename T>
+int64_t CorrectRows(const T* out, const int64_t* labels, int64_t rows, int64_t classes) {
+  int64_t correct = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = out + i * classes;
+    int64_t best = 0;
+    for (int64_t k = 1; k < classes && !std::isnan(row[best]); ++k)
+      if (row[k] > row[best] || std::isnan(row[k])) best = k;
+    correct += best == labels[i];
+  }
+  return correct;
+}
+}  // namespace
+
 PrimalCache::Key Network::CacheKey(const at::Tensor& x, const at::Tensor& y, const std::string& method) const {
   PrimalCache::Key k;
   k.network = this;
@@ -146,12 +178,16 @@ std::vector<at::Tensor> Network::LossPrimal(const at::Tensor& z, const at::Tenso
       break;
   }
   return primal([&] {
-    at::Tensor loss = Loss(z, y);  // also checks shapes and labels
-    int64_t batch = z.size(0), classes = z.size(1);
-    at::Tensor p = at::softmax(z, 1);
-    at::Tensor g = loss_.labelSmoothing > 0 ? p - loss_.labelSmoothing / static_cast<double>(classes) : p.clone();
-    g.scatter_add_(1, y.view({-1, 1}), at::full({batch, 1}, -(1.0 - loss_.labelSmoothing), g.options()));
-    return std::vector<at::Tensor>{loss, g.div_(static_cast<double>(batch)), p};
+    at::Tensor logp;
+    at::Tensor loss = LossWith(z, y, &logp);  // also checks shapes and labels
+    const double batch = static_cast<double>(z.size(0)), classes = static_cast<double>(z.size(1));
+    // softmax(z) as exp of the loss's log_softmax(z): ATen's softmax over ten
+    // classes took 14 µs of a 330 µs forward-backward of the tiny MLP, exp 2 µs
+    at::Tensor p = logp.exp();
+    const double eps = loss_.labelSmoothing;
+    at::Tensor g = eps > 0 ? (p - eps / classes).div_(batch) : p.div(batch);
+    SubtractAtLabels(g, y, (1.0 - eps) / batch);
+    return std::vector<at::Tensor>{loss, g, p};
   });
 }
 
@@ -219,7 +255,9 @@ at::Tensor Network::LossJet(const Jet& z, const at::Tensor& y, PrimalCache* cach
   return q;
 }
 
-at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {
+at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const { return LossWith(out, y, nullptr); }
+
+at::Tensor Network::LossWith(const at::Tensor& out, const at::Tensor& y, at::Tensor* logProbs) const {
   const std::string name = LossName(loss_.kind);
   if (!TakesLabels(loss_.kind)) {
     if (out.sizes() != y.sizes())
@@ -242,6 +280,7 @@ at::Tensor Network::Loss(const at::Tensor& out, const at::Tensor& y) const {
   // NLL reads the outputs as they are, as log-probabilities (e.g. a log-softmax's)
   if (loss_.kind == LossKind::Nll) return at::nll_loss(out, y);
   at::Tensor logp = at::log_softmax(out, 1);
+  if (logProbs) *logProbs = logp;
   at::Tensor nll = at::nll_loss(logp, y);
   if (loss_.labelSmoothing == 0) return nll;
   // PyTorch's label smoothing: (1-ε)·NLL + ε·mean over classes of −log p.
@@ -311,6 +350,11 @@ std::string Network::RulesRefusal(double lossScale) const {
 int64_t Network::CountCorrect(const at::Tensor& output, const at::Tensor& y) {
   if (y.scalar_type() != at::kLong || output.dim() != 2) return -1;
   at::NoGradGuard ng;
+  // a loop on the CPU: argmax, eq, sum and item were four ops for 128 × 10 numbers
+  if (output.device().is_cpu() && output.is_contiguous() && y.is_contiguous() && y.numel() == output.size(0)) {
+    if (output.scalar_type() == at::kFloat) return CorrectRows(output.data_ptr<float>(), y.data_ptr<int64_t>(), output.size(0), output.size(1));
+    if (output.scalar_type() == at::kDouble) return CorrectRows(output.data_ptr<double>(), y.data_ptr<int64_t>(), output.size(0), output.size(1));
+  }
   return output.argmax(1).eq(y).sum().item<int64_t>();
 }
 

@@ -30,6 +30,8 @@ class Network {
 
   at::Tensor Forward(const at::Tensor& x, bool updateStats, bool twiceDifferentiable);
   at::Tensor Loss(const at::Tensor& output, const at::Tensor& target) const;
+  // The same, handing out the log-probabilities cross-entropy computes (left alone for the other losses).
+  at::Tensor LossWith(const at::Tensor& output, const at::Tensor& target, at::Tensor* logProbs) const;
   // Mean loss of a batch, with a graph when parameters need gradients.
   // `output`, when given, receives the model's outputs.
   at::Tensor LossOf(const at::Tensor& x, const at::Tensor& y, bool updateStats, bool twiceDifferentiable,
