@@ -7,7 +7,9 @@
 // call's count and mean time, the passes' share, everything between the
 // native calls (JavaScript and the N-API crossings: step − Σ native), and
 // the floor (n+1)·fb measured in the same run (fb: one forward-backward, as
-// the bench's column). One thread, in one process; times are this machine's.
+// the bench's column). In one process, at the process's threads (set
+// OMP_NUM_THREADS=1 for one: the default takes every core, and the direction
+// draws' background thread then competes with the passes); times are this machine's.
 import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
@@ -63,6 +65,7 @@ instrument(addon.optim, 'optim');
 instrument(addon.Tensor as unknown as Record<string, unknown>, 'Tensor');
 
 const rows: unknown[] = [];
+if (!json) console.log(`LibTorch ${native().versions().torch}, ${native().versions().threads} intra-op thread(s)`);
 for (const modelName of models) {
   for (const optimizer of optimizers) {
     const { model, input } = makeBenchModel(modelName, { dtype: 'float32', seed: 0 });
