@@ -1,4 +1,4 @@
-// npm run bench:profile [-- --models tiny,mlp] [--optimizers sgd,sam,...] [--steps 200] [--json]
+// npm run bench:profile [-- --models tiny,mlp] [--optimizers sgd,sam,...] [--steps 200] [--threads 1] [--json]
 // Where one optimizer step's time goes (#29, "count native calls, allocations
 // and JS work per step"): every function of the addon's ops, optim and
 // generator objects and of the model's native object is wrapped with a
@@ -7,10 +7,11 @@
 // call's count and mean time, the passes' share, everything between the
 // native calls (JavaScript and the N-API crossings: step − Σ native), and
 // the floor (n+1)·fb measured in the same run (fb: one forward-backward, as
-// the bench's column). In one process, at the process's threads (set
-// OMP_NUM_THREADS=1 for one: the default takes every core, and the direction
-// draws' background thread then competes with the passes); times are this machine's.
+// the bench's column). In one process, at one intra-op thread unless
+// --threads says otherwise (at every core the direction draws' background
+// thread competes with the passes); times are this machine's.
 import { native } from '../../lib/native/load.js';
+import { setThreads } from '../../lib/native/runtime.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
 import { flag, option } from './args.js';
@@ -64,6 +65,7 @@ instrument(addon.ops, 'ops');
 instrument(addon.optim, 'optim');
 instrument(addon.Tensor as unknown as Record<string, unknown>, 'Tensor');
 
+setThreads(Number(option('--threads', '1')));
 const rows: unknown[] = [];
 if (!json) console.log(`LibTorch ${native().versions().torch}, ${native().versions().threads} intra-op thread(s)`);
 for (const modelName of models) {
