@@ -79,5 +79,5 @@ export { evaluate, evaluateAsync, type Evaluation } from './train/evaluate.js';
 export { saveCheckpoint, loadCheckpoint, type Progress } from './train/checkpoint.js';
 export { readSafetensors, writeSafetensors, stTensor, type StTensor, type StDType } from './safetensors.js';
 export { readRun, renderReport } from './report/report.js';
-export { cpuReducedPrecision, cuda, memory, setThreads, trimMemory, versions } from './native/runtime.js';
+export { countAllocations, cpuReducedPrecision, cuda, memory, setThreads, trimMemory, versions } from './native/runtime.js';
 export { ProcessGroup, processGroupFromEnv } from './distributed.js';

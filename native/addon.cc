@@ -12,10 +12,13 @@
 
 #include "build_info.h"
 
+#include <c10/core/CPUAllocator.h>
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #if defined(__GLIBC__)
@@ -137,6 +140,52 @@ static Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// allocationCounter(on): LibTorch's CPU allocations counted while on (a
+// profiling aid: bench:profile's allocations a step). The first `true`
+// wraps LibTorch's CPU allocator in one that counts each allocation and its
+// bytes and forwards it; the matching `false` puts the original back (calls
+// nest). Freed memory goes through each block's own deleter, so blocks
+// allocated while counting are freed correctly after it stops. Returns the
+// totals since the process started counting for the first time.
+class CountingAllocator : public at::Allocator {
+ public:
+  at::Allocator* inner = nullptr;
+  mutable std::atomic<uint64_t> count{0}, bytes{0};
+  // LibTorch 1.x declares allocate const, 2.3 and later not: one of these
+  // two overrides it, the other is an overload
+  at::DataPtr allocate(size_t n) const { return Counted(n); }
+  at::DataPtr allocate(size_t n) { return Counted(n); }
+  at::DeleterFnPtr raw_deleter() const override { return inner->raw_deleter(); }
+  // pure virtual from LibTorch 2.3 on (a plain member before)
+  void copy_data(void* dest, const void* src, std::size_t n) const { std::memcpy(dest, src, n); }
+
+ private:
+  at::DataPtr Counted(size_t n) const {
+    count.fetch_add(1, std::memory_order_relaxed);
+    bytes.fetch_add(n, std::memory_order_relaxed);
+    return inner->allocate(n);
+  }
+};
+
+static Napi::Value AllocationCounter(const Napi::CallbackInfo& info) {
+  static CountingAllocator counting;
+  static int depth = 0;
+  auto env = info.Env();
+  if (!info[0].IsBoolean()) throw JsError(env, "argument 'on' must be a boolean");
+  if (info[0].As<Napi::Boolean>().Value()) {
+    if (depth++ == 0) {
+      counting.inner = c10::GetCPUAllocator();
+      c10::SetCPUAllocator(&counting, 0);
+    }
+  } else if (depth > 0 && --depth == 0) {
+    c10::SetCPUAllocator(counting.inner, 0);
+  }
+  auto o = Napi::Object::New(env);
+  o.Set("count", static_cast<double>(counting.count.load()));
+  o.Set("bytes", static_cast<double>(counting.bytes.load()));
+  return o;
+}
+
 static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1)
@@ -179,6 +228,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, &GuardFn<&Memory>, "memory"));
   exports.Set("trimMemory", Napi::Function::New(env, &GuardFn<&TrimMemory>, "trimMemory"));
   exports.Set("setThreads", Napi::Function::New(env, &GuardFn<&SetThreads>, "setThreads"));
+  exports.Set("allocationCounter", Napi::Function::New(env, &GuardFn<&AllocationCounter>, "allocationCounter"));
   exports.Set("setErrorClass", Napi::Function::New(env, &GuardFn<&SetErrorClass>, "setErrorClass"));
   return exports;
 }

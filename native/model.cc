@@ -37,6 +37,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("poolStats", &M::Guard<&M::PoolStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceAccessor("lastGradSum", &M::Guard<&M::LastGradSum>, nullptr),
+                         InstanceAccessor("gradMethod", &M::Guard<&M::GradMethod>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
                          InstanceMethod("lossAndGradAsync", &M::Guard<&M::Async<&M::LossAndGradCall>>),
@@ -545,6 +546,12 @@ Napi::Value ModelWrap::LastCorrect(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::LastGradSum(const Napi::CallbackInfo& info) {
   if (!lastGradSum_) return info.Env().Null();
   return Napi::Number::New(info.Env(), *lastGradSum_);
+}
+
+// The method lossAndGrad takes when none is given, at loss scale 1: 'rules'
+// where the layers' rules apply (Network::RulesRefusal), else 'autograd'.
+Napi::Value ModelWrap::GradMethod(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), Net().RulesRefusal(1.0).empty() ? "rules" : "autograd");
 }
 
 Napi::Value ModelWrap::GetRngState(const Napi::CallbackInfo& info) { return GeneratorState(info.Env(), Net().gen); }

@@ -75,6 +75,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value LastGradSum(const Napi::CallbackInfo& info);
+  Napi::Value GradMethod(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value Curvature(const Napi::CallbackInfo& info);
   Napi::Value GaussNewton(const Napi::CallbackInfo& info);

@@ -135,6 +135,10 @@ export class Model {
   get training(): boolean {
     return this.native.training;
   }
+  /** How lossAndGrad takes a gradient when no method is given: 'rules' where every layer has one (in the model's own precision), else 'autograd'. */
+  get gradMethod(): GradMethod {
+    return this.native.gradMethod;
+  }
   train(on = true): this {
     this.native.setTraining(check.boolean('Model.train', 'on', on));
     return this;

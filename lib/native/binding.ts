@@ -90,6 +90,8 @@ export interface NativeModel {
   readonly lastCorrect: number;
   /** Σ of the last lossAndGrad's gradient as written (before a loss scale's division), computed by its copy on the CPU; null where not (CUDA). Finite exactly when every entry is. */
   readonly lastGradSum: number | null;
+  /** the method lossAndGrad takes when none is given (at loss scale 1): 'rules' where the layers' rules apply, else 'autograd' */
+  readonly gradMethod: GradMethod;
   /**
    * with `cache`, what does not depend on v is computed once per batch and parameters and reused;
    * v and out may be blocks [K, P] of K directions (one pass with the tangents batched)
@@ -284,6 +286,8 @@ export interface Addon {
   trimMemory(): boolean;
   memory(): { liveTensors: number; liveTensorBytes: number; mallocInUse?: number; mallocFree?: number; mallocMmapped?: number };
   setThreads(n: number): void;
+  /** LibTorch's CPU allocations counted while on: `true` starts (calls nest), `false` ends; the totals since counting first began */
+  allocationCounter(on: boolean): { count: number; bytes: number };
   /** the class the addon makes its errors of (NativeError, lib/errors.ts); load.ts sets it once */
   setErrorClass(errorClass: new (message: string) => Error): void;
 }

@@ -20,6 +20,27 @@ export const memory = (): ReturnType<ReturnType<typeof native>['memory']> => nat
 /** Returns the C heap's free memory to the system (malloc_trim); false where unsupported. */
 export const trimMemory = (): boolean => native().trimMemory();
 
+/**
+ * Runs `fn` while counting LibTorch's CPU allocations (a counting wrapper
+ * around its CPU allocator, in place for the call): fn's value, and how many
+ * blocks of memory its synchronous part took from LibTorch's CPU allocator
+ * and their bytes. A profiling aid (`npm run bench:profile` prints it per
+ * step). Views and tensors that share memory allocate nothing; CUDA memory
+ * is not counted. Calls nest; an error from fn ends the count and is rethrown.
+ */
+export function countAllocations<T>(fn: () => T): { value: T; count: number; bytes: number } {
+  if (typeof fn !== 'function') throw new ConfigError('countAllocations', [{ path: 'fn', message: 'must be a function to run while counting' }]);
+  const start = native().allocationCounter(true);
+  let end = start;
+  let value: T;
+  try {
+    value = fn();
+  } finally {
+    end = native().allocationCounter(false);
+  }
+  return { value, count: end.count - start.count, bytes: end.bytes - start.bytes };
+}
+
 /** CUDA availability, as the loaded addon sees it (always false in the CPU flavour). */
 export const cuda = {
   isAvailable: (): boolean => versions().cudaAvailable,

@@ -5,13 +5,15 @@
 // counter and a clock, the benchmark's step (scripts/bench/step-runner.ts's
 // model, batch and rules) is run K times, and per step it prints each native
 // call's count and mean time, the passes' share, everything between the
-// native calls (JavaScript and the N-API crossings: step − Σ native), and
+// native calls (JavaScript and the N-API crossings: step − Σ native), the
+// LibTorch CPU allocations of a step and of a lone forward-backward
+// (countAllocations; its two calls fall inside the step's time), and
 // the floor (n+1)·fb measured in the same run (fb: one forward-backward, as
 // the bench's column). In one process, at one intra-op thread unless
 // --threads says otherwise (at every core the direction draws' background
 // thread competes with the passes); times are this machine's.
 import { native } from '../../lib/native/load.js';
-import { setThreads } from '../../lib/native/runtime.js';
+import { countAllocations, setThreads } from '../../lib/native/runtime.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
 import { flag, option } from './args.js';
@@ -85,13 +87,19 @@ for (const modelName of models) {
     const stepTimes: number[] = [];
     const fbTimes: number[] = [];
     const betweenTimes: number[] = [];
+    // LibTorch CPU allocations (countAllocations) of each step and of each lone forward-backward
+    const allocations: number[] = [];
+    const allocatedBytes: number[] = [];
+    const fbAllocations: number[] = [];
     tallies.clear();
     for (let i = 0; i < steps; i++) {
       stepNativeNs = 0n;
       marks.length = 0;
       let t0 = process.hrtime.bigint();
-      opt.step(x, y);
+      const counted = countAllocations(() => opt.step(x, y));
       const dt = process.hrtime.bigint() - t0;
+      allocations.push(counted.count);
+      allocatedBytes.push(counted.bytes);
       if (gaps && i >= steps - 3) {
         let last = t0;
         console.log(`step ${i}: ${marks.map(([name, a, b]) => { const s = `+${Number(a - last) / 1e3}µs ${name} ${Number(b - a) / 1e3}µs`; last = b; return s; }).join(' | ')} | +${Number(t0 + dt - last) / 1e3}µs end`);
@@ -100,7 +108,7 @@ for (const modelName of models) {
       betweenTimes.push(Number(dt - stepNativeNs) / 1e6);
       t0 = process.hrtime.bigint();
       depth++; // not counted in the step's tallies
-      model.native.lossAndGrad(x, y, grad, true);
+      fbAllocations.push(countAllocations(() => model.native.lossAndGrad(x, y, grad, true)).count);
       depth--;
       fbTimes.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
@@ -108,11 +116,12 @@ for (const modelName of models) {
     const fb = median(fbTimes);
     const calls = [...tallies.entries()].map(([name, t]) => ({ name, perStep: t.calls / steps, msPerStep: Number(t.ns) / 1e6 / steps })).sort((a, b) => b.msPerStep - a.msPerStep);
     const nativeMs = calls.reduce((a, c) => a + c.msPerStep, 0);
-    const row = { model: modelName, optimizer, params: model.numParams, stepMs: step, fbMs: fb, floorRatio: step / (BENCH_PASSES[optimizer] * fb), nativeCallsPerStep: calls.reduce((a, c) => a + c.perStep, 0), betweenMs: median(betweenTimes), nativeMs, calls };
+    const row = { model: modelName, optimizer, params: model.numParams, stepMs: step, fbMs: fb, floorRatio: step / (BENCH_PASSES[optimizer] * fb), nativeCallsPerStep: calls.reduce((a, c) => a + c.perStep, 0), betweenMs: median(betweenTimes), nativeMs, allocationsPerStep: median(allocations), allocatedBytesPerStep: median(allocatedBytes), fbAllocations: median(fbAllocations), calls };
     rows.push(row);
     if (!json) {
-      console.log(`\n${modelName} ${optimizer} (${model.numParams} parameters): step ${step.toFixed(3)} ms (median), fb ${fb.toFixed(3)} ms, step/((n+1)·fb) ${row.floorRatio.toFixed(3)}`);
+      console.log(`\n${modelName} ${optimizer} (${model.numParams} parameters, gradients by ${model.gradMethod}): step ${step.toFixed(3)} ms (median), fb ${fb.toFixed(3)} ms, step/((n+1)·fb) ${row.floorRatio.toFixed(3)}`);
       console.log(`  ${row.nativeCallsPerStep.toFixed(1)} native calls a step; ${(nativeMs * 1000).toFixed(0)} µs in them (means); between them (JavaScript, crossings) ${(row.betweenMs * 1000).toFixed(0)} µs a step (median)`);
+      console.log(`  ${row.allocationsPerStep} LibTorch CPU allocations a step (${(row.allocatedBytesPerStep / 1024).toFixed(0)} KiB; medians), ${row.fbAllocations} in a lone forward-backward`);
       for (const c of calls) console.log(`  ${c.name.padEnd(28)} ${c.perStep.toFixed(2).padStart(6)}×  ${(c.msPerStep * 1000).toFixed(1).padStart(8)} µs/step  ${((c.msPerStep * 1000) / c.perStep).toFixed(1).padStart(8)} µs/call`);
     }
     opt.dispose();

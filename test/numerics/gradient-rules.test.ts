@@ -65,12 +65,14 @@ describe('gradients by the layers\' rules against autograd (float64)', () => {
         // refused by name: the model holds a layer without a rule (conv, norm, pooling, embedding)
         expect(String(e)).toMatch(/method 'rules' cannot take this gradient: a layer of this model has no first-order rule .*use method 'autograd'/);
         // and the default is then autograd, bit for bit
+        expect(model.gradMethod).toBe('autograd');
         model.native.setRngState(rng);
         const byDefault = model.lossAndGrad(x, y, { updateStats: false });
         expect(toNumbers(byDefault.grad)).toEqual(auto.grad);
         return;
       }
       applied++;
+      expect(model.gradMethod).toBe('rules');
       const scale = Math.max(...auto.grad.map(Math.abs));
       expect(scale).toBeGreaterThan(1e-3);
       const worst = Math.max(...rules.grad.map((g, i) => Math.abs(g - auto.grad[i])));
@@ -125,9 +127,12 @@ describe("gradients by the layers' rules: float32, aliasing, refusals", () => {
     const bf16 = new Model(mlp({ layers: [784, 8, 10] }), { seed: 1, precision: 'bf16' });
     expect(() => bf16.lossAndGrad(x, y, { method: 'rules' })).toThrow(/method 'rules' cannot take this gradient: mixed precision .*use method 'autograd'/);
     expect(() => bf16.lossAndGrad(x, y)).not.toThrow();
+    expect(bf16.gradMethod).toBe('autograd');
     const scripted = loadTorchScript(join(repoRoot, 'test', 'fixtures', 'torchscript', 'mlp-784-scripted.pt'));
     expect(() => scripted.lossAndGrad(x, y, { method: 'rules' })).toThrow(/a TorchScript model has no first-order rules/);
+    expect(scripted.gradMethod).toBe('autograd');
     const plain = new Model(mlp({ layers: [784, 8, 10] }), { seed: 1 });
+    expect(plain.gradMethod).toBe('rules');
     expect(() => plain.lossAndGrad(x, y, { method: 'exact' as never })).toThrow(/argument 'method' is 'exact'; use 'rules' or 'autograd'/);
     expect(() => plain.lossAndGrad(x, y, { method: 3 as never })).toThrow(/options\.method/);
     expect(() => plain.native.lossAndGrad(x, y, plain.zerosLikeParams(), true, 2, 'rules')).toThrow(/a loss scale differentiates S·L/);

@@ -140,6 +140,7 @@ const doors: Door[] = [
   fn('memory', [], () => []),
   fn('trimMemory', [], () => []),
   fn('setThreads', ['threads:number'], () => [lib.versions().threads]),
+  fn('countAllocations', ['fn:function'], () => [() => lib.zeros([2])]),
   fn('cuda.isAvailable', [], () => []),
   fn('cuda.deviceCount', [], () => []),
   fn('ops.axpy', ['y:tensor', 'a:number', 'x:tensor'], () => [lib.zeros([3]), 2, lib.zeros([3])]),
