@@ -62,10 +62,13 @@ struct StatsAccumulator {
 // A layer's reverse step in a first-order pass by the layers' own rules
 // (Network::LossAndGrad, method 'rules'): maps ∂L/∂y of the layer's output to
 // ∂L/∂x of its input and writes the layer's parameter gradients on the way.
-// Returns an undefined tensor when the input does not depend on the
-// parameters (nothing upstream needs ∂L/∂x). Closures may hold references to
-// the layer and to the GradPass: they run, and are dropped, within the
-// LossAndGrad call that made them.
+// RunLayersGrad runs it only while ∂L/∂y is defined, that is where y depends
+// on the parameters; a layer with parameters whose input does not depend on
+// them returns an undefined tensor (nothing upstream needs ∂L/∂x), which
+// ends the reverse pass. A parameter-free layer's output depends on the
+// parameters exactly when its input does, so its step never needs to check.
+// Closures may hold references to the layer and to the GradPass: they run,
+// and are dropped, within the LossAndGrad call that made them.
 using GradBackward = std::function<at::Tensor(const at::Tensor& grad)>;
 
 // The state of such a pass: the forward pass's, and the flat gradient split

@@ -29,12 +29,8 @@ class Activation : public Layer {
   }
   bool HasGradRule() const override { return true; }
   // ∂x = f'(x) g by ATen's own backward kernels, the ones autograd calls
-  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool&, GradBackward& backward) const override {
     at::Tensor y = Forward(x, p.pass);
-    if (!upstream) {
-      backward = [](const at::Tensor&) { return at::Tensor(); };
-      return y;
-    }
     backward = [this, x, y](const at::Tensor& g) -> at::Tensor {
       switch (act_) {
         case Act::Relu: return at::threshold_backward(g, y, 0);
@@ -149,13 +145,13 @@ class Dropout : public Layer {
   }
   bool HasGradRule() const override { return true; }
   // ∂x = mask ⊙ g (the same draw as Forward's)
-  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool& upstream, GradBackward& backward) const override {
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass& p, bool&, GradBackward& backward) const override {
     if (!p.pass.training || p_ == 0) {
-      backward = [up = upstream](const at::Tensor& g) { return up ? g : at::Tensor(); };
+      backward = [](const at::Tensor& g) { return g; };
       return x;
     }
     at::Tensor keep = Mask(x, p.pass);
-    backward = [up = upstream, keep](const at::Tensor& g) { return up ? g * keep : at::Tensor(); };
+    backward = [keep](const at::Tensor& g) { return g * keep; };
     return x * keep;
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {

@@ -142,8 +142,8 @@ class Flatten : public Layer {
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x.flatten(1); }
   bool HasGradRule() const override { return true; }
-  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool& upstream, GradBackward& backward) const override {
-    backward = [upstream, shape = x.sizes().vec()](const at::Tensor& g) { return upstream ? g.reshape(shape) : at::Tensor(); };
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool&, GradBackward& backward) const override {
+    backward = [shape = x.sizes().vec()](const at::Tensor& g) { return g.reshape(shape); };
     return x.flatten(1);
   }
   Dual ForwardDual(const Dual& x, DualPass& p, DualBackward& backward) const override {
@@ -168,8 +168,8 @@ class Identity : public Layer {
   using Layer::Layer;
   at::Tensor Forward(const at::Tensor& x, Pass&) const override { return x; }
   bool HasGradRule() const override { return true; }
-  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool& upstream, GradBackward& backward) const override {
-    backward = [upstream](const at::Tensor& g) { return upstream ? g : at::Tensor(); };
+  at::Tensor ForwardGrad(const at::Tensor& x, GradPass&, bool&, GradBackward& backward) const override {
+    backward = [](const at::Tensor& g) { return g; };
     return x;
   }
   Dual ForwardDual(const Dual& x, DualPass&, DualBackward& backward) const override {
@@ -198,9 +198,8 @@ class Residual : public Layer {
     bool bodyUp = upstream, skipUp = upstream;
     GradBackward bodyBack, skipBack;
     at::Tensor main = RunLayersGrad(body_, x, p, bodyUp, bodyBack);
-    at::Tensor skip = shortcut_.empty() ? x : RunLayersGrad(shortcut_, x, p, skipUp, skipBack);
+    at::Tensor skip = RunLayersGrad(shortcut_, x, p, skipUp, skipBack);  // an empty shortcut: the identity
     CheckShapes(main, skip);
-    if (shortcut_.empty()) skipBack = [up = upstream](const at::Tensor& g) { return up ? g : at::Tensor(); };
     backward = [bodyBack, skipBack](const at::Tensor& g) { return Plus(bodyBack(g), skipBack(g)); };
     upstream = bodyUp || skipUp;
     return main + skip;
@@ -301,16 +300,18 @@ Jet RunLayersJet(const LayerList& layers, Jet x, DualPass& p) {
 }
 
 at::Tensor RunLayersGrad(const LayerList& layers, at::Tensor x, GradPass& p, bool& upstream, GradBackward& backward) {
+  const bool input = upstream;  // whether x depends on the parameters
   std::vector<GradBackward> steps(layers.size());
   for (size_t i = 0; i < layers.size(); ++i)
     x = Named(*layers[i], [&] { return layers[i]->ForwardGrad(x, p, upstream, steps[i]); });
-  backward = [&layers, steps = std::move(steps)](const at::Tensor& grad) -> at::Tensor {
+  backward = [&layers, input, steps = std::move(steps)](const at::Tensor& grad) -> at::Tensor {
     at::Tensor g = grad;
     for (size_t i = steps.size(); i-- > 0;) {
       if (!g.defined()) return {};  // nothing upstream depends on the parameters
       g = Named(*layers[i], [&] { return steps[i](g); });
     }
-    return g;
+    // ∂L/∂x only where x depends on the parameters (a list of parameter-free layers passes it through otherwise)
+    return input ? g : at::Tensor();
   };
   return x;
 }

@@ -39,7 +39,7 @@ class Network {
   // How LossAndGrad differentiates: by the layers' own first-order reverse
   // rules (Layer::ForwardGrad: no autograd graph, the gradients written
   // straight into the flat vector), by autograd, or (Auto) by the rules
-  // wherever they apply (RulesApply) and by autograd elsewhere.
+  // wherever they apply (RulesRefusal empty) and by autograd elsewhere.
   enum class GradMethod { Auto, Rules, Autograd };
   // Why the rules cannot take this pass's gradient (lossScale: its loss
   // scale), or empty when they can: every layer has one, not TorchScript,

@@ -5,13 +5,13 @@ export type DType = 'float32' | 'float64' | 'int64';
 export type FloatDType = 'float32' | 'float64';
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type FloatArray = Float32Array | Float64Array;
+/** How a gradient is taken: by the layers' own first-order reverse rules (no autograd graph; linear, activation, dropout, flatten, identity and residual layers, the model's own precision, no loss scale) or by autograd; left out, the rules wherever they apply. */
+export type GradMethod = 'rules' | 'autograd';
 /**
  * How an HVP is computed: 'forward-over-reverse' (default; hand-written
  * tangent rules per layer, about 2/3 of the matrix work of double backward)
  * or 'double-backward' (LibTorch's autograd differentiating the gradient).
  */
-/** How a gradient is taken: by the layers' own first-order reverse rules (no autograd graph; linear, activation, dropout, flatten, identity and residual layers, the model's own precision, no loss scale) or by autograd; left out, the rules wherever they apply. */
-export type GradMethod = 'rules' | 'autograd';
 export type HvpMethod = 'forward-over-reverse' | 'double-backward';
 /** How vᵀHv is taken: second-order jets pushed forward (no reverse pass), or ⟨v, Hv⟩ from an HVP. */
 export type CurvatureMethod = 'forward-over-forward' | HvpMethod;
