@@ -293,19 +293,22 @@ at::Tensor Network::LossOf(const at::Tensor& x, const at::Tensor& y, bool update
   return Loss(out, y);
 }
 
-std::optional<double> Network::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const {
+std::optional<FlatSums> Network::WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const {
   at::NoGradGuard ng;
   const auto& ps = slots.params;
   // the sum of what is written comes with the copy (one fused loop a part on
   // the CPU): the optimizer's NaN/Inf check of a gradient, with no pass of its own
-  std::optional<double> total = 0.0;
+  std::optional<FlatSums> total = FlatSums{};
   for (size_t i = 0; i < ps.size(); ++i) {
     at::Tensor dst = out.narrow(0, ps[i].offset, ps[i].numel);
-    double sum = 0;
+    FlatSums sums;
     if (!parts[i].defined()) {
       dst.zero_();
-    } else if (FusedCopySum(dst, parts[i], sum)) {
-      if (total) *total += sum;
+    } else if (FusedCopySum(dst, parts[i], sums)) {
+      if (total) {
+        total->sum += sums.sum;
+        total->squares += sums.squares;
+      }
     } else {
       dst.copy_(parts[i].reshape(-1));
       total.reset();
@@ -359,23 +362,24 @@ int64_t Network::CountCorrect(const at::Tensor& output, const at::Tensor& y) {
 }
 
 double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
-                            int64_t& correct, double lossScale, std::optional<double>* gradSum, GradMethod method) {
+                            int64_t& correct, double lossScale, std::optional<FlatSums>* gradSums, GradMethod method) {
   if (method != GradMethod::Autograd) {
     std::string refusal = RulesRefusal(lossScale);
-    if (refusal.empty()) return LossAndGradByRules(x, y, grad, updateStats, correct, gradSum);
+    if (refusal.empty()) return LossAndGradByRules(x, y, grad, updateStats, correct, gradSums);
     if (method == GradMethod::Rules) Fail("method 'rules' cannot take this gradient: " + refusal + "; use method 'autograd' (or leave it out)");
   }
   PassSignals held;  // forward and backward
   at::Tensor output;
   at::Tensor l = LossOf(x, y, updateStats, false, &output);
   auto grads = ag::grad({lossScale == 1.0 ? l : l * lossScale}, params, {}, false, false, /*allow_unused=*/true);
-  auto sum = WriteFlat(grads, grad);
-  // ÷ a power of two: finite exactly when the scaled sum is
-  if (gradSum) *gradSum = sum;
+  auto sums = WriteFlat(grads, grad);
   if (lossScale != 1.0) {
     at::NoGradGuard ng;
     grad.div_(lossScale);
+    // ÷ a power of two: the sum stays the scaled one (finite exactly when it is), the squares are the written gradient's
+    if (sums) sums->squares /= lossScale * lossScale;
   }
+  if (gradSums) *gradSums = sums;
   // training accuracy for free: the logits are at hand
   correct = CountCorrect(output, y);
   return l.item<double>();
@@ -385,7 +389,7 @@ double Network::LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor
 // ∂L/∂z is LossPrimal's (the one the HVPs' reverse pass starts from); the
 // reverse steps write each parameter's gradient into its part of `grad`.
 double Network::LossAndGradByRules(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats,
-                                   int64_t& correct, std::optional<double>* gradSum) {
+                                   int64_t& correct, std::optional<FlatSums>* gradSums) {
   PassSignals held;
   at::NoGradGuard ng;
   return IntoSeparate(grad, {x, y}, [&](at::Tensor& out) {
@@ -400,7 +404,7 @@ double Network::LossAndGradByRules(const at::Tensor& x, const at::Tensor& y, at:
     if (upstream) backward(lg[1]);
     for (size_t i = 0; i < parts.size(); ++i)
       if (!written[i]) parts[i].zero_();  // a parameter the loss does not depend on
-    if (gradSum) *gradSum = FusedSum(out);
+    if (gradSums) *gradSums = FusedSum(out);
     correct = CountCorrect(z, y);
     return lg[0].item<double>();
   });

@@ -3,6 +3,7 @@
 #include "errors.h"
 
 #include <algorithm>
+#include <array>
 
 namespace usam {
 
@@ -12,20 +13,28 @@ bool Fusable(const at::Tensor& t) { return t.device().is_cpu() && t.is_contiguou
 
 constexpr int64_t kGrain = 1 << 15;
 
-// Σ over [0, n) of what `chunk(begin, end, acc)` adds into four double
-// accumulators (independent: no serial add chain), chunk by chunk in
-// parallel; the fused loops' sums (a NaN/Inf check, a dot) all take this.
+// M sums over [0, n) of what `chunk(begin, end, acc)` adds into M rows of
+// four double accumulators (independent: no serial add chain), chunk by
+// chunk in parallel; the fused loops' sums (a NaN/Inf check, a dot, a
+// squared norm) all take this.
+template <size_t M, typename Chunk>
+std::array<double, M> ParallelSums(int64_t n, const Chunk& chunk) {
+  std::vector<std::array<double, M>> partial(static_cast<size_t>(at::get_num_threads()) + 1, std::array<double, M>{});
+  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+    double acc[M][4] = {};
+    chunk(begin, end, acc);
+    auto& p = partial[static_cast<size_t>(at::get_thread_num())];
+    for (size_t m = 0; m < M; ++m) p[m] += (acc[m][0] + acc[m][1]) + (acc[m][2] + acc[m][3]);
+  });
+  std::array<double, M> total{};
+  for (const auto& p : partial)
+    for (size_t m = 0; m < M; ++m) total[m] += p[m];
+  return total;
+}
+
 template <typename Chunk>
 double ParallelSum(int64_t n, const Chunk& chunk) {
-  std::vector<double> partial(static_cast<size_t>(at::get_num_threads()) + 1, 0.0);
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    double acc[4] = {0, 0, 0, 0};
-    chunk(begin, end, acc);
-    partial[static_cast<size_t>(at::get_thread_num())] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
+  return ParallelSums<1>(n, [&](int64_t begin, int64_t end, double (*acc)[4]) { chunk(begin, end, acc[0]); })[0];
 }
 
 // N > 0: a fixed number of terms, so the inner loop unrolls and vectorises;
@@ -92,22 +101,33 @@ double ShiftDotLoop(at::Tensor& dst, const at::Tensor& base, double scale, const
   });
 }
 
-template <typename T>
-double CopySumLoop(at::Tensor& dst, const at::Tensor& src) {
-  T* out = dst.data_ptr<T>();
-  const T* in = src.data_ptr<T>();
-  return ParallelSum(dst.numel(), [&](int64_t begin, int64_t end, double* acc) {
-    int64_t k = begin;
-    for (; k + 4 <= end; k += 4)
-      for (int j = 0; j < 4; ++j) {
-        out[k + j] = in[k + j];
-        acc[j] += static_cast<double>(in[k + j]);
-      }
-    for (; k < end; ++k) {
-      out[k] = in[k];
-      acc[0] += static_cast<double>(in[k]);
+// Σ x and Σ x² over [begin, end) of `in` into acc[0] and acc[1], copying it to `out` where Copy
+template <typename T, bool Copy>
+void SumsRange(T* out, const T* in, int64_t begin, int64_t end, double (*acc)[4]) {
+  int64_t k = begin;
+  for (; k + 4 <= end; k += 4)
+    for (int j = 0; j < 4; ++j) {
+      if (Copy) out[k + j] = in[k + j];
+      double v = static_cast<double>(in[k + j]);
+      acc[0][j] += v;
+      acc[1][j] += v * v;
     }
+  for (; k < end; ++k) {
+    if (Copy) out[k] = in[k];
+    double v = static_cast<double>(in[k]);
+    acc[0][0] += v;
+    acc[1][0] += v * v;
+  }
+}
+
+// dst's sums, with dst = src first where `copy`
+template <typename T>
+FlatSums SumsLoop(T* out, const T* in, int64_t n) {
+  auto s = ParallelSums<2>(n, [&](int64_t begin, int64_t end, double (*acc)[4]) {
+    if (out) SumsRange<T, true>(out, in, begin, end, acc);
+    else SumsRange<T, false>(nullptr, in, begin, end, acc);
   });
+  return {s[0], s[1]};
 }
 
 // The update over [begin, end), over restrict pointers and not inlined:
@@ -170,31 +190,19 @@ double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, cons
   return slope;
 }
 
-bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum) {
+bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, FlatSums& sums) {
   if (!Fusable(dst) || !Fusable(src) || dst.scalar_type() != src.scalar_type() || dst.numel() != src.numel()) return false;
   if (dst.scalar_type() != at::kFloat && dst.scalar_type() != at::kDouble) return false;
   NoteWrite(dst);
-  sum = dst.scalar_type() == at::kFloat ? CopySumLoop<float>(dst, src) : CopySumLoop<double>(dst, src);
+  sums = dst.scalar_type() == at::kFloat ? SumsLoop<float>(dst.data_ptr<float>(), src.data_ptr<float>(), dst.numel())
+                                         : SumsLoop<double>(dst.data_ptr<double>(), src.data_ptr<double>(), dst.numel());
   return true;
 }
 
-namespace {
-template <typename T>
-double SumLoop(const at::Tensor& x) {
-  const T* in = x.data_ptr<T>();
-  return ParallelSum(x.numel(), [&](int64_t begin, int64_t end, double* acc) {
-    int64_t k = begin;
-    for (; k + 4 <= end; k += 4)
-      for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(in[k + j]);
-    for (; k < end; ++k) acc[0] += static_cast<double>(in[k]);
-  });
-}
-}  // namespace
-
-std::optional<double> FusedSum(const at::Tensor& x) {
+std::optional<FlatSums> FusedSum(const at::Tensor& x) {
   if (!Fusable(x)) return std::nullopt;
-  if (x.scalar_type() == at::kFloat) return SumLoop<float>(x);
-  if (x.scalar_type() == at::kDouble) return SumLoop<double>(x);
+  if (x.scalar_type() == at::kFloat) return SumsLoop<float>(nullptr, x.data_ptr<float>(), x.numel());
+  if (x.scalar_type() == at::kDouble) return SumsLoop<double>(nullptr, x.data_ptr<double>(), x.numel());
   return std::nullopt;
 }
 

@@ -20,14 +20,21 @@ double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::ve
 // base only.
 double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, const at::Tensor& dir, const at::Tensor& probe);
 
-// dst = src (same numel; src of any shape, dst flat) for a CPU float/double
-// contiguous pair of one dtype, returning Σ_k dst[k] in double as
-// FusedCombine does; for any other pair, false (nothing written).
-bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, double& sum);
+// Σ_k x[k] and Σ_k x[k]² of a flat vector, in double, from one pass over it:
+// the sum is the NaN/Inf check (as FusedCombine's), the squares ‖x‖² (a
+// gradient's norm for SAM's perturbation with no pass of its own).
+struct FlatSums {
+  double sum = 0, squares = 0;
+};
 
-// Σ_k x[k] in double, for a CPU float/double contiguous x (as FusedCopySum's
-// sum, for a gradient the layers' rules wrote in place); empty for any other.
-std::optional<double> FusedSum(const at::Tensor& x);
+// dst = src (same numel; src of any shape, dst flat) for a CPU float/double
+// contiguous pair of one dtype, returning dst's sums; for any other pair,
+// false (nothing written).
+bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, FlatSums& sums);
+
+// x's sums, for a CPU float/double contiguous x (as FusedCopySum's, for a
+// gradient the layers' rules wrote in place); empty for any other.
+std::optional<FlatSums> FusedSum(const at::Tensor& x);
 
 struct SgdParams {
   double lr, momentum, dampening, weightDecay;

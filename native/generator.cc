@@ -86,6 +86,8 @@ Napi::Function GeneratorWrap::Define(Napi::Env env) {
                          InstanceMethod("randperm", &GeneratorWrap::Guard<&GeneratorWrap::Randperm>),
                          InstanceMethod("getState", &GeneratorWrap::Guard<&GeneratorWrap::GetState>),
                          InstanceMethod("setState", &GeneratorWrap::Guard<&GeneratorWrap::SetState>),
+                         InstanceMethod("mark", &GeneratorWrap::Guard<&GeneratorWrap::Mark>),
+                         InstanceMethod("rewind", &GeneratorWrap::Guard<&GeneratorWrap::Rewind>),
                          InstanceAccessor("device", &GeneratorWrap::Guard<&GeneratorWrap::Device>, nullptr),
                      });
 }
@@ -236,6 +238,30 @@ Napi::Value GeneratorWrap::GetState(const Napi::CallbackInfo& info) {
 Napi::Value GeneratorWrap::SetState(const Napi::CallbackInfo& info) {
   Settle();
   SetGeneratorState(gen_, info[0]);
+  return info.Env().Undefined();
+}
+
+// mark() keeps a copy of the generator (a clone: the engine's state, no
+// serialised tensor and no JavaScript array), rewind() returns to it: an
+// optimizer step marks before its draws and rewinds when it fails, where
+// getState() cost a Uint8Array of the state per step.
+Napi::Value GeneratorWrap::Mark(const Napi::CallbackInfo& info) {
+  Settle();
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  marked_ = gen_.clone();
+  return info.Env().Undefined();
+}
+
+Napi::Value GeneratorWrap::Rewind(const Napi::CallbackInfo& info) {
+  Settle();
+  if (!marked_.defined()) Fail("rewind() needs a mark() first: there is no marked state to return to");
+  at::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(marked_.mutex());
+    state = marked_.get_state();
+  }
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_state(state);
   return info.Env().Undefined();
 }
 

@@ -31,6 +31,8 @@ class GeneratorWrap : public GuardedWrap<GeneratorWrap> {
   Napi::Value Randperm(const Napi::CallbackInfo& info);
   Napi::Value GetState(const Napi::CallbackInfo& info);
   Napi::Value SetState(const Napi::CallbackInfo& info);
+  Napi::Value Mark(const Napi::CallbackInfo& info);
+  Napi::Value Rewind(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
 
   at::Tensor& Target(const Napi::CallbackInfo& info);
@@ -39,6 +41,7 @@ class GeneratorWrap : public GuardedWrap<GeneratorWrap> {
   void Settle();
 
   at::Generator gen_;
+  at::Generator marked_;  // mark()'s copy of gen_, for rewind()
   std::future<void> pending_;
   c10::Device device_{c10::kCPU};
 };

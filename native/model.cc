@@ -37,6 +37,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod("poolStats", &M::Guard<&M::PoolStats>),
                          InstanceAccessor("lastCorrect", &M::Guard<&M::LastCorrect>, nullptr),
                          InstanceAccessor("lastGradSum", &M::Guard<&M::LastGradSum>, nullptr),
+                         InstanceAccessor("lastGradSquares", &M::Guard<&M::LastGradSquares>, nullptr),
                          InstanceAccessor("gradMethod", &M::Guard<&M::GradMethod>, nullptr),
                          InstanceMethod("hvp", &M::Guard<&M::Hvp>),
                          InstanceMethod("forwardAsync", &M::Guard<&M::Async<&M::ForwardCall>>),
@@ -287,7 +288,7 @@ ModelCall ModelWrap::LossAndGradCall(const Napi::CallbackInfo& info) {
   }
   auto loss = std::make_shared<double>(0);
   return {[this, x = x, y = y, out, update, loss, scale, method]() mutable {
-            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale, &lastGradSum_, method);
+            *loss = net_->LossAndGrad(x, y, out, update, lastCorrect_, scale, &lastGradSums_, method);
           },
           [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }};
 }
@@ -544,8 +545,15 @@ Napi::Value ModelWrap::LastCorrect(const Napi::CallbackInfo& info) {
 
 // Σ of the last lossAndGrad's gradient (null where the copy did not compute it: CUDA)
 Napi::Value ModelWrap::LastGradSum(const Napi::CallbackInfo& info) {
-  if (!lastGradSum_) return info.Env().Null();
-  return Napi::Number::New(info.Env(), *lastGradSum_);
+  if (!lastGradSums_) return info.Env().Null();
+  return Napi::Number::New(info.Env(), lastGradSums_->sum);
+}
+
+// Σ of the squares of the last lossAndGrad's gradient (‖grad‖², in double),
+// or null where the pass did not compute it (as lastGradSum)
+Napi::Value ModelWrap::LastGradSquares(const Napi::CallbackInfo& info) {
+  if (!lastGradSums_) return info.Env().Null();
+  return Napi::Number::New(info.Env(), lastGradSums_->squares);
 }
 
 // The method lossAndGrad takes when none is given, at loss scale 1: 'rules'

@@ -75,6 +75,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
   Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value LastCorrect(const Napi::CallbackInfo& info);
   Napi::Value LastGradSum(const Napi::CallbackInfo& info);
+  Napi::Value LastGradSquares(const Napi::CallbackInfo& info);
   Napi::Value GradMethod(const Napi::CallbackInfo& info);
   Napi::Value Hvp(const Napi::CallbackInfo& info);
   Napi::Value Curvature(const Napi::CallbackInfo& info);
@@ -111,7 +112,7 @@ class ModelWrap : public GuardedWrap<ModelWrap> {
 
   std::unique_ptr<Network> net_;
   int64_t reportedBytes_ = 0;
-  std::optional<double> lastGradSum_;  // Σ of the last lossAndGrad's gradient (before a loss scale's division), when computed
+  std::optional<FlatSums> lastGradSums_;  // Σ and Σ² of the last lossAndGrad's gradient (Network::LossAndGrad), when computed
   int64_t lastCorrect_ = -1;  // correctly classified samples of the last lossAndGrad (cross-entropy)
   bool busy_ = false;         // an async call is running
 };

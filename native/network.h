@@ -6,6 +6,7 @@
 // and statistics; derivatives.cc the loss and every derivative. Nothing here
 // knows Node-API: model.cc marshals JS arguments into these calls.
 #pragma once
+#include "fused.h"
 #include "layer.h"
 #include "script.h"
 
@@ -47,9 +48,11 @@ class Network {
   std::string RulesRefusal(double lossScale) const;
   // ∇L(w) into the flat `grad`; returns L(w). `correct` receives the correctly
   // classified samples for class labels and [batch, classes] outputs, else -1.
-  // gradSum: Σ of the written gradient (before the loss scale's division) when the copy computed it (CPU), else empty
+  // gradSums: Σ of the written gradient (before the loss scale's division:
+  // the NaN/Inf check) and Σ of its squares (after it: ‖grad‖²) when the
+  // pass computed them (CPU), else empty
   double LossAndGrad(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct, double lossScale = 1.0,
-                     std::optional<double>* gradSum = nullptr, GradMethod method = GradMethod::Auto);
+                     std::optional<FlatSums>* gradSums = nullptr, GradMethod method = GradMethod::Auto);
   // H·v into `out` by `method`: 'forward-over-reverse' (Hvp) or
   // 'double-backward' (GraphHvp, row by row for a block); returns L(w).
   double HvpBy(const std::string& method, const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
@@ -155,7 +158,7 @@ class Network {
   double IntoSeparate(at::Tensor& out, const std::vector<at::Tensor>& reads, const std::function<double(at::Tensor&)>& pass) const;
   // LossAndGrad by the layers' rules (RulesRefusal empty).
   double LossAndGradByRules(const at::Tensor& x, const at::Tensor& y, at::Tensor& grad, bool updateStats, int64_t& correct,
-                            std::optional<double>* gradSum);
+                            std::optional<FlatSums>* gradSums);
   // The correctly classified samples for class labels and [batch, classes] outputs, else -1.
   static int64_t CountCorrect(const at::Tensor& output, const at::Tensor& y);
   // Leaves in `cache` the graph `record` builds for `key`: recorded unless
@@ -177,8 +180,8 @@ class Network {
                      const std::string& method, const std::function<double(DualPass&)>& body);
   // Per-parameter results copied into one flat vector; a parameter that the
   // loss does not depend on gets zeros.
-  // out = the parts, flattened; returns Σ out when every part took the fused copy (CPU), else empty
-  std::optional<double> WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const;
+  // out = the parts, flattened; returns out's sums when every part took the fused copy (CPU), else empty
+  std::optional<FlatSums> WriteFlat(const std::vector<at::Tensor>& parts, at::Tensor& out) const;
   // Σ_i <parts_i, v_i> with v split like the parameters; differentiable.
   at::Tensor DotFlat(const std::vector<at::Tensor>& parts, const at::Tensor& v) const;
   // ∇L(w) with its graph kept (create_graph), for differentiating again;

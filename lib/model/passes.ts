@@ -19,7 +19,7 @@ import { native } from '../native/load.js';
 import { ops } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { persistent } from '../tensor/scope.js';
-import { one, runSync, type Work } from './work.js';
+import { type Job, one, runSync, type Work } from './work.js';
 import { type ProcessGroup, Reducer } from '../distributed.js';
 
 export interface Batch {
@@ -122,6 +122,13 @@ export class Passes {
   gradSum: number | null = null;
 
   /**
+   * ‖g‖² of the last lossAndGrad's gradient, summed in double by the pass as
+   * it wrote g (SAM's ‖g0‖ with no pass of its own), or null where it did
+   * not compute it (CUDA, micro-batches, a process group).
+   */
+  gradSquares: number | null = null;
+
+  /**
    * L and ∇L at the current parameters. With updateStats, BatchNorm's running
    * statistics move once, by the mean and unbiased variance of all the
    * micro-batches together (as for one batch of their concatenation); each
@@ -164,32 +171,46 @@ export class Passes {
   }
 
   private *lossAndGradOnce(out: Tensor, updateStats: boolean): Work<number> {
-    let correct: number | null = 0;
-    // Σ of the micro-batches' gradients as weighted into out: finite exactly when out is (the native copy computes each)
-    let gradSum: number | null = 0;
     const native = this.model.native;
-    const loss = yield* this.accumulate(
-      out,
-      (b, o, j) => {
-        this.counters.forward++;
-        this.counters.backward++;
-        const s = this.lossScale;
-        const weights = this.weights;
-        return (function* () {
-          const l = yield* one({ sync: () => native.lossAndGrad(b.x, b.y, o, updateStats, s), async: () => native.lossAndGradAsync(b.x, b.y, o, updateStats, s) });
-          const c = native.lastCorrect;
-          correct = c >= 0 && correct !== null ? correct + c : null;
-          const sum = native.lastGradSum;
-          gradSum = typeof sum !== 'number' || gradSum === null ? null : gradSum + weights[j] * sum;
-          return l;
-        })();
-      },
-      // a rank without class labels sends −1: the sum is negative, no count
-      { get: () => correct ?? -1, set: (v) => (correct = v >= 0 ? Math.round(v) : null) },
-    );
-    this.correct = correct;
-    // another rank's gradients were summed into out: only a check of out itself speaks for them
-    this.gradSum = this.group ? null : gradSum;
+    let loss: number;
+    if (this.batches.length === 1 && !this.group) {
+      // one batch, one rank (a step's every pass, usually): the pass as one job, no accumulation
+      this.counters.forward++;
+      this.counters.backward++;
+      loss = yield new GradientJob(native, this.batches[0], out, updateStats, this.lossScale);
+      const c = native.lastCorrect;
+      this.correct = c >= 0 ? c : null;
+      this.gradSum = native.lastGradSum;
+      this.gradSquares = this.gradSum === null ? null : native.lastGradSquares;
+    } else {
+      let correct: number | null = 0;
+      // Σ of the micro-batches' gradients as weighted into out: finite exactly when out is (the native copy computes each)
+      let gradSum: number | null = 0;
+      loss = yield* this.accumulate(
+        out,
+        (b, o, j) => {
+          this.counters.forward++;
+          this.counters.backward++;
+          const weights = this.weights;
+          const job = new GradientJob(native, b, o, updateStats, this.lossScale);
+          return (function* () {
+            const l: number = yield job;
+            const c = native.lastCorrect;
+            correct = c >= 0 && correct !== null ? correct + c : null;
+            const sum = native.lastGradSum;
+            gradSum = typeof sum !== 'number' || gradSum === null ? null : gradSum + weights[j] * sum;
+            return l;
+          })();
+        },
+        // a rank without class labels sends −1: the sum is negative, no count
+        { get: () => correct ?? -1, set: (v) => (correct = v >= 0 ? Math.round(v) : null) },
+      );
+      this.correct = correct;
+      // another rank's gradients were summed into out: only a check of out itself speaks for them
+      this.gradSum = this.group ? null : gradSum;
+      // ‖Σ_j w_j g_j‖² is not a sum of the micro-batches' squares
+      this.gradSquares = null;
+    }
     // under loss scaling an overflow is an event, not a failure: the step sees it at once, before a rule uses the gradient
     if (this.lossScale !== 1 && !(Number.isFinite(loss) && (this.gradSum !== null ? Number.isFinite(this.gradSum) : ops.allFinite(out))))
       throw new NonFiniteError(`a pass overflowed under the loss scale ${this.lossScale} (loss ${loss})`, 0, Number.isFinite(loss) ? 'gradient' : 'loss', loss);
@@ -272,5 +293,26 @@ export class Passes {
   dispose(): void {
     this.scratch?.dispose();
     this.reducer?.dispose();
+  }
+}
+
+/**
+ * One forward-backward as a Job: a class, not an object of two closures (a
+ * step makes one per pass, and its JavaScript between the native calls is
+ * what a small model's step is short of; scripts/bench/step-profile.ts).
+ */
+class GradientJob implements Job<number> {
+  constructor(
+    private readonly native: Model['native'],
+    private readonly batch: Batch,
+    private readonly out: Tensor,
+    private readonly updateStats: boolean,
+    private readonly lossScale: number,
+  ) {}
+  sync(): number {
+    return this.native.lossAndGrad(this.batch.x, this.batch.y, this.out, this.updateStats, this.lossScale);
+  }
+  async(): Promise<number> {
+    return this.native.lossAndGradAsync(this.batch.x, this.batch.y, this.out, this.updateStats, this.lossScale);
   }
 }

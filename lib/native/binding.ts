@@ -90,6 +90,8 @@ export interface NativeModel {
   readonly lastCorrect: number;
   /** Σ of the last lossAndGrad's gradient as written (before a loss scale's division), computed by its copy on the CPU; null where not (CUDA). Finite exactly when every entry is. */
   readonly lastGradSum: number | null;
+  /** Σ of the squares of the last lossAndGrad's gradient (its squared norm, in double), or null where lastGradSum is */
+  readonly lastGradSquares: number | null;
   /** the method lossAndGrad takes when none is given (at loss scale 1): 'rules' where the layers' rules apply, else 'autograd' */
   readonly gradMethod: GradMethod;
   /**
@@ -163,6 +165,10 @@ export interface NativeGenerator {
   randperm(n: number): Int32Array;
   getState(): Uint8Array;
   setState(state: Uint8Array): void;
+  /** Keeps a copy of the state natively (no array), for rewind(): cheaper than getState() on a hot path. */
+  mark(): void;
+  /** Returns to the state of the last mark(); refused before any mark(). */
+  rewind(): void;
 }
 
 export interface NativeOps {

@@ -186,7 +186,8 @@ export class Optimizer {
     if (this.statistics === undefined) this.statistics = this.model.buffers().counterNames.length > 0 ? this.model.buffers() : null;
     const stats = this.statistics;
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
-    const generator = this.sampler ? this.gen.getState() : null;
+    // a native copy of the generator, no Uint8Array of its state (a step is a hot path)
+    if (this.sampler) this.gen.mark();
     if (this.scaler) this.passes.lossScale = this.scaler.scale;
     // an optimizer's own precision holds for its step's passes only, as torch.autocast around it
     const switched = this.passes.precision !== this.model.precision;
@@ -204,7 +205,7 @@ export class Optimizer {
         ops.copy(stats.values, saved.values);
         ops.copy(stats.counters, saved.counters);
       }
-      if (generator) this.gen.setState(generator);
+      if (this.sampler) this.gen.rewind();
       // with loss scaling an overflow is expected now and then: the step is skipped (nothing changed) and the scale backs off
       if (this.scaler && e instanceof NonFiniteError) {
         this.scaler.skip();
@@ -243,6 +244,7 @@ export class Optimizer {
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = yield* this.passes.lossAndGradWork(g0, true); // moves BatchNorm statistics (the only pass that does, unless batchNorm 'every-pass')
     const correct = this.passes.correct;
+    const g0Squares = this.passes.gradSquares;
     if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
     const grad = g0;
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
@@ -255,7 +257,7 @@ export class Optimizer {
         ops.copy(w0, this.model.params);
         perturbedFrom = w0; // only now: w0 holds w
         // the rules write the update over g0 once they no longer need it (one flat vector less)
-        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
+        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, g0Squares, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       }
       reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
       if (this.localReducer) reported = this.averageLocal(grad, reported);

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { hvpCases } from '../model-cases.js';
 import { float64Model, randomBatch, repoRoot, toNumbers } from '../helpers.js';
 import { ops } from '../../lib/tensor/ops.js';
+import { Passes } from '../../lib/model/passes.js';
 import { tensor } from '../../lib/tensor/tensor.js';
 
 /** A model the rules take whole: linear layers, dropout, a residual block of them, every activation kind. */
@@ -46,7 +47,7 @@ const cases = [...hvpCases, { name: 'dropout, residual blocks of linear layers a
 function gradientBy(model: Model, x: ReturnType<typeof randomBatch>['x'], y: ReturnType<typeof randomBatch>['y'], method: 'rules' | 'autograd', rng: Uint8Array) {
   model.native.setRngState(rng);
   const { loss, grad } = model.lossAndGrad(x, y, { updateStats: false, method });
-  const result = { loss, grad: toNumbers(grad), correct: model.native.lastCorrect, gradSum: model.native.lastGradSum };
+  const result = { loss, grad: toNumbers(grad), correct: model.native.lastCorrect, gradSum: model.native.lastGradSum, gradSquares: model.native.lastGradSquares };
   grad.dispose();
   return result;
 }
@@ -83,6 +84,12 @@ describe('gradients by the layers\' rules against autograd (float64)', () => {
       // the NaN/Inf check's sum: the gradient's own sum, in double
       expect(rules.gradSum).not.toBeNull();
       expect(Math.abs(rules.gradSum! - rules.grad.reduce((a, b) => a + b, 0))).toBeLessThan(1e-12 * (1 + scale));
+      // and ‖g‖² from the same sweep (SAM's ‖g0‖), by either method
+      for (const r of [rules, auto]) {
+        const squares = r.grad.reduce((a, b) => a + b * b, 0);
+        expect(squares).toBeGreaterThan(0);
+        expect(Math.abs(r.gradSquares! - squares)).toBeLessThanOrEqual(1e-14 * squares);
+      }
       // the default takes the rules, bit for bit
       model.native.setRngState(rng);
       const byDefault = model.lossAndGrad(x, y, { updateStats: false });
@@ -128,6 +135,28 @@ describe("gradients by the layers' rules: float32, aliasing, refusals", () => {
     model.lossAndGrad(x, y, { method: 'rules', out: model.params });
     expect(toNumbers(model.params)).toEqual(fresh);
     ops.copy(model.params, w);
+  });
+
+  it('‖g‖² with the pass: of the gradient as written under a loss scale; a step\'s passes give it for one batch, not for micro-batches', () => {
+    const model = float64Model(mlp({ layers: [6, 5, 3], activation: 'tanh' }), 4);
+    const { x, y } = randomBatch([8, 6], 3, 2);
+    const g = model.zerosLikeParams();
+    const squaresOf = (v: number[]) => v.reduce((a, b) => a + b * b, 0);
+    for (const scale of [1, 1024]) {
+      model.native.lossAndGrad(x, y, g, false, scale); // autograd under a scale (the rules refuse one)
+      const written = squaresOf(toNumbers(g));
+      expect(Math.abs(model.native.lastGradSquares! - written)).toBeLessThanOrEqual(1e-14 * written);
+    }
+    const passes = new Passes(model, { forward: 0, backward: 0, hvp: 0 });
+    passes.use([{ x, y }]);
+    passes.lossAndGrad(g, false);
+    expect(passes.gradSquares).toBe(model.native.lastGradSquares);
+    const halves = [1, 2].map((seed) => randomBatch([4, 6], 3, seed));
+    passes.use(halves);
+    passes.lossAndGrad(g, false);
+    expect(passes.gradSquares).toBeNull(); // ‖Σ w_j g_j‖² is no sum of the halves' squares
+    expect(passes.gradSum).not.toBeNull();
+    model.dispose();
   });
 
   it("'rules' is refused by name where it cannot apply; a bad method is named", () => {

@@ -176,6 +176,28 @@ describe('samplers', () => {
     expect(generator(4).randperm(10).slice().sort()).toEqual(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
   });
 
+  it('mark() and rewind() return to a state natively, as getState/setState do', () => {
+    const g = generator(5);
+    expect(() => g.rewind()).toThrow(/rewind\(\) needs a mark\(\) first/);
+    const a = zeros([40], { dtype: 'float64' }), b = zeros([40], { dtype: 'float64' });
+    g.gaussian(a); // a state past the seed's
+    const state = g.getState();
+    g.mark();
+    g.gaussian(a);
+    g.rademacher(b);
+    const first = [...a.toArray(), ...b.toArray()];
+    g.rewind();
+    expect(g.getState()).toEqual(state);
+    g.gaussian(a);
+    g.rademacher(b);
+    expect([...a.toArray(), ...b.toArray()]).toEqual(first);
+    // a draw in the background is settled before the rewind, and the mark survives a rewind
+    g.fillAsync(a, 'gaussian');
+    g.rewind();
+    g.rewind();
+    expect(g.getState()).toEqual(state);
+  });
+
   it('reports versions and CUDA availability', () => {
     const v = native().versions();
     expect(cuda.isAvailable()).toBe(v.cudaAvailable);

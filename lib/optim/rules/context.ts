@@ -19,6 +19,8 @@ export interface RuleContext {
   w0: Tensor;
   /** ∇L(w) of the unperturbed pass */
   g0: Tensor;
+  /** ‖g0‖², summed in double by that pass as it wrote g0 (Passes.gradSquares), or null where it did not (CUDA, micro-batches, ranks): use gradientNorm(ctx) */
+  g0Squares: number | null;
   /** L(w) */
   loss: number;
   /** where the rule writes the gradient handed to the base optimizer; it is g0's
@@ -246,6 +248,11 @@ function perturbationFloor(ctx: RuleContext, weights: number, u: Tensor): number
 export function curvatureSamples(ctx: RuleContext, p: { losses: number[]; firstOrder: number[] }): number[] {
   const rho2 = ctx.rho * ctx.rho;
   return p.losses.map((l, i) => (2 * (l - ctx.loss - p.firstOrder[i])) / rho2);
+}
+
+/** ‖g0‖: from its pass's sum of squares where it computed one (no pass over g0 of its own), else by ops.norm. */
+export function gradientNorm(ctx: RuleContext): number {
+  return ctx.g0Squares !== null ? Math.sqrt(ctx.g0Squares) : ops.norm(ctx.g0);
 }
 
 /**

@@ -7,13 +7,13 @@ import type { Work } from '../../model/work.js';
 import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { perturb, type RuleContext, type RuleResult } from './context.js';
+import { gradientNorm, perturb, type RuleContext, type RuleResult } from './context.js';
 import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
   if (!o.adaptive && !o.scale) {
     // e = s·g0: w0 + s·g0 in one fused pass, no vector e
-    perturb(ctx, ctx.g0, ctx.rho / (ops.norm(ctx.g0) + 1e-7));
+    perturb(ctx, ctx.g0, ctx.rho / (gradientNorm(ctx) + 1e-7));
     return yield* perturbedGradient(ctx);
   }
   const e = ctx.workspace.get('direction');
@@ -27,7 +27,7 @@ export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive:
     ops.scale(e, scale);
   } else {
     ops.copy(e, ctx.g0);
-    ops.scale(e, ctx.rho / (ops.norm(ctx.g0) + 1e-7));
+    ops.scale(e, ctx.rho / (gradientNorm(ctx) + 1e-7));
   }
   if (o.scale) ops.mul(e, e, o.scale); // parameter groups with their own rho
   perturb(ctx, e, 1);
