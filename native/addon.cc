@@ -3,6 +3,7 @@
 #include "tangent.h"
 #include "distributed.h"
 
+#include "fused.h"
 #include "generator.h"
 #include "model.h"
 #include "optim.h"
@@ -106,6 +107,7 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   o.Set("build", USAM_BUILD_INFO_JSON);
   o.Set("torchLibrary", LoadedLibrary(reinterpret_cast<const void*>(&at::get_num_threads)));
   o.Set("sgemm", DnnlSgemmNow() ? "onednn" : "libtorch");
+  o.Set("fusedSums", FusedSumsPath());
   return o;
 }
 

@@ -36,6 +36,14 @@ bool FusedCopySum(at::Tensor& dst, const at::Tensor& src, FlatSums& sums);
 // gradient the layers' rules wrote in place); empty for any other.
 std::optional<FlatSums> FusedSum(const at::Tensor& x);
 
+// ⟨a, b⟩ in double (a == b: ‖a‖², reading it once), for a CPU float/double
+// contiguous pair of one dtype and size; empty for any other.
+std::optional<double> FusedDot(const at::Tensor& a, const at::Tensor& b);
+
+// Which loop the fused sums take on this CPU: "avx2" or "portable" (the same
+// bits either way; USAM_PORTABLE_SUMS=1 forces the portable one).
+const char* FusedSumsPath();
+
 struct SgdParams {
   double lr, momentum, dampening, weightDecay;
   bool nesterov, first;

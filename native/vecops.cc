@@ -59,6 +59,8 @@ Napi::Value Dot(const Napi::CallbackInfo& info) {
   CheckFloat(a, "a");
   CheckSameLayout(a, "a", b, "b");
   at::NoGradGuard ng;
+  // on the CPU in double lanes (fused.h), else ATen's (float32 accumulation for float32)
+  if (auto d = FusedDot(a, b)) return Napi::Number::New(info.Env(), *d);
   return Napi::Number::New(info.Env(), at::dot(a.reshape(-1), b.reshape(-1)).item<double>());
 }
 
@@ -66,6 +68,7 @@ Napi::Value Norm(const Napi::CallbackInfo& info) {
   auto& x = TensorWrap::Arg(info, 0, "x");
   CheckFloat(x, "x");
   at::NoGradGuard ng;
+  if (auto squares = FusedDot(x, x)) return Napi::Number::New(info.Env(), std::sqrt(*squares));
   return Napi::Number::New(info.Env(), x.norm().item<double>());
 }
 

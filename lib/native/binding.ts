@@ -270,6 +270,11 @@ export interface NativeVersions {
    * runs one intra-op thread) or 'libtorch' (at::mm, LibTorch's BLAS)
    */
   sgemm: 'onednn' | 'libtorch';
+  /**
+   * the loop the fused vector ops' double sums take (a gradient's Σ and ‖g‖², dot, norm, combine, shiftDot): 'avx2' where
+   * the CPU has it, else 'portable'; the same bits either way (USAM_PORTABLE_SUMS=1 forces 'portable')
+   */
+  fusedSums: 'avx2' | 'portable';
 }
 
 export interface NativeLinalg {
