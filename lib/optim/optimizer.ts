@@ -181,12 +181,12 @@ export class Optimizer {
     // A step that fails (NaN/Inf, a bad user function) changes nothing: the
     // parameters are restored by the step itself, and the BatchNorm
     // statistics, their counters and the direction generator here.
-    // Only what exists is saved: no copies for a model without BatchNorm, no
-    // generator state for a rule without directions (a step is a hot path).
+    // Only what exists is saved (a step is a hot path): no copies for a model
+    // without BatchNorm; the generator marked natively (mark(), no Uint8Array
+    // of its state), and only for a rule with directions.
     if (this.statistics === undefined) this.statistics = this.model.buffers().counterNames.length > 0 ? this.model.buffers() : null;
     const stats = this.statistics;
     const saved = stats ? { values: stats.values.clone(), counters: stats.counters.clone() } : null;
-    // a native copy of the generator, no Uint8Array of its state (a step is a hot path)
     if (this.sampler) this.gen.mark();
     if (this.scaler) this.passes.lossScale = this.scaler.scale;
     // an optimizer's own precision holds for its step's passes only, as torch.autocast around it
@@ -243,10 +243,9 @@ export class Optimizer {
     const sharpnessAware = this.rule !== undefined && t % this.every === 0 && (rho > 0 || !this.usesRho);
     if (sharpnessAware) this.sampler?.begin(this.drawsPerStep); // the first direction is drawn during the next pass
     const loss = yield* this.passes.lossAndGradWork(g0, true); // moves BatchNorm statistics (the only pass that does, unless batchNorm 'every-pass')
-    const correct = this.passes.correct;
-    const g0Squares = this.passes.gradSquares;
+    const { correct, gradSquares: g0Squares } = this.passes;
     if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
-    const grad = g0;
+    const grad = g0; // the rules write the update over g0 once they no longer need it (one flat vector less)
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     // w0 while params hold a perturbed w: the base step starts from it (restoring w in its own pass), a failure before restores it
     let perturbedFrom: Tensor | undefined;
@@ -256,7 +255,6 @@ export class Optimizer {
         const w0 = this.workspace.get('saved-params');
         ops.copy(w0, this.model.params);
         perturbedFrom = w0; // only now: w0 holds w
-        // the rules write the update over g0 once they no longer need it (one flat vector less)
         result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, g0Squares, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       }
       reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };

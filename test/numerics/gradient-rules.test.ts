@@ -141,7 +141,7 @@ describe("gradients by the layers' rules: float32, aliasing, refusals", () => {
     const model = float64Model(mlp({ layers: [6, 5, 3], activation: 'tanh' }), 4);
     const { x, y } = randomBatch([8, 6], 3, 2);
     const g = model.zerosLikeParams();
-    const squaresOf = (v: number[]) => v.reduce((a, b) => a + b * b, 0);
+    const squaresOf = (v: ArrayLike<number>) => Array.from(v).reduce((a, b) => a + b * b, 0);
     for (const scale of [1, 1024]) {
       model.native.lossAndGrad(x, y, g, false, scale); // autograd under a scale (the rules refuse one)
       const written = squaresOf(toNumbers(g));
