@@ -15,8 +15,9 @@ export const ops = {
   /** x += c */
   addScalar: (x: T, c: number): void => n().addScalar(x, c),
   fill: (x: T, value: number): void => n().fill(x, value),
+  /** ⟨a, b⟩; on the CPU summed in double (sixteen lanes, the same bits on every CPU), whatever the dtype */
   dot: (a: T, b: T): number => n().dot(a, b),
-  /** the Euclidean norm ‖x‖ */
+  /** the Euclidean norm ‖x‖; on the CPU from a sum of squares in double, as dot */
   norm: (x: T): number => n().norm(x),
   sum: (x: T): number => n().sum(x),
   copy: (dst: T, src: T): void => n().copy(dst, src),
