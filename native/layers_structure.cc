@@ -2,6 +2,7 @@
 // flatten, identity, residual blocks), the one place where LayerSpecs become
 // layers (MakeLayers), and the loops that run a list of layers (layer.h).
 #include "layer.h"
+#include "pooling.h"
 
 namespace usam {
 
@@ -48,10 +49,12 @@ class Pool2d : public Layer {
   // spec.cc defaulted the stride to the kernel and checked the padding (at most half of it)
   Pool2d(PoolKind kind, const LayerSpec& spec)
       : Layer(spec.where), kind_(kind), kernel_(spec.kernelSize), stride_(spec.stride), padding_(spec.padding) {}
-  at::Tensor Forward(const at::Tensor& x, Pass&) const override {
+  at::Tensor Forward(const at::Tensor& x, Pass& p) const override {
     CheckImages(where(), x);
-    return kind_ == PoolKind::Max ? at::max_pool2d(x, kernel_, stride_, padding_)
-                                  : at::avg_pool2d(x, kernel_, stride_, padding_);
+    if (kind_ == PoolKind::Avg) return at::avg_pool2d(x, kernel_, stride_, padding_);
+    // pooling.h's kernels where they apply (not twice: their backward is not differentiable again)
+    if (!p.twiceDifferentiable && MaxPoolKernelTakes(x)) return MaxPoolOnce(x, Shape());
+    return at::max_pool2d(x, kernel_, stride_, padding_);
   }
   // Max pooling routes values, tangents and gradients through the same
   // argmax; average pooling is linear.
@@ -62,7 +65,7 @@ class Pool2d : public Layer {
         return at::avg_pool2d(t, kernel_, stride_, padding_);
       }, backward);
     CheckImages(where(), x.value);
-    auto [y, idx] = Primal2(p, [&] { return at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_); });
+    auto [y, idx] = Primal2(p, [&] { return WithIndices(x.value); });
     if (!x.tangent.defined()) {
       backward = NothingUpstream;
       return {y, {}};
@@ -73,9 +76,7 @@ class Pool2d : public Layer {
       at::Tensor flatIdx = idx.flatten(2).unsqueeze(0).expand({K, -1, -1, -1});
       at::Tensor yt = x.tangent.flatten(3).gather(3, flatIdx).view(TangentShape(y.sizes().vec(), p));
       backward = [this, &p, x0 = x.value, idx = idx, flatIdx, K](const Dual& g) -> Dual {
-        at::Tensor dx = Primal(p, [&] {
-          return at::max_pool2d_with_indices_backward(g.value, x0, kernel_, stride_, padding_, {1, 1}, false, idx);
-        });
+        at::Tensor dx = Primal(p, [&] { return Route(g.value, x0, idx); });
         at::Tensor dxt = at::zeros(TangentShape(x0.sizes().vec(), p), x0.options());
         dxt.flatten(3).scatter_add_(3, flatIdx, g.tangent.flatten(3));
         return {dx, dxt};
@@ -84,11 +85,8 @@ class Pool2d : public Layer {
     }
     at::Tensor yt = x.tangent.flatten(2).gather(2, idx.flatten(2)).view_as(y);
     backward = [this, &p, x0 = x.value, idx = idx](const Dual& g) -> Dual {
-      auto route = [&](const at::Tensor& t) {
-        return at::max_pool2d_with_indices_backward(t, x0, kernel_, stride_, padding_, {1, 1}, false, idx);
-      };
-      at::Tensor dx = Primal(p, [&] { return route(g.value); });
-      return {dx, route(g.tangent)};
+      at::Tensor dx = Primal(p, [&] { return Route(g.value, x0, idx); });
+      return {dx, Route(g.tangent, x0, idx)};
     };
     return {y, yt};
   }
@@ -100,7 +98,7 @@ class Pool2d : public Layer {
         return at::avg_pool2d(t, kernel_, stride_, padding_);
       });
     CheckImages(where(), x.value);
-    auto [y, idx] = Primal2(p, [&] { return at::max_pool2d_with_indices(x.value, kernel_, stride_, padding_); });
+    auto [y, idx] = Primal2(p, [&] { return WithIndices(x.value); });
     at::Tensor flatIdx = idx.flatten(2);
     if (p.block) flatIdx = flatIdx.unsqueeze(0).expand({p.block, -1, -1, -1});
     const int64_t last = p.block ? 3 : 2;
@@ -109,6 +107,18 @@ class Pool2d : public Layer {
   }
 
  private:
+  MaxPoolShape Shape() const { return {kernel_, stride_, padding_}; }
+  // max pooling's (y, argmax) and its routing of a gradient back, by
+  // pooling.h's kernels where they take x, else by ATen's (the same numbers)
+  std::tuple<at::Tensor, at::Tensor> WithIndices(const at::Tensor& x) const {
+    if (MaxPoolKernelTakes(x)) return MaxPoolWithIndices(x, Shape());
+    return at::max_pool2d_with_indices(x, kernel_, stride_, padding_);
+  }
+  at::Tensor Route(const at::Tensor& g, const at::Tensor& x, const at::Tensor& idx) const {
+    if (MaxPoolKernelTakes(x) && g.scalar_type() == x.scalar_type() && !g.requires_grad()) return MaxPoolBackward(g, idx, x.sizes());
+    return at::max_pool2d_with_indices_backward(g, x, kernel_, stride_, padding_, {1, 1}, false, idx);
+  }
+
   PoolKind kind_;
   Pair kernel_, stride_, padding_;
 };
