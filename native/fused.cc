@@ -89,9 +89,10 @@ __attribute__((target("avx2"))) void AddRunAvx2(Lanes& acc, const T* a, const T*
 
 // USAM_PORTABLE_SUMS=1 takes the portable path on an AVX2 CPU too (read once,
 // at load): test/integration/fused-sums.test.ts holds the two to the same bits
-const bool kAvx2 = __builtin_cpu_supports("avx2") && [] {
+const bool kAvx2 = [] {
+  __builtin_cpu_init();  // a static initializer may run before libgcc's own
   const char* v = std::getenv("USAM_PORTABLE_SUMS");
-  return v == nullptr || std::string(v) != "1";
+  return __builtin_cpu_supports("avx2") && (v == nullptr || std::string(v) != "1");
 }();
 #endif
 
