@@ -12,49 +12,36 @@ namespace {
 
 int64_t OutSize(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
-// One H×W plane: ATen's cpu_max_pool loop (initial index the window's first
+// One output: ATen's cpu_max_pool loop (initial index the window's first
 // in-range element, `val > max || isnan(val)`), over raw pointers.
 template <typename T>
-void PoolPlane(const T* in, T* out, int64_t* ind, int64_t H, int64_t W, int64_t OH, int64_t OW, const MaxPoolShape& s) {
-  const int64_t kH = s.kernel[0], kW = s.kernel[1], sH = s.stride[0], sW = s.stride[1], pH = s.padding[0], pW = s.padding[1];
-  for (int64_t oh = 0; oh < OH; ++oh) {
-    int64_t ih0 = oh * sH - pH, ih1 = std::min(ih0 + kH, H);
-    ih0 = std::max<int64_t>(ih0, 0);
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      int64_t iw0 = ow * sW - pW, iw1 = std::min(iw0 + kW, W);
-      iw0 = std::max<int64_t>(iw0, 0);
-      int64_t maxIndex = ih0 * W + iw0;
-      T maxVal = -std::numeric_limits<T>::infinity();
-      for (int64_t ih = ih0; ih < ih1; ++ih)
-        for (int64_t iw = iw0; iw < iw1; ++iw) {
-          const int64_t index = ih * W + iw;
-          const T val = in[index];
-          if (val > maxVal || std::isnan(val)) {
-            maxVal = val;
-            maxIndex = index;
-          }
-        }
-      out[oh * OW + ow] = maxVal;
-      ind[oh * OW + ow] = maxIndex;
+void PoolWindow(const T* in, int64_t H, int64_t W, int64_t oh, int64_t ow, const MaxPoolShape& s, T& out, int64_t& ind) {
+  int64_t ih0 = oh * s.stride[0] - s.padding[0], ih1 = std::min(ih0 + s.kernel[0], H);
+  int64_t iw0 = ow * s.stride[1] - s.padding[1], iw1 = std::min(iw0 + s.kernel[1], W);
+  ih0 = std::max<int64_t>(ih0, 0);
+  iw0 = std::max<int64_t>(iw0, 0);
+  int64_t maxIndex = ih0 * W + iw0;
+  T maxVal = -std::numeric_limits<T>::infinity();
+  for (int64_t ih = ih0; ih < ih1; ++ih)
+    for (int64_t iw = iw0; iw < iw1; ++iw) {
+      const int64_t index = ih * W + iw;
+      const T val = in[index];
+      if (val > maxVal || std::isnan(val)) {
+        maxVal = val;
+        maxIndex = index;
+      }
     }
-  }
-}
-
-// The common 2×2 window, stride 2, no padding: two rows at a time, the same
-// comparisons in the same order as PoolPlane, as selects rather than
-// branches (on data a branch per comparison is a coin flip: ATen's loop and
-// a branching one here both spent ≈ 12–25 ns an output on mispredictions).
-template <typename T>
-inline void Take(T v, int64_t index, T& m, int64_t& at) {
-  const bool take = (v > m) | (v != v);  // v != v: v is NaN
-  m = take ? v : m;
-  at = take ? index : at;
+  out = maxVal;
+  ind = maxIndex;
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
-// Four outputs at a time in float: columns c..c+7 of the window's two rows,
-// split into even and odd columns, then the same three Takes as masks and
-// blends (GCC's vector extensions: SSE2 on baseline x86-64).
+// The common 2×2 window, stride 2, no padding, in float: four outputs at a
+// time from columns c..c+7 of the window's two rows, split into even and odd
+// columns, with PoolWindow's comparisons in its order as masks and blends
+// (GCC's vector extensions: SSE2 on baseline x86-64). On data a branch per
+// comparison is a coin flip: ATen's loop and a scalar one here both spent
+// ≈ 12–25 ns an output on mispredictions.
 using f4 = float __attribute__((vector_size(16)));
 using i4 = int32_t __attribute__((vector_size(16)));
 
@@ -65,55 +52,34 @@ inline f4 Load4(const float* p) {
 }
 
 inline void Take4(f4 v, i4 index, f4& m, i4& at) {
-  const i4 take = (v > m) | (v != v);
+  const i4 take = (v > m) | (v != v);  // v != v: v is NaN
   m = take ? v : m;
   at = take ? index : at;
 }
 
-inline int64_t PoolRow2x2Float(const float* r0, const float* r1, float* out, int64_t* ind, int64_t base, int64_t W, int64_t OW) {
+// Outputs [0, 4·⌊OW/4⌋) of row oh; returns how many it wrote. Starting from
+// the window's first element is PoolWindow's start: −∞ < it unless it is
+// −∞ or NaN, and either is kept there too.
+inline int64_t PoolRow2x2(const float* in, float* out, int64_t* ind, int64_t oh, int64_t W, int64_t OW) {
   const i4 even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
+  const float* r0 = in + 2 * oh * W;
+  const float* r1 = r0 + W;
   int64_t ow = 0;
-  // indices within the plane fit in int32 (checked by the caller)
   for (; ow + 4 <= OW; ow += 4) {
     const int64_t c = 2 * ow;
     const f4 a0 = Load4(r0 + c), a1 = Load4(r0 + c + 4), b0 = Load4(r1 + c), b1 = Load4(r1 + c + 4);
-    const i4 at0 = static_cast<int32_t>(base + c) + even;
+    const i4 at0 = static_cast<int32_t>(2 * oh * W + c) + even;  // plane indices fit int32 (the caller checks)
     f4 m = __builtin_shuffle(a0, a1, even);
     i4 at = at0;
     Take4(__builtin_shuffle(a0, a1, odd), at0 + 1, m, at);
     Take4(__builtin_shuffle(b0, b1, even), at0 + static_cast<int32_t>(W), m, at);
     Take4(__builtin_shuffle(b0, b1, odd), at0 + static_cast<int32_t>(W + 1), m, at);
-    std::memcpy(out + ow, &m, sizeof m);
-    for (int j = 0; j < 4; ++j) ind[ow + j] = at[j];
+    std::memcpy(out + oh * OW + ow, &m, sizeof m);
+    for (int j = 0; j < 4; ++j) ind[oh * OW + ow + j] = at[j];
   }
   return ow;
 }
 #endif
-
-template <typename T>
-void PoolPlane2x2(const T* in, T* out, int64_t* ind, int64_t W, int64_t OH, int64_t OW, bool narrow) {
-  for (int64_t oh = 0; oh < OH; ++oh) {
-    const T* r0 = in + 2 * oh * W;
-    const T* r1 = r0 + W;
-    const int64_t rowBase = 2 * oh * W;
-    int64_t ow = 0;
-#if defined(__GNUC__) && !defined(__clang__)
-    if constexpr (std::is_same_v<T, float>)
-      if (narrow) ow = PoolRow2x2Float(r0, r1, out + oh * OW, ind + oh * OW, rowBase, W, OW);
-#endif
-    for (; ow < OW; ++ow) {
-      const int64_t c = 2 * ow, base = rowBase + c;
-      // -inf < r0[c] unless it is -inf or NaN, and either is kept too: start from it
-      T m = r0[c];
-      int64_t at = base;
-      Take(r0[c + 1], base + 1, m, at);
-      Take(r1[c], base + W, m, at);
-      Take(r1[c + 1], base + W + 1, m, at);
-      out[oh * OW + ow] = m;
-      ind[oh * OW + ow] = at;
-    }
-  }
-}
 
 template <typename T>
 void PoolAll(const at::Tensor& x, at::Tensor& y, at::Tensor& idx, const MaxPoolShape& s) {
@@ -121,14 +87,21 @@ void PoolAll(const at::Tensor& x, at::Tensor& y, at::Tensor& idx, const MaxPoolS
   const T* in = x.data_ptr<T>();
   T* out = y.data_ptr<T>();
   int64_t* ind = idx.data_ptr<int64_t>();
-  const bool narrow = H * W < (int64_t{1} << 31);  // plane indices as int32 in the vector loop
   const bool twoByTwo = s.kernel[0] == 2 && s.kernel[1] == 2 && s.stride[0] == 2 && s.stride[1] == 2 && s.padding[0] == 0 && s.padding[1] == 0;
+  [[maybe_unused]] const bool vectorRows = std::is_same_v<T, float> && twoByTwo && H * W < (int64_t{1} << 31);
   at::parallel_for(0, x.size(0) * x.size(1), 1, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
-      if (twoByTwo)
-        PoolPlane2x2<T>(in + plane * H * W, out + plane * OH * OW, ind + plane * OH * OW, W, OH, OW, narrow);
-      else
-        PoolPlane<T>(in + plane * H * W, out + plane * OH * OW, ind + plane * OH * OW, H, W, OH, OW, s);
+      const T* pin = in + plane * H * W;
+      T* pout = out + plane * OH * OW;
+      int64_t* pind = ind + plane * OH * OW;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        int64_t ow = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+        if constexpr (std::is_same_v<T, float>)
+          if (vectorRows) ow = PoolRow2x2(pin, pout, pind, oh, W, OW);
+#endif
+        for (; ow < OW; ++ow) PoolWindow<T>(pin, H, W, oh, ow, s, pout[oh * OW + ow], pind[oh * OW + ow]);
+      }
     }
   });
 }
