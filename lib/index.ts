@@ -43,7 +43,7 @@ export {
   type SharpnessConfig,
   type SharpnessConfigInput,
 } from './optim/rules/index.js';
-export type { RuleContext, RuleResult } from './optim/rules/context.js';
+export type { RuleContext, RuleResult, StepWeights } from './optim/rules/context.js';
 export { sharpnessFields, type UserSampler } from './sharpness/config.js';
 export type { Reading } from './sharpness/reading.js';
 export { ArgumentError, ConfigError, DivergenceError, NativeError, NonFiniteError, UsamError, type ConfigIssue } from './errors.js';

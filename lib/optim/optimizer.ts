@@ -14,7 +14,7 @@ import { baseConfig, createBaseOptimizer, weightDecayOf, type BaseOptimizer } fr
 import { checkHyper, resolveGroups, type ParamGroup, type ParamGroupInput, type Segment } from './groups.js';
 import { type Batch, type PassCounters, Passes } from '../model/passes.js';
 import { runAsync, runSync, type Work } from '../model/work.js';
-import { Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
+import { StepWeights, Workspace, type DirectionSampler, type RuleResult } from './rules/context.js';
 import { parseSharpness, ruleKinds, ruleOf, type BuiltRule, type SharpnessConfig } from './rules/index.js';
 import { scheduleOf } from './schedule.js';
 import { type ClipResult, GradientClipper } from './clip.js';
@@ -247,16 +247,12 @@ export class Optimizer {
     if (!Number.isFinite(loss)) throw new NonFiniteError(`step ${t + 1}: the loss L(w) is ${loss}; nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'loss', loss);
     const grad = g0; // the rules write the update over g0 once they no longer need it (one flat vector less)
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
-    // w0 while params hold a perturbed w: the base step starts from it (restoring w in its own pass), a failure before restores it
-    let perturbedFrom: Tensor | undefined;
+    // w, kept exact while params hold a perturbed w: the base step starts from it (restoring w in its own pass), a failure restores it
+    const weights = new StepWeights(this.model.params, this.workspace.get('saved-params'));
     let reported: ReturnType<Optimizer['averageLocal']>, clip: ClipResult | undefined;
     try {
-      if (sharpnessAware) {
-        const w0 = this.workspace.get('saved-params');
-        ops.copy(w0, this.model.params);
-        perturbedFrom = w0; // only now: w0 holds w
-        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, w0, g0, g0Squares, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
-      }
+      if (sharpnessAware)
+        result = yield* this.rule!({ model: this.model, passes: this.passes, step: t + 1, rho, get w0() { return weights.keep(); }, weights, g0, g0Squares, loss, grad, workspace: this.workspace, statsEveryPass: this.statsEveryPass });
       reported = { loss, correct, count: this.passes.count, sharpness: result.sharpness, penalty: result.penalty };
       if (this.localReducer) reported = this.averageLocal(grad, reported);
       // a plain step's gradient is its one pass's: that pass summed it as it wrote it
@@ -266,10 +262,10 @@ export class Optimizer {
         throw new NonFiniteError(`step ${t + 1}: the gradient holds NaN or Inf (loss ${loss}); nothing was updated. Lower the learning rate or rho, or check the data.`, t + 1, 'gradient', gradSum ?? NaN);
       // clipped once, the combined and averaged gradient, before weight decay and the update (optim/clip.ts)
       clip = this.clipper?.clip(grad);
-      this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay), perturbedFrom);
-      perturbedFrom = undefined;
+      this.base.step(this.model.params, grad, lrs, this.paramGroups.map((g) => g.weightDecay), weights.perturbedFrom);
+      weights.settle();
     } finally {
-      if (perturbedFrom) ops.copy(this.model.params, perturbedFrom); // w exactly, bit for bit, after an error
+      weights.restore(); // after an error: w exactly, bit for bit
     }
     this.steps++;
     const counters = {

@@ -65,6 +65,39 @@ describe('a failed step changes nothing', () => {
   });
 });
 
+describe('w is kept only where a rule overwrites params', () => {
+  const batch = randomBatch([6, 2, 6, 6], 3, 29);
+  const steps = (sharpness: OptimizerOptions['sharpness']) => {
+    const model = make();
+    const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 1e-3 }, sharpness, seed: 3 });
+    const copy = ops.copy;
+    let copies = 0;
+    ops.copy = (dst, src) => (copies++, copy(dst, src));
+    try {
+      for (let i = 0; i < 3; i++) opt.step(batch.x, batch.y);
+    } finally {
+      ops.copy = copy;
+    }
+    return { copies, params: model.getParams() };
+  };
+  it('rules that never perturb (GNP, exact Trace-SAM) copy no w; the perturbing rules one a step', () => {
+    expect(steps({ kind: 'gnp', lambda: 0.1 }).copies).toBe(0);
+    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, estimator: 'exact' }).copies).toBe(0);
+    expect(steps({ kind: 'sam', rho: 0.05 }).copies).toBe(3);
+    expect(steps({ kind: 'frob-sam', rho: 0.05, lambda: 0.1, samples: 2 }).copies).toBe(3);
+  });
+  it("a step that never keeps w updates params in place, to the same bits as a step from a kept copy", () => {
+    // GNP's update from params in place, against the same update from the kept copy (RuleContext.w0 read by a rule that then does nothing else)
+    const inPlace = steps({ kind: 'gnp', lambda: 0.1 }).params;
+    const model = make();
+    const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 1e-3 }, sharpness: { kind: 'gnp', lambda: 0.1 }, seed: 3 });
+    const rule = (opt as unknown as { rule: (ctx: { w0: unknown }) => unknown }).rule;
+    (opt as unknown as { rule: (ctx: { w0: unknown }) => unknown }).rule = (ctx) => (void ctx.w0, rule(ctx));
+    for (let i = 0; i < 3; i++) opt.step(batch.x, batch.y);
+    expect(model.getParams()).toEqual(inPlace);
+  });
+});
+
 // A finite loss with an overflowing gradient (MSE): input feature 0 is huge
 // and its weights are zero, so the outputs stay finite, while the targets are
 // far enough that ∂L/∂W[:, 0] = Σ_b 2(z_b − t_b)·x_b0/N overflows. The step

@@ -15,8 +15,10 @@ export interface RuleContext {
   /** the step's number, counting from 1 (as every number a person reads), for error messages */
   step: number;
   rho: number;
-  /** w, saved before any perturbation; restored bitwise after each */
-  w0: Tensor;
+  /** w, kept (copied on the first read) so that params may then be overwritten; restored bitwise after the step */
+  readonly w0: Tensor;
+  /** w during the step: `weights.w` reads it without keeping a copy; perturb() and perturbedPasses() keep it first */
+  weights: StepWeights;
   /** ∇L(w) of the unperturbed pass */
   g0: Tensor;
   /** ‖g0‖², summed in double by that pass as it wrote g0 (Passes.gradSquares), or null where it did not (CUDA, micro-batches, ranks): use gradientNorm(ctx) */
@@ -40,6 +42,49 @@ export interface RuleResult {
   gradSum?: number;
   /** in reduced precision, the perturbation's estimated rounding error (perturbedPasses' `rounding`) */
   perturbationRounding?: number;
+}
+
+/**
+ * The weights w of one step, kept exact while params hold perturbed points.
+ * Until a rule first overwrites params, w is params itself; then keep()
+ * copies it into the saved buffer once. A rule that never perturbs (exact,
+ * GNP) copies nothing, and its base step updates params in place. After a
+ * failure, restore() copies w back, bit for bit.
+ */
+export class StepWeights {
+  private kept = false; // the saved buffer holds w
+  constructor(
+    private readonly params: Tensor,
+    private readonly saved: Tensor,
+  ) {}
+
+  /** w: params until it is kept, the saved buffer after. */
+  get w(): Tensor {
+    return this.kept ? this.saved : this.params;
+  }
+
+  /** Keeps w (a copy, made once a step) before params are overwritten: returns where it is kept. */
+  keep(): Tensor {
+    if (!this.kept) ops.copy(this.saved, this.params);
+    this.kept = true;
+    return this.saved;
+  }
+
+  /** Where the base step reads w from when params may hold a perturbed w (params = from − lr·(...)), else undefined. */
+  get perturbedFrom(): Tensor | undefined {
+    return this.kept ? this.saved : undefined;
+  }
+
+  /** The base step wrote params from the kept w: nothing to restore. */
+  settle(): void {
+    this.kept = false;
+  }
+
+  /** params ← w exactly, wherever the step stopped. */
+  restore(): void {
+    if (this.kept) ops.copy(this.params, this.saved);
+    this.kept = false;
+  }
 }
 
 /** Flat buffers reused across steps, allocated on first use. */
@@ -174,8 +219,8 @@ export function* perturbedPasses(
   differences = true,
 ): Work<{ losses: number[]; grads: Tensor[]; firstOrder: number[]; rounding?: number }> {
   const grads = ctx.workspace.list('perturbed-grad-', n);
-  // ‖w‖ once per step (w0 is the same for every draw)
-  const weights = differences && ctx.passes.precision !== 'fp32' ? ops.norm(ctx.w0) : undefined;
+  // ‖w‖ once per step (w is the same for every draw)
+  const weights = differences && ctx.passes.precision !== 'fp32' ? ops.norm(ctx.weights.w) : undefined;
   let rounding: number | undefined;
   const losses: number[] = [];
   const firstOrder: number[] = [];
@@ -186,8 +231,8 @@ export function* perturbedPasses(
     if (!negate) {
       u = sampler.next(ctx.model.numParams);
       if (weights !== undefined) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, weights, u));
-      // params ← w0 + rho·u, and the slope rho·g0ᵀu from the same pass over u
-      slope = ctx.rho * ops.shiftDot(ctx.model.params, ctx.w0, ctx.rho, u, ctx.g0);
+      // params ← w + rho·u, and the slope rho·g0ᵀu from the same pass over u
+      slope = ctx.rho * ops.shiftDot(ctx.model.params, ctx.weights.keep(), ctx.rho, u, ctx.g0);
     } else perturb(ctx, u!, -ctx.rho);
     firstOrder.push(negate ? -slope : slope);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
@@ -256,9 +301,10 @@ export function gradientNorm(ctx: RuleContext): number {
 }
 
 /**
- * params ← w0 + scale·u (one fused pass, whatever params held before). The
- * optimizer restores params ← w0 exactly once, after the rule.
+ * params ← w + scale·u (one fused pass, from the kept w). The optimizer's
+ * base step starts from the kept w, or a failure restores it.
  */
 export function perturb(ctx: RuleContext, u: Tensor, scale: number): void {
-  ops.combine(ctx.model.params, [1, scale], [ctx.w0, u]);
+  const w = ctx.weights.keep();
+  ops.combine(ctx.model.params, [1, scale], [w, u]);
 }

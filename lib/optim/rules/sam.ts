@@ -12,14 +12,14 @@ import { configBuilder, defineRule, type SharpnessConfigInput } from './registry
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
   if (!o.adaptive && !o.scale) {
-    // e = s·g0: w0 + s·g0 in one fused pass, no vector e
+    // e = s·g0: w + s·g0 in one fused pass, no vector e
     perturb(ctx, ctx.g0, ctx.rho / (gradientNorm(ctx) + 1e-7));
     return yield* perturbedGradient(ctx);
   }
   const e = ctx.workspace.get('direction');
   if (o.adaptive) {
     const t = ctx.workspace.get('asam-scale');
-    ops.abs(t, ctx.w0);
+    ops.abs(t, ctx.weights.w);
     ops.addScalar(t, o.eta);
     ops.mul(e, t, ctx.g0); // T⊙g0
     const scale = ctx.rho / (ops.norm(e) + 1e-7);
