@@ -248,7 +248,7 @@ export class Optimizer {
     const grad = g0; // the rules write the update over g0 once they no longer need it (one flat vector less)
     let result: RuleResult = { sharpness: NaN, penalty: NaN };
     // w, kept exact while params hold a perturbed w: the base step starts from it (restoring w in its own pass), a failure restores it
-    const weights = new StepWeights(this.model.params, this.workspace.get('saved-params'));
+    const weights = new StepWeights(this.model.params, this.workspace);
     let reported: ReturnType<Optimizer['averageLocal']>, clip: ClipResult | undefined;
     try {
       if (sharpnessAware)

@@ -78,13 +78,15 @@ describe('w is kept only where a rule overwrites params', () => {
     } finally {
       ops.copy = copy;
     }
-    return { copies, params: model.getParams() };
+    const saved = (opt as unknown as { workspace: { buffers: Map<string, unknown> } }).workspace.buffers.has('saved-params');
+    return { copies, saved, params: model.getParams() };
   };
-  it('rules that never perturb (GNP, exact Trace-SAM) copy no w; the perturbing rules one a step', () => {
-    expect(steps({ kind: 'gnp', lambda: 0.1 }).copies).toBe(0);
-    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, estimator: 'exact' }).copies).toBe(0);
-    expect(steps({ kind: 'sam', rho: 0.05 }).copies).toBe(3);
-    expect(steps({ kind: 'frob-sam', rho: 0.05, lambda: 0.1, samples: 2 }).copies).toBe(3);
+  it('plain SGD and rules that never perturb (GNP, exact Trace-SAM) copy no w and hold no buffer for it; the perturbing rules one copy a step', () => {
+    expect(steps(undefined)).toMatchObject({ copies: 0, saved: false });
+    expect(steps({ kind: 'gnp', lambda: 0.1 })).toMatchObject({ copies: 0, saved: false });
+    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, estimator: 'exact' })).toMatchObject({ copies: 0, saved: false });
+    expect(steps({ kind: 'sam', rho: 0.05 })).toMatchObject({ copies: 3, saved: true });
+    expect(steps({ kind: 'frob-sam', rho: 0.05, lambda: 0.1, samples: 2 })).toMatchObject({ copies: 3, saved: true });
   });
   it("a step that never keeps w updates params in place, to the same bits as a step from a kept copy", () => {
     // GNP's update from params in place, against the same update from the kept copy (RuleContext.w0 read by a rule that then does nothing else)

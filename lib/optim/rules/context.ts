@@ -44,49 +44,6 @@ export interface RuleResult {
   perturbationRounding?: number;
 }
 
-/**
- * The weights w of one step, kept exact while params hold perturbed points.
- * Until a rule first overwrites params, w is params itself; then keep()
- * copies it into the saved buffer once. A rule that never perturbs (exact,
- * GNP) copies nothing, and its base step updates params in place. After a
- * failure, restore() copies w back, bit for bit.
- */
-export class StepWeights {
-  private kept = false; // the saved buffer holds w
-  constructor(
-    private readonly params: Tensor,
-    private readonly saved: Tensor,
-  ) {}
-
-  /** w: params until it is kept, the saved buffer after. */
-  get w(): Tensor {
-    return this.kept ? this.saved : this.params;
-  }
-
-  /** Keeps w (a copy, made once a step) before params are overwritten: returns where it is kept. */
-  keep(): Tensor {
-    if (!this.kept) ops.copy(this.saved, this.params);
-    this.kept = true;
-    return this.saved;
-  }
-
-  /** Where the base step reads w from when params may hold a perturbed w (params = from − lr·(...)), else undefined. */
-  get perturbedFrom(): Tensor | undefined {
-    return this.kept ? this.saved : undefined;
-  }
-
-  /** The base step wrote params from the kept w: nothing to restore. */
-  settle(): void {
-    this.kept = false;
-  }
-
-  /** params ← w exactly, wherever the step stopped. */
-  restore(): void {
-    if (this.kept) ops.copy(this.params, this.saved);
-    this.kept = false;
-  }
-}
-
 /** Flat buffers reused across steps, allocated on first use. */
 export class Workspace {
   private readonly buffers = new Map<string, Tensor>();
@@ -105,6 +62,52 @@ export class Workspace {
   dispose(): void {
     for (const t of this.buffers.values()) t.dispose();
     this.buffers.clear();
+  }
+}
+
+/**
+ * The weights w of one step, kept exact while params hold perturbed points.
+ * Until a rule first overwrites params, w is params itself; then keep()
+ * copies it into the workspace's saved buffer once (allocated on that first
+ * use: a plain step never holds it). A rule that never perturbs (exact, GNP)
+ * copies nothing, and its base step updates params in place. After a
+ * failure, restore() copies w back, bit for bit.
+ */
+export class StepWeights {
+  private saved: Tensor | undefined; // holds w once kept
+  constructor(
+    private readonly params: Tensor,
+    private readonly workspace: Workspace,
+  ) {}
+
+  /** w: params until it is kept, the saved copy after. */
+  get w(): Tensor {
+    return this.saved ?? this.params;
+  }
+
+  /** Keeps w (a copy, made once a step) before params are overwritten: returns where it is kept. */
+  keep(): Tensor {
+    if (!this.saved) {
+      this.saved = this.workspace.get('saved-params');
+      ops.copy(this.saved, this.params);
+    }
+    return this.saved;
+  }
+
+  /** Where the base step reads w from when params may hold a perturbed w (params = from − lr·(...)), else undefined. */
+  get perturbedFrom(): Tensor | undefined {
+    return this.saved;
+  }
+
+  /** The base step wrote params from the kept w: nothing to restore. */
+  settle(): void {
+    this.saved = undefined;
+  }
+
+  /** params ← w exactly, wherever the step stopped. */
+  restore(): void {
+    if (this.saved) ops.copy(this.params, this.saved);
+    this.saved = undefined;
   }
 }
 
