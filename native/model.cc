@@ -376,14 +376,17 @@ Napi::Value ModelWrap::FisherTargets(const Napi::CallbackInfo& info) {
   return TensorWrap::New(info.Env(), net.FisherTargets(z, noise));
 }
 
-// quadraticFormGrad(x, y, v, out): returns q = vᵀ H v and writes ∇_w q (a
-// third derivative of the loss) into `out`; used by the exact estimator.
+// quadraticFormGrad(x, y, v, out, cache?): returns q = vᵀ H v and writes ∇_w q
+// (a third derivative of the loss) into `out`; used by the exact estimator.
+// With an HvpCache, the gradient's graph is kept for the next direction.
 ModelCall ModelWrap::QuadraticFormGradCall(const Napi::CallbackInfo& info) {
   auto [x, y] = Batch(info, 0);
   auto& v = FlatArg(info, 2, "v");
   auto& out = FlatArg(info, 3, "out");
+  PrimalCache* cache = nullptr;
+  if (auto* wrap = HvpCacheWrap::Arg(info, 4)) cache = &wrap->Cache();
   auto q = std::make_shared<double>(0);
-  return {[this, x = x, y = y, v, out, q]() mutable { *q = net_->QuadraticFormGrad(x, y, v, out); },
+  return {[this, x = x, y = y, v, out, q, cache]() mutable { *q = net_->QuadraticFormGrad(x, y, v, out, cache); },
           [q](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *q); }};
 }
 

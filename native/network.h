@@ -74,8 +74,12 @@ class Network {
   // (z − ỹ)² is the negative log-density of N(z, 1/2), so that the Fisher's
   // expectation is the GGN).
   at::Tensor FisherTargets(const at::Tensor& z, const at::Tensor& noise) const;
-  // q = vᵀHv, with ∇_w q (a third derivative of the loss) written into `out`; returns q.
-  double QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out);
+  // q = vᵀHv, with ∇_w q (a third derivative of the loss) written into `out`;
+  // returns q. With `cache`, the gradient's graph (which does not depend on v)
+  // is recorded by the first call on this batch and parameters and replayed
+  // by the next ones: the 'double-backward' entry HVPs record and replay too.
+  double QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,
+                           PrimalCache* cache = nullptr);
   // H·v into `out` by forward-over-reverse differentiation (one forward pass
   // carrying tangents, one reverse pass carrying their R{·}); returns L(w).
   // Running statistics are not touched. With `cache`, what does not depend

@@ -318,6 +318,7 @@ void PrimalCache::Clear() {
   cursor = 0;
   entries.clear();
   graph.clear();
+  graphSequence = 0;
   loss = at::Tensor();
 }
 

@@ -268,11 +268,11 @@ export class Model {
     }
   }
 
-  /** q = vᵀHv and ∇_w(vᵀHv), a third derivative of the loss. */
-  quadraticFormGrad(x: Tensor, y: Tensor, v: Tensor, out?: Tensor): { q: number; grad: Tensor } {
-    optionalTensorArg('Model.quadraticFormGrad', 'out', out);
+  /** q = vᵀHv and ∇_w(vᵀHv), a third derivative; `cache` keeps the gradient's graph for the next v (the same bits). */
+  quadraticFormGrad(x: Tensor, y: Tensor, v: Tensor, out?: Tensor, options?: { cache?: HvpCache }): { q: number; grad: Tensor } {
+    const o = hvpArgs('Model.quadraticFormGrad', v, out, options);
     const grad = out ?? this.zerosLikeParams();
-    const q = this.native.quadraticFormGrad(x, y, v, grad);
+    const q = this.native.quadraticFormGrad(x, y, v, grad, o.cache);
     return { q, grad };
   }
 

@@ -45,6 +45,8 @@ export class Passes {
   hvpCaches: (HvpCache | undefined)[] = [];
   /** per batch, the cache of its curvature (vᵀHv) passes: another method, so another record */
   curvatureCaches: (HvpCache | undefined)[] = [];
+  /** per batch, its gradient's graph kept for third-order passes (keepingGradientGraphs) */
+  private gradientGraphs: HvpCache[] = [];
   private scratch?: Tensor;
   private readonly reducer?: Reducer;
 
@@ -243,12 +245,38 @@ export class Passes {
   *quadraticFormGradWork(v: Tensor, out: Tensor): Work<number> {
     this.secondOrderInFloat32('the gradient of vᵀHv');
     const native = this.model.native;
-    return yield* this.accumulate(out, (b, o) => {
-      this.counters.forward++;
-      this.counters.backward++;
-      this.counters.hvp++;
-      return one({ sync: () => native.quadraticFormGrad(b.x, b.y, v, o), async: () => native.quadraticFormGradAsync(b.x, b.y, v, o) });
+    const counters = this.counters;
+    return yield* this.accumulate(out, (b, o, j) => {
+      const cache = this.gradientGraphs[j];
+      return (function* () {
+        const recorded = cache?.records ?? 0;
+        const q = yield* one({ sync: () => native.quadraticFormGrad(b.x, b.y, v, o, cache), async: () => native.quadraticFormGradAsync(b.x, b.y, v, o, cache) });
+        // a forward-backward only where the gradient's graph was built, not where a kept one was reused
+        if (!cache || cache.records > recorded) {
+          counters.forward++;
+          counters.backward++;
+        }
+        counters.hvp++;
+        return q;
+      })();
     });
+  }
+
+  /**
+   * Runs `work` with each batch's gradient graph kept for its third-order
+   * passes (quadraticFormGradWork): the first direction builds it, the next
+   * ones reuse it (it does not depend on the direction), and it is released
+   * when `work` ends, however it ends, so no graph outlives the step.
+   */
+  *keepingGradientGraphs<T>(work: Work<T>): Work<T> {
+    const caches = this.batches.map(() => new (native().HvpCache)());
+    this.gradientGraphs = caches;
+    try {
+      return yield* work;
+    } finally {
+      this.gradientGraphs = [];
+      for (const c of caches) c.dispose();
+    }
   }
 
   /** H v at the current parameters. */

@@ -120,8 +120,8 @@ export interface NativeModel {
   lossAndGradAsync(x: NativeTensor, y: NativeTensor, grad: NativeTensor, updateStats: boolean, lossScale?: number, method?: GradMethod): Promise<number>;
   hvpAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: HvpMethod, cache?: NativeHvpCache): Promise<number>;
   curvatureAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, method?: CurvatureMethod, cache?: NativeHvpCache): Promise<number>;
-  quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): Promise<number>;
-  quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor): number;
+  quadraticFormGradAsync(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, cache?: NativeHvpCache): Promise<number>;
+  quadraticFormGrad(x: NativeTensor, y: NativeTensor, v: NativeTensor, out: NativeTensor, cache?: NativeHvpCache): number;
   getRngState(): Uint8Array;
   setRngState(state: Uint8Array): void;
   dispose(): void;

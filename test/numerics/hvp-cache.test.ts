@@ -2,10 +2,12 @@
 // batch computed equals a full HVP to 1e-12 (float64) on every layer type;
 // anything that changes the function (parameters, buffers, batch, mode,
 // model) makes the next HVP record afresh; the Hessian's probes give the
-// same results with and without caches.
+// same results with and without caches; third-order passes (the exact
+// estimator's) keep the gradient graph in a cache, to the same bits.
 import { describe, expect, it } from 'vitest';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { hvpCache, Model } from '../../lib/model/model.js';
+import { Optimizer } from '../../lib/optim/optimizer.js';
 import { mlp } from '../../lib/model/presets.js';
 import { ops } from '../../lib/tensor/ops.js';
 import { tensor, zeros } from '../../lib/tensor/tensor.js';
@@ -238,5 +240,61 @@ describe('Hessian probes with caches', () => {
     cache.dispose(); // harmless
     expect(cache.disposed).toBe(true);
     expect(() => model.hvp(x, y, v, undefined, { cache })).toThrow(/HvpCache was disposed/);
+  });
+});
+
+describe('third-order passes (quadraticFormGrad) keep the gradient graph in a cache', () => {
+  it('the same bits as without a cache; the graph is built once per batch and parameters, again after a write', () => {
+    const model = float64Model(mlp({ layers: [5, 8, 3], activation: 'tanh', batchNorm: true }), 3);
+    const { x, y } = randomBatch([10, 5], 3, 1);
+    const cache = hvpCache();
+    const check = (seed: number) => {
+      const v = randomVector(model.numParams, seed);
+      const kept = model.quadraticFormGrad(x, y, v, undefined, { cache });
+      const plain = model.quadraticFormGrad(x, y, v);
+      expect(kept.q).toBe(plain.q);
+      expect(Array.from(toNumbers(kept.grad))).toEqual(Array.from(toNumbers(plain.grad)));
+    };
+    check(2);
+    check(3);
+    check(4);
+    expect([cache.records, cache.replays]).toEqual([1, 2]);
+    ops.scale(model.params, 0.9);
+    check(5);
+    expect([cache.records, cache.replays]).toEqual([2, 2]);
+    // the HVPs' double backward is the same graph: it replays it
+    const v = randomVector(model.numParams, 6);
+    close(toNumbers(model.hvp(x, y, v, undefined, { method: 'double-backward', cache })), toNumbers(model.hvp(x, y, v)));
+    expect([cache.records, cache.replays]).toEqual([2, 3]);
+  });
+
+  it("the exact estimator's samples share one graph per micro-batch: the step equals the rule's arithmetic on uncached passes", () => {
+    const make = () => float64Model(mlp({ layers: [5, 8, 3], activation: 'tanh' }), 3);
+    const { x, y } = randomBatch([12, 5], 3, 4);
+    const xs = toNumbers(x), ys = Array.from(y.toArray() as BigInt64Array);
+    const half = (k: number) => ({ x: tensor(xs.slice(30 * k, 30 * k + 30), [6, 5], { dtype: 'float64' }), y: tensor(new BigInt64Array(ys.slice(6 * k, 6 * k + 6)), [6]) });
+    const P = make().numParams;
+    const us = [7, 8, 9].map((seed) => Array.from(toNumbers(randomVector(P, seed))));
+    const [rho, lambda, lr, n] = [0.05, 0.1, 0.1, 3];
+    const config = () => {
+      let i = 0;
+      return { kind: 'frob-sam', rho, lambda, samples: n, estimator: 'exact', mu: () => us[i++ % n] } as const;
+    };
+    // math.md §6, Frobenius form: grad = g0 + lambda·rho²/(n−1)·Σ (q_i/2 − mean)·½∇q_i, by uncached passes
+    const reference = make();
+    const w = reference.getParams();
+    const g0 = toNumbers(reference.lossAndGrad(x, y).grad);
+    const forms = us.map((u) => reference.quadraticFormGrad(x, y, tensor(u, undefined, { dtype: 'float64' })));
+    const halves = forms.map((f) => f.q / 2);
+    const mean = halves.reduce((a, b) => a + b, 0) / n;
+    const c = (lambda * rho * rho) / (n - 1);
+    const expected = Array.from(w, (wi, j) => wi - lr * (g0[j] + forms.reduce((s, f, i) => s + 0.5 * c * (halves[i] - mean) * toNumbers(f.grad)[j], 0)));
+    for (const batches of [[{ x, y }], [half(0), half(1)]]) {
+      const model = make();
+      const r = new Optimizer(model, { base: { kind: 'sgd', lr }, sharpness: config(), seed: 7 }).step(batches);
+      // per micro-batch: one forward-backward for g0 and one for the samples' shared graph; an HVP per sample
+      expect(r.counters).toEqual({ forward: 2 * batches.length, backward: 2 * batches.length, hvp: n * batches.length });
+      close(model.getParams(), expected, 1e-12);
+    }
   });
 });

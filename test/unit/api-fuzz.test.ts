@@ -189,7 +189,7 @@ const doors: Door[] = [
   method('Model', 'hvpAsync', model, ['x:tensor', 'y:tensor', 'v:tensor', 'out?:tensor', 'options?:options'], () => [x(), y(), flat(), undefined, {}]),
   method('Model', 'curvature', model, ['x:tensor', 'y:tensor', 'v:tensor', 'options?:options'], () => [x(), y(), flat(), {}]),
   method('Model', 'curvatures', model, ['x:tensor', 'y:tensor', 'V:tensor', 'options?:options'], () => [x(), y(), lib.zeros([2, model().numParams], { dtype: 'float64' }), {}]),
-  method('Model', 'quadraticFormGrad', model, ['x:tensor', 'y:tensor', 'v:tensor', 'out?:tensor'], () => [x(), y(), flat(), undefined]),
+  method('Model', 'quadraticFormGrad', model, ['x:tensor', 'y:tensor', 'v:tensor', 'out?:tensor', 'options?:options'], () => [x(), y(), flat(), undefined, {}]),
   method('Model', 'exclusive', model, ['fn:function'], () => [async () => 1]),
   method('Model', 'idle', model, [], () => []),
   method('Model', 'buffers', model, [], () => []),

@@ -4,7 +4,7 @@
 // the loop may wait is measured by scripts/bench/event-loop.ts, not here.)
 import { describe, expect, it } from 'vitest';
 import { hessian } from '../../lib/hessian/hessian.js';
-import { Model } from '../../lib/model/model.js';
+import { hvpCache, Model } from '../../lib/model/model.js';
 import { cnn, mlp } from '../../lib/model/presets.js';
 import { Optimizer, type OptimizerOptions } from '../../lib/optim/optimizer.js';
 import { tensor, zeros } from '../../lib/tensor/tensor.js';
@@ -51,6 +51,27 @@ describe('stepAsync', () => {
       expect(awaited.ticks).toBeGreaterThan(0);
     });
   }
+
+  it("third-order passes replaying a kept graph on libuv's threads: the bits of the synchronous calls", async () => {
+    // the graph recorded on one thread, its replays on others: autograd's
+    // order of work (by per-thread sequence numbers) must not change the sums
+    const model = new Model(cnnSpec, { seed: 2 });
+    const { x, y } = batches[0];
+    const v = tensor(Float32Array.from({ length: model.numParams }, (_, i) => Math.cos(3 * i)));
+    const out = zeros([model.numParams]);
+    const sync = model.native.quadraticFormGrad(x, y, v, out, hvpCache());
+    const expected = Array.from(out.toArray());
+    for (const record of ['sync', 'async'] as const) {
+      const cache = hvpCache();
+      if (record === 'sync') model.native.quadraticFormGrad(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
+      else await model.native.quadraticFormGradAsync(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
+      for (let k = 0; k < 6; k++) {
+        expect(await model.native.quadraticFormGradAsync(x, y, v, out, cache)).toBe(sync);
+        expect(Array.from(out.toArray())).toEqual(expected);
+      }
+      expect([cache.records, cache.replays]).toEqual([1, 6]);
+    }
+  });
 
   it('a failing step rejects, changes nothing, and the model is usable afterwards', async () => {
     const model = new Model(cnnSpec, { seed: 2 });

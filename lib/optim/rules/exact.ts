@@ -24,9 +24,12 @@ export function* exactStep(ctx: RuleContext, o: ExactOptions, sampler: Direction
   const n = o.samples;
   const h = ctx.workspace.list('perturbed-grad-', n);
   const half: number[] = [];
-  for (let i = 0; i < n; i++) {
-    half.push((yield* ctx.passes.quadraticFormGradWork(sampler.next(ctx.model.numParams), h[i])) / 2);
-  }
+  // the samples share one gradient graph per batch (it does not depend on u)
+  yield* ctx.passes.keepingGradientGraphs(
+    (function* () {
+      for (let i = 0; i < n; i++) half.push((yield* ctx.passes.quadraticFormGradWork(sampler.next(ctx.model.numParams), h[i])) / 2);
+    })(),
+  );
   if (o.form === 'frobenius') {
     const mean = half.reduce((a, b) => a + b, 0) / n;
     const rho2 = ctx.rho * ctx.rho;
