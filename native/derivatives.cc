@@ -511,8 +511,8 @@ double Network::CurvatureBy(const std::string& method, const at::Tensor& x, cons
 // ∇_w q, a third derivative of the loss (the exact estimator's). The
 // gradient's graph is the part that does not depend on v: kept in `cache`, a
 // step's samples build it once, and each later sample runs only its own
-// second and third passes (on the 83-parameter MLP of the readings test a
-// sample took 0.83× the time, median of 15 alternating rounds). Each
+// second and third passes (0.79–0.86× the time of a sample that builds it:
+// npm run bench:third-order, docs/benchmarks.md). Each
 // sample's ⟨g, v⟩ and ⟨Hv, v⟩ nodes are its own, so q and ∇q are the same
 // bits with or without a cache.
 double Network::QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v, at::Tensor& out,

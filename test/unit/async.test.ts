@@ -60,14 +60,14 @@ describe('stepAsync', () => {
     const v = tensor(Float32Array.from({ length: model.numParams }, (_, i) => Math.cos(3 * i)));
     const out = zeros([model.numParams]);
     const sync = model.native.quadraticFormGrad(x, y, v, out, hvpCache());
-    const expected = Array.from(out.toArray());
+    const expected = Array.from(out.toArray() as Float32Array);
     for (const record of ['sync', 'async'] as const) {
       const cache = hvpCache();
       if (record === 'sync') model.native.quadraticFormGrad(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
       else await model.native.quadraticFormGradAsync(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
       for (let k = 0; k < 6; k++) {
         expect(await model.native.quadraticFormGradAsync(x, y, v, out, cache)).toBe(sync);
-        expect(Array.from(out.toArray())).toEqual(expected);
+        expect(Array.from(out.toArray() as Float32Array)).toEqual(expected);
       }
       expect([cache.records, cache.replays]).toEqual([1, 6]);
     }
