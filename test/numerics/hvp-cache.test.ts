@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { hessian } from '../../lib/hessian/hessian.js';
 import { hvpCache, Model } from '../../lib/model/model.js';
+import { native } from '../../lib/native/load.js';
 import { Optimizer } from '../../lib/optim/optimizer.js';
 import { mlp } from '../../lib/model/presets.js';
 import { ops } from '../../lib/tensor/ops.js';
@@ -295,6 +296,40 @@ describe('third-order passes (quadraticFormGrad) keep the gradient graph in a ca
       // per micro-batch: one forward-backward for g0 and one for the samples' shared graph; an HVP per sample
       expect(r.counters).toEqual({ forward: 2 * batches.length, backward: 2 * batches.length, hvp: n * batches.length });
       close(model.getParams(), expected, 1e-12);
+    }
+  });
+
+  it('the kept graphs are released when the step ends, however it ends', () => {
+    // every HvpCache the step makes is counted, and so is its dispose()
+    const binding = native() as unknown as { HvpCache: new () => { dispose(): void } };
+    const Original = binding.HvpCache;
+    let made = 0, released = 0;
+    binding.HvpCache = class extends Original {
+      constructor() {
+        super();
+        made++;
+      }
+      dispose() {
+        released++;
+        super.dispose();
+      }
+    };
+    try {
+      const model = float64Model(mlp({ layers: [5, 8, 3], activation: 'tanh' }), 3);
+      const { x, y } = randomBatch([12, 5], 3, 4);
+      const u = Array.from(toNumbers(randomVector(model.numParams, 7)));
+      const w = model.getParams();
+      // a sampler that fails at the second sample: the step throws inside the samples' loop
+      let draws = 0;
+      const failing = { kind: 'trace-sam', rho: 0.05, lambda: 0.1, samples: 3, estimator: 'exact', mu: () => (++draws === 2 ? [] : u) } as const;
+      expect(() => new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness: failing }).step(x, y)).toThrow(/user sampler returned 0 numbers/);
+      expect([made, released]).toEqual([1, 1]);
+      expect(model.getParams()).toEqual(w);
+      const halves = [0, 1].map((k) => ({ x: tensor(toNumbers(x).slice(30 * k, 30 * k + 30), [6, 5], { dtype: 'float64' }), y: tensor(new BigInt64Array(Array.from(y.toArray() as BigInt64Array).slice(6 * k, 6 * k + 6)), [6]) }));
+      new Optimizer(model, { base: { kind: 'sgd', lr: 0.1 }, sharpness: { ...failing, mu: () => u } }).step(halves);
+      expect([made, released]).toEqual([3, 3]); // one per micro-batch
+    } finally {
+      binding.HvpCache = Original;
     }
   });
 });
