@@ -117,6 +117,34 @@ describe(`TorchScript modules saved by PyTorch ${ref.torch}`, () => {
     model.dispose();
   });
 
+  it("the exact estimator's step (its samples sharing one gradient graph) equals the rule's arithmetic on uncached third-order passes", () => {
+    for (const [name, file] of [['mlp', 'mlp-scripted.pt'], ['cnn-bn', 'cnn-bn-scripted.pt']] as const) {
+      const make = () => {
+        const m = loadTorchScript(join(dir, file), { dtype: 'float64' });
+        m.train(false);
+        return m;
+      };
+      const { x, y, v } = batchOf(ref.cases[name]);
+      const reference = make();
+      const us = [0, 1, 2].map((k) => Array.from(toNumbers(v), (vi, i) => vi + Math.sin(i + k)));
+      const [rho, lambda, lr, n] = [0.05, 0.1, 0.1, 3];
+      // math.md §6, Frobenius form: g0 + lambda·rho²/(n−1)·Σ (q_i/2 − mean)·½∇q_i
+      const w = reference.getParams();
+      const g0 = toNumbers(reference.lossAndGrad(x, y).grad);
+      const forms = us.map((u) => reference.quadraticFormGrad(x, y, tensor(Float64Array.from(u), [u.length], { dtype: 'float64' })));
+      const halves = forms.map((f) => f.q / 2);
+      const mean = halves.reduce((a, b) => a + b, 0) / n;
+      const c = (lambda * rho * rho) / (n - 1);
+      const expected = Array.from(w, (wi, j) => wi - lr * (g0[j] + forms.reduce((s, f, i) => s + 0.5 * c * (halves[i] - mean) * toNumbers(f.grad)[j], 0)));
+      let k = 0;
+      const model = make();
+      const r = new Optimizer(model, { base: { kind: 'sgd', lr }, sharpness: { kind: 'frob-sam', rho, lambda, samples: n, estimator: 'exact', mu: () => us[k++ % n] } }).step(x, y);
+      expect(r.counters, name).toEqual({ forward: 2, backward: 2, hvp: n });
+      expect(relDiff(model.getParams(), expected), name).toBeLessThan(1e-12);
+      for (const m of [reference, model]) m.dispose();
+    }
+  });
+
   it('the Trainer trains one (config.torchscript): stopped and resumed equals the uninterrupted run bit for bit; usam probe reads the run', () => {
     const base = { dataset: 'synthetic' as const, epochs: 2, batchSize: 64, seed: 3, torchscript: join(dir, 'mlp-784-scripted.pt') };
     const root = mkdtempSync(join(tmpdir(), 'usam-ts-train-'));
