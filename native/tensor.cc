@@ -57,8 +57,10 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : GuardedWrap<TensorWrap>
     liveCount++;
     liveBytes += static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
     auto& data = Data(info.Env());
-    if (!data.scopes.empty() && data.persistentDepth == 0)
-      data.scopes.back().push_back(Napi::Weak(info.This().As<Napi::Object>()));
+    if (!data.scopes.empty() && data.persistentDepth == 0) {
+      handle_ = std::make_shared<TensorWrap*>(this);
+      data.scopes.back().push_back({Napi::Weak(info.This().As<Napi::Object>()), handle_});
+    }
     if (info[1].As<Napi::Boolean>().Value()) {
       reportedBytes_ = static_cast<int64_t>(tensor_.numel() * tensor_.element_size());
       Napi::MemoryManagement::AdjustExternalMemory(info.Env(), reportedBytes_);
@@ -105,7 +107,14 @@ void TensorWrap::Release(Napi::Env env) {
   reportedBytes_ = 0;
 }
 
-void TensorWrap::Finalize(Napi::Env env) { Release(env); }
+void TensorWrap::Finalize(Napi::Env env) {
+  Release(env);
+  if (handle_) *handle_ = nullptr;
+}
+
+TensorWrap::~TensorWrap() {
+  if (handle_) *handle_ = nullptr;
+}
 
 namespace {
 
@@ -183,15 +192,19 @@ Napi::Value TensorWrap::EndScope(const Napi::CallbackInfo& info) {
     Napi::Value v = keepList.Get(i);
     if (v.IsObject() && v.As<Napi::Object>().InstanceOf(Data(env).tensor.Value())) keep.push_back(Unwrap(v.As<Napi::Object>()));
   }
-  std::vector<Napi::ObjectReference> made = std::move(scopes.back());
+  std::vector<ScopedTensor> made = std::move(scopes.back());
   scopes.pop_back();
-  for (auto& ref : made) {
-    Napi::Object o = ref.Value();
-    if (o.IsEmpty()) continue;  // already collected
-    TensorWrap* t = Unwrap(o);
+  for (auto& entry : made) {
+    TensorWrap* t = *entry.wrap;
+    if (t == nullptr) continue;  // finalized already
+    if (entry.ref.Value().IsEmpty()) {
+      // collected, its finalizer not yet run: nothing can reach it, free it now
+      t->Release(env);
+      continue;
+    }
     if (t->Pinned()) continue;  // a running async call holds it; the collector frees it later
     if (keepAll || std::find(keep.begin(), keep.end(), t) != keep.end()) {
-      if (!scopes.empty()) scopes.back().push_back(std::move(ref));
+      if (!scopes.empty()) scopes.back().push_back(std::move(entry));
     } else {
       t->Release(env);
     }

@@ -21,6 +21,7 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   static at::Tensor& From(const Napi::Value& v, const std::string& name);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
+  ~TensorWrap() override;
   void Finalize(Napi::Env env) override;
 
  private:
@@ -69,6 +70,8 @@ class TensorWrap : public GuardedWrap<TensorWrap> {
   at::Tensor tensor_;
   bool disposed_ = false;
   int64_t reportedBytes_ = 0;
+  // this wrapper while it exists, null after: the handle a scope holds (made only inside one)
+  std::shared_ptr<TensorWrap*> handle_;
 };
 
 // Shorthand for checks between tensor arguments.
