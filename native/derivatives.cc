@@ -437,17 +437,27 @@ double Network::IntoSeparate(at::Tensor& out, const std::vector<at::Tensor>& rea
 void Network::KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const {
   if (cache.key == key && !cache.graph.empty()) {
     ++cache.replays;
-    return;
+  } else {
+    cache.Clear();
+    try {
+      record();
+    } catch (...) {
+      cache.Clear();  // a half-recorded graph must not be replayed
+      throw;
+    }
+    cache.key = key;
+    ++cache.records;
+    cache.graphSequence = at::sequence_number::peek();
   }
-  cache.Clear();
-  try {
-    record();
-  } catch (...) {
-    cache.Clear();  // a half-recorded graph must not be replayed
-    throw;
-  }
-  cache.key = key;
-  ++cache.records;
+  // Autograd runs ready nodes in the order of their sequence numbers, which
+  // each thread counts on its own. Nodes a caller adds on top of the kept
+  // graph (QuadraticFormGrad's ⟨g, v⟩ and its HVP's graph) must come after
+  // the graph's, as they do on the thread that recorded it; a call on another
+  // of libuv's threads would otherwise interleave them by that thread's count,
+  // and a backward pass through both would sum its gradients in another order
+  // (other bits: seen on the async step test's CNN). So this thread's count
+  // is moved past the graph's (once per thread: counts only grow).
+  while (at::sequence_number::peek() < cache.graphSequence) at::sequence_number::get_and_increment();
 }
 
 std::vector<at::Tensor> Network::BackwardWith(const std::vector<at::Tensor>& graph, size_t first, const at::Tensor& v,
@@ -520,19 +530,8 @@ double Network::QuadraticFormGrad(const at::Tensor& x, const at::Tensor& y, cons
   PassSignals held;
   PrimalCache local;
   PrimalCache& kept = cache ? *cache : local;
-  KeepGraph(kept, CacheKey(x, y, "double-backward"), [&] {
-    kept.graph = GradientGraph(x, y, kept.loss);
-    kept.graphSequence = at::sequence_number::peek();
-  });
-  // Autograd runs ready nodes in the order of their sequence numbers, which
-  // each thread counts on its own. The nodes this call adds (⟨g, v⟩, the
-  // HVP's graph) must come after the kept graph's, as they do on the thread
-  // that recorded it; an async call on another of libuv's threads would
-  // otherwise interleave them by that thread's count, and the third pass
-  // would sum its gradients in another order (other bits: seen on the
-  // async step test's CNN). So this thread's count is moved past the graph's
-  // (once per thread: counts only grow).
-  while (at::sequence_number::peek() < kept.graphSequence) at::sequence_number::get_and_increment();
+  // KeepGraph also orders this call's new nodes after the kept graph's, on whatever thread it runs
+  KeepGraph(kept, CacheKey(x, y, "double-backward"), [&] { kept.graph = GradientGraph(x, y, kept.loss); });
   at::Tensor gv = DotFlat(kept.graph, v);
   if (!gv.requires_grad()) {
     out.zero_();

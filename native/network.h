@@ -166,7 +166,8 @@ class Network {
   // The correctly classified samples for class labels and [batch, classes] outputs, else -1.
   static int64_t CountCorrect(const at::Tensor& output, const at::Tensor& y);
   // Leaves in `cache` the graph `record` builds for `key`: recorded unless
-  // the cache holds it already (then a replay); a failed recording leaves it empty.
+  // the cache holds it already (then a replay); a failed recording leaves it
+  // empty. Either way the calling thread's autograd order is set after the graph's.
   void KeepGraph(PrimalCache& cache, const PrimalCache::Key& key, const std::function<void()>& record) const;
   // The backward of kept per-parameter graph entries (graph[first + i] for
   // parameter i; those that do not depend on `inputs` skipped) with v split

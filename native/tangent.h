@@ -105,7 +105,7 @@ struct PrimalCache {
   size_t cursor = 0;
   std::vector<std::vector<at::Tensor>> entries;
   std::vector<at::Tensor> graph;  // double backward: ∇L with its graph
-  uint64_t graphSequence = 0;     // the recording thread's autograd sequence number after the graph's nodes
+  uint64_t graphSequence = 0;     // the recording thread's autograd sequence number after the graph's nodes (KeepGraph)
   at::Tensor loss;
   int64_t records = 0, replays = 0;
 

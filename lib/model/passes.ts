@@ -13,7 +13,7 @@
 // statistics move by the pooled statistics of all ranks' batches, one small
 // float64 allreduce per step, so they too equal one process's).
 import { NonFiniteError, UsamError } from '../errors.js';
-import type { HvpCache, Model } from './model.js';
+import { type HvpCache, type Model, newHvpCache } from './model.js';
 import type { CurvatureMethod, GaussNewtonKind, HvpMethod, Precision } from '../native/binding.js';
 import { native } from '../native/load.js';
 import { ops } from '../tensor/ops.js';
@@ -245,20 +245,15 @@ export class Passes {
   *quadraticFormGradWork(v: Tensor, out: Tensor): Work<number> {
     this.secondOrderInFloat32('the gradient of vᵀHv');
     const native = this.model.native;
-    const counters = this.counters;
     return yield* this.accumulate(out, (b, o, j) => {
       const cache = this.gradientGraphs[j];
-      return (function* () {
-        const recorded = cache?.records ?? 0;
-        const q = yield* one({ sync: () => native.quadraticFormGrad(b.x, b.y, v, o, cache), async: () => native.quadraticFormGradAsync(b.x, b.y, v, o, cache) });
-        // a forward-backward only where the gradient's graph was built, not where a kept one was reused
-        if (!cache || cache.records > recorded) {
-          counters.forward++;
-          counters.backward++;
-        }
-        counters.hvp++;
-        return q;
-      })();
+      // a kept graph's forward-backward passes are counted when it is released
+      if (!cache) {
+        this.counters.forward++;
+        this.counters.backward++;
+      }
+      this.counters.hvp++;
+      return one({ sync: () => native.quadraticFormGrad(b.x, b.y, v, o, cache), async: () => native.quadraticFormGradAsync(b.x, b.y, v, o, cache) });
     });
   }
 
@@ -269,13 +264,18 @@ export class Passes {
    * when `work` ends, however it ends, so no graph outlives the step.
    */
   *keepingGradientGraphs<T>(work: Work<T>): Work<T> {
-    const caches = this.batches.map(() => new (native().HvpCache)());
+    const caches = this.batches.map(() => newHvpCache());
     this.gradientGraphs = caches;
     try {
       return yield* work;
     } finally {
       this.gradientGraphs = [];
-      for (const c of caches) c.dispose();
+      for (const c of caches) {
+        // each graph built is one forward-backward
+        this.counters.forward += c.records;
+        this.counters.backward += c.records;
+        c.dispose();
+      }
     }
   }
 

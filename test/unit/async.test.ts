@@ -61,10 +61,13 @@ describe('stepAsync', () => {
     const out = zeros([model.numParams]);
     const sync = model.native.quadraticFormGrad(x, y, v, out, hvpCache());
     const expected = Array.from(out.toArray() as Float32Array);
-    for (const record of ['sync', 'async'] as const) {
+    // recorded by a third-order pass here or on a libuv thread, or by a double-backward HVP (the same cache entry)
+    for (const record of ['hvp', 'sync', 'async'] as const) {
       const cache = hvpCache();
-      if (record === 'sync') model.native.quadraticFormGrad(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
-      else await model.native.quadraticFormGradAsync(x, y, tensor(new Float32Array(model.numParams).fill(1)), out, cache);
+      const ones = tensor(new Float32Array(model.numParams).fill(1));
+      if (record === 'sync') model.native.quadraticFormGrad(x, y, ones, out, cache);
+      else if (record === 'async') await model.native.quadraticFormGradAsync(x, y, ones, out, cache);
+      else model.native.hvp(x, y, ones, zeros([model.numParams]), 'double-backward', cache);
       for (let k = 0; k < 6; k++) {
         expect(await model.native.quadraticFormGradAsync(x, y, v, out, cache)).toBe(sync);
         expect(Array.from(out.toArray() as Float32Array)).toEqual(expected);
