@@ -17,8 +17,11 @@ double FusedCombine(at::Tensor& dst, const std::vector<double>& c, const std::ve
 // dst = base + scale·dir, returning ⟨probe, dir⟩ accumulated in double, in
 // one pass over the four vectors (a perturbation w0 + s·u together with the
 // slope g0ᵀu that the zeroth-order rules' readings subtract). dst may alias
-// base only.
-double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, const at::Tensor& dir, const at::Tensor& probe);
+// base only. With `keep` (a tensor of its own), keep = base as well, in the
+// same pass: the first perturbation of a step keeps w while it overwrites it.
+// Without a probe the dot is skipped (0 returned).
+double FusedShiftDot(at::Tensor& dst, const at::Tensor& base, double scale, const at::Tensor& dir, const at::Tensor* probe,
+                     at::Tensor* keep = nullptr);
 
 // Σ_k x[k] and Σ_k x[k]² of a flat vector, in double, from one pass over it:
 // the sum is the NaN/Inf check (as FusedCombine's), the squares ‖x‖² (a

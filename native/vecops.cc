@@ -139,22 +139,28 @@ Napi::Value Combine(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), FusedCombine(dst, c, t));
 }
 
-// shiftDot(dst, base, scale, dir, probe): dst = base + scale·dir and
-// returns ⟨probe, dir⟩ (accumulated in double), in one pass. dst may alias
-// base only.
+// shiftDot(dst, base, scale, dir, probe?, keep?): dst = base + scale·dir and
+// returns ⟨probe, dir⟩ (accumulated in double; 0 without a probe), in one pass. dst may alias
+// base only. With `keep`, keep = base too, in the same pass (a perturbation
+// written over the weights that keeps them: no copy pass of its own).
 Napi::Value ShiftDot(const Napi::CallbackInfo& info) {
   auto& dst = TensorWrap::Arg(info, 0, "dst");
   auto& base = TensorWrap::Arg(info, 1, "base");
   double scale = NumberArg(info, 2, "scale");
   auto& dir = TensorWrap::Arg(info, 3, "dir");
-  auto& probe = TensorWrap::Arg(info, 4, "probe");
+  auto optional = [&](size_t i, const char* name) { return info.Length() > i && !info[i].IsUndefined() ? &TensorWrap::Arg(info, i, name) : nullptr; };
+  at::Tensor* probe = optional(4, "probe");
+  at::Tensor* keep = optional(5, "keep");
   CheckFloat(dst, "dst");
   CheckSameLayout(dst, "dst", base, "base");
   CheckSameLayout(dst, "dst", dir, "dir");
-  CheckSameLayout(dst, "dst", probe, "probe");
+  if (probe) CheckSameLayout(dst, "dst", *probe, "probe");
+  if (keep) CheckSameLayout(dst, "dst", *keep, "keep");
   if (!std::isfinite(scale)) Fail("shiftDot: argument 'scale' must be a finite number");
-  if (dir.is_same(dst) || probe.is_same(dst)) Fail("shiftDot: dst may alias only base");
-  return Napi::Number::New(info.Env(), FusedShiftDot(dst, base, scale, dir, probe));
+  if (dir.is_same(dst) || (probe && probe->is_same(dst))) Fail("shiftDot: dst may alias only base");
+  if (keep && (keep->is_same(dst) || keep->is_same(base) || keep->is_same(dir) || (probe && keep->is_same(*probe))))
+    Fail("shiftDot: keep must be a tensor of its own (it receives base)");
+  return Napi::Number::New(info.Env(), FusedShiftDot(dst, base, scale, dir, probe, keep));
 }
 
 Napi::Value AllFinite(const Napi::CallbackInfo& info) {

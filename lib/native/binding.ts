@@ -185,7 +185,7 @@ export interface NativeOps {
   /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
   combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): number;
   /** dst = base + scale·dir, returns ⟨probe, dir⟩ (accumulated in double), one pass; dst may alias base only */
-  shiftDot(dst: NativeTensor, base: NativeTensor, scale: number, dir: NativeTensor, probe: NativeTensor): number;
+  shiftDot(dst: NativeTensor, base: NativeTensor, scale: number, dir: NativeTensor, probe?: NativeTensor, keep?: NativeTensor): number;
   allFinite(x: NativeTensor): boolean;
 }
 

@@ -27,8 +27,11 @@ export const ops = {
   mul: (dst: T, a: T, b: T): void => n().mul(dst, a, b),
   /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
   combine: (dst: T, coefficients: number[], tensors: T[]): number => n().combine(dst, coefficients, tensors),
-  /** dst = base + scale·dir and ⟨probe, dir⟩ (accumulated in double) in one fused pass; dst may alias base only */
-  shiftDot: (dst: T, base: T, scale: number, dir: T, probe: T): number => n().shiftDot(dst, base, scale, dir, probe),
+  /**
+   * dst = base + scale·dir and ⟨probe, dir⟩ (accumulated in double; 0 without a probe) in one fused pass; dst may
+   * alias base only. With `keep`, keep = base in the same pass (a perturbation written over w that keeps w).
+   */
+  shiftDot: (dst: T, base: T, scale: number, dir: T, probe?: T, keep?: T): number => n().shiftDot(dst, base, scale, dir, probe, keep),
   allFinite: (x: T): boolean => n().allFinite(x),
   /** Eigenvalues (ascending) and optionally eigenvectors of a symmetric n×n row-major matrix, by LAPACK */
   symmetricEigen: (a: Float64Array, n: number, wantVectors: boolean) => native().linalg.symmetricEigen(a, n, check.boolean('ops.symmetricEigen', 'wantVectors', wantVectors)),

@@ -33,6 +33,8 @@ describe('malformed calls become JS errors', () => {
   // For each entry point: valid arguments, and per argument a list of bad values.
   type Entry = { name: string; call: (args: unknown[]) => unknown; valid: () => unknown[]; bad: (() => unknown[])[] };
   const wrongFlat = () => [...notTensors(), zeros([P + 1], { dtype: 'float64' }), zeros([P], { dtype: 'float32' }), zeros([P, 1], { dtype: 'float64' })];
+  // an optional tensor: any wrong value but undefined (which leaves it out)
+  const optionalFlat = () => wrongFlat().filter((v) => v !== undefined);
   const wrongX = () => [...notTensors(), zeros([2, 5], { dtype: 'float64' }), zeros([2, 4], { dtype: 'float32' }), zeros([4], { dtype: 'float64' }), zeros([0, 4], { dtype: 'float64' })];
   const wrongY = () => [...notTensors(), labels([0]), labels([0, 7]), labels([-1, 0]), zeros([2], { dtype: 'float64' })];
   const nm = model.native as unknown as Record<string, (...a: unknown[]) => unknown>;
@@ -46,7 +48,7 @@ describe('malformed calls become JS errors', () => {
     { name: 'model.setRngState', call: (a) => nm.setRngState(...a), valid: () => [model.native.getRngState()], bad: [() => [undefined, new Uint8Array(3), new Float32Array(8), 'state']] },
     { name: 'ops.axpy', call: (a) => addon.ops.axpy(...(a as [Tensor, number, Tensor])), valid: () => [flat(), 0.5, flat()], bad: [() => [...notTensors(), labels([1])], () => [undefined, 'a', NaN, Infinity, {}], wrongFlat] },
     { name: 'ops.combine', call: (a) => addon.ops.combine(...(a as [Tensor, number[], Tensor[]])), valid: () => [flat(), [1, 2], [flat(), flat()]], bad: [notTensors, () => [undefined, [1], [NaN, 1], 'x', [1, 2, 3]], () => [undefined, [], [flat()], [flat(), 3], [flat(), disposed()], [flat(), zeros([2])]]] },
-    { name: 'ops.shiftDot', call: (a) => addon.ops.shiftDot(...(a as [Tensor, Tensor, number, Tensor, Tensor])), valid: () => [flat(), flat(), 0.5, flat(), flat()], bad: [wrongFlat, wrongFlat, () => [undefined, 'x', NaN, Infinity], wrongFlat, wrongFlat] },
+    { name: 'ops.shiftDot', call: (a) => addon.ops.shiftDot(...(a as [Tensor, Tensor, number, Tensor, Tensor, Tensor])), valid: () => [flat(), flat(), 0.5, flat(), flat(), flat()], bad: [wrongFlat, wrongFlat, () => [undefined, 'x', NaN, Infinity], wrongFlat, optionalFlat, optionalFlat] },
     { name: 'ops.dot', call: (a) => addon.ops.dot(...(a as [Tensor, Tensor])), valid: () => [flat(), flat()], bad: [wrongFlat, wrongFlat] },
     { name: 'ops.mul', call: (a) => addon.ops.mul(...(a as [Tensor, Tensor, Tensor])), valid: () => [flat(), flat(), flat()], bad: [wrongFlat, wrongFlat, wrongFlat] },
     { name: 'ops.copy', call: (a) => addon.ops.copy(...(a as [Tensor, Tensor])), valid: () => [flat(), flat()], bad: [wrongFlat, wrongFlat] },

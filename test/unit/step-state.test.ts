@@ -70,23 +70,27 @@ describe('w is kept only where a rule overwrites params', () => {
   const steps = (sharpness: OptimizerOptions['sharpness']) => {
     const model = make();
     const opt = new Optimizer(model, { base: { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 1e-3 }, sharpness, seed: 3 });
-    const copy = ops.copy;
+    // w is kept by a copy, or by the first perturbation of a step, which keeps it in its own pass (shiftDot's `keep`)
+    const { copy, shiftDot } = ops;
     let copies = 0;
+    let keptByShift = 0;
     ops.copy = (dst, src) => (copies++, copy(dst, src));
+    ops.shiftDot = (...a) => (a[5] !== undefined && keptByShift++, shiftDot(...a));
     try {
       for (let i = 0; i < 3; i++) opt.step(batch.x, batch.y);
     } finally {
-      ops.copy = copy;
+      Object.assign(ops, { copy, shiftDot });
     }
     const saved = (opt as unknown as { workspace: { buffers: Map<string, unknown> } }).workspace.buffers.has('saved-params');
-    return { copies, saved, params: model.getParams() };
+    return { copies, keptByShift, saved, params: model.getParams() };
   };
-  it('plain SGD and rules that never perturb (GNP, exact Trace-SAM) copy no w and hold no buffer for it; the perturbing rules one copy a step', () => {
-    expect(steps(undefined)).toMatchObject({ copies: 0, saved: false });
-    expect(steps({ kind: 'gnp', lambda: 0.1 })).toMatchObject({ copies: 0, saved: false });
-    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, estimator: 'exact' })).toMatchObject({ copies: 0, saved: false });
-    expect(steps({ kind: 'sam', rho: 0.05 })).toMatchObject({ copies: 3, saved: true });
-    expect(steps({ kind: 'frob-sam', rho: 0.05, lambda: 0.1, samples: 2 })).toMatchObject({ copies: 3, saved: true });
+  it('plain SGD and rules that never perturb (GNP, exact Trace-SAM) keep no w and hold no buffer for it; the perturbing rules keep it once a step, in their first perturbation', () => {
+    expect(steps(undefined)).toMatchObject({ copies: 0, keptByShift: 0, saved: false });
+    expect(steps({ kind: 'gnp', lambda: 0.1 })).toMatchObject({ copies: 0, keptByShift: 0, saved: false });
+    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, estimator: 'exact' })).toMatchObject({ copies: 0, keptByShift: 0, saved: false });
+    expect(steps({ kind: 'sam', rho: 0.05 })).toMatchObject({ copies: 0, keptByShift: 3, saved: true });
+    expect(steps({ kind: 'frob-sam', rho: 0.05, lambda: 0.1, samples: 2 })).toMatchObject({ copies: 0, keptByShift: 3, saved: true });
+    expect(steps({ kind: 'trace-sam', rho: 0.05, lambda: 0.1, samples: 2, directions: 'antithetic' })).toMatchObject({ copies: 0, keptByShift: 3, saved: true });
   });
   it("a step that never keeps w updates params in place, to the same bits as a step from a kept copy", () => {
     // GNP's update from params in place, against the same update from the kept copy (RuleContext.w0 read by a rule that then does nothing else)

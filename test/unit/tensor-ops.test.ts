@@ -4,7 +4,7 @@ import { cuda } from '../../lib/native/runtime.js';
 import { native } from '../../lib/native/load.js';
 import { ops } from '../../lib/tensor/ops.js';
 import { generator, sampleInto } from '../../lib/random.js';
-import { labels, tensor, zeros } from '../../lib/tensor/tensor.js';
+import { labels, tensor, toFloatArray, zeros } from '../../lib/tensor/tensor.js';
 
 describe('tensors', () => {
   it('round-trip float32, float64 and int64 with shape, dtype and device', () => {
@@ -126,9 +126,25 @@ describe('flat-vector operations', () => {
     expect(Array.from(combined.toArray() as Float32Array)).toEqual(Array.from(out));
     ops.shiftDot(base, base, 0.37, tensor(u), tensor(g));
     expect(Array.from(base.toArray() as Float32Array)).toEqual(Array.from(out));
+    // with keep: w is kept bit for bit in the same pass while dst = w is overwritten; without a probe, no dot
+    for (const dtype of ['float32', 'float64'] as const) {
+      const w2 = tensor(dtype === 'float32' ? w : Float64Array.from(w));
+      const [u2, g2] = [u, g].map((a) => tensor(dtype === 'float32' ? a : Float64Array.from(a)));
+      const expected = zeros([n], { dtype });
+      const expectedSlope = ops.shiftDot(expected, w2, 0.37, u2, g2);
+      const kept = zeros([n], { dtype });
+      expect(ops.shiftDot(w2, w2, 0.37, u2, g2, kept)).toBe(expectedSlope);
+      expect(Array.from(toFloatArray(kept))).toEqual(Array.from(dtype === 'float32' ? w : Float64Array.from(w)));
+      expect(Array.from(toFloatArray(w2))).toEqual(Array.from(toFloatArray(expected)));
+      const again = zeros([n], { dtype });
+      expect(ops.shiftDot(again, kept, 0.37, u2, undefined)).toBe(0);
+      expect(Array.from(toFloatArray(again))).toEqual(Array.from(toFloatArray(expected)));
+    }
     const x = v([1, 2]);
     expect(() => ops.shiftDot(x, v([0, 0]), 1, x, v([1, 1]))).toThrow(/dst may alias only base/);
     expect(() => ops.shiftDot(x, x, NaN, v([1, 1]), v([1, 1]))).toThrow(/scale/);
+    expect(() => ops.shiftDot(x, x, 1, v([1, 1]), v([1, 1]), x)).toThrow(/keep must be a tensor of its own/);
+    expect(() => ops.shiftDot(x, x, 1, v([1, 1]), v([1, 1]), v([1, 1, 1]))).toThrow(/keep/);
   });
 });
 

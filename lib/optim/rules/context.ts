@@ -94,6 +94,20 @@ export class StepWeights {
     return this.saved;
   }
 
+  /**
+   * params ← w + scale·dir, returning ⟨probe, dir⟩ (summed in double; 0
+   * without a probe): a perturbation of the step's w, in one fused pass. The
+   * first one of a step keeps w in that same pass (its copy fused into the
+   * shift: one read of w fewer than keep() then a shift).
+   */
+  shift(scale: number, dir: Tensor, probe?: Tensor): number {
+    if (this.saved) return ops.shiftDot(this.params, this.saved, scale, dir, probe);
+    const saved = this.workspace.get('saved-params');
+    const dot = ops.shiftDot(this.params, this.params, scale, dir, probe, saved);
+    this.saved = saved; // only once w is there: a refused call leaves nothing to restore
+    return dot;
+  }
+
   /** Where the base step reads w from when params may hold a perturbed w (params = from − lr·(...)), else undefined. */
   get perturbedFrom(): Tensor | undefined {
     return this.saved;
@@ -235,7 +249,7 @@ export function* perturbedPasses(
       u = sampler.next(ctx.model.numParams);
       if (weights !== undefined) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, weights, u));
       // params ← w + rho·u, and the slope rho·g0ᵀu from the same pass over u
-      slope = ctx.rho * ops.shiftDot(ctx.model.params, ctx.weights.keep(), ctx.rho, u, ctx.g0);
+      slope = ctx.rho * ctx.weights.shift(ctx.rho, u, ctx.g0);
     } else perturb(ctx, u!, -ctx.rho);
     firstOrder.push(negate ? -slope : slope);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
@@ -304,10 +318,9 @@ export function gradientNorm(ctx: RuleContext): number {
 }
 
 /**
- * params ← w + scale·u (one fused pass, from the kept w). The optimizer's
- * base step starts from the kept w, or a failure restores it.
+ * params ← w + scale·u (one fused pass, keeping w on the step's first). The
+ * optimizer's base step starts from the kept w, or a failure restores it.
  */
 export function perturb(ctx: RuleContext, u: Tensor, scale: number): void {
-  const w = ctx.weights.keep();
-  ops.combine(ctx.model.params, [1, scale], [w, u]);
+  ctx.weights.shift(scale, u);
 }
