@@ -1,6 +1,9 @@
 // The benchmark models (tiny, MLP, CNN on 28×28 inputs; ResNet-18 on 32×32×3; batch 128),
 // shared by the benchmarks and their PyTorch twins (scripts/bench/pytorch_models.py).
 import { join } from 'node:path';
+import { native } from '../../lib/native/load.js';
+import { setThreads } from '../../lib/native/runtime.js';
+import { option } from './args.js';
 import { loadTorchScript, Model, type ModelOptions } from '../../lib/model/model.js';
 import { cnn, mlp, resnet18 } from '../../lib/model/presets.js';
 import type { ModelSpecInput } from '../../lib/model/spec.js';
@@ -91,4 +94,21 @@ export function alternate(fns: (() => void)[], repeats: number, warmup = 3): num
       if (r >= warmup) times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
     });
   return times.map(median);
+}
+
+/**
+ * An alternating micro-benchmark's common options (--models, --rounds,
+ * --calls, --threads: one intra-op thread unless given), set and announced,
+ * and its inputs' source: uniform draws in (−1, 1) from a fixed-seed
+ * Lehmer generator, the same on every run.
+ */
+export function alternatingRun(defaults: { models: string; rounds: number; calls: number }) {
+  const models = option('--models', defaults.models).split(',');
+  const rounds = Number(option('--rounds', String(defaults.rounds)));
+  const calls = Number(option('--calls', String(defaults.calls)));
+  setThreads(Number(option('--threads', '1')));
+  console.log(`LibTorch ${native().versions().torch}, ${native().versions().threads} intra-op thread(s); ${rounds} rounds × ${calls} calls of each`);
+  let s = 1;
+  const signed = () => 2 * ((s = (s * 16807) % 2147483647) / 2147483647) - 1;
+  return { models, rounds, calls, signed };
 }

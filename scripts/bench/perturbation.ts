@@ -10,22 +10,12 @@
 // --threads says otherwise; the two alternate call by call; kept/copy is
 // the median of the per-round ratios of medians with a distribution-free
 // interval (models.ts medianInterval). Both give the same bits (checked).
-import { native } from '../../lib/native/load.js';
-import { setThreads } from '../../lib/native/runtime.js';
 import { ops } from '../../lib/tensor/ops.js';
 import { labels, tensor, toFloatArray } from '../../lib/tensor/tensor.js';
-import { option } from './args.js';
-import { makeBenchModel, median, medianInterval } from './models.js';
+import { alternatingRun, makeBenchModel, median, medianInterval } from './models.js';
 
-const models = option('--models', 'tiny,mlp').split(',');
-const rounds = Number(option('--rounds', '15'));
-const calls = Number(option('--calls', '60'));
-setThreads(Number(option('--threads', '1')));
-console.log(`LibTorch ${native().versions().torch}, ${native().versions().threads} intra-op thread(s); ${rounds} rounds × ${calls} calls of each`);
-
-let s = 1;
-const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;
-const values = (n: number) => Float32Array.from({ length: n }, () => 2 * uniform() - 1);
+const { models, rounds, calls, signed } = alternatingRun({ models: 'tiny,mlp', rounds: 15, calls: 60 });
+const values = (n: number) => Float32Array.from({ length: n }, signed);
 for (const name of models) {
   const { model, input } = makeBenchModel(name, { dtype: 'float32', seed: 0 });
   const batch = 128;

@@ -11,20 +11,10 @@
 // time); the others are the benchmark's models in float32, batch 128.
 import { hvpCache, Model } from '../../lib/model/model.js';
 import { mlp } from '../../lib/model/presets.js';
-import { native } from '../../lib/native/load.js';
-import { setThreads } from '../../lib/native/runtime.js';
 import { labels, tensor } from '../../lib/tensor/tensor.js';
-import { option } from './args.js';
-import { makeBenchModel, median, medianInterval } from './models.js';
+import { alternatingRun, makeBenchModel, median, medianInterval } from './models.js';
 
-const models = option('--models', 'small,tiny,mlp').split(',');
-const rounds = Number(option('--rounds', '15'));
-const calls = Number(option('--calls', '100'));
-setThreads(Number(option('--threads', '1')));
-console.log(`LibTorch ${native().versions().torch}, ${native().versions().threads} intra-op thread(s); ${rounds} rounds × ${calls} calls of each`);
-
-let s = 1;
-const uniform = () => (s = (s * 16807) % 2147483647) / 2147483647;
+const { models, rounds, calls, signed } = alternatingRun({ models: 'small,tiny,mlp', rounds: 15, calls: 100 });
 for (const name of models) {
   const small = name === 'small';
   const { model, input } = small
@@ -35,7 +25,7 @@ for (const name of models) {
   const classes = small ? 3 : 10;
   const d = input.reduce((a, b) => a * b, 1);
   const values = (n: number) => {
-    const v = Array.from({ length: n }, () => 2 * uniform() - 1);
+    const v = Array.from({ length: n }, signed);
     return dtype === 'float64' ? Float64Array.from(v) : Float32Array.from(v);
   };
   const x = tensor(values(batch * d), [batch, ...input], { dtype });
