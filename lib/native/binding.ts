@@ -184,7 +184,7 @@ export interface NativeOps {
   mul(dst: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   /** dst = Σ c_i·t_i in one fused pass; returns the sum of dst (NaN/±Inf when any element is) */
   combine(dst: NativeTensor, coefficients: number[], tensors: NativeTensor[]): number;
-  /** dst = base + scale·dir, returns ⟨probe, dir⟩ (accumulated in double), one pass; dst may alias base only */
+  /** dst = base + scale·dir, returns ⟨probe, dir⟩ (accumulated in double; 0 without a probe), one pass; dst may alias base only; with `keep`, keep = base in the same pass */
   shiftDot(dst: NativeTensor, base: NativeTensor, scale: number, dir: NativeTensor, probe?: NativeTensor, keep?: NativeTensor): number;
   allFinite(x: NativeTensor): boolean;
 }
