@@ -17,7 +17,7 @@ export interface RuleContext {
   rho: number;
   /** w, kept (copied on the first read) so that params may then be overwritten; restored bitwise after the step */
   readonly w0: Tensor;
-  /** w during the step: `weights.w` reads it without keeping a copy; perturb() and perturbedPasses() keep it first */
+  /** w during the step: `weights.w` reads it without keeping a copy; `weights.shift()` (a perturbation) and `weights.keep()` keep it first */
   weights: StepWeights;
   /** ∇L(w) of the unperturbed pass */
   g0: Tensor;
@@ -68,8 +68,9 @@ export class Workspace {
 /**
  * The weights w of one step, kept exact while params hold perturbed points.
  * Until a rule first overwrites params, w is params itself; then keep()
- * copies it into the workspace's saved buffer once (allocated on that first
- * use: a plain step never holds it). A rule that never perturbs (exact, GNP)
+ * copies it into the workspace's saved buffer once, or the first shift()
+ * writes it there in the pass that perturbs params (the buffer allocated on
+ * that first use: a plain step never holds it). A rule that never perturbs (exact, GNP)
  * copies nothing, and its base step updates params in place. After a
  * failure, restore() copies w back, bit for bit.
  */
@@ -250,7 +251,7 @@ export function* perturbedPasses(
       if (weights !== undefined) rounding = Math.max(rounding ?? 0, perturbationFloor(ctx, weights, u));
       // params ← w + rho·u, and the slope rho·g0ᵀu from the same pass over u
       slope = ctx.rho * ctx.weights.shift(ctx.rho, u, ctx.g0);
-    } else perturb(ctx, u!, -ctx.rho);
+    } else ctx.weights.shift(-ctx.rho, u!);
     firstOrder.push(negate ? -slope : slope);
     const loss = yield* ctx.passes.lossAndGradWork(grads[i], ctx.statsEveryPass);
     if (!Number.isFinite(loss))
@@ -315,12 +316,4 @@ export function curvatureSamples(ctx: RuleContext, p: { losses: number[]; firstO
 /** ‖g0‖: from its pass's sum of squares where it computed one (no pass over g0 of its own), else by ops.norm. */
 export function gradientNorm(ctx: RuleContext): number {
   return ctx.g0Squares !== null ? Math.sqrt(ctx.g0Squares) : ops.norm(ctx.g0);
-}
-
-/**
- * params ← w + scale·u (one fused pass, keeping w on the step's first). The
- * optimizer's base step starts from the kept w, or a failure restores it.
- */
-export function perturb(ctx: RuleContext, u: Tensor, scale: number): void {
-  ctx.weights.shift(scale, u);
 }

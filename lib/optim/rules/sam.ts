@@ -7,13 +7,13 @@ import type { Work } from '../../model/work.js';
 import { ops } from '../../tensor/ops.js';
 import { sharpnessFields } from '../../sharpness/config.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { gradientNorm, perturb, type RuleContext, type RuleResult } from './context.js';
+import { gradientNorm, type RuleContext, type RuleResult } from './context.js';
 import { configBuilder, defineRule, type SharpnessConfigInput } from './registry.js';
 
 export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive: true; eta: number }) & { scale?: Tensor }): Work<RuleResult> {
   if (!o.adaptive && !o.scale) {
     // e = s·g0: w + s·g0 in one fused pass, no vector e
-    perturb(ctx, ctx.g0, ctx.rho / (gradientNorm(ctx) + 1e-7));
+    ctx.weights.shift(ctx.rho / (gradientNorm(ctx) + 1e-7), ctx.g0);
     return yield* perturbedGradient(ctx);
   }
   const e = ctx.workspace.get('direction');
@@ -30,7 +30,7 @@ export function* samStep(ctx: RuleContext, o: ({ adaptive: false } | { adaptive:
     ops.scale(e, ctx.rho / (gradientNorm(ctx) + 1e-7));
   }
   if (o.scale) ops.mul(e, e, o.scale); // parameter groups with their own rho
-  perturb(ctx, e, 1);
+  ctx.weights.shift(1, e); // w + e
   return yield* perturbedGradient(ctx);
 }
 
