@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
 interface Task {
@@ -35,11 +36,15 @@ const summaryLine = {
     };
     files.forEach(walk);
     process.stdout.write(`\n${count.passed} passed, ${count.failed} failed, ${count.skipped} skipped\n`);
+    // npm test (scripts/test.mjs) makes two runs and adds their counts
+    const countsFile = process.env.USAM_TEST_COUNTS_FILE;
+    if (countsFile) appendFileSync(countsFile, `${JSON.stringify(count)}\n`);
   },
 };
 
 /**
- * The suite in three groups, run one after another (`npm test`), or alone:
+ * The suite in three groups, run one after another (`npm test`, which runs
+ * unit and numerics two files at a time: scripts/test.mjs), or alone:
  * `npm run test:unit` (fast, under a minute: logic, validation, small
  * native checks), `npm run test:numerics` (goldens, PyTorch twins, finite
  * differences), `npm run test:integration` (the package, the CLI, training
@@ -53,8 +58,11 @@ export default defineConfig({
       extends: true,
       test: { name, include: [`test/${name}/**/*.test.ts`], sequence: { groupOrder: order } },
     })),
-    // Native work is CPU-bound on 2 cores: one test file at a time keeps
-    // timings sane and LibTorch's thread pool uncontended.
+    // One test file at a time unless the command line says otherwise: the
+    // integration files start processes of their own (CLI runs, data-parallel
+    // ranks, Chromium) that want the second core. `npm test` runs the unit and
+    // numerics groups two files at a time in a run of their own
+    // (scripts/test.mjs), as `test:unit` and `test:numerics` do.
     fileParallelism: false,
     pool: 'forks',
     // TMPDIR: a folder of this run's own, removed at its end (test/global-setup.ts)
