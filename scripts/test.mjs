@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm test`: the whole suite in two vitest runs, one after the other.
-//   1. unit and numerics, two test files at a time. Each file is its own
-//      process and these groups never time anything, so the second core is
-//      free throughput: measured 239 -> 140 s on this 2-core machine.
+//   1. unit and numerics, two test files at a time, at one intra-op thread
+//      each (OMP_NUM_THREADS=1 unless set). Each file is its own process and
+//      these groups never time anything, so the second core is free
+//      throughput: measured 239 -> 140 s on this 2-core machine.
 //   2. integration, one file at a time, as the config says: those files start
 //      CLI processes, data-parallel ranks and Chromium of their own, and the
 //      second core is theirs (two at a time measured no faster: 375 -> 353 s).
@@ -37,14 +38,19 @@ if (args.length > 0) {
 const dir = mkdtempSync(join(tmpdir(), 'usam-test-counts-'));
 const countsFile = join(dir, 'counts.jsonl');
 const env = { ...process.env, USAM_TEST_COUNTS_FILE: countsFile };
+// Two files at a time get one intra-op thread each. LibTorch 2.x starts with
+// one per core, and two processes of two OpenMP threads on 2 cores spin
+// against each other: on the CUDA flavour the readings and hessian files took
+// 498 and 318 s instead of about 35 and 16 s. (Debian's 1.13 starts with one.)
+const parallelEnv = { ...env, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '1' };
 let status = 0;
 try {
   const runs = [
-    ['--project', 'unit', '--project', 'numerics', '--fileParallelism', '--maxWorkers=2', '--minWorkers=1'],
-    ['--project', 'integration'],
+    { args: ['--project', 'unit', '--project', 'numerics', '--fileParallelism', '--maxWorkers=2', '--minWorkers=1'], env: parallelEnv },
+    { args: ['--project', 'integration'], env },
   ];
   for (const run of runs) {
-    const s = vitestRun(run, env);
+    const s = vitestRun(run.args, run.env);
     if (status === 0) status = s;
   }
   let lines = [];
