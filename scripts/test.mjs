@@ -6,7 +6,7 @@
 //      throughput: measured 239 -> 140 s on this 2-core machine.
 //   2. integration, one file at a time, as the config says: those files start
 //      CLI processes, data-parallel ranks and Chromium of their own, and the
-//      second core is theirs (two at a time measured no faster: 375 -> 353 s).
+//      second core is theirs (two at a time measured little faster: 375 -> 353 s).
 // Vitest 3 takes its worker count from the run, not from a project, hence two
 // runs. The second runs even when the first failed, so that one `npm test`
 // shows every failure; the exit status is the first failing one. The last
@@ -16,7 +16,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 const require = createRequire(import.meta.url);
@@ -26,8 +26,8 @@ const args = process.argv.slice(2).filter((a, i) => !(i === 0 && a === '--'));
 function vitestRun(extra, env = process.env) {
   const r = spawnSync(process.execPath, [vitest, 'run', ...extra], { stdio: 'inherit', env });
   if (r.error) throw r.error;
-  // killed by a signal: report it as a failure of its own kind
-  return r.status ?? 128 + 1;
+  // killed by a signal: the shell's convention, 128 + its number
+  return r.status ?? 128 + (constants.signals[r.signal] ?? 0);
 }
 
 if (args.length > 0) {
