@@ -61,8 +61,8 @@ export default defineConfig({
     // One test file at a time unless the command line says otherwise: the
     // integration files start processes of their own (CLI runs, data-parallel
     // ranks, Chromium) that want the second core. `npm test` runs the unit and
-    // numerics groups two files at a time in a run of their own
-    // (scripts/test.mjs), as `test:unit` and `test:numerics` do.
+    // numerics groups two files at a time in a run of their own, as
+    // `test:unit` and `test:numerics` do (scripts/test.mjs, its plans).
     fileParallelism: false,
     pool: 'forks',
     // TMPDIR: a folder of this run's own, removed at its end (test/global-setup.ts)
