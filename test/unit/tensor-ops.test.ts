@@ -1,4 +1,5 @@
 // Tensor handles, flat-vector operations and samplers.
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { cuda } from '../../lib/native/runtime.js';
 import { native } from '../../lib/native/load.js';
@@ -212,6 +213,29 @@ describe('samplers', () => {
     g.rewind();
     g.rewind();
     expect(g.getState()).toEqual(state);
+  });
+
+  it("a background draw runs off its caller's CPU: the fill thread may use the caller's CPUs but the one it submitted from", () => {
+    // Linux put a fill thread woken after idling on its waker's CPU, where it
+    // preempted the caller for the whole draw (generator.cc, SteerAwayFrom)
+    const cpus = (status: string) => {
+      const list = /^Cpus_allowed_list:\s*(.*)$/m.exec(status)![1].trim();
+      return new Set(list.split(',').flatMap((r) => {
+        const [a, b = a] = r.split('-').map(Number);
+        return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+      }));
+    };
+    const g = generator(3);
+    const u = zeros([1000]);
+    g.fillAsync(u, 'gaussian');
+    g.wait();
+    const fill = readdirSync('/proc/self/task').find((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'usam-fill');
+    expect(fill, 'a thread named usam-fill').toBeDefined();
+    const callers = cpus(readFileSync('/proc/thread-self/status', 'utf8'));
+    const fills = cpus(readFileSync(`/proc/self/task/${fill}/status`, 'utf8'));
+    expect([...fills].every((c) => callers.has(c))).toBe(true);
+    expect(fills.size).toBe(callers.size > 1 ? callers.size - 1 : callers.size);
+    expect(u.toArray().some((x) => x !== 0)).toBe(true);
   });
 
   it('reports versions and CUDA availability', () => {
