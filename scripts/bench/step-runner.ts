@@ -2,6 +2,9 @@
 //   node scripts/run-ts.mjs scripts/bench/step-runner.ts MODEL OPTIMIZER [DEVICE] [PRECISION]
 // then the protocol of pytorch_steps.py on standard input:
 //   step K -> JSON list of K step times (ms); fb K -> K forward-backward times;
+//   pairs K -> {"step": [...], "fb": [...]}: K steps and K passes taking turns
+//     (step, pass, step, ...), so that a step and the passes it is compared
+//     with see the same phase of the host (the floor ours/((n+1)·fb));
 //   info -> {"peakRssKb", "threads", "params", "torch", "torchLibrary", "sgemm"}
 import { createInterface } from 'node:readline';
 import { native } from '../../lib/native/load.js';
@@ -28,12 +31,17 @@ const times = (fn: () => void, k: number) =>
     sync();
     return Number(process.hrtime.bigint() - t) / 1e6;
   });
+const fb = () => void model.native.lossAndGrad(x, y, grad, true);
 for (let i = 0; i < 2; i++) opt.step(x, y); // warm-up
 console.log(JSON.stringify({ ready: true }));
 for await (const line of createInterface({ input: process.stdin })) {
   const [cmd, k] = line.split(' ');
   if (cmd === 'step') console.log(JSON.stringify(times(() => opt.step(x, y), Number(k))));
-  else if (cmd === 'fb') console.log(JSON.stringify(times(() => model.native.lossAndGrad(x, y, grad, true), Number(k))));
+  else if (cmd === 'fb') console.log(JSON.stringify(times(fb, Number(k))));
+  else if (cmd === 'pairs') {
+    const pairs = Array.from({ length: Number(k) }, () => [times(() => opt.step(x, y), 1)[0], times(fb, 1)[0]]);
+    console.log(JSON.stringify({ step: pairs.map((p) => p[0]), fb: pairs.map((p) => p[1]) }));
+  }
   else if (cmd === 'info')
     console.log(JSON.stringify({ peakRssKb: process.resourceUsage().maxRSS, threads: native().versions().threads, params: model.numParams, torch: native().versions().torch, torchLibrary: native().versions().torchLibrary, sgemm: native().versions().sgemm }));
   else break;

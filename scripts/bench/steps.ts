@@ -8,7 +8,9 @@
 // in this run: both run as persistent processes
 // and take turns (R rounds of K steps each), so that a slow phase of the
 // machine hits both alike. Also ours over (n+1) × one forward-backward of the
-// same model (n perturbed passes per step), and peak RSS for the memory target.
+// same model (n perturbed passes per step), from a turn of its own in which
+// our steps and passes take turns (a step and the passes it is compared with
+// see the same phase of the host), and peak RSS for the memory target.
 // Each ratio is given with a distribution-free interval for the median of its
 // per-round ratios (models.ts medianInterval): on a shared VM the speed moves
 // by tens of percent between rounds, and a ratio without it overstates what
@@ -110,19 +112,22 @@ for (const model of models)
         officialRepo && precision === 'fp32'
           ? new Peer(python, [join(here, 'pytorch_steps.py'), model, o, String(threads), device, precision, 'official'], env(threads))
           : undefined,
-      t: { ours: [] as number[], torch: [] as number[], oursFb: [] as number[], torchFb: [] as number[], official: [] as number[] },
+      // pairedSteps/oursFb: the floor's turn, steps and passes taking turns in one process (step-runner's `pairs`)
+      t: { ours: [] as number[], torch: [] as number[], pairedSteps: [] as number[], oursFb: [] as number[], torchFb: [] as number[], official: [] as number[] },
     }));
     await Promise.all(cells.flatMap((c) => [c.ours.ask(), c.torch.ask(), c.official?.ask()]));
+    type Turn = [Peer, string, (reply: never) => void];
+    const into = (list: number[]) => (reply: number[]) => void list.push(...reply);
     for (let r = 0; r < rounds; r++) {
-      const turns: [Peer, number[], string][] = cells.flatMap(({ ours, torch, official, t }) => [
-        [ours, t.ours, `step ${steps}`],
-        [torch, t.torch, `step ${steps}`],
-        ...(official ? [[official, t.official, `step ${steps}`] as [Peer, number[], string]] : []),
-        [ours, t.oursFb, `fb ${steps}`],
-        [torch, t.torchFb, `fb ${steps}`],
+      const turns: Turn[] = cells.flatMap(({ ours, torch, official, t }): Turn[] => [
+        [ours, `step ${steps}`, into(t.ours)],
+        [torch, `step ${steps}`, into(t.torch)],
+        ...(official ? [[official, `step ${steps}`, into(t.official)] as Turn] : []),
+        [ours, `pairs ${steps}`, (reply: { step: number[]; fb: number[] }) => void (t.pairedSteps.push(...reply.step), t.oursFb.push(...reply.fb))],
+        [torch, `fb ${steps}`, into(t.torchFb)],
       ]);
       if (r % 2 === 1) turns.reverse();
-      for (const [peer, into, cmd] of turns) into.push(...(await peer.ask<number[]>(cmd)));
+      for (const [peer, cmd, take] of turns) take(await peer.ask<never>(cmd));
     }
     const cellRows = [];
     for (const { precision, ours, torch, official, t } of cells) {
@@ -146,11 +151,14 @@ for (const model of models)
         forwardBackwardMs: median(t.oursFb),
         pytorchForwardBackwardMs: median(t.torchFb),
         passes: BENCH_PASSES[o],
-        oursOverPasses: ratio(t.ours, t.oursFb, BENCH_PASSES[o]).median,
+        /** the floor: each round's steps over its passes, both from the round's paired turn */
+        oursOverPasses: ratio(t.pairedSteps, t.oursFb, BENCH_PASSES[o]).median,
         /** distribution-free intervals (medianInterval) for the median of the per-round ratios */
         oursOverPytorchInterval: ratio(t.ours, t.torch),
         oursOverOfficialInterval: official ? ratio(t.ours, t.official) : null,
-        oursOverPassesInterval: ratio(t.ours, t.oursFb, BENCH_PASSES[o]),
+        oursOverPassesInterval: ratio(t.pairedSteps, t.oursFb, BENCH_PASSES[o]),
+        /** the floor as it was estimated until 2026-12-08: the step turn's steps over the paired turn's passes, two turns apart */
+        oursOverPassesSeparateTurns: ratio(t.ours, t.oursFb, BENCH_PASSES[o]),
         /** every time measured (ms), round after round of `steps` each */
         times: t,
         peakRssKb: oi.peakRssKb,
