@@ -254,6 +254,8 @@ export interface NativeVersions {
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   threads: number;
+  /** OpenBLAS's threads where the process has OpenBLAS (Debian's LibTorch 1.13), else 0; setThreads sets both */
+  blasThreads: number;
   /** freed tensor memory is kept for reuse (glibc malloc tuned at load; USAM_MALLOC_TUNING=0 turns it off) */
   mallocTuned: boolean;
   /** intra-op threads set at load (one per usable core, as PyTorch does); 0 when OMP_NUM_THREADS / MKL_NUM_THREADS decided */

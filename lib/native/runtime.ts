@@ -8,7 +8,7 @@ import { native } from './load.js';
 /** The addon's version, flavour, LibTorch, threads and build facts. */
 export const versions = (): NativeVersions => native().versions();
 
-/** LibTorch's intra-op threads for this process (torch.set_num_threads). */
+/** LibTorch's intra-op threads for this process (torch.set_num_threads), and OpenBLAS's where the process has it. */
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new ConfigError('threads', [{ path: 'threads', message: `must be an integer ≥ 1, got ${n}` }]);
   native().setThreads(n);

@@ -1,7 +1,7 @@
 // Tensor handles, flat-vector operations and samplers.
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { cuda } from '../../lib/native/runtime.js';
+import { cuda, setThreads, versions } from '../../lib/native/runtime.js';
 import { native } from '../../lib/native/load.js';
 import { ops } from '../../lib/tensor/ops.js';
 import { generator, sampleInto } from '../../lib/random.js';
@@ -236,6 +236,22 @@ describe('samplers', () => {
     expect([...fills].every((c) => callers.has(c))).toBe(true);
     expect(fills.size).toBe(callers.size > 1 ? callers.size - 1 : callers.size);
     expect(u.toArray().some((x) => x !== 0)).toBe(true);
+  });
+
+  it("setThreads sets LibTorch's intra-op threads and OpenBLAS's, where the process has OpenBLAS (Debian's 1.13)", () => {
+    const before = versions().threads;
+    try {
+      for (const n of [1, 2, 1]) {
+        setThreads(n);
+        const v = versions();
+        expect(v.threads).toBe(n);
+        // OpenBLAS keeps a thread count of its own, which at::set_num_threads does not reach there
+        expect(v.blasThreads).toBe(v.blasThreads === 0 ? 0 : n);
+      }
+      if (versions().torchLibrary.includes('/usr/lib/')) expect(versions().blasThreads, "Debian's LibTorch runs on OpenBLAS").toBe(1);
+    } finally {
+      setThreads(before);
+    }
   });
 
   it('reports versions and CUDA availability', () => {
