@@ -116,18 +116,23 @@ for (const model of models)
       t: { ours: [] as number[], torch: [] as number[], pairedSteps: [] as number[], oursFb: [] as number[], torchFb: [] as number[], official: [] as number[] },
     }));
     await Promise.all(cells.flatMap((c) => [c.ours.ask(), c.torch.ask(), c.official?.ask()]));
-    type Turn = [Peer, string, (reply: never) => void];
-    const into = (list: number[]) => (reply: number[]) => void list.push(...reply);
+    // a turn: one command to one peer, its reply kept
+    const times = (peer: Peer, cmd: string, into: number[]) => async () => void into.push(...(await peer.ask<number[]>(cmd)));
+    const pairs = (peer: Peer, t: { pairedSteps: number[]; oursFb: number[] }) => async () => {
+      const reply = await peer.ask<{ step: number[]; fb: number[] }>(`pairs ${steps}`);
+      t.pairedSteps.push(...reply.step);
+      t.oursFb.push(...reply.fb);
+    };
     for (let r = 0; r < rounds; r++) {
-      const turns: Turn[] = cells.flatMap(({ ours, torch, official, t }): Turn[] => [
-        [ours, `step ${steps}`, into(t.ours)],
-        [torch, `step ${steps}`, into(t.torch)],
-        ...(official ? [[official, `step ${steps}`, into(t.official)] as Turn] : []),
-        [ours, `pairs ${steps}`, (reply: { step: number[]; fb: number[] }) => void (t.pairedSteps.push(...reply.step), t.oursFb.push(...reply.fb))],
-        [torch, `fb ${steps}`, into(t.torchFb)],
+      const turns = cells.flatMap(({ ours, torch, official, t }) => [
+        times(ours, `step ${steps}`, t.ours),
+        times(torch, `step ${steps}`, t.torch),
+        ...(official ? [times(official, `step ${steps}`, t.official)] : []),
+        pairs(ours, t),
+        times(torch, `fb ${steps}`, t.torchFb),
       ]);
       if (r % 2 === 1) turns.reverse();
-      for (const [peer, cmd, take] of turns) take(await peer.ask<never>(cmd));
+      for (const turn of turns) await turn();
     }
     const cellRows = [];
     for (const { precision, ours, torch, official, t } of cells) {
